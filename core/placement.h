@@ -1,0 +1,25 @@
+#ifndef DCASGD_CORE_PLACEMENT_H_
+#define DCASGD_CORE_PLACEMENT_H_
+
+#include <cstdint>
+
+#include "absl/strings/string_view.h"
+
+namespace dcasgd {
+
+// 64-bit FNV-1a of `bytes` (offset basis 0xcbf29ce484222325, prime
+// 0x100000001b3). Part of the wire contract: every client computes it.
+uint64_t Fnv1a64(absl::string_view bytes);
+
+// The shard that owns chunk `chunk_index` of `tensor` in a job of
+// `shard_count` shards: (Fnv1a64(tensor) + chunk_index) mod shard_count, with
+// the sum wrapping mod 2^64. A pure function: servers and clients in every
+// language agree on it without a lookup service. Consecutive chunks of a
+// tensor go round-robin over the shards, starting at a name-dependent shard.
+// Requires shard_count >= 1.
+uint32_t ShardOfChunk(absl::string_view tensor, uint64_t chunk_index,
+                      uint32_t shard_count);
+
+}  // namespace dcasgd
+
+#endif  // DCASGD_CORE_PLACEMENT_H_

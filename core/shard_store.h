@@ -1,0 +1,208 @@
+#ifndef DCASGD_CORE_SHARD_STORE_H_
+#define DCASGD_CORE_SHARD_STORE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "core/checkpoint.h"
+#include "core/clock.h"
+#include "core/tensor.h"
+#include "core/update_rule.h"
+
+namespace dcasgd {
+
+using WorkerId = uint64_t;
+
+// How pushes of different workers are ordered.
+enum class SyncMode {
+  kAsync,  // apply each push at once (ASGD / DC-ASGD)
+  kSsgd,   // average one push of every active worker, apply once per round
+  kSsp,    // async, but a worker may be at most `ssp_bound` pushes ahead of
+           // the slowest active worker (Ho et al. 2013)
+};
+enum class SspPolicy { kWait, kReject };
+
+absl::StatusOr<SyncMode> ParseSyncMode(absl::string_view name);  // async|ssgd|ssp
+const char* SyncModeName(SyncMode mode);
+
+struct ShardConfig {
+  uint32_t shard_index = 0;
+  uint32_t shard_count = 1;
+  OptimizerConfig optimizer;
+  SyncMode sync = SyncMode::kAsync;
+  uint32_t ssp_bound = 0;
+  SspPolicy ssp_policy = SspPolicy::kWait;
+  // Async modes: a push whose staleness exceeds this is ABORTED (< 0: off).
+  int64_t max_staleness = -1;
+  absl::Duration lease = absl::Seconds(30);
+
+  absl::Status Validate() const;
+};
+
+// One chunk of a pushed gradient: little-endian float32 bytes.
+struct GradientChunk {
+  std::string tensor;
+  uint64_t chunk_index = 0;
+  std::string values;
+};
+
+// One chunk of weights as sent on the wire.
+struct ChunkValues {
+  std::string tensor;
+  uint64_t chunk_index = 0;
+  std::string values;  // little-endian float32
+};
+
+struct PushResult {
+  uint64_t version = 0;    // shard version after the update
+  uint64_t staleness = 0;  // versions applied since this worker's pull
+  double apply_seconds = 0;  // time spent in the update kernels
+  // PushPull only: the new values of the pushed chunks, in push order; they
+  // are the worker's new backup.
+  std::vector<ChunkValues> new_values;
+};
+
+struct JoinResult {
+  WorkerId worker_id = 0;
+  absl::Duration lease;
+};
+
+struct ShardStats {
+  uint64_t version = 0;
+  uint32_t active_workers = 0;
+  uint64_t weight_bytes = 0;
+  uint64_t backup_bytes = 0;
+  uint64_t optimizer_state_bytes = 0;
+};
+
+// A chunk to send in a pull, resolved from names by PlanPull.
+struct ChunkRef {
+  const void* chunk = nullptr;  // opaque: the store's chunk
+  const std::string* tensor = nullptr;
+  uint64_t chunk_index = 0;
+};
+
+// The state of one parameter shard: the chunks it owns, per-worker backups,
+// optimizer state, the version counter, worker leases and the synchronous
+// modes. No gRPC: the service translates requests into these calls.
+//
+// Thread-safe. Updates lock one chunk at a time (per-chunk absl::Mutex), so
+// pushes of different workers proceed in parallel on different chunks; a
+// store-wide reader/writer lock lets Snapshot() take a consistent cut. Tensors
+// are never removed, so ChunkRefs stay valid for the store's lifetime.
+class ShardStore {
+ public:
+  using PushDone = absl::AnyInvocable<void(absl::StatusOr<PushResult>)>;
+
+  // `clock` must outlive the store (Clock::Real() in production).
+  ShardStore(ShardConfig config, Clock* clock);
+  ~ShardStore();
+  ShardStore(const ShardStore&) = delete;
+  ShardStore& operator=(const ShardStore&) = delete;
+
+  const ShardConfig& config() const { return config_; }
+
+  // Declares tensors, all or nothing: INVALID_ARGUMENT for a bad spec,
+  // ALREADY_EXISTS for a name declared with a different spec. Identical
+  // re-declarations are no-ops. Initialises the chunks this shard owns.
+  // Returns the specs with defaults resolved.
+  absl::StatusOr<std::vector<TensorSpec>> Declare(std::vector<TensorSpec> specs);
+  std::vector<TensorSpec> ListTensors() const;
+  // Chunks of `name` owned here (0 when unknown).
+  uint64_t OwnedChunks(const std::string& name) const;
+
+  // Membership. Join replaces a live worker of the same name.
+  // INVALID_ARGUMENT for an empty name.
+  absl::StatusOr<JoinResult> Join(const std::string& worker_name);
+  // FAILED_PRECONDITION when the worker is unknown or its lease expired.
+  absl::Status Heartbeat(WorkerId worker);
+  absl::Status Leave(WorkerId worker);
+  // Ends every lease past its deadline and frees those workers' backups.
+  // Returns how many ended. Called periodically by the service.
+  int ExpireLeases();
+
+  // Pull, step 1: resolves tensor names (empty = all) to this shard's chunks
+  // and, for a worker (id != 0), records the current version as its pull
+  // version. NOT_FOUND for an unknown tensor, FAILED_PRECONDITION for an
+  // unknown worker.
+  absl::StatusOr<std::vector<ChunkRef>> PlanPull(WorkerId worker,
+                                                 const std::vector<std::string>& tensors);
+  // Pull, step 2: copies the chunk's current weights into `values` (resized)
+  // and, for a worker, stores exactly those values as its backup of the chunk
+  // under the chunk's lock. Returns the shard version.
+  uint64_t ReadChunk(WorkerId worker, const ChunkRef& ref, std::string* values);
+
+  // Validates the whole push (worker known; every chunk declared, owned here,
+  // of the right length, finite, not repeated; a backup exists when the rule
+  // needs one) and then applies it as one update (one version), or rejects
+  // it with nothing applied. `done` runs exactly once: at once for async
+  // modes, or later from another caller's thread when the push waits for an
+  // SSGD round or the SSP bound. With `pull_after`, the result carries the
+  // new values, which become the worker's backup.
+  void SubmitPush(WorkerId worker, std::vector<GradientChunk> chunks,
+                  bool pull_after, PushDone done);
+
+  // Fails every waiting push with UNAVAILABLE (shutdown).
+  void CancelWaiting();
+
+  ShardStats Stats() const;
+  uint64_t version() const { return version_.load(std::memory_order_acquire); }
+
+  // A consistent cut of weights, optimizer state and version.
+  ShardSnapshot Snapshot() const;
+  // Replaces all state with `snapshot` (at start, before serving).
+  // FAILED_PRECONDITION if its shard index or count differ from the config.
+  absl::Status Restore(ShardSnapshot snapshot);
+
+ private:
+  struct Chunk;
+  struct Tensor;
+  struct Worker;
+  struct WaitingPush;
+  struct ValidatedPush;
+
+  absl::StatusOr<ValidatedPush> Validate(WorkerId worker,
+                                         std::vector<GradientChunk> chunks) const;
+  // Applies a validated push (async/SSP) and fills the result.
+  PushResult ApplyOne(WorkerId worker, ValidatedPush& push, bool pull_after);
+  void ReleaseWaiters();  // SSP and SSGD bookkeeping after membership changes
+  void FreeBackups(const std::vector<WorkerId>& workers);
+  std::unique_ptr<Chunk> MakeChunk(const TensorSpec& spec, uint64_t index) const;
+
+  // Constant after construction.
+  const ShardConfig config_;
+  Clock* const clock_;
+
+  // Tensors: added by Declare/Restore under the writer lock; read by
+  // everything else under the reader lock. Chunk contents have their own
+  // per-chunk mutex.
+  mutable absl::Mutex state_mu_;
+  std::map<std::string, std::unique_ptr<Tensor>> tensors_ ABSL_GUARDED_BY(state_mu_);
+
+  // Bumped once per applied push; read without locks by Stats and pulls.
+  std::atomic<uint64_t> version_{0};
+
+  mutable absl::Mutex members_mu_;
+  absl::flat_hash_map<WorkerId, std::unique_ptr<Worker>> workers_
+      ABSL_GUARDED_BY(members_mu_);
+  WorkerId next_worker_id_ ABSL_GUARDED_BY(members_mu_) = 1;
+
+  // SSGD rounds and SSP waiters.
+  absl::Mutex sync_mu_;
+  std::vector<std::unique_ptr<WaitingPush>> waiting_ ABSL_GUARDED_BY(sync_mu_);
+};
+
+}  // namespace dcasgd
+
+#endif  // DCASGD_CORE_SHARD_STORE_H_

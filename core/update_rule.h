@@ -1,0 +1,89 @@
+#ifndef DCASGD_CORE_UPDATE_RULE_H_
+#define DCASGD_CORE_UPDATE_RULE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace dcasgd {
+
+// The server-side rule applied to a pushed gradient (ALGORITHM.md).
+enum class UpdateRule {
+  kAsgd,            // lambda = 0: SGD on (possibly stale) gradients
+  kDcAsgdConstant,  // DC-ASGD-c: lambda_t = lambda0
+  kDcAsgdAdaptive,  // DC-ASGD-a: lambda_t = lambda0 / sqrt(MS + eps)
+};
+
+enum class LrSchedule {
+  kConstant,
+  kStepDecay,  // lr * decay_factor ^ floor(version / decay_every)
+};
+
+// Hyper-parameters of the update rule. Copyable value type.
+struct OptimizerConfig {
+  UpdateRule rule = UpdateRule::kDcAsgdAdaptive;
+  float learning_rate = 0.1f;
+  // lambda0. 0.04 is the usual DC-ASGD-c value, 2.0 the DC-ASGD-a one.
+  float lambda0 = 2.0f;
+  // DC-ASGD-a mean square: MS <- m * MS + (1 - m) * g * g, m = ms_decay.
+  float ms_decay = 0.95f;
+  float epsilon = 1e-7f;
+  // Momentum mu (0 = none) and L2 weight decay, composed as MXNet does.
+  float momentum = 0.0f;
+  float weight_decay = 0.0f;
+  // Staleness-aware ASGD (Zhang et al. 2016): lr / max(1, staleness).
+  bool staleness_aware = false;
+  LrSchedule schedule = LrSchedule::kConstant;
+  float decay_factor = 0.1f;
+  uint64_t decay_every = 0;  // versions; required > 0 for kStepDecay
+
+  // INVALID_ARGUMENT naming the offending field when a value is out of range
+  // (lr > 0, lambda0 >= 0, 0 <= ms_decay < 1, eps > 0, 0 <= momentum < 1,
+  // weight_decay >= 0, step decay with decay_every > 0 and 0 < factor <= 1).
+  absl::Status Validate() const;
+  // "dcasgd-a lr=0.1 lambda0=2 m=0.95 eps=1e-07 momentum=0 wd=0 ...".
+  std::string DebugString() const;
+  bool uses_backup() const { return rule != UpdateRule::kAsgd; }
+  bool uses_mean_square() const { return rule == UpdateRule::kDcAsgdAdaptive; }
+  bool uses_momentum() const { return momentum != 0.0f; }
+};
+
+// "asgd" | "dcasgd-c" | "dcasgd-a" (also accepts "dc-asgd-c", "dc-asgd-a").
+absl::StatusOr<UpdateRule> ParseUpdateRule(absl::string_view name);
+const char* UpdateRuleName(UpdateRule rule);
+
+// The learning rate for an update applied when the shard is at `version`
+// (before the update) for a gradient of staleness `staleness`: the schedule's
+// rate, divided by max(1, staleness) when staleness_aware.
+float EffectiveLearningRate(const OptimizerConfig& config, uint64_t version,
+                            uint64_t staleness);
+
+// Views of one chunk's vectors, all of length n. Not owned.
+struct ChunkVectors {
+  float* weights = nullptr;             // w, updated in place
+  const float* gradient = nullptr;      // g
+  const float* backup = nullptr;        // w_bak(m); may be null for kAsgd
+  float* mean_square = nullptr;         // MS; required iff uses_mean_square()
+  float* momentum = nullptr;            // mom; required iff uses_momentum()
+  float* new_backup = nullptr;          // if set, receives the new w as well
+  size_t n = 0;
+};
+
+// Applies one update to one chunk, elementwise (paper eq. 10 / Alg. 1; MXNet's
+// composition with momentum and weight decay):
+//   MS     <- m * MS + (1 - m) * g * g                    (adaptive only)
+//   lambda <- lambda0 | lambda0 / sqrt(MS + eps) | 0      (from lambda0 each step)
+//   d      =  g + wd * w + lambda * g * g * (w - w_bak)
+//   mom    <- mu * mom - lr * d; w <- w + mom            (mu > 0)
+//   w      <- w - lr * d                                 (mu = 0)
+// Weight decay stays out of the g*g factor. `lr` is the effective rate.
+// The caller holds the chunk's lock; the function is otherwise pure.
+void ApplyUpdate(const OptimizerConfig& config, float lr, const ChunkVectors& v);
+
+}  // namespace dcasgd
+
+#endif  // DCASGD_CORE_UPDATE_RULE_H_
