@@ -65,8 +65,8 @@ struct ChunkValues {
 };
 
 struct PushResult {
-  uint64_t version = 0;    // shard version after the update
-  uint64_t staleness = 0;  // versions applied since this worker's pull
+  uint64_t version = 0;      // shard version after the update
+  uint64_t staleness = 0;    // versions applied since this worker's pull
   double apply_seconds = 0;  // time spent in the update kernels
   // PushPull only: the new values of the pushed chunks, in push order; they
   // are the worker's new backup.
@@ -150,8 +150,8 @@ class ShardStore {
   // modes, or later from another caller's thread when the push waits for an
   // SSGD round or the SSP bound. With `pull_after`, the result carries the
   // new values, which become the worker's backup.
-  void SubmitPush(WorkerId worker, std::vector<GradientChunk> chunks,
-                  bool pull_after, PushDone done);
+  void SubmitPush(WorkerId worker, std::vector<GradientChunk> chunks, bool pull_after,
+                  PushDone done);
 
   // Fails every waiting push with UNAVAILABLE (shutdown).
   void CancelWaiting();
@@ -172,11 +172,22 @@ class ShardStore {
   struct WaitingPush;
   struct ValidatedPush;
 
-  absl::StatusOr<ValidatedPush> Validate(WorkerId worker,
-                                         std::vector<GradientChunk> chunks) const;
-  // Applies a validated push (async/SSP) and fills the result.
+  // FAILED_PRECONDITION unless `worker` holds a live lease; reports its pull
+  // version when asked.
+  absl::Status CheckWorker(WorkerId worker, uint64_t* pull_version) const;
+  absl::StatusOr<ValidatedPush> Validate(WorkerId worker, std::vector<GradientChunk> chunks) const;
+  // Applies a validated push at once (async and SSP) as one version.
   PushResult ApplyOne(WorkerId worker, ValidatedPush& push, bool pull_after);
-  void ReleaseWaiters();  // SSP and SSGD bookkeeping after membership changes
+  void ApplyChunk(WorkerId worker, Chunk* chunk, const std::string& gradient, float lr,
+                  bool pull_after, ChunkValues* out, std::vector<float>* scratch,
+                  uint64_t* backup_added);
+  // Runs the SSP waiters that the bound now admits, or completes the SSGD
+  // round once every active worker pushed. Called after every push and
+  // membership change.
+  void ReleaseWaiters();
+  void MaybeCompleteRound();
+  std::vector<PushResult> ApplyRound(std::vector<std::unique_ptr<WaitingPush>>& round)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(sync_mu_);
   void FreeBackups(const std::vector<WorkerId>& workers);
   std::unique_ptr<Chunk> MakeChunk(const TensorSpec& spec, uint64_t index) const;
 
@@ -190,12 +201,16 @@ class ShardStore {
   mutable absl::Mutex state_mu_;
   std::map<std::string, std::unique_ptr<Tensor>> tensors_ ABSL_GUARDED_BY(state_mu_);
 
-  // Bumped once per applied push; read without locks by Stats and pulls.
+  // Bumped once per applied push (or SSGD round); atomic because pulls and
+  // Stats read it without taking any lock.
   std::atomic<uint64_t> version_{0};
+  // Memory gauges, atomic so Stats() needs no lock; updated with the change.
+  std::atomic<uint64_t> weight_bytes_{0};
+  std::atomic<uint64_t> backup_bytes_{0};
+  std::atomic<uint64_t> optimizer_state_bytes_{0};
 
   mutable absl::Mutex members_mu_;
-  absl::flat_hash_map<WorkerId, std::unique_ptr<Worker>> workers_
-      ABSL_GUARDED_BY(members_mu_);
+  absl::flat_hash_map<WorkerId, std::unique_ptr<Worker>> workers_ ABSL_GUARDED_BY(members_mu_);
   WorkerId next_worker_id_ ABSL_GUARDED_BY(members_mu_) = 1;
 
   // SSGD rounds and SSP waiters.

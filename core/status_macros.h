@@ -9,10 +9,10 @@
 #define DCASGD_CONCAT_INNER_(a, b) a##b
 #define DCASGD_CONCAT_(a, b) DCASGD_CONCAT_INNER_(a, b)
 
-#define RETURN_IF_ERROR(expr)                                    \
-  do {                                                           \
-    const absl::Status dcasgd_status_ = (expr);                  \
-    if (!dcasgd_status_.ok()) return dcasgd_status_;             \
+#define RETURN_IF_ERROR(expr)                        \
+  do {                                               \
+    const absl::Status dcasgd_status_ = (expr);      \
+    if (!dcasgd_status_.ok()) return dcasgd_status_; \
   } while (0)
 
 // ASSIGN_OR_RETURN(lhs, expr): evaluates the StatusOr `expr`; on error returns

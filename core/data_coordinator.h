@@ -1,0 +1,94 @@
+#ifndef DCASGD_CORE_DATA_COORDINATOR_H_
+#define DCASGD_CORE_DATA_COORDINATOR_H_
+
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <variant>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "core/clock.h"
+
+namespace dcasgd {
+
+// A data shard handed to a worker for one epoch.
+struct DataLease {
+  uint64_t lease_id = 0;
+  uint32_t data_shard = 0;
+  uint32_t epoch = 0;
+  absl::Duration lease;
+};
+
+// Answer to Acquire: a lease, "ask again later", or "the job is done".
+struct RetryLater {
+  absl::Duration after;
+};
+struct JobDone {};
+using AcquireResult = std::variant<DataLease, RetryLater, JobDone>;
+
+struct JobProgress {
+  bool configured = false;
+  uint32_t num_data_shards = 0;
+  uint32_t epochs = 0;
+  uint64_t completed = 0;
+  uint32_t leased = 0;
+  uint64_t reissued = 0;
+  uint32_t current_epoch = 0;
+  bool done = false;
+};
+
+// Leases data-set shards to workers so that every epoch covers every data
+// shard exactly once, whatever workers join, leave or die. Work items
+// (epoch, shard) are handed out in order; epochs may overlap at their
+// boundary so no worker idles while others finish an epoch. A lease that is
+// neither renewed nor completed by its deadline goes back to the front of the
+// queue. Thread-safe.
+class DataCoordinator {
+ public:
+  // `clock` must outlive the coordinator.
+  DataCoordinator(absl::Duration lease, Clock* clock);
+
+  // The first call fixes the job: INVALID_ARGUMENT for zero shards/epochs,
+  // FAILED_PRECONDITION when a later call names a different job.
+  absl::StatusOr<AcquireResult> Acquire(const std::string& worker_name, uint32_t num_data_shards,
+                                        uint32_t epochs);
+  // FAILED_PRECONDITION when the lease is unknown or has expired.
+  absl::Status Renew(uint64_t lease_id);
+  absl::Status Complete(uint64_t lease_id);
+  JobProgress Progress();
+
+ private:
+  struct Item {
+    uint32_t epoch;
+    uint32_t shard;
+  };
+  struct Outstanding {
+    Item item;
+    std::string worker;
+    absl::Time deadline;
+  };
+  void ReclaimExpired() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const absl::Duration lease_;
+  Clock* const clock_;
+
+  absl::Mutex mu_;
+  bool configured_ ABSL_GUARDED_BY(mu_) = false;
+  uint32_t num_data_shards_ ABSL_GUARDED_BY(mu_) = 0;
+  uint32_t epochs_ ABSL_GUARDED_BY(mu_) = 0;
+  std::deque<Item> pending_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, Outstanding> leased_ ABSL_GUARDED_BY(mu_);
+  // completed_per_epoch_[e]: shards of epoch e done.
+  std::vector<uint32_t> completed_per_epoch_ ABSL_GUARDED_BY(mu_);
+  uint64_t completed_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t reissued_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t next_lease_id_ ABSL_GUARDED_BY(mu_) = 1;
+};
+
+}  // namespace dcasgd
+
+#endif  // DCASGD_CORE_DATA_COORDINATOR_H_

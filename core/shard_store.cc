@@ -1,0 +1,861 @@
+#include "core/shard_store.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <limits>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "core/check.h"
+#include "core/placement.h"
+
+namespace dcasgd {
+
+static_assert(sizeof(float) == 4, "float32 on the wire");
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "dcasgd stores chunk values as little-endian float32 and needs a little-endian host"
+#endif
+
+absl::StatusOr<SyncMode> ParseSyncMode(absl::string_view name) {
+  if (name == "async") return SyncMode::kAsync;
+  if (name == "ssgd" || name == "bsp") return SyncMode::kSsgd;
+  if (name == "ssp") return SyncMode::kSsp;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown sync mode '", name, "': use async, ssgd or ssp"));
+}
+
+const char* SyncModeName(SyncMode mode) {
+  switch (mode) {
+    case SyncMode::kAsync:
+      return "async";
+    case SyncMode::kSsgd:
+      return "ssgd";
+    case SyncMode::kSsp:
+      return "ssp";
+  }
+  return "?";
+}
+
+absl::Status ShardConfig::Validate() const {
+  if (shard_count < 1) {
+    return absl::InvalidArgumentError("shard_count must be >= 1");
+  }
+  if (shard_index >= shard_count) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("shard_index ", shard_index, " must be < shard_count ", shard_count));
+  }
+  if (lease <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("lease must be positive");
+  }
+  return optimizer.Validate();
+}
+
+// One chunk of a tensor owned by this shard. Never moves once created.
+struct ShardStore::Chunk {
+  Chunk(const std::string* tensor_name, uint64_t chunk_index, size_t n)
+      : tensor(tensor_name), index(chunk_index), length(n) {}
+
+  // Constant once the chunk is in tensors_ (set right after insertion, to the
+  // map key that owns the name).
+  const std::string* tensor;
+  const uint64_t index;
+  const size_t length;
+
+  mutable absl::Mutex mu;
+  std::vector<float> weights ABSL_GUARDED_BY(mu);
+  std::vector<float> mean_square ABSL_GUARDED_BY(mu);  // empty unless DC-ASGD-a
+  std::vector<float> momentum ABSL_GUARDED_BY(mu);     // empty unless momentum
+  // w_bak(m): exactly the values last sent to worker m (paper Alg. 1).
+  absl::flat_hash_map<WorkerId, std::vector<float>> backups ABSL_GUARDED_BY(mu);
+};
+
+struct ShardStore::Tensor {
+  TensorSpec spec;                                   // defaults resolved
+  std::map<uint64_t, std::unique_ptr<Chunk>> owned;  // by chunk index
+};
+
+struct ShardStore::Worker {
+  std::string name;
+  absl::Time deadline;
+  uint64_t pull_version = 0;  // shard version at the last pull (or join)
+  uint64_t clock = 0;         // SSP: pushes applied
+};
+
+struct ShardStore::ValidatedPush {
+  std::vector<Chunk*> chunks;
+  std::vector<GradientChunk> gradients;  // same order as chunks
+};
+
+struct ShardStore::WaitingPush {
+  WorkerId worker = 0;
+  ValidatedPush push;
+  bool pull_after = false;
+  PushDone done;
+};
+
+namespace {
+
+// Bytes held by a float vector's elements.
+uint64_t FloatBytes(size_t n) { return static_cast<uint64_t>(n) * sizeof(float); }
+
+// True if every float in `bytes` is finite. Integer test on the exponent bits
+// so the loop vectorises; returns the index of the first bad element otherwise.
+bool AllFinite(const std::string& bytes, size_t* bad_index) {
+  const size_t n = bytes.size() / sizeof(float);
+  const char* p = bytes.data();
+  uint32_t any_bad = 0;
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, p + i * sizeof(float), sizeof(bits));
+    any_bad |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+  }
+  if (any_bad == 0) return true;
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, p + i * sizeof(float), sizeof(bits));
+    if ((bits & 0x7f800000u) == 0x7f800000u) {
+      *bad_index = i;
+      return false;
+    }
+  }
+  return true;
+}
+
+std::string ChunkName(const std::string& tensor, uint64_t index) {
+  return absl::StrCat("chunk ", index, " of tensor '", tensor, "'");
+}
+
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace
+
+ShardStore::ShardStore(ShardConfig config, Clock* clock)
+    : config_(std::move(config)), clock_(clock) {
+  DCASGD_CHECK(clock_ != nullptr);
+  DCASGD_CHECK(config_.Validate().ok());
+}
+
+ShardStore::~ShardStore() { CancelWaiting(); }
+
+std::unique_ptr<ShardStore::Chunk> ShardStore::MakeChunk(const TensorSpec& spec,
+                                                         uint64_t index) const {
+  // The name pointer is fixed up by the caller once the Tensor exists.
+  auto chunk = std::make_unique<Chunk>(nullptr, index, spec.chunk_length(index));
+  absl::MutexLock lock(&chunk->mu);
+  chunk->weights.resize(chunk->length);
+  InitializeChunk(spec, index, absl::MakeSpan(chunk->weights));
+  if (config_.optimizer.uses_mean_square()) chunk->mean_square.assign(chunk->length, 0.0f);
+  if (config_.optimizer.uses_momentum()) chunk->momentum.assign(chunk->length, 0.0f);
+  return chunk;
+}
+
+absl::StatusOr<std::vector<TensorSpec>> ShardStore::Declare(std::vector<TensorSpec> specs) {
+  for (TensorSpec& spec : specs) {
+    absl::Status s = ValidateTensorSpec(spec);
+    if (!s.ok()) return s;
+    spec = ResolveDefaults(std::move(spec));
+  }
+  absl::MutexLock lock(&state_mu_);
+  // Check everything before creating anything: all or nothing.
+  std::map<std::string, const TensorSpec*> in_request;
+  for (const TensorSpec& spec : specs) {
+    auto [it, inserted] = in_request.emplace(spec.name, &spec);
+    if (!inserted && *it->second != spec) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor '", spec.name, "' appears twice in the request with different specs"));
+    }
+    auto existing = tensors_.find(spec.name);
+    if (existing != tensors_.end() && existing->second->spec != spec) {
+      const TensorSpec& old = existing->second->spec;
+      return absl::AlreadyExistsError(absl::StrCat(
+          "tensor '", spec.name, "' is already declared with shape ", ShapeString(old.shape),
+          ", chunk_elements ", old.chunk_elements,
+          " and its initialiser; the new declaration (shape ", ShapeString(spec.shape),
+          ", chunk_elements ", spec.chunk_elements, ") differs. Use a new name or the same spec"));
+    }
+  }
+  uint64_t added_weights = 0, added_state = 0;
+  for (const TensorSpec& spec : specs) {
+    if (tensors_.count(spec.name) > 0) continue;
+    auto tensor = std::make_unique<Tensor>();
+    tensor->spec = spec;
+    const uint64_t chunks = spec.num_chunks();
+    for (uint64_t i = 0; i < chunks; ++i) {
+      if (ShardOfChunk(spec.name, i, config_.shard_count) != config_.shard_index) continue;
+      std::unique_ptr<Chunk> chunk = MakeChunk(spec, i);
+      added_weights += FloatBytes(chunk->length);
+      added_state += FloatBytes(chunk->length) * ((config_.optimizer.uses_mean_square() ? 1 : 0) +
+                                                  (config_.optimizer.uses_momentum() ? 1 : 0));
+      tensor->owned.emplace(i, std::move(chunk));
+    }
+    auto [it, inserted] = tensors_.emplace(spec.name, std::move(tensor));
+    DCASGD_CHECK(inserted);
+    for (auto& [index, chunk] : it->second->owned) {
+      chunk->tensor = &it->first;
+    }
+  }
+  weight_bytes_.fetch_add(added_weights, std::memory_order_relaxed);
+  optimizer_state_bytes_.fetch_add(added_state, std::memory_order_relaxed);
+  return specs;
+}
+
+std::vector<TensorSpec> ShardStore::ListTensors() const {
+  absl::ReaderMutexLock lock(&state_mu_);
+  std::vector<TensorSpec> out;
+  out.reserve(tensors_.size());
+  for (const auto& [name, tensor] : tensors_) out.push_back(tensor->spec);
+  return out;
+}
+
+uint64_t ShardStore::OwnedChunks(const std::string& name) const {
+  absl::ReaderMutexLock lock(&state_mu_);
+  auto it = tensors_.find(name);
+  return it == tensors_.end() ? 0 : it->second->owned.size();
+}
+
+// ---------------------------------------------------------------------------
+// Membership
+
+absl::StatusOr<JoinResult> ShardStore::Join(const std::string& worker_name) {
+  if (worker_name.empty()) {
+    return absl::InvalidArgumentError("worker_name must not be empty (use the pod name)");
+  }
+  std::vector<WorkerId> replaced;
+  JoinResult result;
+  {
+    absl::MutexLock lock(&members_mu_);
+    for (auto it = workers_.begin(); it != workers_.end();) {
+      if (it->second->name == worker_name) {
+        replaced.push_back(it->first);
+        workers_.erase(it++);
+      } else {
+        ++it;
+      }
+    }
+    auto worker = std::make_unique<Worker>();
+    worker->name = worker_name;
+    worker->deadline = clock_->Now() + config_.lease;
+    worker->pull_version = version();
+    // A newcomer starts at the slowest active clock, so SSP does not make the
+    // others wait while it catches up from zero.
+    uint64_t min_clock = std::numeric_limits<uint64_t>::max();
+    for (const auto& [id, w] : workers_) min_clock = std::min(min_clock, w->clock);
+    worker->clock = workers_.empty() ? 0 : min_clock;
+    result.worker_id = next_worker_id_++;
+    result.lease = config_.lease;
+    workers_.emplace(result.worker_id, std::move(worker));
+  }
+  if (!replaced.empty()) {
+    FreeBackups(replaced);
+    ReleaseWaiters();
+  }
+  return result;
+}
+
+absl::Status ShardStore::Heartbeat(WorkerId worker) {
+  absl::MutexLock lock(&members_mu_);
+  auto it = workers_.find(worker);
+  if (it == workers_.end() || it->second->deadline < clock_->Now()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "worker ", worker, " is unknown or its lease expired (backups freed): Join again"));
+  }
+  it->second->deadline = clock_->Now() + config_.lease;
+  return absl::OkStatus();
+}
+
+absl::Status ShardStore::Leave(WorkerId worker) {
+  {
+    absl::MutexLock lock(&members_mu_);
+    if (workers_.erase(worker) == 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("worker ", worker, " is unknown or its lease already expired"));
+    }
+  }
+  FreeBackups({worker});
+  ReleaseWaiters();
+  return absl::OkStatus();
+}
+
+int ShardStore::ExpireLeases() {
+  std::vector<WorkerId> expired;
+  {
+    absl::MutexLock lock(&members_mu_);
+    const absl::Time now = clock_->Now();
+    for (auto it = workers_.begin(); it != workers_.end();) {
+      if (it->second->deadline < now) {
+        expired.push_back(it->first);
+        workers_.erase(it++);
+      } else {
+        ++it;
+      }
+    }
+  }
+  if (!expired.empty()) {
+    FreeBackups(expired);
+    ReleaseWaiters();
+  }
+  return static_cast<int>(expired.size());
+}
+
+void ShardStore::FreeBackups(const std::vector<WorkerId>& workers) {
+  absl::ReaderMutexLock state(&state_mu_);
+  uint64_t freed = 0;
+  for (const auto& [name, tensor] : tensors_) {
+    for (const auto& [index, chunk] : tensor->owned) {
+      absl::MutexLock lock(&chunk->mu);
+      for (WorkerId w : workers) {
+        auto it = chunk->backups.find(w);
+        if (it == chunk->backups.end()) continue;
+        freed += FloatBytes(it->second.size());
+        chunk->backups.erase(it);
+      }
+    }
+  }
+  backup_bytes_.fetch_sub(freed, std::memory_order_relaxed);
+}
+
+// Lease check for requests: FAILED_PRECONDITION for unknown or expired ids.
+absl::Status ShardStore::CheckWorker(WorkerId worker, uint64_t* pull_version) const {
+  absl::MutexLock lock(&members_mu_);
+  auto it = workers_.find(worker);
+  if (it == workers_.end() || it->second->deadline < clock_->Now()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("worker ", worker,
+                     " is unknown or its lease expired (backups freed): Join again, "
+                     "pull, and recompute the gradient"));
+  }
+  if (pull_version != nullptr) *pull_version = it->second->pull_version;
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------
+// Pull
+
+absl::StatusOr<std::vector<ChunkRef>> ShardStore::PlanPull(
+    WorkerId worker, const std::vector<std::string>& tensors) {
+  if (worker != 0) {
+    absl::Status s = CheckWorker(worker, nullptr);
+    if (!s.ok()) return s;
+  }
+  std::vector<ChunkRef> refs;
+  {
+    absl::ReaderMutexLock state(&state_mu_);
+    auto add = [&refs](const Tensor& tensor) {
+      for (const auto& [index, chunk] : tensor.owned) {
+        refs.push_back(ChunkRef{chunk.get(), chunk->tensor, index});
+      }
+    };
+    if (tensors.empty()) {
+      for (const auto& [name, tensor] : tensors_) add(*tensor);
+    } else {
+      absl::flat_hash_set<std::string> seen;
+      for (const std::string& name : tensors) {
+        auto it = tensors_.find(name);
+        if (it == tensors_.end()) {
+          return absl::NotFoundError(absl::StrCat("tensor '", name, "' is not declared on shard ",
+                                                  config_.shard_index, ": declare it first"));
+        }
+        if (seen.insert(name).second) add(*it->second);
+      }
+    }
+  }
+  if (worker != 0) {
+    absl::MutexLock lock(&members_mu_);
+    auto it = workers_.find(worker);
+    if (it != workers_.end()) it->second->pull_version = version();
+  }
+  return refs;
+}
+
+uint64_t ShardStore::ReadChunk(WorkerId worker, const ChunkRef& ref, std::string* values) {
+  const Chunk* chunk = static_cast<const Chunk*>(ref.chunk);
+  values->resize(FloatBytes(chunk->length));
+  uint64_t added = 0;
+  {
+    absl::MutexLock lock(&chunk->mu);
+    std::memcpy(values->data(), chunk->weights.data(), values->size());
+    if (worker != 0) {
+      // The backup is a copy of exactly what is sent, taken under the same
+      // lock (never a reference to the live weights).
+      Chunk* mutable_chunk = const_cast<Chunk*>(chunk);
+      auto [it, inserted] = mutable_chunk->backups.try_emplace(worker);
+      if (inserted) added = FloatBytes(chunk->length);
+      it->second.assign(chunk->weights.begin(), chunk->weights.end());
+    }
+  }
+  if (added) backup_bytes_.fetch_add(added, std::memory_order_relaxed);
+  return version();
+}
+
+// ---------------------------------------------------------------------------
+// Push
+
+absl::StatusOr<ShardStore::ValidatedPush> ShardStore::Validate(
+    WorkerId worker, std::vector<GradientChunk> chunks) const {
+  absl::Status s = CheckWorker(worker, nullptr);
+  if (!s.ok()) return s;
+  if (chunks.empty()) {
+    return absl::InvalidArgumentError("the push carries no gradient chunks");
+  }
+  ValidatedPush push;
+  push.chunks.reserve(chunks.size());
+  absl::ReaderMutexLock state(&state_mu_);
+  absl::flat_hash_set<const Chunk*> seen;
+  for (const GradientChunk& g : chunks) {
+    auto it = tensors_.find(g.tensor);
+    if (it == tensors_.end()) {
+      return absl::NotFoundError(absl::StrCat("tensor '", g.tensor, "' is not declared on shard ",
+                                              config_.shard_index, ": declare it first"));
+    }
+    const Tensor& tensor = *it->second;
+    const uint64_t num_chunks = tensor.spec.num_chunks();
+    if (g.chunk_index >= num_chunks) {
+      return absl::NotFoundError(absl::StrCat("tensor '", g.tensor, "' has ", num_chunks,
+                                              " chunks; chunk ", g.chunk_index, " does not exist"));
+    }
+    auto owned = tensor.owned.find(g.chunk_index);
+    if (owned == tensor.owned.end()) {
+      return absl::NotFoundError(
+          absl::StrCat(ChunkName(g.tensor, g.chunk_index), " belongs to shard ",
+                       ShardOfChunk(g.tensor, g.chunk_index, config_.shard_count), ", not shard ",
+                       config_.shard_index, " (placement: (fnv1a64(name) + chunk) mod ",
+                       config_.shard_count, ")"));
+    }
+    const Chunk* chunk = owned->second.get();
+    if (g.values.size() != FloatBytes(chunk->length)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "gradient for ", ChunkName(g.tensor, g.chunk_index), " has ", g.values.size(),
+          " bytes; expected ", FloatBytes(chunk->length), " (", chunk->length,
+          " float32 values of tensor shape ", ShapeString(tensor.spec.shape), ")"));
+    }
+    if (!seen.insert(chunk).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the push carries ", ChunkName(g.tensor, g.chunk_index), " twice"));
+    }
+    size_t bad = 0;
+    if (!AllFinite(g.values, &bad)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "gradient for ", ChunkName(g.tensor, g.chunk_index),
+          " contains NaN or Inf (first at element ", bad, "); nothing of this push was applied"));
+    }
+    if (config_.optimizer.uses_backup() && config_.sync != SyncMode::kSsgd) {
+      absl::MutexLock lock(&chunk->mu);
+      if (!chunk->backups.contains(worker)) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "worker ", worker, " has no backup of ", ChunkName(g.tensor, g.chunk_index),
+            " (delay compensation needs the weights it pulled): Pull before pushing"));
+      }
+    }
+    push.chunks.push_back(const_cast<Chunk*>(chunk));
+  }
+  push.gradients = std::move(chunks);
+  return push;
+}
+
+PushResult ShardStore::ApplyOne(WorkerId worker, ValidatedPush& push, bool pull_after) {
+  PushResult result;
+  uint64_t pull_version = 0;
+  {
+    absl::MutexLock lock(&members_mu_);
+    auto it = workers_.find(worker);
+    if (it != workers_.end()) pull_version = it->second->pull_version;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  uint64_t backup_added = 0;
+  {
+    absl::ReaderMutexLock state(&state_mu_);
+    const uint64_t before = version();
+    result.staleness = before >= pull_version ? before - pull_version : 0;
+    const float lr = EffectiveLearningRate(config_.optimizer, before, result.staleness);
+    if (pull_after) result.new_values.resize(push.chunks.size());
+    std::vector<float> scratch;
+    for (size_t i = 0; i < push.chunks.size(); ++i) {
+      Chunk* chunk = push.chunks[i];
+      ApplyChunk(worker, chunk, push.gradients[i].values, lr, pull_after,
+                 pull_after ? &result.new_values[i] : nullptr, &scratch, &backup_added);
+    }
+    result.version = version_.fetch_add(1, std::memory_order_acq_rel) + 1;
+  }
+  if (backup_added) backup_bytes_.fetch_add(backup_added, std::memory_order_relaxed);
+  result.apply_seconds = SecondsSince(start);
+  {
+    absl::MutexLock lock(&members_mu_);
+    auto it = workers_.find(worker);
+    if (it != workers_.end()) {
+      ++it->second->clock;
+      if (pull_after) it->second->pull_version = result.version;
+    }
+  }
+  return result;
+}
+
+void ShardStore::ApplyChunk(WorkerId worker, Chunk* chunk, const std::string& gradient, float lr,
+                            bool pull_after, ChunkValues* out, std::vector<float>* scratch,
+                            uint64_t* backup_added) {
+  absl::MutexLock lock(&chunk->mu);
+  ChunkVectors v;
+  v.n = chunk->length;
+  v.weights = chunk->weights.data();
+  v.gradient = reinterpret_cast<const float*>(gradient.data());
+  v.mean_square = chunk->mean_square.empty() ? nullptr : chunk->mean_square.data();
+  v.momentum = chunk->momentum.empty() ? nullptr : chunk->momentum.data();
+  auto backup = chunk->backups.find(worker);
+  if (config_.optimizer.uses_backup()) {
+    if (backup != chunk->backups.end()) {
+      v.backup = backup->second.data();
+    } else {
+      // The backup vanished after validation (lease expired, or Join
+      // replaced the worker): compensate nothing rather than use w - 0.
+      scratch->assign(chunk->weights.begin(), chunk->weights.end());
+      v.backup = scratch->data();
+    }
+  }
+  if (out != nullptr) {
+    out->tensor = *chunk->tensor;
+    out->chunk_index = chunk->index;
+    out->values.resize(FloatBytes(chunk->length));
+    v.new_backup = reinterpret_cast<float*>(out->values.data());
+  }
+  ApplyUpdate(config_.optimizer, lr, v);
+  if (pull_after) {
+    // The values sent back become the worker's new backup (a copy).
+    if (backup == chunk->backups.end()) {
+      backup = chunk->backups.try_emplace(worker).first;
+      *backup_added += FloatBytes(chunk->length);
+    }
+    backup->second.assign(chunk->weights.begin(), chunk->weights.end());
+  }
+}
+
+void ShardStore::SubmitPush(WorkerId worker, std::vector<GradientChunk> chunks, bool pull_after,
+                            PushDone done) {
+  absl::StatusOr<ValidatedPush> validated = Validate(worker, std::move(chunks));
+  if (!validated.ok()) {
+    done(validated.status());
+    return;
+  }
+  switch (config_.sync) {
+    case SyncMode::kAsync: {
+      if (config_.max_staleness >= 0) {
+        uint64_t pull_version = 0;
+        absl::Status s = CheckWorker(worker, &pull_version);
+        const uint64_t now = version();
+        const uint64_t staleness = now >= pull_version ? now - pull_version : 0;
+        if (s.ok() && staleness > static_cast<uint64_t>(config_.max_staleness)) {
+          s = absl::AbortedError(absl::StrCat("gradient of worker ", worker, " is ", staleness,
+                                              " versions stale, above max_staleness ",
+                                              config_.max_staleness, ": pull and recompute"));
+        }
+        if (!s.ok()) {
+          done(s);
+          return;
+        }
+      }
+      done(ApplyOne(worker, *validated, pull_after));
+      return;
+    }
+    case SyncMode::kSsp:
+    case SyncMode::kSsgd: {
+      auto waiting = std::make_unique<WaitingPush>();
+      waiting->worker = worker;
+      waiting->push = std::move(*validated);
+      waiting->pull_after = pull_after;
+      waiting->done = std::move(done);
+      {
+        absl::MutexLock lock(&sync_mu_);
+        bool duplicate = false;
+        if (config_.sync == SyncMode::kSsgd) {
+          for (const auto& w : waiting_) duplicate |= (w->worker == worker);
+        }
+        if (!duplicate) waiting_.push_back(std::move(waiting));
+      }
+      if (waiting != nullptr) {
+        waiting->done(absl::FailedPreconditionError(absl::StrCat(
+            "worker ", worker, " already pushed in this SSGD round; wait for its reply")));
+        return;
+      }
+      ReleaseWaiters();
+      return;
+    }
+  }
+}
+
+void ShardStore::ReleaseWaiters() {
+  if (config_.sync == SyncMode::kSsgd) {
+    MaybeCompleteRound();
+    return;
+  }
+  if (config_.sync != SyncMode::kSsp) return;
+  // SSP: apply every waiting push whose worker is within the bound of the
+  // slowest active worker; applying one may release others, so loop.
+  while (true) {
+    std::vector<std::unique_ptr<WaitingPush>> runnable;
+    std::vector<std::unique_ptr<WaitingPush>> orphaned;
+    {
+      absl::MutexLock lock(&sync_mu_);
+      if (waiting_.empty()) return;
+      absl::flat_hash_map<WorkerId, uint64_t> clocks;
+      uint64_t min_clock = std::numeric_limits<uint64_t>::max();
+      {
+        absl::MutexLock members(&members_mu_);
+        for (const auto& [id, w] : workers_) {
+          clocks[id] = w->clock;
+          min_clock = std::min(min_clock, w->clock);
+        }
+      }
+      for (auto it = waiting_.begin(); it != waiting_.end();) {
+        auto clock = clocks.find((*it)->worker);
+        if (clock == clocks.end()) {
+          orphaned.push_back(std::move(*it));
+          it = waiting_.erase(it);
+        } else if (clock->second <= min_clock + config_.ssp_bound) {
+          runnable.push_back(std::move(*it));
+          it = waiting_.erase(it);
+        } else if (config_.ssp_policy == SspPolicy::kReject) {
+          orphaned.push_back(std::move(*it));  // rejected below
+          it = waiting_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    for (auto& w : orphaned) {
+      bool known = CheckWorker(w->worker, nullptr).ok();
+      w->done(known ? absl::AbortedError(absl::StrCat(
+                          "worker ", w->worker, " is more than ", config_.ssp_bound,
+                          " pushes ahead of the slowest worker (SSP bound): pull and retry"))
+                    : absl::FailedPreconditionError(absl::StrCat(
+                          "worker ", w->worker,
+                          " left or its lease expired while its push waited: Join again")));
+    }
+    if (runnable.empty()) return;
+    for (auto& w : runnable) w->done(ApplyOne(w->worker, w->push, w->pull_after));
+  }
+}
+
+void ShardStore::MaybeCompleteRound() {
+  std::vector<std::unique_ptr<WaitingPush>> round;
+  std::vector<PushResult> results;
+  {
+    absl::MutexLock lock(&sync_mu_);
+    if (waiting_.empty()) return;
+    {
+      absl::MutexLock members(&members_mu_);
+      for (const auto& [id, w] : workers_) {
+        bool pushed = false;
+        for (const auto& p : waiting_) pushed |= (p->worker == id);
+        if (!pushed) return;  // the round still waits for an active worker
+      }
+    }
+    round.swap(waiting_);
+    results = ApplyRound(round);
+  }
+  for (size_t i = 0; i < round.size(); ++i) round[i]->done(std::move(results[i]));
+}
+
+std::vector<PushResult> ShardStore::ApplyRound(std::vector<std::unique_ptr<WaitingPush>>& round) {
+  // SSGD (BSP): the mean of the round's gradients, applied once as plain SGD
+  // (with momentum / weight decay if configured): one version per round.
+  const auto start = std::chrono::steady_clock::now();
+  OptimizerConfig sgd = config_.optimizer;
+  sgd.rule = UpdateRule::kAsgd;
+  std::vector<PushResult> results(round.size());
+  uint64_t backup_added = 0;
+  absl::ReaderMutexLock state(&state_mu_);
+  const uint64_t before = version();
+  const float lr = EffectiveLearningRate(sgd, before, 0);
+  // Group gradients by chunk, in first-seen order.
+  std::vector<Chunk*> order;
+  absl::flat_hash_map<Chunk*, std::vector<const std::string*>> grads;
+  for (const auto& p : round) {
+    for (size_t i = 0; i < p->push.chunks.size(); ++i) {
+      auto [it, inserted] = grads.try_emplace(p->push.chunks[i]);
+      if (inserted) order.push_back(p->push.chunks[i]);
+      it->second.push_back(&p->push.gradients[i].values);
+    }
+  }
+  std::vector<float> mean;
+  for (Chunk* chunk : order) {
+    const auto& parts = grads[chunk];
+    mean.assign(chunk->length, 0.0f);
+    for (const std::string* g : parts) {
+      const float* gv = reinterpret_cast<const float*>(g->data());
+      for (size_t j = 0; j < chunk->length; ++j) mean[j] += gv[j];
+    }
+    const float inv = 1.0f / static_cast<float>(parts.size());
+    for (float& x : mean) x *= inv;
+    absl::MutexLock lock(&chunk->mu);
+    ChunkVectors v;
+    v.n = chunk->length;
+    v.weights = chunk->weights.data();
+    v.gradient = mean.data();
+    v.mean_square = chunk->mean_square.empty() ? nullptr : chunk->mean_square.data();
+    v.momentum = chunk->momentum.empty() ? nullptr : chunk->momentum.data();
+    if (sgd.uses_mean_square()) v.mean_square = nullptr;
+    ApplyUpdate(sgd, lr, v);
+  }
+  const uint64_t after = version_.fetch_add(1, std::memory_order_acq_rel) + 1;
+  const double seconds = SecondsSince(start);
+  for (size_t r = 0; r < round.size(); ++r) {
+    WaitingPush& p = *round[r];
+    PushResult& result = results[r];
+    result.version = after;
+    result.staleness = 0;
+    result.apply_seconds = seconds;
+    if (!p.pull_after) continue;
+    result.new_values.resize(p.push.chunks.size());
+    for (size_t i = 0; i < p.push.chunks.size(); ++i) {
+      Chunk* chunk = p.push.chunks[i];
+      ChunkValues& out = result.new_values[i];
+      out.tensor = *chunk->tensor;
+      out.chunk_index = chunk->index;
+      out.values.resize(FloatBytes(chunk->length));
+      absl::MutexLock lock(&chunk->mu);
+      std::memcpy(out.values.data(), chunk->weights.data(), out.values.size());
+      auto [it, inserted] = chunk->backups.try_emplace(p.worker);
+      if (inserted) backup_added += FloatBytes(chunk->length);
+      it->second.assign(chunk->weights.begin(), chunk->weights.end());
+    }
+  }
+  if (backup_added) backup_bytes_.fetch_add(backup_added, std::memory_order_relaxed);
+  {
+    absl::MutexLock members(&members_mu_);
+    for (const auto& p : round) {
+      auto it = workers_.find(p->worker);
+      if (it == workers_.end()) continue;
+      ++it->second->clock;
+      if (p->pull_after) it->second->pull_version = after;
+    }
+  }
+  return results;
+}
+
+void ShardStore::CancelWaiting() {
+  std::vector<std::unique_ptr<WaitingPush>> cancelled;
+  {
+    absl::MutexLock lock(&sync_mu_);
+    cancelled.swap(waiting_);
+  }
+  for (auto& w : cancelled) {
+    w->done(absl::UnavailableError("the shard is shutting down; retry against the new shard"));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Stats and checkpoints
+
+ShardStats ShardStore::Stats() const {
+  ShardStats stats;
+  stats.version = version();
+  {
+    absl::MutexLock lock(&members_mu_);
+    stats.active_workers = static_cast<uint32_t>(workers_.size());
+  }
+  stats.weight_bytes = weight_bytes_.load(std::memory_order_relaxed);
+  stats.backup_bytes = backup_bytes_.load(std::memory_order_relaxed);
+  stats.optimizer_state_bytes = optimizer_state_bytes_.load(std::memory_order_relaxed);
+  return stats;
+}
+
+ShardSnapshot ShardStore::Snapshot() const {
+  // The writer lock waits for in-flight updates (they hold the reader lock)
+  // and holds new ones off: weights, optimizer state and version are one cut.
+  absl::MutexLock state(&state_mu_);
+  ShardSnapshot snapshot;
+  snapshot.shard_index = config_.shard_index;
+  snapshot.shard_count = config_.shard_count;
+  snapshot.version = version();
+  for (const auto& [name, tensor] : tensors_) {
+    TensorState ts;
+    ts.spec = tensor->spec;
+    for (const auto& [index, chunk] : tensor->owned) {
+      absl::MutexLock lock(&chunk->mu);
+      ChunkState cs;
+      cs.index = index;
+      cs.weights = chunk->weights;
+      cs.mean_square = chunk->mean_square;
+      cs.momentum = chunk->momentum;
+      ts.chunks.push_back(std::move(cs));
+    }
+    snapshot.tensors.push_back(std::move(ts));
+  }
+  return snapshot;
+}
+
+absl::Status ShardStore::Restore(ShardSnapshot snapshot) {
+  if (snapshot.shard_index != config_.shard_index || snapshot.shard_count != config_.shard_count) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("checkpoint is of shard ", snapshot.shard_index, " of ", snapshot.shard_count,
+                     " but this is shard ", config_.shard_index, " of ", config_.shard_count,
+                     ": changing the shard count needs a fresh start"));
+  }
+  std::map<std::string, std::unique_ptr<Tensor>> tensors;
+  uint64_t weights = 0, state_bytes = 0;
+  for (TensorState& ts : snapshot.tensors) {
+    absl::Status s = ValidateTensorSpec(ts.spec);
+    if (!s.ok() || ts.spec.chunk_elements == 0) {
+      return absl::DataLossError(absl::StrCat("checkpoint tensor '", ts.spec.name,
+                                              "' has an invalid spec: ", s.message()));
+    }
+    auto tensor = std::make_unique<Tensor>();
+    tensor->spec = ts.spec;
+    const uint64_t num_chunks = ts.spec.num_chunks();
+    for (ChunkState& cs : ts.chunks) {
+      if (cs.index >= num_chunks ||
+          ShardOfChunk(ts.spec.name, cs.index, config_.shard_count) != config_.shard_index ||
+          cs.weights.size() != ts.spec.chunk_length(cs.index)) {
+        return absl::DataLossError(absl::StrCat("checkpoint has a chunk ", cs.index, " of tensor '",
+                                                ts.spec.name,
+                                                "' that this shard cannot own or of wrong length"));
+      }
+      auto chunk = std::make_unique<Chunk>(nullptr, cs.index, cs.weights.size());
+      {
+        absl::MutexLock lock(&chunk->mu);
+        chunk->weights = std::move(cs.weights);
+        // Optimizer state of another rule is dropped / zero-filled, so a
+        // shard may restart with a different rule.
+        if (config_.optimizer.uses_mean_square()) {
+          chunk->mean_square = cs.mean_square.size() == chunk->length
+                                   ? std::move(cs.mean_square)
+                                   : std::vector<float>(chunk->length, 0.0f);
+          state_bytes += FloatBytes(chunk->length);
+        }
+        if (config_.optimizer.uses_momentum()) {
+          chunk->momentum = cs.momentum.size() == chunk->length
+                                ? std::move(cs.momentum)
+                                : std::vector<float>(chunk->length, 0.0f);
+          state_bytes += FloatBytes(chunk->length);
+        }
+      }
+      weights += FloatBytes(chunk->length);
+      tensor->owned.emplace(cs.index, std::move(chunk));
+    }
+    // Chunks the checkpoint lacks (none for files we wrote) start from init.
+    for (uint64_t i = 0; i < num_chunks; ++i) {
+      if (ShardOfChunk(ts.spec.name, i, config_.shard_count) != config_.shard_index) continue;
+      if (tensor->owned.count(i)) continue;
+      return absl::DataLossError(
+          absl::StrCat("checkpoint lacks chunk ", i, " of tensor '", ts.spec.name, "'"));
+    }
+    std::string name = ts.spec.name;
+    tensors.emplace(std::move(name), std::move(tensor));
+  }
+  for (auto& [name, tensor] : tensors) {
+    for (auto& [index, chunk] : tensor->owned) {
+      chunk->tensor = &name;
+    }
+  }
+  absl::MutexLock state(&state_mu_);
+  tensors_.swap(tensors);
+  version_.store(snapshot.version, std::memory_order_release);
+  weight_bytes_.store(weights, std::memory_order_relaxed);
+  optimizer_state_bytes_.store(state_bytes, std::memory_order_relaxed);
+  backup_bytes_.store(0, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+}  // namespace dcasgd

@@ -1,0 +1,85 @@
+#include "core/data_coordinator.h"
+
+#include <set>
+#include <utility>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace dcasgd {
+namespace {
+
+DataLease MustLease(absl::StatusOr<AcquireResult> r) {
+  EXPECT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(std::holds_alternative<DataLease>(*r));
+  return std::get<DataLease>(*r);
+}
+
+TEST(DataCoordinator, EveryEpochCoversEveryShardOnce) {
+  ManualClock clock;
+  DataCoordinator c(absl::Seconds(10), &clock);
+  std::map<uint32_t, std::multiset<uint32_t>> seen;
+  for (int i = 0; i < 3 * 5; ++i) {
+    DataLease l = MustLease(c.Acquire(i % 2 ? "a" : "b", 5, 3));
+    seen[l.epoch].insert(l.data_shard);
+    ASSERT_TRUE(c.Complete(l.lease_id).ok());
+  }
+  for (uint32_t e = 0; e < 3; ++e) {
+    EXPECT_EQ(seen[e], (std::multiset<uint32_t>{0, 1, 2, 3, 4})) << "epoch " << e;
+  }
+  auto done = c.Acquire("a", 5, 3);
+  ASSERT_TRUE(done.ok());
+  EXPECT_TRUE(std::holds_alternative<JobDone>(*done));
+  EXPECT_TRUE(c.Progress().done);
+  EXPECT_EQ(c.Progress().current_epoch, 3u);
+}
+
+TEST(DataCoordinator, ExpiredLeaseIsReissuedFirst) {
+  ManualClock clock;
+  DataCoordinator c(absl::Seconds(10), &clock);
+  DataLease dead = MustLease(c.Acquire("dies", 3, 1));
+  DataLease alive = MustLease(c.Acquire("lives", 3, 1));
+  clock.Advance(absl::Seconds(6));
+  ASSERT_TRUE(c.Renew(alive.lease_id).ok());
+  clock.Advance(absl::Seconds(6));  // dead's deadline passed, alive renewed
+  DataLease again = MustLease(c.Acquire("lives", 3, 1));
+  EXPECT_EQ(again.data_shard, dead.data_shard);
+  EXPECT_EQ(c.Complete(dead.lease_id).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(c.Renew(dead.lease_id).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(c.Complete(alive.lease_id).ok());
+  EXPECT_TRUE(c.Complete(again.lease_id).ok());
+  DataLease last = MustLease(c.Acquire("lives", 3, 1));
+  EXPECT_TRUE(c.Complete(last.lease_id).ok());
+  JobProgress p = c.Progress();
+  EXPECT_TRUE(p.done);
+  EXPECT_EQ(p.reissued, 1u);
+  EXPECT_EQ(p.completed, 3u);
+}
+
+TEST(DataCoordinator, RetryLaterWhileTheLastLeasesAreOut) {
+  ManualClock clock;
+  DataCoordinator c(absl::Seconds(2), &clock);
+  DataLease only = MustLease(c.Acquire("a", 1, 1));
+  auto r = c.Acquire("b", 1, 1);
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE(std::holds_alternative<RetryLater>(*r));
+  EXPECT_GT(std::get<RetryLater>(*r).after, absl::ZeroDuration());
+  clock.Advance(absl::Seconds(3));
+  DataLease taken_over = MustLease(c.Acquire("b", 1, 1));
+  EXPECT_EQ(taken_over.data_shard, only.data_shard);
+}
+
+TEST(DataCoordinator, JobIsFixedByTheFirstCall) {
+  ManualClock clock;
+  DataCoordinator c(absl::Seconds(2), &clock);
+  EXPECT_EQ(c.Acquire("a", 0, 1).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(c.Acquire("", 1, 1).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(c.Progress().configured);
+  MustLease(c.Acquire("a", 4, 2));
+  auto other = c.Acquire("b", 5, 2);
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(other.status().message(), ::testing::HasSubstr("4 data shards x 2 epochs"));
+}
+
+}  // namespace
+}  // namespace dcasgd

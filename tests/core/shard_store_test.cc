@@ -1,0 +1,509 @@
+#include "core/shard_store.h"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <optional>
+#include <thread>
+
+#include "absl/synchronization/notification.h"
+#include "core/placement.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace dcasgd {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string Bytes(const std::vector<float>& v) {
+  std::string s(v.size() * sizeof(float), '\0');
+  std::memcpy(s.data(), v.data(), s.size());
+  return s;
+}
+
+std::vector<float> Floats(const std::string& s) {
+  std::vector<float> v(s.size() / sizeof(float));
+  std::memcpy(v.data(), s.data(), s.size());
+  return v;
+}
+
+TensorSpec Spec(const std::string& name, std::vector<int64_t> shape, uint32_t chunk = 4,
+                float constant = 1.0f) {
+  TensorSpec spec;
+  spec.name = name;
+  spec.shape = std::move(shape);
+  spec.chunk_elements = chunk;
+  spec.init.kind = Initializer::Kind::kConstant;
+  spec.init.a = constant;
+  return spec;
+}
+
+ShardConfig Config(UpdateRule rule, float lr = 0.5f, float lambda0 = 0.5f) {
+  ShardConfig config;
+  config.optimizer.rule = rule;
+  config.optimizer.learning_rate = lr;
+  config.optimizer.lambda0 = lambda0;
+  config.lease = absl::Seconds(10);
+  return config;
+}
+
+// Runs SubmitPush and returns its result; fails the test if `done` is not
+// called synchronously (async mode).
+absl::StatusOr<PushResult> PushNow(ShardStore& store, WorkerId worker,
+                                   std::vector<GradientChunk> chunks, bool pull_after = false) {
+  std::optional<absl::StatusOr<PushResult>> out;
+  store.SubmitPush(worker, std::move(chunks), pull_after,
+                   [&out](absl::StatusOr<PushResult> r) { out = std::move(r); });
+  EXPECT_TRUE(out.has_value()) << "push did not complete synchronously";
+  if (!out.has_value()) return absl::InternalError("not completed");
+  return std::move(*out);
+}
+
+std::vector<GradientChunk> Grad(const std::string& tensor, uint64_t chunk,
+                                const std::vector<float>& values) {
+  return {GradientChunk{tensor, chunk, Bytes(values)}};
+}
+
+// Pulls every chunk of every tensor for `worker` into name -> flat values.
+std::map<std::string, std::vector<float>> PullAll(ShardStore& store, WorkerId worker) {
+  std::map<std::string, std::vector<float>> out;
+  auto refs = store.PlanPull(worker, {});
+  EXPECT_TRUE(refs.ok()) << refs.status();
+  for (const ChunkRef& ref : *refs) {
+    std::string values;
+    store.ReadChunk(worker, ref, &values);
+    auto f = Floats(values);
+    auto& dst = out[*ref.tensor];
+    dst.insert(dst.end(), f.begin(), f.end());
+  }
+  return out;
+}
+
+bool SameSnapshot(const ShardSnapshot& a, const ShardSnapshot& b) {
+  if (a.version != b.version || a.tensors.size() != b.tensors.size()) return false;
+  for (size_t t = 0; t < a.tensors.size(); ++t) {
+    if (a.tensors[t].spec != b.tensors[t].spec) return false;
+    if (a.tensors[t].chunks.size() != b.tensors[t].chunks.size()) return false;
+    for (size_t c = 0; c < a.tensors[t].chunks.size(); ++c) {
+      const ChunkState& x = a.tensors[t].chunks[c];
+      const ChunkState& y = b.tensors[t].chunks[c];
+      if (x.index != y.index ||
+          std::memcmp(x.weights.data(), y.weights.data(), x.weights.size() * 4) != 0 ||
+          x.weights.size() != y.weights.size() || x.mean_square != y.mean_square ||
+          x.momentum != y.momentum) {
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+TEST(ShardStore, DeclareIsIdempotentAndConflictsDeclareNothing) {
+  ShardStore store(Config(UpdateRule::kAsgd), Clock::Real());
+  ASSERT_TRUE(store.Declare({Spec("w", {2, 3})}).ok());
+  ASSERT_TRUE(store.Declare({Spec("w", {2, 3})}).ok());
+  EXPECT_EQ(store.Stats().weight_bytes, 6 * 4u);
+
+  auto conflict = store.Declare({Spec("new", {5}), Spec("w", {3, 2})});
+  EXPECT_EQ(conflict.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(conflict.status().message(), HasSubstr("'w'"));
+  EXPECT_EQ(store.ListTensors().size(), 1u) << "'new' must not be declared";
+
+  auto bad = store.Declare({Spec("x", {0})});
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ShardStore, DefaultChunkElementsResolved) {
+  ShardStore store(Config(UpdateRule::kAsgd), Clock::Real());
+  auto specs = store.Declare({Spec("w", {10}, /*chunk=*/0)});
+  ASSERT_TRUE(specs.ok());
+  EXPECT_EQ((*specs)[0].chunk_elements, kDefaultChunkElements);
+}
+
+TEST(ShardStore, ShardsOwnEveryChunkExactlyOnce) {
+  for (uint32_t count : {1u, 2u, 3u}) {
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < count; ++i) {
+      ShardConfig config = Config(UpdateRule::kAsgd);
+      config.shard_index = i;
+      config.shard_count = count;
+      ShardStore store(config, Clock::Real());
+      ASSERT_TRUE(store.Declare({Spec("a", {17}), Spec("b", {1}), Spec("c", {4, 4})}).ok());
+      for (const char* name : {"a", "b", "c"}) {
+        auto refs = store.PlanPull(0, {name});
+        ASSERT_TRUE(refs.ok());
+        for (const ChunkRef& ref : *refs) {
+          EXPECT_EQ(ShardOfChunk(name, ref.chunk_index, count), i);
+        }
+        total += refs->size();
+      }
+    }
+    EXPECT_EQ(total, 5u + 1u + 4u) << count << " shards";
+  }
+}
+
+TEST(ShardStore, PullRecordsBackupForWorkersOnly) {
+  ShardStore store(Config(UpdateRule::kDcAsgdConstant), Clock::Real());
+  ASSERT_TRUE(store.Declare({Spec("w", {8})}).ok());
+  PullAll(store, 0);
+  EXPECT_EQ(store.Stats().backup_bytes, 0u) << "an evaluator pull records nothing";
+  auto worker = store.Join("pod-a");
+  ASSERT_TRUE(worker.ok());
+  auto values = PullAll(store, worker->worker_id);
+  EXPECT_EQ(values["w"], std::vector<float>(8, 1.0f));
+  EXPECT_EQ(store.Stats().backup_bytes, 8 * 4u);
+  PullAll(store, worker->worker_id);
+  EXPECT_EQ(store.Stats().backup_bytes, 8 * 4u) << "a second pull reuses the backup";
+}
+
+TEST(ShardStore, DcAsgdUsesTheBackupTakenAtThisWorkersPull) {
+  // Worker A pulls w0; worker B then moves w; A's push must be compensated
+  // with (w_now - w0), the delay since A's pull (not since B's, not w - 0).
+  const float lr = 0.5f, lambda = 0.5f;
+  ShardStore store(Config(UpdateRule::kDcAsgdConstant, lr, lambda), Clock::Real());
+  ASSERT_TRUE(store.Declare({Spec("w", {4}, 4, 1.0f)}).ok());
+  WorkerId a = store.Join("a")->worker_id;
+  WorkerId b = store.Join("b")->worker_id;
+  PullAll(store, a);  // w_bak(a) = 1
+  PullAll(store, b);  // w_bak(b) = 1
+  std::vector<float> gb = {1, 2, 3, 4};
+  auto rb = PushNow(store, b, Grad("w", 0, gb));
+  ASSERT_TRUE(rb.ok()) << rb.status();
+  EXPECT_EQ(rb->staleness, 0u);
+  std::vector<float> w(4);
+  for (int i = 0; i < 4; ++i) w[i] = 1.0f - lr * gb[i];  // w - w_bak(b) = 0 here
+  std::vector<float> ga = {0.5f, -1.0f, 2.0f, 0.25f};
+  auto ra = PushNow(store, a, Grad("w", 0, ga));
+  ASSERT_TRUE(ra.ok()) << ra.status();
+  EXPECT_EQ(ra->staleness, 1u);
+  EXPECT_EQ(ra->version, 2u);
+  for (int i = 0; i < 4; ++i) {
+    const float d = ga[i] + lambda * ga[i] * ga[i] * (w[i] - 1.0f);
+    w[i] = w[i] - lr * d;
+  }
+  auto now = PullAll(store, 0)["w"];
+  for (int i = 0; i < 4; ++i) EXPECT_FLOAT_EQ(now[i], w[i]) << i;
+}
+
+TEST(ShardStore, DcAsgdPushWithoutPullIsFailedPrecondition) {
+  ShardStore store(Config(UpdateRule::kDcAsgdAdaptive), Clock::Real());
+  ASSERT_TRUE(store.Declare({Spec("w", {4})}).ok());
+  WorkerId a = store.Join("a")->worker_id;
+  auto r = PushNow(store, a, Grad("w", 0, {1, 1, 1, 1}));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(r.status().message(), HasSubstr("Pull before pushing"));
+  EXPECT_EQ(store.version(), 0u);
+}
+
+TEST(ShardStore, PushPullReturnsNewValuesThatBecomeTheBackup) {
+  ShardStore store(Config(UpdateRule::kDcAsgdConstant, 1.0f, 1.0f), Clock::Real());
+  ASSERT_TRUE(store.Declare({Spec("w", {6}, 4, 2.0f)}).ok());
+  WorkerId a = store.Join("a")->worker_id;
+  PullAll(store, a);
+  std::vector<GradientChunk> g = Grad("w", 0, {1, 1, 1, 1});
+  g.push_back(GradientChunk{"w", 1, Bytes({2, 2})});
+  auto r = PushNow(store, a, g, /*pull_after=*/true);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->new_values.size(), 2u);
+  EXPECT_EQ(r->new_values[0].chunk_index, 0u);
+  EXPECT_EQ(Floats(r->new_values[0].values), std::vector<float>(4, 1.0f));
+  EXPECT_EQ(Floats(r->new_values[1].values), std::vector<float>(2, 0.0f));
+  // Next push: the backup is the returned values, so w - w_bak = 0 and the
+  // update is plain SGD even with a huge lambda.
+  auto r2 = PushNow(store, a, Grad("w", 0, {1, 1, 1, 1}), true);
+  ASSERT_TRUE(r2.ok());
+  EXPECT_EQ(r2->staleness, 0u);
+  EXPECT_EQ(Floats(r2->new_values[0].values), std::vector<float>(4, 0.0f));
+}
+
+TEST(ShardStore, StalenessCountsVersionsSinceThisWorkersPull) {
+  ShardStore store(Config(UpdateRule::kAsgd), Clock::Real());
+  ASSERT_TRUE(store.Declare({Spec("w", {4})}).ok());
+  WorkerId a = store.Join("a")->worker_id;
+  WorkerId b = store.Join("b")->worker_id;
+  PullAll(store, a);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(PushNow(store, b, Grad("w", 0, {0, 0, 0, 0})).ok());
+  auto r = PushNow(store, a, Grad("w", 0, {0, 0, 0, 0}));
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->staleness, 3u);
+  EXPECT_EQ(r->version, 4u);
+}
+
+class BadPushTest : public ::testing::Test {
+ protected:
+  BadPushTest() : store_(Config(UpdateRule::kDcAsgdAdaptive), Clock::Real()) {
+    EXPECT_TRUE(store_.Declare({Spec("w", {8}), Spec("v", {3})}).ok());
+    worker_ = store_.Join("a")->worker_id;
+    PullAll(store_, worker_);
+    before_ = store_.Snapshot();
+  }
+  void ExpectRejected(std::vector<GradientChunk> chunks, absl::StatusCode code,
+                      const std::string& text) {
+    auto r = PushNow(store_, worker_, std::move(chunks), true);
+    EXPECT_EQ(r.status().code(), code) << r.status();
+    EXPECT_THAT(r.status().message(), HasSubstr(text));
+    EXPECT_TRUE(SameSnapshot(before_, store_.Snapshot())) << "state changed";
+  }
+  ShardStore store_;
+  WorkerId worker_ = 0;
+  ShardSnapshot before_;
+};
+
+TEST_F(BadPushTest, UnknownTensorIsNotFound) {
+  ExpectRejected(Grad("nope", 0, {1, 1, 1, 1}), absl::StatusCode::kNotFound, "'nope'");
+}
+
+TEST_F(BadPushTest, UnknownChunkIsNotFound) {
+  ExpectRejected(Grad("w", 2, {1, 1, 1, 1}), absl::StatusCode::kNotFound, "chunk 2");
+}
+
+TEST_F(BadPushTest, WrongLengthIsInvalidArgument) {
+  ExpectRejected(Grad("v", 0, {1, 1}), absl::StatusCode::kInvalidArgument, "expected 12");
+}
+
+TEST_F(BadPushTest, NanInALaterChunkAppliesNothing) {
+  auto chunks = Grad("w", 0, {1, 1, 1, 1});
+  chunks.push_back(GradientChunk{"w", 1, Bytes({1, std::nanf(""), 1, 1})});
+  ExpectRejected(chunks, absl::StatusCode::kInvalidArgument, "NaN or Inf (first at element 1)");
+}
+
+TEST_F(BadPushTest, InfIsInvalidArgument) {
+  ExpectRejected(Grad("v", 0, {1, 1, std::numeric_limits<float>::infinity()}),
+                 absl::StatusCode::kInvalidArgument, "NaN or Inf");
+}
+
+TEST_F(BadPushTest, RepeatedChunkIsInvalidArgument) {
+  auto chunks = Grad("w", 0, {1, 1, 1, 1});
+  chunks.push_back(chunks[0]);
+  ExpectRejected(chunks, absl::StatusCode::kInvalidArgument, "twice");
+}
+
+TEST_F(BadPushTest, EmptyPushIsInvalidArgument) {
+  ExpectRejected({}, absl::StatusCode::kInvalidArgument, "no gradient chunks");
+}
+
+TEST_F(BadPushTest, UnknownWorkerIsFailedPrecondition) {
+  worker_ = 999;
+  ExpectRejected(Grad("w", 0, {1, 1, 1, 1}), absl::StatusCode::kFailedPrecondition, "Join again");
+}
+
+TEST(ShardStore, ChunkOfAnotherShardIsNotFound) {
+  ShardConfig config = Config(UpdateRule::kAsgd);
+  config.shard_count = 2;
+  config.shard_index = ShardOfChunk("w", 0, 2) == 0 ? 1 : 0;  // not the owner of chunk 0
+  ShardStore store(config, Clock::Real());
+  ASSERT_TRUE(store.Declare({Spec("w", {8})}).ok());
+  WorkerId a = store.Join("a")->worker_id;
+  auto r = PushNow(store, a, Grad("w", 0, {1, 1, 1, 1}));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(r.status().message(), HasSubstr("belongs to shard"));
+}
+
+TEST(ShardStore, ExpiredLeaseFreesBackups) {
+  ManualClock clock;
+  ShardConfig config = Config(UpdateRule::kDcAsgdConstant);
+  config.lease = absl::Seconds(2);
+  ShardStore store(config, &clock);
+  ASSERT_TRUE(store.Declare({Spec("w", {16})}).ok());
+  WorkerId a = store.Join("a")->worker_id;
+  WorkerId b = store.Join("b")->worker_id;
+  PullAll(store, a);
+  PullAll(store, b);
+  EXPECT_EQ(store.Stats().backup_bytes, 2 * 16 * 4u);
+  clock.Advance(absl::Seconds(1.5));
+  ASSERT_TRUE(store.Heartbeat(b).ok());
+  clock.Advance(absl::Seconds(1));
+  EXPECT_EQ(store.ExpireLeases(), 1);
+  EXPECT_EQ(store.Stats().active_workers, 1u);
+  EXPECT_EQ(store.Stats().backup_bytes, 16 * 4u) << "a's backups freed, b's kept";
+  EXPECT_EQ(store.Heartbeat(a).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(PushNow(store, a, Grad("w", 0, {0, 0, 0, 0})).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(PushNow(store, b, Grad("w", 0, {0, 0, 0, 0})).ok());
+}
+
+TEST(ShardStore, JoinWithLiveNameReplacesTheOldWorker) {
+  ShardStore store(Config(UpdateRule::kDcAsgdConstant), Clock::Real());
+  ASSERT_TRUE(store.Declare({Spec("w", {4})}).ok());
+  WorkerId old_id = store.Join("pod-0")->worker_id;
+  PullAll(store, old_id);
+  WorkerId new_id = store.Join("pod-0")->worker_id;
+  EXPECT_NE(old_id, new_id);
+  EXPECT_EQ(store.Stats().active_workers, 1u);
+  EXPECT_EQ(store.Stats().backup_bytes, 0u);
+  EXPECT_EQ(store.Heartbeat(old_id).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store.Join("").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ShardStore, ConcurrentPushesLoseNoUpdate) {
+  // Plain SGD with lr = 1: the final weights are init minus the exact sum of
+  // every pushed gradient. Values are small integers, so float sums are exact.
+  constexpr int kThreads = 8, kPushes = 200;
+  ShardStore store(Config(UpdateRule::kAsgd, 1.0f), Clock::Real());
+  ASSERT_TRUE(store.Declare({Spec("w", {1000}, 64, 0.0f)}).ok());
+  const uint64_t chunks = 16;  // ceil(1000 / 64)
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&store, t] {
+      WorkerId id = store.Join("worker-" + std::to_string(t))->worker_id;
+      for (int p = 0; p < kPushes; ++p) {
+        std::vector<GradientChunk> g;
+        for (uint64_t c = 0; c < chunks; ++c) {
+          const size_t n = c + 1 < chunks ? 64 : 1000 - 64 * (chunks - 1);
+          g.push_back(GradientChunk{"w", c, Bytes(std::vector<float>(n, float(t + 1)))});
+        }
+        auto r = PushNow(store, id, std::move(g), p % 2 == 0);
+        ASSERT_TRUE(r.ok()) << r.status();
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  float expected = 0;
+  for (int t = 0; t < kThreads; ++t) expected -= float(t + 1) * kPushes;
+  auto w = PullAll(store, 0)["w"];
+  ASSERT_EQ(w.size(), 1000u);
+  for (float x : w) ASSERT_EQ(x, expected);
+  EXPECT_EQ(store.version(), uint64_t{kThreads} * kPushes);
+}
+
+TEST(ShardStore, MaxStalenessAbortsTooStalePushes) {
+  ShardConfig config = Config(UpdateRule::kAsgd);
+  config.max_staleness = 1;
+  ShardStore store(config, Clock::Real());
+  ASSERT_TRUE(store.Declare({Spec("w", {4})}).ok());
+  WorkerId a = store.Join("a")->worker_id;
+  WorkerId b = store.Join("b")->worker_id;
+  PullAll(store, a);
+  ASSERT_TRUE(PushNow(store, b, Grad("w", 0, {1, 1, 1, 1})).ok());
+  ASSERT_TRUE(PushNow(store, b, Grad("w", 0, {1, 1, 1, 1})).ok());
+  auto before = store.Snapshot();
+  auto r = PushNow(store, a, Grad("w", 0, {1, 1, 1, 1}));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kAborted);
+  EXPECT_THAT(r.status().message(), HasSubstr("2 versions stale"));
+  EXPECT_TRUE(SameSnapshot(before, store.Snapshot()));
+}
+
+TEST(ShardStore, SsgdAveragesOneRoundAndAppliesOnce) {
+  ShardConfig config = Config(UpdateRule::kAsgd, 1.0f);
+  config.sync = SyncMode::kSsgd;
+  ShardStore store(config, Clock::Real());
+  ASSERT_TRUE(store.Declare({Spec("w", {4}, 4, 0.0f)}).ok());
+  WorkerId a = store.Join("a")->worker_id;
+  WorkerId b = store.Join("b")->worker_id;
+  std::optional<absl::StatusOr<PushResult>> ra, rb;
+  store.SubmitPush(a, Grad("w", 0, {2, 2, 2, 2}), true,
+                   [&](absl::StatusOr<PushResult> r) { ra = std::move(r); });
+  EXPECT_FALSE(ra.has_value()) << "the round waits for b";
+  EXPECT_EQ(store.version(), 0u);
+  // A second push of a in the same round is refused.
+  auto dup = PushNow(store, a, Grad("w", 0, {1, 1, 1, 1}));
+  EXPECT_EQ(dup.status().code(), absl::StatusCode::kFailedPrecondition);
+  store.SubmitPush(b, Grad("w", 0, {4, 4, 4, 4}), true,
+                   [&](absl::StatusOr<PushResult> r) { rb = std::move(r); });
+  ASSERT_TRUE(ra.has_value() && rb.has_value());
+  ASSERT_TRUE(ra->ok() && rb->ok());
+  EXPECT_EQ((*ra)->version, 1u);
+  EXPECT_EQ(Floats((*ra)->new_values[0].values), std::vector<float>(4, -3.0f));
+  EXPECT_EQ(Floats((*rb)->new_values[0].values), std::vector<float>(4, -3.0f));
+}
+
+TEST(ShardStore, SsgdRoundDoesNotWaitForALeavingWorker) {
+  ShardConfig config = Config(UpdateRule::kAsgd, 1.0f);
+  config.sync = SyncMode::kSsgd;
+  ShardStore store(config, Clock::Real());
+  ASSERT_TRUE(store.Declare({Spec("w", {4}, 4, 0.0f)}).ok());
+  WorkerId a = store.Join("a")->worker_id;
+  WorkerId b = store.Join("b")->worker_id;
+  WorkerId c = store.Join("c")->worker_id;
+  int done = 0;
+  store.SubmitPush(a, Grad("w", 0, {1, 1, 1, 1}), false, [&](auto r) { done += r.ok(); });
+  store.SubmitPush(b, Grad("w", 0, {3, 3, 3, 3}), false, [&](auto r) { done += r.ok(); });
+  EXPECT_EQ(done, 0);
+  ASSERT_TRUE(store.Leave(c).ok());
+  EXPECT_EQ(done, 2);
+  EXPECT_EQ(PullAll(store, 0)["w"], std::vector<float>(4, -2.0f));
+}
+
+TEST(ShardStore, SspWaitHoldsAWorkerAheadOfTheBound) {
+  ShardConfig config = Config(UpdateRule::kAsgd, 1.0f);
+  config.sync = SyncMode::kSsp;
+  config.ssp_bound = 1;
+  ShardStore store(config, Clock::Real());
+  ASSERT_TRUE(store.Declare({Spec("w", {4}, 4, 0.0f)}).ok());
+  WorkerId fast = store.Join("fast")->worker_id;
+  WorkerId slow = store.Join("slow")->worker_id;
+  int applied = 0;
+  auto count = [&](absl::StatusOr<PushResult> r) { applied += r.ok(); };
+  store.SubmitPush(fast, Grad("w", 0, {1, 1, 1, 1}), false, count);  // clock 0 -> 1
+  store.SubmitPush(fast, Grad("w", 0, {1, 1, 1, 1}), false, count);  // clock 1 -> 2
+  EXPECT_EQ(applied, 2);
+  store.SubmitPush(fast, Grad("w", 0, {1, 1, 1, 1}), false, count);  // 2 > 0 + 1: waits
+  EXPECT_EQ(applied, 2);
+  EXPECT_EQ(store.version(), 2u);
+  store.SubmitPush(slow, Grad("w", 0, {1, 1, 1, 1}), false, count);  // releases fast
+  EXPECT_EQ(applied, 4);
+  EXPECT_EQ(store.version(), 4u);
+}
+
+TEST(ShardStore, SspRejectAbortsAWorkerAheadOfTheBound) {
+  ShardConfig config = Config(UpdateRule::kAsgd, 1.0f);
+  config.sync = SyncMode::kSsp;
+  config.ssp_bound = 0;
+  config.ssp_policy = SspPolicy::kReject;
+  ShardStore store(config, Clock::Real());
+  ASSERT_TRUE(store.Declare({Spec("w", {4}, 4, 0.0f)}).ok());
+  WorkerId fast = store.Join("fast")->worker_id;
+  ASSERT_TRUE(store.Join("slow").ok());
+  ASSERT_TRUE(PushNow(store, fast, Grad("w", 0, {1, 1, 1, 1})).ok());
+  auto r = PushNow(store, fast, Grad("w", 0, {1, 1, 1, 1}));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(store.version(), 1u);
+}
+
+TEST(ShardStore, CancelWaitingFailsWaitersWithUnavailable) {
+  ShardConfig config = Config(UpdateRule::kAsgd, 1.0f);
+  config.sync = SyncMode::kSsgd;
+  ShardStore store(config, Clock::Real());
+  ASSERT_TRUE(store.Declare({Spec("w", {4})}).ok());
+  WorkerId a = store.Join("a")->worker_id;
+  ASSERT_TRUE(store.Join("b").ok());
+  std::optional<absl::Status> status;
+  store.SubmitPush(a, Grad("w", 0, {1, 1, 1, 1}), false,
+                   [&](absl::StatusOr<PushResult> r) { status = r.status(); });
+  store.CancelWaiting();
+  ASSERT_TRUE(status.has_value());
+  EXPECT_EQ(status->code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(ShardStore, SnapshotRestoreRoundTrip) {
+  ShardConfig config = Config(UpdateRule::kDcAsgdAdaptive);
+  config.optimizer.momentum = 0.9f;
+  ShardStore store(config, Clock::Real());
+  TensorSpec normal = Spec("n", {100}, 16);
+  normal.init.kind = Initializer::Kind::kNormal;
+  normal.init.a = 0;
+  normal.init.b = 1;
+  normal.init.seed = 7;
+  ASSERT_TRUE(store.Declare({normal, Spec("c", {3})}).ok());
+  EXPECT_EQ(store.Stats().optimizer_state_bytes, 2 * 103 * 4u);
+  WorkerId a = store.Join("a")->worker_id;
+  PullAll(store, a);
+  ASSERT_TRUE(PushNow(store, a, Grad("n", 0, std::vector<float>(16, 0.5f))).ok());
+  ShardSnapshot snap = store.Snapshot();
+  EXPECT_EQ(snap.version, 1u);
+
+  ShardStore restored(config, Clock::Real());
+  ASSERT_TRUE(restored.Restore(snap).ok());
+  EXPECT_TRUE(SameSnapshot(snap, restored.Snapshot()));
+  EXPECT_EQ(restored.version(), 1u);
+  EXPECT_EQ(restored.Stats().weight_bytes, store.Stats().weight_bytes);
+
+  ShardConfig other = config;
+  other.shard_count = 2;
+  ShardStore wrong(other, Clock::Real());
+  EXPECT_EQ(wrong.Restore(snap).code(), absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace dcasgd
