@@ -60,6 +60,7 @@ class DataCoordinator {
   absl::Status Renew(uint64_t lease_id);
   absl::Status Complete(uint64_t lease_id);
   JobProgress Progress();
+  absl::Duration lease() const { return lease_; }
 
  private:
   struct Item {
