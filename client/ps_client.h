@@ -1,0 +1,191 @@
+#ifndef DCASGD_CLIENT_PS_CLIENT_H_
+#define DCASGD_CLIENT_PS_CLIENT_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "client/chunk_plan.h"
+#include "core/tensor.h"
+#include "dcasgd/v1/ps.pb.h"
+
+namespace dcasgd {
+
+// Values of named tensors as flat float32 vectors (row-major, prod(shape)
+// elements), keyed by tensor name.
+using TensorMap = absl::flat_hash_map<std::string, std::vector<float>>;
+
+struct ClientOptions {
+  // One address per shard, in shard-index order ("host:port"). Required.
+  std::vector<std::string> shard_addresses;
+  // Stable identity of the worker (e.g. the pod name). Empty: an evaluator,
+  // which never joins, pulls with worker id 0 and cannot push.
+  std::string worker_name;
+  // Deadline of each RPC attempt (a whole stream counts as one attempt).
+  absl::Duration rpc_timeout = absl::Seconds(60);
+  // Attempts per RPC when a shard answers UNAVAILABLE (>= 1).
+  int max_attempts = 8;
+  // Exponential backoff with jitter between those attempts.
+  absl::Duration initial_backoff = absl::Milliseconds(50);
+  absl::Duration max_backoff = absl::Seconds(2);
+  // Renew the leases in a background thread every lease/3. Off only in tests
+  // that let a lease expire.
+  bool heartbeats = true;
+  // Largest message sent or received; chunks are 256 KiB by default.
+  int max_message_bytes = 64 << 20;
+};
+
+// What a Push or PushPull did on the shards it touched.
+struct PushStats {
+  // Per shard index: the shard version after this push was applied, or 0 for
+  // shards that own none of the pushed chunks.
+  std::vector<uint64_t> versions;
+  // Staleness (versions applied between this worker's pull and this push)
+  // over the shards touched. Push reports the shards' numbers; PushPull has
+  // no staleness on the wire, so it is derived per shard as
+  // (version after push - 1) - (version of this client's last pull there).
+  uint64_t max_staleness = 0;
+  double mean_staleness = 0;
+  uint32_t shards_touched = 0;
+};
+
+// A client of the N parameter shards of one job.
+//
+// Placement: chunk i of tensor T goes to ShardOfChunk(T, i, N) (core/
+// placement.h); calls touch only the shards that own chunks of the tensors
+// involved, all of them in parallel (one thread per shard), each over one
+// stream per call.
+//
+// Errors (absl codes, message prefixed with the shard and its address):
+//   - UNAVAILABLE is retried with exponential backoff and jitter, at most
+//     max_attempts times per shard and call; then returned.
+//   - FAILED_PRECONDITION from a shard (lease lost, unknown worker, no backup)
+//     makes the client re-join that shard and return FAILED_PRECONDITION
+//     ending in "re-joined; pull again": the caller pulls and recomputes.
+//   - Other codes are returned as the shard sent them (see ps.proto).
+//   A push is applied shard by shard: when one shard fails, others may
+//   already have applied their part (each shard is an independent update).
+//
+// Thread-safe: calls may come from several threads; each call blocks until
+// every shard it touched has answered.
+class PsClient {
+ public:
+  // Opens one channel per shard. A worker (non-empty worker_name) joins every
+  // shard, checks that each reports the index and count it has in the
+  // options, and starts the heartbeat thread. INVALID_ARGUMENT for bad
+  // options; FAILED_PRECONDITION when a shard reports another index or count;
+  // UNAVAILABLE when a shard stays unreachable through all attempts.
+  static absl::StatusOr<std::unique_ptr<PsClient>> Connect(ClientOptions options);
+
+  // Leaves the shards if still joined (one attempt each, errors ignored).
+  ~PsClient();
+
+  PsClient(const PsClient&) = delete;
+  PsClient& operator=(const PsClient&) = delete;
+
+  // Declares `specs` on every shard (idempotent) and remembers their layout.
+  // Errors as DeclareTensors: INVALID_ARGUMENT, ALREADY_EXISTS.
+  absl::Status Declare(const std::vector<TensorSpec>& specs);
+
+  // Learns the layout of every declared tensor from GetStatus of every shard
+  // (for clients that did not declare, e.g. evaluators).
+  absl::Status FetchSpecs();
+
+  // Pulls the current values of `names` (empty: every known tensor) into
+  // `out`, resizing out[name] to the tensor's element count; other entries of
+  // `out` are left alone. Unknown names trigger one FetchSpecs; still unknown
+  // is NOT_FOUND. A worker's pull records its backup on the shards. On
+  // FAILED_PRECONDITION the shard is re-joined and the pull retried once.
+  absl::Status Pull(const std::vector<std::string>& names, TensorMap* out);
+
+  // Pushes full gradients of the tensors in `gradients`. Before anything is
+  // sent: NOT_FOUND for an unknown tensor, INVALID_ARGUMENT naming the tensor
+  // and the expected length when a size is wrong, FAILED_PRECONDITION for an
+  // evaluator. `stats` may be null.
+  absl::Status Push(const TensorMap& gradients, PushStats* stats = nullptr);
+
+  // Push and pull of the same tensors in one stream per shard: on success
+  // (*weights)[name] holds the updated values of each pushed tensor (which
+  // the shards keep as this worker's backup). Errors as Push; on error
+  // `weights` may hold partial values.
+  absl::Status PushPull(const TensorMap& gradients, TensorMap* weights, PushStats* stats = nullptr);
+
+  // GetStatus of every shard, in shard order.
+  absl::StatusOr<std::vector<v1::ShardStatus>> GetStatus();
+
+  // Makes every shard write a checkpoint now; their answers in shard order.
+  absl::StatusOr<std::vector<v1::CheckpointResponse>> Checkpoint();
+
+  // Stops the heartbeats and ends the leases on every shard. Later pushes are
+  // FAILED_PRECONDITION; pulls are made as an evaluator. Idempotent.
+  absl::Status Leave();
+
+  uint32_t shard_count() const { return static_cast<uint32_t>(shards_.size()); }
+  bool is_worker() const { return !options_.worker_name.empty(); }
+
+  // This client's worker id on shard `shard` (0 for an evaluator or after
+  // Leave); changes when the shard is re-joined. For tests and logs.
+  uint64_t worker_id(uint32_t shard) const;
+
+ private:
+  struct Shard;
+  struct ShardCallResult;
+  enum class CallKind { kRead, kPull, kPush };
+
+  explicit PsClient(ClientOptions options);
+
+  // Runs `attempt(worker_id)` against `shard` with the retry and re-join
+  // policy of `kind` (see the class comment).
+  template <typename Attempt>
+  absl::Status CallShard(Shard& shard, CallKind kind, Attempt attempt);
+  // Runs fn(s) for each listed shard, in parallel; the first error in shard
+  // order, or OK.
+  template <typename Fn>
+  absl::Status ForEachShard(const std::vector<uint32_t>& shards, Fn fn);
+  std::vector<uint32_t> AllShards() const;
+
+  absl::Status JoinShard(Shard& shard);
+  // Joins again unless someone already did since `failed_worker_id` failed.
+  absl::Status Rejoin(Shard& shard, uint64_t failed_worker_id);
+  void HeartbeatLoop();
+  void StopHeartbeats();
+  absl::Status LeaveShards(int max_attempts);
+
+  // The layouts of `names`, in that order. NOT_FOUND for unknown names.
+  absl::StatusOr<std::vector<client::TensorLayout>> Layouts(
+      const std::vector<std::string>& names) const;
+  absl::Status RememberLayouts(const std::vector<client::TensorLayout>& layouts);
+  // Validates `gradients` against the layouts; fills layouts and sources in
+  // the same order.
+  absl::Status PrepareGradients(const TensorMap& gradients,
+                                std::vector<client::TensorLayout>* layouts,
+                                std::vector<const float*>* sources) const;
+  absl::Status DoPush(const TensorMap& gradients, TensorMap* weights, PushStats* stats);
+
+  // Constant after construction.
+  const ClientOptions options_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+
+  mutable absl::Mutex layouts_mu_;
+  absl::flat_hash_map<std::string, client::TensorLayout> layouts_ ABSL_GUARDED_BY(layouts_mu_);
+
+  // Wakes the heartbeat thread early when it must stop.
+  absl::Mutex heartbeat_mu_;
+  bool stop_heartbeats_ ABSL_GUARDED_BY(heartbeat_mu_) = false;
+
+  // Serialises starting and stopping the heartbeat thread (Connect, Leave and
+  // the destructor). Never held while heartbeat_mu_ is waited on.
+  absl::Mutex lifecycle_mu_;
+  std::thread heartbeat_thread_ ABSL_GUARDED_BY(lifecycle_mu_);
+};
+
+}  // namespace dcasgd
+
+#endif  // DCASGD_CLIENT_PS_CLIENT_H_

@@ -1,0 +1,34 @@
+#ifndef DCASGD_CLIENT_RPC_CONVERT_H_
+#define DCASGD_CLIENT_RPC_CONVERT_H_
+
+// Conversions at the client's RPC boundary: grpc::Status -> absl::Status and
+// core TensorSpec <-> dcasgd.v1.TensorSpec.
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "client/chunk_plan.h"
+#include "core/tensor.h"
+#include "dcasgd/v1/ps.pb.h"
+#include "grpcpp/support/status.h"
+
+namespace dcasgd {
+namespace client {
+
+// The same code (gRPC and absl codes are numerically identical) and the
+// message prefixed by `shard`, e.g. "shard 1 (10.0.0.2:7000): unknown tensor
+// 'w'". An OK status stays OK.
+absl::Status FromGrpcStatus(const grpc::Status& status, absl::string_view shard);
+
+// The wire form of `spec`; explicit initial values become little-endian
+// float32 bytes.
+void SpecToProto(const TensorSpec& spec, v1::TensorSpec* out);
+
+// The layout of a spec as a shard reports it. INVALID_ARGUMENT when a
+// dimension is < 1 or chunk_elements is 0 (a shard always resolves it).
+absl::StatusOr<TensorLayout> LayoutFromProto(const v1::TensorSpec& spec);
+
+}  // namespace client
+}  // namespace dcasgd
+
+#endif  // DCASGD_CLIENT_RPC_CONVERT_H_
