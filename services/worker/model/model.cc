@@ -1,0 +1,89 @@
+#include "services/worker/model/model.h"
+
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/types/span.h"
+#include "core/status_macros.h"
+#include "services/worker/model/feed_forward.h"
+
+namespace dcasgd::model {
+namespace {
+
+constexpr int kMaxHiddenSize = 65536;
+constexpr int kMaxHiddenLayers = 64;
+constexpr absl::string_view kAcceptedForms =
+    "expected \"softmax\" or \"mlp:H1,H2,...\" with hidden sizes in [1, 65536], "
+    "e.g. \"mlp:256,128\"";
+
+absl::Status BadName(absl::string_view name, absl::string_view why) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("bad model '", name, "': ", why, "; ", kAcceptedForms));
+}
+
+// Parses "256,128" strictly: decimal digits only, no signs or spaces.
+absl::StatusOr<std::vector<int>> ParseHiddenSizes(absl::string_view name, absl::string_view sizes) {
+  if (sizes.empty()) return BadName(name, "no hidden sizes");
+  std::vector<int> hidden;
+  for (absl::string_view piece : absl::StrSplit(sizes, ',')) {
+    bool digits = !piece.empty() && piece.size() <= 6;
+    for (char c : piece) digits = digits && absl::ascii_isdigit(static_cast<unsigned char>(c));
+    int size = 0;
+    if (!digits || !absl::SimpleAtoi(piece, &size) || size < 1 || size > kMaxHiddenSize) {
+      return BadName(name, absl::StrCat("hidden size '", piece, "' is not an integer in [1, ",
+                                        kMaxHiddenSize, "]"));
+    }
+    hidden.push_back(size);
+  }
+  if (hidden.size() > kMaxHiddenLayers) {
+    return BadName(name, absl::StrCat("more than ", kMaxHiddenLayers, " hidden layers"));
+  }
+  return hidden;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Model>> CreateModel(absl::string_view name, int input_dim,
+                                                   int num_classes) {
+  if (input_dim < 1 || num_classes < 2) {
+    return absl::InvalidArgumentError(absl::StrCat("model '", name, "': input_dim (", input_dim,
+                                                   ") must be >= 1 and num_classes (", num_classes,
+                                                   ") >= 2"));
+  }
+  if (name == "softmax") {
+    return std::unique_ptr<Model>(new SoftmaxRegression(input_dim, num_classes));
+  }
+  if (name == "mlp") return BadName(name, "an MLP needs its hidden sizes");
+  if (absl::StartsWith(name, "mlp:")) {
+    ASSIGN_OR_RETURN(std::vector<int> hidden,
+                     ParseHiddenSizes(name, name.substr(absl::string_view("mlp:").size())));
+    return std::unique_ptr<Model>(new Mlp(std::move(hidden), input_dim, num_classes));
+  }
+  return BadName(name, "unknown model");
+}
+
+absl::StatusOr<ParameterMap> InitializeParameters(const std::vector<TensorSpec>& specs) {
+  ParameterMap params;
+  for (const TensorSpec& given : specs) {
+    RETURN_IF_ERROR(ValidateTensorSpec(given));
+    const TensorSpec spec = ResolveDefaults(given);
+    auto [it, inserted] = params.try_emplace(spec.name);
+    if (!inserted) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", spec.name, "' is declared more than once"));
+    }
+    std::vector<float>& values = it->second;
+    values.resize(spec.num_elements());
+    for (uint64_t c = 0; c < spec.num_chunks(); ++c) {
+      InitializeChunk(spec, c,
+                      absl::MakeSpan(values.data() + spec.chunk_offset(c), spec.chunk_length(c)));
+    }
+  }
+  return params;
+}
+
+}  // namespace dcasgd::model
