@@ -1,0 +1,225 @@
+#include "services/ps/ps_metrics.h"
+
+#include <cmath>
+#include <exception>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "prometheus/collectable.h"
+#include "prometheus/text_serializer.h"
+
+namespace dcasgd {
+
+class ShardMetrics::StatsCollector final : public prometheus::Collectable {
+ public:
+  explicit StatsCollector(const ShardMetrics* metrics) : metrics_(metrics) {}
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    metrics_->RefreshGauges();
+    return metrics_->registry_->Collect();
+  }
+
+ private:
+  const ShardMetrics* const metrics_;
+};
+
+namespace {
+
+const char* RejectReason(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kNotFound:
+      return "not_found";
+    case absl::StatusCode::kInvalidArgument:
+      return "invalid_argument";
+    case absl::StatusCode::kFailedPrecondition:
+      return "failed_precondition";
+    case absl::StatusCode::kAborted:
+      return "aborted";
+    case absl::StatusCode::kResourceExhausted:
+      return "resource_exhausted";
+    case absl::StatusCode::kAlreadyExists:
+      return "already_exists";
+    case absl::StatusCode::kUnavailable:
+      return "unavailable";
+    default:
+      return nullptr;
+  }
+}
+
+constexpr absl::StatusCode kRejectCodes[] = {
+    absl::StatusCode::kNotFound,           absl::StatusCode::kInvalidArgument,
+    absl::StatusCode::kFailedPrecondition, absl::StatusCode::kAborted,
+    absl::StatusCode::kResourceExhausted,  absl::StatusCode::kAlreadyExists,
+    absl::StatusCode::kUnavailable,
+};
+
+// 10us .. 10s, three buckets per decade.
+prometheus::Histogram::BucketBoundaries UpdateDurationBuckets() {
+  prometheus::Histogram::BucketBoundaries buckets;
+  for (int i = 0; i <= 18; ++i) buckets.push_back(1e-5 * std::pow(10.0, i / 3.0));
+  return buckets;
+}
+
+}  // namespace
+
+ShardMetrics::ShardMetrics(uint32_t shard_index, const ShardStore* store)
+    : store_(store),
+      registry_(std::make_shared<prometheus::Registry>()),
+      collector_(std::make_shared<StatsCollector>(this)) {
+  const prometheus::Labels shard = {{"shard", absl::StrCat(shard_index)}};
+  prometheus::Registry& r = *registry_;
+  staleness_ = &prometheus::BuildHistogram()
+                    .Name("dcasgd_ps_staleness")
+                    .Help("Versions applied between a worker's pull and its push, per push.")
+                    .Labels(shard)
+                    .Register(r)
+                    .Add({}, prometheus::Histogram::BucketBoundaries{0, 1, 2, 3, 4, 6, 8, 12, 16,
+                                                                     24, 32, 64, 128});
+  pushes_ = &prometheus::BuildCounter()
+                 .Name("dcasgd_ps_pushes_total")
+                 .Help("Pushes applied (one version each, or one share of an SSGD round).")
+                 .Labels(shard)
+                 .Register(r)
+                 .Add({});
+  pulls_ = &prometheus::BuildCounter()
+                .Name("dcasgd_ps_pulls_total")
+                .Help("Pull and PushPull calls that streamed values.")
+                .Labels(shard)
+                .Register(r)
+                .Add({});
+  received_bytes_ = &prometheus::BuildCounter()
+                         .Name("dcasgd_ps_received_bytes_total")
+                         .Help("Gradient value bytes received in pushes.")
+                         .Labels(shard)
+                         .Register(r)
+                         .Add({});
+  sent_bytes_ = &prometheus::BuildCounter()
+                     .Name("dcasgd_ps_sent_bytes_total")
+                     .Help("Weight value bytes sent in pulls.")
+                     .Labels(shard)
+                     .Register(r)
+                     .Add({});
+  update_duration_ = &prometheus::BuildHistogram()
+                          .Name("dcasgd_ps_update_duration_seconds")
+                          .Help("Time spent in the update kernels per applied push.")
+                          .Labels(shard)
+                          .Register(r)
+                          .Add({}, UpdateDurationBuckets());
+  model_version_ = &prometheus::BuildGauge()
+                        .Name("dcasgd_ps_model_version")
+                        .Help("Updates applied by this shard (its version).")
+                        .Labels(shard)
+                        .Register(r)
+                        .Add({});
+  active_workers_ = &prometheus::BuildGauge()
+                         .Name("dcasgd_ps_active_workers")
+                         .Help("Workers holding a live lease.")
+                         .Labels(shard)
+                         .Register(r)
+                         .Add({});
+  weight_bytes_ = &prometheus::BuildGauge()
+                       .Name("dcasgd_ps_weight_bytes")
+                       .Help("Bytes of the weights this shard owns.")
+                       .Labels(shard)
+                       .Register(r)
+                       .Add({});
+  backup_bytes_ = &prometheus::BuildGauge()
+                       .Name("dcasgd_ps_backup_bytes")
+                       .Help("Bytes of per-worker weight backups (w_bak) held.")
+                       .Labels(shard)
+                       .Register(r)
+                       .Add({});
+  optimizer_state_bytes_ = &prometheus::BuildGauge()
+                                .Name("dcasgd_ps_optimizer_state_bytes")
+                                .Help("Bytes of mean-square and momentum vectors.")
+                                .Labels(shard)
+                                .Register(r)
+                                .Add({});
+  rejected_ = &prometheus::BuildCounter()
+                   .Name("dcasgd_ps_rejected_requests_total")
+                   .Help("Requests answered with an error, by status code.")
+                   .Labels(shard)
+                   .Register(r);
+  for (absl::StatusCode code : kRejectCodes) rejected_->Add({{"reason", RejectReason(code)}});
+  checkpoints_ = &prometheus::BuildCounter()
+                      .Name("dcasgd_ps_checkpoints_total")
+                      .Help("Checkpoints written.")
+                      .Labels(shard)
+                      .Register(r)
+                      .Add({});
+  lease_expirations_ = &prometheus::BuildCounter()
+                            .Name("dcasgd_ps_lease_expirations_total")
+                            .Help("Worker leases that ended without a Leave.")
+                            .Labels(shard)
+                            .Register(r)
+                            .Add({});
+}
+
+ShardMetrics::~ShardMetrics() {
+  // Stop serving scrapes before the collector and registry go away.
+  exposer_.reset();
+}
+
+absl::Status ShardMetrics::StartExposer(const std::string& address) {
+  if (exposer_ != nullptr) return absl::FailedPreconditionError("metrics exposer already started");
+  // prometheus-cpp (CivetWeb) reports a failed bind by throwing; this is the
+  // boundary where that becomes a Status.
+  try {
+    exposer_ = std::make_unique<prometheus::Exposer>(address, /*num_threads=*/2);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve metrics on '", address, "': ", e.what()));
+  }
+  exposer_->RegisterCollectable(collector_);
+  return absl::OkStatus();
+}
+
+int ShardMetrics::port() const {
+  if (exposer_ == nullptr) return 0;
+  std::vector<int> ports = exposer_->GetListeningPorts();
+  return ports.empty() ? 0 : ports.front();
+}
+
+std::string ShardMetrics::ExpositionText() const {
+  return prometheus::TextSerializer().Serialize(collector_->Collect());
+}
+
+void ShardMetrics::ObservePush(uint64_t staleness, double apply_seconds) {
+  pushes_->Increment();
+  staleness_->Observe(static_cast<double>(staleness));
+  update_duration_->Observe(apply_seconds);
+}
+
+void ShardMetrics::CountPull() { pulls_->Increment(); }
+
+void ShardMetrics::AddReceivedBytes(uint64_t bytes) {
+  received_bytes_->Increment(static_cast<double>(bytes));
+}
+
+void ShardMetrics::AddSentBytes(uint64_t bytes) {
+  sent_bytes_->Increment(static_cast<double>(bytes));
+}
+
+void ShardMetrics::CountRejected(absl::StatusCode code) {
+  const char* reason = RejectReason(code);
+  if (reason == nullptr) return;
+  // Add() returns the existing series for known labels.
+  rejected_->Add({{"reason", reason}}).Increment();
+}
+
+void ShardMetrics::CountCheckpoint() { checkpoints_->Increment(); }
+
+void ShardMetrics::CountLeaseExpirations(int n) {
+  if (n > 0) lease_expirations_->Increment(n);
+}
+
+void ShardMetrics::RefreshGauges() const {
+  const ShardStats stats = store_->Stats();
+  model_version_->Set(static_cast<double>(stats.version));
+  active_workers_->Set(stats.active_workers);
+  weight_bytes_->Set(static_cast<double>(stats.weight_bytes));
+  backup_bytes_->Set(static_cast<double>(stats.backup_bytes));
+  optimizer_state_bytes_->Set(static_cast<double>(stats.optimizer_state_bytes));
+}
+
+}  // namespace dcasgd

@@ -1,0 +1,63 @@
+#ifndef DCASGD_SERVICES_PS_PS_OPTIONS_H_
+#define DCASGD_SERVICES_PS_PS_OPTIONS_H_
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "core/shard_store.h"
+
+namespace dcasgd {
+
+// Everything dcasgd-ps is configured with.
+struct PsOptions {
+  // host:port of the gRPC server; port 0 picks a free one.
+  std::string listen = "0.0.0.0:7000";
+  // Shard index/count, update rule, sync mode, lease.
+  ShardConfig shard;
+  // Empty: no checkpoints, nothing restored.
+  std::string checkpoint_dir;
+  absl::Duration checkpoint_interval = absl::Seconds(60);
+  // host:port of the Prometheus /metrics endpoint; empty: off.
+  std::string metrics_address = "0.0.0.0:9100";
+  // gRPC max receive message size.
+  int64_t max_message_bytes = 16 << 20;
+  // Total gradient bytes one Push/PushPull stream may carry.
+  int64_t max_push_bytes = int64_t{1} << 30;
+  // After start, "grpc <port>\nmetrics <port>\n" is written here atomically.
+  std::string port_file;
+
+  // One line, for the startup log.
+  std::string DebugString() const;
+};
+
+// Looks up an environment variable; nullopt when unset.
+using EnvLookup = std::function<std::optional<std::string>(const std::string& name)>;
+// The process environment (getenv).
+EnvLookup ProcessEnv();
+
+// Parses command-line arguments (without the program name) and the
+// environment into options. Every flag --foo_bar may also be given as the
+// environment variable DCASGD_FOO_BAR; the flag wins. Accepted forms:
+// --name=value, --name value, --bool / --nobool. --shard_index=auto takes the
+// trailing number of $HOSTNAME (StatefulSet pods are named <set>-<i>). When
+// --lambda0 is not given it defaults to 0.04 for dcasgd-c and 2.0 otherwise.
+//
+// INVALID_ARGUMENT with a message naming the flag (or variable) for unknown
+// flags, positional arguments, unparsable or out-of-range values. The flags
+// are absl flags (so --help can list them); this function sets every one of
+// them, so repeated calls do not see each other's values. Not thread-safe.
+absl::StatusOr<PsOptions> ParsePsOptions(const std::vector<std::string>& args,
+                                         const EnvLookup& env);
+
+// Help text listing every flag with its default and environment variable.
+std::string PsOptionsUsage();
+
+}  // namespace dcasgd
+
+#endif  // DCASGD_SERVICES_PS_PS_OPTIONS_H_

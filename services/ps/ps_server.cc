@@ -1,0 +1,141 @@
+#include "services/ps/ps_server.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/status_macros.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server_builder.h"
+
+namespace dcasgd {
+
+namespace {
+
+constexpr char kServiceName[] = "dcasgd.v1.ParameterShard";
+
+absl::Status ErrnoError(absl::string_view what, const std::string& path) {
+  return absl::UnavailableError(absl::StrCat(what, " '", path, "': ", std::strerror(errno)));
+}
+
+}  // namespace
+
+absl::Status WritePortFile(const std::string& path, int grpc_port, int metrics_port) {
+  const std::string tmp = path + ".tmp";
+  std::FILE* f = std::fopen(tmp.c_str(), "w");
+  if (f == nullptr) return ErrnoError("cannot create port file", tmp);
+  const std::string text = absl::StrFormat("grpc %d\nmetrics %d\n", grpc_port, metrics_port);
+  const bool written = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  if (std::fclose(f) != 0 || !written) {
+    std::remove(tmp.c_str());
+    return ErrnoError("cannot write port file", tmp);
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    return ErrnoError("cannot rename port file to", path);
+  }
+  return absl::OkStatus();
+}
+
+PsServer::PsServer(const PsOptions& options) : options_(options) {}
+
+absl::StatusOr<std::unique_ptr<PsServer>> PsServer::Start(const PsOptions& options) {
+  std::unique_ptr<PsServer> server(new PsServer(options));
+  RETURN_IF_ERROR(server->StartImpl());
+  return server;
+}
+
+absl::Status PsServer::StartImpl() {
+  store_ = std::make_unique<ShardStore>(options_.shard, Clock::Real());
+  metrics_ = std::make_unique<ShardMetrics>(options_.shard.shard_index, store_.get());
+
+  std::string restored = "none";
+  if (!options_.checkpoint_dir.empty()) {
+    checkpointer_ =
+        std::make_unique<Checkpointer>(store_.get(), options_.checkpoint_dir, metrics_.get());
+    ASSIGN_OR_RETURN(const bool did_restore, checkpointer_->RestoreIfPresent());
+    restored = did_restore ? absl::StrCat(checkpointer_->path(), " at version ",
+                                          checkpointer_->last_version())
+                           : absl::StrCat("none (", checkpointer_->path(), " absent)");
+  }
+  service_ = std::make_unique<ParameterShardService>(store_.get(), metrics_.get(),
+                                                     checkpointer_.get(), options_.max_push_bytes);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(), &grpc_port_);
+  builder.RegisterService(service_.get());
+  builder.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));
+  server_ = builder.BuildAndStart();
+  if (server_ == nullptr || grpc_port_ == 0) {
+    server_.reset();
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve gRPC on '", options_.listen, "' (address in use or invalid)"));
+  }
+
+  if (!options_.metrics_address.empty()) {
+    if (absl::Status s = metrics_->StartExposer(options_.metrics_address); !s.ok()) {
+      server_->Shutdown();
+      server_.reset();
+      return s;
+    }
+  }
+
+  const absl::Duration lease = options_.shard.lease;
+  lease_reaper_ = std::make_unique<PeriodicTask>(
+      lease / 4, [this] { metrics_->CountLeaseExpirations(store_->ExpireLeases()); });
+  if (checkpointer_ != nullptr) checkpointer_->Start(options_.checkpoint_interval);
+
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  health->SetServingStatus("", true);
+  health->SetServingStatus(kServiceName, true);
+
+  if (!options_.port_file.empty()) {
+    RETURN_IF_ERROR(WritePortFile(options_.port_file, grpc_port_, metrics_->port()));
+  }
+  std::fprintf(stderr,
+               "dcasgd-ps: serving shard %u/%u: grpc port %d, metrics port %d, restored %s; %s\n",
+               options_.shard.shard_index, options_.shard.shard_count, grpc_port_, metrics_->port(),
+               restored.c_str(), options_.DebugString().c_str());
+  return absl::OkStatus();
+}
+
+PsServer::~PsServer() {
+  if (absl::Status s = Shutdown(absl::Seconds(5)); !s.ok()) {
+    std::fprintf(stderr, "dcasgd-ps: %s\n", s.ToString().c_str());
+  }
+}
+
+std::string PsServer::local_address() const { return absl::StrCat("127.0.0.1:", grpc_port_); }
+
+absl::Status PsServer::Shutdown(absl::Duration grace) {
+  absl::MutexLock lock(&shutdown_mu_);
+  if (shut_down_) return absl::OkStatus();
+  shut_down_ = true;
+  if (server_ == nullptr) return absl::OkStatus();  // Start failed half-way
+
+  server_->GetHealthCheckService()->SetServingStatus(false);
+  service_->BeginShutdown();
+  server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  server_->Wait();
+  if (lease_reaper_ != nullptr) lease_reaper_->Stop();
+  if (checkpointer_ == nullptr) return absl::OkStatus();
+  checkpointer_->Stop();
+  absl::StatusOr<CheckpointInfo> info = checkpointer_->Write();
+  if (!info.ok()) {
+    return absl::Status(info.status().code(),
+                        absl::StrCat("final checkpoint failed: ", info.status().message()));
+  }
+  std::fprintf(stderr, "dcasgd-ps: final checkpoint %s at version %llu (%llu bytes)\n",
+               info->path.c_str(), static_cast<unsigned long long>(info->version),
+               static_cast<unsigned long long>(info->bytes));
+  return absl::OkStatus();
+}
+
+}  // namespace dcasgd

@@ -1,0 +1,79 @@
+#ifndef DCASGD_SERVICES_PS_PS_SERVER_H_
+#define DCASGD_SERVICES_PS_PS_SERVER_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "core/shard_store.h"
+#include "grpcpp/server.h"
+#include "services/ps/checkpointer.h"
+#include "services/ps/periodic_task.h"
+#include "services/ps/ps_metrics.h"
+#include "services/ps/ps_options.h"
+#include "services/ps/ps_service.h"
+
+namespace dcasgd {
+
+// One running parameter shard: the store, the gRPC server (ParameterShard,
+// health, reflection), the metrics endpoint, the checkpointer and the lease
+// reaper. main.cc is Start + wait for a signal + Shutdown; tests run it in
+// process the same way.
+class PsServer {
+ public:
+  // Restores <checkpoint_dir>/shard-<i>.ckpt when present (an unreadable or
+  // corrupt one is an error: never start empty silently), starts serving,
+  // marks health SERVING, writes the port file and logs one line to stderr.
+  // UNAVAILABLE when a port cannot be bound.
+  static absl::StatusOr<std::unique_ptr<PsServer>> Start(const PsOptions& options);
+
+  // Shuts down if Shutdown was not called.
+  ~PsServer();
+  PsServer(const PsServer&) = delete;
+  PsServer& operator=(const PsServer&) = delete;
+
+  // Health NOT_SERVING; new pushes fail with UNAVAILABLE and waiting ones are
+  // released; stops accepting calls and gives in-flight ones `grace` before
+  // cancelling them; stops the background threads; writes the final
+  // checkpoint (when checkpoints are on) and returns its status. Blocks.
+  // Later calls return OK at once.
+  absl::Status Shutdown(absl::Duration grace);
+
+  int grpc_port() const { return grpc_port_; }
+  // 0 when metrics are off.
+  int metrics_port() const { return metrics_->port(); }
+  // "127.0.0.1:<grpc_port>": where a local client reaches the server.
+  std::string local_address() const;
+
+  ShardStore* store() { return store_.get(); }
+  ShardMetrics* metrics() { return metrics_.get(); }
+  Checkpointer* checkpointer() { return checkpointer_.get(); }
+
+ private:
+  explicit PsServer(const PsOptions& options);
+  absl::Status StartImpl();
+
+  // Constant after Start.
+  const PsOptions options_;
+  std::unique_ptr<ShardStore> store_;
+  std::unique_ptr<ShardMetrics> metrics_;
+  std::unique_ptr<Checkpointer> checkpointer_;  // null: checkpoints off
+  std::unique_ptr<ParameterShardService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<PeriodicTask> lease_reaper_;
+  int grpc_port_ = 0;
+
+  absl::Mutex shutdown_mu_;
+  bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;
+};
+
+// Writes "grpc <port>\nmetrics <port>\n" to `path` atomically (temporary file
+// and rename), so a reader never sees a partial file.
+absl::Status WritePortFile(const std::string& path, int grpc_port, int metrics_port);
+
+}  // namespace dcasgd
+
+#endif  // DCASGD_SERVICES_PS_PS_SERVER_H_

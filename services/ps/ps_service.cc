@@ -1,0 +1,442 @@
+#include "services/ps/ps_service.h"
+
+#include <algorithm>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "services/ps/convert.h"
+
+namespace dcasgd {
+
+namespace {
+
+grpc::Status Cancelled() {
+  return grpc::Status(grpc::StatusCode::CANCELLED, "the client cancelled the call");
+}
+
+}  // namespace
+
+// Accumulates the messages of one push stream, enforcing the boundary rules:
+// worker_id in the first message, non-empty UTF-8 tensor names, and the
+// chunk-count and byte caps. Values are moved out of the messages, not copied.
+class ParameterShardService::PushCollector {
+ public:
+  explicit PushCollector(ParameterShardService* service) : service_(service) {}
+
+  absl::Status Add(v1::PushRequest* message) {
+    if (!started_) {
+      started_ = true;
+      worker_ = message->worker_id();
+      if (worker_ == 0) {
+        return absl::InvalidArgumentError(
+            "the first PushRequest of a stream must carry the worker_id returned by Join");
+      }
+    }
+    v1::Chunk* gradient = message->mutable_gradient();
+    service_->metrics_->AddReceivedBytes(gradient->values().size());
+    if (absl::Status s = ValidateName("gradient chunk tensor name", gradient->tensor()); !s.ok()) {
+      return s;
+    }
+    // Unknown tensors are left to the store (NOT_FOUND), so the cap is at
+    // least one chunk.
+    const uint64_t max_chunks =
+        std::max<uint64_t>(1, service_->owned_chunks_.load(std::memory_order_acquire));
+    if (chunks_.size() + 1 > max_chunks) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "the push carries more than the %d chunks this shard owns; send each chunk once, "
+          "to its owning shard",
+          max_chunks));
+    }
+    bytes_ += gradient->values().size();
+    if (bytes_ > static_cast<uint64_t>(service_->max_push_bytes_)) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "the push carries more than %d gradient bytes (the server's --max_push_bytes)",
+          service_->max_push_bytes_));
+    }
+    GradientChunk& chunk = chunks_.emplace_back();
+    chunk.tensor.swap(*gradient->mutable_tensor());
+    chunk.chunk_index = gradient->chunk_index();
+    chunk.values.swap(*gradient->mutable_values());
+    return absl::OkStatus();
+  }
+
+  // After the client half-closed.
+  absl::Status Complete() const {
+    if (!started_) {
+      return absl::InvalidArgumentError(
+          "the push stream carried no message; send at least one gradient chunk");
+    }
+    return absl::OkStatus();
+  }
+
+  WorkerId worker() const { return worker_; }
+  std::vector<GradientChunk> TakeChunks() { return std::move(chunks_); }
+
+ private:
+  ParameterShardService* const service_;
+  bool started_ = false;
+  WorkerId worker_ = 0;
+  uint64_t bytes_ = 0;
+  std::vector<GradientChunk> chunks_;
+};
+
+// Pull: plans the chunks once, then reads and writes one chunk per message.
+class ParameterShardService::PullReactor final : public grpc::ServerWriteReactor<v1::PullResponse> {
+ public:
+  PullReactor(ParameterShardService* service, const v1::PullRequest* request)
+      : service_(service), worker_(request->worker_id()) {
+    std::vector<std::string> names;
+    names.reserve(request->tensors_size());
+    for (const std::string& name : request->tensors()) {
+      if (absl::Status s = ValidateName("pulled tensor name", name); !s.ok()) {
+        Reject(s);
+        return;
+      }
+      names.push_back(name);
+    }
+    absl::StatusOr<std::vector<ChunkRef>> plan = service_->store_->PlanPull(worker_, names);
+    if (!plan.ok()) {
+      Reject(plan.status());
+      return;
+    }
+    plan_ = *std::move(plan);
+    service_->metrics_->CountPull();
+    NextWrite();
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(Cancelled());
+      return;
+    }
+    NextWrite();
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  void NextWrite() {
+    if (next_ == plan_.size()) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    const ChunkRef& ref = plan_[next_++];
+    v1::Chunk* chunk = response_.mutable_chunk();
+    chunk->set_tensor(*ref.tensor);
+    chunk->set_chunk_index(ref.chunk_index);
+    response_.set_version(service_->store_->ReadChunk(worker_, ref, chunk->mutable_values()));
+    service_->metrics_->AddSentBytes(chunk->values().size());
+    StartWrite(&response_);
+  }
+
+  void Reject(const absl::Status& status) {
+    service_->metrics_->CountRejected(status.code());
+    Finish(ToGrpcStatus(status));
+  }
+
+  ParameterShardService* const service_;
+  const WorkerId worker_;
+  std::vector<ChunkRef> plan_;
+  size_t next_ = 0;
+  v1::PullResponse response_;
+};
+
+// Push: collects every chunk until the client half-closes, then submits the
+// push; the store's callback finishes the call, maybe later on another
+// thread (SSGD rounds, SSP waits).
+class ParameterShardService::PushReactor final : public grpc::ServerReadReactor<v1::PushRequest> {
+ public:
+  PushReactor(ParameterShardService* service, grpc::CallbackServerContext* context,
+              v1::PushResponse* response)
+      : service_(service), context_(context), response_(response), collector_(service) {
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (ok) {
+      if (absl::Status s = collector_.Add(&request_); !s.ok()) {
+        Reject(s);
+        return;
+      }
+      StartRead(&request_);
+      return;
+    }
+    // A cancelled stream also ends reads: never apply part of a push.
+    if (context_->IsCancelled()) {
+      Finish(Cancelled());
+      return;
+    }
+    if (absl::Status s = collector_.Complete(); !s.ok()) {
+      Reject(s);
+      return;
+    }
+    service_->Submit(collector_.worker(), collector_.TakeChunks(), /*pull_after=*/false,
+                     [this](absl::StatusOr<PushResult> result) {
+                       if (!result.ok()) {
+                         Reject(result.status());
+                         return;
+                       }
+                       service_->metrics_->ObservePush(result->staleness, result->apply_seconds);
+                       response_->set_version(result->version);
+                       response_->set_staleness(result->staleness);
+                       Finish(grpc::Status::OK);
+                     });
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  void Reject(const absl::Status& status) {
+    service_->metrics_->CountRejected(status.code());
+    Finish(ToGrpcStatus(status));
+  }
+
+  ParameterShardService* const service_;
+  grpc::CallbackServerContext* const context_;
+  v1::PushResponse* const response_;
+  PushCollector collector_;
+  v1::PushRequest request_;
+};
+
+// PushPull: like Push, then streams the new values of the pushed chunks, one
+// message per chunk, moving each string into the message.
+class ParameterShardService::PushPullReactor final
+    : public grpc::ServerBidiReactor<v1::PushRequest, v1::PullResponse> {
+ public:
+  PushPullReactor(ParameterShardService* service, grpc::CallbackServerContext* context)
+      : service_(service), context_(context), collector_(service) {
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (ok) {
+      if (absl::Status s = collector_.Add(&request_); !s.ok()) {
+        Reject(s);
+        return;
+      }
+      StartRead(&request_);
+      return;
+    }
+    if (context_->IsCancelled()) {
+      Finish(Cancelled());
+      return;
+    }
+    if (absl::Status s = collector_.Complete(); !s.ok()) {
+      Reject(s);
+      return;
+    }
+    service_->Submit(collector_.worker(), collector_.TakeChunks(), /*pull_after=*/true,
+                     [this](absl::StatusOr<PushResult> result) {
+                       if (!result.ok()) {
+                         Reject(result.status());
+                         return;
+                       }
+                       service_->metrics_->ObservePush(result->staleness, result->apply_seconds);
+                       service_->metrics_->CountPull();
+                       version_ = result->version;
+                       new_values_ = std::move(result->new_values);
+                       NextWrite();
+                     });
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(Cancelled());
+      return;
+    }
+    NextWrite();
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  void NextWrite() {
+    if (next_ == new_values_.size()) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    ChunkValues& values = new_values_[next_++];
+    v1::Chunk* chunk = response_.mutable_chunk();
+    chunk->mutable_tensor()->swap(values.tensor);
+    chunk->set_chunk_index(values.chunk_index);
+    chunk->mutable_values()->swap(values.values);
+    response_.set_version(version_);
+    service_->metrics_->AddSentBytes(chunk->values().size());
+    StartWrite(&response_);
+  }
+
+  void Reject(const absl::Status& status) {
+    service_->metrics_->CountRejected(status.code());
+    Finish(ToGrpcStatus(status));
+  }
+
+  ParameterShardService* const service_;
+  grpc::CallbackServerContext* const context_;
+  PushCollector collector_;
+  v1::PushRequest request_;
+  uint64_t version_ = 0;
+  std::vector<ChunkValues> new_values_;
+  size_t next_ = 0;
+  v1::PullResponse response_;
+};
+
+ParameterShardService::ParameterShardService(ShardStore* store, ShardMetrics* metrics,
+                                             Checkpointer* checkpointer, int64_t max_push_bytes)
+    : store_(store),
+      metrics_(metrics),
+      checkpointer_(checkpointer),
+      max_push_bytes_(max_push_bytes) {
+  absl::MutexLock lock(&declare_mu_);
+  RefreshOwnedChunks();
+}
+
+ParameterShardService::~ParameterShardService() = default;
+
+void ParameterShardService::BeginShutdown() {
+  {
+    absl::MutexLock lock(&submit_mu_);
+    shutting_down_ = true;
+  }
+  store_->CancelWaiting();
+}
+
+void ParameterShardService::Submit(WorkerId worker, std::vector<GradientChunk> chunks,
+                                   bool pull_after, ShardStore::PushDone done) {
+  absl::ReaderMutexLock lock(&submit_mu_);
+  if (shutting_down_) {
+    done(absl::UnavailableError("the shard is shutting down; retry when it is back"));
+    return;
+  }
+  store_->SubmitPush(worker, std::move(chunks), pull_after, std::move(done));
+}
+
+void ParameterShardService::RefreshOwnedChunks() {
+  uint64_t owned = 0;
+  for (const TensorSpec& spec : store_->ListTensors()) owned += store_->OwnedChunks(spec.name);
+  owned_chunks_.store(owned, std::memory_order_release);
+}
+
+grpc::ServerUnaryReactor* ParameterShardService::Respond(grpc::CallbackServerContext* context,
+                                                         const absl::Status& status) {
+  if (!status.ok()) metrics_->CountRejected(status.code());
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ParameterShardService::DeclareTensors(
+    grpc::CallbackServerContext* context, const v1::DeclareTensorsRequest* request,
+    v1::DeclareTensorsResponse* response) {
+  std::vector<TensorSpec> specs;
+  specs.reserve(request->tensors_size());
+  for (const v1::TensorSpec& proto : request->tensors()) {
+    absl::StatusOr<TensorSpec> spec = TensorSpecFromProto(proto);
+    if (!spec.ok()) return Respond(context, spec.status());
+    specs.push_back(*std::move(spec));
+  }
+  absl::StatusOr<std::vector<TensorSpec>> declared;
+  {
+    absl::MutexLock lock(&declare_mu_);
+    declared = store_->Declare(std::move(specs));
+    if (declared.ok()) RefreshOwnedChunks();
+  }
+  if (!declared.ok()) return Respond(context, declared.status());
+  if (checkpointer_ != nullptr) checkpointer_->NoteDeclared();
+  for (const TensorSpec& spec : *declared) TensorSpecToProto(spec, response->add_tensors());
+  return Respond(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ParameterShardService::Join(grpc::CallbackServerContext* context,
+                                                      const v1::JoinRequest* request,
+                                                      v1::JoinResponse* response) {
+  if (absl::Status s = ValidateName("worker_name", request->worker_name()); !s.ok()) {
+    return Respond(context, s);
+  }
+  absl::StatusOr<JoinResult> joined = store_->Join(request->worker_name());
+  if (!joined.ok()) return Respond(context, joined.status());
+  response->set_worker_id(joined->worker_id);
+  response->set_lease_ms(absl::ToInt64Milliseconds(joined->lease));
+  response->set_shard_index(store_->config().shard_index);
+  response->set_shard_count(store_->config().shard_count);
+  return Respond(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ParameterShardService::Heartbeat(grpc::CallbackServerContext* context,
+                                                           const v1::HeartbeatRequest* request,
+                                                           v1::HeartbeatResponse* response) {
+  absl::Status status = store_->Heartbeat(request->worker_id());
+  if (status.ok()) response->set_lease_ms(absl::ToInt64Milliseconds(store_->config().lease));
+  return Respond(context, status);
+}
+
+grpc::ServerUnaryReactor* ParameterShardService::Leave(grpc::CallbackServerContext* context,
+                                                       const v1::LeaveRequest* request,
+                                                       v1::LeaveResponse* response) {
+  return Respond(context, store_->Leave(request->worker_id()));
+}
+
+grpc::ServerWriteReactor<v1::PullResponse>* ParameterShardService::Pull(
+    grpc::CallbackServerContext* context, const v1::PullRequest* request) {
+  return new PullReactor(this, request);
+}
+
+grpc::ServerReadReactor<v1::PushRequest>* ParameterShardService::Push(
+    grpc::CallbackServerContext* context, v1::PushResponse* response) {
+  return new PushReactor(this, context, response);
+}
+
+grpc::ServerBidiReactor<v1::PushRequest, v1::PullResponse>* ParameterShardService::PushPull(
+    grpc::CallbackServerContext* context) {
+  return new PushPullReactor(this, context);
+}
+
+grpc::ServerUnaryReactor* ParameterShardService::GetStatus(grpc::CallbackServerContext* context,
+                                                           const v1::GetStatusRequest* request,
+                                                           v1::ShardStatus* response) {
+  const ShardConfig& config = store_->config();
+  const ShardStats stats = store_->Stats();
+  response->set_shard_index(config.shard_index);
+  response->set_shard_count(config.shard_count);
+  response->set_version(stats.version);
+  response->set_active_workers(stats.active_workers);
+  response->set_weight_bytes(stats.weight_bytes);
+  response->set_backup_bytes(stats.backup_bytes);
+  response->set_optimizer_state_bytes(stats.optimizer_state_bytes);
+  response->set_update_rule(
+      absl::StrCat(config.optimizer.DebugString(), " sync=", SyncModeName(config.sync)));
+  for (const TensorSpec& spec : store_->ListTensors()) {
+    v1::TensorStatus* tensor = response->add_tensors();
+    TensorSpecToProto(spec, tensor->mutable_spec());
+    tensor->set_owned_chunks(store_->OwnedChunks(spec.name));
+  }
+  response->set_checkpoint_version(checkpointer_ == nullptr ? 0 : checkpointer_->last_version());
+  return Respond(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ParameterShardService::Checkpoint(grpc::CallbackServerContext* context,
+                                                            const v1::CheckpointRequest* request,
+                                                            v1::CheckpointResponse* response) {
+  if (checkpointer_ == nullptr) {
+    return Respond(context, absl::FailedPreconditionError(
+                                "checkpoints are off: start dcasgd-ps with --checkpoint_dir"));
+  }
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  // The write runs on the checkpointer's thread, not on this gRPC thread.
+  checkpointer_->RequestWrite([this, reactor, response](absl::StatusOr<CheckpointInfo> info) {
+    if (!info.ok()) {
+      metrics_->CountRejected(info.status().code());
+      reactor->Finish(ToGrpcStatus(info.status()));
+      return;
+    }
+    response->set_path(info->path);
+    response->set_version(info->version);
+    response->set_bytes(info->bytes);
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+}  // namespace dcasgd
