@@ -1,0 +1,76 @@
+#ifndef DCASGD_SERVICES_WORKER_TRAINER_H_
+#define DCASGD_SERVICES_WORKER_TRAINER_H_
+
+#include <atomic>
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/notification.h"
+#include "client/ps_client.h"
+#include "services/worker/coordinator_client.h"
+#include "services/worker/data_source.h"
+#include "services/worker/model/model.h"
+#include "services/worker/worker_metrics.h"
+#include "services/worker/worker_options.h"
+
+namespace dcasgd {
+
+// The train loop of one stateless worker (paper Alg. 1, worker side):
+// declare the model (idempotent), pull, then repeatedly lease a data shard
+// from the coordinator, and for each minibatch compute the gradient on the
+// pulled weights and PushPull it; the reply is the next step's weights.
+//
+// Failures: a lost lease or missing backup (FAILED_PRECONDITION; the client
+// has re-joined), a too-stale push (ABORTED) or unreachable shards
+// (UNAVAILABLE) drop the step, pull again with backoff and carry on. A
+// corrupt data shard or a rejected S3 request ends Run with that error.
+// Not thread-safe; all pointers must outlive the trainer.
+class Trainer {
+ public:
+  Trainer(const WorkerOptions& options, PsClient* ps, CoordinatorClient* coordinator,
+          DataSource* data, const model::Model* model, WorkerMetrics* metrics);
+
+  // Runs until the job is done (OK), `stop` is notified (OK, after the step
+  // in progress), or max_steps is reached (OK). The caller Leaves afterwards.
+  absl::Status Run(const absl::Notification* stop);
+
+  int64_t steps() const { return steps_; }
+
+ private:
+  // Pulls every model tensor, retrying UNAVAILABLE / FAILED_PRECONDITION /
+  // NOT_FOUND with backoff until it works, `stop`, or ~5 minutes.
+  absl::Status PullWithRetry(const absl::Notification* stop);
+  // Trains on one leased shard; *finished says whether every batch was done.
+  absl::Status TrainShard(const v1::DataLease& lease, const absl::Notification* stop,
+                          bool* finished);
+
+  const WorkerOptions options_;
+  PsClient* const ps_;
+  CoordinatorClient* const coordinator_;
+  DataSource* const data_;
+  const model::Model* const model_;
+  WorkerMetrics* const metrics_;
+
+  std::vector<std::string> names_;
+  TensorMap weights_;
+  TensorMap gradients_;
+  int64_t steps_ = 0;
+  // For the progress line.
+  int64_t window_examples_ = 0;
+  double window_compute_ = 0, window_comm_ = 0, window_loss_ = 0, window_staleness_ = 0;
+  int window_steps_ = 0;
+  absl::Time window_start_;
+};
+
+// The evaluator role: periodically pulls the model as an evaluator (no backup),
+// computes test loss and accuracy on the test shards, logs and exports them.
+// Returns after the coordinator reports the job done and one final evaluation
+// of the finished model is logged ("final test accuracy"), or on `stop`.
+absl::Status RunEvaluator(const WorkerOptions& options, PsClient* ps,
+                          CoordinatorClient* coordinator, DataSource* data,
+                          const model::Model* model, WorkerMetrics* metrics,
+                          const absl::Notification* stop);
+
+}  // namespace dcasgd
+
+#endif  // DCASGD_SERVICES_WORKER_TRAINER_H_

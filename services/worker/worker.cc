@@ -1,0 +1,112 @@
+#include "services/worker/worker.h"
+
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "client/ps_client.h"
+#include "core/status_macros.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/client_context.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "services/worker/coordinator_client.h"
+#include "services/worker/data_source.h"
+#include "services/worker/trainer.h"
+#include "services/worker/worker_metrics.h"
+
+namespace dcasgd {
+
+void StopOnSignals(absl::Notification* stop) {
+  static sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::thread([stop] {
+    int signal = 0;
+    sigwait(&signals, &signal);
+    std::fprintf(stderr, "dcasgd-worker: signal %d: finishing the current step\n", signal);
+    stop->Notify();
+  }).detach();
+}
+
+absl::Status CheckShardHealth(const std::string& address, absl::Duration timeout) {
+  auto stub = grpc::health::v1::Health::NewStub(
+      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  grpc::health::v1::HealthCheckRequest request;
+  grpc::health::v1::HealthCheckResponse response;
+  grpc::Status s = stub->Check(&context, request, &response);
+  if (!s.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("shard ", address, " health check failed: ", s.error_message()));
+  }
+  if (response.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
+    return absl::UnavailableError(absl::StrCat("shard ", address, " is not serving"));
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+absl::Status WritePortFile(const std::string& path, int port) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << "metrics " << port << "\n";
+    if (!out) return absl::InternalError(absl::StrCat("cannot write ", tmp));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    return absl::InternalError(absl::StrCat("cannot rename ", tmp, " to ", path));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status RunWorker(const WorkerOptions& options, const absl::Notification* stop) {
+  if (options.role == WorkerRole::kHealthCheck) {
+    for (const std::string& address : options.shard_addresses) {
+      RETURN_IF_ERROR(CheckShardHealth(address, absl::Seconds(5)));
+      std::printf("%s SERVING\n", address.c_str());
+    }
+    return absl::OkStatus();
+  }
+  const bool eval = options.role == WorkerRole::kEval;
+  const std::string name = eval && options.worker_name.empty() ? "evaluator" : options.worker_name;
+  WorkerMetrics metrics(name);
+  if (!options.metrics_address.empty()) RETURN_IF_ERROR(metrics.Start(options.metrics_address));
+  if (!options.port_file.empty()) RETURN_IF_ERROR(WritePortFile(options.port_file, metrics.port()));
+
+  ASSIGN_OR_RETURN(std::unique_ptr<model::Model> model, model::CreateModel(options.model));
+  // Read the data first: a wrong S3 secret or a missing bucket ends the
+  // worker before it joins or trains anything.
+  ASSIGN_OR_RETURN(std::unique_ptr<DataSource> data, DataSource::Open(options.data));
+
+  ClientOptions client_options;
+  client_options.shard_addresses = options.shard_addresses;
+  client_options.worker_name = eval ? "" : options.worker_name;
+  ASSIGN_OR_RETURN(std::unique_ptr<PsClient> ps, PsClient::Connect(client_options));
+  CoordinatorClient coordinator(options.shard_addresses[0]);
+  std::fprintf(stderr,
+               "[%s] %s: model %s, %zu shards, %zu training data shards, metrics on port %d\n",
+               name.c_str(), eval ? "evaluator" : "worker", model->name().c_str(),
+               options.shard_addresses.size(), data->num_train_shards(), metrics.port());
+
+  if (eval) {
+    return RunEvaluator(options, ps.get(), &coordinator, data.get(), model.get(), &metrics, stop);
+  }
+  Trainer trainer(options, ps.get(), &coordinator, data.get(), model.get(), &metrics);
+  absl::Status trained = trainer.Run(stop);
+  absl::Status left = ps->Leave();
+  std::fprintf(stderr, "[%s] left after %lld steps\n", name.c_str(),
+               static_cast<long long>(trainer.steps()));
+  RETURN_IF_ERROR(trained);
+  return left;
+}
+
+}  // namespace dcasgd

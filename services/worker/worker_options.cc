@@ -1,0 +1,143 @@
+#include "services/worker/worker_options.h"
+
+#include <cstdlib>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+
+ABSL_FLAG(std::string, role, "train", "train | eval | healthcheck");
+ABSL_FLAG(std::string, ps_addresses, "", "comma-separated shard addresses, in shard order");
+ABSL_FLAG(std::string, ps_address_template, "",
+          "shard address with {i} for the index, e.g. dcasgd-ps-{i}.dcasgd-ps-headless:7000; "
+          "used with --shard_count when --ps_addresses is empty");
+ABSL_FLAG(int32_t, shard_count, 0, "number of shards (with --ps_address_template)");
+ABSL_FLAG(std::string, data, "",
+          "data set root: s3://bucket/prefix or a directory (from dcasgd-prepare-data)");
+ABSL_FLAG(std::string, model, "mlp:256,128", "softmax | mlp:H1,H2,...");
+ABSL_FLAG(uint64_t, seed, 1, "seed of the parameter initialisation and shuffling");
+ABSL_FLAG(int32_t, batch_size, 64, "examples per gradient");
+ABSL_FLAG(uint32_t, epochs, 1, "passes over the training set (the whole job)");
+ABSL_FLAG(std::string, worker_name, "", "stable worker identity; default $HOSTNAME");
+ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9200",
+          "Prometheus /metrics host:port (port 0: any); empty: off");
+ABSL_FLAG(std::string, port_file, "", "write 'metrics <port>' here after start");
+ABSL_FLAG(int32_t, log_every, 100, "steps between progress lines");
+ABSL_FLAG(double, eval_interval_seconds, 10, "eval: seconds between evaluations");
+ABSL_FLAG(int64_t, max_steps, 0, "train: stop after this many steps (0: the whole job)");
+
+namespace dcasgd {
+namespace {
+
+constexpr const char* kFlagNames[] = {"role",
+                                      "ps_addresses",
+                                      "ps_address_template",
+                                      "shard_count",
+                                      "data",
+                                      "model",
+                                      "seed",
+                                      "batch_size",
+                                      "epochs",
+                                      "worker_name",
+                                      "metrics_address",
+                                      "port_file",
+                                      "log_every",
+                                      "eval_interval_seconds",
+                                      "max_steps"};
+
+absl::Status Invalid(absl::string_view flag, absl::string_view why) {
+  return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", why));
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::string>> ExpandAddressTemplate(const std::string& tmpl, int count) {
+  if (tmpl.find("{i}") == std::string::npos) {
+    return Invalid("ps_address_template", absl::StrCat("'", tmpl, "' has no {i}"));
+  }
+  if (count < 1) return Invalid("shard_count", "must be >= 1 with --ps_address_template");
+  std::vector<std::string> out;
+  for (int i = 0; i < count; ++i) {
+    out.push_back(absl::StrReplaceAll(tmpl, {{"{i}", absl::StrCat(i)}}));
+  }
+  return out;
+}
+
+absl::StatusOr<WorkerOptions> ParseWorkerOptions(int argc, char** argv) {
+  // Environment first (DCASGD_<FLAG>), so the command line overrides it.
+  for (const char* name : kFlagNames) {
+    const char* env = std::getenv(absl::StrCat("DCASGD_", absl::AsciiStrToUpper(name)).c_str());
+    if (env == nullptr) continue;
+    std::string error;
+    if (!absl::FindCommandLineFlag(name)->ParseFrom(env, &error)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "environment DCASGD_", absl::AsciiStrToUpper(name), "='", env, "': ", error));
+    }
+  }
+  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  if (positional.size() > 1) {
+    return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", positional[1],
+                                                   "': dcasgd-worker takes only --flags"));
+  }
+
+  WorkerOptions o;
+  const std::string role = absl::GetFlag(FLAGS_role);
+  if (role == "train") {
+    o.role = WorkerRole::kTrain;
+  } else if (role == "eval") {
+    o.role = WorkerRole::kEval;
+  } else if (role == "healthcheck") {
+    o.role = WorkerRole::kHealthCheck;
+  } else {
+    return Invalid("role", absl::StrCat("'", role, "' is not one of train|eval|healthcheck"));
+  }
+  const std::string list = absl::GetFlag(FLAGS_ps_addresses);
+  if (!list.empty()) {
+    for (absl::string_view a : absl::StrSplit(list, ',', absl::SkipWhitespace())) {
+      o.shard_addresses.emplace_back(absl::StripAsciiWhitespace(a));
+    }
+  } else if (!absl::GetFlag(FLAGS_ps_address_template).empty()) {
+    auto expanded = ExpandAddressTemplate(absl::GetFlag(FLAGS_ps_address_template),
+                                          absl::GetFlag(FLAGS_shard_count));
+    if (!expanded.ok()) return expanded.status();
+    o.shard_addresses = *std::move(expanded);
+  }
+  if (o.shard_addresses.empty()) {
+    return Invalid("ps_addresses", "give the shard addresses (or --ps_address_template)");
+  }
+  o.data = absl::GetFlag(FLAGS_data);
+  if (o.data.empty() && o.role != WorkerRole::kHealthCheck) {
+    return Invalid("data", "give the data set root (s3://bucket/prefix or a directory)");
+  }
+  o.model = absl::GetFlag(FLAGS_model);
+  o.seed = absl::GetFlag(FLAGS_seed);
+  o.batch_size = absl::GetFlag(FLAGS_batch_size);
+  if (o.batch_size < 1) return Invalid("batch_size", "must be >= 1");
+  o.epochs = absl::GetFlag(FLAGS_epochs);
+  if (o.epochs < 1) return Invalid("epochs", "must be >= 1");
+  o.worker_name = absl::GetFlag(FLAGS_worker_name);
+  if (o.worker_name.empty()) {
+    const char* host = std::getenv("HOSTNAME");
+    if (host != nullptr) o.worker_name = host;
+  }
+  if (o.worker_name.empty() && o.role == WorkerRole::kTrain) {
+    return Invalid("worker_name", "empty and $HOSTNAME is not set");
+  }
+  o.metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  o.port_file = absl::GetFlag(FLAGS_port_file);
+  o.log_every = absl::GetFlag(FLAGS_log_every);
+  if (o.log_every < 1) return Invalid("log_every", "must be >= 1");
+  const double interval = absl::GetFlag(FLAGS_eval_interval_seconds);
+  if (!(interval > 0)) return Invalid("eval_interval_seconds", "must be > 0");
+  o.eval_interval = absl::Seconds(interval);
+  o.max_steps = absl::GetFlag(FLAGS_max_steps);
+  if (o.max_steps < 0) return Invalid("max_steps", "must be >= 0");
+  return o;
+}
+
+}  // namespace dcasgd

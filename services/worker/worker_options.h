@@ -1,0 +1,53 @@
+#ifndef DCASGD_SERVICES_WORKER_WORKER_OPTIONS_H_
+#define DCASGD_SERVICES_WORKER_WORKER_OPTIONS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace dcasgd {
+
+// What a dcasgd-worker process does.
+enum class WorkerRole {
+  kTrain,        // lease data shards, compute gradients, PushPull
+  kEval,         // pull the model without a backup, report test accuracy
+  kHealthCheck,  // check grpc.health.v1 of every shard once, exit 0 if all serve
+};
+
+struct WorkerOptions {
+  WorkerRole role = WorkerRole::kTrain;
+  // One address per shard, in shard order (resolved from --ps_addresses or
+  // --ps_address_template + --shard_count).
+  std::vector<std::string> shard_addresses;
+  // Data set root: "s3://bucket/prefix" or a directory. Holds
+  // train/shard-*.dsd and test/shard-*.dsd (dcasgd-prepare-data).
+  std::string data;
+  std::string model = "mlp:256,128";
+  uint64_t seed = 1;
+  int batch_size = 64;
+  uint32_t epochs = 1;
+  // Stable identity; default $HOSTNAME (the pod name).
+  std::string worker_name;
+  std::string metrics_address;  // empty: no /metrics
+  std::string port_file;        // "metrics <port>\n" after start
+  int log_every = 100;          // steps between progress lines
+  absl::Duration eval_interval = absl::Seconds(10);
+  // Train: stop after this many steps (0: run the job to its end).
+  int64_t max_steps = 0;
+};
+
+// Parses flags (without the program name) and DCASGD_<FLAG> environment
+// variables (a flag on the command line wins). INVALID_ARGUMENT with the flag
+// name for a bad or missing value.
+absl::StatusOr<WorkerOptions> ParseWorkerOptions(int argc, char** argv);
+
+// "ps-{i}.svc:7000" x 3 -> ps-0.svc:7000, ps-1.svc:7000, ps-2.svc:7000.
+// INVALID_ARGUMENT when the template lacks "{i}" or count < 1.
+absl::StatusOr<std::vector<std::string>> ExpandAddressTemplate(const std::string& tmpl, int count);
+
+}  // namespace dcasgd
+
+#endif  // DCASGD_SERVICES_WORKER_WORKER_OPTIONS_H_
