@@ -1,0 +1,467 @@
+"""dcasgd.Client: a worker (or evaluator) of the N parameter shards of a job."""
+
+import collections
+import concurrent.futures
+import logging
+import threading
+
+import grpc
+import numpy as np
+
+from dcasgd import _rpc
+from dcasgd import specs as specs_lib
+from dcasgd.errors import Error
+from dcasgd.placement import Layout
+from dcasgd.v1 import ps_pb2
+from dcasgd.v1 import ps_pb2_grpc
+
+_LOG = logging.getLogger("dcasgd")
+_FLOAT32_LE = np.dtype("<f4")
+
+# What a push did: per shard index the shard version after the push (0 for
+# shards that own none of the pushed chunks) and the staleness the shard
+# reported (versions applied between this worker's pull and this push).
+PushResult = collections.namedtuple("PushResult", ["versions", "staleness"])
+
+
+class Client:
+    """A client of the N parameter shards of one job (ps.proto).
+
+    addresses: one "host:port" per shard, in shard-index order.
+    worker_name: the worker's stable identity (e.g. the pod name). None makes
+      an evaluator: it never joins, pulls with worker id 0 (no backup is
+      recorded) and cannot push.
+
+    Placement is computed locally (dcasgd.placement): every call goes only to
+    the shards owning chunks of the tensors involved, all of them in parallel
+    (one thread per shard), one stream per shard and call. Values travel as
+    little-endian float32; arrays are converted with np.frombuffer/tobytes,
+    one copy per chunk.
+
+    Errors are raised as dcasgd.Error (code = grpc.StatusCode):
+      - UNAVAILABLE is retried with exponential backoff and jitter, at most
+        max_attempts times per shard and call, then raised.
+      - FAILED_PRECONDITION from a push (lease lost, unknown worker, chunk not
+        pulled) makes the client re-join that shard; the error is raised with
+        "re-joined; pull again" appended: pull and recompute. A pull that gets
+        it re-joins and retries once.
+      - Other codes are raised as the shard sent them.
+      - Checks made before sending: NOT_FOUND for a tensor that is neither
+        declared by this client nor known to the shards, INVALID_ARGUMENT for
+        a gradient of the wrong size, FAILED_PRECONDITION for a push by an
+        evaluator or after leave(). NaN/Inf are not checked here: the shards reject them.
+      A push is applied shard by shard: when one shard fails, others may have
+      applied their part.
+
+    With a worker_name the constructor joins every shard (see join()) and,
+    with heartbeats=True, renews the leases in a daemon thread every third of
+    the shortest lease. Thread-safe: calls may come from several threads; each
+    blocks until every shard it touched has answered. Use close() (or a with
+    block) to leave the shards and release the channels.
+    """
+
+    def __init__(self, addresses, worker_name=None, *, timeout=60.0, max_attempts=8,
+                 initial_backoff=0.05, max_backoff=2.0, heartbeats=True,
+                 max_message_bytes=64 << 20, join=True):
+        # Constant after construction.
+        self._addresses = list(addresses)
+        if not self._addresses:
+            raise ValueError("dcasgd.Client needs at least one shard address")
+        if worker_name is not None and not worker_name:
+            raise ValueError("worker_name must be non-empty (or None for an evaluator)")
+        self._worker_name = worker_name
+        self._timeout = timeout
+        self._policy = _rpc.RetryPolicy(max_attempts=max_attempts,
+                                        initial_backoff=initial_backoff, max_backoff=max_backoff)
+        self._heartbeats = heartbeats
+        channel_options = [("grpc.max_send_message_length", max_message_bytes),
+                           ("grpc.max_receive_message_length", max_message_bytes)]
+        self._channels = [grpc.insecure_channel(a, options=channel_options)
+                          for a in self._addresses]
+        self._stubs = [ps_pb2_grpc.ParameterShardStub(c) for c in self._channels]
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=len(self._addresses), thread_name_prefix="dcasgd-shard")
+        self._stop_heartbeats = threading.Event()
+
+        # State below is guarded by self._lock.
+        self._lock = threading.Lock()
+        self._worker_ids = [0] * len(self._addresses)  # 0: not joined
+        self._lease_ms = [0] * len(self._addresses)
+        self._layouts = {}  # name -> Layout
+        self._heartbeat_thread = None
+        self._closed = False
+
+        if worker_name is not None and join:
+            try:
+                self.join()
+            except BaseException:
+                self._release()
+                raise
+
+    # ----- membership --------------------------------------------------------
+
+    @property
+    def shard_count(self):
+        return len(self._addresses)
+
+    @property
+    def is_worker(self):
+        return self._worker_name is not None
+
+    def worker_id(self, shard):
+        """This client's worker id on `shard` (0: not joined)."""
+        with self._lock:
+            return self._worker_ids[shard]
+
+    def join(self):
+        """Joins every shard as worker_name (replacing a live worker of that
+        name) and starts the heartbeats. FAILED_PRECONDITION when a shard
+        reports another index or shard count than its place in `addresses`."""
+        if not self.is_worker:
+            raise Error(grpc.StatusCode.FAILED_PRECONDITION, "an evaluator cannot join")
+        self._parallel(range(self.shard_count), self._join_shard)
+        self._start_heartbeats()
+
+    def leave(self):
+        """Stops the heartbeats and ends the leases on every joined shard (one
+        attempt each). Later pushes are FAILED_PRECONDITION; pulls are made as
+        an evaluator. Idempotent; raises the first shard's error, if any."""
+        self._stop_heartbeats.set()
+        thread = self._heartbeat_thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        with self._lock:
+            ids = list(self._worker_ids)
+            self._worker_ids = [0] * self.shard_count
+        joined = [s for s in range(self.shard_count) if ids[s]]
+
+        def leave_shard(s):
+            try:
+                self._stubs[s].Leave(ps_pb2.LeaveRequest(worker_id=ids[s]), timeout=self._timeout)
+            except grpc.RpcError as error:
+                raise Error.from_rpc_error(error, s, self._addresses[s]) from None
+
+        self._parallel(joined, leave_shard)
+
+    def close(self):
+        """Leaves (errors ignored) and closes the channels. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self.leave()
+        except Error as error:
+            _LOG.info("dcasgd: leave at close failed: %s", error)
+        self._release()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    # ----- tensors -----------------------------------------------------------
+
+    def declare(self, specs):
+        """Declares `specs` (dcasgd.TensorSpec or ps_pb2.TensorSpec) on every
+        shard and remembers their layout. Idempotent for identical specs;
+        ALREADY_EXISTS for a name declared with another spec; INVALID_ARGUMENT
+        for a bad spec. Returns the specs as registered (chunk_elements
+        resolved), in request order."""
+        request = ps_pb2.DeclareTensorsRequest(tensors=[specs_lib.to_proto(s) for s in specs])
+        responses = self._parallel(
+            range(self.shard_count),
+            lambda s: self._call(s, lambda: self._stubs[s].DeclareTensors(
+                request, timeout=self._timeout)))
+        registered = list(responses[0].tensors)
+        self._remember(registered)
+        return registered
+
+    def fetch_specs(self):
+        """Learns the layout of every declared tensor from the shards' status
+        (for clients that did not declare, e.g. evaluators)."""
+        for status in self.status():
+            self._remember([t.spec for t in status.tensors])
+
+    def layout(self, name):
+        """The Layout of a known tensor, or None."""
+        with self._lock:
+            return self._layouts.get(name)
+
+    def pull(self, names=None):
+        """The current values of `names` (None or empty: every known tensor)
+        as {name: np.ndarray(float32, the declared shape)}. A worker's pull
+        records its backup on the shards."""
+        layouts = self._layouts_for(names)
+        out = {layout.name: np.empty(layout.num_elements, dtype=np.float32)
+               for layout in layouts}
+        plan = self._plan(layouts)
+
+        def pull_shard(s):
+            def attempt():
+                request = ps_pb2.PullRequest(worker_id=self.worker_id(s),
+                                             tensors=[layout.name for layout, _ in plan[s]])
+                self._receive(s, plan[s], out,
+                              self._stubs[s].Pull(request, timeout=self._timeout))
+
+            self._call_as_worker(s, attempt, retry_after_rejoin=True)
+
+        self._parallel(sorted(plan), pull_shard)
+        return {layout.name: out[layout.name].reshape(layout.shape) for layout in layouts}
+
+    def push(self, gradients):
+        """Pushes full gradients {name: array of the tensor's size}; each
+        shard applies its part as one update. Returns a PushResult."""
+        layouts, flats = self._prepare_push(gradients)
+        plan = self._plan(layouts)
+        versions = [0] * self.shard_count
+        staleness = [0] * self.shard_count
+
+        def push_shard(s):
+            def attempt():
+                return self._stubs[s].Push(self._push_requests(s, plan[s], flats),
+                                           timeout=self._timeout)
+
+            response = self._call_as_worker(s, attempt, retry_after_rejoin=False)
+            versions[s] = response.version
+            staleness[s] = response.staleness
+
+        self._parallel(sorted(plan), push_shard)
+        return PushResult(versions, staleness)
+
+    def pushpull(self, gradients):
+        """Push of `gradients` fused with a pull of the same tensors: returns
+        {name: updated np.ndarray}, which the shards keep as this worker's
+        backup."""
+        layouts, flats = self._prepare_push(gradients)
+        plan = self._plan(layouts)
+        out = {layout.name: np.empty(layout.num_elements, dtype=np.float32)
+               for layout in layouts}
+
+        def pushpull_shard(s):
+            def attempt():
+                responses = self._stubs[s].PushPull(self._push_requests(s, plan[s], flats),
+                                                    timeout=self._timeout)
+                self._receive(s, plan[s], out, responses)
+
+            self._call_as_worker(s, attempt, retry_after_rejoin=False)
+
+        self._parallel(sorted(plan), pushpull_shard)
+        return {layout.name: out[layout.name].reshape(layout.shape) for layout in layouts}
+
+    def status(self):
+        """GetStatus of every shard (ps_pb2.ShardStatus), in shard order."""
+        request = ps_pb2.GetStatusRequest()
+        return self._parallel(
+            range(self.shard_count),
+            lambda s: self._call(s, lambda: self._stubs[s].GetStatus(request,
+                                                                     timeout=self._timeout)))
+
+    def checkpoint(self):
+        """Makes every shard write a checkpoint now; their answers in order."""
+        request = ps_pb2.CheckpointRequest()
+        return self._parallel(
+            range(self.shard_count),
+            lambda s: self._call(s, lambda: self._stubs[s].Checkpoint(request,
+                                                                      timeout=self._timeout)))
+
+    def stub(self, shard):
+        """The raw ps_pb2_grpc.ParameterShardStub of `shard` (for tools and
+        tests that need a request the client would not send)."""
+        return self._stubs[shard]
+
+    # ----- internals ---------------------------------------------------------
+
+    def _release(self):
+        self._stop_heartbeats.set()
+        self._pool.shutdown(wait=True)
+        for channel in self._channels:
+            channel.close()
+
+    def _call(self, s, attempt):
+        return _rpc.call(attempt, self._policy, s, self._addresses[s])
+
+    def _call_as_worker(self, s, attempt, retry_after_rejoin):
+        """_call, plus the FAILED_PRECONDITION policy of the class comment."""
+        try:
+            return self._call(s, attempt)
+        except Error as error:
+            if error.code != grpc.StatusCode.FAILED_PRECONDITION or not self.is_worker:
+                raise
+            with self._lock:
+                left = self._worker_ids[s] == 0 and self._stop_heartbeats.is_set()
+            if left:
+                raise
+            self._join_shard(s)
+            if retry_after_rejoin:
+                return self._call(s, attempt)
+            raise Error(error.code, error.message + "; re-joined; pull again", s,
+                        self._addresses[s]) from None
+
+    def _join_shard(self, s):
+        response = self._call(s, lambda: self._stubs[s].Join(
+            ps_pb2.JoinRequest(worker_name=self._worker_name), timeout=self._timeout))
+        if response.shard_index != s or response.shard_count != self.shard_count:
+            raise Error(grpc.StatusCode.FAILED_PRECONDITION,
+                        "shard reports index %d of %d, expected %d of %d: check the address "
+                        "order" % (response.shard_index, response.shard_count, s,
+                                   self.shard_count), s, self._addresses[s])
+        with self._lock:
+            self._worker_ids[s] = response.worker_id
+            self._lease_ms[s] = response.lease_ms
+
+    def _start_heartbeats(self):
+        if not self._heartbeats:
+            return
+        with self._lock:
+            if self._heartbeat_thread is not None and self._heartbeat_thread.is_alive():
+                return
+            self._stop_heartbeats.clear()
+            self._heartbeat_thread = threading.Thread(target=self._heartbeat_loop,
+                                                      name="dcasgd-heartbeat", daemon=True)
+            self._heartbeat_thread.start()
+
+    def _heartbeat_interval(self):
+        with self._lock:
+            leases = [ms for ms in self._lease_ms if ms > 0]
+        return max(0.01, min(leases) / 3000.0) if leases else 1.0
+
+    def _heartbeat_loop(self):
+        while not self._stop_heartbeats.wait(self._heartbeat_interval()):
+            for s in range(self.shard_count):
+                worker_id = self.worker_id(s)
+                if worker_id == 0 or self._stop_heartbeats.is_set():
+                    continue
+                try:
+                    response = self._stubs[s].Heartbeat(
+                        ps_pb2.HeartbeatRequest(worker_id=worker_id),
+                        timeout=self._heartbeat_interval())
+                    with self._lock:
+                        self._lease_ms[s] = response.lease_ms
+                except grpc.RpcError as error:
+                    if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                        _LOG.info("dcasgd: heartbeat to shard %d failed: %s", s, error.code())
+                        continue
+                    # The lease expired: the backups are gone, so the next
+                    # push fails and the caller pulls again.
+                    _LOG.warning("dcasgd: lease on shard %d lost; re-joining", s)
+                    try:
+                        self._join_shard(s)
+                    except Error as join_error:
+                        _LOG.warning("dcasgd: re-join of shard %d failed: %s", s, join_error)
+
+    def _parallel(self, shards, fn):
+        """[fn(s) for s in shards], run in parallel; raises the first error in
+        shard order after all have finished."""
+        shards = list(shards)
+        if len(shards) == 1:
+            return [fn(shards[0])]
+        futures = [self._pool.submit(fn, s) for s in shards]
+        concurrent.futures.wait(futures)
+        for future in futures:
+            error = future.exception()
+            if error is not None:
+                raise error
+        return [future.result() for future in futures]
+
+    def _remember(self, proto_specs):
+        with self._lock:
+            for spec in proto_specs:
+                self._layouts[spec.name] = Layout(spec.name, spec.shape, spec.chunk_elements)
+
+    def _layouts_for(self, names):
+        """Layouts of `names` (None/empty: all known), fetching the specs once
+        when some are unknown; NOT_FOUND when still unknown."""
+        with self._lock:
+            known = dict(self._layouts)
+        if not names:
+            if not known:
+                self.fetch_specs()
+                with self._lock:
+                    known = dict(self._layouts)
+            return [known[n] for n in sorted(known)]
+        if isinstance(names, str):
+            raise TypeError("names must be a list of tensor names, not a str")
+        if any(n not in known for n in names):
+            self.fetch_specs()
+            with self._lock:
+                known = dict(self._layouts)
+        missing = [n for n in names if n not in known]
+        if missing:
+            raise Error(grpc.StatusCode.NOT_FOUND,
+                        "unknown tensor(s) %s: declare them first" % ", ".join(map(repr, missing)))
+        return [known[n] for n in names]
+
+    def _plan(self, layouts):
+        """{shard: [(layout, chunk indices owned by the shard)]} for the shards
+        owning at least one chunk of `layouts`."""
+        plan = {}
+        for layout in layouts:
+            owners = layout.chunk_shards(self.shard_count)
+            for s in np.unique(owners):
+                plan.setdefault(int(s), []).append((layout, np.nonzero(owners == s)[0]))
+        return plan
+
+    def _prepare_push(self, gradients):
+        if not self.is_worker:
+            raise Error(grpc.StatusCode.FAILED_PRECONDITION, "an evaluator cannot push")
+        with self._lock:
+            joined = all(self._worker_ids)
+        if not joined:
+            raise Error(grpc.StatusCode.FAILED_PRECONDITION,
+                        "not joined to every shard (left, or never joined): join() and pull "
+                        "again")
+        layouts = self._layouts_for(list(gradients))
+        flats = {}
+        for layout in layouts:
+            flat = np.ascontiguousarray(gradients[layout.name], dtype=_FLOAT32_LE).reshape(-1)
+            if flat.size != layout.num_elements:
+                raise Error(grpc.StatusCode.INVALID_ARGUMENT,
+                            "tensor %r: gradient has %d elements, expected %d (shape %s)" %
+                            (layout.name, flat.size, layout.num_elements, list(layout.shape)))
+            flats[layout.name] = flat
+        return layouts, flats
+
+    def _push_requests(self, s, shard_plan, flats):
+        """The request stream of one Push/PushPull to shard `s`."""
+        worker_id = self.worker_id(s)
+        first = True
+        for layout, chunk_indices in shard_plan:
+            flat = flats[layout.name]
+            for index in chunk_indices:
+                offset, length = layout.chunk_range(int(index))
+                request = ps_pb2.PushRequest(gradient=ps_pb2.Chunk(
+                    tensor=layout.name, chunk_index=int(index),
+                    values=flat[offset:offset + length].tobytes()))
+                if first:
+                    request.worker_id = worker_id
+                    first = False
+                yield request
+
+    def _receive(self, s, shard_plan, out, responses):
+        """Copies the chunks of a Pull/PushPull response stream into `out`,
+        checking that exactly the planned chunks arrive with their lengths."""
+        expected = {layout.name: (layout, set(int(i) for i in indices))
+                    for layout, indices in shard_plan}
+        for response in responses:
+            chunk = response.chunk
+            entry = expected.get(chunk.tensor)
+            if entry is None or chunk.chunk_index not in entry[1]:
+                raise Error(grpc.StatusCode.INTERNAL,
+                            "unexpected chunk %d of tensor %r" % (chunk.chunk_index, chunk.tensor),
+                            s, self._addresses[s])
+            layout, pending = entry
+            offset, length = layout.chunk_range(chunk.chunk_index)
+            if len(chunk.values) != 4 * length:
+                raise Error(grpc.StatusCode.INTERNAL,
+                            "chunk %d of tensor %r has %d bytes, expected %d" %
+                            (chunk.chunk_index, chunk.tensor, len(chunk.values), 4 * length), s,
+                            self._addresses[s])
+            out[layout.name][offset:offset + length] = np.frombuffer(chunk.values,
+                                                                     dtype=_FLOAT32_LE)
+            pending.discard(chunk.chunk_index)
+        missing = sum(len(pending) for _, pending in expected.values())
+        if missing:
+            raise Error(grpc.StatusCode.INTERNAL, "%d chunk(s) missing from the response" % missing,
+                        s, self._addresses[s])

@@ -1,0 +1,55 @@
+"""dcasgd.DataCoordinatorClient: leases of data-set shards (coordinator.proto),
+served by parameter shard 0."""
+
+import grpc
+
+from dcasgd import _rpc
+from dcasgd.v1 import coordinator_pb2
+from dcasgd.v1 import coordinator_pb2_grpc
+
+
+class DataCoordinatorClient:
+    """Thin wrapper of dcasgd.v1.DataCoordinator at `address`.
+
+    Each method returns the response message; failures are dcasgd.Error
+    (UNAVAILABLE after retries with backoff; FAILED_PRECONDITION for an
+    unknown or expired lease, or a job configured differently). Thread-safe.
+    """
+
+    def __init__(self, address, timeout=30.0, max_attempts=8):
+        self._address = address
+        self._timeout = timeout
+        self._policy = _rpc.RetryPolicy(max_attempts=max_attempts)
+        self._channel = grpc.insecure_channel(address)
+        self._stub = coordinator_pb2_grpc.DataCoordinatorStub(self._channel)
+
+    def acquire(self, worker_name, num_data_shards, epochs):
+        """AcquireDataShardResponse: `lease`, `retry_after_ms` or `job_done`
+        (check response.WhichOneof("result"))."""
+        request = coordinator_pb2.AcquireDataShardRequest(
+            worker_name=worker_name, num_data_shards=num_data_shards, epochs=epochs)
+        return self._call(lambda: self._stub.AcquireDataShard(request, timeout=self._timeout))
+
+    def renew(self, lease_id):
+        request = coordinator_pb2.RenewDataLeaseRequest(lease_id=lease_id)
+        return self._call(lambda: self._stub.RenewDataLease(request, timeout=self._timeout))
+
+    def complete(self, lease_id):
+        request = coordinator_pb2.CompleteDataShardRequest(lease_id=lease_id)
+        return self._call(lambda: self._stub.CompleteDataShard(request, timeout=self._timeout))
+
+    def job_status(self):
+        request = coordinator_pb2.GetJobStatusRequest()
+        return self._call(lambda: self._stub.GetJobStatus(request, timeout=self._timeout))
+
+    def close(self):
+        self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def _call(self, attempt):
+        return _rpc.call(attempt, self._policy, address=self._address)
