@@ -1,0 +1,473 @@
+// Chart tests: helm lint, helm template with the default and a
+// production-like values file, kubernetes-models validation of every rendered
+// object, and assertions on what the rendered objects promise (probes, ports,
+// labels, selectors, security, storage, monitoring, schema).
+// Run: node --test tests/deploy/chart_test.mjs
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, test } from 'node:test';
+
+import { chartDir, helm, prodValues, render, validateObject, YAML } from './tools.mjs';
+
+const MONITORING = ['--api-versions', 'monitoring.coreos.com/v1'];
+const chartValues = YAML.parse(fs.readFileSync(path.join(chartDir, 'values.yaml'), 'utf8'));
+const prod = YAML.parse(fs.readFileSync(prodValues, 'utf8'));
+
+// The configurations every structural test runs against.
+const configs = [
+  { name: 'default', args: [], values: chartValues, fullname: 'dcasgd', namespace: 'ml' },
+  {
+    name: 'production',
+    args: ['-f', prodValues, ...MONITORING],
+    values: { ...chartValues, ...prod, ps: { ...chartValues.ps, ...prod.ps } },
+    fullname: 'mnist',
+    namespace: 'training',
+  },
+];
+
+function find(objects, kind, name) {
+  return objects.filter((o) => o.kind === kind && (name === undefined || o.metadata.name === name));
+}
+
+function one(objects, kind, name) {
+  const found = find(objects, kind, name);
+  assert.equal(found.length, 1, `expected exactly one ${kind} ${name ?? ''}, got ${found.length}`);
+  return found[0];
+}
+
+// Pod-bearing objects and their pod templates (or the Pod itself).
+function podSpecs(objects) {
+  const out = [];
+  for (const o of objects) {
+    if (o.kind === 'Pod') out.push({ owner: o, meta: o.metadata, spec: o.spec });
+    else if (['Deployment', 'StatefulSet', 'Job'].includes(o.kind)) {
+      out.push({ owner: o, meta: o.spec.template.metadata, spec: o.spec.template.spec });
+    }
+  }
+  return out;
+}
+
+function matches(selector, labels) {
+  for (const [k, v] of Object.entries(selector.matchLabels ?? {})) {
+    if (labels?.[k] !== v) return false;
+  }
+  for (const expr of selector.matchExpressions ?? []) {
+    const has = labels && Object.prototype.hasOwnProperty.call(labels, expr.key);
+    if (expr.operator === 'In' && !(has && expr.values.includes(labels[expr.key]))) return false;
+    if (expr.operator === 'NotIn' && has && expr.values.includes(labels[expr.key])) return false;
+    if (expr.operator === 'Exists' && !has) return false;
+    if (expr.operator === 'DoesNotExist' && has) return false;
+  }
+  return true;
+}
+
+function envValue(container, name) {
+  return container.env?.find((e) => e.name === name);
+}
+
+function arg(container, flag) {
+  const prefix = `--${flag}=`;
+  const found = (container.args ?? []).filter((a) => a.startsWith(prefix));
+  return found.length === 0 ? undefined : found[found.length - 1].slice(prefix.length);
+}
+
+describe('helm lint', () => {
+  test('passes strict lint with default values', () => {
+    const out = helm(['lint', '--strict', chartDir]);
+    assert.equal(out.status, 0, out.stdout + out.stderr);
+  });
+  test('passes strict lint with the production values', () => {
+    const out = helm(['lint', '--strict', chartDir, '-f', prodValues]);
+    assert.equal(out.status, 0, out.stdout + out.stderr);
+  });
+});
+
+for (const cfg of configs) {
+  describe(`rendered with ${cfg.name} values`, () => {
+    const objects = render(cfg.args, { namespace: cfg.namespace });
+    const ps = cfg.values.ps;
+    const stsName = `${cfg.fullname}-ps`;
+    const headlessName = `${cfg.fullname}-ps-headless`;
+
+    test('every object passes its kubernetes-models schema', async () => {
+      assert.ok(objects.length >= 8, `only ${objects.length} objects rendered`);
+      for (const o of objects) await validateObject(o);
+    });
+
+    test('every object is namespaced to the release and carries the recommended labels', () => {
+      for (const o of objects) {
+        const l = o.metadata.labels ?? {};
+        assert.equal(l['app.kubernetes.io/name'], 'dcasgd', `${o.kind}/${o.metadata.name}`);
+        assert.equal(l['app.kubernetes.io/instance'], 'dcasgd', `${o.kind}/${o.metadata.name}`);
+        assert.ok(l['app.kubernetes.io/component'], `${o.kind}/${o.metadata.name} has no component`);
+        assert.equal(l['app.kubernetes.io/managed-by'], 'Helm');
+        assert.match(l['helm.sh/chart'], /^dcasgd-\d+\.\d+\.\d+/);
+        assert.ok(l['app.kubernetes.io/version']);
+        const expectedNs = o.kind === 'ConfigMap' && o.metadata.name.endsWith('-dashboard') &&
+          cfg.values.dashboard?.namespace ? cfg.values.dashboard.namespace : cfg.namespace;
+        assert.equal(o.metadata.namespace, expectedNs, `${o.kind}/${o.metadata.name}`);
+      }
+    });
+
+    test('workload selectors match their pods and hold no version or chart label', () => {
+      for (const kind of ['StatefulSet', 'Deployment', 'PodDisruptionBudget']) {
+        for (const o of find(objects, kind)) {
+          const sel = o.spec.selector.matchLabels;
+          assert.deepEqual(Object.keys(sel).sort(), [
+            'app.kubernetes.io/component', 'app.kubernetes.io/instance', 'app.kubernetes.io/name',
+          ], `${kind}/${o.metadata.name}`);
+          if (kind !== 'PodDisruptionBudget') {
+            assert.ok(matches(o.spec.selector, o.spec.template.metadata.labels),
+              `${kind}/${o.metadata.name} selector does not match its template`);
+          }
+        }
+      }
+      // No two workloads select each other's pods.
+      const workloads = [...find(objects, 'StatefulSet'), ...find(objects, 'Deployment')];
+      for (const a of workloads) {
+        for (const b of workloads) {
+          if (a === b) continue;
+          assert.ok(!matches(a.spec.selector, b.spec.template.metadata.labels),
+            `${a.metadata.name} selects pods of ${b.metadata.name}`);
+        }
+      }
+    });
+
+    test('shards: StatefulSet with a headless Service, stable DNS and shardCount replicas', () => {
+      const sts = one(objects, 'StatefulSet', stsName);
+      const svc = one(objects, 'Service', headlessName);
+      assert.equal(sts.spec.replicas, ps.shardCount);
+      assert.equal(sts.spec.serviceName, headlessName);
+      assert.equal(svc.spec.clusterIP, 'None');
+      assert.equal(svc.spec.publishNotReadyAddresses, true);
+      assert.ok(matches({ matchLabels: svc.spec.selector }, sts.spec.template.metadata.labels));
+      const ports = Object.fromEntries(svc.spec.ports.map((p) => [p.name, p]));
+      assert.equal(ports.grpc.port, ps.grpcPort);
+      assert.equal(ports.metrics.port, ps.metricsPort);
+      const c = sts.spec.template.spec.containers[0];
+      const cports = Object.fromEntries(c.ports.map((p) => [p.name, p.containerPort]));
+      assert.deepEqual(cports, { grpc: ps.grpcPort, metrics: ps.metricsPort });
+      assert.equal(arg(c, 'listen'), `0.0.0.0:${ps.grpcPort}`);
+      assert.equal(arg(c, 'metrics_address'), `0.0.0.0:${ps.metricsPort}`);
+      assert.equal(arg(c, 'shard_index'), 'auto');
+    });
+
+    test('shards: native gRPC startup, readiness and liveness probes on the gRPC port', () => {
+      const c = one(objects, 'StatefulSet', stsName).spec.template.spec.containers[0];
+      for (const probe of ['startupProbe', 'readinessProbe', 'livenessProbe']) {
+        assert.ok(c[probe], `${probe} missing`);
+        assert.equal(c[probe].grpc?.port, ps.grpcPort, `${probe} is not a gRPC probe on the gRPC port`);
+        assert.equal(c[probe].httpGet, undefined);
+        assert.equal(c[probe].exec, undefined);
+      }
+      assert.equal(c.readinessProbe.grpc.service, 'dcasgd.v1.ParameterShard');
+    });
+
+    test('shards: preStop and a grace period long enough for the final checkpoint', () => {
+      const spec = one(objects, 'StatefulSet', stsName).spec.template.spec;
+      const preStop = spec.containers[0].lifecycle.preStop;
+      const sleep = preStop.sleep ? preStop.sleep.seconds : Number(preStop.exec.command.at(-1));
+      assert.equal(sleep, ps.preStopSleepSeconds);
+      assert.equal(spec.terminationGracePeriodSeconds, ps.terminationGracePeriodSeconds);
+      // preStop, then up to 10 s of graceful shutdown, then the checkpoint.
+      assert.ok(spec.terminationGracePeriodSeconds > sleep + 10 + 5);
+    });
+
+    test('shards: one PVC per shard mounted at the checkpoint directory', () => {
+      const sts = one(objects, 'StatefulSet', stsName);
+      const vct = sts.spec.volumeClaimTemplates;
+      assert.equal(vct.length, 1);
+      assert.equal(vct[0].metadata.name, 'checkpoints');
+      assert.deepEqual(vct[0].spec.accessModes, ['ReadWriteOnce']);
+      assert.equal(vct[0].spec.resources.requests.storage, ps.checkpoint.persistence.size);
+      const sc = ps.checkpoint.persistence.storageClass;
+      assert.equal(vct[0].spec.storageClassName, sc === '' ? undefined : sc);
+      const c = sts.spec.template.spec.containers[0];
+      const mount = c.volumeMounts.find((m) => m.name === 'checkpoints');
+      assert.equal(mount.mountPath, arg(c, 'checkpoint_dir'));
+      assert.equal(arg(c, 'checkpoint_interval_seconds'), String(ps.checkpoint.intervalSeconds));
+      assert.equal(sts.spec.template.spec.volumes.find((v) => v.name === 'checkpoints'), undefined,
+        'checkpoints must come from the claim template, not a pod volume');
+    });
+
+    test('shards: PodDisruptionBudget covers exactly the shard pods', () => {
+      const pdb = one(objects, 'PodDisruptionBudget', stsName);
+      assert.equal(pdb.spec.maxUnavailable, ps.pdb.maxUnavailable);
+      const sts = one(objects, 'StatefulSet', stsName);
+      assert.ok(matches(pdb.spec.selector, sts.spec.template.metadata.labels));
+      for (const d of find(objects, 'Deployment')) {
+        assert.ok(!matches(pdb.spec.selector, d.spec.template.metadata.labels), d.metadata.name);
+      }
+    });
+
+    test('workers and evaluator find every shard through the headless Service', () => {
+      const expected = `${stsName}-{i}.${headlessName}.${cfg.namespace}.svc.cluster.local:${ps.grpcPort}`;
+      const worker = one(objects, 'Deployment', `${cfg.fullname}-worker`);
+      const evaluator = one(objects, 'Deployment', `${cfg.fullname}-evaluator`);
+      assert.equal(worker.spec.replicas, cfg.values.worker.replicas);
+      assert.equal(evaluator.spec.replicas, 1);
+      for (const [d, role] of [[worker, 'train'], [evaluator, 'eval']]) {
+        const c = d.spec.template.spec.containers[0];
+        assert.equal(arg(c, 'role'), role);
+        assert.equal(arg(c, 'ps_address_template'), expected);
+        assert.equal(arg(c, 'worker_name'), undefined, 'worker identity must default to the pod name');
+        assert.equal(envValue(c, 'DCASGD_SHARD_COUNT').valueFrom.configMapKeyRef.key, 'shard_count');
+        const port = c.ports.find((p) => p.name === 'metrics').containerPort;
+        assert.equal(arg(c, 'metrics_address'), `0.0.0.0:${port}`);
+      }
+    });
+
+    test('S3 credentials come from the existing Secret', () => {
+      const s3 = cfg.values.data.s3;
+      for (const d of find(objects, 'Deployment')) {
+        const c = d.spec.template.spec.containers[0];
+        const id = envValue(c, 'AWS_ACCESS_KEY_ID').valueFrom.secretKeyRef;
+        const secret = envValue(c, 'AWS_SECRET_ACCESS_KEY').valueFrom.secretKeyRef;
+        assert.deepEqual(id, { name: s3.existingSecret, key: s3.accessKeyIdKey });
+        assert.deepEqual(secret, { name: s3.existingSecret, key: s3.secretAccessKeyKey });
+        assert.equal(envValue(c, 'AWS_REGION').value, s3.region);
+        assert.equal(envValue(c, 'AWS_ENDPOINT_URL_S3')?.value, s3.endpoint || undefined);
+      }
+    });
+
+    test('training ConfigMap holds the configuration and every env reference resolves', () => {
+      const cm = one(objects, 'ConfigMap', `${cfg.fullname}-config`);
+      const t = cfg.values.training;
+      assert.equal(cm.data.update_rule, t.updateRule);
+      assert.equal(Number(cm.data.lr), t.lr);
+      assert.equal(Number(cm.data.lambda0), t.lambda0);
+      assert.equal(cm.data.model, t.model);
+      assert.equal(Number(cm.data.epochs), t.epochs);
+      assert.equal(Number(cm.data.batch_size), t.batchSize);
+      assert.equal(Number(cm.data.shard_count), ps.shardCount);
+      let refs = 0;
+      for (const { spec } of podSpecs(objects)) {
+        for (const c of spec.containers) {
+          for (const e of c.env ?? []) {
+            const ref = e.valueFrom?.configMapKeyRef;
+            if (!ref) continue;
+            refs++;
+            assert.equal(ref.name, cm.metadata.name);
+            assert.ok(ref.key in cm.data, `${c.name}: ${e.name} reads missing key ${ref.key}`);
+            assert.equal(e.name, `DCASGD_${ref.key.toUpperCase()}`);
+          }
+        }
+      }
+      assert.ok(refs >= 15, `only ${refs} config references`);
+    });
+
+    test('pod templates carry a checksum of the training configuration', () => {
+      for (const kind of ['StatefulSet', 'Deployment']) {
+        for (const o of find(objects, kind)) {
+          assert.match(o.spec.template.metadata.annotations['checksum/config'], /^[0-9a-f]{64}$/,
+            `${kind}/${o.metadata.name}`);
+        }
+      }
+    });
+
+    test('every pod and container is hardened and has resource requests', () => {
+      const specs = podSpecs(objects);
+      assert.ok(specs.length >= 4);
+      for (const { owner, spec } of specs) {
+        const where = `${owner.kind}/${owner.metadata.name}`;
+        assert.equal(spec.securityContext.runAsNonRoot, true, where);
+        assert.equal(spec.securityContext.runAsUser, 10001, where);
+        assert.equal(spec.securityContext.seccompProfile.type, 'RuntimeDefault', where);
+        assert.equal(spec.automountServiceAccountToken, false, where);
+        for (const c of spec.containers) {
+          const sc = c.securityContext;
+          assert.equal(sc.readOnlyRootFilesystem, true, `${where} ${c.name}`);
+          assert.equal(sc.allowPrivilegeEscalation, false, `${where} ${c.name}`);
+          assert.equal(sc.runAsNonRoot, true, `${where} ${c.name}`);
+          assert.deepEqual(sc.capabilities.drop, ['ALL'], `${where} ${c.name}`);
+          assert.ok(c.resources?.requests?.cpu && c.resources?.requests?.memory, `${where} ${c.name}`);
+          assert.ok(c.resources?.limits?.memory, `${where} ${c.name}`);
+        }
+      }
+    });
+
+    test('dashboard ConfigMap carries the Grafana sidecar label and the dashboard JSON', () => {
+      const cm = one(objects, 'ConfigMap', `${cfg.fullname}-dashboard`);
+      assert.equal(cm.metadata.labels.grafana_dashboard, '1');
+      const file = JSON.parse(fs.readFileSync(path.join(chartDir, 'dashboards', 'dcasgd.json'), 'utf8'));
+      assert.deepEqual(JSON.parse(cm.data['dcasgd.json']), file);
+    });
+
+    test('helm test hook health-checks every shard', () => {
+      const pod = one(objects, 'Pod');
+      assert.equal(pod.metadata.annotations['helm.sh/hook'], 'test');
+      const c = pod.spec.containers[0];
+      assert.equal(arg(c, 'role'), 'healthcheck');
+      assert.equal(arg(c, 'shard_count'), String(ps.shardCount));
+      assert.equal(arg(c, 'ps_address_template'),
+        `${stsName}-{i}.${headlessName}.${cfg.namespace}.svc.cluster.local:${ps.grpcPort}`);
+      assert.equal(pod.spec.restartPolicy, 'Never');
+    });
+  });
+}
+
+describe('monitoring', () => {
+  test('without the monitoring API: no monitors, scrape annotations on every metrics pod', () => {
+    const objects = render([]);
+    assert.equal(find(objects, 'ServiceMonitor').length, 0);
+    assert.equal(find(objects, 'PodMonitor').length, 0);
+    const workloads = [...find(objects, 'StatefulSet'), ...find(objects, 'Deployment')];
+    assert.equal(workloads.length, 3);
+    for (const w of workloads) {
+      const a = w.spec.template.metadata.annotations;
+      const c = w.spec.template.spec.containers[0];
+      const metricsPort = c.ports.find((p) => p.name === 'metrics').containerPort;
+      assert.equal(a['prometheus.io/scrape'], 'true', w.metadata.name);
+      assert.equal(a['prometheus.io/port'], String(metricsPort), w.metadata.name);
+      assert.equal(a['prometheus.io/path'], '/metrics');
+    }
+  });
+
+  test('with monitoring.coreos.com/v1: ServiceMonitor and PodMonitor reach every metrics port', () => {
+    const objects = render(MONITORING);
+    const sm = one(objects, 'ServiceMonitor');
+    const pm = one(objects, 'PodMonitor');
+    const svc = one(objects, 'Service', 'dcasgd-ps-headless');
+    assert.ok(matches(sm.spec.selector, svc.metadata.labels), 'ServiceMonitor misses the shard Service');
+    assert.deepEqual(sm.spec.namespaceSelector.matchNames, ['ml']);
+    assert.ok(svc.spec.ports.some((p) => p.name === sm.spec.endpoints[0].port));
+    const selected = find(objects, 'Deployment').concat(find(objects, 'StatefulSet'))
+      .filter((w) => matches(pm.spec.selector, w.spec.template.metadata.labels))
+      .map((w) => w.metadata.name).sort();
+    assert.deepEqual(selected, ['dcasgd-evaluator', 'dcasgd-worker']);
+    for (const d of find(objects, 'Deployment')) {
+      const c = d.spec.template.spec.containers[0];
+      assert.ok(c.ports.some((p) => p.name === pm.spec.podMetricsEndpoints[0].port));
+      assert.equal(d.spec.template.metadata.annotations['prometheus.io/scrape'], undefined);
+    }
+    assert.equal(
+      one(objects, 'StatefulSet').spec.template.metadata.annotations['prometheus.io/scrape'], undefined);
+  });
+
+  test('monitor labels from values reach the monitors', () => {
+    const objects = render(['-f', prodValues, ...MONITORING]);
+    for (const kind of ['ServiceMonitor', 'PodMonitor']) {
+      assert.equal(one(objects, kind).metadata.labels.release, 'kube-prometheus-stack');
+      assert.equal(one(objects, kind).metadata.namespace, 'ml');
+    }
+  });
+});
+
+describe('values', () => {
+  test('a training value change rolls every pod; a replica change does not', () => {
+    const checksums = (args) => render(args)
+      .filter((o) => ['StatefulSet', 'Deployment'].includes(o.kind))
+      .map((o) => o.spec.template.metadata.annotations['checksum/config']);
+    const base = checksums([]);
+    assert.equal(new Set(base).size, 1);
+    const lr = checksums(['--set', 'training.lr=0.01']);
+    assert.equal(new Set(lr).size, 1);
+    assert.notEqual(lr[0], base[0]);
+    assert.deepEqual(checksums(['--set', 'worker.replicas=7']), base);
+  });
+
+  test('selectors stay the same across chart versions, app versions and image tags', () => {
+    const copy = fs.mkdtempSync(path.join(os.tmpdir(), 'dcasgd-chart-'));
+    try {
+      fs.cpSync(chartDir, copy, { recursive: true });
+      const chartYaml = path.join(copy, 'Chart.yaml');
+      fs.writeFileSync(chartYaml, fs.readFileSync(chartYaml, 'utf8')
+        .replace(/^version: .*$/m, 'version: 9.8.7').replace(/^appVersion: .*$/m, 'appVersion: "5.0.0"'));
+      const selectors = (objects) => Object.fromEntries(objects
+        .filter((o) => o.spec?.selector)
+        .map((o) => [`${o.kind}/${o.metadata.name}`, o.spec.selector]));
+      const before = render([]);
+      const after = render(['--set', 'image.ps.tag=x', '--set', 'image.worker.tag=y'], { chart: copy });
+      assert.equal(one(after, 'StatefulSet').metadata.labels['helm.sh/chart'], 'dcasgd-9.8.7');
+      assert.deepEqual(selectors(after), selectors(before));
+      assert.ok(Object.keys(selectors(before)).length >= 5);
+    } finally {
+      fs.rmSync(copy, { recursive: true, force: true });
+    }
+  });
+
+  test('schema rejects a bad update rule, a string shard count, unknown keys and bad models', () => {
+    const bad = [
+      [['--set', 'training.updateRule=foo'], /updateRule/],
+      [['--set-string', 'ps.shardCount=two'], /shardCount/],
+      [['--set', 'ps.shardCount=0'], /shardCount/],
+      [['--set', 'training.sync=sometimes'], /sync/],
+      [['--set', 'training.model=cnn'], /model/],
+      [['--set', 'training.lr=-1'], /lr/],
+      [['--set', 'worker.replica=3'], /replica/],
+      [['--set', 'data.url=ftp://x/y'], /url/],
+    ];
+    for (const [args, where] of bad) {
+      const out = helm(['template', 'dcasgd', chartDir, ...args]);
+      assert.notEqual(out.status, 0, `accepted ${args.join(' ')}`);
+      assert.match(out.stderr, /schema/, `${args.join(' ')}: ${out.stderr}`);
+      assert.match(out.stderr, where);
+    }
+    const good = helm(['template', 'dcasgd', chartDir, '--set', 'training.updateRule=asgd',
+      '--set', 'ps.shardCount=3', '--set', 'training.model=mlp:64']);
+    assert.equal(good.status, 0, good.stderr);
+  });
+
+  test('a grace period too short for the final checkpoint fails the render', () => {
+    const out = helm(['template', 'dcasgd', chartDir, '--set', 'ps.terminationGracePeriodSeconds=12']);
+    assert.notEqual(out.status, 0);
+    assert.match(out.stderr, /terminationGracePeriodSeconds/);
+  });
+
+  test('--set passes floats as strings; the schema and ConfigMap take them as numbers', () => {
+    const cm = one(render(['--set', 'training.lr=0.01', '--set', 'training.lambda0=1e-2']),
+      'ConfigMap', 'dcasgd-config');
+    assert.equal(cm.data.lr, '0.01');
+    assert.equal(Number(cm.data.lambda0), 0.01);
+    const out = helm(['template', 'dcasgd', chartDir, '--set', 'training.lr=fast']);
+    assert.notEqual(out.status, 0);
+    assert.match(out.stderr, /lr/);
+  });
+
+  test('persistence off: checkpoints on an emptyDir and no claim templates', () => {
+    const sts = one(render(['--set', 'ps.checkpoint.persistence.enabled=false']), 'StatefulSet');
+    assert.equal(sts.spec.volumeClaimTemplates, undefined);
+    assert.deepEqual(sts.spec.template.spec.volumes.find((v) => v.name === 'checkpoints').emptyDir, {});
+  });
+
+  test('data from a directory in the image injects no S3 environment', () => {
+    const objects = render(['--set', 'data.url=/usr/share/datasets/fashion-mnist']);
+    for (const d of find(objects, 'Deployment')) {
+      const names = d.spec.template.spec.containers[0].env.map((e) => e.name);
+      assert.ok(!names.some((n) => n.startsWith('AWS_')), names.join(','));
+    }
+    assert.equal(one(objects, 'ConfigMap', 'dcasgd-config').data.data, '/usr/share/datasets/fashion-mnist');
+  });
+
+  test('data-prep Job: off by default, a pre-install hook uploading to data.url when on', () => {
+    assert.equal(find(render([]), 'Job').length, 0);
+    const job = one(render(['-f', prodValues]), 'Job');
+    assert.match(job.metadata.annotations['helm.sh/hook'], /pre-install/);
+    const c = job.spec.template.spec.containers[0];
+    assert.deepEqual(c.command, ['dcasgd-prepare-data']);
+    assert.equal(arg(c, 'dest'), prod.data.url);
+    assert.equal(arg(c, 'shards'), String(prod.dataPrep.shards));
+    assert.equal(arg(c, 'source_dir'), '/usr/share/datasets/fashion-mnist');
+    assert.equal(envValue(c, 'AWS_ACCESS_KEY_ID').valueFrom.secretKeyRef.name, prod.data.s3.existingSecret);
+    const plain = one(render(['-f', prodValues, '--set', 'dataPrep.hook=false']), 'Job');
+    assert.equal(plain.metadata.annotations, undefined);
+  });
+
+  test('monitors can be switched off even when the API exists', () => {
+    const objects = render([...MONITORING, '--set', 'metrics.serviceMonitor.enabled=false',
+      '--set', 'metrics.podMonitor.enabled=false']);
+    assert.equal(find(objects, 'ServiceMonitor').length + find(objects, 'PodMonitor').length, 0);
+  });
+
+  test('NOTES explain how to reach the metrics and how to scale', () => {
+    const out = helm(['install', 'dcasgd', chartDir, '--dry-run=client', '--namespace', 'ml']);
+    assert.equal(out.status, 0, out.stderr);
+    const notes = out.stdout.slice(out.stdout.indexOf('NOTES:'));
+    assert.match(notes, /kubectl -n ml scale deployment dcasgd-worker --replicas=/);
+    assert.match(notes, /port-forward pod\/dcasgd-ps-0 9100/);
+    assert.match(notes, /dcasgd-ps-\{i\}\.dcasgd-ps-headless\.ml\.svc\.cluster\.local:7000/);
+    assert.match(notes, /helm test dcasgd/);
+  });
+});
