@@ -30,8 +30,9 @@ METRICS = HISTOGRAMS | {
     "dcasgd_ps_rejected_requests_total", "dcasgd_worker_examples_total", "dcasgd_worker_steps_total",
     "dcasgd_worker_loss", "dcasgd_eval_test_accuracy", "dcasgd_eval_test_loss", "dcasgd_eval_model_version",
 }
-# Exported by dcasgd-ps beyond the list above; allowed on panels.
-EXTRA_METRICS = {"dcasgd_ps_checkpoints_total", "dcasgd_ps_lease_expirations_total"}
+# Exported by the services beyond the list above; allowed on panels.
+EXTRA_METRICS = {"dcasgd_ps_checkpoints_total", "dcasgd_ps_lease_expirations_total",
+                 "dcasgd_worker_retries_total"}
 
 
 def metric_names(expr):
