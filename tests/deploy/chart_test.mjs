@@ -426,6 +426,23 @@ describe('values', () => {
     assert.match(out.stderr, /lr/);
   });
 
+  test('large integers from a values file reach the pods as integers, not 1e+07', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dcasgd-values-'));
+    try {
+      const file = path.join(dir, 'big.yaml');
+      fs.writeFileSync(file, 'training: {epochs: 10000000, batchSize: 2000000}\n' +
+        'worker: {replicas: 1000000}\ndataPrep: {enabled: true, shards: 3000000}\n');
+      const objects = render(['-f', file]);
+      const cm = one(objects, 'ConfigMap', 'dcasgd-config');
+      assert.equal(cm.data.epochs, '10000000');
+      assert.equal(cm.data.batch_size, '2000000');
+      assert.equal(one(objects, 'Deployment', 'dcasgd-worker').spec.replicas, 1000000);
+      assert.equal(arg(one(objects, 'Job').spec.template.spec.containers[0], 'shards'), '3000000');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('persistence off: checkpoints on an emptyDir and no claim templates', () => {
     const sts = one(render(['--set', 'ps.checkpoint.persistence.enabled=false']), 'StatefulSet');
     assert.equal(sts.spec.volumeClaimTemplates, undefined);
