@@ -1,0 +1,455 @@
+// PushPull throughput of PsClient against real dcasgd-ps processes, beside a
+// raw gRPC bidi stream baseline (bench/raw_stream.proto) in the same run.
+//
+// A round of one worker = one PushPull of the whole model: the gradient goes
+// up in 65536-float chunks, the new weights come back in the same chunks. The
+// baseline does exactly that over a stream with no parameter-server logic: a
+// child process (like the shards) echoes the chunks after the half-close.
+// Both copy the values from and into float buffers, as any client must.
+//
+// Counters per configuration (model floats / shards / workers):
+//   MB/s, rounds/s          PsClient::PushPull, payload bytes up + down
+//   raw_MB/s, raw_rounds/s  the baseline with the same shards and workers
+//   ratio                   MB/s / raw_MB/s
+//   push_ms, pull_ms        W=1 only: a separate Push and Pull of the whole
+//                           model, to see where a round's time goes
+//
+// Run: build/<dir>/bench/pushpull_bench [--benchmark_filter=...]
+// The binary re-executes itself with --raw_server to host the baseline.
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "bench/raw_stream.grpc.pb.h"
+#include "benchmark/benchmark.h"
+#include "client/ps_client.h"
+#include "core/status_macros.h"
+#include "grpcpp/grpcpp.h"
+
+namespace dcasgd {
+namespace {
+
+constexpr uint32_t kChunkElements = 65536;
+constexpr int kMaxMessageBytes = 64 << 20;
+
+// ---------------------------------------------------------------------------
+// Child processes (shards and raw servers), found through a port file.
+
+class ChildProcess {
+ public:
+  // Starts argv; the child must write "grpc <port>\n" to `port_file`.
+  static absl::StatusOr<std::unique_ptr<ChildProcess>> Start(std::vector<std::string> argv,
+                                                             const std::string& port_file) {
+    std::remove(port_file.c_str());
+    // Built before fork: the child may only make async-signal-safe calls.
+    std::vector<char*> args;
+    for (std::string& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    const pid_t pid = fork();
+    if (pid < 0) return absl::InternalError("fork failed");
+    if (pid == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      const int devnull = open("/dev/null", O_WRONLY);
+      if (devnull >= 0) dup2(devnull, STDERR_FILENO);
+      execv(args[0], args.data());
+      _exit(127);
+    }
+    std::unique_ptr<ChildProcess> child(new ChildProcess(pid));
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    while (absl::Now() < deadline) {
+      std::ifstream in(port_file);
+      std::string word;
+      int port = 0;
+      if (in >> word >> port && word == "grpc" && port > 0) {
+        child->address_ = absl::StrCat("127.0.0.1:", port);
+        return child;
+      }
+      int status;
+      if (waitpid(pid, &status, WNOHANG) == pid) {
+        child->pid_ = -1;
+        return absl::InternalError(absl::StrCat(argv[0], " exited before serving"));
+      }
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    return absl::DeadlineExceededError(absl::StrCat(argv[0], " wrote no port file"));
+  }
+
+  ~ChildProcess() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGKILL);
+    int status;
+    waitpid(pid_, &status, 0);
+  }
+
+  const std::string& address() const { return address_; }
+
+ private:
+  explicit ChildProcess(pid_t pid) : pid_(pid) {}
+  pid_t pid_;
+  std::string address_;
+};
+
+std::string TempDir() {
+  static const std::string dir = [] {
+    char pattern[] = "/tmp/pushpull_bench.XXXXXX";
+    const char* made = mkdtemp(pattern);
+    return std::string(made != nullptr ? made : "/tmp");
+  }();
+  return dir;
+}
+
+std::string SelfPath() {
+  char buf[4096];
+  const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  return n > 0 ? std::string(buf, n) : std::string();
+}
+
+// ---------------------------------------------------------------------------
+// The raw baseline: server (in the child) and client.
+
+class EchoReactor final : public grpc::ServerBidiReactor<bench::RawChunk, bench::RawChunk> {
+ public:
+  EchoReactor() { StartRead(&incoming_); }
+
+  void OnReadDone(bool ok) override {
+    if (ok) {
+      chunks_.push_back(std::move(incoming_));
+      incoming_.Clear();
+      StartRead(&incoming_);
+      return;
+    }
+    WriteNext();  // the client half-closed
+  }
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "write failed"));
+      return;
+    }
+    WriteNext();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void WriteNext() {
+    if (next_ == chunks_.size()) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    StartWrite(&chunks_[next_++]);
+  }
+
+  bench::RawChunk incoming_;
+  std::vector<bench::RawChunk> chunks_;
+  size_t next_ = 0;
+};
+
+class EchoService final : public bench::RawStream::CallbackService {
+  grpc::ServerBidiReactor<bench::RawChunk, bench::RawChunk>* Echo(
+      grpc::CallbackServerContext*) override {
+    return new EchoReactor();
+  }
+};
+
+int RunRawServer(const std::string& port_file) {
+  EchoService service;
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) return 1;
+  const std::string tmp = port_file + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << "grpc " << port << "\n";
+  }
+  std::rename(tmp.c_str(), port_file.c_str());
+  server->Wait();  // until killed
+  return 0;
+}
+
+// One worker of the baseline: a channel per raw server, chunks placed
+// round-robin like the shards place them.
+class RawWorker {
+ public:
+  RawWorker(const std::vector<std::string>& addresses, uint64_t elements)
+      : gradient_(elements, 0.001f), weights_(elements) {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    for (const std::string& address : addresses) {
+      stubs_.push_back(bench::RawStream::NewStub(
+          grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args)));
+    }
+  }
+
+  absl::Status Round() {
+    std::vector<absl::Status> results(stubs_.size());
+    if (stubs_.size() == 1) {
+      results[0] = EchoOn(0);
+    } else {
+      std::vector<std::thread> threads;
+      for (size_t s = 0; s < stubs_.size(); ++s) {
+        threads.emplace_back([&, s] { results[s] = EchoOn(s); });
+      }
+      for (std::thread& t : threads) t.join();
+    }
+    for (const absl::Status& s : results) RETURN_IF_ERROR(s);
+    return absl::OkStatus();
+  }
+
+ private:
+  absl::Status EchoOn(size_t shard) {
+    const uint64_t elements = gradient_.size();
+    const uint64_t chunks = (elements + kChunkElements - 1) / kChunkElements;
+    grpc::ClientContext context;
+    auto stream = stubs_[shard]->Echo(&context);
+    bench::RawChunk chunk;
+    uint64_t sent = 0;
+    for (uint64_t i = shard; i < chunks; i += stubs_.size()) {
+      const uint64_t offset = i * kChunkElements;
+      const uint64_t length = std::min<uint64_t>(kChunkElements, elements - offset);
+      chunk.mutable_data()->assign(reinterpret_cast<const char*>(gradient_.data() + offset),
+                                   length * sizeof(float));
+      if (!stream->Write(chunk)) break;
+      ++sent;
+    }
+    stream->WritesDone();
+    uint64_t i = shard;
+    while (stream->Read(&chunk)) {
+      std::memcpy(weights_.data() + i * kChunkElements, chunk.data().data(), chunk.data().size());
+      i += stubs_.size();
+    }
+    const grpc::Status status = stream->Finish();
+    if (!status.ok()) return absl::UnavailableError(status.error_message());
+    if (i != shard + sent * stubs_.size()) return absl::InternalError("echo lost chunks");
+    return absl::OkStatus();
+  }
+
+  std::vector<std::unique_ptr<bench::RawStream::Stub>> stubs_;
+  std::vector<float> gradient_;
+  std::vector<float> weights_;
+};
+
+// ---------------------------------------------------------------------------
+// The measured system.
+
+struct Config {
+  uint64_t elements;
+  int shards;
+  int workers;
+  bool operator==(const Config& o) const {
+    return elements == o.elements && shards == o.shards && workers == o.workers;
+  }
+};
+
+// Runs `round(w)` for every worker w at once; returns the first error.
+template <typename Round>
+absl::Status RunWorkers(int workers, Round round) {
+  if (workers == 1) return round(0);
+  std::vector<absl::Status> results(workers);
+  std::vector<std::thread> threads;
+  for (int w = 0; w < workers; ++w) {
+    threads.emplace_back([&, w] { results[w] = round(w); });
+  }
+  for (std::thread& t : threads) t.join();
+  for (const absl::Status& s : results) RETURN_IF_ERROR(s);
+  return absl::OkStatus();
+}
+
+struct RawResult {
+  double mb_per_s = 0;
+  double rounds_per_s = 0;
+};
+
+absl::StatusOr<RawResult> MeasureRaw(const Config& config) {
+  std::vector<std::unique_ptr<ChildProcess>> servers;
+  std::vector<std::string> addresses;
+  for (int s = 0; s < config.shards; ++s) {
+    const std::string port_file = absl::StrCat(TempDir(), "/raw-", s, ".port");
+    ASSIGN_OR_RETURN(auto child,
+                     ChildProcess::Start({SelfPath(), "--raw_server", port_file}, port_file));
+    addresses.push_back(child->address());
+    servers.push_back(std::move(child));
+  }
+  std::vector<std::unique_ptr<RawWorker>> workers;
+  for (int w = 0; w < config.workers; ++w) {
+    workers.push_back(std::make_unique<RawWorker>(addresses, config.elements));
+  }
+  // Warm-up (connections, allocator), then at least 2 s of rounds.
+  RETURN_IF_ERROR(RunWorkers(config.workers, [&](int w) { return workers[w]->Round(); }));
+  const absl::Time start = absl::Now();
+  int rounds = 0;
+  while (rounds < 3 || absl::Now() - start < absl::Seconds(2)) {
+    RETURN_IF_ERROR(RunWorkers(config.workers, [&](int w) { return workers[w]->Round(); }));
+    ++rounds;
+  }
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  RawResult result;
+  result.rounds_per_s = rounds * config.workers / seconds;
+  result.mb_per_s = result.rounds_per_s * 2.0 * config.elements * sizeof(float) / 1e6;
+  return result;
+}
+
+// The shards, the worker clients and their buffers of one configuration.
+struct PsSetup {
+  Config config;
+  std::vector<std::unique_ptr<ChildProcess>> shards;
+  std::vector<std::unique_ptr<PsClient>> clients;
+  std::vector<TensorMap> gradients;
+  std::vector<TensorMap> weights;
+  RawResult raw;
+};
+
+absl::StatusOr<std::unique_ptr<PsSetup>> StartPs(const Config& config) {
+#ifndef DCASGD_PS_BINARY
+  return absl::FailedPreconditionError("built without services/ps (no dcasgd-ps)");
+#else
+  auto setup = std::make_unique<PsSetup>();
+  setup->config = config;
+  // The baseline first, so that the shards do not sit in memory meanwhile.
+  ASSIGN_OR_RETURN(setup->raw, MeasureRaw(config));
+  ClientOptions options;
+  for (int s = 0; s < config.shards; ++s) {
+    const std::string port_file = absl::StrCat(TempDir(), "/ps-", s, ".port");
+    ASSIGN_OR_RETURN(
+        auto child,
+        ChildProcess::Start(
+            {DCASGD_PS_BINARY, "--listen=127.0.0.1:0", absl::StrCat("--port_file=", port_file),
+             "--metrics_address=", absl::StrCat("--shard_index=", s),
+             absl::StrCat("--shard_count=", config.shards), "--update_rule=dcasgd-a", "--lr=0.01",
+             absl::StrCat("--max_message_bytes=", kMaxMessageBytes)},
+            port_file));
+    options.shard_addresses.push_back(child->address());
+    setup->shards.push_back(std::move(child));
+  }
+  options.max_message_bytes = kMaxMessageBytes;
+  TensorSpec spec;
+  spec.name = "model";
+  spec.shape = {static_cast<int64_t>(config.elements)};
+  spec.chunk_elements = kChunkElements;
+  spec.init.kind = Initializer::Kind::kUniform;
+  spec.init.a = -0.1f;
+  spec.init.b = 0.1f;
+  spec.init.seed = 1;
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> small(-1e-3f, 1e-3f);
+  for (int w = 0; w < config.workers; ++w) {
+    options.worker_name = absl::StrCat("bench-worker-", w);
+    ASSIGN_OR_RETURN(auto client, PsClient::Connect(options));
+    if (w == 0) RETURN_IF_ERROR(client->Declare({spec}));
+    TensorMap weights;
+    RETURN_IF_ERROR(client->Pull({"model"}, &weights));
+    TensorMap gradients;
+    std::vector<float>& g = gradients["model"];
+    g.resize(config.elements);
+    for (float& x : g) x = small(rng);
+    setup->clients.push_back(std::move(client));
+    setup->gradients.push_back(std::move(gradients));
+    setup->weights.push_back(std::move(weights));
+  }
+  return setup;
+#endif
+}
+
+// One configuration lives while its benchmark runs (the library calls the
+// function several times while it picks an iteration count).
+std::unique_ptr<PsSetup>& CurrentSetup() {
+  static auto* setup = new std::unique_ptr<PsSetup>();
+  return *setup;
+}
+
+void BM_PushPull(benchmark::State& state) {
+  const Config config{static_cast<uint64_t>(state.range(0)), static_cast<int>(state.range(1)),
+                      static_cast<int>(state.range(2))};
+  std::unique_ptr<PsSetup>& setup = CurrentSetup();
+  if (setup == nullptr || !(setup->config == config)) {
+    setup.reset();
+    absl::StatusOr<std::unique_ptr<PsSetup>> started = StartPs(config);
+    if (!started.ok()) {
+      state.SkipWithError(started.status().ToString().c_str());
+      return;
+    }
+    setup = std::move(started).value();
+  }
+  double up_ms = 0, down_ms = 0;
+  const absl::Time start = absl::Now();
+  int64_t rounds = 0;
+  for (auto _ : state) {
+    const absl::Status status = RunWorkers(config.workers, [&](int w) {
+      return setup->clients[w]->PushPull(setup->gradients[w], &setup->weights[w]);
+    });
+    if (!status.ok()) {
+      state.SkipWithError(status.ToString().c_str());
+      return;
+    }
+    ++rounds;
+  }
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  if (config.workers == 1) {
+    // Separate Push and Pull of the same model: where the time of a round goes.
+    const int kSamples = 3;
+    for (int i = 0; i < kSamples; ++i) {
+      const absl::Time t0 = absl::Now();
+      if (!setup->clients[0]->Push(setup->gradients[0]).ok()) break;
+      const absl::Time t1 = absl::Now();
+      if (!setup->clients[0]->Pull({"model"}, &setup->weights[0]).ok()) break;
+      up_ms += absl::ToDoubleMilliseconds(t1 - t0) / kSamples;
+      down_ms += absl::ToDoubleMilliseconds(absl::Now() - t1) / kSamples;
+    }
+    state.counters["push_ms"] = up_ms;
+    state.counters["pull_ms"] = down_ms;
+  }
+  const double bytes_per_round = 2.0 * config.elements * sizeof(float);
+  const double rounds_per_s = rounds * config.workers / seconds;
+  const double mb_per_s = rounds_per_s * bytes_per_round / 1e6;
+  state.counters["MB/s"] = mb_per_s;
+  state.counters["rounds/s"] = rounds_per_s;
+  state.counters["raw_MB/s"] = setup->raw.mb_per_s;
+  state.counters["raw_rounds/s"] = setup->raw.rounds_per_s;
+  state.counters["ratio"] = mb_per_s / setup->raw.mb_per_s;
+}
+
+// Model floats, shards, workers.
+BENCHMARK(BM_PushPull)
+    ->ArgNames({"floats", "shards", "workers"})
+    ->ArgsProduct({{1 << 20, 10 << 20}, {1, 2}, {1, 4}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->MinTime(3.0);
+
+}  // namespace
+}  // namespace dcasgd
+
+int main(int argc, char** argv) {
+  if (argc == 3 && std::strcmp(argv[1], "--raw_server") == 0) {
+    return dcasgd::RunRawServer(argv[2]);
+  }
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  dcasgd::CurrentSetup().reset();
+  return 0;
+}
