@@ -29,7 +29,7 @@ constexpr char kListening[] = "S3rver listening on 127.0.0.1:";
 
 std::string FindNode() {
   if (const char* node = std::getenv("DCASGD_NODE"); node != nullptr && *node != '\0') {
-    return node;
+    return ::access(node, X_OK) == 0 ? node : "";
   }
   const char* path = std::getenv("PATH");
   if (path == nullptr) return "";
