@@ -71,6 +71,12 @@ absl::Status PsServer::StartImpl() {
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(), &grpc_port_);
   builder.RegisterService(service_.get());
+  if (options_.shard.shard_index == 0) {
+    // Data-set leases use the worker lease duration: both track live workers.
+    coordinator_ = std::make_unique<DataCoordinator>(options_.shard.lease, Clock::Real());
+    coordinator_service_ = std::make_unique<DataCoordinatorService>(coordinator_.get());
+    builder.RegisterService(coordinator_service_.get());
+  }
   builder.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || grpc_port_ == 0) {

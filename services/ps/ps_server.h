@@ -8,9 +8,11 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "core/data_coordinator.h"
 #include "core/shard_store.h"
 #include "grpcpp/server.h"
 #include "services/ps/checkpointer.h"
+#include "services/ps/coordinator_service.h"
 #include "services/ps/periodic_task.h"
 #include "services/ps/ps_metrics.h"
 #include "services/ps/ps_options.h"
@@ -19,9 +21,9 @@
 namespace dcasgd {
 
 // One running parameter shard: the store, the gRPC server (ParameterShard,
-// health, reflection), the metrics endpoint, the checkpointer and the lease
-// reaper. main.cc is Start + wait for a signal + Shutdown; tests run it in
-// process the same way.
+// health, reflection; shard 0 also hosts the DataCoordinator), the metrics endpoint, the
+// checkpointer and the lease reaper. main.cc is Start + wait for a signal + Shutdown; tests run it
+// in process the same way.
 class PsServer {
  public:
   // Restores <checkpoint_dir>/shard-<i>.ckpt when present (an unreadable or
@@ -62,6 +64,8 @@ class PsServer {
   std::unique_ptr<ShardMetrics> metrics_;
   std::unique_ptr<Checkpointer> checkpointer_;  // null: checkpoints off
   std::unique_ptr<ParameterShardService> service_;
+  std::unique_ptr<DataCoordinator> coordinator_;  // shard 0 only
+  std::unique_ptr<DataCoordinatorService> coordinator_service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<PeriodicTask> lease_reaper_;
   int grpc_port_ = 0;

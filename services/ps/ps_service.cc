@@ -17,6 +17,31 @@ grpc::Status Cancelled() {
   return grpc::Status(grpc::StatusCode::CANCELLED, "the client cancelled the call");
 }
 
+// Parses a raw request; INVALID_ARGUMENT when it is not a valid `Message`.
+// Consumes `bytes`.
+template <typename Message>
+absl::Status ParseMessage(grpc::ByteBuffer* bytes, Message* message) {
+  if (!grpc::SerializationTraits<Message>::Deserialize(bytes, message).ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot parse ", message->GetTypeName(),
+                     ": malformed bytes or a string field that is not valid UTF-8"));
+  }
+  return absl::OkStatus();
+}
+
+template <typename Message>
+absl::Status ParseMessage(const grpc::ByteBuffer& bytes, Message* message) {
+  grpc::ByteBuffer copy(bytes);  // shares the slices
+  return ParseMessage(&copy, message);
+}
+
+template <typename Message>
+void SerializeMessage(const Message& message, grpc::ByteBuffer* bytes) {
+  bool own_buffer = false;
+  bytes->Clear();  // the serializer requires an empty buffer
+  grpc::SerializationTraits<Message>::Serialize(message, bytes, &own_buffer);
+}
+
 }  // namespace
 
 // Accumulates the messages of one push stream, enforcing the boundary rules:
@@ -84,13 +109,19 @@ class ParameterShardService::PushCollector {
 };
 
 // Pull: plans the chunks once, then reads and writes one chunk per message.
-class ParameterShardService::PullReactor final : public grpc::ServerWriteReactor<v1::PullResponse> {
+class ParameterShardService::PullReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
-  PullReactor(ParameterShardService* service, const v1::PullRequest* request)
-      : service_(service), worker_(request->worker_id()) {
+  PullReactor(ParameterShardService* service, const grpc::ByteBuffer& raw_request)
+      : service_(service) {
+    v1::PullRequest request;
+    if (absl::Status s = ParseMessage(raw_request, &request); !s.ok()) {
+      Reject(s);
+      return;
+    }
+    worker_ = request.worker_id();
     std::vector<std::string> names;
-    names.reserve(request->tensors_size());
-    for (const std::string& name : request->tensors()) {
+    names.reserve(request.tensors_size());
+    for (const std::string& name : request.tensors()) {
       if (absl::Status s = ValidateName("pulled tensor name", name); !s.ok()) {
         Reject(s);
         return;
@@ -129,7 +160,8 @@ class ParameterShardService::PullReactor final : public grpc::ServerWriteReactor
     chunk->set_chunk_index(ref.chunk_index);
     response_.set_version(service_->store_->ReadChunk(worker_, ref, chunk->mutable_values()));
     service_->metrics_->AddSentBytes(chunk->values().size());
-    StartWrite(&response_);
+    SerializeMessage(response_, &bytes_);
+    StartWrite(&bytes_);
   }
 
   void Reject(const absl::Status& status) {
@@ -138,30 +170,33 @@ class ParameterShardService::PullReactor final : public grpc::ServerWriteReactor
   }
 
   ParameterShardService* const service_;
-  const WorkerId worker_;
+  WorkerId worker_ = 0;
   std::vector<ChunkRef> plan_;
   size_t next_ = 0;
   v1::PullResponse response_;
+  grpc::ByteBuffer bytes_;
 };
 
 // Push: collects every chunk until the client half-closes, then submits the
 // push; the store's callback finishes the call, maybe later on another
 // thread (SSGD rounds, SSP waits).
-class ParameterShardService::PushReactor final : public grpc::ServerReadReactor<v1::PushRequest> {
+class ParameterShardService::PushReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
  public:
   PushReactor(ParameterShardService* service, grpc::CallbackServerContext* context,
-              v1::PushResponse* response)
+              grpc::ByteBuffer* response)
       : service_(service), context_(context), response_(response), collector_(service) {
-    StartRead(&request_);
+    StartRead(&bytes_);
   }
 
   void OnReadDone(bool ok) override {
     if (ok) {
-      if (absl::Status s = collector_.Add(&request_); !s.ok()) {
+      absl::Status s = ParseMessage(&bytes_, &request_);
+      if (s.ok()) s = collector_.Add(&request_);
+      if (!s.ok()) {
         Reject(s);
         return;
       }
-      StartRead(&request_);
+      StartRead(&bytes_);
       return;
     }
     // A cancelled stream also ends reads: never apply part of a push.
@@ -180,8 +215,10 @@ class ParameterShardService::PushReactor final : public grpc::ServerReadReactor<
                          return;
                        }
                        service_->metrics_->ObservePush(result->staleness, result->apply_seconds);
-                       response_->set_version(result->version);
-                       response_->set_staleness(result->staleness);
+                       v1::PushResponse response;
+                       response.set_version(result->version);
+                       response.set_staleness(result->staleness);
+                       SerializeMessage(response, response_);
                        Finish(grpc::Status::OK);
                      });
   }
@@ -196,28 +233,31 @@ class ParameterShardService::PushReactor final : public grpc::ServerReadReactor<
 
   ParameterShardService* const service_;
   grpc::CallbackServerContext* const context_;
-  v1::PushResponse* const response_;
+  grpc::ByteBuffer* const response_;
   PushCollector collector_;
+  grpc::ByteBuffer bytes_;
   v1::PushRequest request_;
 };
 
 // PushPull: like Push, then streams the new values of the pushed chunks, one
 // message per chunk, moving each string into the message.
 class ParameterShardService::PushPullReactor final
-    : public grpc::ServerBidiReactor<v1::PushRequest, v1::PullResponse> {
+    : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   PushPullReactor(ParameterShardService* service, grpc::CallbackServerContext* context)
       : service_(service), context_(context), collector_(service) {
-    StartRead(&request_);
+    StartRead(&in_bytes_);
   }
 
   void OnReadDone(bool ok) override {
     if (ok) {
-      if (absl::Status s = collector_.Add(&request_); !s.ok()) {
+      absl::Status s = ParseMessage(&in_bytes_, &request_);
+      if (s.ok()) s = collector_.Add(&request_);
+      if (!s.ok()) {
         Reject(s);
         return;
       }
-      StartRead(&request_);
+      StartRead(&in_bytes_);
       return;
     }
     if (context_->IsCancelled()) {
@@ -265,7 +305,8 @@ class ParameterShardService::PushPullReactor final
     chunk->mutable_values()->swap(values.values);
     response_.set_version(version_);
     service_->metrics_->AddSentBytes(chunk->values().size());
-    StartWrite(&response_);
+    SerializeMessage(response_, &out_bytes_);
+    StartWrite(&out_bytes_);
   }
 
   void Reject(const absl::Status& status) {
@@ -276,7 +317,9 @@ class ParameterShardService::PushPullReactor final
   ParameterShardService* const service_;
   grpc::CallbackServerContext* const context_;
   PushCollector collector_;
+  grpc::ByteBuffer in_bytes_;
   v1::PushRequest request_;
+  grpc::ByteBuffer out_bytes_;
   uint64_t version_ = 0;
   std::vector<ChunkValues> new_values_;
   size_t next_ = 0;
@@ -327,14 +370,13 @@ grpc::ServerUnaryReactor* ParameterShardService::Respond(grpc::CallbackServerCon
   return reactor;
 }
 
-grpc::ServerUnaryReactor* ParameterShardService::DeclareTensors(
-    grpc::CallbackServerContext* context, const v1::DeclareTensorsRequest* request,
-    v1::DeclareTensorsResponse* response) {
+absl::Status ParameterShardService::DoDeclare(const v1::DeclareTensorsRequest& request,
+                                              v1::DeclareTensorsResponse* response) {
   std::vector<TensorSpec> specs;
-  specs.reserve(request->tensors_size());
-  for (const v1::TensorSpec& proto : request->tensors()) {
+  specs.reserve(request.tensors_size());
+  for (const v1::TensorSpec& proto : request.tensors()) {
     absl::StatusOr<TensorSpec> spec = TensorSpecFromProto(proto);
-    if (!spec.ok()) return Respond(context, spec.status());
+    if (!spec.ok()) return spec.status();
     specs.push_back(*std::move(spec));
   }
   absl::StatusOr<std::vector<TensorSpec>> declared;
@@ -343,25 +385,44 @@ grpc::ServerUnaryReactor* ParameterShardService::DeclareTensors(
     declared = store_->Declare(std::move(specs));
     if (declared.ok()) RefreshOwnedChunks();
   }
-  if (!declared.ok()) return Respond(context, declared.status());
+  if (!declared.ok()) return declared.status();
   if (checkpointer_ != nullptr) checkpointer_->NoteDeclared();
   for (const TensorSpec& spec : *declared) TensorSpecToProto(spec, response->add_tensors());
-  return Respond(context, absl::OkStatus());
+  return absl::OkStatus();
 }
 
-grpc::ServerUnaryReactor* ParameterShardService::Join(grpc::CallbackServerContext* context,
-                                                      const v1::JoinRequest* request,
-                                                      v1::JoinResponse* response) {
-  if (absl::Status s = ValidateName("worker_name", request->worker_name()); !s.ok()) {
-    return Respond(context, s);
-  }
-  absl::StatusOr<JoinResult> joined = store_->Join(request->worker_name());
-  if (!joined.ok()) return Respond(context, joined.status());
+grpc::ServerUnaryReactor* ParameterShardService::DeclareTensors(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  v1::DeclareTensorsRequest parsed;
+  absl::Status status = ParseMessage(*request, &parsed);
+  v1::DeclareTensorsResponse reply;
+  if (status.ok()) status = DoDeclare(parsed, &reply);
+  if (status.ok()) SerializeMessage(reply, response);
+  return Respond(context, status);
+}
+
+absl::Status ParameterShardService::DoJoin(const v1::JoinRequest& request,
+                                           v1::JoinResponse* response) {
+  if (absl::Status s = ValidateName("worker_name", request.worker_name()); !s.ok()) return s;
+  absl::StatusOr<JoinResult> joined = store_->Join(request.worker_name());
+  if (!joined.ok()) return joined.status();
   response->set_worker_id(joined->worker_id);
   response->set_lease_ms(absl::ToInt64Milliseconds(joined->lease));
   response->set_shard_index(store_->config().shard_index);
   response->set_shard_count(store_->config().shard_count);
-  return Respond(context, absl::OkStatus());
+  return absl::OkStatus();
+}
+
+grpc::ServerUnaryReactor* ParameterShardService::Join(grpc::CallbackServerContext* context,
+                                                      const grpc::ByteBuffer* request,
+                                                      grpc::ByteBuffer* response) {
+  v1::JoinRequest parsed;
+  absl::Status status = ParseMessage(*request, &parsed);
+  v1::JoinResponse reply;
+  if (status.ok()) status = DoJoin(parsed, &reply);
+  if (status.ok()) SerializeMessage(reply, response);
+  return Respond(context, status);
 }
 
 grpc::ServerUnaryReactor* ParameterShardService::Heartbeat(grpc::CallbackServerContext* context,
@@ -378,17 +439,17 @@ grpc::ServerUnaryReactor* ParameterShardService::Leave(grpc::CallbackServerConte
   return Respond(context, store_->Leave(request->worker_id()));
 }
 
-grpc::ServerWriteReactor<v1::PullResponse>* ParameterShardService::Pull(
-    grpc::CallbackServerContext* context, const v1::PullRequest* request) {
-  return new PullReactor(this, request);
+grpc::ServerWriteReactor<grpc::ByteBuffer>* ParameterShardService::Pull(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
+  return new PullReactor(this, *request);
 }
 
-grpc::ServerReadReactor<v1::PushRequest>* ParameterShardService::Push(
-    grpc::CallbackServerContext* context, v1::PushResponse* response) {
+grpc::ServerReadReactor<grpc::ByteBuffer>* ParameterShardService::Push(
+    grpc::CallbackServerContext* context, grpc::ByteBuffer* response) {
   return new PushReactor(this, context, response);
 }
 
-grpc::ServerBidiReactor<v1::PushRequest, v1::PullResponse>* ParameterShardService::PushPull(
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* ParameterShardService::PushPull(
     grpc::CallbackServerContext* context) {
   return new PushPullReactor(this, context);
 }

@@ -7,10 +7,23 @@
 #include "absl/synchronization/mutex.h"
 #include "core/shard_store.h"
 #include "dcasgd/v1/ps.grpc.pb.h"
+#include "grpcpp/support/byte_buffer.h"
 #include "services/ps/checkpointer.h"
 #include "services/ps/ps_metrics.h"
 
 namespace dcasgd {
+
+// The generated service with the methods whose requests carry names or
+// streams taken as raw bytes (see ParameterShardService).
+using ParameterShardBase = v1::ParameterShard::WithCallbackMethod_Heartbeat<
+    v1::ParameterShard::WithCallbackMethod_Leave<v1::ParameterShard::WithCallbackMethod_GetStatus<
+        v1::ParameterShard::WithCallbackMethod_Checkpoint<
+            v1::ParameterShard::WithRawCallbackMethod_DeclareTensors<
+                v1::ParameterShard::WithRawCallbackMethod_Join<
+                    v1::ParameterShard::WithRawCallbackMethod_Pull<
+                        v1::ParameterShard::WithRawCallbackMethod_Push<
+                            v1::ParameterShard::WithRawCallbackMethod_PushPull<
+                                v1::ParameterShard::Service>>>>>>>>>;
 
 // dcasgd.v1.ParameterShard over one ShardStore, with the gRPC callback API.
 // It validates requests at the boundary (names, sizes, first-message rules),
@@ -19,13 +32,18 @@ namespace dcasgd {
 // small reactors that never block a gRPC thread: a push waiting for an SSGD
 // round or the SSP bound finishes later from the thread that releases it.
 //
+// DeclareTensors, Join, Pull, Push and PushPull receive raw bytes and parse
+// them here, so that a malformed message (e.g. a name that is not UTF-8) is
+// INVALID_ARGUMENT instead of gRPC's INTERNAL and, in a push stream, is never
+// mistaken for the end of the stream (which would apply part of a push).
+//
 // Error codes follow ps.proto; beyond the store's own checks, a push stream
 // with more chunks than this shard owns or more than `max_push_bytes` of
 // gradient is RESOURCE_EXHAUSTED with nothing applied.
 //
 // Thread-safe. `store`, `metrics` and `checkpointer` (null: checkpoints off)
 // must outlive the service and the gRPC server it is registered with.
-class ParameterShardService final : public v1::ParameterShard::CallbackService {
+class ParameterShardService final : public ParameterShardBase {
  public:
   ParameterShardService(ShardStore* store, ShardMetrics* metrics, Checkpointer* checkpointer,
                         int64_t max_push_bytes);
@@ -37,22 +55,22 @@ class ParameterShardService final : public v1::ParameterShard::CallbackService {
   void BeginShutdown();
 
   grpc::ServerUnaryReactor* DeclareTensors(grpc::CallbackServerContext* context,
-                                           const v1::DeclareTensorsRequest* request,
-                                           v1::DeclareTensorsResponse* response) override;
+                                           const grpc::ByteBuffer* request,
+                                           grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* context,
-                                 const v1::JoinRequest* request,
-                                 v1::JoinResponse* response) override;
+                                 const grpc::ByteBuffer* request,
+                                 grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* context,
                                       const v1::HeartbeatRequest* request,
                                       v1::HeartbeatResponse* response) override;
   grpc::ServerUnaryReactor* Leave(grpc::CallbackServerContext* context,
                                   const v1::LeaveRequest* request,
                                   v1::LeaveResponse* response) override;
-  grpc::ServerWriteReactor<v1::PullResponse>* Pull(grpc::CallbackServerContext* context,
-                                                   const v1::PullRequest* request) override;
-  grpc::ServerReadReactor<v1::PushRequest>* Push(grpc::CallbackServerContext* context,
-                                                 v1::PushResponse* response) override;
-  grpc::ServerBidiReactor<v1::PushRequest, v1::PullResponse>* PushPull(
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Pull(grpc::CallbackServerContext* context,
+                                                   const grpc::ByteBuffer* request) override;
+  grpc::ServerReadReactor<grpc::ByteBuffer>* Push(grpc::CallbackServerContext* context,
+                                                  grpc::ByteBuffer* response) override;
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* PushPull(
       grpc::CallbackServerContext* context) override;
   grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* context,
                                       const v1::GetStatusRequest* request,
@@ -70,6 +88,9 @@ class ParameterShardService final : public v1::ParameterShard::CallbackService {
   // Finishes a unary call, counting a rejection.
   grpc::ServerUnaryReactor* Respond(grpc::CallbackServerContext* context,
                                     const absl::Status& status);
+  absl::Status DoDeclare(const v1::DeclareTensorsRequest& request,
+                         v1::DeclareTensorsResponse* response);
+  absl::Status DoJoin(const v1::JoinRequest& request, v1::JoinResponse* response);
   // Hands a collected push to the store unless shutting down; `done` runs
   // exactly once (maybe later, on another thread).
   void Submit(WorkerId worker, std::vector<GradientChunk> chunks, bool pull_after,

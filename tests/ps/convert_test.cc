@@ -1,0 +1,111 @@
+#include "services/ps/convert.h"
+
+#include <string>
+
+#include "gtest/gtest.h"
+
+namespace dcasgd {
+namespace {
+
+TEST(ToGrpcStatus, KeepsCodeAndMessageForEveryCode) {
+  for (int code = 0; code <= 16; ++code) {
+    const absl::Status status(static_cast<absl::StatusCode>(code),
+                              code == 0 ? "" : "message " + std::to_string(code));
+    const grpc::Status converted = ToGrpcStatus(status);
+    EXPECT_EQ(static_cast<int>(converted.error_code()), code);
+    EXPECT_EQ(converted.error_message(), std::string(status.message()));
+  }
+  EXPECT_EQ(ToGrpcStatus(absl::NotFoundError("w")).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(ToGrpcStatus(absl::ResourceExhaustedError("big")).error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
+}
+
+TEST(IsValidUtf8, AcceptsWellFormedText) {
+  EXPECT_TRUE(IsValidUtf8(""));
+  EXPECT_TRUE(IsValidUtf8("layer1/weights"));
+  EXPECT_TRUE(IsValidUtf8("\xc3\xa9t\xc3\xa9"));         // été
+  EXPECT_TRUE(IsValidUtf8("\xe6\x9d\x83\xe9\x87\x8d"));  // 权重
+  EXPECT_TRUE(IsValidUtf8("\xf0\x9f\x98\x80"));          // U+1F600
+}
+
+TEST(IsValidUtf8, RejectsMalformedBytes) {
+  EXPECT_FALSE(IsValidUtf8("\xff"));
+  EXPECT_FALSE(IsValidUtf8("\x80"));              // lone continuation
+  EXPECT_FALSE(IsValidUtf8("\xc3"));              // truncated
+  EXPECT_FALSE(IsValidUtf8("\xc0\xaf"));          // overlong '/'
+  EXPECT_FALSE(IsValidUtf8("\xed\xa0\x80"));      // surrogate U+D800
+  EXPECT_FALSE(IsValidUtf8("\xf4\x90\x80\x80"));  // above U+10FFFF
+  EXPECT_FALSE(IsValidUtf8(std::string("ok\xe2\x82", 4)));
+}
+
+TEST(ValidateName, RejectsEmptyAndBadUtf8) {
+  EXPECT_TRUE(ValidateName("tensor name", "w").ok());
+  EXPECT_EQ(ValidateName("tensor name", "").code(), absl::StatusCode::kInvalidArgument);
+  const absl::Status bad = ValidateName("tensor name", "\xff");
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.message().find("tensor name"), absl::string_view::npos);
+}
+
+TEST(TensorSpecProto, RoundTripsEveryInitializer) {
+  std::vector<v1::Initializer> inits(5);
+  inits[0].mutable_zeros();
+  inits[1].mutable_constant()->set_value(0.5f);
+  inits[2].mutable_uniform()->set_low(-1);
+  inits[2].mutable_uniform()->set_high(2);
+  inits[2].mutable_uniform()->set_seed(7);
+  inits[3].mutable_normal()->set_mean(1);
+  inits[3].mutable_normal()->set_stddev(0.1f);
+  inits[3].mutable_normal()->set_seed(9);
+  const float values[2] = {1.5f, -2.0f};
+  inits[4].set_values(std::string(reinterpret_cast<const char*>(values), sizeof(values)));
+  for (const v1::Initializer& init : inits) {
+    v1::TensorSpec proto;
+    proto.set_name("w");
+    proto.add_shape(2);
+    proto.set_chunk_elements(1);
+    *proto.mutable_init() = init;
+    absl::StatusOr<TensorSpec> spec = TensorSpecFromProto(proto);
+    ASSERT_TRUE(spec.ok()) << spec.status();
+    EXPECT_EQ(spec->name, "w");
+    EXPECT_EQ(spec->shape, std::vector<int64_t>{2});
+    EXPECT_EQ(spec->chunk_elements, 1u);
+    v1::TensorSpec back;
+    TensorSpecToProto(*spec, &back);
+    EXPECT_EQ(back.SerializeAsString(), proto.SerializeAsString()) << back.DebugString();
+  }
+}
+
+TEST(TensorSpecProto, ExplicitValuesBecomeFloats) {
+  v1::TensorSpec proto;
+  proto.set_name("b");
+  proto.add_shape(2);
+  const float values[2] = {1.5f, -2.0f};
+  proto.mutable_init()->set_values(
+      std::string(reinterpret_cast<const char*>(values), sizeof(values)));
+  absl::StatusOr<TensorSpec> spec = TensorSpecFromProto(proto);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->init.kind, Initializer::Kind::kValues);
+  EXPECT_EQ(spec->init.values, (std::vector<float>{1.5f, -2.0f}));
+}
+
+TEST(TensorSpecProto, UnsetInitializerIsZeros) {
+  v1::TensorSpec proto;
+  proto.set_name("z");
+  absl::StatusOr<TensorSpec> spec = TensorSpecFromProto(proto);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->init.kind, Initializer::Kind::kZeros);
+  EXPECT_TRUE(spec->shape.empty());
+}
+
+TEST(TensorSpecProto, RejectsBadNamesAndRaggedValues) {
+  v1::TensorSpec proto;
+  EXPECT_EQ(TensorSpecFromProto(proto).status().code(), absl::StatusCode::kInvalidArgument);
+  proto.set_name("\xc3\x28");
+  EXPECT_EQ(TensorSpecFromProto(proto).status().code(), absl::StatusCode::kInvalidArgument);
+  proto.set_name("w");
+  proto.mutable_init()->set_values("abcde");
+  EXPECT_EQ(TensorSpecFromProto(proto).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace dcasgd

@@ -1,0 +1,209 @@
+#include "services/ps/ps_options.h"
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace dcasgd {
+namespace {
+
+using ::testing::HasSubstr;
+
+// A fake environment.
+EnvLookup Env(std::map<std::string, std::string> vars) {
+  return [vars = std::move(vars)](const std::string& name) -> std::optional<std::string> {
+    auto it = vars.find(name);
+    if (it == vars.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+absl::StatusOr<PsOptions> Parse(std::vector<std::string> args,
+                                std::map<std::string, std::string> env = {}) {
+  return ParsePsOptions(args, Env(std::move(env)));
+}
+
+TEST(PsOptions, DefaultsWhenNothingIsGiven) {
+  absl::StatusOr<PsOptions> options = Parse({});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->listen, "0.0.0.0:7000");
+  EXPECT_EQ(options->metrics_address, "0.0.0.0:9100");
+  EXPECT_EQ(options->shard.shard_index, 0u);
+  EXPECT_EQ(options->shard.shard_count, 1u);
+  EXPECT_EQ(options->shard.optimizer.rule, UpdateRule::kDcAsgdAdaptive);
+  EXPECT_FLOAT_EQ(options->shard.optimizer.lambda0, 2.0f);
+  EXPECT_EQ(options->shard.sync, SyncMode::kAsync);
+  EXPECT_EQ(options->shard.max_staleness, -1);
+  EXPECT_EQ(options->shard.lease, absl::Seconds(30));
+  EXPECT_EQ(options->checkpoint_interval, absl::Seconds(60));
+  EXPECT_TRUE(options->checkpoint_dir.empty());
+  EXPECT_EQ(options->max_message_bytes, 16 << 20);
+  EXPECT_TRUE(options->port_file.empty());
+}
+
+TEST(PsOptions, ReadsEveryFormOfFlag) {
+  absl::StatusOr<PsOptions> options = Parse({"--listen=127.0.0.1:0",
+                                             "--shard_count",
+                                             "4",
+                                             "-shard_index=3",
+                                             "--update_rule=asgd",
+                                             "--sync=ssp",
+                                             "--ssp_bound=2",
+                                             "--ssp_policy=reject",
+                                             "--max_staleness=8",
+                                             "--lr=0.5",
+                                             "--momentum=0.9",
+                                             "--weight_decay=0.001",
+                                             "--staleness_aware",
+                                             "--lr_schedule=step",
+                                             "--lr_decay_factor=0.5",
+                                             "--lr_decay_every=100",
+                                             "--lease_seconds=2.5",
+                                             "--checkpoint_dir=/ckpt",
+                                             "--checkpoint_interval_seconds=5",
+                                             "--metrics_address=",
+                                             "--max_message_bytes=2048",
+                                             "--max_push_bytes=4096",
+                                             "--port_file=/tmp/p"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->listen, "127.0.0.1:0");
+  EXPECT_EQ(options->shard.shard_count, 4u);
+  EXPECT_EQ(options->shard.shard_index, 3u);
+  EXPECT_EQ(options->shard.optimizer.rule, UpdateRule::kAsgd);
+  EXPECT_EQ(options->shard.sync, SyncMode::kSsp);
+  EXPECT_EQ(options->shard.ssp_bound, 2u);
+  EXPECT_EQ(options->shard.ssp_policy, SspPolicy::kReject);
+  EXPECT_EQ(options->shard.max_staleness, 8);
+  EXPECT_FLOAT_EQ(options->shard.optimizer.learning_rate, 0.5f);
+  EXPECT_FLOAT_EQ(options->shard.optimizer.momentum, 0.9f);
+  EXPECT_FLOAT_EQ(options->shard.optimizer.weight_decay, 0.001f);
+  EXPECT_TRUE(options->shard.optimizer.staleness_aware);
+  EXPECT_EQ(options->shard.optimizer.schedule, LrSchedule::kStepDecay);
+  EXPECT_FLOAT_EQ(options->shard.optimizer.decay_factor, 0.5f);
+  EXPECT_EQ(options->shard.optimizer.decay_every, 100u);
+  EXPECT_EQ(options->shard.lease, absl::Milliseconds(2500));
+  EXPECT_EQ(options->checkpoint_dir, "/ckpt");
+  EXPECT_EQ(options->checkpoint_interval, absl::Seconds(5));
+  EXPECT_EQ(options->metrics_address, "");
+  EXPECT_EQ(options->max_message_bytes, 2048);
+  EXPECT_EQ(options->max_push_bytes, 4096);
+  EXPECT_EQ(options->port_file, "/tmp/p");
+}
+
+TEST(PsOptions, NoPrefixTurnsABoolOff) {
+  absl::StatusOr<PsOptions> options =
+      Parse({"--nostaleness_aware"}, {{"DCASGD_STALENESS_AWARE", "true"}});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_FALSE(options->shard.optimizer.staleness_aware);
+}
+
+TEST(PsOptions, EnvironmentSetsFlags) {
+  absl::StatusOr<PsOptions> options = Parse({}, {{"DCASGD_LR", "0.25"},
+                                                 {"DCASGD_SHARD_COUNT", "2"},
+                                                 {"DCASGD_SHARD_INDEX", "1"},
+                                                 {"DCASGD_CHECKPOINT_DIR", "/data"},
+                                                 {"DCASGD_STALENESS_AWARE", "true"}});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_FLOAT_EQ(options->shard.optimizer.learning_rate, 0.25f);
+  EXPECT_EQ(options->shard.shard_count, 2u);
+  EXPECT_EQ(options->shard.shard_index, 1u);
+  EXPECT_EQ(options->checkpoint_dir, "/data");
+  EXPECT_TRUE(options->shard.optimizer.staleness_aware);
+}
+
+TEST(PsOptions, FlagWinsOverEnvironment) {
+  absl::StatusOr<PsOptions> options = Parse({"--lr=0.3"}, {{"DCASGD_LR", "0.7"}});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_FLOAT_EQ(options->shard.optimizer.learning_rate, 0.3f);
+}
+
+TEST(PsOptions, RepeatedParsesDoNotLeakValues) {
+  ASSERT_TRUE(Parse({"--lr=0.3", "--update_rule=asgd"}).ok());
+  absl::StatusOr<PsOptions> options = Parse({});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_FLOAT_EQ(options->shard.optimizer.learning_rate, 0.1f);
+  EXPECT_EQ(options->shard.optimizer.rule, UpdateRule::kDcAsgdAdaptive);
+}
+
+TEST(PsOptions, Lambda0DefaultsDependOnTheRule) {
+  absl::StatusOr<PsOptions> constant = Parse({"--update_rule=dcasgd-c"});
+  ASSERT_TRUE(constant.ok()) << constant.status();
+  EXPECT_FLOAT_EQ(constant->shard.optimizer.lambda0, 0.04f);
+  absl::StatusOr<PsOptions> adaptive = Parse({"--update_rule=dcasgd-a"});
+  ASSERT_TRUE(adaptive.ok()) << adaptive.status();
+  EXPECT_FLOAT_EQ(adaptive->shard.optimizer.lambda0, 2.0f);
+  absl::StatusOr<PsOptions> given = Parse({"--update_rule=dcasgd-c", "--lambda0=0.5"});
+  ASSERT_TRUE(given.ok()) << given.status();
+  EXPECT_FLOAT_EQ(given->shard.optimizer.lambda0, 0.5f);
+  absl::StatusOr<PsOptions> from_env =
+      Parse({"--update_rule=dcasgd-c"}, {{"DCASGD_LAMBDA0", "1.5"}});
+  ASSERT_TRUE(from_env.ok()) << from_env.status();
+  EXPECT_FLOAT_EQ(from_env->shard.optimizer.lambda0, 1.5f);
+}
+
+TEST(PsOptions, AutoShardIndexTakesTheHostnameSuffix) {
+  absl::StatusOr<PsOptions> options =
+      Parse({"--shard_index=auto", "--shard_count=8"}, {{"HOSTNAME", "dcasgd-ps-7"}});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->shard.shard_index, 7u);
+
+  absl::StatusOr<PsOptions> no_number =
+      Parse({"--shard_index=auto", "--shard_count=8"}, {{"HOSTNAME", "laptop"}});
+  EXPECT_EQ(no_number.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(no_number.status().message(), HasSubstr("HOSTNAME"));
+  EXPECT_EQ(Parse({"--shard_index=auto"}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+struct BadCase {
+  std::vector<std::string> args;
+  std::map<std::string, std::string> env;
+  std::string message;  // a substring the error must contain
+};
+
+class PsOptionsErrors : public ::testing::TestWithParam<BadCase> {};
+
+TEST_P(PsOptionsErrors, AreInvalidArgumentNamingTheCulprit) {
+  absl::StatusOr<PsOptions> options = Parse(GetParam().args, GetParam().env);
+  ASSERT_FALSE(options.ok());
+  EXPECT_EQ(options.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(options.status().message(), HasSubstr(GetParam().message));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    PsOptions, PsOptionsErrors,
+    ::testing::Values(BadCase{{"--no_such_flag=1"}, {}, "no_such_flag"},
+                      BadCase{{"positional"}, {}, "positional"}, BadCase{{"--lr=fast"}, {}, "lr"},
+                      BadCase{{}, {{"DCASGD_LR", "fast"}}, "DCASGD_LR"},
+                      BadCase{{"--lr"}, {}, "needs a value"},
+                      BadCase{{"--shard_count=2", "--shard_index=2"}, {}, "shard_index"},
+                      BadCase{{"--shard_count=0"}, {}, "shard_count"},
+                      BadCase{{"--shard_index=-1"}, {}, "shard_index"},
+                      BadCase{{"--update_rule=adam"}, {}, "update_rule"},
+                      BadCase{{"--sync=sometimes"}, {}, "sync"},
+                      BadCase{{"--ssp_policy=maybe"}, {}, "ssp_policy"},
+                      BadCase{{"--lr_schedule=cosine"}, {}, "lr_schedule"},
+                      BadCase{{"--lease_seconds=0"}, {}, "lease_seconds"},
+                      BadCase{{"--checkpoint_interval_seconds=-1"}, {}, "checkpoint_interval"},
+                      BadCase{{"--max_staleness=-2"}, {}, "max_staleness"},
+                      BadCase{{"--max_push_bytes=0"}, {}, "max_push_bytes"},
+                      BadCase{{"--max_message_bytes=10"}, {}, "max_message_bytes"},
+                      BadCase{{"--lr=-1"}, {}, "learning_rate"}));
+
+TEST(PsOptions, UsageListsEveryFlagWithItsVariable) {
+  const std::string usage = PsOptionsUsage();
+  EXPECT_THAT(usage, HasSubstr("--shard_index (DCASGD_SHARD_INDEX)"));
+  EXPECT_THAT(usage, HasSubstr("--max_push_bytes (DCASGD_MAX_PUSH_BYTES)"));
+}
+
+TEST(PsOptions, DebugStringShowsTheConfig) {
+  absl::StatusOr<PsOptions> options = Parse({"--shard_count=3", "--shard_index=2"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_THAT(options->DebugString(), HasSubstr("shard=2/3"));
+}
+
+}  // namespace
+}  // namespace dcasgd

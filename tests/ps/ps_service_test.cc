@@ -1,0 +1,574 @@
+// The dcasgd-ps service in process, over a real loopback gRPC server, driven
+// with the raw generated stub.
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "dcasgd/v1/ps.grpc.pb.h"
+#include "gmock/gmock.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "grpcpp/security/credentials.h"
+#include "gtest/gtest.h"
+#include "services/ps/ps_server.h"
+#include "tests/testing/ps_process.h"
+
+namespace dcasgd {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+constexpr float kLr = 0.1f;
+
+std::string Bytes(const std::vector<float>& values) {
+  return std::string(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float));
+}
+
+std::vector<float> Floats(const std::string& bytes) {
+  std::vector<float> values(bytes.size() / sizeof(float));
+  std::memcpy(values.data(), bytes.data(), values.size() * sizeof(float));
+  return values;
+}
+
+v1::PushRequest Gradient(uint64_t worker, const std::string& tensor, uint64_t chunk,
+                         const std::vector<float>& values) {
+  v1::PushRequest request;
+  request.set_worker_id(worker);
+  request.mutable_gradient()->set_tensor(tensor);
+  request.mutable_gradient()->set_chunk_index(chunk);
+  request.mutable_gradient()->set_values(Bytes(values));
+  return request;
+}
+
+struct PullResult {
+  grpc::Status status;
+  std::vector<v1::PullResponse> messages;
+};
+
+// A shard of one: tensor "w" (10 elements, chunks of 4 -> 3 chunks, all
+// ones) declared; DC-ASGD-c, so a push right after the pushing worker's own
+// pull is plain SGD (w == w_bak), which gives exact expected values.
+class PsServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override { StartServer({}); }
+
+  void StartServer(std::vector<std::string> extra) {
+    absl::StatusOr<std::string> dir = testing::MakeTempDir("ps-service-test");
+    ASSERT_TRUE(dir.ok()) << dir.status();
+    dir_ = *dir;
+    std::vector<std::string> args = {
+        "--listen=127.0.0.1:0",   "--metrics_address=127.0.0.1:0",
+        "--update_rule=dcasgd-c", "--lr=0.1",
+        "--max_push_bytes=64",    "--checkpoint_dir=" + dir_ + "/ckpt"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    absl::StatusOr<PsOptions> options =
+        ParsePsOptions(args, [](const std::string&) { return std::optional<std::string>(); });
+    ASSERT_TRUE(options.ok()) << options.status();
+    absl::StatusOr<std::unique_ptr<PsServer>> server = PsServer::Start(*options);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    channel_ = grpc::CreateChannel(server_->local_address(), grpc::InsecureChannelCredentials());
+    stub_ = v1::ParameterShard::NewStub(channel_);
+
+    v1::DeclareTensorsRequest declare;
+    v1::TensorSpec* spec = declare.add_tensors();
+    spec->set_name("w");
+    spec->add_shape(10);
+    spec->set_chunk_elements(4);
+    spec->mutable_init()->mutable_constant()->set_value(1.0f);
+    v1::DeclareTensorsResponse declared;
+    grpc::ClientContext context;
+    ASSERT_TRUE(stub_->DeclareTensors(&context, declare, &declared).ok());
+  }
+
+  void TearDown() override {
+    stub_.reset();
+    server_.reset();
+    testing::RemoveTree(dir_);
+  }
+
+  uint64_t Join(const std::string& name) {
+    v1::JoinRequest request;
+    request.set_worker_name(name);
+    v1::JoinResponse response;
+    grpc::ClientContext context;
+    grpc::Status status = stub_->Join(&context, request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return response.worker_id();
+  }
+
+  PullResult Pull(uint64_t worker, std::vector<std::string> tensors = {}) {
+    v1::PullRequest request;
+    request.set_worker_id(worker);
+    for (const std::string& t : tensors) request.add_tensors(t);
+    grpc::ClientContext context;
+    auto reader = stub_->Pull(&context, request);
+    PullResult result;
+    v1::PullResponse message;
+    while (reader->Read(&message)) result.messages.push_back(message);
+    result.status = reader->Finish();
+    return result;
+  }
+
+  // The whole tensor "w" as an evaluator sees it (no backup recorded).
+  std::vector<float> Weights() {
+    PullResult pulled = Pull(0, {"w"});
+    EXPECT_TRUE(pulled.status.ok()) << pulled.status.error_message();
+    std::map<uint64_t, std::vector<float>> chunks;
+    for (const auto& m : pulled.messages)
+      chunks[m.chunk().chunk_index()] = Floats(m.chunk().values());
+    std::vector<float> all;
+    for (const auto& [index, values] : chunks) all.insert(all.end(), values.begin(), values.end());
+    return all;
+  }
+
+  grpc::Status Push(const std::vector<v1::PushRequest>& messages, v1::PushResponse* response) {
+    grpc::ClientContext context;
+    auto writer = stub_->Push(&context, response);
+    for (const auto& m : messages) {
+      if (!writer->Write(m)) break;  // the server already answered
+    }
+    writer->WritesDone();
+    return writer->Finish();
+  }
+
+  PullResult PushPull(const std::vector<v1::PushRequest>& messages) {
+    grpc::ClientContext context;
+    auto stream = stub_->PushPull(&context);
+    for (const auto& m : messages) {
+      if (!stream->Write(m)) break;
+    }
+    stream->WritesDone();
+    PullResult result;
+    v1::PullResponse message;
+    while (stream->Read(&message)) result.messages.push_back(message);
+    result.status = stream->Finish();
+    return result;
+  }
+
+  v1::ShardStatus Status() {
+    v1::ShardStatus status;
+    grpc::ClientContext context;
+    EXPECT_TRUE(stub_->GetStatus(&context, v1::GetStatusRequest(), &status).ok());
+    return status;
+  }
+
+  // A full, valid gradient of ones for "w".
+  std::vector<v1::PushRequest> FullGradient(uint64_t worker, float g = 1.0f) {
+    return {Gradient(worker, "w", 0, {g, g, g, g}), Gradient(worker, "w", 1, {g, g, g, g}),
+            Gradient(worker, "w", 2, {g, g})};
+  }
+
+  std::string dir_;
+  std::unique_ptr<PsServer> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::ParameterShard::Stub> stub_;
+};
+
+TEST_F(PsServiceTest, DeclareReturnsResolvedSpecsAndIsIdempotent) {
+  v1::DeclareTensorsRequest declare;
+  v1::TensorSpec* spec = declare.add_tensors();
+  spec->set_name("bias");
+  spec->add_shape(3);
+  v1::DeclareTensorsResponse response;
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(stub_->DeclareTensors(&context, declare, &response).ok());
+  }
+  ASSERT_EQ(response.tensors_size(), 1);
+  EXPECT_EQ(response.tensors(0).chunk_elements(), 65536u);
+  grpc::ClientContext again;
+  EXPECT_TRUE(stub_->DeclareTensors(&again, declare, &response).ok());
+  const v1::ShardStatus status = Status();
+  EXPECT_EQ(status.tensors_size(), 2);
+}
+
+TEST_F(PsServiceTest, JoinReportsLeaseAndShard) {
+  v1::JoinRequest request;
+  request.set_worker_name("worker-0");
+  v1::JoinResponse response;
+  grpc::ClientContext context;
+  ASSERT_TRUE(stub_->Join(&context, request, &response).ok());
+  EXPECT_NE(response.worker_id(), 0u);
+  EXPECT_EQ(response.lease_ms(), 30000u);
+  EXPECT_EQ(response.shard_index(), 0u);
+  EXPECT_EQ(response.shard_count(), 1u);
+  grpc::ClientContext heartbeat_context;
+  v1::HeartbeatRequest heartbeat;
+  heartbeat.set_worker_id(response.worker_id());
+  v1::HeartbeatResponse renewed;
+  EXPECT_TRUE(stub_->Heartbeat(&heartbeat_context, heartbeat, &renewed).ok());
+  EXPECT_EQ(renewed.lease_ms(), 30000u);
+}
+
+TEST_F(PsServiceTest, PullStreamsOneMessagePerChunkAndRecordsBackup) {
+  const uint64_t worker = Join("worker-0");
+  EXPECT_EQ(Status().backup_bytes(), 0u);
+  PullResult pulled = Pull(worker);
+  ASSERT_TRUE(pulled.status.ok()) << pulled.status.error_message();
+  ASSERT_EQ(pulled.messages.size(), 3u);
+  std::map<uint64_t, size_t> lengths;
+  for (const auto& m : pulled.messages) {
+    EXPECT_EQ(m.chunk().tensor(), "w");
+    EXPECT_EQ(m.version(), 0u);
+    for (float v : Floats(m.chunk().values())) EXPECT_EQ(v, 1.0f);
+    lengths[m.chunk().chunk_index()] = Floats(m.chunk().values()).size();
+  }
+  EXPECT_EQ(lengths, (std::map<uint64_t, size_t>{{0, 4}, {1, 4}, {2, 2}}));
+  // The backup is exactly the pulled weights: 10 floats.
+  EXPECT_EQ(Status().backup_bytes(), 40u);
+  // An evaluator's pull records nothing.
+  ASSERT_TRUE(Pull(0).status.ok());
+  EXPECT_EQ(Status().backup_bytes(), 40u);
+}
+
+TEST_F(PsServiceTest, PushAppliesOneUpdateAndReportsStaleness) {
+  const uint64_t a = Join("a");
+  const uint64_t b = Join("b");
+  ASSERT_TRUE(Pull(a).status.ok());
+  ASSERT_TRUE(Pull(b).status.ok());
+  v1::PushResponse response;
+  grpc::Status status = Push(FullGradient(a), &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.version(), 1u);
+  EXPECT_EQ(response.staleness(), 0u);
+  // w == w_bak for a, so DC-ASGD-c is SGD: 1 - 0.1 * 1.
+  for (float v : Weights()) EXPECT_FLOAT_EQ(v, 1.0f - kLr);
+  // b pulled before a's push: one version stale.
+  status = Push({Gradient(b, "w", 0, {0, 0, 0, 0})}, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.version(), 2u);
+  EXPECT_EQ(response.staleness(), 1u);
+  EXPECT_EQ(Status().version(), 2u);
+}
+
+TEST_F(PsServiceTest, PushPullReturnsTheNewValuesWhichBecomeTheBackup) {
+  const uint64_t worker = Join("a");
+  ASSERT_TRUE(Pull(worker).status.ok());
+  PullResult result = PushPull(FullGradient(worker, 2.0f));
+  ASSERT_TRUE(result.status.ok()) << result.status.error_message();
+  ASSERT_EQ(result.messages.size(), 3u);
+  std::vector<float> returned;
+  for (const auto& m : result.messages) {
+    EXPECT_EQ(m.version(), 1u);
+    for (float v : Floats(m.chunk().values())) returned.push_back(v);
+  }
+  EXPECT_EQ(returned.size(), 10u);
+  for (float v : returned) EXPECT_FLOAT_EQ(v, 1.0f - kLr * 2.0f);
+  EXPECT_EQ(Weights(), returned);
+  // The new backup equals the weights, so the next push is plain SGD again.
+  result = PushPull(FullGradient(worker, 1.0f));
+  ASSERT_TRUE(result.status.ok()) << result.status.error_message();
+  for (float v : Weights()) EXPECT_FLOAT_EQ(v, 1.0f - kLr * 3.0f);
+}
+
+// One bad push: the expected code, a message, and nothing applied.
+struct BadPush {
+  std::string name;
+  std::function<std::vector<v1::PushRequest>(uint64_t worker)> messages;
+  grpc::StatusCode code;
+};
+
+class PsServiceBadPushTest : public PsServiceTest, public ::testing::WithParamInterface<BadPush> {};
+
+TEST_P(PsServiceBadPushTest, IsRejectedWithNothingApplied) {
+  const uint64_t worker = Join("a");
+  ASSERT_TRUE(Pull(worker).status.ok());
+  const std::vector<float> before = Weights();
+  const uint64_t backup_before = Status().backup_bytes();
+  const std::vector<v1::PushRequest> messages = GetParam().messages(worker);
+
+  v1::PushResponse response;
+  grpc::Status status = Push(messages, &response);
+  EXPECT_EQ(status.error_code(), GetParam().code) << status.error_message();
+  EXPECT_FALSE(status.error_message().empty());
+  PullResult fused = PushPull(messages);
+  EXPECT_EQ(fused.status.error_code(), GetParam().code) << fused.status.error_message();
+  EXPECT_TRUE(fused.messages.empty());
+
+  EXPECT_EQ(Status().version(), 0u);
+  EXPECT_EQ(Weights(), before);
+  EXPECT_EQ(Status().backup_bytes(), backup_before);
+}
+
+const float kNan = std::numeric_limits<float>::quiet_NaN();
+const float kInf = std::numeric_limits<float>::infinity();
+
+INSTANTIATE_TEST_SUITE_P(
+    PsService, PsServiceBadPushTest,
+    ::testing::Values(
+        BadPush{"UnknownTensor",
+                [](uint64_t w) {
+                  return std::vector{Gradient(w, "nope", 0, {1, 1, 1, 1})};
+                },
+                grpc::StatusCode::NOT_FOUND},
+        BadPush{"UnknownChunk",
+                [](uint64_t w) {
+                  return std::vector{Gradient(w, "w", 3, {1, 1})};
+                },
+                grpc::StatusCode::NOT_FOUND},
+        BadPush{"WrongLength",
+                [](uint64_t w) {
+                  return std::vector{Gradient(w, "w", 0, {1, 1, 1})};
+                },
+                grpc::StatusCode::INVALID_ARGUMENT},
+        BadPush{"NanInSecondChunk",
+                [](uint64_t w) {
+                  return std::vector{Gradient(w, "w", 0, {1, 1, 1, 1}),
+                                     Gradient(w, "w", 1, {1, kNan, 1, 1})};
+                },
+                grpc::StatusCode::INVALID_ARGUMENT},
+        BadPush{"Inf",
+                [](uint64_t w) {
+                  return std::vector{Gradient(w, "w", 2, {kInf, 1})};
+                },
+                grpc::StatusCode::INVALID_ARGUMENT},
+        BadPush{"RepeatedChunk",
+                [](uint64_t w) {
+                  return std::vector{Gradient(w, "w", 2, {1, 1}), Gradient(w, "w", 2, {1, 1})};
+                },
+                grpc::StatusCode::INVALID_ARGUMENT},
+        BadPush{"EmptyTensorName",
+                [](uint64_t w) {
+                  return std::vector{Gradient(w, "", 0, {1, 1, 1, 1})};
+                },
+                grpc::StatusCode::INVALID_ARGUMENT},
+        BadPush{"BadUtf8TensorName",
+                [](uint64_t w) {
+                  return std::vector{Gradient(w, "w\xff", 0, {1, 1, 1, 1})};
+                },
+                grpc::StatusCode::INVALID_ARGUMENT},
+        BadPush{"MalformedSecondMessage",
+                [](uint64_t w) {
+                  // A valid chunk, then an unparsable one: must not be taken
+                  // for the end of the stream.
+                  return std::vector{Gradient(w, "w", 0, {1, 1, 1, 1}),
+                                     Gradient(w, "\xc3\x28", 1, {1, 1, 1, 1})};
+                },
+                grpc::StatusCode::INVALID_ARGUMENT},
+        BadPush{"NoWorkerIdInFirstMessage",
+                [](uint64_t w) {
+                  return std::vector{Gradient(0, "w", 0, {1, 1, 1, 1})};
+                },
+                grpc::StatusCode::INVALID_ARGUMENT},
+        BadPush{"EmptyStream", [](uint64_t w) { return std::vector<v1::PushRequest>{}; },
+                grpc::StatusCode::INVALID_ARGUMENT},
+        BadPush{"UnknownWorker",
+                [](uint64_t w) {
+                  return std::vector{Gradient(w + 1000, "w", 0, {1, 1, 1, 1})};
+                },
+                grpc::StatusCode::FAILED_PRECONDITION},
+        BadPush{"MoreChunksThanTheShardOwns",
+                [](uint64_t w) {
+                  return std::vector{Gradient(w, "w", 0, {}), Gradient(w, "w", 1, {}),
+                                     Gradient(w, "w", 2, {}), Gradient(w, "w", 0, {})};
+                },
+                grpc::StatusCode::RESOURCE_EXHAUSTED},
+        BadPush{
+            "AboveMaxPushBytes",
+            [](uint64_t w) { return std::vector{Gradient(w, "w", 0, std::vector<float>(17, 1))}; },
+            grpc::StatusCode::RESOURCE_EXHAUSTED}),
+    [](const ::testing::TestParamInfo<BadPush>& p) { return p.param.name; });
+
+TEST_F(PsServiceTest, PushOfAChunkNeverPulledIsFailedPrecondition) {
+  const uint64_t worker = Join("a");  // no pull: no backup for DC-ASGD
+  v1::PushResponse response;
+  grpc::Status status = Push(FullGradient(worker), &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << status.error_message();
+  EXPECT_EQ(Status().version(), 0u);
+}
+
+TEST_F(PsServiceTest, BadUnaryRequestsGetTheContractCodes) {
+  auto declare = [&](const std::string& name, int64_t dim, std::string values = "") {
+    v1::DeclareTensorsRequest request;
+    v1::TensorSpec* spec = request.add_tensors();
+    spec->set_name(name);
+    spec->add_shape(dim);
+    if (!values.empty()) spec->mutable_init()->set_values(values);
+    v1::DeclareTensorsResponse response;
+    grpc::ClientContext context;
+    return stub_->DeclareTensors(&context, request, &response).error_code();
+  };
+  EXPECT_EQ(declare("", 3), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(declare("bad\xff", 3), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(declare("zero", 0), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(declare("ragged", 1, "abc"), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(declare("w", 11), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(Status().tensors_size(), 1);
+
+  auto join = [&](const std::string& name) {
+    v1::JoinRequest request;
+    request.set_worker_name(name);
+    v1::JoinResponse response;
+    grpc::ClientContext context;
+    return stub_->Join(&context, request, &response).error_code();
+  };
+  EXPECT_EQ(join(""), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(join("\xc3\x28"), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Status().active_workers(), 0u);
+
+  v1::HeartbeatRequest heartbeat;
+  heartbeat.set_worker_id(12345);
+  v1::HeartbeatResponse renewed;
+  grpc::ClientContext heartbeat_context;
+  EXPECT_EQ(stub_->Heartbeat(&heartbeat_context, heartbeat, &renewed).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+
+  EXPECT_EQ(Pull(0, {"nope"}).status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(Pull(0, {""}).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Pull(0, {"w\xff"}).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Pull(777).status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(Status().backup_bytes(), 0u);
+}
+
+TEST_F(PsServiceTest, LeaveEndsTheLeaseAndFreesBackups) {
+  const uint64_t worker = Join("a");
+  ASSERT_TRUE(Pull(worker).status.ok());
+  EXPECT_EQ(Status().backup_bytes(), 40u);
+  v1::LeaveRequest leave;
+  leave.set_worker_id(worker);
+  v1::LeaveResponse left;
+  grpc::ClientContext context;
+  ASSERT_TRUE(stub_->Leave(&context, leave, &left).ok());
+  EXPECT_EQ(Status().backup_bytes(), 0u);
+  EXPECT_EQ(Status().active_workers(), 0u);
+  v1::PushResponse response;
+  EXPECT_EQ(Push(FullGradient(worker), &response).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+TEST_F(PsServiceTest, GetStatusDescribesTheShard) {
+  const v1::ShardStatus status = Status();
+  EXPECT_EQ(status.shard_count(), 1u);
+  EXPECT_EQ(status.weight_bytes(), 40u);
+  EXPECT_THAT(status.update_rule(), HasSubstr("dcasgd-c"));
+  ASSERT_EQ(status.tensors_size(), 1);
+  EXPECT_EQ(status.tensors(0).spec().name(), "w");
+  EXPECT_EQ(status.tensors(0).owned_chunks(), 3u);
+}
+
+TEST_F(PsServiceTest, CheckpointRpcWritesTheFile) {
+  const uint64_t worker = Join("a");
+  ASSERT_TRUE(Pull(worker).status.ok());
+  v1::PushResponse pushed;
+  ASSERT_TRUE(Push(FullGradient(worker), &pushed).ok());
+  v1::CheckpointResponse response;
+  grpc::ClientContext context;
+  grpc::Status status = stub_->Checkpoint(&context, v1::CheckpointRequest(), &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.path(), dir_ + "/ckpt/shard-0.ckpt");
+  EXPECT_EQ(response.version(), 1u);
+  EXPECT_GT(response.bytes(), 40u);
+  absl::StatusOr<ShardSnapshot> snapshot = ReadCheckpoint(response.path());
+  ASSERT_TRUE(snapshot.ok()) << snapshot.status();
+  EXPECT_EQ(snapshot->version, 1u);
+  EXPECT_EQ(Status().checkpoint_version(), 1u);
+}
+
+TEST(PsServiceNoCheckpoints, CheckpointRpcIsFailedPrecondition) {
+  absl::StatusOr<PsOptions> options =
+      ParsePsOptions({"--listen=127.0.0.1:0", "--metrics_address="},
+                     [](const std::string&) { return std::optional<std::string>(); });
+  ASSERT_TRUE(options.ok()) << options.status();
+  absl::StatusOr<std::unique_ptr<PsServer>> server = PsServer::Start(*options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_EQ((*server)->metrics_port(), 0);
+  auto stub = v1::ParameterShard::NewStub(
+      grpc::CreateChannel((*server)->local_address(), grpc::InsecureChannelCredentials()));
+  v1::CheckpointResponse response;
+  grpc::ClientContext context;
+  grpc::Status status = stub->Checkpoint(&context, v1::CheckpointRequest(), &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(status.error_message(), HasSubstr("--checkpoint_dir"));
+}
+
+TEST(PsServiceSsgd, APushWaitsForTheRoundAndShutdownReleasesIt) {
+  absl::StatusOr<PsOptions> options = ParsePsOptions(
+      {"--listen=127.0.0.1:0", "--metrics_address=", "--sync=ssgd", "--update_rule=asgd"},
+      [](const std::string&) { return std::optional<std::string>(); });
+  ASSERT_TRUE(options.ok()) << options.status();
+  absl::StatusOr<std::unique_ptr<PsServer>> server = PsServer::Start(*options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = v1::ParameterShard::NewStub(
+      grpc::CreateChannel((*server)->local_address(), grpc::InsecureChannelCredentials()));
+  {
+    v1::DeclareTensorsRequest declare;
+    declare.add_tensors()->set_name("s");
+    v1::DeclareTensorsResponse declared;
+    grpc::ClientContext context;
+    ASSERT_TRUE(stub->DeclareTensors(&context, declare, &declared).ok());
+  }
+  uint64_t ids[2];
+  for (int i = 0; i < 2; ++i) {
+    v1::JoinRequest join;
+    join.set_worker_name("w" + std::to_string(i));
+    v1::JoinResponse joined;
+    grpc::ClientContext context;
+    ASSERT_TRUE(stub->Join(&context, join, &joined).ok());
+    ids[i] = joined.worker_id();
+  }
+  // Worker 0 pushes alone: its push waits for worker 1's, which never comes.
+  grpc::Status waited;
+  std::thread pusher([&] {
+    v1::PushResponse response;
+    grpc::ClientContext context;
+    auto writer = stub->Push(&context, &response);
+    writer->Write(Gradient(ids[0], "s", 0, {1}));
+    writer->WritesDone();
+    waited = writer->Finish();
+  });
+  // The push is in the server once its bytes are counted; then shut down.
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while ((*server)->metrics()->ExpositionText().find(
+             "dcasgd_ps_received_bytes_total{shard=\"0\"} 4") == std::string::npos &&
+         absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_EQ((*server)->store()->version(), 0u);
+  EXPECT_TRUE((*server)->Shutdown(absl::Seconds(5)).ok());
+  pusher.join();
+  EXPECT_EQ(waited.error_code(), grpc::StatusCode::UNAVAILABLE) << waited.error_message();
+  EXPECT_EQ((*server)->store()->version(), 0u);
+}
+
+TEST(PsServiceLeases, AnExpiredLeaseIsReapedAndCounted) {
+  absl::StatusOr<PsOptions> options =
+      ParsePsOptions({"--listen=127.0.0.1:0", "--metrics_address=", "--lease_seconds=0.2"},
+                     [](const std::string&) { return std::optional<std::string>(); });
+  ASSERT_TRUE(options.ok()) << options.status();
+  absl::StatusOr<std::unique_ptr<PsServer>> server = PsServer::Start(*options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = v1::ParameterShard::NewStub(
+      grpc::CreateChannel((*server)->local_address(), grpc::InsecureChannelCredentials()));
+  v1::JoinRequest join;
+  join.set_worker_name("sleepy");
+  v1::JoinResponse joined;
+  grpc::ClientContext context;
+  ASSERT_TRUE(stub->Join(&context, join, &joined).ok());
+  EXPECT_EQ((*server)->store()->Stats().active_workers, 1u);
+  // The reaper runs every lease/4; poll (bounded) for the expiry.
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while ((*server)->store()->Stats().active_workers != 0 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ((*server)->store()->Stats().active_workers, 0u);
+  EXPECT_THAT((*server)->metrics()->ExpositionText(),
+              HasSubstr("dcasgd_ps_lease_expirations_total{shard=\"0\"} 1"));
+  v1::HeartbeatRequest heartbeat;
+  heartbeat.set_worker_id(joined.worker_id());
+  v1::HeartbeatResponse renewed;
+  grpc::ClientContext heartbeat_context;
+  EXPECT_EQ(stub->Heartbeat(&heartbeat_context, heartbeat, &renewed).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+}  // namespace
+}  // namespace dcasgd
