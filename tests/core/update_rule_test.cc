@@ -1,0 +1,550 @@
+#include "core/update_rule.h"
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace dcasgd {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+// The state of one chunk as the shard store holds it.
+struct Chunk {
+  std::vector<float> w, g, backup, mean_square, momentum, new_backup;
+};
+
+Chunk RandomChunk(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
+  std::uniform_real_distribution<float> positive(0.0f, 1.0f);
+  Chunk c;
+  for (size_t i = 0; i < n; ++i) {
+    c.w.push_back(unit(rng));
+    c.g.push_back(unit(rng));
+    // A backup near w, as after a few updates by other workers.
+    c.backup.push_back(c.w.back() + 0.1f * unit(rng));
+    c.mean_square.push_back(positive(rng));
+    c.momentum.push_back(0.1f * unit(rng));
+  }
+  c.new_backup.assign(n, 0.0f);
+  return c;
+}
+
+ChunkVectors Views(Chunk& c, bool with_new_backup) {
+  ChunkVectors v;
+  v.weights = c.w.data();
+  v.gradient = c.g.data();
+  v.backup = c.backup.data();
+  v.mean_square = c.mean_square.data();
+  v.momentum = c.momentum.data();
+  v.new_backup = with_new_backup ? c.new_backup.data() : nullptr;
+  v.n = c.w.size();
+  return v;
+}
+
+// The update written the obvious way, one element at a time, in double.
+void ReferenceUpdate(const OptimizerConfig& config, double lr, Chunk& c) {
+  for (size_t i = 0; i < c.w.size(); ++i) {
+    const double g = c.g[i];
+    const double w = c.w[i];
+    double lambda = 0.0;
+    if (config.rule == UpdateRule::kDcAsgdConstant) {
+      lambda = config.lambda0;
+    } else if (config.rule == UpdateRule::kDcAsgdAdaptive) {
+      const double m = config.ms_decay;
+      const double ms = m * c.mean_square[i] + (1.0 - m) * g * g;
+      c.mean_square[i] = static_cast<float>(ms);
+      lambda = config.lambda0 / std::sqrt(ms + config.epsilon);
+    }
+    const double compensation =
+        config.rule == UpdateRule::kAsgd ? 0.0 : lambda * g * g * (w - c.backup[i]);
+    const double d = g + config.weight_decay * w + compensation;
+    double new_w;
+    if (config.momentum != 0.0f) {
+      const double mom = config.momentum * c.momentum[i] - lr * d;
+      c.momentum[i] = static_cast<float>(mom);
+      new_w = w + mom;
+    } else {
+      new_w = w - lr * d;
+    }
+    c.w[i] = static_cast<float>(new_w);
+  }
+}
+
+// Float kernel against double reference, relative to max(1, |value|): the
+// kernel is observed within one rounding (6e-8); 5e-7 leaves room for a few
+// float roundings (e.g. FMA contraction) but catches any wrong term.
+constexpr double kTolerance = 5e-7;
+
+void ExpectVectorsNear(const std::vector<float>& actual, const std::vector<float>& expected,
+                       const std::string& what) {
+  ASSERT_EQ(actual.size(), expected.size()) << what;
+  for (size_t i = 0; i < actual.size(); ++i) {
+    ASSERT_NEAR(actual[i], expected[i], kTolerance * (1.0 + std::fabs(expected[i])))
+        << what << "[" << i << "]";
+  }
+}
+
+OptimizerConfig ConfigFor(UpdateRule rule) {
+  OptimizerConfig config;
+  config.rule = rule;
+  config.learning_rate = 0.1f;
+  config.lambda0 = rule == UpdateRule::kDcAsgdConstant ? 0.04f : 2.0f;
+  return config;
+}
+
+// --- Parameterised comparison with the reference ---------------------------
+
+using KernelParam =
+    std::tuple<size_t, UpdateRule, float /*momentum*/, float /*wd*/, bool /*new_backup*/>;
+
+class ApplyUpdateMatchesReference : public ::testing::TestWithParam<KernelParam> {};
+
+TEST_P(ApplyUpdateMatchesReference, AllVectors) {
+  const auto [n, rule, momentum, weight_decay, with_new_backup] = GetParam();
+  OptimizerConfig config = ConfigFor(rule);
+  config.momentum = momentum;
+  config.weight_decay = weight_decay;
+  ASSERT_TRUE(config.Validate().ok());
+
+  Chunk actual = RandomChunk(n, static_cast<uint32_t>(n * 31 + static_cast<int>(rule)));
+  Chunk expected = actual;
+  const std::vector<float> initial_w = actual.w;
+  ApplyUpdate(config, config.learning_rate, Views(actual, with_new_backup));
+  ReferenceUpdate(config, config.learning_rate, expected);
+
+  ExpectVectorsNear(actual.w, expected.w, "w");
+  ExpectVectorsNear(actual.mean_square, expected.mean_square, "mean_square");
+  ExpectVectorsNear(actual.momentum, expected.momentum, "momentum");
+  // Vectors the variant does not use stay untouched.
+  EXPECT_EQ(actual.backup, expected.backup);
+  if (with_new_backup) {
+    EXPECT_EQ(actual.new_backup, actual.w);
+  } else {
+    EXPECT_EQ(actual.new_backup, std::vector<float>(n, 0.0f));
+  }
+  if (n > 0) {
+    // The update did something (guards against a kernel that returns early).
+    size_t changed = 0;
+    for (size_t i = 0; i < n; ++i) changed += actual.w[i] != initial_w[i];
+    EXPECT_GT(changed, 0u);
+  }
+}
+
+std::string KernelParamName(const ::testing::TestParamInfo<KernelParam>& info) {
+  const size_t n = std::get<0>(info.param);
+  std::string rule_name = UpdateRuleName(std::get<1>(info.param));
+  for (char& ch : rule_name) {
+    if (ch == '-') ch = '_';
+  }
+  return absl::StrCat("n", n, "_", rule_name, std::get<2>(info.param) != 0.0f ? "_momentum" : "",
+                      std::get<3>(info.param) != 0.0f ? "_wd" : "",
+                      std::get<4>(info.param) ? "_newbak" : "");
+}
+
+INSTANTIATE_TEST_SUITE_P(Sizes, ApplyUpdateMatchesReference,
+                         ::testing::Combine(::testing::Values<size_t>(0, 1, 7, 1000, 65537),
+                                            ::testing::Values(UpdateRule::kAsgd,
+                                                              UpdateRule::kDcAsgdConstant,
+                                                              UpdateRule::kDcAsgdAdaptive),
+                                            ::testing::Values(0.0f, 0.9f),
+                                            ::testing::Values(0.0f, 1e-4f), ::testing::Bool()),
+                         KernelParamName);
+
+// --- The traps of ALGORITHM.md ------------------------------------------------
+
+TEST(ApplyUpdate, LambdaDoesNotCompoundAcrossSteps) {
+  for (UpdateRule rule : {UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
+    SCOPED_TRACE(UpdateRuleName(rule));
+    const OptimizerConfig config = ConfigFor(rule);
+    Chunk actual = RandomChunk(257, 7);
+    Chunk expected = actual;
+    for (int step = 0; step < 5; ++step) {
+      // Fresh gradients each step; the backup stays at the worker's pull.
+      std::mt19937 rng(100 + step);
+      std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
+      for (size_t i = 0; i < actual.g.size(); ++i) actual.g[i] = expected.g[i] = unit(rng);
+      ApplyUpdate(config, config.learning_rate, Views(actual, false));
+      ReferenceUpdate(config, config.learning_rate, expected);
+      ExpectVectorsNear(actual.w, expected.w, absl::StrCat("w after step ", step));
+      ExpectVectorsNear(actual.mean_square, expected.mean_square,
+                        absl::StrCat("mean_square after step ", step));
+    }
+  }
+}
+
+TEST(ApplyUpdate, AsgdIgnoresBackup) {
+  OptimizerConfig config = ConfigFor(UpdateRule::kAsgd);
+  Chunk c = RandomChunk(1000, 3);
+  std::fill(c.backup.begin(), c.backup.end(), std::numeric_limits<float>::quiet_NaN());
+  std::vector<float> sgd = c.w;
+  for (size_t i = 0; i < sgd.size(); ++i) sgd[i] = c.w[i] - config.learning_rate * c.g[i];
+
+  ApplyUpdate(config, config.learning_rate, Views(c, false));
+  for (size_t i = 0; i < c.w.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(c.w[i])) << i;
+    ASSERT_FLOAT_EQ(c.w[i], sgd[i]) << i;
+  }
+}
+
+TEST(ApplyUpdate, AsgdAcceptsNullBackup) {
+  OptimizerConfig config = ConfigFor(UpdateRule::kAsgd);
+  Chunk c = RandomChunk(100, 4);
+  Chunk expected = c;
+  ChunkVectors v = Views(c, true);
+  v.backup = nullptr;
+  v.mean_square = nullptr;
+  v.momentum = nullptr;
+  ApplyUpdate(config, config.learning_rate, v);
+  ReferenceUpdate(config, config.learning_rate, expected);
+  ExpectVectorsNear(c.w, expected.w, "w");
+  EXPECT_EQ(c.new_backup, c.w);
+}
+
+TEST(ApplyUpdate, CompensationUsesBackupNotZero) {
+  for (UpdateRule rule : {UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
+    SCOPED_TRACE(UpdateRuleName(rule));
+    const OptimizerConfig config = ConfigFor(rule);
+    const Chunk start = RandomChunk(1000, 11);
+
+    // backup == w: nothing to compensate, so the result is plain SGD.
+    Chunk same = start;
+    same.backup = same.w;
+    Chunk sgd = start;
+    OptimizerConfig asgd = config;
+    asgd.rule = UpdateRule::kAsgd;
+    ApplyUpdate(config, config.learning_rate, Views(same, false));
+    ApplyUpdate(asgd, config.learning_rate, Views(sgd, false));
+    EXPECT_EQ(same.w, sgd.w);
+
+    // A zero backup (the zero-initialised-backup trap) compensates w - 0.
+    Chunk zero = start;
+    std::fill(zero.backup.begin(), zero.backup.end(), 0.0f);
+    Chunk expected = zero;
+    ApplyUpdate(config, config.learning_rate, Views(zero, false));
+    ReferenceUpdate(config, config.learning_rate, expected);
+    ExpectVectorsNear(zero.w, expected.w, "w with zero backup");
+    size_t differ = 0;
+    for (size_t i = 0; i < zero.w.size(); ++i) {
+      differ += std::fabs(zero.w[i] - sgd.w[i]) > 1e-4f;
+    }
+    EXPECT_GT(differ, zero.w.size() / 2);
+  }
+}
+
+TEST(ApplyUpdate, WeightDecayStaysOutOfGradientSquareFactor) {
+  OptimizerConfig config = ConfigFor(UpdateRule::kDcAsgdConstant);
+  config.lambda0 = 0.5f;
+  config.weight_decay = 0.25f;
+  const float lr = 0.1f;
+  Chunk c;
+  c.w = {2.0f};
+  c.g = {0.5f};
+  c.backup = {1.0f};
+  c.mean_square = {0.0f};
+  c.momentum = {0.0f};
+  c.new_backup = {0.0f};
+  const double w = 2.0, g = 0.5, bak = 1.0, wd = 0.25, lambda = 0.5;
+  // d = g + wd*w + lambda*g*g*(w - bak) (MXNet's composition) ...
+  const double right = w - lr * (g + wd * w + lambda * g * g * (w - bak));
+  // ... not with the decayed gradient squared.
+  const double decayed = g + wd * w;
+  const double wrong = w - lr * (decayed + lambda * decayed * decayed * (w - bak));
+  ASSERT_GT(std::fabs(right - wrong), 1e-3);
+
+  ApplyUpdate(config, lr, Views(c, false));
+  EXPECT_NEAR(c.w[0], right, 1e-6);
+}
+
+TEST(ApplyUpdate, MeanSquareUpdatedBeforeLambda) {
+  OptimizerConfig config = ConfigFor(UpdateRule::kDcAsgdAdaptive);
+  const float lr = 0.1f;
+  Chunk c;
+  c.w = {1.0f};
+  c.g = {1.0f};
+  c.backup = {0.5f};
+  c.mean_square = {0.0f};
+  c.momentum = {0.0f};
+  c.new_backup = {0.0f};
+  const double m = config.ms_decay, eps = config.epsilon, lambda0 = config.lambda0;
+  const double new_ms = (1.0 - m) * 1.0;
+  const double after = 1.0 - lr * (1.0 + lambda0 / std::sqrt(new_ms + eps) * 0.5);
+  // Lambda from the old MS (0) would be lambda0 / sqrt(eps), ~700x larger.
+  const double before = 1.0 - lr * (1.0 + lambda0 / std::sqrt(0.0 + eps) * 0.5);
+  ASSERT_GT(std::fabs(after - before), 1.0);
+
+  ApplyUpdate(config, lr, Views(c, false));
+  EXPECT_NEAR(c.mean_square[0], new_ms, 1e-7);
+  EXPECT_NEAR(c.w[0], after, 1e-5);
+}
+
+TEST(ApplyUpdate, NewBackupEqualsNewWeightsExactly) {
+  for (UpdateRule rule :
+       {UpdateRule::kAsgd, UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
+    SCOPED_TRACE(UpdateRuleName(rule));
+    OptimizerConfig config = ConfigFor(rule);
+    config.momentum = 0.9f;
+    Chunk c = RandomChunk(1031, 5);
+    ApplyUpdate(config, config.learning_rate, Views(c, true));
+    ASSERT_EQ(c.new_backup.size(), c.w.size());
+    for (size_t i = 0; i < c.w.size(); ++i) {
+      // Bitwise: the worker computes its next gradient on exactly these values.
+      ASSERT_EQ(c.new_backup[i], c.w[i]) << i;
+    }
+  }
+}
+
+TEST(ApplyUpdate, NewBackupMayBeTheOldBackup) {
+  // The fused PushPull refreshes the worker's backup in place.
+  for (UpdateRule rule : {UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
+    SCOPED_TRACE(UpdateRuleName(rule));
+    const OptimizerConfig config = ConfigFor(rule);
+    Chunk c = RandomChunk(1000, 9);
+    Chunk expected = c;
+    ChunkVectors v = Views(c, false);
+    v.new_backup = c.backup.data();
+    ApplyUpdate(config, config.learning_rate, v);
+    ReferenceUpdate(config, config.learning_rate, expected);
+    ExpectVectorsNear(c.w, expected.w, "w");
+    EXPECT_EQ(c.backup, c.w);
+  }
+}
+
+TEST(ApplyUpdate, UnalignedViewsMatchReference) {
+  // Chunks of a shard start anywhere in its buffers: run on views that begin
+  // one element (and three for new_backup) into the vectors.
+  const size_t n = 998;
+  auto slice = [n](const std::vector<float>& from) {
+    return std::vector<float>(from.begin() + 1, from.begin() + 1 + n);
+  };
+  for (UpdateRule rule :
+       {UpdateRule::kAsgd, UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
+    SCOPED_TRACE(UpdateRuleName(rule));
+    const OptimizerConfig config = ConfigFor(rule);
+    Chunk c = RandomChunk(n + 3, 13);
+    Chunk expected;
+    expected.w = slice(c.w);
+    expected.g = slice(c.g);
+    expected.backup = slice(c.backup);
+    expected.mean_square = slice(c.mean_square);
+    expected.momentum = slice(c.momentum);
+    const float last_w = c.w[n + 1];
+    ChunkVectors v = Views(c, true);
+    v.weights += 1;
+    v.gradient += 1;
+    v.backup += 1;
+    v.mean_square += 1;
+    v.momentum += 1;
+    v.new_backup += 3;
+    v.n = n;
+    ApplyUpdate(config, config.learning_rate, v);
+    ReferenceUpdate(config, config.learning_rate, expected);
+    ExpectVectorsNear(slice(c.w), expected.w, "w");
+    ExpectVectorsNear(slice(c.mean_square), expected.mean_square, "mean_square");
+    for (size_t i = 0; i < n; ++i) ASSERT_EQ(c.new_backup[i + 3], c.w[i + 1]) << i;
+    // Elements outside the view are untouched.
+    EXPECT_EQ(c.w[n + 1], last_w);
+    EXPECT_EQ(c.new_backup[0], 0.0f);
+  }
+}
+
+// Runs `workers` asynchronous workers round-robin on f(w) = 0.5 * sum(a * w^2)
+// through ApplyUpdate: each pushes the gradient of the model it pulled
+// (staleness workers - 1) and its backup is refreshed by the fused PushPull.
+// Returns the largest |w| after `steps` pushes (infinity once it overflows).
+double RunStaleQuadratic(const OptimizerConfig& config, int workers, int steps) {
+  const std::vector<float> curvature = {1.0f, 4.0f, 9.0f};
+  const size_t n = curvature.size();
+  std::vector<float> w = {10.0f, -10.0f, 5.0f};
+  std::vector<std::vector<float>> backups(workers, w);
+  std::vector<float> mean_square(n, 0.0f), momentum(n, 0.0f), gradient(n);
+  for (int step = 0; step < steps; ++step) {
+    std::vector<float>& backup = backups[step % workers];
+    for (size_t i = 0; i < n; ++i) gradient[i] = curvature[i] * backup[i];
+    ChunkVectors v;
+    v.weights = w.data();
+    v.gradient = gradient.data();
+    v.backup = backup.data();
+    v.mean_square = mean_square.data();
+    v.momentum = momentum.data();
+    v.new_backup = backup.data();
+    v.n = n;
+    ApplyUpdate(config, config.learning_rate, v);
+  }
+  double largest = 0.0;
+  for (float x : w) {
+    if (!std::isfinite(x)) return std::numeric_limits<double>::infinity();
+    largest = std::max(largest, static_cast<double>(std::fabs(x)));
+  }
+  return largest;
+}
+
+TEST(ApplyUpdate, TooLargeLambdaDivergesWhileDefaultConverges) {
+  OptimizerConfig config = ConfigFor(UpdateRule::kDcAsgdConstant);
+  config.learning_rate = 0.02f;
+  config.lambda0 = 0.04f;
+  EXPECT_LT(RunStaleQuadratic(config, 4, 2000), 1e-3);
+  config.lambda0 = 1e4f;
+  EXPECT_GT(RunStaleQuadratic(config, 4, 2000), 10.0);
+}
+
+// --- Configuration -------------------------------------------------------------
+
+TEST(OptimizerConfig, DefaultsAreValid) {
+  EXPECT_TRUE(OptimizerConfig().Validate().ok());
+  for (UpdateRule rule :
+       {UpdateRule::kAsgd, UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
+    EXPECT_TRUE(ConfigFor(rule).Validate().ok()) << UpdateRuleName(rule);
+  }
+  OptimizerConfig step;
+  step.schedule = LrSchedule::kStepDecay;
+  step.decay_every = 1000;
+  EXPECT_TRUE(step.Validate().ok());
+}
+
+TEST(OptimizerConfig, ValidateRejectsEachBadField) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  struct Case {
+    const char* field;
+    void (*mutate)(OptimizerConfig&, float nan, float inf);
+  };
+  const Case cases[] = {
+      {"learning_rate", [](OptimizerConfig& c, float, float) { c.learning_rate = 0.0f; }},
+      {"learning_rate", [](OptimizerConfig& c, float, float) { c.learning_rate = -0.1f; }},
+      {"learning_rate", [](OptimizerConfig& c, float n, float) { c.learning_rate = n; }},
+      {"learning_rate", [](OptimizerConfig& c, float, float i) { c.learning_rate = i; }},
+      {"lambda0", [](OptimizerConfig& c, float, float) { c.lambda0 = -1.0f; }},
+      {"lambda0", [](OptimizerConfig& c, float n, float) { c.lambda0 = n; }},
+      {"ms_decay", [](OptimizerConfig& c, float, float) { c.ms_decay = 1.0f; }},
+      {"ms_decay", [](OptimizerConfig& c, float, float) { c.ms_decay = -0.5f; }},
+      {"ms_decay", [](OptimizerConfig& c, float n, float) { c.ms_decay = n; }},
+      {"epsilon", [](OptimizerConfig& c, float, float) { c.epsilon = 0.0f; }},
+      {"epsilon", [](OptimizerConfig& c, float, float) { c.epsilon = -1e-7f; }},
+      {"momentum", [](OptimizerConfig& c, float, float) { c.momentum = 1.0f; }},
+      {"momentum", [](OptimizerConfig& c, float, float) { c.momentum = -0.1f; }},
+      {"weight_decay", [](OptimizerConfig& c, float, float) { c.weight_decay = -1e-4f; }},
+      {"weight_decay", [](OptimizerConfig& c, float n, float) { c.weight_decay = n; }},
+      {"decay_every",
+       [](OptimizerConfig& c, float, float) {
+         c.schedule = LrSchedule::kStepDecay;
+         c.decay_every = 0;
+       }},
+      {"decay_factor",
+       [](OptimizerConfig& c, float, float) {
+         c.schedule = LrSchedule::kStepDecay;
+         c.decay_every = 10;
+         c.decay_factor = 0.0f;
+       }},
+      {"decay_factor",
+       [](OptimizerConfig& c, float, float) {
+         c.schedule = LrSchedule::kStepDecay;
+         c.decay_every = 10;
+         c.decay_factor = 1.5f;
+       }},
+  };
+  for (const Case& test_case : cases) {
+    OptimizerConfig config;
+    test_case.mutate(config, nan, inf);
+    const absl::Status status = config.Validate();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << config.DebugString();
+    EXPECT_THAT(std::string(status.message()), HasSubstr(test_case.field));
+  }
+}
+
+TEST(OptimizerConfig, DebugStringNamesEveryKnob) {
+  OptimizerConfig config;
+  EXPECT_THAT(config.DebugString(),
+              StartsWith("dcasgd-a lr=0.1 lambda0=2 m=0.95 eps=1e-07 momentum=0 wd=0"));
+  config.rule = UpdateRule::kAsgd;
+  config.momentum = 0.9f;
+  config.staleness_aware = true;
+  config.schedule = LrSchedule::kStepDecay;
+  config.decay_every = 500;
+  const std::string s = config.DebugString();
+  EXPECT_THAT(s, StartsWith("asgd "));
+  EXPECT_THAT(s, HasSubstr("momentum=0.9"));
+  EXPECT_THAT(s, HasSubstr("staleness_aware=true"));
+  EXPECT_THAT(s, HasSubstr("decay_every=500"));
+}
+
+TEST(UpdateRuleName, ParseRoundTripsAndAcceptsAliases) {
+  for (UpdateRule rule :
+       {UpdateRule::kAsgd, UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
+    const absl::StatusOr<UpdateRule> parsed = ParseUpdateRule(UpdateRuleName(rule));
+    ASSERT_TRUE(parsed.ok()) << UpdateRuleName(rule);
+    EXPECT_EQ(*parsed, rule);
+  }
+  EXPECT_EQ(std::string(UpdateRuleName(UpdateRule::kAsgd)), "asgd");
+  EXPECT_EQ(std::string(UpdateRuleName(UpdateRule::kDcAsgdConstant)), "dcasgd-c");
+  EXPECT_EQ(std::string(UpdateRuleName(UpdateRule::kDcAsgdAdaptive)), "dcasgd-a");
+  EXPECT_EQ(ParseUpdateRule("dc-asgd-c").value(), UpdateRule::kDcAsgdConstant);
+  EXPECT_EQ(ParseUpdateRule("dc-asgd-a").value(), UpdateRule::kDcAsgdAdaptive);
+  for (const char* bad : {"", "sgd", "DCASGD-A", "dcasgd", "dcasgd-a "}) {
+    const absl::StatusOr<UpdateRule> parsed = ParseUpdateRule(bad);
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument) << "'" << bad << "'";
+  }
+}
+
+TEST(EffectiveLearningRate, ConstantScheduleIgnoresVersion) {
+  OptimizerConfig config;
+  config.learning_rate = 0.05f;
+  for (uint64_t version : {uint64_t{0}, uint64_t{1}, uint64_t{1} << 40}) {
+    EXPECT_EQ(EffectiveLearningRate(config, version, 0), 0.05f) << version;
+    EXPECT_EQ(EffectiveLearningRate(config, version, 7), 0.05f) << version;
+  }
+}
+
+TEST(EffectiveLearningRate, StepDecayMultipliesEveryPeriod) {
+  OptimizerConfig config;
+  config.learning_rate = 0.5f;
+  config.schedule = LrSchedule::kStepDecay;
+  config.decay_every = 100;
+  config.decay_factor = 0.1f;
+  struct Case {
+    uint64_t version;
+    int periods;
+  };
+  for (const Case& c :
+       {Case{0, 0}, Case{99, 0}, Case{100, 1}, Case{199, 1}, Case{250, 2}, Case{1000, 10}}) {
+    const double expected = 0.5 * std::pow(static_cast<double>(0.1f), c.periods);
+    EXPECT_NEAR(EffectiveLearningRate(config, c.version, 0), expected, expected * 1e-6)
+        << c.version;
+  }
+}
+
+TEST(EffectiveLearningRate, StalenessAwareDividesByStaleness) {
+  OptimizerConfig config;
+  config.learning_rate = 0.4f;
+  config.staleness_aware = true;
+  EXPECT_FLOAT_EQ(EffectiveLearningRate(config, 10, 0), 0.4f);
+  EXPECT_FLOAT_EQ(EffectiveLearningRate(config, 10, 1), 0.4f);
+  EXPECT_FLOAT_EQ(EffectiveLearningRate(config, 10, 4), 0.1f);
+  EXPECT_FLOAT_EQ(EffectiveLearningRate(config, 10, 1000), 0.0004f);
+  config.staleness_aware = false;
+  EXPECT_FLOAT_EQ(EffectiveLearningRate(config, 10, 4), 0.4f);
+}
+
+TEST(EffectiveLearningRate, StalenessAwareComposesWithStepDecay) {
+  OptimizerConfig config;
+  config.learning_rate = 1.0f;
+  config.staleness_aware = true;
+  config.schedule = LrSchedule::kStepDecay;
+  config.decay_every = 10;
+  config.decay_factor = 0.5f;
+  EXPECT_FLOAT_EQ(EffectiveLearningRate(config, 25, 8), 0.25f / 8);
+}
+
+}  // namespace
+}  // namespace dcasgd
