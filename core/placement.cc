@@ -13,8 +13,7 @@ uint64_t Fnv1a64(absl::string_view bytes) {
   return hash;
 }
 
-uint32_t ShardOfChunk(absl::string_view tensor, uint64_t chunk_index,
-                      uint32_t shard_count) {
+uint32_t ShardOfChunk(absl::string_view tensor, uint64_t chunk_index, uint32_t shard_count) {
   DCASGD_CHECK(shard_count >= 1);
   return static_cast<uint32_t>((Fnv1a64(tensor) + chunk_index) % shard_count);
 }

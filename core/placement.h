@@ -17,8 +17,7 @@ uint64_t Fnv1a64(absl::string_view bytes);
 // language agree on it without a lookup service. Consecutive chunks of a
 // tensor go round-robin over the shards, starting at a name-dependent shard.
 // Requires shard_count >= 1.
-uint32_t ShardOfChunk(absl::string_view tensor, uint64_t chunk_index,
-                      uint32_t shard_count);
+uint32_t ShardOfChunk(absl::string_view tensor, uint64_t chunk_index, uint32_t shard_count);
 
 }  // namespace dcasgd
 

@@ -54,8 +54,7 @@ TensorSpec ResolveDefaults(TensorSpec spec);
 
 // Fills `out` (chunk_length(chunk_index) elements) with the initial values of
 // chunk `chunk_index`. Deterministic for a given spec.
-void InitializeChunk(const TensorSpec& spec, uint64_t chunk_index,
-                     absl::Span<float> out);
+void InitializeChunk(const TensorSpec& spec, uint64_t chunk_index, absl::Span<float> out);
 
 // "[784, 256]".
 std::string ShapeString(const std::vector<int64_t>& shape);
