@@ -11,8 +11,9 @@
 //   MB/s, rounds/s          PsClient::PushPull, payload bytes up + down
 //   raw_MB/s, raw_rounds/s  the baseline with the same shards and workers
 //   ratio                   MB/s / raw_MB/s
-//   push_ms, pull_ms        W=1 only: a separate Push and Pull of the whole
-//                           model, to see where a round's time goes
+//   send_ms, wait_ms,       W=1 only: a round's phases (PushStats): gradient
+//   recv_ms                 upload to the half-close, wait for the first new
+//                           chunk (validation + update), download
 //
 // Run: build/<dir>/bench/pushpull_bench [--benchmark_filter=...]
 // The binary re-executes itself with --raw_server to host the baseline.
@@ -393,33 +394,30 @@ void BM_PushPull(benchmark::State& state) {
     }
     setup = std::move(started).value();
   }
-  double up_ms = 0, down_ms = 0;
+  // With one worker, where a round's time goes (PushStats phases).
+  double send_ms = 0, wait_ms = 0, receive_ms = 0;
+  PushStats stats;
   const absl::Time start = absl::Now();
   int64_t rounds = 0;
   for (auto _ : state) {
     const absl::Status status = RunWorkers(config.workers, [&](int w) {
-      return setup->clients[w]->PushPull(setup->gradients[w], &setup->weights[w]);
+      return setup->clients[w]->PushPull(setup->gradients[w], &setup->weights[w],
+                                         w == 0 ? &stats : nullptr);
     });
     if (!status.ok()) {
       state.SkipWithError(status.ToString().c_str());
       return;
     }
+    send_ms += absl::ToDoubleMilliseconds(stats.send_time);
+    wait_ms += absl::ToDoubleMilliseconds(stats.wait_time);
+    receive_ms += absl::ToDoubleMilliseconds(stats.receive_time);
     ++rounds;
   }
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
-  if (config.workers == 1) {
-    // Separate Push and Pull of the same model: where the time of a round goes.
-    const int kSamples = 3;
-    for (int i = 0; i < kSamples; ++i) {
-      const absl::Time t0 = absl::Now();
-      if (!setup->clients[0]->Push(setup->gradients[0]).ok()) break;
-      const absl::Time t1 = absl::Now();
-      if (!setup->clients[0]->Pull({"model"}, &setup->weights[0]).ok()) break;
-      up_ms += absl::ToDoubleMilliseconds(t1 - t0) / kSamples;
-      down_ms += absl::ToDoubleMilliseconds(absl::Now() - t1) / kSamples;
-    }
-    state.counters["push_ms"] = up_ms;
-    state.counters["pull_ms"] = down_ms;
+  if (config.workers == 1 && rounds > 0) {
+    state.counters["send_ms"] = send_ms / rounds;
+    state.counters["wait_ms"] = wait_ms / rounds;
+    state.counters["recv_ms"] = receive_ms / rounds;
   }
   const double bytes_per_round = 2.0 * config.elements * sizeof(float);
   const double rounds_per_s = rounds * config.workers / seconds;

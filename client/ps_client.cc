@@ -51,6 +51,7 @@ struct PsClient::Shard {
 struct PsClient::ShardCallResult {
   uint64_t version = 0;
   uint64_t staleness = 0;
+  absl::Duration send_time, wait_time, receive_time;
 };
 
 namespace {
@@ -135,10 +136,11 @@ class ChunkReceiver {
 // bad chunk cancels the stream and is the result.
 template <typename Stream>
 absl::Status ReceiveAndFinish(Stream* stream, grpc::ClientContext* context, ChunkReceiver* receiver,
-                              absl::string_view label) {
+                              absl::string_view label, absl::Time* first_read = nullptr) {
   v1::PullResponse response;
   absl::Status accepted;
   while (stream->Read(&response)) {
+    if (first_read != nullptr && *first_read == absl::InfinitePast()) *first_read = absl::Now();
     accepted = receiver->Accept(response);
     if (!accepted.ok()) {
       context->TryCancel();
@@ -616,12 +618,17 @@ absl::Status PsClient::DoPush(const TensorMap& gradients, TensorMap* weights, Pu
       SetDeadline(&context, options_.rpc_timeout);
       if (weights == nullptr) {
         v1::PushResponse response;
+        const absl::Time start = absl::Now();
         auto stream = shard.stub->Push(&context, &response);
         if (WriteGradients(stream.get(), worker_id, layouts, sources, plan[s])) {
           stream->WritesDone();
         }
+        const absl::Time sent = absl::Now();
         RETURN_IF_ERROR(client::FromGrpcStatus(stream->Finish(), shard.label));
-        results[s] = {response.version(), response.staleness()};
+        results[s].version = response.version();
+        results[s].staleness = response.staleness();
+        results[s].send_time = sent - start;
+        results[s].wait_time = absl::Now() - sent;
         return absl::OkStatus();
       }
       uint64_t previous_pull = 0;
@@ -632,11 +639,19 @@ absl::Status PsClient::DoPush(const TensorMap& gradients, TensorMap* weights, Pu
         previous_pull = shard.pull_version;
       }
       ChunkReceiver receiver(layouts, tensor_index, plan[s], destinations, shard.label);
+      const absl::Time start = absl::Now();
       auto stream = shard.stub->PushPull(&context);
       if (WriteGradients(stream.get(), worker_id, layouts, sources, plan[s])) {
         stream->WritesDone();
       }
-      RETURN_IF_ERROR(ReceiveAndFinish(stream.get(), &context, &receiver, shard.label));
+      const absl::Time sent = absl::Now();
+      absl::Time first_read = absl::InfinitePast();
+      RETURN_IF_ERROR(
+          ReceiveAndFinish(stream.get(), &context, &receiver, shard.label, &first_read));
+      const absl::Time done = absl::Now();
+      results[s].send_time = sent - start;
+      results[s].wait_time = first_read - sent;
+      results[s].receive_time = done - first_read;
       const uint64_t version = receiver.version();
       shard.RecordPull(version);
       results[s].version = version;
@@ -654,6 +669,9 @@ absl::Status PsClient::DoPush(const TensorMap& gradients, TensorMap* weights, Pu
       stats->versions[s] = results[s].version;
       stats->max_staleness = std::max(stats->max_staleness, results[s].staleness);
       sum += results[s].staleness;
+      stats->send_time = std::max(stats->send_time, results[s].send_time);
+      stats->wait_time = std::max(stats->wait_time, results[s].wait_time);
+      stats->receive_time = std::max(stats->receive_time, results[s].receive_time);
     }
     stats->shards_touched = static_cast<uint32_t>(touched.size());
     stats->mean_staleness = touched.empty() ? 0.0 : static_cast<double>(sum) / touched.size();

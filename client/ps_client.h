@@ -54,6 +54,13 @@ struct PushStats {
   uint64_t max_staleness = 0;
   double mean_staleness = 0;
   uint32_t shards_touched = 0;
+  // Where the time went, the longest over the shards touched: streaming the
+  // gradient up to the half-close; then waiting for the shard (validation and
+  // update; for Push, until its answer); then (PushPull) streaming the new
+  // values down.
+  absl::Duration send_time;
+  absl::Duration wait_time;
+  absl::Duration receive_time;
 };
 
 // A client of the N parameter shards of one job.

@@ -116,6 +116,9 @@ TEST(PsClient, DeclarePullPushPushPullRoundTrip) {
   EXPECT_EQ(stats.versions[0], 2u);
   EXPECT_EQ(stats.versions[1], 2u);
   EXPECT_EQ(stats.max_staleness, 0u);
+  EXPECT_GT(stats.send_time, absl::ZeroDuration());
+  EXPECT_GE(stats.wait_time, absl::ZeroDuration());
+  EXPECT_GT(stats.receive_time + stats.wait_time, absl::ZeroDuration());
 
   // PushPull again from the values PushPull returned: its backup.
   TensorMap only_b;
