@@ -57,8 +57,23 @@ absl::Status Trainer::PullWithRetry(const absl::Notification* stop) {
 }
 
 absl::Status Trainer::Run(const absl::Notification* stop) {
-  RETURN_IF_ERROR(ps_->Declare(model_->ParameterSpecs(options_.seed)));
+  const std::vector<TensorSpec> specs = model_->ParameterSpecs(options_.seed);
   names_ = TensorNames(*model_, options_.seed);
+  absl::Status declared = ps_->Declare(specs);
+  if (declared.code() == absl::StatusCode::kAlreadyExists) {
+    // Another trainer (e.g. a Python worker) declared the model first with
+    // another initialiser. The job is already initialised: join it if every
+    // tensor has the size this model needs.
+    RETURN_IF_ERROR(ps_->FetchSpecs());
+    RETURN_IF_ERROR(PullWithRetry(stop));
+    for (const TensorSpec& spec : specs) {
+      if (weights_[spec.name].size() != spec.num_elements()) return declared;
+    }
+    std::fprintf(stderr, "[%s] model already declared with another initialiser; joining it\n",
+                 options_.worker_name.c_str());
+  } else {
+    RETURN_IF_ERROR(declared);
+  }
   RETURN_IF_ERROR(PullWithRetry(stop));
   window_start_ = absl::Now();
   const uint32_t num_shards = static_cast<uint32_t>(data_->num_train_shards());
