@@ -65,7 +65,7 @@ class PsServiceTest : public ::testing::Test {
     ASSERT_TRUE(dir.ok()) << dir.status();
     dir_ = *dir;
     std::vector<std::string> args = {
-        "--listen=127.0.0.1:0",   "--metrics_address=127.0.0.1:0",
+        "--listen=127.0.0.1:0",   "--metrics_address=",
         "--update_rule=dcasgd-c", "--lr=0.1",
         "--max_push_bytes=64",    "--checkpoint_dir=" + dir_ + "/ckpt"};
     args.insert(args.end(), extra.begin(), extra.end());
