@@ -9,10 +9,15 @@
 #define DCASGD_CONCAT_INNER_(a, b) a##b
 #define DCASGD_CONCAT_(a, b) DCASGD_CONCAT_INNER_(a, b)
 
-#define RETURN_IF_ERROR(expr)                        \
-  do {                                               \
-    const absl::Status dcasgd_status_ = (expr);      \
-    if (!dcasgd_status_.ok()) return dcasgd_status_; \
+#define RETURN_IF_ERROR(expr) \
+  DCASGD_RETURN_IF_ERROR_IMPL_(DCASGD_CONCAT_(dcasgd_status_, __LINE__), expr)
+
+// The variable name carries the line, so nested uses (e.g. inside a lambda
+// in another RETURN_IF_ERROR) do not shadow each other.
+#define DCASGD_RETURN_IF_ERROR_IMPL_(status, expr) \
+  do {                                             \
+    const absl::Status status = (expr);            \
+    if (!status.ok()) return status;               \
   } while (0)
 
 // ASSIGN_OR_RETURN(lhs, expr): evaluates the StatusOr `expr`; on error returns
