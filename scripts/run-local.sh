@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# The main job on one machine: installs what it needs, builds, prepares the
+# Fashion-MNIST data set (from Debian's package) into a local directory, and
+# trains with local processes: N parameter shards, M workers and the
+# evaluator. Ends with the final test accuracy and where the metrics were.
+#
+# Usage: scripts/run-local.sh [--rule dcasgd-a|dcasgd-c|asgd] [--sync async|ssgd|ssp]
+#          [--shards 2] [--workers 4] [--epochs 5] [--model mlp:256,128]
+#          [--lr 0.1] [--batch-size 64] [--data DIR|s3://bucket/prefix]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+rule=dcasgd-a sync=async shards=2 workers=4 epochs=5 model=mlp:256,128 lr=0.1 batch=64
+data="$root/.cache/data/fashion-mnist"
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --rule) rule=$2; shift 2 ;;
+    --sync) sync=$2; shift 2 ;;
+    --shards) shards=$2; shift 2 ;;
+    --workers) workers=$2; shift 2 ;;
+    --epochs) epochs=$2; shift 2 ;;
+    --model) model=$2; shift 2 ;;
+    --lr) lr=$2; shift 2 ;;
+    --batch-size) batch=$2; shift 2 ;;
+    --data) data=$2; shift 2 ;;
+    -h|--help) sed -n 2,11p "$0"; exit 0 ;;
+    *) echo "run-local: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+scripts/install-deps.sh all
+export CCACHE_BASEDIR="$root"
+cmake --preset release >/dev/null
+cmake --build --preset release --target dcasgd-ps dcasgd-worker dcasgd-prepare-data
+bin="$root/build/release/services"
+
+if [[ "$data" != s3://* && ! -f "$data/manifest.json" ]]; then
+  echo "== preparing Fashion-MNIST data shards in $data"
+  "$bin/worker/data/dcasgd-prepare-data" --dest="$data" --shards=20
+fi
+
+run=$(mktemp -d "${TMPDIR:-/tmp}/dcasgd-run.XXXXXX")
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+wait_file() {  # wait_file FILE PID: polls until FILE exists or PID died
+  for _ in $(seq 600); do
+    [[ -s "$1" ]] && return 0
+    kill -0 "$2" 2>/dev/null || { echo "process $2 died; see $run" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "timed out waiting for $1" >&2; exit 1
+}
+port() { awk -v k="$2" '$1 == k {print $2}' "$1"; }
+
+# Decay the learning rate in the last part of training so the final model is
+# not a noisy iterate of constant-rate SGD (versions ~ steps per shard).
+decay_every=$(( 60000 / batch * epochs / 3 ))
+echo "== starting $shards shards (rule $rule, sync $sync, lr $lr), logs in $run"
+addresses=()
+shard_pids=()
+for ((i = 0; i < shards; i++)); do
+  "$bin/ps/dcasgd-ps" --listen=127.0.0.1:0 --metrics_address=127.0.0.1:0 \
+    --port_file="$run/ps-$i.ports" --shard_index="$i" --shard_count="$shards" \
+    --update_rule="$rule" --sync="$sync" --lr="$lr" --lr_schedule=step \
+    --lr_decay_every="$decay_every" --lr_decay_factor=0.3 \
+    --checkpoint_dir="$run/checkpoints" --checkpoint_interval_seconds=30 \
+    >"$run/ps-$i.log" 2>&1 &
+  pids+=($!); shard_pids+=($!)
+  wait_file "$run/ps-$i.ports" $!
+  addresses+=("127.0.0.1:$(port "$run/ps-$i.ports" grpc)")
+done
+ps_list=$(IFS=,; echo "${addresses[*]}")
+
+common=(--ps_addresses="$ps_list" --data="$data" --model="$model" --epochs="$epochs"
+        --batch_size="$batch" --metrics_address=127.0.0.1:0)
+"$bin/worker/dcasgd-worker" --role=eval "${common[@]}" --eval_interval_seconds=5 \
+  --port_file="$run/evaluator.ports" >"$run/evaluator.out" 2> >(tee "$run/evaluator.log" >&2) &
+eval_pid=$!; pids+=($eval_pid)
+worker_pids=()
+for ((w = 0; w < workers; w++)); do
+  "$bin/worker/dcasgd-worker" --role=train "${common[@]}" --worker_name="worker-$w" \
+    --log_every=200 --port_file="$run/worker-$w.ports" 2> >(tee "$run/worker-$w.log" >&2) &
+  pids+=($!); worker_pids+=($!)
+done
+
+echo "== training $model with $workers workers for $epochs epochs"
+status=0
+for pid in "${worker_pids[@]}"; do wait "$pid" || status=$?; done
+wait "$eval_pid" || status=$?
+
+echo
+echo "== metrics endpoints (Prometheus text format) while the processes ran:"
+for ((i = 0; i < shards; i++)); do
+  echo "   shard $i:   http://127.0.0.1:$(port "$run/ps-$i.ports" metrics)/metrics"
+done
+for ((w = 0; w < workers; w++)); do
+  [[ -f "$run/worker-$w.ports" ]] &&
+    echo "   worker $w:  http://127.0.0.1:$(port "$run/worker-$w.ports" metrics)/metrics"
+done
+echo "   evaluator: http://127.0.0.1:$(port "$run/evaluator.ports" metrics)/metrics"
+for ((i = 0; i < shards; i++)); do
+  echo "   shard $i staleness: $(curl -s "http://127.0.0.1:$(port "$run/ps-$i.ports" metrics)/metrics" |
+    awk '/^dcasgd_ps_staleness_(sum|count)/ {v[$1 ~ /sum/ ? "s" : "c"] = $2}
+         END {if (v["c"] > 0) printf "mean %.2f over %d pushes", v["s"] / v["c"], v["c"]}')"
+done
+# SIGTERM: the shards write a final checkpoint and exit 0.
+for pid in "${shard_pids[@]}"; do kill -TERM "$pid"; done
+for pid in "${shard_pids[@]}"; do wait "$pid" || status=$?; done
+pids=()
+echo "   checkpoints: $run/checkpoints"
+echo
+grep "final test accuracy" "$run/evaluator.out" || { echo "no final accuracy (see $run)"; status=1; }
+exit $status
