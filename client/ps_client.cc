@@ -105,6 +105,7 @@ class ChunkReceiver {
     wanted_[t][index] = 2;
     ++received_;
     version_ = std::max<uint64_t>(version_, response.version());
+    staleness_ = std::max<uint64_t>(staleness_, response.staleness());
     return absl::OkStatus();
   }
 
@@ -115,6 +116,8 @@ class ChunkReceiver {
   }
 
   uint64_t version() const { return version_; }
+  // PushPull replies: the staleness the shard observed for the push.
+  uint64_t staleness() const { return staleness_; }
 
  private:
   absl::Status Error(absl::string_view what) const {
@@ -130,6 +133,7 @@ class ChunkReceiver {
   std::vector<std::vector<uint8_t>> wanted_;
   size_t received_ = 0;
   uint64_t version_ = 0;
+  uint64_t staleness_ = 0;
 };
 
 // Reads a response stream to its end into `receiver`, then finishes it. A
@@ -631,13 +635,6 @@ absl::Status PsClient::DoPush(const TensorMap& gradients, TensorMap* weights, Pu
         results[s].wait_time = absl::Now() - sent;
         return absl::OkStatus();
       }
-      uint64_t previous_pull = 0;
-      bool has_previous_pull;
-      {
-        absl::MutexLock lock(&shard.mu);
-        has_previous_pull = shard.has_pull_version;
-        previous_pull = shard.pull_version;
-      }
       ChunkReceiver receiver(layouts, tensor_index, plan[s], destinations, shard.label);
       const absl::Time start = absl::Now();
       auto stream = shard.stub->PushPull(&context);
@@ -655,8 +652,7 @@ absl::Status PsClient::DoPush(const TensorMap& gradients, TensorMap* weights, Pu
       const uint64_t version = receiver.version();
       shard.RecordPull(version);
       results[s].version = version;
-      results[s].staleness =
-          has_previous_pull && version > previous_pull ? version - 1 - previous_pull : 0;
+      results[s].staleness = receiver.staleness();
       return absl::OkStatus();
     });
   });

@@ -48,9 +48,7 @@ struct PushStats {
   // shards that own none of the pushed chunks.
   std::vector<uint64_t> versions;
   // Staleness (versions applied between this worker's pull and this push)
-  // over the shards touched. Push reports the shards' numbers; PushPull has
-  // no staleness on the wire, so it is derived per shard as
-  // (version after push - 1) - (version of this client's last pull there).
+  // over the shards touched, as each shard reported it.
   uint64_t max_staleness = 0;
   double mean_staleness = 0;
   uint32_t shards_touched = 0;

@@ -93,6 +93,7 @@ struct ShardStore::WaitingPush {
   ValidatedPush push;
   bool pull_after = false;
   PushDone done;
+  ChunkSink sink;
 };
 
 namespace {
@@ -456,7 +457,8 @@ absl::StatusOr<ShardStore::ValidatedPush> ShardStore::Validate(
   return push;
 }
 
-PushResult ShardStore::ApplyOne(WorkerId worker, ValidatedPush& push, bool pull_after) {
+PushResult ShardStore::ApplyOne(WorkerId worker, ValidatedPush& push, bool pull_after,
+                                ChunkSink* sink) {
   PushResult result;
   uint64_t pull_version = 0;
   {
@@ -468,17 +470,33 @@ PushResult ShardStore::ApplyOne(WorkerId worker, ValidatedPush& push, bool pull_
   uint64_t backup_added = 0;
   {
     absl::ReaderMutexLock state(&state_mu_);
-    const uint64_t before = version();
+    // The version is taken when the update starts, so the chunks streamed
+    // while it runs already carry it; Snapshot (writer lock) never sees a
+    // half-applied push.
+    const uint64_t before = version_.fetch_add(1, std::memory_order_acq_rel);
+    result.version = before + 1;
     result.staleness = before >= pull_version ? before - pull_version : 0;
     const float lr = EffectiveLearningRate(config_.optimizer, before, result.staleness);
-    if (pull_after) result.new_values.resize(push.chunks.size());
+    const bool stream = pull_after && sink != nullptr && *sink != nullptr;
+    if (pull_after && !stream) result.new_values.resize(push.chunks.size());
     std::vector<float> scratch;
+    AppliedChunk applied;
     for (size_t i = 0; i < push.chunks.size(); ++i) {
-      Chunk* chunk = push.chunks[i];
-      ApplyChunk(worker, chunk, push.gradients[i].values, lr, pull_after,
-                 pull_after ? &result.new_values[i] : nullptr, &scratch, &backup_added);
+      ChunkValues* out = nullptr;
+      if (stream) {
+        out = &applied.values;
+      } else if (pull_after) {
+        out = &result.new_values[i];
+      }
+      ApplyChunk(worker, push.chunks[i], push.gradients[i].values, lr, pull_after, out, &scratch,
+                 &backup_added);
+      if (stream) {
+        applied.version = result.version;
+        applied.staleness = result.staleness;
+        (*sink)(std::move(applied));
+        applied = AppliedChunk();
+      }
     }
-    result.version = version_.fetch_add(1, std::memory_order_acq_rel) + 1;
   }
   if (backup_added) backup_bytes_.fetch_add(backup_added, std::memory_order_relaxed);
   result.apply_seconds = SecondsSince(start);
@@ -532,7 +550,7 @@ void ShardStore::ApplyChunk(WorkerId worker, Chunk* chunk, const std::string& gr
 }
 
 void ShardStore::SubmitPush(WorkerId worker, std::vector<GradientChunk> chunks, bool pull_after,
-                            PushDone done) {
+                            PushDone done, ChunkSink sink) {
   absl::StatusOr<ValidatedPush> validated = Validate(worker, std::move(chunks));
   if (!validated.ok()) {
     done(validated.status());
@@ -555,7 +573,7 @@ void ShardStore::SubmitPush(WorkerId worker, std::vector<GradientChunk> chunks, 
           return;
         }
       }
-      done(ApplyOne(worker, *validated, pull_after));
+      done(ApplyOne(worker, *validated, pull_after, &sink));
       return;
     }
     case SyncMode::kSsp:
@@ -565,6 +583,7 @@ void ShardStore::SubmitPush(WorkerId worker, std::vector<GradientChunk> chunks, 
       waiting->push = std::move(*validated);
       waiting->pull_after = pull_after;
       waiting->done = std::move(done);
+      waiting->sink = std::move(sink);
       {
         absl::MutexLock lock(&sync_mu_);
         bool duplicate = false;
@@ -633,7 +652,7 @@ void ShardStore::ReleaseWaiters() {
                           " left or its lease expired while its push waited: Join again")));
     }
     if (runnable.empty()) return;
-    for (auto& w : runnable) w->done(ApplyOne(w->worker, w->push, w->pull_after));
+    for (auto& w : runnable) w->done(ApplyOne(w->worker, w->push, w->pull_after, &w->sink));
   }
 }
 
@@ -707,10 +726,12 @@ std::vector<PushResult> ShardStore::ApplyRound(std::vector<std::unique_ptr<Waiti
     result.staleness = 0;
     result.apply_seconds = seconds;
     if (!p.pull_after) continue;
-    result.new_values.resize(p.push.chunks.size());
+    const bool stream = p.sink != nullptr;
+    if (!stream) result.new_values.resize(p.push.chunks.size());
     for (size_t i = 0; i < p.push.chunks.size(); ++i) {
       Chunk* chunk = p.push.chunks[i];
-      ChunkValues& out = result.new_values[i];
+      AppliedChunk applied;
+      ChunkValues& out = stream ? applied.values : result.new_values[i];
       out.tensor = *chunk->tensor;
       out.chunk_index = chunk->index;
       out.values.resize(FloatBytes(chunk->length));
@@ -719,6 +740,10 @@ std::vector<PushResult> ShardStore::ApplyRound(std::vector<std::unique_ptr<Waiti
       auto [it, inserted] = chunk->backups.try_emplace(p.worker);
       if (inserted) backup_added += FloatBytes(chunk->length);
       it->second.assign(chunk->weights.begin(), chunk->weights.end());
+      if (stream) {
+        applied.version = after;
+        p.sink(std::move(applied));
+      }
     }
   }
   if (backup_added) backup_bytes_.fetch_add(backup_added, std::memory_order_relaxed);

@@ -64,6 +64,15 @@ struct ChunkValues {
   std::string values;  // little-endian float32
 };
 
+// One chunk of a PushPull reply, handed to the caller as soon as it is applied
+// (before the whole push is), so it can be on the wire while the next chunk
+// is updated.
+struct AppliedChunk {
+  uint64_t version = 0;    // the version this push creates
+  uint64_t staleness = 0;  // of this push
+  ChunkValues values;      // new weights, which are also the worker's backup
+};
+
 struct PushResult {
   uint64_t version = 0;      // shard version after the update
   uint64_t staleness = 0;    // versions applied since this worker's pull
@@ -104,6 +113,7 @@ struct ChunkRef {
 class ShardStore {
  public:
   using PushDone = absl::AnyInvocable<void(absl::StatusOr<PushResult>)>;
+  using ChunkSink = absl::AnyInvocable<void(AppliedChunk)>;
 
   // `clock` must outlive the store (Clock::Real() in production).
   ShardStore(ShardConfig config, Clock* clock);
@@ -150,8 +160,13 @@ class ShardStore {
   // modes, or later from another caller's thread when the push waits for an
   // SSGD round or the SSP bound. With `pull_after`, the result carries the
   // new values, which become the worker's backup.
+  //
+  // With `sink` (and pull_after), the new values are not collected in the
+  // result: each chunk goes to `sink` right after it is updated, on the
+  // applying thread and with store locks held (the sink must not call back
+  // into the store or block), all before `done` runs.
   void SubmitPush(WorkerId worker, std::vector<GradientChunk> chunks, bool pull_after,
-                  PushDone done);
+                  PushDone done, ChunkSink sink = nullptr);
 
   // Fails every waiting push with UNAVAILABLE (shutdown).
   void CancelWaiting();
@@ -177,7 +192,7 @@ class ShardStore {
   absl::Status CheckWorker(WorkerId worker, uint64_t* pull_version) const;
   absl::StatusOr<ValidatedPush> Validate(WorkerId worker, std::vector<GradientChunk> chunks) const;
   // Applies a validated push at once (async and SSP) as one version.
-  PushResult ApplyOne(WorkerId worker, ValidatedPush& push, bool pull_after);
+  PushResult ApplyOne(WorkerId worker, ValidatedPush& push, bool pull_after, ChunkSink* sink);
   void ApplyChunk(WorkerId worker, Chunk* chunk, const std::string& gradient, float lr,
                   bool pull_after, ChunkValues* out, std::vector<float>* scratch,
                   uint64_t* backup_added);

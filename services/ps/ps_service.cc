@@ -1,6 +1,9 @@
 #include "services/ps/ps_service.h"
 
 #include <algorithm>
+#include <deque>
+#include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -239,8 +242,10 @@ class ParameterShardService::PushReactor final : public grpc::ServerReadReactor<
   v1::PushRequest request_;
 };
 
-// PushPull: like Push, then streams the new values of the pushed chunks, one
-// message per chunk, moving each string into the message.
+// PushPull: like Push; then the update runs on the thread that saw the
+// half-close and hands each updated chunk to this reactor at once, so chunk i
+// is on the wire while chunk i+1 is updated (the client never waits for the
+// whole update). One write is outstanding at a time; the rest queue.
 class ParameterShardService::PushPullReactor final
     : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
@@ -268,45 +273,84 @@ class ParameterShardService::PushPullReactor final
       Reject(s);
       return;
     }
-    service_->Submit(collector_.worker(), collector_.TakeChunks(), /*pull_after=*/true,
-                     [this](absl::StatusOr<PushResult> result) {
-                       if (!result.ok()) {
-                         Reject(result.status());
-                         return;
-                       }
-                       service_->metrics_->ObservePush(result->staleness, result->apply_seconds);
-                       service_->metrics_->CountPull();
-                       version_ = result->version;
-                       new_values_ = std::move(result->new_values);
-                       NextWrite();
-                     });
+    service_->Submit(
+        collector_.worker(), collector_.TakeChunks(), /*pull_after=*/true,
+        [this](absl::StatusOr<PushResult> result) { OnApplied(std::move(result)); },
+        [this](AppliedChunk chunk) { Enqueue(std::move(chunk)); });
   }
 
   void OnWriteDone(bool ok) override {
-    if (!ok) {
-      Finish(Cancelled());
-      return;
+    grpc::ByteBuffer* next = nullptr;
+    std::optional<grpc::Status> finish;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok) cancelled_ = true;
+      next = TakeNextWriteLocked();
+      if (next == nullptr) finish = TakeFinishLocked();
     }
-    NextWrite();
+    if (next != nullptr) StartWrite(next);
+    if (finish.has_value()) Finish(*finish);
   }
 
   void OnDone() override { delete this; }
 
  private:
-  void NextWrite() {
-    if (next_ == new_values_.size()) {
-      Finish(grpc::Status::OK);
-      return;
+  // On the applying thread, with store locks held: serialise and queue.
+  void Enqueue(AppliedChunk applied) {
+    service_->metrics_->AddSentBytes(applied.values.values.size());
+    v1::PullResponse response;
+    v1::Chunk* chunk = response.mutable_chunk();
+    chunk->mutable_tensor()->swap(applied.values.tensor);
+    chunk->set_chunk_index(applied.values.chunk_index);
+    chunk->mutable_values()->swap(applied.values.values);
+    response.set_version(applied.version);
+    response.set_staleness(applied.staleness);
+    auto bytes = std::make_unique<grpc::ByteBuffer>();
+    SerializeMessage(response, bytes.get());
+    grpc::ByteBuffer* next = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      if (cancelled_) return;
+      ready_.push_back(std::move(bytes));
+      next = TakeNextWriteLocked();
     }
-    ChunkValues& values = new_values_[next_++];
-    v1::Chunk* chunk = response_.mutable_chunk();
-    chunk->mutable_tensor()->swap(values.tensor);
-    chunk->set_chunk_index(values.chunk_index);
-    chunk->mutable_values()->swap(values.values);
-    response_.set_version(version_);
-    service_->metrics_->AddSentBytes(chunk->values().size());
-    SerializeMessage(response_, &out_bytes_);
-    StartWrite(&out_bytes_);
+    if (next != nullptr) StartWrite(next);
+  }
+
+  void OnApplied(absl::StatusOr<PushResult> result) {
+    if (result.ok()) {
+      service_->metrics_->ObservePush(result->staleness, result->apply_seconds);
+      service_->metrics_->CountPull();
+    } else {
+      service_->metrics_->CountRejected(result.status().code());
+    }
+    std::optional<grpc::Status> finish;
+    {
+      absl::MutexLock lock(&mu_);
+      applied_ = true;
+      final_status_ = result.ok() ? grpc::Status::OK : ToGrpcStatus(result.status());
+      if (!writing_) finish = TakeFinishLocked();
+    }
+    if (finish.has_value()) Finish(*finish);
+  }
+
+  // The next queued message to write, if no write is outstanding.
+  grpc::ByteBuffer* TakeNextWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || cancelled_ || ready_.empty()) return nullptr;
+    writing_ = true;
+    in_flight_ = std::move(ready_.front());
+    ready_.pop_front();
+    return in_flight_.get();
+  }
+
+  // The status to finish with, once: after the update and every write ended.
+  std::optional<grpc::Status> TakeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_ || !applied_ || writing_ || (!ready_.empty() && !cancelled_)) {
+      return std::nullopt;
+    }
+    finished_ = true;
+    return cancelled_ ? Cancelled() : final_status_;
   }
 
   void Reject(const absl::Status& status) {
@@ -316,14 +360,21 @@ class ParameterShardService::PushPullReactor final
 
   ParameterShardService* const service_;
   grpc::CallbackServerContext* const context_;
+  // Reads happen before the update starts; only gRPC's read callbacks touch these.
   PushCollector collector_;
   grpc::ByteBuffer in_bytes_;
   v1::PushRequest request_;
-  grpc::ByteBuffer out_bytes_;
-  uint64_t version_ = 0;
-  std::vector<ChunkValues> new_values_;
-  size_t next_ = 0;
-  v1::PullResponse response_;
+
+  // Shared by the applying thread (Enqueue, OnApplied) and gRPC's write
+  // callbacks.
+  absl::Mutex mu_;
+  std::deque<std::unique_ptr<grpc::ByteBuffer>> ready_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<grpc::ByteBuffer> in_flight_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool applied_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status final_status_ ABSL_GUARDED_BY(mu_);
 };
 
 ParameterShardService::ParameterShardService(ShardStore* store, ShardMetrics* metrics,
@@ -347,13 +398,14 @@ void ParameterShardService::BeginShutdown() {
 }
 
 void ParameterShardService::Submit(WorkerId worker, std::vector<GradientChunk> chunks,
-                                   bool pull_after, ShardStore::PushDone done) {
+                                   bool pull_after, ShardStore::PushDone done,
+                                   ShardStore::ChunkSink sink) {
   absl::ReaderMutexLock lock(&submit_mu_);
   if (shutting_down_) {
     done(absl::UnavailableError("the shard is shutting down; retry when it is back"));
     return;
   }
-  store_->SubmitPush(worker, std::move(chunks), pull_after, std::move(done));
+  store_->SubmitPush(worker, std::move(chunks), pull_after, std::move(done), std::move(sink));
 }
 
 void ParameterShardService::RefreshOwnedChunks() {

@@ -94,7 +94,7 @@ class ParameterShardService final : public ParameterShardBase {
   // Hands a collected push to the store unless shutting down; `done` runs
   // exactly once (maybe later, on another thread).
   void Submit(WorkerId worker, std::vector<GradientChunk> chunks, bool pull_after,
-              ShardStore::PushDone done);
+              ShardStore::PushDone done, ShardStore::ChunkSink sink = nullptr);
   // Recounts the chunks this shard owns after declarations.
   void RefreshOwnedChunks();
 
