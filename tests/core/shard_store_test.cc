@@ -217,6 +217,40 @@ TEST(ShardStore, PushPullReturnsNewValuesThatBecomeTheBackup) {
   EXPECT_EQ(Floats(r2->new_values[0].values), std::vector<float>(4, 0.0f));
 }
 
+TEST(ShardStore, SinkReceivesEachUpdatedChunkBeforeDone) {
+  ShardStore store(Config(UpdateRule::kAsgd, 1.0f), Clock::Real());
+  ASSERT_TRUE(store.Declare({Spec("w", {10}, 4, 1.0f)}).ok());
+  WorkerId a = store.Join("a")->worker_id;
+  WorkerId b = store.Join("b")->worker_id;
+  PullAll(store, a);
+  ASSERT_TRUE(PushNow(store, b, Grad("w", 0, {0, 0, 0, 0})).ok());  // a is now 1 stale
+  std::vector<GradientChunk> g;
+  g.push_back(GradientChunk{"w", 2, Bytes({1, 1})});
+  g.push_back(GradientChunk{"w", 0, Bytes({2, 2, 2, 2})});
+  std::vector<AppliedChunk> streamed;
+  std::optional<absl::StatusOr<PushResult>> result;
+  store.SubmitPush(
+      a, g, /*pull_after=*/true,
+      [&](absl::StatusOr<PushResult> r) {
+        EXPECT_EQ(streamed.size(), 2u) << "every chunk reaches the sink before done";
+        result = std::move(r);
+      },
+      [&](AppliedChunk c) { streamed.push_back(std::move(c)); });
+  ASSERT_TRUE(result.has_value() && result->ok());
+  EXPECT_TRUE((*result)->new_values.empty()) << "streamed values are not collected again";
+  ASSERT_EQ(streamed.size(), 2u);
+  EXPECT_EQ(streamed[0].values.chunk_index, 2u);
+  EXPECT_EQ(Floats(streamed[0].values.values), std::vector<float>(2, 0.0f));
+  EXPECT_EQ(streamed[1].values.chunk_index, 0u);
+  EXPECT_EQ(Floats(streamed[1].values.values), std::vector<float>(4, -1.0f));
+  for (const AppliedChunk& c : streamed) {
+    EXPECT_EQ(c.version, 2u);
+    EXPECT_EQ(c.staleness, 1u);
+    EXPECT_EQ(c.values.tensor, "w");
+  }
+  EXPECT_EQ((*result)->version, 2u);
+}
+
 TEST(ShardStore, StalenessCountsVersionsSinceThisWorkersPull) {
   ShardStore store(Config(UpdateRule::kAsgd), Clock::Real());
   ASSERT_TRUE(store.Declare({Spec("w", {4})}).ok());
