@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "protos/convert.h"
 
 namespace dcasgd {
 namespace client {
@@ -16,39 +17,7 @@ absl::Status FromGrpcStatus(const grpc::Status& status, absl::string_view shard)
                       absl::StrCat(shard, ": ", status.error_message()));
 }
 
-void SpecToProto(const TensorSpec& spec, v1::TensorSpec* out) {
-  out->Clear();
-  out->set_name(spec.name);
-  for (int64_t d : spec.shape) out->add_shape(d);
-  out->set_chunk_elements(spec.chunk_elements);
-  v1::Initializer* init = out->mutable_init();
-  switch (spec.init.kind) {
-    case Initializer::Kind::kZeros:
-      init->mutable_zeros();
-      break;
-    case Initializer::Kind::kConstant:
-      init->mutable_constant()->set_value(spec.init.a);
-      break;
-    case Initializer::Kind::kUniform: {
-      v1::Initializer::Uniform* u = init->mutable_uniform();
-      u->set_low(spec.init.a);
-      u->set_high(spec.init.b);
-      u->set_seed(spec.init.seed);
-      break;
-    }
-    case Initializer::Kind::kNormal: {
-      v1::Initializer::Normal* n = init->mutable_normal();
-      n->set_mean(spec.init.a);
-      n->set_stddev(spec.init.b);
-      n->set_seed(spec.init.seed);
-      break;
-    }
-    case Initializer::Kind::kValues:
-      init->set_values(reinterpret_cast<const char*>(spec.init.values.data()),
-                       spec.init.values.size() * sizeof(float));
-      break;
-  }
-}
+void SpecToProto(const TensorSpec& spec, v1::TensorSpec* out) { TensorSpecToProto(spec, out); }
 
 absl::StatusOr<TensorLayout> LayoutFromProto(const v1::TensorSpec& spec) {
   TensorLayout layout;

@@ -9,29 +9,16 @@
 #include "core/tensor.h"
 #include "dcasgd/v1/ps.pb.h"
 #include "grpcpp/support/status.h"
+#include "protos/convert.h"
 
 namespace dcasgd {
 
-// The RPC boundary: translations between the dcasgd.v1 messages and the core
-// types, and between absl::Status and grpc::Status. Pure functions.
+// The RPC boundary: absl::Status -> grpc::Status. The message <-> core type
+// translations (TensorSpec, names) are shared with the client in
+// protos/convert.h.
 
 // The same code and message. absl and gRPC share the numeric code space.
 grpc::Status ToGrpcStatus(const absl::Status& status);
-
-// True when `bytes` is well-formed UTF-8 (no overlongs, surrogates or code
-// points above U+10FFFF).
-bool IsValidUtf8(absl::string_view bytes);
-
-// OK when `name` is non-empty, valid UTF-8; INVALID_ARGUMENT naming `what`
-// (e.g. "tensor name") otherwise.
-absl::Status ValidateName(absl::string_view what, absl::string_view name);
-
-// A wire TensorSpec as a core one. INVALID_ARGUMENT for a bad name or an
-// explicit-values initialiser whose byte length is not a multiple of 4; the
-// remaining checks (shape, element counts, ranges) are core's
-// ValidateTensorSpec, run by ShardStore::Declare.
-absl::StatusOr<TensorSpec> TensorSpecFromProto(const v1::TensorSpec& proto);
-void TensorSpecToProto(const TensorSpec& spec, v1::TensorSpec* proto);
 
 }  // namespace dcasgd
 
