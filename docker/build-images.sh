@@ -1,0 +1,222 @@
+#!/usr/bin/env bash
+# Builds the container images dcasgd/ps and dcasgd/worker with podman.
+#
+# Steps (each one skipped when already done, so running it again is cheap):
+#   1. installs podman, buildah, runc, debootstrap, netavark and aardvark-dns
+#      from apt if missing;
+#   2. points CONTAINERS_CONF at docker/containers.conf (runc, no default
+#      ulimits) unless the caller set CONTAINERS_CONF;
+#   3. makes the base images debian:bookworm-slim and debian:bookworm with
+#      debootstrap from the Debian mirror apt already uses (no registry is
+#      needed); the root file system tarball is cached in
+#      $DCASGD_CONTAINER_CACHE (default .cache/containers);
+#   4. builds the images from docker/Dockerfile: by default the full
+#      multi-stage build (compiles the project inside the build stage), or,
+#      with --prebuilt DIR, a runtime-only variant that copies binaries
+#      built on this (Debian 12) host into the same runtime stages.
+#
+# Usage: docker/build-images.sh [options]
+#   --tag TAG          image tag (default: the project version from CMakeLists.txt);
+#                      the full build also tags :latest
+#   --prebuilt DIR     runtime-only variant from DIR/{dcasgd-ps,dcasgd-worker,
+#                      dcasgd-prepare-data} (used by tests/containers)
+#   --only ps|worker   build one image
+#   --jobs N           compile jobs in the build stage (default 2)
+#   --no-cache         rebuild every layer without ccache (a cold build)
+#   --base-only        stop after step 3
+#   --install-only     stop after step 1 (exit 0 when podman is usable)
+# Environment: DCASGD_IMAGE_SOURCE (org.opencontainers.image.source; default
+# the git remote "origin", if any), DCASGD_CONTAINER_CACHE.
+set -euo pipefail
+# The whole script is one brace group: bash parses it completely before
+# running, so editing the file during a (long) run cannot break that run.
+{
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+readonly repo
+version_default="$(sed -n 's/^project(dcasgd VERSION \([0-9.]*\).*/\1/p' \
+  "$repo/CMakeLists.txt")"
+readonly version_default
+
+tag="$version_default"
+prebuilt=""
+only=""
+jobs=2
+stop_after=""
+no_cache=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --tag) tag="$2"; shift 2 ;;
+    --prebuilt) prebuilt="$2"; shift 2 ;;
+    --only) only="$2"; shift 2 ;;
+    --jobs) jobs="$2"; shift 2 ;;
+    --no-cache) no_cache=(--no-cache --build-arg USE_CCACHE=0); shift ;;
+    --base-only) stop_after=base; shift ;;
+    --install-only) stop_after=install; shift ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+    *) echo "build-images: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+case "$only" in ""|ps|worker) ;; *) echo "build-images: --only ps|worker" >&2; exit 2 ;; esac
+
+log() { echo "build-images: $*" >&2; }
+sudo_cmd() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+
+# --- 1. tools ---------------------------------------------------------------
+# netavark + aardvark-dns: bridge networks where containers find each other by
+# name. Recommends are wanted (iptables, catatonit, ...), as in the tested setup.
+tools=(podman buildah runc debootstrap netavark aardvark-dns)
+missing=()
+for p in "${tools[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+if [[ ${#missing[@]} -gt 0 ]]; then
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  sudo_cmd apt-get update -qq
+  sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# --- 2. podman configuration ------------------------------------------------
+export CONTAINERS_CONF="${CONTAINERS_CONF:-$repo/docker/containers.conf}"
+if [[ "$stop_after" == install ]]; then
+  podman --version >/dev/null
+  exit 0
+fi
+
+# --- 3. base images ---------------------------------------------------------
+# The Debian mirror (and security mirror) apt uses on this host, from the
+# one-line or deb822 source lists; deb.debian.org when none is found.
+apt_mirror() {  # $1 = suite
+  local files=(/etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources)
+  local f
+  for f in "${files[@]}"; do
+    [[ -f "$f" ]] || continue
+    if [[ "$f" == *.sources ]]; then
+      # deb822 stanzas: print the first URI of a stanza whose Suites has $1.
+      awk -v suite="$1" '
+        function flush() { if (uri != "" && found) { print uri; exit } uri = ""; found = 0 }
+        /^[[:space:]]*$/ { flush(); next }
+        tolower($1) == "uris:" { uri = $2 }
+        tolower($1) == "suites:" { for (i = 2; i <= NF; i++) if ($i == suite) found = 1 }
+        END { flush() }' "$f"
+    else
+      awk -v suite="$1" '$1 == "deb" {
+          i = 2; if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
+          if ($(i + 1) == suite) { print $i; exit } }' "$f"
+    fi
+  done | head -n 1
+}
+
+make_rootfs_tar() {  # $1 = output tarball
+  local mirror security rootfs
+  mirror="$(apt_mirror bookworm)"; mirror="${mirror:-http://deb.debian.org/debian}"
+  security="$(apt_mirror bookworm-security)"
+  security="${security:-http://deb.debian.org/debian-security}"
+  rootfs="$(mktemp -d)"
+  log "debootstrap --variant=minbase bookworm from $mirror (about a minute)"
+  sudo_cmd debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$rootfs.log" 2>&1 || {
+    tail -n 20 "$rootfs.log" >&2
+    return 1
+  }
+  # apt sources like the official image: the release, its updates and security.
+  sudo_cmd rm -f "$rootfs/etc/apt/sources.list"
+  sudo_cmd tee "$rootfs/etc/apt/sources.list.d/debian.sources" >/dev/null <<EOF
+Types: deb
+URIs: $mirror
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: $security
+Suites: bookworm-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+  # Slim like debian:bookworm-slim: no manuals, docs (copyrights kept) or
+  # translations from packages installed later; no apt caches in layers.
+  sudo_cmd tee "$rootfs/etc/dpkg/dpkg.cfg.d/slim" >/dev/null <<'EOF'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/locale/*
+path-include /usr/share/locale/locale.alias
+EOF
+  sudo_cmd tee "$rootfs/etc/apt/apt.conf.d/docker-clean" >/dev/null <<'EOF'
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+Binary::apt::APT::Keep-Downloaded-Packages "false";
+Acquire::GzipIndexes "true";
+EOF
+  sudo_cmd sh -c "rm -rf '$rootfs'/var/lib/apt/lists/* '$rootfs'/var/cache/apt/*.bin \
+    '$rootfs'/var/cache/apt/archives/*.deb '$rootfs'/var/log/*.log '$rootfs'/etc/hostname \
+    '$rootfs'/etc/resolv.conf; : > '$rootfs'/etc/machine-id 2>/dev/null || true"
+  sudo_cmd tar --numeric-owner -C "$rootfs" -cf "$1.partial" .
+  mv "$1.partial" "$1"
+  sudo_cmd rm -rf "$rootfs" "$rootfs.log"
+}
+
+cache="${DCASGD_CONTAINER_CACHE:-$repo/.cache/containers}"
+if ! podman image exists debian:bookworm-slim || ! podman image exists debian:bookworm; then
+  mkdir -p "$cache"
+  tarball="$cache/debian-bookworm-minbase.tar"
+  if [[ ! -s "$tarball" ]]; then make_rootfs_tar "$tarball"; fi
+  log "importing $tarball as debian:bookworm-slim and debian:bookworm"
+  image_id="$(podman import --quiet "$tarball" debian:bookworm-slim)"
+  podman tag "$image_id" debian:bookworm
+fi
+if [[ "$stop_after" == base ]]; then exit 0; fi
+
+# --- 4. images --------------------------------------------------------------
+# What the full build compiles (also the build context's whole content).
+readonly build_inputs=(CMakeLists.txt CMakePresets.json protos core client services
+                       scripts/install-deps.sh)
+source_url="${DCASGD_IMAGE_SOURCE:-$(git -C "$repo" remote get-url origin 2>/dev/null || true)}"
+revision="$(git -C "$repo" rev-parse HEAD 2>/dev/null || echo unknown)"
+if [[ -z "$prebuilt" && "$revision" != unknown ]] &&
+  ! git -C "$repo" diff --quiet HEAD -- "${build_inputs[@]}"; then
+  revision="$revision-dirty"  # built from uncommitted sources
+fi
+common=(--pull=never --isolation chroot --layers
+        --build-arg "VERSION=$tag" --build-arg "REVISION=$revision"
+        --build-arg "SOURCE=${source_url:-unknown}")
+
+targets=(ps worker)
+if [[ -n "$only" ]]; then targets=("$only"); fi
+
+# Both images are built from one snapshot of the inputs, so they hold the
+# same sources even if the tree changes meanwhile; unchanged files keep the
+# build stage's layers cached (buildah compares content).
+context="$(mktemp -d)"
+trap 'rm -rf "$context"' EXIT
+if [[ -n "$prebuilt" ]]; then
+  # Runtime-only variant: targets ps-prebuilt / worker-prebuilt copy the three
+  # binaries into the same runtime stages the release images use (the build
+  # stage is skipped).
+  for b in dcasgd-ps dcasgd-worker dcasgd-prepare-data; do
+    install -m 0755 "$prebuilt/$b" "$context/$b"
+  done
+  suffix=-prebuilt
+  extra_tags=()
+  what="from the binaries in $prebuilt"
+else
+  (cd "$repo" && cp -a --parents "${build_inputs[@]}" "$context/")
+  suffix=""
+  extra_tags=(latest)
+  what="(full multi-stage build)"
+fi
+for t in "${targets[@]}"; do
+  log "building dcasgd/$t:$tag $what"
+  tags=(-t "dcasgd/$t:$tag")
+  for x in "${extra_tags[@]}"; do tags+=(-t "dcasgd/$t:$x"); done
+  podman build "${common[@]}" "${no_cache[@]}" --build-arg "JOBS=$jobs" --target "$t$suffix" \
+    -f "$repo/docker/Dockerfile" "${tags[@]}" "$context"
+  no_cache=()  # the next target reuses the stages just rebuilt
+done
+podman image ls --filter "reference=dcasgd/*:$tag" >&2
+exit
+}
