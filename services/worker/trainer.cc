@@ -49,6 +49,15 @@ absl::Status Trainer::PullWithRetry(const absl::Notification* stop) {
     absl::Status s = ps_->Pull(names_, &weights_);
     if (s.ok()) return s;
     if (!Recoverable(s) && s.code() != absl::StatusCode::kNotFound) return s;
+    if (s.code() == absl::StatusCode::kNotFound && !specs_.empty()) {
+      // A shard restarted without a checkpoint of the declarations: declare
+      // again (idempotent on the shards that still have them).
+      absl::Status declared = ps_->Declare(specs_);
+      if (!declared.ok() && declared.code() != absl::StatusCode::kAlreadyExists) {
+        std::fprintf(stderr, "[%s] re-declaring failed: %s\n", options_.worker_name.c_str(),
+                     std::string(declared.message()).c_str());
+      }
+    }
     if (absl::Now() > give_up) return s;
     std::fprintf(stderr, "[%s] pull failed, retrying: %s\n", options_.worker_name.c_str(),
                  std::string(s.message()).c_str());
@@ -60,6 +69,7 @@ absl::Status Trainer::Run(const absl::Notification* stop) {
   const std::vector<TensorSpec> specs = model_->ParameterSpecs(options_.seed);
   names_ = TensorNames(*model_, options_.seed);
   absl::Status declared = ps_->Declare(specs);
+  specs_ = specs;
   if (declared.code() == absl::StatusCode::kAlreadyExists) {
     // Another trainer (e.g. a Python worker) declared the model first with
     // another initialiser. The job is already initialised: join it if every

@@ -51,6 +51,7 @@ class Trainer {
   const model::Model* const model_;
   WorkerMetrics* const metrics_;
 
+  std::vector<TensorSpec> specs_;  // as declared, for re-declaring
   std::vector<std::string> names_;
   TensorMap weights_;
   TensorMap gradients_;

@@ -121,19 +121,39 @@ class Cluster:
         self.processes.append(p)
         return p
 
-    def start_shards(self, count, *flags):
+    def start_shards(self, count, *flags, fixed_ports=False):
+        """Starts `count` shards. With fixed_ports, each listens on a port
+        chosen now, so restart_shard() brings it back at the same address (as
+        a StatefulSet pod keeps its DNS name)."""
         for i in range(count):
-            port_file = self.path(f"ps-{i}.ports")
-            p = self.spawn([PS_BINARY, "--listen=127.0.0.1:0", "--metrics_address=127.0.0.1:0",
-                            f"--port_file={port_file}", f"--shard_index={i}",
-                            f"--shard_count={count}", *flags], f"ps-{i}")
-            ports = wait_for(lambda: read_port_file(port_file) or (p.poll() is not None and
-                                                                    {"exited": 1}),
-                             30, f"shard {i} to start")
-            if "exited" in ports:
-                raise RuntimeError(f"shard {i} exited at start:\n{p.output()}")
-            self.shards.append((p, ports["grpc"], ports["metrics"]))
+            listen = f"127.0.0.1:{free_port()}" if fixed_ports else "127.0.0.1:0"
+            args = [PS_BINARY, f"--listen={listen}", "--metrics_address=127.0.0.1:0",
+                    f"--port_file={self.path(f'ps-{i}.ports')}", f"--shard_index={i}",
+                    f"--shard_count={count}", *flags]
+            self.shards.append(self._launch_shard(i, args))
         return self.shards
+
+    def _launch_shard(self, i, args, attempt=0):
+        port_file = self.path(f"ps-{i}.ports")
+        if os.path.exists(port_file):
+            os.remove(port_file)
+        p = self.spawn(args, f"ps-{i}" + (f"-{attempt}" if attempt else ""))
+        p.shard_args = args
+        ports = wait_for(lambda: read_port_file(port_file) or (p.poll() is not None and
+                                                                {"exited": 1}),
+                         30, f"shard {i} to start")
+        if "exited" in ports:
+            raise RuntimeError(f"shard {i} exited at start:\n{p.output()}")
+        return (p, ports["grpc"], ports["metrics"])
+
+    def restart_shard(self, i, attempt=1):
+        """Starts shard i again with the same flags (same port with
+        fixed_ports, same checkpoint dir), after it exited."""
+        old = self.shards[i][0]
+        if old.poll() is None:
+            raise RuntimeError(f"shard {i} is still running")
+        self.shards[i] = self._launch_shard(i, old.shard_args, attempt)
+        return self.shards[i]
 
     def addresses(self):
         return ",".join(f"127.0.0.1:{g}" for _, g, _ in self.shards)

@@ -130,6 +130,62 @@ class LocalData(unittest.TestCase):
     def tearDown(self):
         self.cluster.close()
 
+    def test_sigterm_finishes_the_step_leaves_and_exits_zero(self):
+        self.cluster.start_shards(2, *SOFTMAX_PS_FLAGS)  # 30 s leases
+        worker = self.cluster.start_worker("w", self.data, "--model=softmax", "--epochs=50")
+        ports = wait_for(lambda: harness.read_port_file(worker.port_file), 30, "worker metrics")
+        wait_for(lambda: metric_value(ports["metrics"], "dcasgd_worker_steps_total") >= 20,
+                 60, "the worker to train")
+        worker.signal(signal.SIGTERM)
+        self.assertEqual(worker.wait(30), 0, worker.output()[-2000:])
+        self.assertIn("left after", worker.output())
+        # It left: no shard waits for its lease (30 s) to expire.
+        for _, grpc_port, _ in self.cluster.shards:
+            self.assertEqual(harness.shard_status(f"127.0.0.1:{grpc_port}").active_workers, 0)
+            self.assertEqual(harness.shard_status(f"127.0.0.1:{grpc_port}").backup_bytes, 0)
+
+    def test_worker_rides_out_a_shard_restart(self):
+        checkpoints = self.cluster.path("checkpoints")
+        self.cluster.start_shards(2, *SOFTMAX_PS_FLAGS, f"--checkpoint_dir={checkpoints}",
+                                  "--checkpoint_interval_seconds=0.5", fixed_ports=True)
+        worker = self.cluster.start_worker("w", self.data, "--model=softmax", "--epochs=3")
+        ports = wait_for(lambda: harness.read_port_file(worker.port_file), 30, "worker metrics")
+        wait_for(lambda: metric_value(ports["metrics"], "dcasgd_worker_steps_total") >= 50,
+                 60, "the worker to train")
+        wait_for(lambda: os.path.exists(os.path.join(checkpoints, "shard-1.ckpt")), 30,
+                 "shard 1's first checkpoint")
+        shard = self.cluster.shards[1][0]
+        shard.signal(signal.SIGKILL)
+        shard.wait(10)
+        self.cluster.restart_shard(1)
+        self.assertEqual(worker.wait(300), 0, worker.output()[-3000:])
+        out = worker.output()
+        self.assertTrue("step dropped" in out or "pull failed" in out, out[-3000:])
+        self.assertIn("restored", self.cluster.shards[1][0].output())
+        job = harness.job_status(f"127.0.0.1:{self.cluster.shards[0][1]}")
+        self.assertTrue(job.done)
+        self.assertEqual(job.completed, 4 * 3)
+
+    def test_worker_redeclares_after_a_shard_restarts_empty(self):
+        # No checkpoints: the restarted shard has lost the declarations; the
+        # worker declares again (idempotent elsewhere) and carries on.
+        self.cluster.start_shards(2, *SOFTMAX_PS_FLAGS, fixed_ports=True)
+        worker = self.cluster.start_worker("w", self.data, "--model=softmax", "--epochs=3")
+        ports = wait_for(lambda: harness.read_port_file(worker.port_file), 30, "worker metrics")
+        wait_for(lambda: metric_value(ports["metrics"], "dcasgd_worker_steps_total") >= 50,
+                 60, "the worker to train")
+        for i in (0, 1):  # the shard that owns chunks of the model may be either
+            if harness.shard_status(f"127.0.0.1:{self.cluster.shards[i][1]}").version > 0:
+                victim = i
+        shard = self.cluster.shards[victim][0]
+        shard.signal(signal.SIGKILL)
+        shard.wait(10)
+        self.cluster.restart_shard(victim)
+        self.assertEqual(worker.wait(300), 0, worker.output()[-3000:])
+        status = harness.shard_status(f"127.0.0.1:{self.cluster.shards[victim][1]}")
+        self.assertGreater(len(status.tensors), 0, "declared again")
+        self.assertGreater(status.version, 0, "trained after the restart")
+
     def test_corrupt_data_shard_is_reported_by_name(self):
         victim = os.path.join(self.data, "train", "shard-00001-of-00004.dsd")
         with open(victim, "r+b") as f:
