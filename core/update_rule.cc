@@ -54,136 +54,35 @@ struct Scalars {
   float weight_decay;
 };
 
-// GCC 12 at -O2 uses the "very-cheap" vectoriser cost model, which only
-// vectorises loops whose trip count is a known multiple of the vector width.
-// Fixed-size inner blocks give it exactly that; the tail runs scalar. 64, not
-// 16: at -O3 GCC fully unrolls inner loops of <= 16 iterations first, and the
-// unrolled DC-ASGD-a block then stayed scalar (4x slower).
-constexpr size_t kBlock = 64;
+}  // namespace
 
-// DC-ASGD-a mean square (Alg. 1): MS <- m * MS + (1 - m) * g * g. Returns the
-// new MS + eps, the radicand of lambda_t; MS is always updated before lambda_t
-// is computed from it.
-inline __attribute__((always_inline)) float UpdateMeanSquare(const Scalars& s, float gi,
-                                                             float* __restrict ms) {
-  const float msi = s.ms_decay * *ms + s.one_minus_ms_decay * gi * gi;
-  *ms = msi;
-  return msi + s.epsilon;
-}
+// The kernels, compiled twice: for the baseline instruction set, and on
+// x86-64 also for AVX2 (chosen at run time), where DC-ASGD-a's square root and
+// division run on 8 lanes instead of 4 (docs/benchmarks.md). No FMA: the
+// results stay bit-identical between the two.
+namespace kernels_baseline {
+#include "core/update_kernels.inc"
+}  // namespace kernels_baseline
 
-// x <- sqrt(x) for one block. std::sqrt vectorises only without errno
-// semantics (-fno-math-errno): otherwise GCC guards each call with a branch
-// to libm, which no vectoriser accepts, and DC-ASGD-a runs ~4x slower. On x86
-// the SSE square root is used directly then; both are IEEE correctly rounded,
-// so the results are bit-identical for the non-negative radicands here.
-inline __attribute__((always_inline)) void SqrtBlock(float* __restrict x) {
-#if defined(__SSE__) && !defined(__NO_MATH_ERRNO__)
-  for (size_t j = 0; j < kBlock; j += 4) _mm_storeu_ps(x + j, _mm_sqrt_ps(_mm_loadu_ps(x + j)));
+#if defined(__x86_64__) && defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC target("avx2")
+namespace kernels_avx2 {
+#include "core/update_kernels.inc"
+}  // namespace kernels_avx2
+#pragma GCC pop_options
+#define DCASGD_HAVE_AVX2_KERNELS 1
+#endif
+
+namespace {
+bool UseAvx2() {
+#ifdef DCASGD_HAVE_AVX2_KERNELS
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  return avx2;
 #else
-  for (size_t j = 0; j < kBlock; ++j) x[j] = std::sqrt(x[j]);
+  return false;
 #endif
 }
-
-// One element of the update (paper eq. 10 with MXNet's momentum and weight
-// decay) given lambda_t. Every variant is a compile-time parameter so that
-// the loops below contain no branches and vectorise. `bak` is never read for
-// kAsgd and is unused for kInPlace (the old backup is read from `nb`).
-template <UpdateRule kRule, bool kMomentum, bool kDecay, BackupOut kOut>
-inline __attribute__((always_inline)) void UpdateElement(
-    const Scalars& s, float lambda, float* __restrict w, const float* __restrict g,
-    const float* __restrict bak, float* __restrict mom, float* __restrict nb, size_t i) {
-  const float gi = g[i];
-  const float wi = w[i];
-  float d = gi;
-  // Weight decay stays out of the g * g factor.
-  if constexpr (kDecay) d += s.weight_decay * wi;
-  if constexpr (kRule != UpdateRule::kAsgd) {
-    const float backup = kOut == BackupOut::kInPlace ? nb[i] : bak[i];
-    d += lambda * gi * gi * (wi - backup);
-  }
-  float new_w;
-  if constexpr (kMomentum) {
-    const float mi = s.momentum * mom[i] - s.lr * d;
-    mom[i] = mi;
-    new_w = wi + mi;
-  } else {
-    new_w = wi - s.lr * d;
-  }
-  w[i] = new_w;
-  if constexpr (kOut != BackupOut::kNone) nb[i] = new_w;
-}
-
-// noinline: GCC drops the __restrict promises of a function's parameters when
-// it inlines it, and would then need run-time alias checks, which the -O2
-// cost model refuses. The call costs nothing next to a chunk's worth of work.
-template <UpdateRule kRule, bool kMomentum, bool kDecay, BackupOut kOut>
-__attribute__((noinline)) void UpdateLoop(const Scalars s, float* __restrict w,
-                                          const float* __restrict g, const float* __restrict bak,
-                                          float* __restrict ms, float* __restrict mom,
-                                          float* __restrict nb, size_t n) {
-  size_t i = 0;
-  if constexpr (kRule == UpdateRule::kDcAsgdAdaptive) {
-    // lambda_t = lambda0 / sqrt(MS + eps), recomputed from lambda0 every step.
-    for (; i + kBlock <= n; i += kBlock) {
-      float root[kBlock];
-      for (size_t j = 0; j < kBlock; ++j) root[j] = UpdateMeanSquare(s, g[i + j], ms + i + j);
-      SqrtBlock(root);
-      for (size_t j = 0; j < kBlock; ++j) {
-        UpdateElement<kRule, kMomentum, kDecay, kOut>(s, s.lambda0 / root[j], w, g, bak, mom, nb,
-                                                      i + j);
-      }
-    }
-    for (; i < n; ++i) {
-      const float lambda = s.lambda0 / std::sqrt(UpdateMeanSquare(s, g[i], ms + i));
-      UpdateElement<kRule, kMomentum, kDecay, kOut>(s, lambda, w, g, bak, mom, nb, i);
-    }
-  } else {
-    // DC-ASGD-c: lambda_t = lambda0; ASGD ignores it.
-    for (; i + kBlock <= n; i += kBlock) {
-      for (size_t j = 0; j < kBlock; ++j) {
-        UpdateElement<kRule, kMomentum, kDecay, kOut>(s, s.lambda0, w, g, bak, mom, nb, i + j);
-      }
-    }
-    for (; i < n; ++i) {
-      UpdateElement<kRule, kMomentum, kDecay, kOut>(s, s.lambda0, w, g, bak, mom, nb, i);
-    }
-  }
-}
-
-template <UpdateRule kRule, bool kMomentum, bool kDecay>
-void DispatchBackupOut(const Scalars& s, const ChunkVectors& v) {
-  const float* bak = kRule == UpdateRule::kAsgd ? nullptr : v.backup;
-  if (v.new_backup == nullptr) {
-    UpdateLoop<kRule, kMomentum, kDecay, BackupOut::kNone>(s, v.weights, v.gradient, bak,
-                                                           v.mean_square, v.momentum, nullptr, v.n);
-  } else if (kRule != UpdateRule::kAsgd && v.new_backup == v.backup) {
-    // Writing through one pointer keeps the __restrict promises true.
-    UpdateLoop<kRule, kMomentum, kDecay, BackupOut::kInPlace>(
-        s, v.weights, v.gradient, nullptr, v.mean_square, v.momentum, v.new_backup, v.n);
-  } else {
-    UpdateLoop<kRule, kMomentum, kDecay, BackupOut::kSeparate>(
-        s, v.weights, v.gradient, bak, v.mean_square, v.momentum, v.new_backup, v.n);
-  }
-}
-
-template <UpdateRule kRule, bool kMomentum>
-void DispatchDecay(const Scalars& s, const ChunkVectors& v) {
-  if (s.weight_decay != 0.0f) {
-    DispatchBackupOut<kRule, kMomentum, true>(s, v);
-  } else {
-    DispatchBackupOut<kRule, kMomentum, false>(s, v);
-  }
-}
-
-template <UpdateRule kRule>
-void DispatchMomentum(const Scalars& s, const ChunkVectors& v) {
-  if (s.momentum != 0.0f) {
-    DispatchDecay<kRule, true>(s, v);
-  } else {
-    DispatchDecay<kRule, false>(s, v);
-  }
-}
-
 }  // namespace
 
 absl::Status OptimizerConfig::Validate() const {
@@ -269,7 +168,15 @@ float EffectiveLearningRate(const OptimizerConfig& config, uint64_t version, uin
   return static_cast<float>(lr);
 }
 
+bool KernelIsaSupported(KernelIsa isa) { return isa == KernelIsa::kBaseline || UseAvx2(); }
+
 void ApplyUpdate(const OptimizerConfig& config, float lr, const ChunkVectors& v) {
+  ApplyUpdateWithIsa(UseAvx2() ? KernelIsa::kAvx2 : KernelIsa::kBaseline, config, lr, v);
+}
+
+void ApplyUpdateWithIsa(KernelIsa isa, const OptimizerConfig& config, float lr,
+                        const ChunkVectors& v) {
+  DCASGD_CHECK(KernelIsaSupported(isa));
   if (v.n == 0) return;
   // Missing vectors are programmer errors of the shard store, not input.
   DCASGD_CHECK(v.weights != nullptr && v.gradient != nullptr);
@@ -284,18 +191,13 @@ void ApplyUpdate(const OptimizerConfig& config, float lr, const ChunkVectors& v)
                   config.epsilon,
                   config.momentum,
                   config.weight_decay};
-  switch (config.rule) {
-    case UpdateRule::kAsgd:
-      DispatchMomentum<UpdateRule::kAsgd>(s, v);
-      return;
-    case UpdateRule::kDcAsgdConstant:
-      DispatchMomentum<UpdateRule::kDcAsgdConstant>(s, v);
-      return;
-    case UpdateRule::kDcAsgdAdaptive:
-      DispatchMomentum<UpdateRule::kDcAsgdAdaptive>(s, v);
-      return;
+#ifdef DCASGD_HAVE_AVX2_KERNELS
+  if (isa == KernelIsa::kAvx2) {
+    kernels_avx2::Run(s, config.rule, v);
+    return;
   }
-  DCASGD_CHECK(false && "unknown UpdateRule");
+#endif
+  kernels_baseline::Run(s, config.rule, v);
 }
 
 }  // namespace dcasgd

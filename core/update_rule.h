@@ -59,17 +59,16 @@ const char* UpdateRuleName(UpdateRule rule);
 // The learning rate for an update applied when the shard is at `version`
 // (before the update) for a gradient of staleness `staleness`: the schedule's
 // rate, divided by max(1, staleness) when staleness_aware.
-float EffectiveLearningRate(const OptimizerConfig& config, uint64_t version,
-                            uint64_t staleness);
+float EffectiveLearningRate(const OptimizerConfig& config, uint64_t version, uint64_t staleness);
 
 // Views of one chunk's vectors, all of length n. Not owned.
 struct ChunkVectors {
-  float* weights = nullptr;             // w, updated in place
-  const float* gradient = nullptr;      // g
-  const float* backup = nullptr;        // w_bak(m); may be null for kAsgd
-  float* mean_square = nullptr;         // MS; required iff uses_mean_square()
-  float* momentum = nullptr;            // mom; required iff uses_momentum()
-  float* new_backup = nullptr;          // if set, receives the new w as well
+  float* weights = nullptr;         // w, updated in place
+  const float* gradient = nullptr;  // g
+  const float* backup = nullptr;    // w_bak(m); may be null for kAsgd
+  float* mean_square = nullptr;     // MS; required iff uses_mean_square()
+  float* momentum = nullptr;        // mom; required iff uses_momentum()
+  float* new_backup = nullptr;      // if set, receives the new w as well
   size_t n = 0;
 };
 
@@ -83,6 +82,14 @@ struct ChunkVectors {
 // Weight decay stays out of the g*g factor. `lr` is the effective rate.
 // The caller holds the chunk's lock; the function is otherwise pure.
 void ApplyUpdate(const OptimizerConfig& config, float lr, const ChunkVectors& v);
+
+// The instruction sets the kernels are compiled for. ApplyUpdate uses the best
+// one the CPU has; the results are bit-identical (no FMA), which tests check.
+enum class KernelIsa { kBaseline, kAvx2 };
+bool KernelIsaSupported(KernelIsa isa);
+// ApplyUpdate with a given instruction set; it must be supported.
+void ApplyUpdateWithIsa(KernelIsa isa, const OptimizerConfig& config, float lr,
+                        const ChunkVectors& v);
 
 }  // namespace dcasgd
 
