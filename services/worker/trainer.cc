@@ -93,6 +93,13 @@ absl::Status Trainer::Run(const absl::Notification* stop) {
     if (answer.has_job_done() && answer.job_done()) {
       std::fprintf(stderr, "[%s] job done after %lld steps of this worker\n",
                    options_.worker_name.c_str(), static_cast<long long>(steps_));
+      // The shards keep serving; have them checkpoint the finished model now
+      // rather than at the next interval (a no-op where checkpoints are off).
+      auto written = ps_->Checkpoint();
+      if (!written.ok() && written.status().code() != absl::StatusCode::kFailedPrecondition) {
+        std::fprintf(stderr, "[%s] final checkpoint request failed: %s\n",
+                     options_.worker_name.c_str(), std::string(written.status().message()).c_str());
+      }
       return absl::OkStatus();
     }
     if (!answer.has_lease()) {

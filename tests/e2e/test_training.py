@@ -148,6 +148,7 @@ class LocalData(unittest.TestCase):
         checkpoints = self.cluster.path("checkpoints")
         self.cluster.start_shards(2, *SOFTMAX_PS_FLAGS, f"--checkpoint_dir={checkpoints}",
                                   "--checkpoint_interval_seconds=0.5", fixed_ports=True)
+        # (0.5 s so shard 1 has a checkpoint to restore soon after training starts.)
         worker = self.cluster.start_worker("w", self.data, "--model=softmax", "--epochs=3")
         ports = wait_for(lambda: harness.read_port_file(worker.port_file), 30, "worker metrics")
         wait_for(lambda: metric_value(ports["metrics"], "dcasgd_worker_steps_total") >= 50,
@@ -185,6 +186,23 @@ class LocalData(unittest.TestCase):
         status = harness.shard_status(f"127.0.0.1:{self.cluster.shards[victim][1]}")
         self.assertGreater(len(status.tensors), 0, "declared again")
         self.assertGreater(status.version, 0, "trained after the restart")
+
+    def test_job_end_checkpoints_the_final_model_and_shards_keep_serving(self):
+        checkpoints = self.cluster.path("checkpoints")
+        # An hour between periodic checkpoints: only the job's end writes one.
+        self.cluster.start_shards(2, *SOFTMAX_PS_FLAGS, f"--checkpoint_dir={checkpoints}",
+                                  "--checkpoint_interval_seconds=3600")
+        workers = [self.cluster.start_worker(f"w{i}", self.data, "--model=softmax")
+                   for i in range(2)]
+        for w in workers:
+            self.assertEqual(w.wait(120), 0, w.output()[-2000:])
+        trained = 0
+        for shard, grpc_port, _ in self.cluster.shards:
+            self.assertIsNone(shard.poll(), "shards keep serving after the job")
+            status = harness.shard_status(f"127.0.0.1:{grpc_port}")
+            self.assertEqual(status.checkpoint_version, status.version)
+            trained += status.version > 0
+        self.assertGreater(trained, 0)
 
     def test_corrupt_data_shard_is_reported_by_name(self):
         victim = os.path.join(self.data, "train", "shard-00001-of-00004.dsd")
