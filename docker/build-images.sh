@@ -50,7 +50,7 @@ while [[ $# -gt 0 ]]; do
     --prebuilt) prebuilt="$2"; shift 2 ;;
     --only) only="$2"; shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
-    --no-cache) no_cache=(--no-cache --build-arg USE_CCACHE=0); shift ;;
+    --no-cache) no_cache=(--build-arg "REFRESH=$(date +%s)" --build-arg USE_CCACHE=0); shift ;;
     --base-only) stop_after=base; shift ;;
     --install-only) stop_after=install; shift ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
@@ -181,9 +181,15 @@ if [[ -z "$prebuilt" && "$revision" != unknown ]] &&
   ! git -C "$repo" diff --quiet HEAD -- "${build_inputs[@]}"; then
   revision="$revision-dirty"  # built from uncommitted sources
 fi
-common=(--pull=never --isolation chroot --layers
-        --build-arg "VERSION=$tag" --build-arg "REVISION=$revision"
-        --build-arg "SOURCE=${source_url:-unknown}")
+common=(--pull=never --isolation chroot --layers "${no_cache[@]}")
+# Per-build labels are set on the built image afterwards (buildah config +
+# commit: a new image config on the same layers). Given to podman build
+# (--label, or LABEL with build args) they would come from the layer cache
+# with an earlier build's values when nothing else changed.
+labels=(--label "org.opencontainers.image.version=$tag"
+        --label "org.opencontainers.image.revision=$revision"
+        --label "org.opencontainers.image.source=${source_url:-unknown}"
+        --label "org.opencontainers.image.licenses=NOASSERTION")
 
 targets=(ps worker)
 if [[ -n "$only" ]]; then targets=("$only"); fi
@@ -192,7 +198,8 @@ if [[ -n "$only" ]]; then targets=("$only"); fi
 # same sources even if the tree changes meanwhile; unchanged files keep the
 # build stage's layers cached (buildah compares content).
 context="$(mktemp -d)"
-trap 'rm -rf "$context"' EXIT
+iidfile="$(mktemp)"
+trap 'rm -rf "$context" "$iidfile"' EXIT
 if [[ -n "$prebuilt" ]]; then
   # Runtime-only variant: targets ps-prebuilt / worker-prebuilt copy the three
   # binaries into the same runtime stages the release images use (the build
@@ -211,11 +218,12 @@ else
 fi
 for t in "${targets[@]}"; do
   log "building dcasgd/$t:$tag $what"
-  tags=(-t "dcasgd/$t:$tag")
-  for x in "${extra_tags[@]}"; do tags+=(-t "dcasgd/$t:$x"); done
-  podman build "${common[@]}" "${no_cache[@]}" --build-arg "JOBS=$jobs" --target "$t$suffix" \
-    -f "$repo/docker/Dockerfile" "${tags[@]}" "$context"
-  no_cache=()  # the next target reuses the stages just rebuilt
+  podman build "${common[@]}" --build-arg "JOBS=$jobs" --target "$t$suffix" \
+    --iidfile "$iidfile" -f "$repo/docker/Dockerfile" "$context"
+  container="$(buildah from --pull=never --quiet "$(cat "$iidfile")")"
+  buildah config "${labels[@]}" "$container"
+  buildah commit --quiet --rm "$container" "dcasgd/$t:$tag" >/dev/null
+  for x in "${extra_tags[@]}"; do podman tag "dcasgd/$t:$tag" "dcasgd/$t:$x"; done
 done
 podman image ls --filter "reference=dcasgd/*:$tag" >&2
 exit
