@@ -43,7 +43,8 @@ void Apply(KernelIsa isa, const OptimizerConfig& c, Vectors& v, bool in_place) {
 }
 
 bool BitEqual(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+  if (a.size() != b.size()) return false;
+  return a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
 class KernelIsaTest
