@@ -2,7 +2,9 @@
 
 #include <algorithm>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "core/check.h"
 
 namespace dcasgd {
@@ -50,6 +52,8 @@ absl::StatusOr<AcquireResult> DataCoordinator::Acquire(const std::string& worker
     num_data_shards_ = num_data_shards;
     epochs_ = epochs;
     completed_per_epoch_.assign(epochs, 0);
+    done_.assign(size_t{epochs} * num_data_shards, false);
+    ++generation_;
     for (uint32_t e = 0; e < epochs; ++e) {
       for (uint32_t s = 0; s < num_data_shards; ++s) pending_.push_back(Item{e, s});
     }
@@ -100,8 +104,11 @@ absl::Status DataCoordinator::Complete(uint64_t lease_id) {
     return absl::FailedPreconditionError(absl::StrCat(
         "data lease ", lease_id, " is unknown or expired; its shard was handed out again"));
   }
-  ++completed_per_epoch_[it->second.item.epoch];
+  const Item item = it->second.item;
+  ++completed_per_epoch_[item.epoch];
+  done_[size_t{item.epoch} * num_data_shards_ + item.shard] = true;
   ++completed_;
+  ++generation_;
   leased_.erase(it);
   return absl::OkStatus();
 }
@@ -125,6 +132,90 @@ JobProgress DataCoordinator::Progress() {
   }
   p.done = configured_ && completed_ == uint64_t{num_data_shards_} * epochs_;
   return p;
+}
+
+uint64_t DataCoordinator::generation() {
+  absl::MutexLock lock(&mu_);
+  return generation_;
+}
+
+// Format (text, one item per line):
+//   dcasgd-data-coordinator 1
+//   job <num_data_shards> <epochs> <reissued>
+//   epoch <e> <one '0'/'1' per data shard: done>
+std::string DataCoordinator::SerializeProgress() {
+  absl::MutexLock lock(&mu_);
+  std::string out = "dcasgd-data-coordinator 1\n";
+  if (!configured_) return out;
+  absl::StrAppend(&out, "job ", num_data_shards_, " ", epochs_, " ", reissued_, "\n");
+  for (uint32_t e = 0; e < epochs_; ++e) {
+    absl::StrAppend(&out, "epoch ", e, " ");
+    for (uint32_t s = 0; s < num_data_shards_; ++s) {
+      out.push_back(done_[size_t{e} * num_data_shards_ + s] ? '1' : '0');
+    }
+    out.push_back('\n');
+  }
+  return out;
+}
+
+absl::Status DataCoordinator::RestoreProgress(absl::string_view text) {
+  auto bad = [](absl::string_view why) {
+    return absl::DataLossError(absl::StrCat("data coordinator state: ", why));
+  };
+  std::vector<absl::string_view> lines = absl::StrSplit(text, '\n', absl::SkipEmpty());
+  if (lines.empty() || lines[0] != "dcasgd-data-coordinator 1") {
+    return bad("missing or unknown header");
+  }
+  if (lines.size() == 1) {  // saved before any worker fixed the job
+    absl::MutexLock lock(&mu_);
+    configured_ = false;
+    pending_.clear();
+    leased_.clear();
+    completed_ = reissued_ = 0;
+    ++generation_;
+    return absl::OkStatus();
+  }
+  std::vector<absl::string_view> job = absl::StrSplit(lines[1], ' ');
+  uint32_t shards = 0, epochs = 0;
+  uint64_t reissued = 0;
+  if (job.size() != 4 || job[0] != "job" || !absl::SimpleAtoi(job[1], &shards) ||
+      !absl::SimpleAtoi(job[2], &epochs) || !absl::SimpleAtoi(job[3], &reissued) || shards == 0 ||
+      epochs == 0 || lines.size() != 2 + size_t{epochs}) {
+    return bad("malformed job line or wrong number of epoch lines");
+  }
+  std::vector<bool> done(size_t{epochs} * shards, false);
+  std::vector<uint32_t> per_epoch(epochs, 0);
+  for (uint32_t e = 0; e < epochs; ++e) {
+    std::vector<absl::string_view> parts = absl::StrSplit(lines[2 + e], ' ');
+    uint32_t index = 0;
+    if (parts.size() != 3 || parts[0] != "epoch" || !absl::SimpleAtoi(parts[1], &index) ||
+        index != e || parts[2].size() != shards) {
+      return bad(absl::StrCat("malformed line for epoch ", e));
+    }
+    for (uint32_t s = 0; s < shards; ++s) {
+      if (parts[2][s] != '0' && parts[2][s] != '1') return bad("bits must be 0 or 1");
+      done[size_t{e} * shards + s] = parts[2][s] == '1';
+      per_epoch[e] += parts[2][s] == '1';
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  configured_ = true;
+  num_data_shards_ = shards;
+  epochs_ = epochs;
+  reissued_ = reissued;
+  done_ = std::move(done);
+  completed_per_epoch_ = std::move(per_epoch);
+  completed_ = 0;
+  pending_.clear();
+  leased_.clear();
+  for (uint32_t e = 0; e < epochs; ++e) {
+    completed_ += completed_per_epoch_[e];
+    for (uint32_t s = 0; s < shards; ++s) {
+      if (!done_[size_t{e} * shards + s]) pending_.push_back(Item{e, s});
+    }
+  }
+  ++generation_;
+  return absl::OkStatus();
 }
 
 }  // namespace dcasgd

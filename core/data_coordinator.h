@@ -9,6 +9,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "core/clock.h"
@@ -62,6 +63,17 @@ class DataCoordinator {
   JobProgress Progress();
   absl::Duration lease() const { return lease_; }
 
+  // The durable part of the job (its shape, which (epoch, shard) items are
+  // done, the re-issue count) as text, so shard 0 can restart without
+  // restarting the data schedule. Leases out at the time are not saved: on
+  // restore their items are pending again.
+  std::string SerializeProgress();
+  // Replaces all state with a SerializeProgress() text. DATA_LOSS (and no
+  // change) when it is malformed.
+  absl::Status RestoreProgress(absl::string_view text);
+  // Bumped whenever the durable part changes (job fixed, item done).
+  uint64_t generation();
+
  private:
   struct Item {
     uint32_t epoch;
@@ -85,6 +97,9 @@ class DataCoordinator {
   absl::flat_hash_map<uint64_t, Outstanding> leased_ ABSL_GUARDED_BY(mu_);
   // completed_per_epoch_[e]: shards of epoch e done.
   std::vector<uint32_t> completed_per_epoch_ ABSL_GUARDED_BY(mu_);
+  // done_[e * num_data_shards_ + s]: item (e, s) is done.
+  std::vector<bool> done_ ABSL_GUARDED_BY(mu_);
+  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t completed_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t reissued_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_lease_id_ ABSL_GUARDED_BY(mu_) = 1;

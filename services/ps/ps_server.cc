@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/file_util.h"
 #include "core/status_macros.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -19,27 +20,14 @@ namespace {
 
 constexpr char kServiceName[] = "dcasgd.v1.ParameterShard";
 
-absl::Status ErrnoError(absl::string_view what, const std::string& path) {
-  return absl::UnavailableError(absl::StrCat(what, " '", path, "': ", std::strerror(errno)));
-}
-
 }  // namespace
 
 absl::Status WritePortFile(const std::string& path, int grpc_port, int metrics_port) {
-  const std::string tmp = path + ".tmp";
-  std::FILE* f = std::fopen(tmp.c_str(), "w");
-  if (f == nullptr) return ErrnoError("cannot create port file", tmp);
-  const std::string text = absl::StrFormat("grpc %d\nmetrics %d\n", grpc_port, metrics_port);
-  const bool written = std::fwrite(text.data(), 1, text.size(), f) == text.size();
-  if (std::fclose(f) != 0 || !written) {
-    std::remove(tmp.c_str());
-    return ErrnoError("cannot write port file", tmp);
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    return ErrnoError("cannot rename port file to", path);
-  }
-  return absl::OkStatus();
+  // Readers poll for the file: the rename makes it appear whole. It need not
+  // survive a crash, so no fsync.
+  return WriteFileAtomically(path,
+                             absl::StrFormat("grpc %d\nmetrics %d\n", grpc_port, metrics_port),
+                             /*durable=*/false);
 }
 
 PsServer::PsServer(const PsOptions& options) : options_(options) {}
@@ -74,7 +62,26 @@ absl::Status PsServer::StartImpl() {
   if (options_.shard.shard_index == 0) {
     // Data-set leases use the worker lease duration: both track live workers.
     coordinator_ = std::make_unique<DataCoordinator>(options_.shard.lease, Clock::Real());
-    coordinator_service_ = std::make_unique<DataCoordinatorService>(coordinator_.get());
+    DataCoordinatorService::ProgressSaver save_progress;
+    if (!options_.checkpoint_dir.empty()) {
+      // The job's data schedule survives a restart of shard 0 next to its
+      // checkpoint; a corrupt file stops the start like a corrupt checkpoint.
+      const std::string path = options_.checkpoint_dir + "/coordinator.state";
+      absl::StatusOr<std::string> saved = ReadWholeFile(path);
+      if (saved.ok()) {
+        if (absl::Status s = coordinator_->RestoreProgress(*saved); !s.ok()) {
+          return absl::DataLossError(absl::StrCat(path, ": ", s.message()));
+        }
+        const JobProgress p = coordinator_->Progress();
+        absl::StrAppend(&restored, "; data schedule ", p.completed, " of ",
+                        uint64_t{p.num_data_shards} * p.epochs, " data shards done");
+      } else if (!absl::IsNotFound(saved.status())) {
+        return saved.status();
+      }
+      save_progress = [path](const std::string& text) { return WriteFileAtomically(path, text); };
+    }
+    coordinator_service_ =
+        std::make_unique<DataCoordinatorService>(coordinator_.get(), std::move(save_progress));
     builder.RegisterService(coordinator_service_.get());
   }
   builder.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));

@@ -81,5 +81,63 @@ TEST(DataCoordinator, JobIsFixedByTheFirstCall) {
   EXPECT_THAT(other.status().message(), ::testing::HasSubstr("4 data shards x 2 epochs"));
 }
 
+TEST(DataCoordinator, ProgressSurvivesARestart) {
+  ManualClock clock;
+  DataCoordinator before(absl::Seconds(10), &clock);
+  EXPECT_TRUE(
+      DataCoordinator(absl::Seconds(1), &clock).RestoreProgress(before.SerializeProgress()).ok())
+      << "an unconfigured coordinator round-trips";
+  std::set<std::pair<uint32_t, uint32_t>> done;
+  for (int i = 0; i < 4; ++i) {
+    DataLease l = MustLease(before.Acquire("a", 3, 2));
+    ASSERT_TRUE(before.Complete(l.lease_id).ok());
+    done.insert({l.epoch, l.data_shard});
+  }
+  DataLease out = MustLease(before.Acquire("a", 3, 2));  // leased, not done
+  const uint64_t generation = before.generation();
+  const std::string saved = before.SerializeProgress();
+
+  DataCoordinator after(absl::Seconds(10), &clock);
+  ASSERT_TRUE(after.RestoreProgress(saved).ok());
+  JobProgress p = after.Progress();
+  EXPECT_TRUE(p.configured);
+  EXPECT_EQ(p.completed, 4u);
+  EXPECT_EQ(p.leased, 0u) << "leases do not survive; their items are pending again";
+  EXPECT_EQ(p.current_epoch, 1u);
+  EXPECT_EQ(after.Acquire("a", 4, 2).status().code(), absl::StatusCode::kFailedPrecondition)
+      << "the restored job keeps its shape";
+  // The rest of the job hands out exactly the items not done, the one that
+  // was out first.
+  DataLease first = MustLease(after.Acquire("b", 3, 2));
+  EXPECT_EQ(std::make_pair(first.epoch, first.data_shard),
+            std::make_pair(out.epoch, out.data_shard));
+  ASSERT_TRUE(after.Complete(first.lease_id).ok());
+  done.insert({first.epoch, first.data_shard});
+  while (true) {
+    auto r = after.Acquire("b", 3, 2);
+    ASSERT_TRUE(r.ok());
+    if (std::holds_alternative<JobDone>(*r)) break;
+    DataLease l = std::get<DataLease>(*r);
+    EXPECT_TRUE(done.insert({l.epoch, l.data_shard}).second) << "item handed out twice";
+    ASSERT_TRUE(after.Complete(l.lease_id).ok());
+  }
+  EXPECT_EQ(done.size(), 6u);
+  EXPECT_GT(after.generation(), 0u);
+  EXPECT_GT(generation, 0u);
+}
+
+TEST(DataCoordinator, MalformedProgressIsDataLossAndChangesNothing) {
+  ManualClock clock;
+  DataCoordinator c(absl::Seconds(10), &clock);
+  MustLease(c.Acquire("a", 2, 1));
+  for (const char* text :
+       {"", "garbage", "dcasgd-data-coordinator 1\njob 2 1 0\n",
+        "dcasgd-data-coordinator 1\njob 2 1 0\nepoch 0 1\n",
+        "dcasgd-data-coordinator 1\njob 2 1 0\nepoch 0 1x\n", "dcasgd-data-coordinator 2\n"}) {
+    EXPECT_EQ(c.RestoreProgress(text).code(), absl::StatusCode::kDataLoss) << text;
+  }
+  EXPECT_EQ(c.Progress().leased, 1u);
+}
+
 }  // namespace
 }  // namespace dcasgd

@@ -204,6 +204,30 @@ class LocalData(unittest.TestCase):
             trained += status.version > 0
         self.assertGreater(trained, 0)
 
+    def test_data_schedule_survives_a_restart_of_shard_0(self):
+        checkpoints = self.cluster.path("checkpoints")
+        self.cluster.start_shards(2, *SOFTMAX_PS_FLAGS, f"--checkpoint_dir={checkpoints}",
+                                  fixed_ports=True)
+        worker = self.cluster.start_worker("w", self.data, "--model=softmax", "--epochs=3")
+        coordinator = f"127.0.0.1:{self.cluster.shards[0][1]}"
+        wait_for(lambda: harness.job_status(coordinator).completed >= 2, 60,
+                 "two data shards done")
+        shard0 = self.cluster.shards[0][0]
+        shard0.signal(signal.SIGKILL)
+        shard0.wait(10)
+        with open(os.path.join(checkpoints, "coordinator.state")) as f:
+            done_before = sum(line.split()[2].count("1") for line in f if line.startswith("epoch "))
+        self.cluster.restart_shard(0)
+        self.assertIn("data schedule", self.cluster.shards[0][0].output())
+        job = harness.job_status(f"127.0.0.1:{self.cluster.shards[0][1]}")
+        self.assertTrue(job.configured)
+        self.assertGreaterEqual(job.completed, 2, "the restart kept the finished data shards")
+        self.assertEqual(job.completed, done_before)
+        self.assertEqual(worker.wait(300), 0, worker.output()[-3000:])
+        job = harness.job_status(f"127.0.0.1:{self.cluster.shards[0][1]}")
+        self.assertTrue(job.done)
+        self.assertEqual(job.completed, 4 * 3, "every data shard of every epoch exactly once")
+
     def test_corrupt_data_shard_is_reported_by_name(self):
         victim = os.path.join(self.data, "train", "shard-00001-of-00004.dsd")
         with open(victim, "r+b") as f:
