@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <numeric>
 #include <random>
@@ -154,6 +155,13 @@ absl::Status Trainer::TrainShard(const v1::DataLease& lease, const absl::Notific
     const auto t0 = std::chrono::steady_clock::now();
     ASSIGN_OR_RETURN(float loss, model_->Gradient(weights_, features, labels, &gradients_));
     const double compute = Since(t0);
+    if (!std::isfinite(loss)) {
+      // The shards would refuse the gradient (INVALID_ARGUMENT): say why.
+      return absl::FailedPreconditionError(
+          absl::StrCat("training diverged: the loss is ", loss, " at step ", steps_ + 1, " (epoch ",
+                       lease.epoch() + 1, ", data shard ", lease.data_shard(),
+                       "); lower the shards' --lr (or --lambda0), or use fewer workers"));
+    }
     const auto t1 = std::chrono::steady_clock::now();
     PushStats stats;
     absl::Status pushed = ps_->PushPull(gradients_, &weights_, &stats);

@@ -228,6 +228,18 @@ class LocalData(unittest.TestCase):
         self.assertTrue(job.done)
         self.assertEqual(job.completed, 4 * 3, "every data shard of every epoch exactly once")
 
+    def test_too_large_lambda0_diverges_and_workers_say_so(self):
+        # ALGORITHM.md: lambda*g*g*(w - w_bak) grows with g^2, so too large a
+        # lambda0 diverges once pushes are stale. Workers must stop with a
+        # message a person can act on, not push NaN.
+        self.cluster.start_shards(1, "--update_rule=dcasgd-c", "--lambda0=1e8", "--lr=0.5")
+        workers = [self.cluster.start_worker(f"w{i}", self.data, "--model=softmax")
+                   for i in range(3)]
+        for w in workers:
+            self.assertNotEqual(w.wait(120), 0, w.output()[-2000:])
+            self.assertIn("training diverged", w.output())
+            self.assertIn("--lambda0", w.output())
+
     def test_corrupt_data_shard_is_reported_by_name(self):
         victim = os.path.join(self.data, "train", "shard-00001-of-00004.dsd")
         with open(victim, "r+b") as f:
