@@ -54,6 +54,49 @@ class ParameterShardService::PushCollector {
  public:
   explicit PushCollector(ParameterShardService* service) : service_(service) {}
 
+  // What a reactor does after one OnReadDone.
+  enum class Step { kReadMore, kComplete, kCancelled, kRejected };
+
+  // Handles OnReadDone(ok): parses and collects the message in buffer(), or,
+  // at the end of the stream, checks the push is complete. kRejected sets
+  // `*error`. A cancelled stream also ends reads: never apply part of a push.
+  Step Read(bool ok, grpc::CallbackServerContext* context, absl::Status* error) {
+    if (ok) {
+      *error = ParseMessage(&buffer_, &request_);
+      if (error->ok()) *error = Add(&request_);
+      return error->ok() ? Step::kReadMore : Step::kRejected;
+    }
+    if (context->IsCancelled()) return Step::kCancelled;
+    *error = Complete();
+    return error->ok() ? Step::kComplete : Step::kRejected;
+  }
+
+  // Where the next StartRead puts its message.
+  grpc::ByteBuffer* buffer() { return &buffer_; }
+
+  // Drives OnReadDone(ok) of a Push or PushPull `reactor`: reads on, or
+  // finishes it (cancelled; rejected, counted), or returns true when the push
+  // is complete and must be submitted.
+  template <typename Reactor>
+  bool ReadDone(Reactor* reactor, bool ok, grpc::CallbackServerContext* context) {
+    absl::Status error;
+    switch (Read(ok, context, &error)) {
+      case Step::kReadMore:
+        reactor->StartRead(buffer());
+        return false;
+      case Step::kCancelled:
+        reactor->Finish(Cancelled());
+        return false;
+      case Step::kRejected:
+        service_->metrics_->CountRejected(error.code());
+        reactor->Finish(ToGrpcStatus(error));
+        return false;
+      case Step::kComplete:
+        return true;
+    }
+    return false;
+  }
+
   absl::Status Add(v1::PushRequest* message) {
     if (!started_) {
       started_ = true;
@@ -109,6 +152,8 @@ class ParameterShardService::PushCollector {
   WorkerId worker_ = 0;
   uint64_t bytes_ = 0;
   std::vector<GradientChunk> chunks_;
+  grpc::ByteBuffer buffer_;
+  v1::PushRequest request_;
 };
 
 // Pull: plans the chunks once, then reads and writes one chunk per message.
@@ -188,29 +233,11 @@ class ParameterShardService::PushReactor final : public grpc::ServerReadReactor<
   PushReactor(ParameterShardService* service, grpc::CallbackServerContext* context,
               grpc::ByteBuffer* response)
       : service_(service), context_(context), response_(response), collector_(service) {
-    StartRead(&bytes_);
+    StartRead(collector_.buffer());
   }
 
   void OnReadDone(bool ok) override {
-    if (ok) {
-      absl::Status s = ParseMessage(&bytes_, &request_);
-      if (s.ok()) s = collector_.Add(&request_);
-      if (!s.ok()) {
-        Reject(s);
-        return;
-      }
-      StartRead(&bytes_);
-      return;
-    }
-    // A cancelled stream also ends reads: never apply part of a push.
-    if (context_->IsCancelled()) {
-      Finish(Cancelled());
-      return;
-    }
-    if (absl::Status s = collector_.Complete(); !s.ok()) {
-      Reject(s);
-      return;
-    }
+    if (!collector_.ReadDone(this, ok, context_)) return;
     service_->Submit(collector_.worker(), collector_.TakeChunks(), /*pull_after=*/false,
                      [this](absl::StatusOr<PushResult> result) {
                        if (!result.ok()) {
@@ -238,8 +265,6 @@ class ParameterShardService::PushReactor final : public grpc::ServerReadReactor<
   grpc::CallbackServerContext* const context_;
   grpc::ByteBuffer* const response_;
   PushCollector collector_;
-  grpc::ByteBuffer bytes_;
-  v1::PushRequest request_;
 };
 
 // PushPull: like Push; then the update runs on the thread that saw the
@@ -251,28 +276,11 @@ class ParameterShardService::PushPullReactor final
  public:
   PushPullReactor(ParameterShardService* service, grpc::CallbackServerContext* context)
       : service_(service), context_(context), collector_(service) {
-    StartRead(&in_bytes_);
+    StartRead(collector_.buffer());
   }
 
   void OnReadDone(bool ok) override {
-    if (ok) {
-      absl::Status s = ParseMessage(&in_bytes_, &request_);
-      if (s.ok()) s = collector_.Add(&request_);
-      if (!s.ok()) {
-        Reject(s);
-        return;
-      }
-      StartRead(&in_bytes_);
-      return;
-    }
-    if (context_->IsCancelled()) {
-      Finish(Cancelled());
-      return;
-    }
-    if (absl::Status s = collector_.Complete(); !s.ok()) {
-      Reject(s);
-      return;
-    }
+    if (!collector_.ReadDone(this, ok, context_)) return;
     service_->Submit(
         collector_.worker(), collector_.TakeChunks(), /*pull_after=*/true,
         [this](absl::StatusOr<PushResult> result) { OnApplied(std::move(result)); },
@@ -353,17 +361,10 @@ class ParameterShardService::PushPullReactor final
     return cancelled_ ? Cancelled() : final_status_;
   }
 
-  void Reject(const absl::Status& status) {
-    service_->metrics_->CountRejected(status.code());
-    Finish(ToGrpcStatus(status));
-  }
-
   ParameterShardService* const service_;
   grpc::CallbackServerContext* const context_;
-  // Reads happen before the update starts; only gRPC's read callbacks touch these.
+  // Reads happen before the update starts; only gRPC's read callbacks touch it.
   PushCollector collector_;
-  grpc::ByteBuffer in_bytes_;
-  v1::PushRequest request_;
 
   // Shared by the applying thread (Enqueue, OnApplied) and gRPC's write
   // callbacks.
