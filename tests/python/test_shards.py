@@ -160,10 +160,17 @@ class DelayCompensationTest(unittest.TestCase):
                 np.testing.assert_array_equal(b.pull(["dc/w"])["dc/w"], w0)
                 g_b = np.full(9, 0.5, np.float32)
                 w1 = b.pushpull({"dc/w": g_b})["dc/w"]
+                self.assertEqual(max(b.last_pushpull.staleness), 0)
                 # b's backup was the current w: no compensation.
                 np.testing.assert_allclose(w1, w0 - lr * g_b, rtol=1e-6)
                 g_a = np.linspace(1, 2, 9, dtype=np.float32)
                 w2 = a.pushpull({"dc/w": g_a})["dc/w"]
+                # b's push landed between a's pull and a's push, on every shard
+                # that owns chunks of dc/w.
+                touched = [s for s, v in enumerate(a.last_pushpull.versions) if v]
+                self.assertTrue(touched)
+                self.assertEqual([a.last_pushpull.staleness[s] for s in touched],
+                                 [1] * len(touched))
         w1_64, g_64 = w1.astype(np.float64), g_a.astype(np.float64)
         expected = w1_64 - lr * (g_64 + lam * g_64 * g_64 * (w1_64 - w0.astype(np.float64)))
         np.testing.assert_allclose(w2, expected, rtol=1e-5, atol=1e-6)

@@ -63,6 +63,8 @@ class Client:
     def __init__(self, addresses, worker_name=None, *, timeout=60.0, max_attempts=8,
                  initial_backoff=0.05, max_backoff=2.0, heartbeats=True,
                  max_message_bytes=64 << 20, join=True):
+        # Versions and staleness of the last pushpull (see pushpull()).
+        self.last_pushpull = None
         # Constant after construction.
         self._addresses = list(addresses)
         if not self._addresses:
@@ -233,21 +235,26 @@ class Client:
     def pushpull(self, gradients):
         """Push of `gradients` fused with a pull of the same tensors: returns
         {name: updated np.ndarray}, which the shards keep as this worker's
-        backup."""
+        backup. The shards' versions and staleness of this push are in
+        `self.last_pushpull` (a PushResult) afterwards."""
         layouts, flats = self._prepare_push(gradients)
         plan = self._plan(layouts)
         out = {layout.name: np.empty(layout.num_elements, dtype=np.float32)
                for layout in layouts}
 
+        versions = [0] * self.shard_count
+        staleness = [0] * self.shard_count
+
         def pushpull_shard(s):
             def attempt():
                 responses = self._stubs[s].PushPull(self._push_requests(s, plan[s], flats),
                                                     timeout=self._timeout)
-                self._receive(s, plan[s], out, responses)
+                versions[s], staleness[s] = self._receive(s, plan[s], out, responses)
 
             self._call_as_worker(s, attempt, retry_after_rejoin=False)
 
         self._parallel(sorted(plan), pushpull_shard)
+        self.last_pushpull = PushResult(versions, staleness)
         return {layout.name: out[layout.name].reshape(layout.shape) for layout in layouts}
 
     def status(self):
@@ -444,6 +451,7 @@ class Client:
         checking that exactly the planned chunks arrive with their lengths."""
         expected = {layout.name: (layout, set(int(i) for i in indices))
                     for layout, indices in shard_plan}
+        last = None
         for response in responses:
             chunk = response.chunk
             entry = expected.get(chunk.tensor)
@@ -461,7 +469,11 @@ class Client:
             out[layout.name][offset:offset + length] = np.frombuffer(chunk.values,
                                                                      dtype=_FLOAT32_LE)
             pending.discard(chunk.chunk_index)
+            last = response
         missing = sum(len(pending) for _, pending in expected.values())
         if missing:
             raise Error(grpc.StatusCode.INTERNAL, "%d chunk(s) missing from the response" % missing,
                         s, self._addresses[s])
+        # (version, staleness) of the stream's messages; staleness is set in
+        # PushPull replies only.
+        return (last.version, last.staleness) if last is not None else (0, 0)
