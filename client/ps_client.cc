@@ -676,32 +676,28 @@ absl::Status PsClient::DoPush(const TensorMap& gradients, TensorMap* weights, Pu
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<v1::ShardStatus>> PsClient::GetStatus() {
-  std::vector<v1::ShardStatus> statuses(shards_.size());
+template <typename Request, typename Response>
+absl::StatusOr<std::vector<Response>> PsClient::UnaryOnEveryShard(grpc::Status (
+    v1::ParameterShard::Stub::*rpc)(grpc::ClientContext*, const Request&, Response*)) {
+  std::vector<Response> responses(shards_.size());
   RETURN_IF_ERROR(ForEachShard(AllShards(), [&](uint32_t s) {
     Shard& shard = *shards_[s];
     return CallShard(shard, CallKind::kRead, [&](uint64_t) {
       grpc::ClientContext context;
       SetDeadline(&context, options_.rpc_timeout);
-      return client::FromGrpcStatus(
-          shard.stub->GetStatus(&context, v1::GetStatusRequest(), &statuses[s]), shard.label);
-    });
-  }));
-  return statuses;
-}
-
-absl::StatusOr<std::vector<v1::CheckpointResponse>> PsClient::Checkpoint() {
-  std::vector<v1::CheckpointResponse> responses(shards_.size());
-  RETURN_IF_ERROR(ForEachShard(AllShards(), [&](uint32_t s) {
-    Shard& shard = *shards_[s];
-    return CallShard(shard, CallKind::kRead, [&](uint64_t) {
-      grpc::ClientContext context;
-      SetDeadline(&context, options_.rpc_timeout);
-      return client::FromGrpcStatus(
-          shard.stub->Checkpoint(&context, v1::CheckpointRequest(), &responses[s]), shard.label);
+      return client::FromGrpcStatus((shard.stub.get()->*rpc)(&context, Request(), &responses[s]),
+                                    shard.label);
     });
   }));
   return responses;
+}
+
+absl::StatusOr<std::vector<v1::ShardStatus>> PsClient::GetStatus() {
+  return UnaryOnEveryShard(&v1::ParameterShard::Stub::GetStatus);
+}
+
+absl::StatusOr<std::vector<v1::CheckpointResponse>> PsClient::Checkpoint() {
+  return UnaryOnEveryShard(&v1::ParameterShard::Stub::Checkpoint);
 }
 
 }  // namespace dcasgd

@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 #include "client/chunk_plan.h"
 #include "core/tensor.h"
+#include "dcasgd/v1/ps.grpc.pb.h"
 #include "dcasgd/v1/ps.pb.h"
 
 namespace dcasgd {
@@ -155,6 +156,11 @@ class PsClient {
   template <typename Fn>
   absl::Status ForEachShard(const std::vector<uint32_t>& shards, Fn fn);
   std::vector<uint32_t> AllShards() const;
+  // Calls the unary `rpc` with a default request on every shard in parallel
+  // (read retry policy); the answers in shard order.
+  template <typename Request, typename Response>
+  absl::StatusOr<std::vector<Response>> UnaryOnEveryShard(grpc::Status (
+      v1::ParameterShard::Stub::*rpc)(grpc::ClientContext*, const Request&, Response*));
 
   absl::Status JoinShard(Shard& shard);
   // Joins again unless someone already did since `failed_worker_id` failed.
