@@ -53,6 +53,19 @@ struct PullResult {
   std::vector<v1::PullResponse> messages;
 };
 
+// Starts an in-process shard with `args` (no environment variables).
+absl::StatusOr<std::unique_ptr<PsServer>> StartInProcess(const std::vector<std::string>& args) {
+  absl::StatusOr<PsOptions> options =
+      ParsePsOptions(args, [](const std::string&) { return std::optional<std::string>(); });
+  if (!options.ok()) return options.status();
+  return PsServer::Start(*options);
+}
+
+std::unique_ptr<v1::ParameterShard::Stub> StubFor(const PsServer& server) {
+  return v1::ParameterShard::NewStub(
+      grpc::CreateChannel(server.local_address(), grpc::InsecureChannelCredentials()));
+}
+
 // A shard of one: tensor "w" (10 elements, chunks of 4 -> 3 chunks, all
 // ones) declared; DC-ASGD-c, so a push right after the pushing worker's own
 // pull is plain SGD (w == w_bak), which gives exact expected values.
@@ -69,10 +82,7 @@ class PsServiceTest : public ::testing::Test {
         "--update_rule=dcasgd-c", "--lr=0.1",
         "--max_push_bytes=64",    "--checkpoint_dir=" + dir_ + "/ckpt"};
     args.insert(args.end(), extra.begin(), extra.end());
-    absl::StatusOr<PsOptions> options =
-        ParsePsOptions(args, [](const std::string&) { return std::optional<std::string>(); });
-    ASSERT_TRUE(options.ok()) << options.status();
-    absl::StatusOr<std::unique_ptr<PsServer>> server = PsServer::Start(*options);
+    absl::StatusOr<std::unique_ptr<PsServer>> server = StartInProcess(args);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
     channel_ = grpc::CreateChannel(server_->local_address(), grpc::InsecureChannelCredentials());
@@ -474,15 +484,11 @@ TEST_F(PsServiceTest, CheckpointRpcWritesTheFile) {
 }
 
 TEST(PsServiceNoCheckpoints, CheckpointRpcIsFailedPrecondition) {
-  absl::StatusOr<PsOptions> options =
-      ParsePsOptions({"--listen=127.0.0.1:0", "--metrics_address="},
-                     [](const std::string&) { return std::optional<std::string>(); });
-  ASSERT_TRUE(options.ok()) << options.status();
-  absl::StatusOr<std::unique_ptr<PsServer>> server = PsServer::Start(*options);
+  absl::StatusOr<std::unique_ptr<PsServer>> server =
+      StartInProcess({"--listen=127.0.0.1:0", "--metrics_address="});
   ASSERT_TRUE(server.ok()) << server.status();
   EXPECT_EQ((*server)->metrics_port(), 0);
-  auto stub = v1::ParameterShard::NewStub(
-      grpc::CreateChannel((*server)->local_address(), grpc::InsecureChannelCredentials()));
+  auto stub = StubFor(**server);
   v1::CheckpointResponse response;
   grpc::ClientContext context;
   grpc::Status status = stub->Checkpoint(&context, v1::CheckpointRequest(), &response);
@@ -491,14 +497,10 @@ TEST(PsServiceNoCheckpoints, CheckpointRpcIsFailedPrecondition) {
 }
 
 TEST(PsServiceSsgd, APushWaitsForTheRoundAndShutdownReleasesIt) {
-  absl::StatusOr<PsOptions> options = ParsePsOptions(
-      {"--listen=127.0.0.1:0", "--metrics_address=", "--sync=ssgd", "--update_rule=asgd"},
-      [](const std::string&) { return std::optional<std::string>(); });
-  ASSERT_TRUE(options.ok()) << options.status();
-  absl::StatusOr<std::unique_ptr<PsServer>> server = PsServer::Start(*options);
+  absl::StatusOr<std::unique_ptr<PsServer>> server = StartInProcess(
+      {"--listen=127.0.0.1:0", "--metrics_address=", "--sync=ssgd", "--update_rule=asgd"});
   ASSERT_TRUE(server.ok()) << server.status();
-  auto stub = v1::ParameterShard::NewStub(
-      grpc::CreateChannel((*server)->local_address(), grpc::InsecureChannelCredentials()));
+  auto stub = StubFor(**server);
   {
     v1::DeclareTensorsRequest declare;
     declare.add_tensors()->set_name("s");
@@ -540,14 +542,10 @@ TEST(PsServiceSsgd, APushWaitsForTheRoundAndShutdownReleasesIt) {
 }
 
 TEST(PsServiceLeases, AnExpiredLeaseIsReapedAndCounted) {
-  absl::StatusOr<PsOptions> options =
-      ParsePsOptions({"--listen=127.0.0.1:0", "--metrics_address=", "--lease_seconds=0.2"},
-                     [](const std::string&) { return std::optional<std::string>(); });
-  ASSERT_TRUE(options.ok()) << options.status();
-  absl::StatusOr<std::unique_ptr<PsServer>> server = PsServer::Start(*options);
+  absl::StatusOr<std::unique_ptr<PsServer>> server =
+      StartInProcess({"--listen=127.0.0.1:0", "--metrics_address=", "--lease_seconds=0.2"});
   ASSERT_TRUE(server.ok()) << server.status();
-  auto stub = v1::ParameterShard::NewStub(
-      grpc::CreateChannel((*server)->local_address(), grpc::InsecureChannelCredentials()));
+  auto stub = StubFor(**server);
   v1::JoinRequest join;
   join.set_worker_name("sleepy");
   v1::JoinResponse joined;
