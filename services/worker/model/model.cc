@@ -21,10 +21,10 @@ constexpr int kMaxHiddenLayers = 64;
 constexpr int kMaxChannels = 1024;
 // "cnn" alone: small enough for thousands of single-threaded steps, and about
 // 91% test accuracy on Fashion-MNIST with plain SGD (docs/benchmarks.md).
-constexpr int kDefaultCnn[3] = {16, 32, 128};
+constexpr int kDefaultCnn[3] = {8, 16, 128};
 constexpr absl::string_view kAcceptedForms =
     "expected \"softmax\", \"mlp:H1,H2,...\" with hidden sizes in [1, 65536], e.g. "
-    "\"mlp:256,128\", or \"cnn\" (= \"cnn:16,32,128\") or \"cnn:C1,C2,H\" with channel counts "
+    "\"mlp:256,128\", or \"cnn\" (= \"cnn:8,16,128\") or \"cnn:C1,C2,H\" with channel counts "
     "C1, C2 in [1, 1024] and a dense width H in [1, 65536]";
 
 absl::Status BadName(absl::string_view name, absl::string_view why) {

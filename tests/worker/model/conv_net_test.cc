@@ -255,18 +255,18 @@ double Stddev(const std::vector<float>& v) {
   return std::sqrt(sum_sq / v.size() - mean * mean);
 }
 
-TEST(ConvNetModel, DefaultIsCnn16_32_128OnFashionMnist) {
+TEST(ConvNetModel, DefaultIsCnn8_16_128OnFashionMnist) {
   std::unique_ptr<Model> model = MustCreate("cnn");
   ASSERT_NE(model, nullptr);
-  EXPECT_EQ(model->name(), "cnn:16,32,128");
+  EXPECT_EQ(model->name(), "cnn:8,16,128");
   EXPECT_EQ(model->input_dim(), 784);
   EXPECT_EQ(model->num_classes(), 10);
   EXPECT_EQ(NamesAndShapes(model->ParameterSpecs(0)),
-            (std::vector<NameAndShape>{{"cnn/conv1/w", {5, 5, 1, 16}},
-                                       {"cnn/conv1/b", {16}},
-                                       {"cnn/conv2/w", {5, 5, 16, 32}},
-                                       {"cnn/conv2/b", {32}},
-                                       {"cnn/fc1/w", {7 * 7 * 32, 128}},
+            (std::vector<NameAndShape>{{"cnn/conv1/w", {5, 5, 1, 8}},
+                                       {"cnn/conv1/b", {8}},
+                                       {"cnn/conv2/w", {5, 5, 8, 16}},
+                                       {"cnn/conv2/b", {16}},
+                                       {"cnn/fc1/w", {7 * 7 * 16, 128}},
                                        {"cnn/fc1/b", {128}},
                                        {"cnn/fc2/w", {128, 10}},
                                        {"cnn/fc2/b", {10}}}));
