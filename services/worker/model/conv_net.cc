@@ -198,11 +198,13 @@ ConvNet::Activations& ConvNet::ThreadScratch() {
 }
 
 absl::StatusOr<int> ConvNet::ImageSide(int input_dim) {
-  const int side = static_cast<int>(std::lround(std::sqrt(static_cast<double>(input_dim))));
-  if (input_dim < 1 || int64_t{side} * side != input_dim || side < kMinImageSide) {
+  const int side =
+      input_dim < 1 ? 0 : static_cast<int>(std::lround(std::sqrt(static_cast<double>(input_dim))));
+  if (int64_t{side} * side != input_dim || side < kMinImageSide || side > kMaxImageSide) {
     return absl::InvalidArgumentError(
         absl::StrCat("a cnn takes square one-channel images: input_dim (", input_dim,
-                     ") must be S * S for an image side S >= ", kMinImageSide, ", e.g. 784"));
+                     ") must be S * S for an image side S in [", kMinImageSide, ", ", kMaxImageSide,
+                     "], e.g. 784"));
   }
   return side;
 }
@@ -265,19 +267,21 @@ ConvNet::ConvNet(int conv1_channels, int conv2_channels, int hidden, int image_s
                                                    conv2_side_, pool2_side_),
           1, std::numeric_limits<int>::max()))) {
   DCASGD_CHECK(conv1_channels >= 1 && conv2_channels >= 1 && hidden >= 1 && num_classes >= 2);
-  DCASGD_CHECK(image_side >= kMinImageSide && pool2_side_ >= 1);
+  DCASGD_CHECK(image_side >= kMinImageSide && image_side <= kMaxImageSide && pool2_side_ >= 1);
 }
 
 std::vector<TensorSpec> ConvNet::ParameterSpecs(uint64_t seed) const {
-  // He et al. 2015 (stddev sqrt(2 / fan_in)) for the layers followed by a
-  // ReLU; a convolution's fan-in is its patch size 25 * C_in.
-  const float fan_in[3] = {static_cast<float>(kTaps), static_cast<float>(kTaps * conv1_channels_),
-                           static_cast<float>(flat_)};
+  // He et al. 2015 (stddev sqrt(2 / fan_in)) for the three layers followed by
+  // a ReLU, a convolution's fan-in being its patch size 25 * C_in; the small
+  // output-layer stddev of every model for fc2.
+  const float stddevs[kTensorCount / 2] = {
+      std::sqrt(2.0f / static_cast<float>(kTaps)),
+      std::sqrt(2.0f / static_cast<float>(kTaps * conv1_channels_)),
+      std::sqrt(2.0f / static_cast<float>(flat_)), internal::kOutputInitStddev};
   std::vector<TensorSpec> specs;
   for (int layer = 0; layer < kTensorCount / 2; ++layer) {
-    const float stddev = layer == 3 ? internal::kOutputInitStddev : std::sqrt(2.0f / fan_in[layer]);
     specs.push_back(internal::NormalWeights(tensor_names_[2 * layer], tensor_shapes_[2 * layer],
-                                            stddev, seed, layer));
+                                            stddevs[layer], seed, layer));
     specs.push_back(
         internal::ZeroBias(tensor_names_[2 * layer + 1], tensor_shapes_[2 * layer + 1][0]));
   }

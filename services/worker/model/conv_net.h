@@ -51,18 +51,21 @@ class ConvNet final : public Model {
   static constexpr int kPadding = 2;
   // The smallest image side that leaves pool2 at least 1 x 1.
   static constexpr int kMinImageSide = 4;
+  // Bounds every size derived from the image (fc1's fan-in fits an int).
+  static constexpr int kMaxImageSide = 1024;
 
   // The side of the square image with `input_dim` pixels. INVALID_ARGUMENT
-  // unless input_dim is a perfect square of a side >= kMinImageSide.
+  // unless input_dim is a perfect square of a side in [kMinImageSide,
+  // kMaxImageSide].
   static absl::StatusOr<int> ImageSide(int input_dim);
 
   // The default bound on one pass's scratch, in floats (64 MiB).
   static constexpr size_t kDefaultScratchFloats = size_t{16} << 20;
 
-  // Sizes must be >= 1 and image_side >= kMinImageSide (CHECKed: the
-  // factory validates user input before calling this). `scratch_floats`
-  // bounds one pass's activations and gradients (at least one example per
-  // pass whatever the bound).
+  // Sizes must be >= 1 and image_side in [kMinImageSide, kMaxImageSide]
+  // (CHECKed: the factory validates user input before calling this).
+  // `scratch_floats` bounds one pass's activations and gradients (at least
+  // one example per pass whatever the bound).
   ConvNet(int conv1_channels, int conv2_channels, int hidden, int image_side = 28,
           int num_classes = kFashionMnistClasses, size_t scratch_floats = kDefaultScratchFloats);
 

@@ -344,14 +344,17 @@ TEST(ConvNetModel, AcceptsLargestSizes) {
 }
 
 TEST(ConvNetModel, RejectsInputsThatAreNotSquareImages) {
-  for (int input_dim : {783, 785, 2, 9, 15}) {
+  for (int input_dim : {783, 785, 2, 9, 15, 1025 * 1025}) {
     SCOPED_TRACE(input_dim);
     auto model = CreateModel("cnn", input_dim, 10);
     ASSERT_FALSE(model.ok());
     EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(model.status().message(), HasSubstr("square"));
   }
-  EXPECT_TRUE(CreateModel("cnn", 16, 10).ok());  // 4 x 4: the smallest
+  EXPECT_TRUE(CreateModel("cnn", 16, 10).ok());           // 4 x 4: the smallest
+  EXPECT_TRUE(CreateModel("cnn", 1024 * 1024, 10).ok());  // the largest
+  EXPECT_EQ(CreateModel("cnn", 0, 10).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CreateModel("cnn", -784, 10).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(CreateModel("cnn", 784, 1).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
