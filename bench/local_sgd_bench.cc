@@ -44,7 +44,7 @@ namespace {
 constexpr int kBatch = 64;
 constexpr int kPoolBatches = 16;  // cycle over 16 distinct batches
 
-const char* const kModels[] = {"softmax", "mlp:256,128", "cnn"};
+const char* const kModels[] = {"softmax", "mlp:256,128", "cnn", "cnn:16,32,128"};
 
 struct Setup {
   std::unique_ptr<Model> model;
@@ -108,7 +108,7 @@ void BM_LocalSgdStep(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations() * kBatch);
 }
-BENCHMARK(BM_LocalSgdStep)->DenseRange(0, 2)->ArgName("model");
+BENCHMARK(BM_LocalSgdStep)->DenseRange(0, 3)->ArgName("model");
 
 // Baseline: the forward pass only (about a third of a training step's FLOPs).
 void BM_ForwardOnly(benchmark::State& state) {
@@ -127,7 +127,7 @@ void BM_ForwardOnly(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations() * kBatch);
 }
-BENCHMARK(BM_ForwardOnly)->DenseRange(0, 2)->ArgName("model");
+BENCHMARK(BM_ForwardOnly)->DenseRange(0, 3)->ArgName("model");
 
 // ---- Sequential SGD on the real Fashion-MNIST ----
 

@@ -38,7 +38,7 @@ namespace dcasgd::model {
 // rows by 25 * C_in columns) with the weights viewed as a [25 * C_in, C_out]
 // matrix, forward and backward. Large batches are processed in passes of
 // examples_per_pass() examples, so the scratch memory of one call stays
-// bounded (about 64 MiB) whatever the batch size; gradients are summed over
+// bounded (64 MiB by default) whatever the batch size; gradients are summed over
 // the passes. Every thread that calls Gradient or Evaluate keeps that scratch
 // (thread_local) until it exits, so the buffers are allocated once, not on
 // every step.
