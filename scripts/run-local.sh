@@ -5,7 +5,7 @@
 # evaluator. Ends with the final test accuracy and where the metrics were.
 #
 # Usage: scripts/run-local.sh [--rule dcasgd-a|dcasgd-c|asgd] [--sync async|ssgd|ssp]
-#          [--shards 2] [--workers 4] [--epochs 5] [--model mlp:256,128]
+#          [--shards 2] [--workers 4] [--epochs 5] [--model mlp:256,128|softmax|cnn|cnn:C1,C2,H]
 #          [--lr 0.1] [--batch-size 64] [--data DIR|s3://bucket/prefix]
 set -euo pipefail
 cd "$(dirname "$0")/.."

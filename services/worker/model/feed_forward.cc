@@ -9,30 +9,15 @@
 #include "absl/strings/str_join.h"
 #include "core/check.h"
 #include "core/status_macros.h"
+#include "services/worker/model/model_internal.h"
 
 namespace dcasgd::model {
-namespace {
 
-using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using ConstMatrixMap = Eigen::Map<const RowMatrix>;
-using MatrixMap = Eigen::Map<RowMatrix>;
-using ConstRowVectorMap = Eigen::Map<const Eigen::RowVectorXf>;
-using RowVectorMap = Eigen::Map<Eigen::RowVectorXf>;
-
-// Stddev of the output layer's initial weights: small, so the first
-// predictions are close to uniform (loss ~ log(num_classes)).
-constexpr float kOutputInitStddev = 0.01f;
-
-// SplitMix64 finaliser: turns (seed, tensor index) into well-spread,
-// independent per-tensor seeds.
-uint64_t MixSeed(uint64_t seed, uint64_t index) {
-  uint64_t z = seed + 0x9E3779B97F4A7C15ull * (index + 1);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-}  // namespace
+using internal::ConstMatrixMap;
+using internal::ConstRowVectorMap;
+using internal::MatrixMap;
+using internal::RowMatrix;
+using internal::RowVectorMap;
 
 std::vector<FeedForwardNetwork::Layer> FeedForwardNetwork::MakeLayers(
     const std::vector<std::string>& prefixes, const std::vector<int>& widths) {
@@ -47,32 +32,6 @@ std::vector<FeedForwardNetwork::Layer> FeedForwardNetwork::MakeLayers(
   return layers;
 }
 
-namespace {
-
-// Replaces every row of `logits` by its softmax, in place, and returns the
-// summed cross-entropy -log p[label] over the rows. Subtracting the row
-// maximum first keeps exp() from overflowing; log-sum-exp then gives the loss
-// without taking the log of a rounded probability. Counts rows whose arg-max
-// (first on ties) equals the label in `*correct`.
-double SoftmaxCrossEntropy(RowMatrix* logits, absl::Span<const int32_t> labels, int64_t* correct) {
-  double loss = 0;
-  for (Eigen::Index i = 0; i < logits->rows(); ++i) {
-    auto row = logits->row(i);
-    Eigen::Index predicted = 0;
-    const float max = row.maxCoeff(&predicted);
-    if (predicted == labels[i]) ++*correct;
-    row.array() -= max;
-    const float shifted_label_logit = row(labels[i]);
-    row = row.array().exp();
-    const float sum = row.sum();
-    loss += std::log(static_cast<double>(sum)) - shifted_label_logit;
-    row /= sum;
-  }
-  return loss;
-}
-
-}  // namespace
-
 FeedForwardNetwork::FeedForwardNetwork(std::string name, std::vector<std::string> prefixes,
                                        std::vector<int> widths)
     : name_(std::move(name)), widths_(widths), layers_(MakeLayers(prefixes, widths)) {}
@@ -82,71 +41,30 @@ std::vector<TensorSpec> FeedForwardNetwork::ParameterSpecs(uint64_t seed) const 
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer& layer = layers_[l];
     const bool output = l + 1 == layers_.size();
-    TensorSpec weights;
-    weights.name = layer.weights_name;
-    weights.shape = {layer.fan_in, layer.fan_out};
-    weights.init.kind = Initializer::Kind::kNormal;
-    weights.init.a = 0;
     // He et al. 2015 for layers followed by a ReLU.
-    weights.init.b = output ? kOutputInitStddev : std::sqrt(2.0f / layer.fan_in);
-    weights.init.seed = MixSeed(seed, l);
-    specs.push_back(std::move(weights));
-
-    TensorSpec bias;
-    bias.name = layer.bias_name;
-    bias.shape = {layer.fan_out};
-    bias.init.kind = Initializer::Kind::kZeros;
-    specs.push_back(std::move(bias));
+    const float stddev =
+        output ? internal::kOutputInitStddev : std::sqrt(2.0f / static_cast<float>(layer.fan_in));
+    specs.push_back(internal::NormalWeights(layer.weights_name, {layer.fan_in, layer.fan_out},
+                                            stddev, seed, l));
+    specs.push_back(internal::ZeroBias(layer.bias_name, layer.fan_out));
   }
   return specs;
 }
 
 absl::StatusOr<std::vector<FeedForwardNetwork::LayerWeights>> FeedForwardNetwork::FindWeights(
     const ParameterMap& params) const {
-  auto find = [&](const std::string& tensor, size_t length) -> absl::StatusOr<const float*> {
-    auto it = params.find(tensor);
-    if (it == params.end()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("model '", name_, "': parameter '", tensor, "' is missing"));
-    }
-    if (it->second.size() != length) {
-      return absl::InvalidArgumentError(absl::StrCat("model '", name_, "': parameter '", tensor,
-                                                     "' has ", it->second.size(),
-                                                     " elements, expected ", length));
-    }
-    return it->second.data();
-  };
   std::vector<LayerWeights> weights;
   weights.reserve(layers_.size());
   for (const Layer& layer : layers_) {
     LayerWeights w;
-    ASSIGN_OR_RETURN(w.weights,
-                     find(layer.weights_name, static_cast<size_t>(layer.fan_in) * layer.fan_out));
-    ASSIGN_OR_RETURN(w.bias, find(layer.bias_name, static_cast<size_t>(layer.fan_out)));
+    ASSIGN_OR_RETURN(w.weights, internal::FindTensor(params, name_, layer.weights_name,
+                                                     static_cast<size_t>(layer.fan_in) *
+                                                         static_cast<size_t>(layer.fan_out)));
+    ASSIGN_OR_RETURN(w.bias, internal::FindTensor(params, name_, layer.bias_name,
+                                                  static_cast<size_t>(layer.fan_out)));
     weights.push_back(w);
   }
   return weights;
-}
-
-absl::Status FeedForwardNetwork::CheckBatch(absl::Span<const float> features,
-                                            absl::Span<const int32_t> labels) const {
-  if (labels.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("model '", name_, "': empty batch"));
-  }
-  if (features.size() != labels.size() * static_cast<size_t>(input_dim())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("model '", name_, "': ", features.size(), " feature values for ",
-                     labels.size(), " labels, expected ", labels.size(), " x ", input_dim(), " = ",
-                     labels.size() * static_cast<size_t>(input_dim())));
-  }
-  for (size_t i = 0; i < labels.size(); ++i) {
-    if (labels[i] < 0 || labels[i] >= num_classes()) {
-      return absl::InvalidArgumentError(absl::StrCat("model '", name_, "': label ", labels[i],
-                                                     " of example ", i, " is not in [0, ",
-                                                     num_classes(), ")"));
-    }
-  }
-  return absl::OkStatus();
 }
 
 namespace {
@@ -178,7 +96,7 @@ absl::StatusOr<float> FeedForwardNetwork::Gradient(const ParameterMap& params,
                                                    absl::Span<const int32_t> labels,
                                                    ParameterMap* gradients) const {
   ASSIGN_OR_RETURN(const std::vector<LayerWeights> weights, FindWeights(params));
-  RETURN_IF_ERROR(CheckBatch(features, labels));
+  RETURN_IF_ERROR(internal::CheckBatch(name_, input_dim(), num_classes(), features, labels));
   const Eigen::Index n = static_cast<Eigen::Index>(labels.size());
   const ConstMatrixMap input(features.data(), n, input_dim());
 
@@ -186,34 +104,24 @@ absl::StatusOr<float> FeedForwardNetwork::Gradient(const ParameterMap& params,
   RowMatrix delta;  // d(loss)/d(layer output), N x fan_out, walking backwards
   Forward(layers_, weights, input, &hidden, &delta);
   int64_t correct = 0;
-  const double loss_sum = SoftmaxCrossEntropy(&delta, labels, &correct);
+  const double loss_sum = internal::SoftmaxCrossEntropy(delta, labels, &correct);
 
   // d(mean loss)/d(logits) = (softmax - one_hot(label)) / N.
-  for (Eigen::Index i = 0; i < n; ++i) delta(i, labels[i]) -= 1.0f;
-  delta *= 1.0f / static_cast<float>(n);
+  internal::SoftmaxToLogitGradient(labels, 1.0f / static_cast<float>(n), delta);
 
-  // Drop stale entries, then size the model's gradients (reusing buffers).
-  for (auto it = gradients->begin(); it != gradients->end();) {
-    const bool ours = std::any_of(layers_.begin(), layers_.end(), [&](const Layer& layer) {
-      return it->first == layer.weights_name || it->first == layer.bias_name;
-    });
-    if (ours) {
-      ++it;
-    } else {
-      gradients->erase(it++);
-    }
-  }
-  // All insertions come first: an insertion may rehash and move the vectors.
+  std::vector<std::string> names;
+  std::vector<size_t> lengths;
   for (const Layer& layer : layers_) {
-    (*gradients)[layer.weights_name].resize(static_cast<size_t>(layer.fan_in) * layer.fan_out);
-    (*gradients)[layer.bias_name].resize(static_cast<size_t>(layer.fan_out));
+    names.push_back(layer.weights_name);
+    lengths.push_back(static_cast<size_t>(layer.fan_in) * static_cast<size_t>(layer.fan_out));
+    names.push_back(layer.bias_name);
+    lengths.push_back(static_cast<size_t>(layer.fan_out));
   }
+  const std::vector<float*> grad = internal::ResetGradients(names, lengths, false, gradients);
   for (size_t l = layers_.size(); l-- > 0;) {
     const Layer& layer = layers_[l];
-    std::vector<float>& grad_w = gradients->find(layer.weights_name)->second;
-    std::vector<float>& grad_b = gradients->find(layer.bias_name)->second;
-    MatrixMap dw(grad_w.data(), layer.fan_in, layer.fan_out);
-    RowVectorMap db(grad_b.data(), layer.fan_out);
+    MatrixMap dw(grad[2 * l], layer.fan_in, layer.fan_out);
+    RowVectorMap db(grad[2 * l + 1], layer.fan_out);
     if (l == 0) {
       dw.noalias() = input.transpose() * delta;
     } else {
@@ -234,12 +142,9 @@ absl::StatusOr<Evaluation> FeedForwardNetwork::Evaluate(const ParameterMap& para
                                                         absl::Span<const float> features,
                                                         absl::Span<const int32_t> labels,
                                                         int batch_size) const {
-  if (batch_size < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("model '", name_, "': evaluation batch size must be >= 1, got ", batch_size));
-  }
+  RETURN_IF_ERROR(internal::CheckEvaluationBatchSize(name_, batch_size));
   ASSIGN_OR_RETURN(const std::vector<LayerWeights> weights, FindWeights(params));
-  RETURN_IF_ERROR(CheckBatch(features, labels));
+  RETURN_IF_ERROR(internal::CheckBatch(name_, input_dim(), num_classes(), features, labels));
 
   std::vector<RowMatrix> hidden;
   RowMatrix logits;
@@ -251,7 +156,7 @@ absl::StatusOr<Evaluation> FeedForwardNetwork::Evaluate(const ParameterMap& para
     const ConstMatrixMap input(features.data() + begin * static_cast<size_t>(input_dim()),
                                static_cast<Eigen::Index>(count), input_dim());
     Forward(layers_, weights, input, &hidden, &logits);
-    loss_sum += SoftmaxCrossEntropy(&logits, labels.subspan(begin, count), &correct);
+    loss_sum += internal::SoftmaxCrossEntropy(logits, labels.subspan(begin, count), &correct);
   }
   Evaluation result;
   result.examples = static_cast<int64_t>(total);

@@ -58,9 +58,6 @@ class FeedForwardNetwork : public Model {
   // Finds every layer's tensors in `params`; INVALID_ARGUMENT naming the
   // tensor if one is missing or has the wrong length.
   absl::StatusOr<std::vector<LayerWeights>> FindWeights(const ParameterMap& params) const;
-  // INVALID_ARGUMENT unless the batch is non-empty, the feature count is
-  // labels.size() * input_dim() and every label is a class index.
-  absl::Status CheckBatch(absl::Span<const float> features, absl::Span<const int32_t> labels) const;
 
   const std::string name_;
   const std::vector<int> widths_;

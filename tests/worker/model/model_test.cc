@@ -88,7 +88,7 @@ TEST(CreateModel, UsesGivenDimensions) {
 
 TEST(CreateModel, RejectsMalformedNames) {
   for (const std::string name :
-       {"", "cnn", "Softmax", "softmax:10", " softmax", "mlp", "mlp:", "mlp:0", "mlp:-1", "mlp:+5",
+       {"", "Softmax", "softmax:10", " softmax", "mlp", "mlp:", "mlp:0", "mlp:-1", "mlp:+5",
         "mlp: 256", "mlp:256,", "mlp:,256", "mlp:256,,128", "mlp:abc", "mlp:1.5", "mlp:65537",
         "mlp:99999999999", "mlp;256"}) {
     SCOPED_TRACE(name);

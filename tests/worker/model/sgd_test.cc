@@ -80,10 +80,11 @@ TEST_P(SeparableBlobs, SgdDrivesLossDownAndFitsEveryExample) {
   EXPECT_EQ(after->accuracy, 1.0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, SeparableBlobs, ::testing::Values("softmax", "mlp:32,16"),
+// 16 features: the CNN reads them as a 4 x 4 image.
+INSTANTIATE_TEST_SUITE_P(Models, SeparableBlobs,
+                         ::testing::Values("softmax", "mlp:32,16", "cnn:4,8,16"),
                          [](const ::testing::TestParamInfo<std::string>& test) {
-                           return test.param == "softmax" ? std::string("softmax")
-                                                          : std::string("mlp");
+                           return test.param.substr(0, test.param.find(':'));
                          });
 
 // XOR of two coordinates: four clusters no line separates. Hidden layers can
