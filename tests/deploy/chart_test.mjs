@@ -394,7 +394,8 @@ describe('values', () => {
       [['--set-string', 'ps.shardCount=two'], /shardCount/],
       [['--set', 'ps.shardCount=0'], /shardCount/],
       [['--set', 'training.sync=sometimes'], /sync/],
-      [['--set', 'training.model=cnn'], /model/],
+      [['--set', 'training.model=resnet'], /model/],
+      [['--set', 'training.model=cnn:8\\,16'], /model/],
       [['--set', 'training.lr=-1'], /lr/],
       [['--set', 'worker.replica=3'], /replica/],
       [['--set', 'data.url=ftp://x/y'], /url/],
@@ -405,9 +406,12 @@ describe('values', () => {
       assert.match(out.stderr, /schema/, `${args.join(' ')}: ${out.stderr}`);
       assert.match(out.stderr, where);
     }
-    const good = helm(['template', 'dcasgd', chartDir, '--set', 'training.updateRule=asgd',
-      '--set', 'ps.shardCount=3', '--set', 'training.model=mlp:64']);
-    assert.equal(good.status, 0, good.stderr);
+    // helm's --set splits on commas unless they are escaped.
+    for (const model of ['mlp:64', 'mlp:256\\,128', 'cnn', 'cnn:16\\,32\\,128']) {
+      const good = helm(['template', 'dcasgd', chartDir, '--set', 'training.updateRule=asgd',
+        '--set', 'ps.shardCount=3', '--set', `training.model=${model}`]);
+      assert.equal(good.status, 0, `${model}: ${good.stderr}`);
+    }
   });
 
   test('a grace period too short for the final checkpoint fails the render', () => {
