@@ -51,8 +51,10 @@ absl::Status PsServer::StartImpl() {
                                           checkpointer_->last_version())
                            : absl::StrCat("none (", checkpointer_->path(), " absent)");
   }
-  service_ = std::make_unique<ParameterShardService>(store_.get(), metrics_.get(),
-                                                     checkpointer_.get(), options_.max_push_bytes);
+  inflight_ = std::make_unique<InflightBudget>(options_.shard.inflight_budget_bytes);
+  metrics_->AttachInflightBudget(inflight_.get());
+  service_ = std::make_unique<ParameterShardService>(
+      store_.get(), metrics_.get(), checkpointer_.get(), options_.max_push_bytes, inflight_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

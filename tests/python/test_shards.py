@@ -103,7 +103,8 @@ class AsgdRoundTripTest(unittest.TestCase):
             owner = dcasgd.shard_of_chunk("fp/w", 0, 3)
             with self.assertRaises(grpc.RpcError) as push:
                 client.stub(owner).Push(
-                    iter([ps_pb2.PushRequest(worker_id=987654321, gradient=chunk)]), timeout=10)
+                    iter([ps_pb2.PushRequest(worker_id=987654321, chunk_count=1,
+                                             gradient=chunk)]), timeout=10)
             self.assertEqual(push.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
 
     def test_push_after_leave_is_failed_precondition(self):
