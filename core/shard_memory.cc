@@ -30,17 +30,20 @@ uint64_t Mul(uint64_t a, uint64_t b) {
 }  // namespace
 
 uint64_t ShardMemory::total() const {
-  return Add(
-      Add(Add(Add(Add(Add(base, weights), optimizer_state), backups), chunk_overhead), specs),
-      inflight);
+  uint64_t sum = 0;
+  for (uint64_t term :
+       {base, weights, optimizer_state, backups, chunk_overhead, specs, inflight, transport}) {
+    sum = Add(sum, term);
+  }
+  return sum;
 }
 
 std::string ShardMemory::DebugString() const {
-  return absl::StrCat(HumanBytes(total()), " = base ", HumanBytes(base), " + weights ",
-                      HumanBytes(weights), " + optimizer state ", HumanBytes(optimizer_state),
-                      " + backups ", HumanBytes(backups), " + chunk bookkeeping ",
-                      HumanBytes(chunk_overhead), " + initial values ", HumanBytes(specs),
-                      " + in flight ", HumanBytes(inflight));
+  return absl::StrCat(
+      HumanBytes(total()), " = base ", HumanBytes(base), " + weights ", HumanBytes(weights),
+      " + optimizer state ", HumanBytes(optimizer_state), " + backups ", HumanBytes(backups),
+      " + chunk bookkeeping ", HumanBytes(chunk_overhead), " + initial values ", HumanBytes(specs),
+      " + in flight ", HumanBytes(inflight), " + transport ", HumanBytes(transport));
 }
 
 ShardMemory ShardMemoryFor(const ShardFootprint& footprint, const ShardMemoryConfig& config) {
@@ -55,6 +58,8 @@ ShardMemory ShardMemoryFor(const ShardFootprint& footprint, const ShardMemoryCon
       Mul(footprint.chunks, Add(kChunkOverheadBytes, Mul(workers, kBackupOverheadBytes)));
   m.specs = footprint.spec_bytes;
   m.inflight = config.inflight_bytes;
+  // Every worker may have one stream waiting for the in-flight budget.
+  m.transport = Mul(config.max_workers, kStreamWindowBytes);
   return m;
 }
 

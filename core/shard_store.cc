@@ -166,38 +166,12 @@ std::string ChunkName(const std::string& tensor, uint64_t index) {
   return absl::StrCat("chunk ", index, " of tensor ", QuotedName(tensor));
 }
 
-// The chunks of a tensor that one shard owns: every `stride`-th index from
-// `first` up to (not including) `end`.
-struct OwnedRun {
-  uint64_t first = 0;
-  uint64_t end = 0;
-  uint64_t count(uint64_t stride) const { return first < end ? (end - 1 - first) / stride + 1 : 0; }
-};
-
-// Chunk i of `name` is on shard ((h + i) mod 2^64) mod count: the owned
-// indices among `total` chunks form at most two runs, because the sum wraps
-// at most once (at i = 2^64 - h, where the shard sequence restarts from 0).
-// Computed without visiting every chunk (a declaration may name 2^40).
-int OwnedRuns(absl::string_view name, uint64_t total, uint32_t index, uint32_t count,
-              OwnedRun runs[2]) {
-  const uint64_t h = Fnv1a64(name);
-  // Indices below `wrap` do not wrap.
-  const uint64_t wrap = h == 0 ? total : std::min<uint64_t>(total, uint64_t{0} - h);
-  const uint64_t start_shard = h % count;
-  runs[0].first = (index + count - start_shard) % count;
-  runs[0].end = wrap;
-  if (wrap == total) return 1;
-  runs[1].first = wrap + index;  // shard 0 at i = wrap
-  runs[1].end = total;
-  return 2;
-}
-
 // Chunks of `spec` that shard `index` of `count` owns, and their elements.
 void CountOwned(const TensorSpec& spec, uint32_t index, uint32_t count, uint64_t* chunks,
                 uint64_t* elements) {
   const uint64_t total = spec.num_chunks();
-  OwnedRun runs[2];
-  const int n = OwnedRuns(spec.name, total, index, count, runs);
+  ChunkRun runs[2];
+  const int n = OwnedChunkRuns(Fnv1a64(spec.name), total, index, count, runs);
   *chunks = 0;
   for (int r = 0; r < n; ++r) *chunks += runs[r].count(count);
   *elements = *chunks * spec.chunk_elements;
@@ -350,9 +324,9 @@ absl::StatusOr<std::vector<TensorSpec>> ShardStore::Declare(std::vector<TensorSp
       PendingTensor& pending = built.emplace_back();
       pending.tensor = std::make_unique<Tensor>();
       pending.tensor->spec = *spec;
-      OwnedRun runs[2];
-      const int n =
-          OwnedRuns(spec->name, spec->num_chunks(), config_.shard_index, config_.shard_count, runs);
+      ChunkRun runs[2];
+      const int n = OwnedChunkRuns(Fnv1a64(spec->name), spec->num_chunks(), config_.shard_index,
+                                   config_.shard_count, runs);
       for (int r = 0; r < n; ++r) {
         for (uint64_t i = runs[r].first; i < runs[r].end; i += config_.shard_count) {
           std::unique_ptr<Chunk> chunk = MakeChunk(*spec, i);
