@@ -547,7 +547,9 @@ TEST_F(HostileTest, AHugeDataJobIsRejectedAndLeavesNothingBehind) {
 // --- 5. malformed bodies -----------------------------------------------------
 
 TEST_F(HostileTest, MalformedBodiesAreInvalidArgumentWithAMessage) {
-  Start({"--checkpoint_dir=" + ::testing::TempDir() + "/hostile-malformed"});
+  absl::StatusOr<std::string> checkpoints = testing::MakeTempDir("hostile-malformed");
+  ASSERT_TRUE(checkpoints.ok()) << checkpoints.status();
+  Start({"--checkpoint_dir=" + *checkpoints});
   const std::vector<std::string> methods = {"/dcasgd.v1.ParameterShard/DeclareTensors",
                                             "/dcasgd.v1.ParameterShard/Join",
                                             "/dcasgd.v1.ParameterShard/Heartbeat",
@@ -578,6 +580,8 @@ TEST_F(HostileTest, MalformedBodiesAreInvalidArgumentWithAMessage) {
     }
   }
   EXPECT_EQ(Status().version(), 0u);
+  ps_.reset();
+  testing::RemoveTree(*checkpoints);
 }
 
 // --- 6. bounded names and messages -------------------------------------------
