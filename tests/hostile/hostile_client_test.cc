@@ -4,6 +4,7 @@
 // say it), with what the shard must do instead. docs/security.md lists the
 // limits these tests hold the shard to.
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <atomic>
 #include <cmath>
@@ -507,6 +508,43 @@ TEST_F(HostileTest, ALargeDeclarationDoesNotBlockOtherCalls) {
   ASSERT_TRUE(declare_status.ok()) << declare_status.error_message();
   EXPECT_GT(answered_during, 0) << "GetStatus and Pull waited for the declaration";
   EXPECT_EQ(Status().tensors_size(), 2);
+}
+
+// A budget larger than the memory the shard can really get (here an address-
+// space limit of 1 GiB, set with prlimit): the allocation fails part way, and
+// the declaration is RESOURCE_EXHAUSTED with nothing kept, not a crash or a
+// bare UNKNOWN.
+TEST_F(HostileTest, AnAllocationFailureDuringADeclarationIsResourceExhausted) {
+  absl::StatusOr<std::string> dir = testing::MakeTempDir("hostile-prlimit");
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  const std::string wrapper = *dir + "/dcasgd-ps";
+  {
+    FILE* f = std::fopen(wrapper.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fprintf(f, "#!/bin/sh\nexec prlimit --as=1073741824 '%s' \"$@\"\n",
+                 testing::PsBinaryPath().c_str());
+    std::fclose(f);
+    ASSERT_EQ(chmod(wrapper.c_str(), 0755), 0);
+  }
+  const std::string saved = testing::PsBinaryPath();
+  setenv("DCASGD_PS_BINARY", wrapper.c_str(), 1);
+  Start({"--update_rule=asgd", "--memory_budget_bytes=68719476736",
+         "--max_inflight_bytes=8589934592"});
+  setenv("DCASGD_PS_BINARY", saved.c_str(), 1);
+  v1::DeclareTensorsRequest request;
+  v1::TensorSpec* spec = request.add_tensors();
+  spec->set_name("more-than-there-is");
+  spec->add_shape(int64_t{1} << 30);  // 4 GiB
+  v1::DeclareTensorsResponse response;
+  grpc::ClientContext context;
+  const grpc::Status status = stub_->DeclareTensors(&context, request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("could not allocate"));
+  EXPECT_EQ(Status().tensors_size(), 0);
+  Declare("small", 1024, 256);  // and the shard goes on serving
+  EXPECT_EQ(Status().tensors_size(), 1);
+  ps_.reset();
+  testing::RemoveTree(*dir);
 }
 
 // --- 4. the data coordinator's bounds ----------------------------------------
