@@ -31,19 +31,20 @@ uint64_t Mul(uint64_t a, uint64_t b) {
 
 uint64_t ShardMemory::total() const {
   uint64_t sum = 0;
-  for (uint64_t term :
-       {base, weights, optimizer_state, backups, chunk_overhead, specs, inflight, transport}) {
+  for (uint64_t term : {base, weights, optimizer_state, backups, waiting, chunk_overhead, specs,
+                        inflight, transport}) {
     sum = Add(sum, term);
   }
   return sum;
 }
 
 std::string ShardMemory::DebugString() const {
-  return absl::StrCat(
-      HumanBytes(total()), " = base ", HumanBytes(base), " + weights ", HumanBytes(weights),
-      " + optimizer state ", HumanBytes(optimizer_state), " + backups ", HumanBytes(backups),
-      " + chunk bookkeeping ", HumanBytes(chunk_overhead), " + initial values ", HumanBytes(specs),
-      " + in flight ", HumanBytes(inflight), " + transport ", HumanBytes(transport));
+  return absl::StrCat(HumanBytes(total()), " = base ", HumanBytes(base), " + weights ",
+                      HumanBytes(weights), " + optimizer state ", HumanBytes(optimizer_state),
+                      " + backups ", HumanBytes(backups), " + waiting pushes ", HumanBytes(waiting),
+                      " + chunk bookkeeping ", HumanBytes(chunk_overhead), " + initial values ",
+                      HumanBytes(specs), " + in flight ", HumanBytes(inflight), " + transport ",
+                      HumanBytes(transport));
 }
 
 ShardMemory ShardMemoryFor(const ShardFootprint& footprint, const ShardMemoryConfig& config) {
@@ -54,6 +55,7 @@ ShardMemory ShardMemoryFor(const ShardFootprint& footprint, const ShardMemoryCon
   m.weights = weight_bytes;
   m.optimizer_state = Mul(weight_bytes, config.state_vectors);
   m.backups = Mul(weight_bytes, workers);
+  m.waiting = config.waiting_pushes ? Mul(weight_bytes, config.max_workers) : 0;
   m.chunk_overhead =
       Mul(footprint.chunks, Add(kChunkOverheadBytes, Mul(workers, kBackupOverheadBytes)));
   m.specs = footprint.spec_bytes;

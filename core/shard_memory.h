@@ -28,6 +28,9 @@ struct ShardMemoryConfig {
   // modes; ASGD and SSGD never read one).
   bool backups = false;
   uint32_t max_workers = 0;
+  // Whether pushes wait in the shard (SSGD rounds, SSP bound): then each
+  // worker may have one push's gradients parked there.
+  bool waiting_pushes = false;
   // The shard-wide budget of request bytes in flight.
   uint64_t inflight_bytes = 0;
 };
@@ -38,6 +41,7 @@ struct ShardMemory {
   uint64_t weights = 0;          // 4 B per owned weight
   uint64_t optimizer_state = 0;  // 4 B per weight per state vector
   uint64_t backups = 0;          // 4 B per weight per worker, up to max_workers
+  uint64_t waiting = 0;          // SSGD/SSP: one parked push per worker, 4 B per weight
   uint64_t chunk_overhead = 0;   // bookkeeping per chunk and per backup of a chunk
   uint64_t specs = 0;            // explicit initial values, kept for re-declaration
   uint64_t inflight = 0;         // the in-flight budget

@@ -374,6 +374,7 @@ ShardMemory ShardStore::MemoryFor(const ShardFootprint& footprint) const {
   config.state_vectors =
       (config_.optimizer.uses_mean_square() ? 1 : 0) + (config_.optimizer.uses_momentum() ? 1 : 0);
   config.backups = keeps_backups_;
+  config.waiting_pushes = config_.sync != SyncMode::kAsync;
   config.max_workers = config_.max_workers;
   config.inflight_bytes = config_.inflight_budget_bytes;
   return ShardMemoryFor(footprint, config);
@@ -838,16 +839,21 @@ void ShardStore::SubmitPush(WorkerId worker, std::vector<GradientChunk> chunks, 
       waiting->done = std::move(done);
       waiting->sink = std::move(sink);
       {
+        // One waiting push per worker (an SSGD round takes one anyway): what
+        // the sizing rule's waiting term counts.
         absl::MutexLock lock(&sync_mu_);
         bool duplicate = false;
-        if (config_.sync == SyncMode::kSsgd) {
-          for (const auto& w : waiting_) duplicate |= (w->worker == worker);
-        }
+        for (const auto& w : waiting_) duplicate |= (w->worker == worker);
         if (!duplicate) waiting_.push_back(std::move(waiting));
       }
       if (waiting != nullptr) {
-        waiting->done(absl::FailedPreconditionError(absl::StrCat(
-            "worker ", worker, " already pushed in this SSGD round; wait for its reply")));
+        waiting->done(absl::FailedPreconditionError(
+            config_.sync == SyncMode::kSsgd
+                ? absl::StrCat("worker ", worker,
+                               " already pushed in this SSGD round; wait for its reply")
+                : absl::StrCat("worker ", worker,
+                               " already has a push waiting for the SSP bound; wait for its "
+                               "reply")));
         return;
       }
       ReleaseWaiters();
@@ -960,6 +966,8 @@ std::vector<PushResult> ShardStore::ApplyRound(std::vector<std::unique_ptr<Waiti
     }
     const float inv = 1.0f / static_cast<float>(parts.size());
     for (float& x : mean) x *= inv;
+    // Summed: the round's gradients of this chunk are not needed any more.
+    for (const std::string* g : parts) std::string().swap(*const_cast<std::string*>(g));
     absl::MutexLock lock(&chunk->mu);
     ChunkVectors v;
     v.n = chunk->length;

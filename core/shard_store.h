@@ -206,6 +206,9 @@ class ShardStore {
   // chunk's lock. Returns the shard version.
   uint64_t ReadChunk(const PullPlan& plan, const ChunkRef& ref, std::string* values);
 
+  // At most one push per worker waits (SSGD round, SSP bound); another is
+  // FAILED_PRECONDITION.
+  //
   // Validates the whole push (worker known; every chunk declared, owned here,
   // of the right length, every |g| <= max_gradient_abs (so finite), not
   // repeated; a backup exists when the rule needs one) and then applies it as

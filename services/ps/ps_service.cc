@@ -63,6 +63,19 @@ class ParameterShardService::PushStream : public Base {
       this->Finish(Cancelled());
       return;
     }
+    // A push that may wait in the store (SSGD round, SSP bound) must not
+    // hold budget meanwhile: the round may need pushes that wait for this
+    // budget. The store keeps one waiting push per worker, a term of the
+    // sizing rule of its own.
+    if (service_->store_->config().sync != SyncMode::kAsync) {
+      uint64_t reserved;
+      {
+        absl::MutexLock lock(&mu_);
+        reserved = reserved_;
+        reserved_ = 0;
+      }
+      service_->inflight_->Release(reserved);
+    }
     Submit(worker_, std::move(chunks_));
   }
 

@@ -47,6 +47,18 @@ TEST(ShardMemoryFor, NoBackupsWhenTheRuleReadsNone) {
   EXPECT_EQ(m.chunk_overhead, kChunkOverheadBytes);
 }
 
+TEST(ShardMemoryFor, SynchronousModesCountOneWaitingPushPerWorker) {
+  ShardFootprint footprint;
+  footprint.weight_elements = 1000;
+  ShardMemoryConfig config;
+  config.max_workers = 8;
+  EXPECT_EQ(ShardMemoryFor(footprint, config).waiting, 0u);
+  config.waiting_pushes = true;  // ssgd, ssp
+  const ShardMemory m = ShardMemoryFor(footprint, config);
+  EXPECT_EQ(m.waiting, 8 * 4000u);
+  EXPECT_EQ(m.total(), m.base + m.weights + m.waiting + m.chunk_overhead + m.transport);
+}
+
 TEST(ShardMemoryFor, SaturatesInsteadOfOverflowing) {
   ShardFootprint footprint;
   footprint.weight_elements = uint64_t{1} << 62;

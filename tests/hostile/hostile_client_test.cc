@@ -752,6 +752,43 @@ TEST_F(HostileTest, ConcurrentPushesBeyondTheInflightBudgetWaitAndSucceed) {
   EXPECT_EQ(Metric(*ps_, "dcasgd_ps_inflight_bytes"), 0);
 }
 
+// SSGD rounds need one push of every worker at once: pushes that wait for
+// their round must not hold the in-flight budget that the round's other
+// pushes wait for.
+TEST_F(HostileTest, SsgdRoundsLargerThanTheInflightBudgetComplete) {
+  Start({"--sync=ssgd", "--max_inflight_bytes=1048576"});
+  constexpr int kClients = 6;
+  constexpr int64_t kElements = 1 << 17;  // 512 KiB: two pushes fill the budget
+  std::vector<std::unique_ptr<PsClient>> clients;
+  for (int i = 0; i < kClients; ++i) {
+    ClientOptions options;
+    options.shard_addresses = {ps_->address()};
+    options.worker_name = absl::StrCat("w", i);
+    options.rpc_timeout = absl::Seconds(30);
+    absl::StatusOr<std::unique_ptr<PsClient>> client = PsClient::Connect(options);
+    ASSERT_TRUE(client.ok()) << client.status();
+    clients.push_back(*std::move(client));
+  }
+  TensorSpec spec;
+  spec.name = "w";
+  spec.shape = {kElements};
+  for (auto& client : clients) ASSERT_TRUE(client->Declare({spec}).ok());
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kClients; ++i) {
+    threads.emplace_back([&, i] {
+      TensorMap weights;
+      TensorMap gradient = {{"w", std::vector<float>(kElements, 0.001f)}};
+      for (int round = 0; round < 2; ++round) {
+        const absl::Status s = clients[i]->PushPull(gradient, &weights);
+        EXPECT_TRUE(s.ok()) << s;
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(Status().version(), 2u) << "two SSGD rounds";
+  EXPECT_EQ(Metric(*ps_, "dcasgd_ps_inflight_bytes"), 0);
+}
+
 // --- 9. finite but huge gradients --------------------------------------------
 
 TEST_F(HostileTest, HugeFiniteGradientsCannotMakeTheWeightsNonFinite) {
