@@ -206,16 +206,15 @@ class ShardStore {
   // chunk's lock. Returns the shard version.
   uint64_t ReadChunk(const PullPlan& plan, const ChunkRef& ref, std::string* values);
 
-  // At most one push per worker waits (SSGD round, SSP bound); another is
-  // FAILED_PRECONDITION.
-  //
   // Validates the whole push (worker known; every chunk declared, owned here,
   // of the right length, every |g| <= max_gradient_abs (so finite), not
   // repeated; a backup exists when the rule needs one) and then applies it as
-  // one update (one version), or rejects it with nothing applied. `done` runs exactly once: at once
-  // for async modes, or later from another caller's thread when the push waits for an SSGD round or
-  // the SSP bound. With `pull_after`, the result carries the new values, which become the worker's
-  // backup.
+  // one update (one version), or rejects it with nothing applied. `done` runs
+  // exactly once: at once for async modes, or later from another caller's
+  // thread when the push waits for an SSGD round or the SSP bound (at most one
+  // push per worker waits; another is FAILED_PRECONDITION). With
+  // `pull_after`, the result carries the new values, which become the
+  // worker's backup.
   //
   // With `sink` (and pull_after), the new values are not collected in the
   // result: each chunk goes to `sink` right after it is updated, on the
