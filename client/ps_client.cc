@@ -158,12 +158,15 @@ absl::Status ReceiveAndFinish(Stream* stream, grpc::ClientContext* context, Chun
 }
 
 // Streams `chunks` (their values taken from `sources`) as PushRequests; the
-// worker id goes in the first message only. False when the stream broke.
+// worker id and the chunk count go in the first message only (the shard
+// applies the push only when exactly that many chunks arrive and the stream
+// is half-closed). False when the stream broke.
 template <typename Stream>
 bool WriteGradients(Stream* stream, uint64_t worker_id, const std::vector<TensorLayout>& layouts,
                     const std::vector<const float*>& sources, const std::vector<ChunkRef>& chunks) {
   v1::PushRequest request;
   request.set_worker_id(worker_id);
+  request.set_chunk_count(static_cast<uint32_t>(chunks.size()));
   v1::Chunk* gradient = request.mutable_gradient();
   for (const ChunkRef& c : chunks) {
     gradient->set_tensor(layouts[c.tensor].name);
@@ -173,6 +176,7 @@ bool WriteGradients(Stream* stream, uint64_t worker_id, const std::vector<Tensor
                                        c.length * sizeof(float));
     if (!stream->Write(request)) return false;
     request.set_worker_id(0);
+    request.set_chunk_count(0);
   }
   return true;
 }

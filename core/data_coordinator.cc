@@ -31,9 +31,24 @@ void DataCoordinator::ReclaimExpired() {
     return a.epoch != b.epoch ? a.epoch > b.epoch : a.shard > b.shard;
   });
   for (const Item& item : expired) {
-    pending_.push_front(item);
+    returned_.push_front(item);
     ++reissued_;
   }
+}
+
+std::optional<DataCoordinator::Item> DataCoordinator::TakePending() {
+  if (!returned_.empty()) {
+    Item item = returned_.front();
+    returned_.pop_front();
+    return item;
+  }
+  // Done items are skipped (after a restore); the cursor only moves forward.
+  const uint64_t items = uint64_t{num_data_shards_} * epochs_;
+  while (cursor_ < items && done_[cursor_]) ++cursor_;
+  if (cursor_ == items) return std::nullopt;
+  const uint64_t i = cursor_++;
+  return Item{static_cast<uint32_t>(i / num_data_shards_),
+              static_cast<uint32_t>(i % num_data_shards_)};
 }
 
 absl::StatusOr<AcquireResult> DataCoordinator::Acquire(const std::string& worker_name,
@@ -46,17 +61,26 @@ absl::StatusOr<AcquireResult> DataCoordinator::Acquire(const std::string& worker
         absl::StrCat("a job needs at least one data shard and one epoch, got ", num_data_shards,
                      " shards and ", epochs, " epochs"));
   }
+  if (num_data_shards > kMaxDataShards || epochs > kMaxEpochs ||
+      uint64_t{num_data_shards} * epochs > kMaxWorkItems) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a job of ", num_data_shards, " data shards x ", epochs,
+                     " epochs is too large: at most ", kMaxDataShards, " data shards, ", kMaxEpochs,
+                     " epochs and ", kMaxWorkItems, " (data shard, epoch) items"));
+  }
   absl::MutexLock lock(&mu_);
   if (!configured_) {
+    // Built before anything is fixed, so a failure leaves no half a job.
+    std::vector<uint32_t> per_epoch(epochs, 0);
+    std::vector<bool> done(size_t{epochs} * num_data_shards, false);
     configured_ = true;
     num_data_shards_ = num_data_shards;
     epochs_ = epochs;
-    completed_per_epoch_.assign(epochs, 0);
-    done_.assign(size_t{epochs} * num_data_shards, false);
+    completed_per_epoch_ = std::move(per_epoch);
+    done_ = std::move(done);
+    returned_.clear();
+    cursor_ = 0;
     ++generation_;
-    for (uint32_t e = 0; e < epochs; ++e) {
-      for (uint32_t s = 0; s < num_data_shards; ++s) pending_.push_back(Item{e, s});
-    }
   } else if (num_data_shards != num_data_shards_ || epochs != epochs_) {
     return absl::FailedPreconditionError(
         absl::StrCat("the coordinator runs a job of ", num_data_shards_, " data shards x ", epochs_,
@@ -64,9 +88,12 @@ absl::StatusOr<AcquireResult> DataCoordinator::Acquire(const std::string& worker
                      ": use the same data set and epochs, or restart shard 0 for a new job"));
   }
   ReclaimExpired();
-  if (!pending_.empty()) {
-    Item item = pending_.front();
-    pending_.pop_front();
+  if (leased_.size() >= kMaxLeases) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(kMaxLeases, " data leases are out; complete or let some expire first"));
+  }
+  if (std::optional<Item> pending = TakePending()) {
+    const Item item = *pending;
     DataLease lease;
     lease.lease_id = next_lease_id_++;
     lease.data_shard = item.shard;
@@ -169,7 +196,8 @@ absl::Status DataCoordinator::RestoreProgress(absl::string_view text) {
   if (lines.size() == 1) {  // saved before any worker fixed the job
     absl::MutexLock lock(&mu_);
     configured_ = false;
-    pending_.clear();
+    returned_.clear();
+    cursor_ = 0;
     leased_.clear();
     completed_ = reissued_ = 0;
     ++generation_;
@@ -180,7 +208,8 @@ absl::Status DataCoordinator::RestoreProgress(absl::string_view text) {
   uint64_t reissued = 0;
   if (job.size() != 4 || job[0] != "job" || !absl::SimpleAtoi(job[1], &shards) ||
       !absl::SimpleAtoi(job[2], &epochs) || !absl::SimpleAtoi(job[3], &reissued) || shards == 0 ||
-      epochs == 0 || lines.size() != 2 + size_t{epochs}) {
+      epochs == 0 || shards > kMaxDataShards || epochs > kMaxEpochs ||
+      uint64_t{shards} * epochs > kMaxWorkItems || lines.size() != 2 + size_t{epochs}) {
     return bad("malformed job line or wrong number of epoch lines");
   }
   std::vector<bool> done(size_t{epochs} * shards, false);
@@ -206,14 +235,10 @@ absl::Status DataCoordinator::RestoreProgress(absl::string_view text) {
   done_ = std::move(done);
   completed_per_epoch_ = std::move(per_epoch);
   completed_ = 0;
-  pending_.clear();
+  returned_.clear();
+  cursor_ = 0;  // TakePending skips the done items
   leased_.clear();
-  for (uint32_t e = 0; e < epochs; ++e) {
-    completed_ += completed_per_epoch_[e];
-    for (uint32_t s = 0; s < shards; ++s) {
-      if (!done_[size_t{e} * shards + s]) pending_.push_back(Item{e, s});
-    }
-  }
+  for (uint32_t e = 0; e < epochs; ++e) completed_ += completed_per_epoch_[e];
   ++generation_;
   return absl::OkStatus();
 }

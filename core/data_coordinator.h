@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <optional>
 #include <string>
 #include <variant>
 
@@ -48,13 +49,26 @@ struct JobProgress {
 // boundary so no worker idles while others finish an epoch. A lease that is
 // neither renewed nor completed by its deadline goes back to the front of the
 // queue. Thread-safe.
+//
+// Memory is bounded by the limits below whatever callers ask: the schedule
+// is a cursor over the items plus one bit per item, not a list of them.
 class DataCoordinator {
  public:
+  // The largest job: data shards per epoch, epochs, and their product (the
+  // saved schedule holds one character per item).
+  static constexpr uint32_t kMaxDataShards = uint32_t{1} << 20;
+  static constexpr uint32_t kMaxEpochs = uint32_t{1} << 16;
+  static constexpr uint64_t kMaxWorkItems = uint64_t{1} << 22;
+  // Leases out at once (each holds its worker's name).
+  static constexpr size_t kMaxLeases = size_t{1} << 16;
+
   // `clock` must outlive the coordinator.
   DataCoordinator(absl::Duration lease, Clock* clock);
 
-  // The first call fixes the job: INVALID_ARGUMENT for zero shards/epochs,
-  // FAILED_PRECONDITION when a later call names a different job.
+  // The first call fixes the job: INVALID_ARGUMENT for zero shards/epochs or
+  // a job beyond the limits above (nothing is fixed then), FAILED_PRECONDITION
+  // when a later call names a different job, RESOURCE_EXHAUSTED when
+  // kMaxLeases leases are out.
   absl::StatusOr<AcquireResult> Acquire(const std::string& worker_name, uint32_t num_data_shards,
                                         uint32_t epochs);
   // FAILED_PRECONDITION when the lease is unknown or has expired.
@@ -85,6 +99,9 @@ class DataCoordinator {
     absl::Time deadline;
   };
   void ReclaimExpired() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The next item to hand out (re-issued first, then the cursor's next item
+  // not done), or nullopt when none is pending.
+  std::optional<Item> TakePending() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const absl::Duration lease_;
   Clock* const clock_;
@@ -93,7 +110,10 @@ class DataCoordinator {
   bool configured_ ABSL_GUARDED_BY(mu_) = false;
   uint32_t num_data_shards_ ABSL_GUARDED_BY(mu_) = 0;
   uint32_t epochs_ ABSL_GUARDED_BY(mu_) = 0;
-  std::deque<Item> pending_ ABSL_GUARDED_BY(mu_);
+  // Items whose lease expired, to hand out before the cursor's.
+  std::deque<Item> returned_ ABSL_GUARDED_BY(mu_);
+  // Items e * num_data_shards_ + s below this were handed out (or done).
+  uint64_t cursor_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_map<uint64_t, Outstanding> leased_ ABSL_GUARDED_BY(mu_);
   // completed_per_epoch_[e]: shards of epoch e done.
   std::vector<uint32_t> completed_per_epoch_ ABSL_GUARDED_BY(mu_);

@@ -19,6 +19,22 @@ uint64_t Fnv1a64(absl::string_view bytes);
 // Requires shard_count >= 1.
 uint32_t ShardOfChunk(absl::string_view tensor, uint64_t chunk_index, uint32_t shard_count);
 
+// Every `stride`-th chunk index from `first` up to, not including, `end`.
+struct ChunkRun {
+  uint64_t first = 0;
+  uint64_t end = 0;
+  // How many indices the run holds.
+  uint64_t count(uint32_t stride) const { return first < end ? (end - 1 - first) / stride + 1 : 0; }
+};
+
+// The chunks among `num_chunks` of a tensor whose name hashes to `name_hash`
+// (Fnv1a64) that shard `shard_index` of `shard_count` owns, without visiting
+// each chunk (a declaration may name 2^40): at most two runs with stride
+// shard_count, because h + i wraps mod 2^64 at most once. Fills `runs` and
+// returns how many (1 or 2; a run may be empty).
+int OwnedChunkRuns(uint64_t name_hash, uint64_t num_chunks, uint32_t shard_index,
+                   uint32_t shard_count, ChunkRun runs[2]);
+
 }  // namespace dcasgd
 
 #endif  // DCASGD_CORE_PLACEMENT_H_

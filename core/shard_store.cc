@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <utility>
@@ -49,8 +50,26 @@ absl::Status ShardConfig::Validate() const {
   if (lease <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("lease must be positive");
   }
+  if (max_workers < 1 || max_workers > kMaxWorkersLimit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_workers must be in [1, ", kMaxWorkersLimit, "], got ", max_workers));
+  }
+  if (inflight_budget_bytes < 1) {
+    return absl::InvalidArgumentError("the in-flight budget must be positive");
+  }
   return optimizer.Validate();
 }
+
+// Whether a worker's lease lives. Shared (shared_ptr) between the store's
+// worker record and the pulls and pushes of that worker, which check it under
+// a chunk's lock before writing a backup. The store clears it before freeing
+// the worker's backups (FreeBackups takes every chunk's lock afterwards), so
+// a backup written after that is impossible and one written before is freed.
+struct WorkerLiveness {
+  // Atomic: read under chunk locks by any thread, written once under
+  // members_mu_; the chunk locks order the write before FreeBackups' visit.
+  std::atomic<bool> live{true};
+};
 
 // One chunk of a tensor owned by this shard. Never moves once created.
 struct ShardStore::Chunk {
@@ -78,6 +97,7 @@ struct ShardStore::Tensor {
 
 struct ShardStore::Worker {
   std::string name;
+  std::shared_ptr<WorkerLiveness> liveness = std::make_shared<WorkerLiveness>();
   absl::Time deadline;
   uint64_t pull_version = 0;  // shard version at the last pull (or join)
   uint64_t clock = 0;         // SSP: pushes applied
@@ -86,6 +106,13 @@ struct ShardStore::Worker {
 struct ShardStore::ValidatedPush {
   std::vector<Chunk*> chunks;
   std::vector<GradientChunk> gradients;  // same order as chunks
+  std::shared_ptr<WorkerLiveness> liveness;
+};
+
+// A declared tensor built outside state_mu_, inserted once complete.
+struct ShardStore::PendingTensor {
+  std::unique_ptr<Tensor> tensor;
+  uint64_t weight_elements = 0;
 };
 
 struct ShardStore::WaitingPush {
@@ -101,22 +128,33 @@ namespace {
 // Bytes held by a float vector's elements.
 uint64_t FloatBytes(size_t n) { return static_cast<uint64_t>(n) * sizeof(float); }
 
-// True if every float in `bytes` is finite. Integer test on the exponent bits
-// so the loop vectorises; returns the index of the first bad element otherwise.
-bool AllFinite(const std::string& bytes, size_t* bad_index) {
+// The bits of |x| for a non-negative float (or of +Inf). For IEEE-754
+// floats, |a| <= |b| exactly when bits(|a|) <= bits(|b|) as integers, and NaN
+// is above +Inf.
+uint32_t AbsBits(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof(bits));
+  return bits & 0x7fffffffu;
+}
+
+// True if every float in `bytes` has |g| <= `bound` (so it is finite; NaN
+// fails too). Integer compare on the magnitude bits so the loop vectorises;
+// otherwise returns the index of the first bad element.
+bool AllWithin(const std::string& bytes, float bound, size_t* bad_index) {
   const size_t n = bytes.size() / sizeof(float);
   const char* p = bytes.data();
+  const uint32_t limit = AbsBits(bound);
   uint32_t any_bad = 0;
   for (size_t i = 0; i < n; ++i) {
     uint32_t bits;
     std::memcpy(&bits, p + i * sizeof(float), sizeof(bits));
-    any_bad |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+    any_bad |= static_cast<uint32_t>((bits & 0x7fffffffu) > limit);
   }
   if (any_bad == 0) return true;
   for (size_t i = 0; i < n; ++i) {
     uint32_t bits;
     std::memcpy(&bits, p + i * sizeof(float), sizeof(bits));
-    if ((bits & 0x7f800000u) == 0x7f800000u) {
+    if ((bits & 0x7fffffffu) > limit) {
       *bad_index = i;
       return false;
     }
@@ -125,7 +163,43 @@ bool AllFinite(const std::string& bytes, size_t* bad_index) {
 }
 
 std::string ChunkName(const std::string& tensor, uint64_t index) {
-  return absl::StrCat("chunk ", index, " of tensor '", tensor, "'");
+  return absl::StrCat("chunk ", index, " of tensor ", QuotedName(tensor));
+}
+
+// Chunks of `spec` that shard `index` of `count` owns, and their elements.
+void CountOwned(const TensorSpec& spec, uint32_t index, uint32_t count, uint64_t* chunks,
+                uint64_t* elements) {
+  const uint64_t total = spec.num_chunks();
+  ChunkRun runs[2];
+  const int n = OwnedChunkRuns(Fnv1a64(spec.name), total, index, count, runs);
+  *chunks = 0;
+  for (int r = 0; r < n; ++r) *chunks += runs[r].count(count);
+  *elements = *chunks * spec.chunk_elements;
+  // The last chunk may be shorter than the others.
+  if (*chunks > 0 && ShardOfChunk(spec.name, total - 1, count) == index) {
+    *elements -= spec.chunk_elements - spec.chunk_length(total - 1);
+  }
+}
+
+// Largest |v| of the values an initialiser can produce, or -1 when unbounded
+// (normal: the draws are clamped instead).
+double InitMagnitude(const Initializer& init) {
+  switch (init.kind) {
+    case Initializer::Kind::kZeros:
+      return 0;
+    case Initializer::Kind::kConstant:
+      return std::fabs(init.a);
+    case Initializer::Kind::kUniform:
+      return std::max(std::fabs(init.a), std::fabs(init.b));
+    case Initializer::Kind::kNormal:
+      return std::fabs(init.a);
+    case Initializer::Kind::kValues: {
+      float largest = 0;
+      for (float v : init.values) largest = std::max(largest, std::fabs(v));
+      return largest;
+    }
+  }
+  return 0;
 }
 
 double SecondsSince(std::chrono::steady_clock::time_point start) {
@@ -135,7 +209,9 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
 }  // namespace
 
 ShardStore::ShardStore(ShardConfig config, Clock* clock)
-    : config_(std::move(config)), clock_(clock) {
+    : config_(std::move(config)),
+      clock_(clock),
+      keeps_backups_(config_.optimizer.uses_backup() && config_.sync != SyncMode::kSsgd) {
   DCASGD_CHECK(clock_ != nullptr);
   DCASGD_CHECK(config_.Validate().ok());
 }
@@ -149,59 +225,167 @@ std::unique_ptr<ShardStore::Chunk> ShardStore::MakeChunk(const TensorSpec& spec,
   absl::MutexLock lock(&chunk->mu);
   chunk->weights.resize(chunk->length);
   InitializeChunk(spec, index, absl::MakeSpan(chunk->weights));
+  // Normal draws are unbounded; no weight ever exceeds the clamp.
+  const float c = config_.optimizer.max_weight_abs;
+  for (float& w : chunk->weights) w = std::min(std::max(w, -c), c);
   if (config_.optimizer.uses_mean_square()) chunk->mean_square.assign(chunk->length, 0.0f);
   if (config_.optimizer.uses_momentum()) chunk->momentum.assign(chunk->length, 0.0f);
   return chunk;
 }
 
 absl::StatusOr<std::vector<TensorSpec>> ShardStore::Declare(std::vector<TensorSpec> specs) {
+  const float max_weight = config_.optimizer.max_weight_abs;
   for (TensorSpec& spec : specs) {
     absl::Status s = ValidateTensorSpec(spec);
     if (!s.ok()) return s;
+    if (!(InitMagnitude(spec.init) <= max_weight)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor ", QuotedName(spec.name), ": initial values reach ", InitMagnitude(spec.init),
+          ", beyond the shard's max_weight_abs ", max_weight, " (weights are kept within it)"));
+    }
     spec = ResolveDefaults(std::move(spec));
   }
-  absl::MutexLock lock(&state_mu_);
+  // One declaration at a time: the check below stays true while this one
+  // allocates without state_mu_ (only Declare and Restore add tensors).
+  absl::MutexLock declare(&declare_mu_);
   // Check everything before creating anything: all or nothing.
-  std::map<std::string, const TensorSpec*> in_request;
-  for (const TensorSpec& spec : specs) {
-    auto [it, inserted] = in_request.emplace(spec.name, &spec);
-    if (!inserted && *it->second != spec) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tensor '", spec.name, "' appears twice in the request with different specs"));
-    }
-    auto existing = tensors_.find(spec.name);
-    if (existing != tensors_.end() && existing->second->spec != spec) {
-      const TensorSpec& old = existing->second->spec;
-      return absl::AlreadyExistsError(absl::StrCat(
-          "tensor '", spec.name, "' is already declared with shape ", ShapeString(old.shape),
-          ", chunk_elements ", old.chunk_elements,
-          " and its initialiser; the new declaration (shape ", ShapeString(spec.shape),
-          ", chunk_elements ", spec.chunk_elements, ") differs. Use a new name or the same spec"));
-    }
-  }
-  uint64_t added_weights = 0, added_state = 0;
-  for (const TensorSpec& spec : specs) {
-    if (tensors_.count(spec.name) > 0) continue;
-    auto tensor = std::make_unique<Tensor>();
-    tensor->spec = spec;
-    const uint64_t chunks = spec.num_chunks();
-    for (uint64_t i = 0; i < chunks; ++i) {
-      if (ShardOfChunk(spec.name, i, config_.shard_count) != config_.shard_index) continue;
-      std::unique_ptr<Chunk> chunk = MakeChunk(spec, i);
-      added_weights += FloatBytes(chunk->length);
-      added_state += FloatBytes(chunk->length) * ((config_.optimizer.uses_mean_square() ? 1 : 0) +
-                                                  (config_.optimizer.uses_momentum() ? 1 : 0));
-      tensor->owned.emplace(i, std::move(chunk));
-    }
-    auto [it, inserted] = tensors_.emplace(spec.name, std::move(tensor));
-    DCASGD_CHECK(inserted);
-    for (auto& [index, chunk] : it->second->owned) {
-      chunk->tensor = &it->first;
+  std::vector<const TensorSpec*> fresh;
+  ShardFootprint added;
+  {
+    absl::ReaderMutexLock lock(&state_mu_);
+    std::map<std::string, const TensorSpec*> in_request;
+    for (const TensorSpec& spec : specs) {
+      auto [it, inserted] = in_request.emplace(spec.name, &spec);
+      if (!inserted && *it->second != spec) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("tensor ", QuotedName(spec.name),
+                         " appears twice in the request with different specs"));
+      }
+      auto existing = tensors_.find(spec.name);
+      if (existing != tensors_.end() && existing->second->spec != spec) {
+        const TensorSpec& old = existing->second->spec;
+        return absl::AlreadyExistsError(
+            absl::StrCat("tensor ", QuotedName(spec.name), " is already declared with shape ",
+                         ShapeString(old.shape), ", chunk_elements ", old.chunk_elements,
+                         " and its initialiser; the new declaration (shape ",
+                         ShapeString(spec.shape), ", chunk_elements ", spec.chunk_elements,
+                         ") differs. Use a new name or the same spec"));
+      }
+      if (existing != tensors_.end() || !inserted) continue;
+      fresh.push_back(&spec);
+      uint64_t chunks = 0, elements = 0;
+      CountOwned(spec, config_.shard_index, config_.shard_count, &chunks, &elements);
+      added.chunks += chunks;
+      added.weight_elements += elements;
+      added.spec_bytes += spec.init.values.size() * sizeof(float);
     }
   }
-  weight_bytes_.fetch_add(added_weights, std::memory_order_relaxed);
-  optimizer_state_bytes_.fetch_add(added_state, std::memory_order_relaxed);
+  if (fresh.empty()) return specs;
+
+  // The memory budget, before anything is allocated.
+  ShardFootprint after;
+  after.weight_elements =
+      weight_bytes_.load(std::memory_order_relaxed) / sizeof(float) + added.weight_elements;
+  after.chunks = owned_chunks_.load(std::memory_order_relaxed) + added.chunks;
+  after.spec_bytes = spec_bytes_.load(std::memory_order_relaxed) + added.spec_bytes;
+  if (after.chunks > kMaxOwnedChunks) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("this declaration would make shard ", config_.shard_index, " own ",
+                     after.chunks, " chunks, above its limit of ", kMaxOwnedChunks,
+                     ": use larger chunk_elements or more shards; nothing was declared"));
+  }
+  const uint64_t after_weight_bytes = after.weight_elements * sizeof(float);
+  if (after_weight_bytes > config_.inflight_budget_bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("this declaration would give shard ", config_.shard_index, " ",
+                     HumanBytes(after_weight_bytes),
+                     " of weights, more than one push may carry (the in-flight "
+                     "budget, ",
+                     HumanBytes(config_.inflight_budget_bytes),
+                     "): raise --max_inflight_bytes or use more shards; nothing was declared"));
+  }
+  const ShardMemory need = MemoryFor(after);
+  if (config_.memory_budget_bytes > 0 && need.total() > config_.memory_budget_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "this declaration would need ", need.DebugString(), " on shard ", config_.shard_index,
+        " (with --max_workers=", config_.max_workers, "), above its memory budget of ",
+        HumanBytes(config_.memory_budget_bytes),
+        ": raise --memory_budget_bytes (and the container's memory), lower --max_workers, or use "
+        "more shards; nothing was declared"));
+  }
+
+  // Allocate and initialise without state_mu_: pulls, pushes and health
+  // checks go on meanwhile.
+  std::vector<PendingTensor> built;
+  built.reserve(fresh.size());
+  uint64_t largest_chunk = 0;
+  try {
+    for (const TensorSpec* spec : fresh) {
+      PendingTensor& pending = built.emplace_back();
+      pending.tensor = std::make_unique<Tensor>();
+      pending.tensor->spec = *spec;
+      ChunkRun runs[2];
+      const int n = OwnedChunkRuns(Fnv1a64(spec->name), spec->num_chunks(), config_.shard_index,
+                                   config_.shard_count, runs);
+      for (int r = 0; r < n; ++r) {
+        for (uint64_t i = runs[r].first; i < runs[r].end; i += config_.shard_count) {
+          std::unique_ptr<Chunk> chunk = MakeChunk(*spec, i);
+          pending.weight_elements += chunk->length;
+          largest_chunk = std::max<uint64_t>(largest_chunk, FloatBytes(chunk->length));
+          pending.tensor->owned.emplace_hint(pending.tensor->owned.end(), i, std::move(chunk));
+        }
+      }
+    }
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("shard ", config_.shard_index, " could not allocate ", need.DebugString(),
+                     " (the machine has less free memory than the budget of ",
+                     HumanBytes(config_.memory_budget_bytes),
+                     "): lower --memory_budget_bytes; nothing was "
+                     "declared"));
+  }
+
+  uint64_t added_weights = 0;
+  {
+    absl::MutexLock lock(&state_mu_);
+    for (PendingTensor& pending : built) {
+      added_weights += FloatBytes(pending.weight_elements);
+      const std::string name = pending.tensor->spec.name;
+      auto [it, inserted] = tensors_.emplace(name, std::move(pending.tensor));
+      DCASGD_CHECK(inserted);
+      for (auto& [index, chunk] : it->second->owned) chunk->tensor = &it->first;
+    }
+    weight_bytes_.fetch_add(added_weights, std::memory_order_relaxed);
+    optimizer_state_bytes_.fetch_add(
+        added_weights * ((config_.optimizer.uses_mean_square() ? 1 : 0) +
+                         (config_.optimizer.uses_momentum() ? 1 : 0)),
+        std::memory_order_relaxed);
+    owned_chunks_.fetch_add(added.chunks, std::memory_order_relaxed);
+    spec_bytes_.fetch_add(added.spec_bytes, std::memory_order_relaxed);
+    if (largest_chunk > largest_chunk_bytes_.load(std::memory_order_relaxed)) {
+      largest_chunk_bytes_.store(largest_chunk, std::memory_order_relaxed);
+    }
+  }
   return specs;
+}
+
+ShardMemory ShardStore::MemoryFor(const ShardFootprint& footprint) const {
+  ShardMemoryConfig config;
+  config.state_vectors =
+      (config_.optimizer.uses_mean_square() ? 1 : 0) + (config_.optimizer.uses_momentum() ? 1 : 0);
+  config.backups = keeps_backups_;
+  config.waiting_pushes = config_.sync != SyncMode::kAsync;
+  config.max_workers = config_.max_workers;
+  config.inflight_bytes = config_.inflight_budget_bytes;
+  return ShardMemoryFor(footprint, config);
+}
+
+ShardMemory ShardStore::MemoryRule() const {
+  ShardFootprint footprint;
+  footprint.weight_elements = weight_bytes_.load(std::memory_order_relaxed) / sizeof(float);
+  footprint.chunks = owned_chunks_.load(std::memory_order_relaxed);
+  footprint.spec_bytes = spec_bytes_.load(std::memory_order_relaxed);
+  return MemoryFor(footprint);
 }
 
 std::vector<TensorSpec> ShardStore::ListTensors() const {
@@ -229,8 +413,32 @@ absl::StatusOr<JoinResult> ShardStore::Join(const std::string& worker_name) {
   JoinResult result;
   {
     absl::MutexLock lock(&members_mu_);
+    // At most max_workers records (and so backups): make room from expired
+    // leases the reaper has not ended yet, else refuse.
+    size_t others = 0;
+    for (const auto& [id, w] : workers_) others += w->name != worker_name;
+    if (others >= config_.max_workers) {
+      const absl::Time now = clock_->Now();
+      for (auto it = workers_.begin(); it != workers_.end();) {
+        if (it->second->name != worker_name && it->second->deadline < now) {
+          it->second->liveness->live.store(false, std::memory_order_release);
+          replaced.push_back(it->first);
+          workers_.erase(it++);
+          --others;
+        } else {
+          ++it;
+        }
+      }
+    }
+    if (others >= config_.max_workers) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "shard ", config_.shard_index, " already has ", others,
+          " workers, its --max_workers (the backups of that many are budgeted): retry when "
+          "one leaves, or restart the shards with a larger --max_workers"));
+    }
     for (auto it = workers_.begin(); it != workers_.end();) {
       if (it->second->name == worker_name) {
+        it->second->liveness->live.store(false, std::memory_order_release);
         replaced.push_back(it->first);
         workers_.erase(it++);
       } else {
@@ -271,10 +479,13 @@ absl::Status ShardStore::Heartbeat(WorkerId worker) {
 absl::Status ShardStore::Leave(WorkerId worker) {
   {
     absl::MutexLock lock(&members_mu_);
-    if (workers_.erase(worker) == 0) {
+    auto it = workers_.find(worker);
+    if (it == workers_.end()) {
       return absl::FailedPreconditionError(
           absl::StrCat("worker ", worker, " is unknown or its lease already expired"));
     }
+    it->second->liveness->live.store(false, std::memory_order_release);
+    workers_.erase(it);
   }
   FreeBackups({worker});
   ReleaseWaiters();
@@ -288,6 +499,7 @@ int ShardStore::ExpireLeases() {
     const absl::Time now = clock_->Now();
     for (auto it = workers_.begin(); it != workers_.end();) {
       if (it->second->deadline < now) {
+        it->second->liveness->live.store(false, std::memory_order_release);
         expired.push_back(it->first);
         workers_.erase(it++);
       } else {
@@ -303,20 +515,44 @@ int ShardStore::ExpireLeases() {
 }
 
 void ShardStore::FreeBackups(const std::vector<WorkerId>& workers) {
-  absl::ReaderMutexLock state(&state_mu_);
+  // The workers' liveness is already false, so no backup of theirs appears
+  // behind this loop (WorkerLiveness).
   uint64_t freed = 0;
-  for (const auto& [name, tensor] : tensors_) {
-    for (const auto& [index, chunk] : tensor->owned) {
-      absl::MutexLock lock(&chunk->mu);
-      for (WorkerId w : workers) {
-        auto it = chunk->backups.find(w);
-        if (it == chunk->backups.end()) continue;
-        freed += FloatBytes(it->second.size());
-        chunk->backups.erase(it);
+  {
+    absl::ReaderMutexLock state(&state_mu_);
+    if (!keeps_backups_) return;
+    for (const auto& [name, tensor] : tensors_) {
+      for (const auto& [index, chunk] : tensor->owned) {
+        absl::MutexLock lock(&chunk->mu);
+        for (WorkerId w : workers) {
+          auto it = chunk->backups.find(w);
+          if (it == chunk->backups.end()) continue;
+          freed += FloatBytes(it->second.size());
+          chunk->backups.erase(it);
+        }
       }
     }
   }
   backup_bytes_.fetch_sub(freed, std::memory_order_relaxed);
+  // The backups' memory goes back to the system, not just to the allocator.
+  if (freed > 0) ReturnFreeMemoryToSystem();
+}
+
+std::shared_ptr<WorkerLiveness> ShardStore::LivenessOf(WorkerId worker) const {
+  absl::MutexLock lock(&members_mu_);
+  auto it = workers_.find(worker);
+  return it == workers_.end() ? nullptr : it->second->liveness;
+}
+
+void ShardStore::StoreBackup(WorkerId worker, const WorkerLiveness* liveness, Chunk* chunk,
+                             const float* weights, uint64_t* added) {
+  if (!keeps_backups_ || liveness == nullptr || !liveness->live.load(std::memory_order_acquire)) {
+    return;
+  }
+  // A copy of exactly the values sent (never a reference to the weights).
+  auto [it, inserted] = chunk->backups.try_emplace(worker);
+  if (inserted) *added += FloatBytes(chunk->length);
+  it->second.assign(weights, weights + chunk->length);
 }
 
 // Lease check for requests: FAILED_PRECONDITION for unknown or expired ids.
@@ -336,18 +572,22 @@ absl::Status ShardStore::CheckWorker(WorkerId worker, uint64_t* pull_version) co
 // ---------------------------------------------------------------------------
 // Pull
 
-absl::StatusOr<std::vector<ChunkRef>> ShardStore::PlanPull(
-    WorkerId worker, const std::vector<std::string>& tensors) {
+absl::StatusOr<PullPlan> ShardStore::PlanPull(WorkerId worker,
+                                              const std::vector<std::string>& tensors) {
+  PullPlan plan;
+  plan.worker = worker;
   if (worker != 0) {
     absl::Status s = CheckWorker(worker, nullptr);
     if (!s.ok()) return s;
+    plan.liveness = LivenessOf(worker);
+    if (plan.liveness == nullptr) return CheckWorker(worker, nullptr);  // left meanwhile
   }
-  std::vector<ChunkRef> refs;
+  std::vector<ChunkRef>& refs = plan.chunks;
   {
     absl::ReaderMutexLock state(&state_mu_);
     auto add = [&refs](const Tensor& tensor) {
       for (const auto& [index, chunk] : tensor.owned) {
-        refs.push_back(ChunkRef{chunk.get(), chunk->tensor, index});
+        refs.push_back(ChunkRef{chunk.get(), chunk->tensor, index, chunk->length});
       }
     };
     if (tensors.empty()) {
@@ -357,8 +597,9 @@ absl::StatusOr<std::vector<ChunkRef>> ShardStore::PlanPull(
       for (const std::string& name : tensors) {
         auto it = tensors_.find(name);
         if (it == tensors_.end()) {
-          return absl::NotFoundError(absl::StrCat("tensor '", name, "' is not declared on shard ",
-                                                  config_.shard_index, ": declare it first"));
+          return absl::NotFoundError(absl::StrCat("tensor ", QuotedName(name),
+                                                  " is not declared on shard ", config_.shard_index,
+                                                  ": declare it first"));
         }
         if (seen.insert(name).second) add(*it->second);
       }
@@ -369,23 +610,19 @@ absl::StatusOr<std::vector<ChunkRef>> ShardStore::PlanPull(
     auto it = workers_.find(worker);
     if (it != workers_.end()) it->second->pull_version = version();
   }
-  return refs;
+  return plan;
 }
 
-uint64_t ShardStore::ReadChunk(WorkerId worker, const ChunkRef& ref, std::string* values) {
-  const Chunk* chunk = static_cast<const Chunk*>(ref.chunk);
+uint64_t ShardStore::ReadChunk(const PullPlan& plan, const ChunkRef& ref, std::string* values) {
+  Chunk* chunk = const_cast<Chunk*>(static_cast<const Chunk*>(ref.chunk));
   values->resize(FloatBytes(chunk->length));
   uint64_t added = 0;
   {
     absl::MutexLock lock(&chunk->mu);
     std::memcpy(values->data(), chunk->weights.data(), values->size());
-    if (worker != 0) {
-      // The backup is a copy of exactly what is sent, taken under the same
-      // lock (never a reference to the live weights).
-      Chunk* mutable_chunk = const_cast<Chunk*>(chunk);
-      auto [it, inserted] = mutable_chunk->backups.try_emplace(worker);
-      if (inserted) added = FloatBytes(chunk->length);
-      it->second.assign(chunk->weights.begin(), chunk->weights.end());
+    // The backup is taken under the same lock as the copy sent.
+    if (plan.worker != 0) {
+      StoreBackup(plan.worker, plan.liveness.get(), chunk, chunk->weights.data(), &added);
     }
   }
   if (added) backup_bytes_.fetch_add(added, std::memory_order_relaxed);
@@ -395,6 +632,44 @@ uint64_t ShardStore::ReadChunk(WorkerId worker, const ChunkRef& ref, std::string
 // ---------------------------------------------------------------------------
 // Push
 
+absl::StatusOr<const ShardStore::Chunk*> ShardStore::FindPushedChunk(const std::string& tensor,
+                                                                     uint64_t chunk_index,
+                                                                     size_t bytes) const {
+  auto it = tensors_.find(tensor);
+  if (it == tensors_.end()) {
+    return absl::NotFoundError(absl::StrCat("tensor ", QuotedName(tensor),
+                                            " is not declared on shard ", config_.shard_index,
+                                            ": declare it first"));
+  }
+  const Tensor& t = *it->second;
+  const uint64_t num_chunks = t.spec.num_chunks();
+  if (chunk_index >= num_chunks) {
+    return absl::NotFoundError(absl::StrCat("tensor ", QuotedName(tensor), " has ", num_chunks,
+                                            " chunks; chunk ", chunk_index, " does not exist"));
+  }
+  auto owned = t.owned.find(chunk_index);
+  if (owned == t.owned.end()) {
+    return absl::NotFoundError(absl::StrCat(
+        ChunkName(tensor, chunk_index), " belongs to shard ",
+        ShardOfChunk(tensor, chunk_index, config_.shard_count), ", not shard ", config_.shard_index,
+        " (placement: (fnv1a64(name) + chunk) mod ", config_.shard_count, ")"));
+  }
+  const Chunk* chunk = owned->second.get();
+  if (bytes != FloatBytes(chunk->length)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("gradient for ", ChunkName(tensor, chunk_index), " has ", bytes,
+                     " bytes; expected ", FloatBytes(chunk->length), " (", chunk->length,
+                     " float32 values of tensor shape ", ShapeString(t.spec.shape), ")"));
+  }
+  return chunk;
+}
+
+absl::Status ShardStore::CheckChunk(const std::string& tensor, uint64_t chunk_index,
+                                    size_t bytes) const {
+  absl::ReaderMutexLock state(&state_mu_);
+  return FindPushedChunk(tensor, chunk_index, bytes).status();
+}
+
 absl::StatusOr<ShardStore::ValidatedPush> ShardStore::Validate(
     WorkerId worker, std::vector<GradientChunk> chunks) const {
   absl::Status s = CheckWorker(worker, nullptr);
@@ -403,47 +678,29 @@ absl::StatusOr<ShardStore::ValidatedPush> ShardStore::Validate(
     return absl::InvalidArgumentError("the push carries no gradient chunks");
   }
   ValidatedPush push;
+  push.liveness = LivenessOf(worker);
+  if (push.liveness == nullptr) return CheckWorker(worker, nullptr);  // left meanwhile
   push.chunks.reserve(chunks.size());
   absl::ReaderMutexLock state(&state_mu_);
   absl::flat_hash_set<const Chunk*> seen;
   for (const GradientChunk& g : chunks) {
-    auto it = tensors_.find(g.tensor);
-    if (it == tensors_.end()) {
-      return absl::NotFoundError(absl::StrCat("tensor '", g.tensor, "' is not declared on shard ",
-                                              config_.shard_index, ": declare it first"));
-    }
-    const Tensor& tensor = *it->second;
-    const uint64_t num_chunks = tensor.spec.num_chunks();
-    if (g.chunk_index >= num_chunks) {
-      return absl::NotFoundError(absl::StrCat("tensor '", g.tensor, "' has ", num_chunks,
-                                              " chunks; chunk ", g.chunk_index, " does not exist"));
-    }
-    auto owned = tensor.owned.find(g.chunk_index);
-    if (owned == tensor.owned.end()) {
-      return absl::NotFoundError(
-          absl::StrCat(ChunkName(g.tensor, g.chunk_index), " belongs to shard ",
-                       ShardOfChunk(g.tensor, g.chunk_index, config_.shard_count), ", not shard ",
-                       config_.shard_index, " (placement: (fnv1a64(name) + chunk) mod ",
-                       config_.shard_count, ")"));
-    }
-    const Chunk* chunk = owned->second.get();
-    if (g.values.size() != FloatBytes(chunk->length)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "gradient for ", ChunkName(g.tensor, g.chunk_index), " has ", g.values.size(),
-          " bytes; expected ", FloatBytes(chunk->length), " (", chunk->length,
-          " float32 values of tensor shape ", ShapeString(tensor.spec.shape), ")"));
-    }
+    absl::StatusOr<const Chunk*> found = FindPushedChunk(g.tensor, g.chunk_index, g.values.size());
+    if (!found.ok()) return found.status();
+    const Chunk* chunk = *found;
     if (!seen.insert(chunk).second) {
       return absl::InvalidArgumentError(
           absl::StrCat("the push carries ", ChunkName(g.tensor, g.chunk_index), " twice"));
     }
     size_t bad = 0;
-    if (!AllFinite(g.values, &bad)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "gradient for ", ChunkName(g.tensor, g.chunk_index),
-          " contains NaN or Inf (first at element ", bad, "); nothing of this push was applied"));
+    if (!AllWithin(g.values, config_.optimizer.max_gradient_abs, &bad)) {
+      float value;
+      std::memcpy(&value, g.values.data() + bad * sizeof(float), sizeof(value));
+      return absl::InvalidArgumentError(
+          absl::StrCat("gradient for ", ChunkName(g.tensor, g.chunk_index), " has element ", bad,
+                       " = ", value, ": NaN, Inf or beyond the shard's max_gradient_abs ",
+                       config_.optimizer.max_gradient_abs, "; nothing of this push was applied"));
     }
-    if (config_.optimizer.uses_backup() && config_.sync != SyncMode::kSsgd) {
+    if (keeps_backups_) {
       absl::MutexLock lock(&chunk->mu);
       if (!chunk->backups.contains(worker)) {
         return absl::FailedPreconditionError(absl::StrCat(
@@ -488,8 +745,11 @@ PushResult ShardStore::ApplyOne(WorkerId worker, ValidatedPush& push, bool pull_
       } else if (pull_after) {
         out = &result.new_values[i];
       }
-      ApplyChunk(worker, push.chunks[i], push.gradients[i].values, lr, pull_after, out, &scratch,
-                 &backup_added);
+      ApplyChunk(worker, push.liveness.get(), push.chunks[i], push.gradients[i].values, lr,
+                 pull_after, out, &scratch, &backup_added);
+      // Applied: its memory is not needed any more (a PushPull's replies
+      // take its place, so the push's bytes in flight do not double).
+      std::string().swap(push.gradients[i].values);
       if (stream) {
         applied.version = result.version;
         applied.staleness = result.staleness;
@@ -511,9 +771,9 @@ PushResult ShardStore::ApplyOne(WorkerId worker, ValidatedPush& push, bool pull_
   return result;
 }
 
-void ShardStore::ApplyChunk(WorkerId worker, Chunk* chunk, const std::string& gradient, float lr,
-                            bool pull_after, ChunkValues* out, std::vector<float>* scratch,
-                            uint64_t* backup_added) {
+void ShardStore::ApplyChunk(WorkerId worker, const WorkerLiveness* liveness, Chunk* chunk,
+                            const std::string& gradient, float lr, bool pull_after,
+                            ChunkValues* out, std::vector<float>* scratch, uint64_t* backup_added) {
   absl::MutexLock lock(&chunk->mu);
   ChunkVectors v;
   v.n = chunk->length;
@@ -523,7 +783,7 @@ void ShardStore::ApplyChunk(WorkerId worker, Chunk* chunk, const std::string& gr
   v.momentum = chunk->momentum.empty() ? nullptr : chunk->momentum.data();
   auto backup = chunk->backups.find(worker);
   if (config_.optimizer.uses_backup()) {
-    if (backup != chunk->backups.end()) {
+    if (keeps_backups_ && backup != chunk->backups.end()) {
       v.backup = backup->second.data();
     } else {
       // The backup vanished after validation (lease expired, or Join
@@ -539,14 +799,8 @@ void ShardStore::ApplyChunk(WorkerId worker, Chunk* chunk, const std::string& gr
     v.new_backup = reinterpret_cast<float*>(out->values.data());
   }
   ApplyUpdate(config_.optimizer, lr, v);
-  if (pull_after) {
-    // The values sent back become the worker's new backup (a copy).
-    if (backup == chunk->backups.end()) {
-      backup = chunk->backups.try_emplace(worker).first;
-      *backup_added += FloatBytes(chunk->length);
-    }
-    backup->second.assign(chunk->weights.begin(), chunk->weights.end());
-  }
+  // The values sent back become the worker's new backup (a copy).
+  if (pull_after) StoreBackup(worker, liveness, chunk, chunk->weights.data(), backup_added);
 }
 
 void ShardStore::SubmitPush(WorkerId worker, std::vector<GradientChunk> chunks, bool pull_after,
@@ -585,16 +839,21 @@ void ShardStore::SubmitPush(WorkerId worker, std::vector<GradientChunk> chunks, 
       waiting->done = std::move(done);
       waiting->sink = std::move(sink);
       {
+        // One waiting push per worker (an SSGD round takes one anyway): what
+        // the sizing rule's waiting term counts.
         absl::MutexLock lock(&sync_mu_);
         bool duplicate = false;
-        if (config_.sync == SyncMode::kSsgd) {
-          for (const auto& w : waiting_) duplicate |= (w->worker == worker);
-        }
+        for (const auto& w : waiting_) duplicate |= (w->worker == worker);
         if (!duplicate) waiting_.push_back(std::move(waiting));
       }
       if (waiting != nullptr) {
-        waiting->done(absl::FailedPreconditionError(absl::StrCat(
-            "worker ", worker, " already pushed in this SSGD round; wait for its reply")));
+        waiting->done(absl::FailedPreconditionError(
+            config_.sync == SyncMode::kSsgd
+                ? absl::StrCat("worker ", worker,
+                               " already pushed in this SSGD round; wait for its reply")
+                : absl::StrCat("worker ", worker,
+                               " already has a push waiting for the SSP bound; wait for its "
+                               "reply")));
         return;
       }
       ReleaseWaiters();
@@ -707,6 +966,8 @@ std::vector<PushResult> ShardStore::ApplyRound(std::vector<std::unique_ptr<Waiti
     }
     const float inv = 1.0f / static_cast<float>(parts.size());
     for (float& x : mean) x *= inv;
+    // Summed: the round's gradients of this chunk are not needed any more.
+    for (const std::string* g : parts) std::string().swap(*const_cast<std::string*>(g));
     absl::MutexLock lock(&chunk->mu);
     ChunkVectors v;
     v.n = chunk->length;
@@ -737,9 +998,7 @@ std::vector<PushResult> ShardStore::ApplyRound(std::vector<std::unique_ptr<Waiti
       out.values.resize(FloatBytes(chunk->length));
       absl::MutexLock lock(&chunk->mu);
       std::memcpy(out.values.data(), chunk->weights.data(), out.values.size());
-      auto [it, inserted] = chunk->backups.try_emplace(p.worker);
-      if (inserted) backup_added += FloatBytes(chunk->length);
-      it->second.assign(chunk->weights.begin(), chunk->weights.end());
+      StoreBackup(p.worker, p.push.liveness.get(), chunk, chunk->weights.data(), &backup_added);
       if (stream) {
         applied.version = after;
         p.sink(std::move(applied));
@@ -783,6 +1042,8 @@ ShardStats ShardStore::Stats() const {
   stats.weight_bytes = weight_bytes_.load(std::memory_order_relaxed);
   stats.backup_bytes = backup_bytes_.load(std::memory_order_relaxed);
   stats.optimizer_state_bytes = optimizer_state_bytes_.load(std::memory_order_relaxed);
+  stats.owned_chunks = owned_chunks_.load(std::memory_order_relaxed);
+  stats.largest_chunk_bytes = largest_chunk_bytes_.load(std::memory_order_relaxed);
   return stats;
 }
 
@@ -819,12 +1080,28 @@ absl::Status ShardStore::Restore(ShardSnapshot snapshot) {
                      ": changing the shard count needs a fresh start"));
   }
   std::map<std::string, std::unique_ptr<Tensor>> tensors;
-  uint64_t weights = 0, state_bytes = 0;
+  uint64_t weights = 0, state_bytes = 0, chunks = 0, largest_chunk = 0, spec_bytes = 0;
+  const float max_weight = config_.optimizer.max_weight_abs;
+  const float max_momentum = static_cast<float>(std::min<double>(
+      ComputeUpdateBounds(config_.optimizer).momentum, std::numeric_limits<float>::max()));
+  // NaN or Inf never enters the shard; magnitudes are brought within the
+  // bounds that keep updates finite (UpdateBounds).
+  auto check = [&](std::vector<float>& v, const char* what, float clamp, bool non_negative,
+                   const TensorState& ts, uint64_t index) -> absl::Status {
+    for (float& x : v) {
+      if (!std::isfinite(x) || (non_negative && x < 0)) {
+        return absl::DataLossError(absl::StrCat("checkpoint has ", what, " ", x, " in chunk ",
+                                                index, " of tensor ", QuotedName(ts.spec.name)));
+      }
+      x = std::min(std::max(x, -clamp), clamp);
+    }
+    return absl::OkStatus();
+  };
   for (TensorState& ts : snapshot.tensors) {
     absl::Status s = ValidateTensorSpec(ts.spec);
     if (!s.ok() || ts.spec.chunk_elements == 0) {
-      return absl::DataLossError(absl::StrCat("checkpoint tensor '", ts.spec.name,
-                                              "' has an invalid spec: ", s.message()));
+      return absl::DataLossError(absl::StrCat("checkpoint tensor ", QuotedName(ts.spec.name),
+                                              " has an invalid spec: ", s.message()));
     }
     auto tensor = std::make_unique<Tensor>();
     tensor->spec = ts.spec;
@@ -833,11 +1110,19 @@ absl::Status ShardStore::Restore(ShardSnapshot snapshot) {
       if (cs.index >= num_chunks ||
           ShardOfChunk(ts.spec.name, cs.index, config_.shard_count) != config_.shard_index ||
           cs.weights.size() != ts.spec.chunk_length(cs.index)) {
-        return absl::DataLossError(absl::StrCat("checkpoint has a chunk ", cs.index, " of tensor '",
-                                                ts.spec.name,
-                                                "' that this shard cannot own or of wrong length"));
+        return absl::DataLossError(absl::StrCat("checkpoint has a chunk ", cs.index, " of tensor ",
+                                                QuotedName(ts.spec.name),
+                                                " that this shard cannot own or of wrong length"));
+      }
+      for (absl::Status bad : {check(cs.weights, "weight", max_weight, false, ts, cs.index),
+                               check(cs.mean_square, "mean square",
+                                     std::numeric_limits<float>::max(), true, ts, cs.index),
+                               check(cs.momentum, "momentum", max_momentum, false, ts, cs.index)}) {
+        if (!bad.ok()) return bad;
       }
       auto chunk = std::make_unique<Chunk>(nullptr, cs.index, cs.weights.size());
+      ++chunks;
+      largest_chunk = std::max<uint64_t>(largest_chunk, FloatBytes(cs.weights.size()));
       {
         absl::MutexLock lock(&chunk->mu);
         chunk->weights = std::move(cs.weights);
@@ -864,8 +1149,9 @@ absl::Status ShardStore::Restore(ShardSnapshot snapshot) {
       if (ShardOfChunk(ts.spec.name, i, config_.shard_count) != config_.shard_index) continue;
       if (tensor->owned.count(i)) continue;
       return absl::DataLossError(
-          absl::StrCat("checkpoint lacks chunk ", i, " of tensor '", ts.spec.name, "'"));
+          absl::StrCat("checkpoint lacks chunk ", i, " of tensor ", QuotedName(ts.spec.name)));
     }
+    spec_bytes += FloatBytes(ts.spec.init.values.size());
     std::string name = ts.spec.name;
     tensors.emplace(std::move(name), std::move(tensor));
   }
@@ -880,6 +1166,9 @@ absl::Status ShardStore::Restore(ShardSnapshot snapshot) {
   weight_bytes_.store(weights, std::memory_order_relaxed);
   optimizer_state_bytes_.store(state_bytes, std::memory_order_relaxed);
   backup_bytes_.store(0, std::memory_order_relaxed);
+  owned_chunks_.store(chunks, std::memory_order_relaxed);
+  largest_chunk_bytes_.store(largest_chunk, std::memory_order_relaxed);
+  spec_bytes_.store(spec_bytes, std::memory_order_relaxed);
   return absl::OkStatus();
 }
 

@@ -17,6 +17,7 @@
 #include "absl/time/time.h"
 #include "core/checkpoint.h"
 #include "core/clock.h"
+#include "core/shard_memory.h"
 #include "core/tensor.h"
 #include "core/update_rule.h"
 
@@ -36,6 +37,9 @@ enum class SspPolicy { kWait, kReject };
 absl::StatusOr<SyncMode> ParseSyncMode(absl::string_view name);  // async|ssgd|ssp
 const char* SyncModeName(SyncMode mode);
 
+// The largest --max_workers a shard accepts.
+inline constexpr uint32_t kMaxWorkersLimit = uint32_t{1} << 16;
+
 struct ShardConfig {
   uint32_t shard_index = 0;
   uint32_t shard_count = 1;
@@ -46,6 +50,16 @@ struct ShardConfig {
   // Async modes: a push whose staleness exceeds this is ABORTED (< 0: off).
   int64_t max_staleness = -1;
   absl::Duration lease = absl::Seconds(30);
+  // Memory (core/shard_memory.h). A Join beyond max_workers live workers is
+  // RESOURCE_EXHAUSTED; the backups of that many workers are budgeted.
+  uint32_t max_workers = 64;
+  // A declaration after which the sizing rule would exceed this is
+  // RESOURCE_EXHAUSTED and allocates nothing; 0: no budget.
+  uint64_t memory_budget_bytes = 0;
+  // The service's shard-wide budget of request bytes in flight: a term of
+  // the sizing rule, and the most one push may carry (a declaration after
+  // which the owned weights exceed it is RESOURCE_EXHAUSTED).
+  uint64_t inflight_budget_bytes = uint64_t{256} << 20;
 
   absl::Status Validate() const;
 };
@@ -93,6 +107,9 @@ struct ShardStats {
   uint64_t weight_bytes = 0;
   uint64_t backup_bytes = 0;
   uint64_t optimizer_state_bytes = 0;
+  // Chunks owned, and the bytes of the longest one: what one push may carry.
+  uint64_t owned_chunks = 0;
+  uint64_t largest_chunk_bytes = 0;
 };
 
 // A chunk to send in a pull, resolved from names by PlanPull.
@@ -100,11 +117,31 @@ struct ChunkRef {
   const void* chunk = nullptr;  // opaque: the store's chunk
   const std::string* tensor = nullptr;
   uint64_t chunk_index = 0;
+  uint64_t elements = 0;  // the chunk's length
+};
+
+// Whether a worker's lease still lives; shared by the store and the calls
+// that may write the worker's backups (defined in shard_store.cc).
+struct WorkerLiveness;
+
+// A pull resolved by PlanPull: the chunks to send, and for a worker its
+// lease at planning time, so that a backup is written only while it lives.
+struct PullPlan {
+  WorkerId worker = 0;
+  std::vector<ChunkRef> chunks;
+  std::shared_ptr<WorkerLiveness> liveness;  // null for an evaluator
 };
 
 // The state of one parameter shard: the chunks it owns, per-worker backups,
 // optimizer state, the version counter, worker leases and the synchronous
 // modes. No gRPC: the service translates requests into these calls.
+//
+// Backups are kept only when the rule reads them (DC-ASGD in async and SSP
+// modes; not for ASGD or SSGD), and only for workers whose lease lives when
+// the backup is written: a pull or PushPull still streaming when its worker
+// leaves or expires writes nothing after that. Freed backups go back to the
+// operating system (malloc_trim). Pull versions, and so staleness, are
+// recorded for every worker either way.
 //
 // Thread-safe. Updates lock one chunk at a time (per-chunk absl::Mutex), so
 // pushes of different workers proceed in parallel on different chunks; a
@@ -123,20 +160,36 @@ class ShardStore {
 
   const ShardConfig& config() const { return config_; }
 
-  // Declares tensors, all or nothing: INVALID_ARGUMENT for a bad spec,
-  // ALREADY_EXISTS for a name declared with a different spec. Identical
-  // re-declarations are no-ops. Initialises the chunks this shard owns.
-  // Returns the specs with defaults resolved.
+  // Declares tensors, all or nothing: INVALID_ARGUMENT for a bad spec
+  // (including initial values beyond max_weight_abs), ALREADY_EXISTS for a
+  // name declared with a different spec, RESOURCE_EXHAUSTED (with the
+  // numbers) when the sizing rule would then exceed the memory budget, the
+  // owned chunks kMaxOwnedChunks, or the owned weights the in-flight budget,
+  // or when the allocation fails. Identical re-declarations are no-ops.
+  // Initialises the chunks this shard owns; the allocation runs outside the
+  // store-wide lock, so pulls, pushes and health checks go on meanwhile
+  // (declarations are serialised). Returns the specs with defaults resolved.
   absl::StatusOr<std::vector<TensorSpec>> Declare(std::vector<TensorSpec> specs);
+  // The most chunks one shard may own (bounds bookkeeping and pull plans).
+  static constexpr uint64_t kMaxOwnedChunks = uint64_t{1} << 20;
   std::vector<TensorSpec> ListTensors() const;
   // Chunks of `name` owned here (0 when unknown).
   uint64_t OwnedChunks(const std::string& name) const;
 
   // Membership. Join replaces a live worker of the same name.
-  // INVALID_ARGUMENT for an empty name.
+  // INVALID_ARGUMENT for an empty name; RESOURCE_EXHAUSTED when max_workers
+  // live workers already hold leases.
   absl::StatusOr<JoinResult> Join(const std::string& worker_name);
   // FAILED_PRECONDITION when the worker is unknown or its lease expired.
   absl::Status Heartbeat(WorkerId worker);
+  // The same check without renewing the lease (e.g. on a push's first
+  // message, before anything of it is buffered).
+  absl::Status CheckLease(WorkerId worker) const { return CheckWorker(worker, nullptr); }
+  // One pushed chunk checked as it arrives, before it is buffered: NOT_FOUND
+  // for an unknown tensor or chunk, or one owned by another shard;
+  // INVALID_ARGUMENT when `bytes` is not the chunk's length. SubmitPush
+  // checks again, with everything else, before applying.
+  absl::Status CheckChunk(const std::string& tensor, uint64_t chunk_index, size_t bytes) const;
   absl::Status Leave(WorkerId worker);
   // Ends every lease past its deadline and frees those workers' backups.
   // Returns how many ended. Called periodically by the service.
@@ -146,20 +199,22 @@ class ShardStore {
   // and, for a worker (id != 0), records the current version as its pull
   // version. NOT_FOUND for an unknown tensor, FAILED_PRECONDITION for an
   // unknown worker.
-  absl::StatusOr<std::vector<ChunkRef>> PlanPull(WorkerId worker,
-                                                 const std::vector<std::string>& tensors);
+  absl::StatusOr<PullPlan> PlanPull(WorkerId worker, const std::vector<std::string>& tensors);
   // Pull, step 2: copies the chunk's current weights into `values` (resized)
-  // and, for a worker, stores exactly those values as its backup of the chunk
-  // under the chunk's lock. Returns the shard version.
-  uint64_t ReadChunk(WorkerId worker, const ChunkRef& ref, std::string* values);
+  // and, for a worker whose lease still lives and when the rule keeps
+  // backups, stores exactly those values as its backup of the chunk under the
+  // chunk's lock. Returns the shard version.
+  uint64_t ReadChunk(const PullPlan& plan, const ChunkRef& ref, std::string* values);
 
   // Validates the whole push (worker known; every chunk declared, owned here,
-  // of the right length, finite, not repeated; a backup exists when the rule
-  // needs one) and then applies it as one update (one version), or rejects
-  // it with nothing applied. `done` runs exactly once: at once for async
-  // modes, or later from another caller's thread when the push waits for an
-  // SSGD round or the SSP bound. With `pull_after`, the result carries the
-  // new values, which become the worker's backup.
+  // of the right length, every |g| <= max_gradient_abs (so finite), not
+  // repeated; a backup exists when the rule needs one) and then applies it as
+  // one update (one version), or rejects it with nothing applied. `done` runs
+  // exactly once: at once for async modes, or later from another caller's
+  // thread when the push waits for an SSGD round or the SSP bound (at most one
+  // push per worker waits; another is FAILED_PRECONDITION). With
+  // `pull_after`, the result carries the new values, which become the
+  // worker's backup.
   //
   // With `sink` (and pull_after), the new values are not collected in the
   // result: each chunk goes to `sink` right after it is updated, on the
@@ -173,11 +228,18 @@ class ShardStore {
 
   ShardStats Stats() const;
   uint64_t version() const { return version_.load(std::memory_order_acquire); }
+  // The sizing rule for what the shard holds now, with its configuration.
+  ShardMemory MemoryRule() const;
+  // Whether the rule keeps per-worker backups (not for ASGD nor SSGD).
+  bool keeps_backups() const { return keeps_backups_; }
 
   // A consistent cut of weights, optimizer state and version.
   ShardSnapshot Snapshot() const;
   // Replaces all state with `snapshot` (at start, before serving).
-  // FAILED_PRECONDITION if its shard index or count differ from the config.
+  // FAILED_PRECONDITION if its shard index or count differ from the config;
+  // DATA_LOSS for NaN or Inf weights or optimizer state, or a negative mean
+  // square. Weights beyond max_weight_abs are clamped to it (a checkpoint of
+  // a shard with a larger bound) and momentum to its bound.
   absl::Status Restore(ShardSnapshot snapshot);
 
  private:
@@ -186,16 +248,29 @@ class ShardStore {
   struct Worker;
   struct WaitingPush;
   struct ValidatedPush;
+  struct PendingTensor;
 
   // FAILED_PRECONDITION unless `worker` holds a live lease; reports its pull
   // version when asked.
   absl::Status CheckWorker(WorkerId worker, uint64_t* pull_version) const;
   absl::StatusOr<ValidatedPush> Validate(WorkerId worker, std::vector<GradientChunk> chunks) const;
+  // The chunk a pushed gradient is for, if it is declared, owned here and
+  // `bytes` long (the errors of CheckChunk).
+  absl::StatusOr<const Chunk*> FindPushedChunk(const std::string& tensor, uint64_t chunk_index,
+                                               size_t bytes) const
+      ABSL_SHARED_LOCKS_REQUIRED(state_mu_);
   // Applies a validated push at once (async and SSP) as one version.
   PushResult ApplyOne(WorkerId worker, ValidatedPush& push, bool pull_after, ChunkSink* sink);
-  void ApplyChunk(WorkerId worker, Chunk* chunk, const std::string& gradient, float lr,
-                  bool pull_after, ChunkValues* out, std::vector<float>* scratch,
-                  uint64_t* backup_added);
+  void ApplyChunk(WorkerId worker, const WorkerLiveness* liveness, Chunk* chunk,
+                  const std::string& gradient, float lr, bool pull_after, ChunkValues* out,
+                  std::vector<float>* scratch, uint64_t* backup_added);
+  // Stores `weights` as `worker`'s backup of `chunk` if the rule keeps
+  // backups and `liveness` still says the lease lives; the caller holds the
+  // chunk's lock. Adds the bytes of a new backup to `*added`.
+  void StoreBackup(WorkerId worker, const WorkerLiveness* liveness, Chunk* chunk,
+                   const float* weights, uint64_t* added);
+  // The liveness of a worker's lease (null when unknown).
+  std::shared_ptr<WorkerLiveness> LivenessOf(WorkerId worker) const;
   // Runs the SSP waiters that the bound now admits, or completes the SSGD
   // round once every active worker pushed. Called after every push and
   // membership change.
@@ -205,10 +280,16 @@ class ShardStore {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(sync_mu_);
   void FreeBackups(const std::vector<WorkerId>& workers);
   std::unique_ptr<Chunk> MakeChunk(const TensorSpec& spec, uint64_t index) const;
+  // The sizing rule for `footprint` with this shard's configuration.
+  ShardMemory MemoryFor(const ShardFootprint& footprint) const;
 
   // Constant after construction.
   const ShardConfig config_;
   Clock* const clock_;
+  const bool keeps_backups_;
+
+  // Serialises declarations, which allocate without holding state_mu_.
+  absl::Mutex declare_mu_ ABSL_ACQUIRED_BEFORE(state_mu_);
 
   // Tensors: added by Declare/Restore under the writer lock; read by
   // everything else under the reader lock. Chunk contents have their own
@@ -223,6 +304,11 @@ class ShardStore {
   std::atomic<uint64_t> weight_bytes_{0};
   std::atomic<uint64_t> backup_bytes_{0};
   std::atomic<uint64_t> optimizer_state_bytes_{0};
+  // What the sizing rule counts, atomic for the same reason; written under
+  // state_mu_ (Declare, Restore).
+  std::atomic<uint64_t> owned_chunks_{0};
+  std::atomic<uint64_t> largest_chunk_bytes_{0};
+  std::atomic<uint64_t> spec_bytes_{0};
 
   mutable absl::Mutex members_mu_;
   absl::flat_hash_map<WorkerId, std::unique_ptr<Worker>> workers_ ABSL_GUARDED_BY(members_mu_);

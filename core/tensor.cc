@@ -11,13 +11,11 @@
 namespace dcasgd {
 
 bool Initializer::operator==(const Initializer& o) const {
-  return kind == o.kind && a == o.a && b == o.b && seed == o.seed &&
-         values == o.values;
+  return kind == o.kind && a == o.a && b == o.b && seed == o.seed && values == o.values;
 }
 
 bool TensorSpec::operator==(const TensorSpec& o) const {
-  return name == o.name && shape == o.shape &&
-         chunk_elements == o.chunk_elements && init == o.init;
+  return name == o.name && shape == o.shape && chunk_elements == o.chunk_elements && init == o.init;
 }
 
 uint64_t TensorSpec::num_elements() const {
@@ -42,6 +40,15 @@ uint64_t TensorSpec::chunk_length(uint64_t chunk_index) const {
   return std::min<uint64_t>(chunk_elements, n - begin);
 }
 
+std::string QuotedName(absl::string_view name) {
+  constexpr size_t kShown = 64;
+  if (name.size() <= kShown) return absl::StrCat("'", name, "'");
+  size_t cut = kShown;
+  // Back up to the start of a character (continuation bytes are 10xxxxxx).
+  while (cut > 0 && (static_cast<unsigned char>(name[cut]) & 0xC0) == 0x80) --cut;
+  return absl::StrCat("'", name.substr(0, cut), "...' (", name.size(), " bytes)");
+}
+
 std::string ShapeString(const std::vector<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
@@ -50,20 +57,29 @@ absl::Status ValidateTensorSpec(const TensorSpec& spec) {
   if (spec.name.empty()) {
     return absl::InvalidArgumentError("tensor name must not be empty");
   }
+  if (spec.name.size() > kMaxNameBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor name ", QuotedName(spec.name),
+                                                   " is longer than ", kMaxNameBytes, " bytes"));
+  }
+  if (spec.shape.size() > kMaxRank) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", QuotedName(spec.name), " has ",
+                                                   spec.shape.size(), " dimensions; at most ",
+                                                   kMaxRank, " are allowed"));
+  }
   // 2^40 elements (4 TiB) is far above any shard; the bound keeps the
   // arithmetic below from overflowing.
   constexpr uint64_t kMaxElements = uint64_t{1} << 40;
   uint64_t n = 1;
   for (int64_t d : spec.shape) {
     if (d < 1) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tensor '", spec.name, "': every dimension must be >= 1, got shape ",
-                       ShapeString(spec.shape)));
+      return absl::InvalidArgumentError(absl::StrCat("tensor ", QuotedName(spec.name),
+                                                     ": every dimension must be >= 1, got shape ",
+                                                     ShapeString(spec.shape)));
     }
     if (static_cast<uint64_t>(d) > kMaxElements / n) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tensor '", spec.name, "': shape ", ShapeString(spec.shape),
-          " has more than 2^40 elements"));
+      return absl::InvalidArgumentError(absl::StrCat("tensor ", QuotedName(spec.name), ": shape ",
+                                                     ShapeString(spec.shape),
+                                                     " has more than 2^40 elements"));
     }
     n *= static_cast<uint64_t>(d);
   }
@@ -73,33 +89,34 @@ absl::Status ValidateTensorSpec(const TensorSpec& spec) {
       break;
     case Initializer::Kind::kConstant:
       if (!std::isfinite(init.a)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("tensor '", spec.name, "': constant initialiser must be finite"));
+        return absl::InvalidArgumentError(absl::StrCat("tensor ", QuotedName(spec.name),
+                                                       ": constant initialiser must be finite"));
       }
       break;
     case Initializer::Kind::kUniform:
       if (!(std::isfinite(init.a) && std::isfinite(init.b) && init.a < init.b)) {
         return absl::InvalidArgumentError(absl::StrCat(
-            "tensor '", spec.name, "': uniform initialiser needs finite low < high, got [",
-            init.a, ", ", init.b, ")"));
+            "tensor ", QuotedName(spec.name),
+            ": uniform initialiser needs finite low < high, got [", init.a, ", ", init.b, ")"));
       }
       break;
     case Initializer::Kind::kNormal:
       if (!(std::isfinite(init.a) && std::isfinite(init.b) && init.b >= 0)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "tensor '", spec.name, "': normal initialiser needs a finite mean and stddev >= 0"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("tensor ", QuotedName(spec.name),
+                         ": normal initialiser needs a finite mean and stddev >= 0"));
       }
       break;
     case Initializer::Kind::kValues:
       if (init.values.size() != n) {
         return absl::InvalidArgumentError(absl::StrCat(
-            "tensor '", spec.name, "': explicit initial values have ", init.values.size(),
+            "tensor ", QuotedName(spec.name), ": explicit initial values have ", init.values.size(),
             " elements but shape ", ShapeString(spec.shape), " needs ", n));
       }
       for (float v : init.values) {
         if (!std::isfinite(v)) {
           return absl::InvalidArgumentError(absl::StrCat(
-              "tensor '", spec.name, "': explicit initial values contain NaN or Inf"));
+              "tensor ", QuotedName(spec.name), ": explicit initial values contain NaN or Inf"));
         }
       }
       break;
@@ -118,8 +135,7 @@ void InitializeChunk(const TensorSpec& spec, uint64_t chunk_index, absl::Span<fl
   // One generator per chunk, seeded from (seed, chunk index): the values do
   // not depend on which shard owns the chunk or on the shard count.
   std::seed_seq seq{static_cast<uint32_t>(init.seed), static_cast<uint32_t>(init.seed >> 32),
-                    static_cast<uint32_t>(chunk_index),
-                    static_cast<uint32_t>(chunk_index >> 32)};
+                    static_cast<uint32_t>(chunk_index), static_cast<uint32_t>(chunk_index >> 32)};
   switch (init.kind) {
     case Initializer::Kind::kZeros:
       std::fill(out.begin(), out.end(), 0.0f);

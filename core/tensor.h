@@ -6,12 +6,27 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 
 namespace dcasgd {
 
 // Elements per chunk when a declaration leaves it 0.
 inline constexpr uint32_t kDefaultChunkElements = 65536;
+
+// The longest tensor or worker name, in bytes of UTF-8. Checked at
+// declaration and at every request boundary, so that no request can make the
+// shard keep, compare or echo an unbounded string.
+inline constexpr size_t kMaxNameBytes = 256;
+
+// The most dimensions a tensor may have (shapes are echoed in messages).
+inline constexpr size_t kMaxRank = 32;
+
+// `name` in single quotes for an error message, cut to at most 64 bytes (at a
+// UTF-8 character boundary) with its length noted when longer: an error
+// message never grows with the input (a client's default metadata limit is
+// 8 KiB, and a longer status arrives as a different error).
+std::string QuotedName(absl::string_view name);
 
 // How a tensor's initial values are made. Random kinds are seeded per chunk
 // from (seed, chunk index), so values do not depend on the shard count.
@@ -44,7 +59,8 @@ struct TensorSpec {
   uint64_t chunk_offset(uint64_t chunk_index) const;
 };
 
-// INVALID_ARGUMENT unless the name is non-empty, every dimension >= 1, the
+// INVALID_ARGUMENT unless the name is non-empty and at most kMaxNameBytes
+// long, at most kMaxRank dimensions, every dimension >= 1, the
 // element count fits, uniform low < high, stddev >= 0, and explicit values
 // have exactly prod(shape) finite elements.
 absl::Status ValidateTensorSpec(const TensorSpec& spec);

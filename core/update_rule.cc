@@ -1,8 +1,10 @@
 #include "core/update_rule.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <string>
 
 #if defined(__SSE__)
@@ -52,6 +54,7 @@ struct Scalars {
   float epsilon;
   float momentum;
   float weight_decay;
+  float max_weight;  // the clamp: [-max_weight, max_weight]
 };
 
 }  // namespace
@@ -120,7 +123,56 @@ absl::Status OptimizerConfig::Validate() const {
       return absl::InvalidArgumentError(
           absl::StrCat("optimizer rule has unknown value ", static_cast<int>(rule)));
   }
+  RETURN_IF_ERROR(CheckField(max_gradient_abs > 0.0f && std::isfinite(max_gradient_abs),
+                             "max_gradient_abs", max_gradient_abs, "finite and > 0"));
+  RETURN_IF_ERROR(CheckField(max_weight_abs > 0.0f && std::isfinite(max_weight_abs),
+                             "max_weight_abs", max_weight_abs, "finite and > 0"));
+  // A factor of 2^10 below FLT_MAX leaves room for the roundings of the
+  // float kernels, which the double bounds do not see.
+  constexpr double kSafe = std::numeric_limits<float>::max() / 1024.0;
+  const UpdateBounds bounds = ComputeUpdateBounds(*this);
+  if (!(bounds.largest <= kSafe)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "with these hyper-parameters an update could overflow float32 (worst case ", bounds.largest,
+        " > ", kSafe,
+        "): lower max_gradient_abs, max_weight_abs, lambda0 or the learning rate, or raise "
+        "epsilon or lower momentum / ms_decay"));
+  }
   return absl::OkStatus();
+}
+
+UpdateBounds ComputeUpdateBounds(const OptimizerConfig& config) {
+  const double g = config.max_gradient_abs;
+  const double c = config.max_weight_abs;
+  UpdateBounds b;
+  double lambda_g2 = 0;  // |lambda * g * g|
+  switch (config.rule) {
+    case UpdateRule::kAsgd:
+      break;
+    case UpdateRule::kDcAsgdConstant:
+      b.lambda_max = config.lambda0;
+      lambda_g2 = static_cast<double>(config.lambda0) * g * g;
+      break;
+    case UpdateRule::kDcAsgdAdaptive: {
+      b.lambda_max = config.lambda0 / std::sqrt(static_cast<double>(config.epsilon));
+      // 1 - m as the kernel computes it, in float.
+      const double one_minus_m = 1.0f - config.ms_decay;
+      lambda_g2 = config.lambda0 / std::sqrt(one_minus_m) * g;
+      break;
+    }
+  }
+  b.compensation = lambda_g2 * 2.0 * c;
+  b.direction = g + static_cast<double>(config.weight_decay) * c + b.compensation;
+  // The schedules only ever lower the rate.
+  const double step = static_cast<double>(config.learning_rate) * b.direction;
+  b.momentum = config.momentum == 0.0f ? step : step / (1.0f - config.momentum);
+  double largest =
+      std::max({b.lambda_max, b.compensation, b.direction, b.momentum, c + b.momentum});
+  // lambda * g (the kernels' first product) is at most lambda_max * G.
+  largest = std::max({largest, b.lambda_max * g, lambda_g2});
+  if (config.uses_mean_square()) largest = std::max(largest, g * g);
+  b.largest = largest;
+  return b;
 }
 
 std::string OptimizerConfig::DebugString() const {
@@ -132,6 +184,7 @@ std::string OptimizerConfig::DebugString() const {
   if (schedule == LrSchedule::kStepDecay) {
     absl::StrAppend(&out, " decay_factor=", decay_factor, " decay_every=", decay_every);
   }
+  absl::StrAppend(&out, " max_gradient_abs=", max_gradient_abs, " max_weight_abs=", max_weight_abs);
   return out;
 }
 
@@ -190,7 +243,8 @@ void ApplyUpdateWithIsa(KernelIsa isa, const OptimizerConfig& config, float lr,
                   1.0f - config.ms_decay,
                   config.epsilon,
                   config.momentum,
-                  config.weight_decay};
+                  config.weight_decay,
+                  config.max_weight_abs};
 #ifdef DCASGD_HAVE_AVX2_KERNELS
   if (isa == KernelIsa::kAvx2) {
     kernels_avx2::Run(s, config.rule, v);

@@ -40,10 +40,19 @@ struct OptimizerConfig {
   LrSchedule schedule = LrSchedule::kConstant;
   float decay_factor = 0.1f;
   uint64_t decay_every = 0;  // versions; required > 0 for kStepDecay
+  // The bounds that keep every update finite in float32 (docs/security.md):
+  // the shard rejects a push holding any |g| > max_gradient_abs (nothing of
+  // it is applied), and the kernels clamp every new weight to
+  // [-max_weight_abs, max_weight_abs]. With both bounds and the
+  // hyper-parameters above, Validate() proves no intermediate can overflow.
+  float max_gradient_abs = 1e6f;
+  float max_weight_abs = 1e6f;
 
   // INVALID_ARGUMENT naming the offending field when a value is out of range
   // (lr > 0, lambda0 >= 0, 0 <= ms_decay < 1, eps > 0, 0 <= momentum < 1,
-  // weight_decay >= 0, step decay with decay_every > 0 and 0 < factor <= 1).
+  // weight_decay >= 0, step decay with decay_every > 0 and 0 < factor <= 1,
+  // finite positive bounds), or when the worst case of UpdateBounds() is not
+  // safely finite in float32 (the message names the flags to lower).
   absl::Status Validate() const;
   // "dcasgd-a lr=0.1 lambda0=2 m=0.95 eps=1e-07 momentum=0 wd=0 ...".
   std::string DebugString() const;
@@ -51,6 +60,28 @@ struct OptimizerConfig {
   bool uses_mean_square() const { return rule == UpdateRule::kDcAsgdAdaptive; }
   bool uses_momentum() const { return momentum != 0.0f; }
 };
+
+// Worst-case magnitudes of one update under `config`'s bounds, computed in
+// double from |g| <= G = max_gradient_abs, |w|, |w_bak| <= C = max_weight_abs
+// and 0 <= MS (the argument is in docs/security.md):
+//   lambda_max     DC-ASGD-c: lambda0; DC-ASGD-a: lambda0 / sqrt(eps)
+//   compensation   |lambda * g * g * (w - w_bak)|: DC-ASGD-c lambda0 G^2 2C;
+//                  DC-ASGD-a lambda0 G 2C / sqrt(1 - m), because the MS
+//                  updated first is >= (1 - m) g^2
+//   direction      |d| <= G + wd C + compensation
+//   momentum       |mom| <= lr |d| / (1 - mu) (a geometric series; lr |d|
+//                  without momentum)
+// Every float intermediate of the kernels is bounded by one of these, by
+// G^2 (the mean square) or by C + momentum (the new weight before clamping).
+struct UpdateBounds {
+  double lambda_max = 0;
+  double compensation = 0;
+  double direction = 0;
+  double momentum = 0;
+  // The largest of the above, G^2 and C + momentum.
+  double largest = 0;
+};
+UpdateBounds ComputeUpdateBounds(const OptimizerConfig& config);
 
 // "asgd" | "dcasgd-c" | "dcasgd-a" (also accepts "dc-asgd-c", "dc-asgd-a").
 absl::StatusOr<UpdateRule> ParseUpdateRule(absl::string_view name);
@@ -79,7 +110,10 @@ struct ChunkVectors {
 //   d      =  g + wd * w + lambda * g * g * (w - w_bak)
 //   mom    <- mu * mom - lr * d; w <- w + mom            (mu > 0)
 //   w      <- w - lr * d                                 (mu = 0)
+//   w      <- clamp(w, -max_weight_abs, max_weight_abs)
 // Weight decay stays out of the g*g factor. `lr` is the effective rate.
+// Finite inputs within the config's bounds give finite outputs (see
+// UpdateBounds); the caller checks the gradient bound first.
 // The caller holds the chunk's lock; the function is otherwise pure.
 void ApplyUpdate(const OptimizerConfig& config, float lr, const ChunkVectors& v);
 

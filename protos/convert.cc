@@ -47,6 +47,11 @@ bool IsValidUtf8(absl::string_view bytes) {
 
 absl::Status ValidateName(absl::string_view what, absl::string_view name) {
   if (name.empty()) return absl::InvalidArgumentError(absl::StrCat(what, " is empty"));
+  if (name.size() > kMaxNameBytes) {
+    // Checked before UTF-8, so the message never quotes invalid bytes whole.
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " has ", name.size(), " bytes; the limit is ", kMaxNameBytes));
+  }
   if (!IsValidUtf8(name)) {
     return absl::InvalidArgumentError(absl::StrCat(what, " is not valid UTF-8"));
   }
@@ -85,8 +90,8 @@ absl::StatusOr<TensorSpec> TensorSpecFromProto(const v1::TensorSpec& proto) {
       const std::string& bytes = init.values();
       if (bytes.size() % sizeof(float) != 0) {
         return absl::InvalidArgumentError(absl::StrFormat(
-            "tensor '%s': initializer values have %d bytes, not a multiple of 4 (float32)",
-            proto.name(), bytes.size()));
+            "tensor %s: initializer values have %d bytes, not a multiple of 4 (float32)",
+            QuotedName(proto.name()), bytes.size()));
       }
       spec.init.kind = Initializer::Kind::kValues;
       spec.init.values.resize(bytes.size() / sizeof(float));

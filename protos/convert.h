@@ -18,8 +18,9 @@ namespace dcasgd {
 // points above U+10FFFF).
 bool IsValidUtf8(absl::string_view bytes);
 
-// OK when `name` is non-empty, valid UTF-8; INVALID_ARGUMENT naming `what`
-// (e.g. "tensor name") otherwise.
+// OK when `name` is non-empty, at most kMaxNameBytes long and valid UTF-8;
+// INVALID_ARGUMENT naming `what` (e.g. "tensor name") otherwise. The message
+// never quotes the name.
 absl::Status ValidateName(absl::string_view what, absl::string_view name);
 
 // A wire TensorSpec as a core one. INVALID_ARGUMENT for a bad name or an

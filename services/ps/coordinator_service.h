@@ -10,11 +10,19 @@
 
 namespace dcasgd {
 
+// The generated service with every method taking raw bytes.
+using DataCoordinatorBase = v1::DataCoordinator::WithRawCallbackMethod_AcquireDataShard<
+    v1::DataCoordinator::WithRawCallbackMethod_RenewDataLease<
+        v1::DataCoordinator::WithRawCallbackMethod_CompleteDataShard<
+            v1::DataCoordinator::WithRawCallbackMethod_GetJobStatus<
+                v1::DataCoordinator::Service>>>>;
+
 // dcasgd.v1.DataCoordinator over a core DataCoordinator (hosted by shard 0).
 // Unary callback handlers that finish on the default reactor; the core calls
-// take one mutex briefly and never block. Thread-safe; `coordinator` must
-// outlive the service.
-class DataCoordinatorService final : public v1::DataCoordinator::CallbackService {
+// take one mutex briefly and never block. Requests are parsed here, so a
+// malformed one is INVALID_ARGUMENT with a message. Thread-safe;
+// `coordinator` must outlive the service.
+class DataCoordinatorService final : public DataCoordinatorBase {
  public:
   // Writes the coordinator's SerializeProgress() text durably.
   using ProgressSaver = std::function<absl::Status(const std::string&)>;
@@ -26,19 +34,22 @@ class DataCoordinatorService final : public v1::DataCoordinator::CallbackService
       : coordinator_(coordinator), save_progress_(std::move(save_progress)) {}
 
   grpc::ServerUnaryReactor* AcquireDataShard(grpc::CallbackServerContext* context,
-                                             const v1::AcquireDataShardRequest* request,
-                                             v1::AcquireDataShardResponse* response) override;
+                                             const grpc::ByteBuffer* request,
+                                             grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* RenewDataLease(grpc::CallbackServerContext* context,
-                                           const v1::RenewDataLeaseRequest* request,
-                                           v1::RenewDataLeaseResponse* response) override;
+                                           const grpc::ByteBuffer* request,
+                                           grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* CompleteDataShard(grpc::CallbackServerContext* context,
-                                              const v1::CompleteDataShardRequest* request,
-                                              v1::CompleteDataShardResponse* response) override;
+                                              const grpc::ByteBuffer* request,
+                                              grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* GetJobStatus(grpc::CallbackServerContext* context,
-                                         const v1::GetJobStatusRequest* request,
-                                         v1::JobStatus* response) override;
+                                         const grpc::ByteBuffer* request,
+                                         grpc::ByteBuffer* response) override;
 
  private:
+  absl::Status DoAcquire(const v1::AcquireDataShardRequest& request,
+                         v1::AcquireDataShardResponse* response);
+
   // Saves the progress if it changed since the last save.
   absl::Status SaveIfChanged();
 

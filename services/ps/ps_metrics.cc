@@ -153,6 +153,30 @@ ShardMetrics::ShardMetrics(uint32_t shard_index, const ShardStore* store)
                             .Labels(shard)
                             .Register(r)
                             .Add({});
+  inflight_waits_ = &prometheus::BuildCounter()
+                         .Name("dcasgd_ps_inflight_waits_total")
+                         .Help("Streams that waited for room in the in-flight byte budget.")
+                         .Labels(shard)
+                         .Register(r)
+                         .Add({});
+  inflight_bytes_ = &prometheus::BuildGauge()
+                         .Name("dcasgd_ps_inflight_bytes")
+                         .Help("Bytes held by push, PushPull and pull streams in flight.")
+                         .Labels(shard)
+                         .Register(r)
+                         .Add({});
+  memory_rule_bytes_ = &prometheus::BuildGauge()
+                            .Name("dcasgd_ps_memory_rule_bytes")
+                            .Help("What the sizing rule allows for the declared tensors.")
+                            .Labels(shard)
+                            .Register(r)
+                            .Add({});
+  memory_budget_bytes_ = &prometheus::BuildGauge()
+                              .Name("dcasgd_ps_memory_budget_bytes")
+                              .Help("The memory budget declarations are checked against.")
+                              .Labels(shard)
+                              .Register(r)
+                              .Add({});
 }
 
 ShardMetrics::~ShardMetrics() {
@@ -213,6 +237,10 @@ void ShardMetrics::CountLeaseExpirations(int n) {
   if (n > 0) lease_expirations_->Increment(n);
 }
 
+void ShardMetrics::CountInflightWait() { inflight_waits_->Increment(); }
+
+void ShardMetrics::AttachInflightBudget(const InflightBudget* budget) { inflight_ = budget; }
+
 void ShardMetrics::RefreshGauges() const {
   const ShardStats stats = store_->Stats();
   model_version_->Set(static_cast<double>(stats.version));
@@ -220,6 +248,9 @@ void ShardMetrics::RefreshGauges() const {
   weight_bytes_->Set(static_cast<double>(stats.weight_bytes));
   backup_bytes_->Set(static_cast<double>(stats.backup_bytes));
   optimizer_state_bytes_->Set(static_cast<double>(stats.optimizer_state_bytes));
+  memory_rule_bytes_->Set(static_cast<double>(store_->MemoryRule().total()));
+  memory_budget_bytes_->Set(static_cast<double>(store_->config().memory_budget_bytes));
+  if (inflight_ != nullptr) inflight_bytes_->Set(static_cast<double>(inflight_->in_use()));
 }
 
 }  // namespace dcasgd

@@ -13,6 +13,7 @@
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
+#include "services/ps/inflight_budget.h"
 
 namespace dcasgd {
 
@@ -51,6 +52,11 @@ class ShardMetrics {
   void CountRejected(absl::StatusCode code);
   void CountCheckpoint();
   void CountLeaseExpirations(int n);
+  // A stream that had to wait for room in the in-flight budget.
+  void CountInflightWait();
+  // The budget whose bytes in use the dcasgd_ps_inflight_bytes gauge shows.
+  // Call once, before StartExposer; it must outlive this object.
+  void AttachInflightBudget(const InflightBudget* budget);
 
  private:
   class StatsCollector;
@@ -73,6 +79,12 @@ class ShardMetrics {
   prometheus::Family<prometheus::Counter>* rejected_;
   prometheus::Counter* checkpoints_;
   prometheus::Counter* lease_expirations_;
+  prometheus::Counter* inflight_waits_;
+  prometheus::Gauge* inflight_bytes_;
+  prometheus::Gauge* memory_rule_bytes_;
+  prometheus::Gauge* memory_budget_bytes_;
+  // Set once by AttachInflightBudget, before any scrape.
+  const InflightBudget* inflight_ = nullptr;
   // Refreshes the gauges, then collects the registry; what the exposer reads.
   const std::shared_ptr<StatsCollector> collector_;
 

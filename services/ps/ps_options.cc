@@ -1,5 +1,6 @@
 #include "services/ps/ps_options.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <limits>
 #include <map>
@@ -13,7 +14,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/shard_memory.h"
 #include "core/status_macros.h"
+#include "services/ps/memory_limit.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:7000", "gRPC listen address host:port (port 0: any)");
 ABSL_FLAG(std::string, shard_index, "0",
@@ -44,6 +47,18 @@ ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9100",
 ABSL_FLAG(int64_t, max_message_bytes, 16 << 20, "gRPC max receive message size");
 ABSL_FLAG(int64_t, max_push_bytes, int64_t{1} << 30, "max total gradient bytes in one push stream");
 ABSL_FLAG(std::string, port_file, "", "write 'grpc <port>\\nmetrics <port>\\n' here after start");
+ABSL_FLAG(int64_t, memory_budget_bytes, 0,
+          "memory the sizing rule may reach; declarations beyond it are RESOURCE_EXHAUSTED. "
+          "0: 90% of the container's memory limit (cgroup), else of physical memory");
+ABSL_FLAG(int64_t, max_workers, 64,
+          "live workers (leases) at once; Join beyond is RESOURCE_EXHAUSTED. Their backups are "
+          "budgeted");
+ABSL_FLAG(int64_t, max_inflight_bytes, 0,
+          "bytes all push, PushPull and pull streams together may hold; streams beyond wait. "
+          "0: 1/8 of the memory budget, within [16 MiB, 1 GiB]");
+ABSL_FLAG(double, max_gradient_abs, 1e6,
+          "a push with any |gradient element| above this is INVALID_ARGUMENT, nothing applied");
+ABSL_FLAG(double, max_weight_abs, 1e6, "weights are clamped to [-this, this] after each update");
 
 namespace dcasgd {
 namespace {
@@ -75,6 +90,11 @@ constexpr const char* kFlagNames[] = {
     "max_message_bytes",
     "max_push_bytes",
     "port_file",
+    "memory_budget_bytes",
+    "max_workers",
+    "max_inflight_bytes",
+    "max_gradient_abs",
+    "max_weight_abs",
 };
 
 std::string EnvName(absl::string_view flag) {
@@ -252,6 +272,8 @@ absl::StatusOr<PsOptions> ParsePsOptions(const std::vector<std::string>& args,
         absl::StrCat("--lr_decay_every=", decay_every, ": must be >= 0"));
   }
   opt.decay_every = static_cast<uint64_t>(decay_every);
+  opt.max_gradient_abs = static_cast<float>(absl::GetFlag(FLAGS_max_gradient_abs));
+  opt.max_weight_abs = static_cast<float>(absl::GetFlag(FLAGS_max_weight_abs));
 
   {
     absl::StatusOr<SyncMode> sync = ParseSyncMode(absl::GetFlag(FLAGS_sync));
@@ -279,7 +301,41 @@ absl::StatusOr<PsOptions> ParsePsOptions(const std::vector<std::string>& args,
         absl::StrCat("--lease_seconds=", lease_seconds, ": must be positive"));
   }
   shard.lease = absl::Seconds(lease_seconds);
-  if (absl::Status s = shard.Validate(); !s.ok()) return s;
+  const int64_t max_workers = absl::GetFlag(FLAGS_max_workers);
+  if (max_workers < 1 || max_workers > kMaxWorkersLimit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max_workers=", max_workers, ": must be in [1, ", kMaxWorkersLimit, "]"));
+  }
+  shard.max_workers = static_cast<uint32_t>(max_workers);
+  const int64_t budget = absl::GetFlag(FLAGS_memory_budget_bytes);
+  if (budget < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--memory_budget_bytes=", budget, ": must be >= 0 (0: automatic)"));
+  }
+  if (budget > 0) {
+    shard.memory_budget_bytes = static_cast<uint64_t>(budget);
+    options.memory_budget_source = "--memory_budget_bytes";
+  } else {
+    const MemoryLimit limit = DetectMemoryLimit();
+    shard.memory_budget_bytes = limit.bytes / 10 * 9;
+    options.memory_budget_source = absl::StrCat("90% of ", limit.source);
+  }
+  const int64_t inflight = absl::GetFlag(FLAGS_max_inflight_bytes);
+  if (inflight < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max_inflight_bytes=", inflight, ": must be >= 0 (0: automatic)"));
+  }
+  shard.inflight_budget_bytes = inflight > 0
+                                    ? static_cast<uint64_t>(inflight)
+                                    : std::clamp<uint64_t>(shard.memory_budget_bytes / 8,
+                                                           uint64_t{16} << 20, uint64_t{1} << 30);
+  if (absl::Status s = shard.Validate(); !s.ok()) {
+    // Name the flags of the fields the config checks.
+    return absl::Status(s.code(), absl::StrCat(s.message(),
+                                               " (flags --lr, --lambda0, --ms_decay, --epsilon, "
+                                               "--momentum, --max_gradient_abs, "
+                                               "--max_weight_abs)"));
+  }
 
   options.checkpoint_dir = absl::GetFlag(FLAGS_checkpoint_dir);
   const double interval = absl::GetFlag(FLAGS_checkpoint_interval_seconds);
@@ -321,12 +377,15 @@ std::string PsOptions::DebugString() const {
   return absl::StrFormat(
       "listen=%s shard=%d/%d rule={%s} sync=%s ssp_bound=%d ssp_policy=%s "
       "max_staleness=%d lease=%s checkpoint_dir='%s' checkpoint_interval=%s "
-      "metrics_address='%s' max_message_bytes=%d max_push_bytes=%d",
+      "metrics_address='%s' max_message_bytes=%d max_push_bytes=%d max_workers=%d "
+      "memory_budget=%s (%s) max_inflight=%s",
       listen, shard.shard_index, shard.shard_count, shard.optimizer.DebugString(),
       SyncModeName(shard.sync), shard.ssp_bound,
       shard.ssp_policy == SspPolicy::kWait ? "wait" : "reject", shard.max_staleness,
       absl::FormatDuration(shard.lease), checkpoint_dir, absl::FormatDuration(checkpoint_interval),
-      metrics_address, max_message_bytes, max_push_bytes);
+      metrics_address, max_message_bytes, max_push_bytes, shard.max_workers,
+      HumanBytes(shard.memory_budget_bytes), memory_budget_source,
+      HumanBytes(shard.inflight_budget_bytes));
 }
 
 }  // namespace dcasgd

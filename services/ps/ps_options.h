@@ -31,6 +31,8 @@ struct PsOptions {
   int64_t max_push_bytes = int64_t{1} << 30;
   // After start, "grpc <port>\nmetrics <port>\n" is written here atomically.
   std::string port_file;
+  // Where shard.memory_budget_bytes came from (a flag, or the detected limit).
+  std::string memory_budget_source;
 
   // One line, for the startup log.
   std::string DebugString() const;

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/file_util.h"
+#include "core/shard_memory.h"
 #include "core/status_macros.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -51,8 +52,10 @@ absl::Status PsServer::StartImpl() {
                                           checkpointer_->last_version())
                            : absl::StrCat("none (", checkpointer_->path(), " absent)");
   }
-  service_ = std::make_unique<ParameterShardService>(store_.get(), metrics_.get(),
-                                                     checkpointer_.get(), options_.max_push_bytes);
+  inflight_ = std::make_unique<InflightBudget>(options_.shard.inflight_budget_bytes);
+  metrics_->AttachInflightBudget(inflight_.get());
+  service_ = std::make_unique<ParameterShardService>(
+      store_.get(), metrics_.get(), checkpointer_.get(), options_.max_push_bytes, inflight_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -85,6 +88,12 @@ absl::Status PsServer::StartImpl() {
     builder.RegisterService(coordinator_service_.get());
   }
   builder.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));
+  // A fixed HTTP/2 window per stream instead of BDP probing, which grows
+  // windows to many MiB: a stream waiting for the in-flight budget then holds
+  // at most this much in the transport (the sizing rule's transport term).
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES,
+                             static_cast<int>(kStreamWindowBytes));
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || grpc_port_ == 0) {
     server_.reset();

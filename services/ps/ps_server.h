@@ -13,6 +13,7 @@
 #include "grpcpp/server.h"
 #include "services/ps/checkpointer.h"
 #include "services/ps/coordinator_service.h"
+#include "services/ps/inflight_budget.h"
 #include "services/ps/periodic_task.h"
 #include "services/ps/ps_metrics.h"
 #include "services/ps/ps_options.h"
@@ -63,6 +64,7 @@ class PsServer {
   std::unique_ptr<ShardStore> store_;
   std::unique_ptr<ShardMetrics> metrics_;
   std::unique_ptr<Checkpointer> checkpointer_;  // null: checkpoints off
+  std::unique_ptr<InflightBudget> inflight_;
   std::unique_ptr<ParameterShardService> service_;
   std::unique_ptr<DataCoordinator> coordinator_;  // shard 0 only
   std::unique_ptr<DataCoordinatorService> coordinator_service_;

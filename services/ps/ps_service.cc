@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "services/ps/convert.h"
+#include "services/ps/raw_message.h"
 
 namespace dcasgd {
 
@@ -20,143 +21,224 @@ grpc::Status Cancelled() {
   return grpc::Status(grpc::StatusCode::CANCELLED, "the client cancelled the call");
 }
 
-// Parses a raw request; INVALID_ARGUMENT when it is not a valid `Message`.
-// Consumes `bytes`.
-template <typename Message>
-absl::Status ParseMessage(grpc::ByteBuffer* bytes, Message* message) {
-  if (!grpc::SerializationTraits<Message>::Deserialize(bytes, message).ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot parse ", message->GetTypeName(),
-                     ": malformed bytes or a string field that is not valid UTF-8"));
-  }
-  return absl::OkStatus();
-}
-
-template <typename Message>
-absl::Status ParseMessage(const grpc::ByteBuffer& bytes, Message* message) {
-  grpc::ByteBuffer copy(bytes);  // shares the slices
-  return ParseMessage(&copy, message);
-}
-
-template <typename Message>
-void SerializeMessage(const Message& message, grpc::ByteBuffer* bytes) {
-  bool own_buffer = false;
-  bytes->Clear();  // the serializer requires an empty buffer
-  grpc::SerializationTraits<Message>::Serialize(message, bytes, &own_buffer);
-}
-
 }  // namespace
 
-// Accumulates the messages of one push stream, enforcing the boundary rules:
-// worker_id in the first message, non-empty UTF-8 tensor names, and the
-// chunk-count and byte caps. Values are moved out of the messages, not copied.
-class ParameterShardService::PushCollector {
+// One Push or PushPull stream up to the moment its push is handed to the
+// store (`Base` is the gRPC reactor type). It reads and checks every message
+// (first-message rules, names, chunk count, bytes), reserves the push's bytes
+// in the in-flight budget (waiting without reading when the budget is full),
+// and, after the client half-closed with exactly the announced chunks, sends
+// initial metadata as the proof that the stream is still alive: only then
+// does Submit() (the subclass) run the update. Any other end finishes the
+// call with nothing applied. The reservation is released when the reactor
+// is deleted (OnDone), after the update and every reply.
+template <typename Base>
+class ParameterShardService::PushStream : public Base {
  public:
-  explicit PushCollector(ParameterShardService* service) : service_(service) {}
+  PushStream(ParameterShardService* service, grpc::CallbackServerContext* context)
+      : service_(service), context_(context) {}
 
-  // What a reactor does after one OnReadDone.
-  enum class Step { kReadMore, kComplete, kCancelled, kRejected };
+  ~PushStream() override { service_->inflight_->Release(reserved_); }
 
-  // Handles OnReadDone(ok): parses and collects the message in buffer(), or,
-  // at the end of the stream, checks the push is complete. kRejected sets
-  // `*error`. A cancelled stream also ends reads: never apply part of a push.
-  Step Read(bool ok, grpc::CallbackServerContext* context, absl::Status* error) {
-    if (ok) {
-      *error = ParseMessage(&buffer_, &request_);
-      if (error->ok()) *error = Add(&request_);
-      return error->ok() ? Step::kReadMore : Step::kRejected;
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      EndOfReads();
+      return;
     }
-    if (context->IsCancelled()) return Step::kCancelled;
-    *error = Complete();
-    return error->ok() ? Step::kComplete : Step::kRejected;
+    bool wait = false;
+    absl::Status status = ParseMessage(&buffer_, &request_);
+    if (status.ok()) status = Add(&request_, &wait);
+    if (!status.ok()) {
+      Reject(status);
+      return;
+    }
+    if (!wait) this->StartRead(&buffer_);
   }
 
-  // Where the next StartRead puts its message.
-  grpc::ByteBuffer* buffer() { return &buffer_; }
-
-  // Drives OnReadDone(ok) of a Push or PushPull `reactor`: reads on, or
-  // finishes it (cancelled; rejected, counted), or returns true when the push
-  // is complete and must be submitted.
-  template <typename Reactor>
-  bool ReadDone(Reactor* reactor, bool ok, grpc::CallbackServerContext* context) {
-    absl::Status error;
-    switch (Read(ok, context, &error)) {
-      case Step::kReadMore:
-        reactor->StartRead(buffer());
-        return false;
-      case Step::kCancelled:
-        reactor->Finish(Cancelled());
-        return false;
-      case Step::kRejected:
-        service_->metrics_->CountRejected(error.code());
-        reactor->Finish(ToGrpcStatus(error));
-        return false;
-      case Step::kComplete:
-        return true;
+  void OnSendInitialMetadataDone(bool ok) override {
+    if (!ok) {
+      // The stream broke after its last read (reset, cancel, deadline, or a
+      // message above the size limit that gRPC reported as the end of
+      // reads): the client sees an error, so nothing may be applied.
+      this->Finish(Cancelled());
+      return;
     }
-    return false;
+    // A push that may wait in the store (SSGD round, SSP bound) must not
+    // hold budget meanwhile: the round may need pushes that wait for this
+    // budget. The store keeps one waiting push per worker, a term of the
+    // sizing rule of its own.
+    if (service_->store_->config().sync != SyncMode::kAsync) {
+      uint64_t reserved;
+      {
+        absl::MutexLock lock(&mu_);
+        reserved = reserved_;
+        reserved_ = 0;
+      }
+      service_->inflight_->Release(reserved);
+    }
+    Submit(worker_, std::move(chunks_));
   }
 
-  absl::Status Add(v1::PushRequest* message) {
+  void OnCancel() override {
+    // A stream waiting for the budget has no read outstanding that would end
+    // it: withdraw the wait. If it was granted meanwhile, the read it starts
+    // fails and finishes the call.
+    InflightBudget::Ticket ticket;
+    {
+      absl::MutexLock lock(&mu_);
+      ticket = ticket_;
+      ticket_ = 0;
+    }
+    if (ticket != 0 && service_->inflight_->Cancel(ticket)) this->Finish(Cancelled());
+  }
+
+ protected:
+  // Starts the update of the complete push (on the thread that saw the
+  // initial metadata sent).
+  virtual void Submit(WorkerId worker, std::vector<GradientChunk> chunks) = 0;
+
+  void Start() { this->StartRead(&buffer_); }
+
+  void Reject(const absl::Status& status) {
+    service_->metrics_->CountRejected(status.code());
+    this->Finish(ToGrpcStatus(status));
+  }
+
+  ParameterShardService* const service_;
+  grpc::CallbackServerContext* const context_;
+
+ private:
+  // Collects one message. Sets *wait when the stream must wait for the
+  // budget before reading on (the grant starts the next read).
+  absl::Status Add(v1::PushRequest* message, bool* wait) {
+    v1::Chunk* gradient = message->mutable_gradient();
+    service_->metrics_->AddReceivedBytes(gradient->values().size());
+    ShardStore* store = service_->store_;
     if (!started_) {
       started_ = true;
       worker_ = message->worker_id();
+      announced_ = message->chunk_count();
       if (worker_ == 0) {
         return absl::InvalidArgumentError(
             "the first PushRequest of a stream must carry the worker_id returned by Join");
       }
+      if (announced_ == 0) {
+        return absl::InvalidArgumentError(
+            "the first PushRequest of a stream must carry chunk_count, the number of gradient "
+            "chunks the push sends (>= 1)");
+      }
+      const ShardStats stats = store->Stats();
+      // Unknown tensors are left to the chunk check below (NOT_FOUND), so
+      // the cap is at least one chunk.
+      const uint64_t owned = std::max<uint64_t>(1, stats.owned_chunks);
+      if (announced_ > owned) {
+        return absl::ResourceExhaustedError(absl::StrFormat(
+            "the push announces %d chunks but this shard owns %d; send each chunk once, to its "
+            "owning shard; nothing was applied",
+            announced_, owned));
+      }
+      // Before anything is buffered.
+      if (absl::Status s = store->CheckLease(worker_); !s.ok()) return s;
+      // What the announced chunks can carry at most on this shard.
+      limit_ = std::min<uint64_t>(announced_ * stats.largest_chunk_bytes, stats.weight_bytes);
+      limit_by_flag_ = static_cast<uint64_t>(service_->max_push_bytes_) < limit_;
+      limit_ = std::min<uint64_t>(limit_, service_->max_push_bytes_);
+    } else if (chunks_.size() >= announced_) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "the push carries more chunks than the %d its first message announced (chunk_count); "
+          "nothing was applied",
+          announced_));
     }
-    v1::Chunk* gradient = message->mutable_gradient();
-    service_->metrics_->AddReceivedBytes(gradient->values().size());
     if (absl::Status s = ValidateName("gradient chunk tensor name", gradient->tensor()); !s.ok()) {
       return s;
     }
-    // Unknown tensors are left to the store (NOT_FOUND), so the cap is at
-    // least one chunk.
-    const uint64_t max_chunks =
-        std::max<uint64_t>(1, service_->owned_chunks_.load(std::memory_order_acquire));
-    if (chunks_.size() + 1 > max_chunks) {
-      return absl::ResourceExhaustedError(absl::StrFormat(
-          "the push carries more than the %d chunks this shard owns; send each chunk once, "
-          "to its owning shard",
-          max_chunks));
+    if (absl::Status s = store->CheckChunk(gradient->tensor(), gradient->chunk_index(),
+                                           gradient->values().size());
+        !s.ok()) {
+      return s;
     }
     bytes_ += gradient->values().size();
-    if (bytes_ > static_cast<uint64_t>(service_->max_push_bytes_)) {
-      return absl::ResourceExhaustedError(absl::StrFormat(
-          "the push carries more than %d gradient bytes (the server's --max_push_bytes)",
-          service_->max_push_bytes_));
+    if (bytes_ > limit_) {
+      return absl::ResourceExhaustedError(
+          limit_by_flag_
+              ? absl::StrFormat("the push carries more than %d gradient bytes (the server's "
+                                "--max_push_bytes); nothing was applied",
+                                limit_)
+              : absl::StrFormat("the push carries more than the %d gradient bytes its %d "
+                                "announced chunks can hold on this shard; nothing was applied",
+                                limit_, announced_));
     }
     GradientChunk& chunk = chunks_.emplace_back();
     chunk.tensor.swap(*gradient->mutable_tensor());
     chunk.chunk_index = gradient->chunk_index();
     chunk.values.swap(*gradient->mutable_values());
+    if (chunks_.size() == 1) *wait = !Reserve();
     return absl::OkStatus();
   }
 
-  // After the client half-closed.
-  absl::Status Complete() const {
-    if (!started_) {
-      return absl::InvalidArgumentError(
-          "the push stream carried no message; send at least one gradient chunk");
+  // Reserves the push's bytes (`limit_`, which also covers its PushPull
+  // replies); false when the stream must wait for them.
+  bool Reserve() {
+    const uint64_t bytes = std::min(limit_, service_->inflight_->capacity());
+    absl::MutexLock lock(&mu_);
+    ticket_ = service_->inflight_->AcquireOrWait(bytes, [this, bytes] {
+      {
+        absl::MutexLock granted(&mu_);
+        ticket_ = 0;
+        reserved_ = bytes;
+      }
+      this->StartRead(&buffer_);
+    });
+    if (ticket_ != 0) {
+      service_->metrics_->CountInflightWait();
+      return false;
     }
-    return absl::OkStatus();
+    reserved_ = bytes;
+    return true;
   }
 
-  WorkerId worker() const { return worker_; }
-  std::vector<GradientChunk> TakeChunks() { return std::move(chunks_); }
+  // OnReadDone(false): a half-close, or a broken stream.
+  void EndOfReads() {
+    if (context_->IsCancelled()) {
+      this->Finish(Cancelled());
+      return;
+    }
+    if (!started_) {
+      Reject(absl::InvalidArgumentError(
+          "the push stream carried no message; send at least one gradient chunk"));
+      return;
+    }
+    if (chunks_.size() != announced_) {
+      Reject(absl::InvalidArgumentError(absl::StrFormat(
+          "the push announced %d chunks (chunk_count) but the stream ended after %d; nothing "
+          "was applied",
+          announced_, chunks_.size())));
+      return;
+    }
+    this->StartSendInitialMetadata();
+  }
 
- private:
-  ParameterShardService* const service_;
-  bool started_ = false;
-  WorkerId worker_ = 0;
-  uint64_t bytes_ = 0;
-  std::vector<GradientChunk> chunks_;
+  // Reads happen one at a time; only gRPC's read callbacks (and the budget's
+  // grant, which starts the next read) touch these.
   grpc::ByteBuffer buffer_;
   v1::PushRequest request_;
+  bool started_ = false;
+  WorkerId worker_ = 0;
+  uint32_t announced_ = 0;
+  uint64_t limit_ = 0;
+  bool limit_by_flag_ = false;
+  uint64_t bytes_ = 0;
+  std::vector<GradientChunk> chunks_;
+
+  // Shared with OnCancel and the budget's grant.
+  absl::Mutex mu_;
+  InflightBudget::Ticket ticket_ ABSL_GUARDED_BY(mu_) = 0;
+  // Released in the destructor, when no callback can run any more.
+  uint64_t reserved_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-// Pull: plans the chunks once, then reads and writes one chunk per message.
+// Pull: plans the chunks once, then reads and writes one chunk per message,
+// each holding its bytes in the in-flight budget until written.
 class ParameterShardService::PullReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   PullReactor(ParameterShardService* service, const grpc::ByteBuffer& raw_request)
@@ -166,7 +248,6 @@ class ParameterShardService::PullReactor final : public grpc::ServerWriteReactor
       Reject(s);
       return;
     }
-    worker_ = request.worker_id();
     std::vector<std::string> names;
     names.reserve(request.tensors_size());
     for (const std::string& name : request.tensors()) {
@@ -176,7 +257,7 @@ class ParameterShardService::PullReactor final : public grpc::ServerWriteReactor
       }
       names.push_back(name);
     }
-    absl::StatusOr<std::vector<ChunkRef>> plan = service_->store_->PlanPull(worker_, names);
+    absl::StatusOr<PullPlan> plan = service_->store_->PlanPull(request.worker_id(), names);
     if (!plan.ok()) {
       Reject(plan.status());
       return;
@@ -186,7 +267,11 @@ class ParameterShardService::PullReactor final : public grpc::ServerWriteReactor
     NextWrite();
   }
 
+  ~PullReactor() override { service_->inflight_->Release(held_); }
+
   void OnWriteDone(bool ok) override {
+    service_->inflight_->Release(held_);
+    held_ = 0;
     if (!ok) {
       Finish(Cancelled());
       return;
@@ -194,21 +279,55 @@ class ParameterShardService::PullReactor final : public grpc::ServerWriteReactor
     NextWrite();
   }
 
+  void OnCancel() override {
+    InflightBudget::Ticket ticket;
+    {
+      absl::MutexLock lock(&mu_);
+      ticket = ticket_;
+      ticket_ = 0;
+    }
+    if (ticket != 0 && service_->inflight_->Cancel(ticket)) Finish(Cancelled());
+  }
+
   void OnDone() override { delete this; }
 
  private:
   void NextWrite() {
-    if (next_ == plan_.size()) {
+    if (next_ == plan_.chunks.size()) {
       Finish(grpc::Status::OK);
       return;
     }
-    const ChunkRef& ref = plan_[next_++];
+    const uint64_t bytes = std::min<uint64_t>(plan_.chunks[next_].elements * sizeof(float),
+                                              service_->inflight_->capacity());
+    {
+      absl::MutexLock lock(&mu_);
+      ticket_ = service_->inflight_->AcquireOrWait(bytes, [this, bytes] {
+        {
+          absl::MutexLock granted(&mu_);
+          ticket_ = 0;
+        }
+        held_ = bytes;
+        WriteNext();
+      });
+      if (ticket_ != 0) {
+        service_->metrics_->CountInflightWait();
+        return;  // the grant writes
+      }
+    }
+    held_ = bytes;
+    WriteNext();
+  }
+
+  void WriteNext() {
+    const ChunkRef& ref = plan_.chunks[next_++];
     v1::Chunk* chunk = response_.mutable_chunk();
     chunk->set_tensor(*ref.tensor);
     chunk->set_chunk_index(ref.chunk_index);
-    response_.set_version(service_->store_->ReadChunk(worker_, ref, chunk->mutable_values()));
+    response_.set_version(service_->store_->ReadChunk(plan_, ref, chunk->mutable_values()));
     service_->metrics_->AddSentBytes(chunk->values().size());
     SerializeMessage(response_, &bytes_);
+    // One copy in flight (the serialised one), not two.
+    std::string().swap(*chunk->mutable_values());
     StartWrite(&bytes_);
   }
 
@@ -218,27 +337,34 @@ class ParameterShardService::PullReactor final : public grpc::ServerWriteReactor
   }
 
   ParameterShardService* const service_;
-  WorkerId worker_ = 0;
-  std::vector<ChunkRef> plan_;
+  PullPlan plan_;
+  // Writes happen one at a time: only the write path touches these.
   size_t next_ = 0;
+  uint64_t held_ = 0;  // budget bytes of the message being written
   v1::PullResponse response_;
   grpc::ByteBuffer bytes_;
+
+  absl::Mutex mu_;
+  InflightBudget::Ticket ticket_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // Push: collects every chunk until the client half-closes, then submits the
 // push; the store's callback finishes the call, maybe later on another
 // thread (SSGD rounds, SSP waits).
-class ParameterShardService::PushReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
+class ParameterShardService::PushReactor final
+    : public PushStream<grpc::ServerReadReactor<grpc::ByteBuffer>> {
  public:
   PushReactor(ParameterShardService* service, grpc::CallbackServerContext* context,
               grpc::ByteBuffer* response)
-      : service_(service), context_(context), response_(response), collector_(service) {
-    StartRead(collector_.buffer());
+      : PushStream(service, context), response_(response) {
+    Start();
   }
 
-  void OnReadDone(bool ok) override {
-    if (!collector_.ReadDone(this, ok, context_)) return;
-    service_->Submit(collector_.worker(), collector_.TakeChunks(), /*pull_after=*/false,
+  void OnDone() override { delete this; }
+
+ private:
+  void Submit(WorkerId worker, std::vector<GradientChunk> chunks) override {
+    service_->Submit(worker, std::move(chunks), /*pull_after=*/false,
                      [this](absl::StatusOr<PushResult> result) {
                        if (!result.ok()) {
                          Reject(result.status());
@@ -253,45 +379,28 @@ class ParameterShardService::PushReactor final : public grpc::ServerReadReactor<
                      });
   }
 
-  void OnDone() override { delete this; }
-
- private:
-  void Reject(const absl::Status& status) {
-    service_->metrics_->CountRejected(status.code());
-    Finish(ToGrpcStatus(status));
-  }
-
-  ParameterShardService* const service_;
-  grpc::CallbackServerContext* const context_;
   grpc::ByteBuffer* const response_;
-  PushCollector collector_;
 };
 
 // PushPull: like Push; then the update runs on the thread that saw the
-// half-close and hands each updated chunk to this reactor at once, so chunk i
-// is on the wire while chunk i+1 is updated (the client never waits for the
-// whole update). One write is outstanding at a time; the rest queue.
+// initial metadata sent and hands each updated chunk to this reactor at once,
+// so chunk i is on the wire while chunk i+1 is updated (the client never
+// waits for the whole update). One write is outstanding at a time; the rest
+// queue (their bytes are within the push's reservation: each gradient chunk
+// is freed as its reply is made).
 class ParameterShardService::PushPullReactor final
-    : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+    : public PushStream<grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>> {
  public:
   PushPullReactor(ParameterShardService* service, grpc::CallbackServerContext* context)
-      : service_(service), context_(context), collector_(service) {
-    StartRead(collector_.buffer());
-  }
-
-  void OnReadDone(bool ok) override {
-    if (!collector_.ReadDone(this, ok, context_)) return;
-    service_->Submit(
-        collector_.worker(), collector_.TakeChunks(), /*pull_after=*/true,
-        [this](absl::StatusOr<PushResult> result) { OnApplied(std::move(result)); },
-        [this](AppliedChunk chunk) { Enqueue(std::move(chunk)); });
+      : PushStream(service, context) {
+    Start();
   }
 
   void OnWriteDone(bool ok) override {
     grpc::ByteBuffer* next = nullptr;
     std::optional<grpc::Status> finish;
     {
-      absl::MutexLock lock(&mu_);
+      absl::MutexLock lock(&write_mu_);
       writing_ = false;
       if (!ok) cancelled_ = true;
       next = TakeNextWriteLocked();
@@ -304,6 +413,13 @@ class ParameterShardService::PushPullReactor final
   void OnDone() override { delete this; }
 
  private:
+  void Submit(WorkerId worker, std::vector<GradientChunk> chunks) override {
+    service_->Submit(
+        worker, std::move(chunks), /*pull_after=*/true,
+        [this](absl::StatusOr<PushResult> result) { OnApplied(std::move(result)); },
+        [this](AppliedChunk chunk) { Enqueue(std::move(chunk)); });
+  }
+
   // On the applying thread, with store locks held: serialise and queue.
   void Enqueue(AppliedChunk applied) {
     service_->metrics_->AddSentBytes(applied.values.values.size());
@@ -318,7 +434,7 @@ class ParameterShardService::PushPullReactor final
     SerializeMessage(response, bytes.get());
     grpc::ByteBuffer* next = nullptr;
     {
-      absl::MutexLock lock(&mu_);
+      absl::MutexLock lock(&write_mu_);
       if (cancelled_) return;
       ready_.push_back(std::move(bytes));
       next = TakeNextWriteLocked();
@@ -335,7 +451,7 @@ class ParameterShardService::PushPullReactor final
     }
     std::optional<grpc::Status> finish;
     {
-      absl::MutexLock lock(&mu_);
+      absl::MutexLock lock(&write_mu_);
       applied_ = true;
       final_status_ = result.ok() ? grpc::Status::OK : ToGrpcStatus(result.status());
       if (!writing_) finish = TakeFinishLocked();
@@ -344,7 +460,7 @@ class ParameterShardService::PushPullReactor final
   }
 
   // The next queued message to write, if no write is outstanding.
-  grpc::ByteBuffer* TakeNextWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  grpc::ByteBuffer* TakeNextWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
     if (writing_ || cancelled_ || ready_.empty()) return nullptr;
     writing_ = true;
     in_flight_ = std::move(ready_.front());
@@ -353,7 +469,7 @@ class ParameterShardService::PushPullReactor final
   }
 
   // The status to finish with, once: after the update and every write ended.
-  std::optional<grpc::Status> TakeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  std::optional<grpc::Status> TakeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
     if (finished_ || !applied_ || writing_ || (!ready_.empty() && !cancelled_)) {
       return std::nullopt;
     }
@@ -361,32 +477,26 @@ class ParameterShardService::PushPullReactor final
     return cancelled_ ? Cancelled() : final_status_;
   }
 
-  ParameterShardService* const service_;
-  grpc::CallbackServerContext* const context_;
-  // Reads happen before the update starts; only gRPC's read callbacks touch it.
-  PushCollector collector_;
-
   // Shared by the applying thread (Enqueue, OnApplied) and gRPC's write
   // callbacks.
-  absl::Mutex mu_;
-  std::deque<std::unique_ptr<grpc::ByteBuffer>> ready_ ABSL_GUARDED_BY(mu_);
-  std::unique_ptr<grpc::ByteBuffer> in_flight_ ABSL_GUARDED_BY(mu_);
-  bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  bool applied_ ABSL_GUARDED_BY(mu_) = false;
-  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  grpc::Status final_status_ ABSL_GUARDED_BY(mu_);
+  absl::Mutex write_mu_;
+  std::deque<std::unique_ptr<grpc::ByteBuffer>> ready_ ABSL_GUARDED_BY(write_mu_);
+  std::unique_ptr<grpc::ByteBuffer> in_flight_ ABSL_GUARDED_BY(write_mu_);
+  bool writing_ ABSL_GUARDED_BY(write_mu_) = false;
+  bool applied_ ABSL_GUARDED_BY(write_mu_) = false;
+  bool cancelled_ ABSL_GUARDED_BY(write_mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(write_mu_) = false;
+  grpc::Status final_status_ ABSL_GUARDED_BY(write_mu_);
 };
 
 ParameterShardService::ParameterShardService(ShardStore* store, ShardMetrics* metrics,
-                                             Checkpointer* checkpointer, int64_t max_push_bytes)
+                                             Checkpointer* checkpointer, int64_t max_push_bytes,
+                                             InflightBudget* inflight)
     : store_(store),
       metrics_(metrics),
       checkpointer_(checkpointer),
-      max_push_bytes_(max_push_bytes) {
-  absl::MutexLock lock(&declare_mu_);
-  RefreshOwnedChunks();
-}
+      max_push_bytes_(max_push_bytes),
+      inflight_(inflight) {}
 
 ParameterShardService::~ParameterShardService() = default;
 
@@ -409,18 +519,25 @@ void ParameterShardService::Submit(WorkerId worker, std::vector<GradientChunk> c
   store_->SubmitPush(worker, std::move(chunks), pull_after, std::move(done), std::move(sink));
 }
 
-void ParameterShardService::RefreshOwnedChunks() {
-  uint64_t owned = 0;
-  for (const TensorSpec& spec : store_->ListTensors()) owned += store_->OwnedChunks(spec.name);
-  owned_chunks_.store(owned, std::memory_order_release);
-}
-
 grpc::ServerUnaryReactor* ParameterShardService::Respond(grpc::CallbackServerContext* context,
                                                          const absl::Status& status) {
   if (!status.ok()) metrics_->CountRejected(status.code());
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(ToGrpcStatus(status));
   return reactor;
+}
+
+template <typename Request, typename Response, typename Handler>
+grpc::ServerUnaryReactor* ParameterShardService::Unary(grpc::CallbackServerContext* context,
+                                                       const grpc::ByteBuffer* raw,
+                                                       grpc::ByteBuffer* raw_response,
+                                                       Handler handle) {
+  Request request;
+  Response response;
+  absl::Status status = ParseMessage(*raw, &request);
+  if (status.ok()) status = handle(request, &response);
+  if (status.ok()) SerializeMessage(response, raw_response);
+  return Respond(context, status);
 }
 
 absl::Status ParameterShardService::DoDeclare(const v1::DeclareTensorsRequest& request,
@@ -432,12 +549,7 @@ absl::Status ParameterShardService::DoDeclare(const v1::DeclareTensorsRequest& r
     if (!spec.ok()) return spec.status();
     specs.push_back(*std::move(spec));
   }
-  absl::StatusOr<std::vector<TensorSpec>> declared;
-  {
-    absl::MutexLock lock(&declare_mu_);
-    declared = store_->Declare(std::move(specs));
-    if (declared.ok()) RefreshOwnedChunks();
-  }
+  absl::StatusOr<std::vector<TensorSpec>> declared = store_->Declare(std::move(specs));
   if (!declared.ok()) return declared.status();
   if (checkpointer_ != nullptr) checkpointer_->NoteDeclared();
   for (const TensorSpec& spec : *declared) TensorSpecToProto(spec, response->add_tensors());
@@ -447,12 +559,11 @@ absl::Status ParameterShardService::DoDeclare(const v1::DeclareTensorsRequest& r
 grpc::ServerUnaryReactor* ParameterShardService::DeclareTensors(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
     grpc::ByteBuffer* response) {
-  v1::DeclareTensorsRequest parsed;
-  absl::Status status = ParseMessage(*request, &parsed);
-  v1::DeclareTensorsResponse reply;
-  if (status.ok()) status = DoDeclare(parsed, &reply);
-  if (status.ok()) SerializeMessage(reply, response);
-  return Respond(context, status);
+  return Unary<v1::DeclareTensorsRequest, v1::DeclareTensorsResponse>(
+      context, request, response,
+      [this](const v1::DeclareTensorsRequest& r, v1::DeclareTensorsResponse* out) {
+        return DoDeclare(r, out);
+      });
 }
 
 absl::Status ParameterShardService::DoJoin(const v1::JoinRequest& request,
@@ -470,26 +581,30 @@ absl::Status ParameterShardService::DoJoin(const v1::JoinRequest& request,
 grpc::ServerUnaryReactor* ParameterShardService::Join(grpc::CallbackServerContext* context,
                                                       const grpc::ByteBuffer* request,
                                                       grpc::ByteBuffer* response) {
-  v1::JoinRequest parsed;
-  absl::Status status = ParseMessage(*request, &parsed);
-  v1::JoinResponse reply;
-  if (status.ok()) status = DoJoin(parsed, &reply);
-  if (status.ok()) SerializeMessage(reply, response);
-  return Respond(context, status);
+  return Unary<v1::JoinRequest, v1::JoinResponse>(
+      context, request, response,
+      [this](const v1::JoinRequest& r, v1::JoinResponse* out) { return DoJoin(r, out); });
 }
 
 grpc::ServerUnaryReactor* ParameterShardService::Heartbeat(grpc::CallbackServerContext* context,
-                                                           const v1::HeartbeatRequest* request,
-                                                           v1::HeartbeatResponse* response) {
-  absl::Status status = store_->Heartbeat(request->worker_id());
-  if (status.ok()) response->set_lease_ms(absl::ToInt64Milliseconds(store_->config().lease));
-  return Respond(context, status);
+                                                           const grpc::ByteBuffer* request,
+                                                           grpc::ByteBuffer* response) {
+  return Unary<v1::HeartbeatRequest, v1::HeartbeatResponse>(
+      context, request, response,
+      [this](const v1::HeartbeatRequest& r, v1::HeartbeatResponse* out) {
+        absl::Status status = store_->Heartbeat(r.worker_id());
+        if (status.ok()) out->set_lease_ms(absl::ToInt64Milliseconds(store_->config().lease));
+        return status;
+      });
 }
 
 grpc::ServerUnaryReactor* ParameterShardService::Leave(grpc::CallbackServerContext* context,
-                                                       const v1::LeaveRequest* request,
-                                                       v1::LeaveResponse* response) {
-  return Respond(context, store_->Leave(request->worker_id()));
+                                                       const grpc::ByteBuffer* request,
+                                                       grpc::ByteBuffer* response) {
+  return Unary<v1::LeaveRequest, v1::LeaveResponse>(
+      context, request, response, [this](const v1::LeaveRequest& r, v1::LeaveResponse*) {
+        return store_->Leave(r.worker_id());
+      });
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* ParameterShardService::Pull(
@@ -507,9 +622,7 @@ grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* ParameterShardServi
   return new PushPullReactor(this, context);
 }
 
-grpc::ServerUnaryReactor* ParameterShardService::GetStatus(grpc::CallbackServerContext* context,
-                                                           const v1::GetStatusRequest* request,
-                                                           v1::ShardStatus* response) {
+void ParameterShardService::DoGetStatus(v1::ShardStatus* response) {
   const ShardConfig& config = store_->config();
   const ShardStats stats = store_->Stats();
   response->set_shard_index(config.shard_index);
@@ -524,15 +637,29 @@ grpc::ServerUnaryReactor* ParameterShardService::GetStatus(grpc::CallbackServerC
   for (const TensorSpec& spec : store_->ListTensors()) {
     v1::TensorStatus* tensor = response->add_tensors();
     TensorSpecToProto(spec, tensor->mutable_spec());
+    // Explicit initial values can be as large as a message: the status
+    // keeps only that they were explicit.
+    if (tensor->spec().init().has_values()) tensor->mutable_spec()->mutable_init()->clear_values();
     tensor->set_owned_chunks(store_->OwnedChunks(spec.name));
   }
   response->set_checkpoint_version(checkpointer_ == nullptr ? 0 : checkpointer_->last_version());
-  return Respond(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ParameterShardService::GetStatus(grpc::CallbackServerContext* context,
+                                                           const grpc::ByteBuffer* request,
+                                                           grpc::ByteBuffer* response) {
+  return Unary<v1::GetStatusRequest, v1::ShardStatus>(
+      context, request, response, [this](const v1::GetStatusRequest&, v1::ShardStatus* out) {
+        DoGetStatus(out);
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* ParameterShardService::Checkpoint(grpc::CallbackServerContext* context,
-                                                            const v1::CheckpointRequest* request,
-                                                            v1::CheckpointResponse* response) {
+                                                            const grpc::ByteBuffer* request,
+                                                            grpc::ByteBuffer* response) {
+  v1::CheckpointRequest parsed;
+  if (absl::Status s = ParseMessage(*request, &parsed); !s.ok()) return Respond(context, s);
   if (checkpointer_ == nullptr) {
     return Respond(context, absl::FailedPreconditionError(
                                 "checkpoints are off: start dcasgd-ps with --checkpoint_dir"));
@@ -545,9 +672,11 @@ grpc::ServerUnaryReactor* ParameterShardService::Checkpoint(grpc::CallbackServer
       reactor->Finish(ToGrpcStatus(info.status()));
       return;
     }
-    response->set_path(info->path);
-    response->set_version(info->version);
-    response->set_bytes(info->bytes);
+    v1::CheckpointResponse reply;
+    reply.set_path(info->path);
+    reply.set_version(info->version);
+    reply.set_bytes(info->bytes);
+    SerializeMessage(reply, response);
     reactor->Finish(grpc::Status::OK);
   });
   return reactor;

@@ -139,5 +139,46 @@ TEST(DataCoordinator, MalformedProgressIsDataLossAndChangesNothing) {
   EXPECT_EQ(c.Progress().leased, 1u);
 }
 
+// A job beyond the limits is refused before anything is fixed or allocated:
+// the coordinator stays unconfigured and works for the next, valid job.
+TEST(DataCoordinator, HugeJobsAreRejectedAndLeaveNothingBehind) {
+  ManualClock clock;
+  DataCoordinator c(absl::Seconds(10), &clock);
+  for (auto [shards, epochs] : {std::pair<uint32_t, uint32_t>{4000000000u, 4000000000u},
+                                {DataCoordinator::kMaxDataShards + 1, 1},
+                                {1, DataCoordinator::kMaxEpochs + 1},
+                                {1u << 12, 1u << 12}}) {  // each fine alone, 2^24 items together
+    auto r = c.Acquire("a", shards, epochs);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << shards << " x " << epochs;
+    EXPECT_THAT(r.status().message(), ::testing::HasSubstr("too large"));
+    EXPECT_FALSE(c.Progress().configured);
+  }
+  // The largest job allowed is held as bits, not as a list of items.
+  DataLease first = MustLease(c.Acquire("a", DataCoordinator::kMaxDataShards, 4));
+  EXPECT_EQ(first.epoch, 0u);
+  EXPECT_EQ(first.data_shard, 0u);
+  EXPECT_EQ(c.Progress().num_data_shards, DataCoordinator::kMaxDataShards);
+  EXPECT_LT(c.SerializeProgress().size(), size_t{5} << 20);
+  for (const char* text : {"dcasgd-data-coordinator 1\njob 4194305 1 0\nepoch 0 1\n",
+                           "dcasgd-data-coordinator 1\njob 1 65537 0\n"}) {
+    EXPECT_EQ(c.RestoreProgress(text).code(), absl::StatusCode::kDataLoss) << text;
+  }
+}
+
+TEST(DataCoordinator, LeasesOutAtOnceAreBounded) {
+  ManualClock clock;
+  DataCoordinator c(absl::Seconds(10), &clock);
+  for (size_t i = 0; i < DataCoordinator::kMaxLeases; ++i) {
+    auto r = c.Acquire("greedy", 1u << 17, 1);
+    ASSERT_TRUE(r.ok() && std::holds_alternative<DataLease>(*r)) << i;
+  }
+  auto refused = c.Acquire("greedy", 1u << 17, 1);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  // Expired leases free their slots (and go back to the front of the queue).
+  clock.Advance(absl::Seconds(11));
+  DataLease again = MustLease(c.Acquire("honest", 1u << 17, 1));
+  EXPECT_EQ(again.data_shard, 0u);
+}
+
 }  // namespace
 }  // namespace dcasgd

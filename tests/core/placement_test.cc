@@ -86,5 +86,32 @@ TEST(ShardOfChunk, SumWrapsModuloTwoToThe64) {
   }
 }
 
+// OwnedChunkRuns against the definition, chunk by chunk, including hashes
+// whose sum with the chunk index wraps past 2^64.
+TEST(OwnedChunkRuns, MatchesTheDefinitionEvenWhenTheSumWraps) {
+  const uint64_t max = std::numeric_limits<uint64_t>::max();
+  for (uint64_t hash : {uint64_t{0}, uint64_t{1}, uint64_t{12345}, Fnv1a64("layer1/weights"), max,
+                        max - 1, max - 6, max - 40}) {
+    for (uint32_t shards : {1u, 2u, 3u, 7u}) {
+      for (uint64_t chunks : {uint64_t{0}, uint64_t{1}, uint64_t{5}, uint64_t{50}}) {
+        std::vector<uint64_t> expected[8];
+        for (uint64_t i = 0; i < chunks; ++i) expected[(hash + i) % shards].push_back(i);
+        for (uint32_t shard = 0; shard < shards; ++shard) {
+          ChunkRun runs[2];
+          const int n = OwnedChunkRuns(hash, chunks, shard, shards, runs);
+          std::vector<uint64_t> owned;
+          uint64_t counted = 0;
+          for (int r = 0; r < n; ++r) {
+            counted += runs[r].count(shards);
+            for (uint64_t i = runs[r].first; i < runs[r].end; i += shards) owned.push_back(i);
+          }
+          EXPECT_EQ(owned, expected[shard]) << hash << " " << shards << " " << chunks;
+          EXPECT_EQ(counted, owned.size());
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace dcasgd

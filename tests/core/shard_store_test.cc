@@ -68,11 +68,11 @@ std::vector<GradientChunk> Grad(const std::string& tensor, uint64_t chunk,
 // Pulls every chunk of every tensor for `worker` into name -> flat values.
 std::map<std::string, std::vector<float>> PullAll(ShardStore& store, WorkerId worker) {
   std::map<std::string, std::vector<float>> out;
-  auto refs = store.PlanPull(worker, {});
-  EXPECT_TRUE(refs.ok()) << refs.status();
-  for (const ChunkRef& ref : *refs) {
+  auto plan = store.PlanPull(worker, {});
+  EXPECT_TRUE(plan.ok()) << plan.status();
+  for (const ChunkRef& ref : plan->chunks) {
     std::string values;
-    store.ReadChunk(worker, ref, &values);
+    store.ReadChunk(*plan, ref, &values);
     auto f = Floats(values);
     auto& dst = out[*ref.tensor];
     dst.insert(dst.end(), f.begin(), f.end());
@@ -131,12 +131,12 @@ TEST(ShardStore, ShardsOwnEveryChunkExactlyOnce) {
       ShardStore store(config, Clock::Real());
       ASSERT_TRUE(store.Declare({Spec("a", {17}), Spec("b", {1}), Spec("c", {4, 4})}).ok());
       for (const char* name : {"a", "b", "c"}) {
-        auto refs = store.PlanPull(0, {name});
-        ASSERT_TRUE(refs.ok());
-        for (const ChunkRef& ref : *refs) {
+        auto plan = store.PlanPull(0, {name});
+        ASSERT_TRUE(plan.ok());
+        for (const ChunkRef& ref : plan->chunks) {
           EXPECT_EQ(ShardOfChunk(name, ref.chunk_index, count), i);
         }
-        total += refs->size();
+        total += plan->chunks.size();
       }
     }
     EXPECT_EQ(total, 5u + 1u + 4u) << count << " shards";
@@ -299,12 +299,13 @@ TEST_F(BadPushTest, WrongLengthIsInvalidArgument) {
 TEST_F(BadPushTest, NanInALaterChunkAppliesNothing) {
   auto chunks = Grad("w", 0, {1, 1, 1, 1});
   chunks.push_back(GradientChunk{"w", 1, Bytes({1, std::nanf(""), 1, 1})});
-  ExpectRejected(chunks, absl::StatusCode::kInvalidArgument, "NaN or Inf (first at element 1)");
+  ExpectRejected(chunks, absl::StatusCode::kInvalidArgument,
+                 "has element 1 = nan: NaN, Inf or beyond the shard's max_gradient_abs");
 }
 
 TEST_F(BadPushTest, InfIsInvalidArgument) {
   ExpectRejected(Grad("v", 0, {1, 1, std::numeric_limits<float>::infinity()}),
-                 absl::StatusCode::kInvalidArgument, "NaN or Inf");
+                 absl::StatusCode::kInvalidArgument, "NaN, Inf or beyond");
 }
 
 TEST_F(BadPushTest, RepeatedChunkIsInvalidArgument) {

@@ -165,11 +165,33 @@ TEST(ValidateTensorSpec, RejectsEachBadField) {
     s.init.values = {1, std::numeric_limits<float>::infinity()};
     cases.push_back({"infinite value", s, "NaN or Inf"});
   }
+  {
+    TensorSpec s = Spec({3}, 0);
+    s.name = std::string(kMaxNameBytes + 1, 'n');
+    cases.push_back({"name above the limit", s, "longer than 256 bytes"});
+  }
+  cases.push_back(
+      {"too many dimensions", Spec(std::vector<int64_t>(kMaxRank + 1, 1), 0), "33 dimensions"});
   for (const Case& c : cases) {
     const absl::Status status = ValidateTensorSpec(c.spec);
     EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << c.what;
     EXPECT_THAT(std::string(status.message()), HasSubstr(c.message)) << c.what;
+    EXPECT_LT(status.message().size(), 512u) << c.what;
   }
+  TensorSpec longest = Spec(std::vector<int64_t>(kMaxRank, 1), 0);
+  longest.name = std::string(kMaxNameBytes, 'n');
+  EXPECT_TRUE(ValidateTensorSpec(longest).ok());
+}
+
+TEST(QuotedName, ShortNamesWholeLongNamesCutAtACharacter) {
+  EXPECT_EQ(QuotedName("w"), "'w'");
+  EXPECT_EQ(QuotedName(std::string(64, 'a')), "'" + std::string(64, 'a') + "'");
+  EXPECT_EQ(QuotedName(std::string(1 << 20, 'a')),
+            "'" + std::string(64, 'a') + "...' (1048576 bytes)");
+  // 63 ASCII bytes then a 2-byte character across the cut: the character is
+  // left out whole, never split.
+  const std::string name = std::string(63, 'a') + "\xc3\xa9" + std::string(10, 'b');
+  EXPECT_EQ(QuotedName(name), "'" + std::string(63, 'a') + "...' (75 bytes)");
 }
 
 TEST(InitializeChunk, ZerosAndConstant) {

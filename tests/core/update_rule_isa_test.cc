@@ -1,6 +1,7 @@
 // The AVX2 build of the update kernels gives bit-identical results to the
 // baseline build for every rule and option (no FMA contraction), including
 // the scalar tails and the in-place backup variant.
+#include <cmath>
 #include <cstring>
 #include <random>
 #include <tuple>
@@ -79,6 +80,28 @@ INSTANTIATE_TEST_SUITE_P(AllVariants, KernelIsaTest,
                                             ::testing::Values(0.0f, 1e-4f), ::testing::Bool(),
                                             ::testing::Values(size_t{0}, size_t{1}, size_t{63},
                                                               size_t{64}, size_t{1000})));
+
+// With the weight clamp active on about a third of the elements.
+TEST(KernelIsa, Avx2MatchesBaselineWhenTheClampBinds) {
+  if (!KernelIsaSupported(KernelIsa::kAvx2)) GTEST_SKIP() << "this CPU has no AVX2";
+  for (UpdateRule rule :
+       {UpdateRule::kAsgd, UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
+    OptimizerConfig c;
+    c.rule = rule;
+    c.learning_rate = 0.5f;
+    c.max_weight_abs = 1.0f;
+    Vectors a = Random(1000, 9), b = Random(1000, 9);
+    for (int step = 0; step < 3; ++step) {
+      Apply(KernelIsa::kBaseline, c, a, false);
+      Apply(KernelIsa::kAvx2, c, b, false);
+    }
+    size_t clamped = 0;
+    for (float w : a.w) clamped += std::abs(w) == 1.0f;
+    EXPECT_GT(clamped, 100u);
+    EXPECT_TRUE(BitEqual(a.w, b.w)) << UpdateRuleName(rule);
+    EXPECT_TRUE(BitEqual(a.nb, b.nb)) << UpdateRuleName(rule);
+  }
+}
 
 TEST(KernelIsa, BaselineIsAlwaysSupported) {
   EXPECT_TRUE(KernelIsaSupported(KernelIsa::kBaseline));

@@ -1,5 +1,6 @@
 #include "core/update_rule.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -78,7 +79,9 @@ void ReferenceUpdate(const OptimizerConfig& config, double lr, Chunk& c) {
     } else {
       new_w = w - lr * d;
     }
-    c.w[i] = static_cast<float>(new_w);
+    // The weight clamp (docs/security.md).
+    const double bound = config.max_weight_abs;
+    c.w[i] = static_cast<float>(std::min(std::max(new_w, -bound), bound));
   }
 }
 
@@ -397,6 +400,122 @@ TEST(ApplyUpdate, TooLargeLambdaDivergesWhileDefaultConverges) {
   EXPECT_LT(RunStaleQuadratic(config, 4, 2000), 1e-3);
   config.lambda0 = 1e4f;
   EXPECT_GT(RunStaleQuadratic(config, 4, 2000), 10.0);
+}
+
+// --- Bounds: the weight clamp and the finiteness proof ----------------------
+
+TEST(ApplyUpdate, ClampedWeightsMatchTheReference) {
+  for (UpdateRule rule :
+       {UpdateRule::kAsgd, UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
+    for (float momentum : {0.0f, 0.9f}) {
+      SCOPED_TRACE(absl::StrCat(UpdateRuleName(rule), " momentum ", momentum));
+      OptimizerConfig config = ConfigFor(rule);
+      config.momentum = momentum;
+      config.learning_rate = 5.0f;  // most weights leave [-0.5, 0.5]
+      config.max_weight_abs = 0.5f;
+      ASSERT_TRUE(config.Validate().ok());
+      Chunk actual = RandomChunk(1000, 11);
+      Chunk expected = actual;
+      ApplyUpdate(config, config.learning_rate, Views(actual, true));
+      ReferenceUpdate(config, config.learning_rate, expected);
+      ExpectVectorsNear(actual.w, expected.w, "w");
+      size_t clamped = 0;
+      for (float w : actual.w) {
+        ASSERT_LE(std::fabs(w), 0.5f);
+        clamped += std::fabs(w) == 0.5f;
+      }
+      EXPECT_GT(clamped, 100u) << "the clamp was not exercised";
+      EXPECT_EQ(actual.new_backup, actual.w);
+    }
+  }
+}
+
+// The worst inputs the bounds allow, many times over, at the edge of what
+// Validate accepts: every value stays finite and every weight within the
+// clamp (the argument of UpdateBounds, checked on the float kernels).
+TEST(ApplyUpdate, WorstCaseInputsWithinTheBoundsStayFinite) {
+  for (UpdateRule rule :
+       {UpdateRule::kAsgd, UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
+    for (float momentum : {0.0f, 0.99f}) {
+      for (float decay : {0.0f, 1.0f}) {
+        SCOPED_TRACE(absl::StrCat(UpdateRuleName(rule), " momentum ", momentum, " wd ", decay));
+        OptimizerConfig config = ConfigFor(rule);
+        config.momentum = momentum;
+        config.weight_decay = decay;
+        config.learning_rate = 100.0f;
+        config.lambda0 = rule == UpdateRule::kDcAsgdConstant ? 1e6f : 1e4f;
+        config.epsilon = 1e-30f;
+        ASSERT_TRUE(config.Validate().ok()) << config.Validate();
+        const float g = config.max_gradient_abs, c = config.max_weight_abs;
+        const size_t n = 256;
+        Chunk chunk;
+        for (size_t i = 0; i < n; ++i) {
+          const float sign = i % 2 ? 1.0f : -1.0f;
+          chunk.w.push_back(sign * c);
+          chunk.backup.push_back(-sign * c);
+          chunk.g.push_back((i % 4 < 2 ? 1.0f : -1.0f) * (i % 8 < 4 ? g : 1e-30f));
+          chunk.mean_square.push_back(0.0f);
+          chunk.momentum.push_back(0.0f);
+        }
+        chunk.new_backup.assign(n, 0.0f);
+        for (int step = 0; step < 50; ++step) {
+          ApplyUpdate(config, config.learning_rate, Views(chunk, false));
+          for (size_t i = 0; i < n; ++i) {
+            ASSERT_TRUE(std::isfinite(chunk.w[i]) && std::fabs(chunk.w[i]) <= c) << i;
+            ASSERT_TRUE(std::isfinite(chunk.momentum[i])) << i;
+            ASSERT_TRUE(std::isfinite(chunk.mean_square[i])) << i;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(OptimizerConfig, ValidateRejectsBoundsThatCouldOverflow) {
+  OptimizerConfig constant = ConfigFor(UpdateRule::kDcAsgdConstant);
+  constant.lambda0 = 1e30f;  // lambda0 * g^2 * 2C overflows
+  absl::Status status = constant.Validate();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("overflow float32"));
+
+  OptimizerConfig adaptive = ConfigFor(UpdateRule::kDcAsgdAdaptive);
+  adaptive.lambda0 = 1e20f;
+  adaptive.epsilon = 1e-40f;  // lambda0 / sqrt(eps) alone is 1e40
+  EXPECT_THAT(std::string(adaptive.Validate().message()), HasSubstr("overflow float32"));
+
+  OptimizerConfig momentum = ConfigFor(UpdateRule::kAsgd);
+  momentum.max_gradient_abs = 1e30f;
+  momentum.learning_rate = 1e6f;
+  momentum.momentum = 0.999f;
+  EXPECT_THAT(std::string(momentum.Validate().message()), HasSubstr("overflow float32"));
+
+  for (float bad : {0.0f, -1.0f, std::numeric_limits<float>::infinity(),
+                    std::numeric_limits<float>::quiet_NaN()}) {
+    OptimizerConfig g = ConfigFor(UpdateRule::kAsgd);
+    g.max_gradient_abs = bad;
+    EXPECT_THAT(std::string(g.Validate().message()), HasSubstr("max_gradient_abs")) << bad;
+    OptimizerConfig w = ConfigFor(UpdateRule::kAsgd);
+    w.max_weight_abs = bad;
+    EXPECT_THAT(std::string(w.Validate().message()), HasSubstr("max_weight_abs")) << bad;
+  }
+}
+
+TEST(ComputeUpdateBounds, TheTermsOfTheArgument) {
+  OptimizerConfig c = ConfigFor(UpdateRule::kDcAsgdConstant);  // lambda0 0.04
+  c.max_gradient_abs = 10.0f;
+  c.max_weight_abs = 2.0f;
+  c.learning_rate = 0.5f;
+  UpdateBounds b = ComputeUpdateBounds(c);
+  EXPECT_NEAR(b.compensation, 0.04 * 100 * 4, 1e-6);
+  EXPECT_NEAR(b.direction, 10 + 16, 1e-5);
+  EXPECT_NEAR(b.momentum, 0.5 * 26, 1e-5);
+
+  OptimizerConfig a = ConfigFor(UpdateRule::kDcAsgdAdaptive);  // lambda0 2, m 0.95
+  a.max_gradient_abs = 10.0f;
+  a.max_weight_abs = 2.0f;
+  b = ComputeUpdateBounds(a);
+  EXPECT_NEAR(b.compensation, 2.0 / std::sqrt(double{1.0f - 0.95f}) * 10 * 4, 1e-3);
+  EXPECT_NEAR(b.lambda_max, 2.0 / std::sqrt(double{1e-7f}), 1e-2);
 }
 
 // --- Configuration -------------------------------------------------------------

@@ -192,6 +192,13 @@ for (const cfg of configs) {
         'checkpoints must come from the claim template, not a pod volume');
     });
 
+    test('shards: memory budget, worker limit and in-flight budget from the values', () => {
+      const c = one(objects, 'StatefulSet', stsName).spec.template.spec.containers[0];
+      assert.equal(arg(c, 'memory_budget_bytes'), String(ps.memoryBudgetBytes));
+      assert.equal(arg(c, 'max_workers'), String(ps.maxWorkers));
+      assert.equal(arg(c, 'max_inflight_bytes'), String(ps.maxInflightBytes));
+    });
+
     test('shards: PodDisruptionBudget covers exactly the shard pods', () => {
       const pdb = one(objects, 'PodDisruptionBudget', stsName);
       assert.equal(pdb.spec.maxUnavailable, ps.pdb.maxUnavailable);
@@ -242,6 +249,13 @@ for (const cfg of configs) {
       assert.equal(Number(cm.data.epochs), t.epochs);
       assert.equal(Number(cm.data.batch_size), t.batchSize);
       assert.equal(Number(cm.data.shard_count), ps.shardCount);
+      assert.equal(Number(cm.data.max_gradient_abs), t.maxGradientAbs);
+      assert.equal(Number(cm.data.max_weight_abs), t.maxWeightAbs);
+      const shard = one(objects, 'StatefulSet', stsName).spec.template.spec.containers[0];
+      for (const key of ['max_gradient_abs', 'max_weight_abs']) {
+        assert.equal(envValue(shard, `DCASGD_${key.toUpperCase()}`)?.valueFrom?.configMapKeyRef?.key,
+          key, `the shards read ${key}`);
+      }
       let refs = 0;
       for (const { spec } of podSpecs(objects)) {
         for (const c of spec.containers) {
@@ -411,6 +425,15 @@ describe('values', () => {
       const good = helm(['template', 'dcasgd', chartDir, '--set', 'training.updateRule=asgd',
         '--set', 'ps.shardCount=3', '--set', `training.model=${model}`]);
       assert.equal(good.status, 0, `${model}: ${good.stderr}`);
+    }
+  });
+
+  test('schema rejects memory limits that make no sense', () => {
+    for (const bad of ['ps.maxWorkers=0', 'ps.memoryBudgetBytes=-1', 'ps.maxInflightBytes=-1',
+      'training.maxGradientAbs=0', 'training.maxWeightAbs=-1', 'ps.maxWorkers=1000000']) {
+      const out = helm(['template', 'dcasgd', chartDir, '--set', bad]);
+      assert.notEqual(out.status, 0, bad);
+      assert.match(out.stderr, /schema/, `${bad}: ${out.stderr}`);
     }
   });
 

@@ -192,6 +192,7 @@ TEST_F(PsObservabilityTest, MetricsPassPromtoolAndCountTraffic) {
     auto writer = stub_->Push(&context, &response);
     v1::PushRequest push;
     push.set_worker_id(joined.worker_id());
+    push.set_chunk_count(1);
     push.mutable_gradient()->set_tensor("w");
     push.mutable_gradient()->set_chunk_index(owned_chunk);
     const float g = 1.0f;

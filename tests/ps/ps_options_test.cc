@@ -1,5 +1,6 @@
 #include "services/ps/ps_options.h"
 
+#include <algorithm>
 #include <map>
 #include <optional>
 #include <string>
@@ -175,23 +176,55 @@ TEST_P(PsOptionsErrors, AreInvalidArgumentNamingTheCulprit) {
 
 INSTANTIATE_TEST_SUITE_P(
     PsOptions, PsOptionsErrors,
-    ::testing::Values(BadCase{{"--no_such_flag=1"}, {}, "no_such_flag"},
-                      BadCase{{"positional"}, {}, "positional"}, BadCase{{"--lr=fast"}, {}, "lr"},
-                      BadCase{{}, {{"DCASGD_LR", "fast"}}, "DCASGD_LR"},
-                      BadCase{{"--lr"}, {}, "needs a value"},
-                      BadCase{{"--shard_count=2", "--shard_index=2"}, {}, "shard_index"},
-                      BadCase{{"--shard_count=0"}, {}, "shard_count"},
-                      BadCase{{"--shard_index=-1"}, {}, "shard_index"},
-                      BadCase{{"--update_rule=adam"}, {}, "update_rule"},
-                      BadCase{{"--sync=sometimes"}, {}, "sync"},
-                      BadCase{{"--ssp_policy=maybe"}, {}, "ssp_policy"},
-                      BadCase{{"--lr_schedule=cosine"}, {}, "lr_schedule"},
-                      BadCase{{"--lease_seconds=0"}, {}, "lease_seconds"},
-                      BadCase{{"--checkpoint_interval_seconds=-1"}, {}, "checkpoint_interval"},
-                      BadCase{{"--max_staleness=-2"}, {}, "max_staleness"},
-                      BadCase{{"--max_push_bytes=0"}, {}, "max_push_bytes"},
-                      BadCase{{"--max_message_bytes=10"}, {}, "max_message_bytes"},
-                      BadCase{{"--lr=-1"}, {}, "learning_rate"}));
+    ::testing::Values(
+        BadCase{{"--no_such_flag=1"}, {}, "no_such_flag"},
+        BadCase{{"positional"}, {}, "positional"}, BadCase{{"--lr=fast"}, {}, "lr"},
+        BadCase{{}, {{"DCASGD_LR", "fast"}}, "DCASGD_LR"}, BadCase{{"--lr"}, {}, "needs a value"},
+        BadCase{{"--shard_count=2", "--shard_index=2"}, {}, "shard_index"},
+        BadCase{{"--shard_count=0"}, {}, "shard_count"},
+        BadCase{{"--shard_index=-1"}, {}, "shard_index"},
+        BadCase{{"--update_rule=adam"}, {}, "update_rule"},
+        BadCase{{"--sync=sometimes"}, {}, "sync"},
+        BadCase{{"--ssp_policy=maybe"}, {}, "ssp_policy"},
+        BadCase{{"--lr_schedule=cosine"}, {}, "lr_schedule"},
+        BadCase{{"--lease_seconds=0"}, {}, "lease_seconds"},
+        BadCase{{"--checkpoint_interval_seconds=-1"}, {}, "checkpoint_interval"},
+        BadCase{{"--max_staleness=-2"}, {}, "max_staleness"},
+        BadCase{{"--max_push_bytes=0"}, {}, "max_push_bytes"},
+        BadCase{{"--max_message_bytes=10"}, {}, "max_message_bytes"},
+        BadCase{{"--lr=-1"}, {}, "learning_rate"}, BadCase{{"--max_workers=0"}, {}, "max_workers"},
+        BadCase{{"--max_workers=100000"}, {}, "max_workers"},
+        BadCase{{"--memory_budget_bytes=-1"}, {}, "memory_budget_bytes"},
+        BadCase{{"--max_inflight_bytes=-5"}, {}, "max_inflight_bytes"},
+        BadCase{{"--max_gradient_abs=0"}, {}, "max_gradient_abs"},
+        BadCase{{"--max_weight_abs=inf"}, {}, "max_weight_abs"},
+        BadCase{{"--update_rule=dcasgd-c", "--lambda0=1e30"}, {}, "overflow float32"}));
+
+TEST(PsOptions, MemoryLimitsAndBounds) {
+  absl::StatusOr<PsOptions> defaults = Parse({});
+  ASSERT_TRUE(defaults.ok()) << defaults.status();
+  EXPECT_EQ(defaults->shard.max_workers, 64u);
+  // 90% of the detected limit, and 1/8 of that in flight within [16 MiB, 1 GiB].
+  EXPECT_GT(defaults->shard.memory_budget_bytes, 0u);
+  EXPECT_THAT(defaults->memory_budget_source, HasSubstr("90% of"));
+  EXPECT_EQ(defaults->shard.inflight_budget_bytes,
+            std::clamp<uint64_t>(defaults->shard.memory_budget_bytes / 8, uint64_t{16} << 20,
+                                 uint64_t{1} << 30));
+  EXPECT_FLOAT_EQ(defaults->shard.optimizer.max_gradient_abs, 1e6f);
+  EXPECT_FLOAT_EQ(defaults->shard.optimizer.max_weight_abs, 1e6f);
+
+  absl::StatusOr<PsOptions> given =
+      Parse({"--memory_budget_bytes=1073741824", "--max_workers=8", "--max_gradient_abs=10"},
+            {{"DCASGD_MAX_INFLIGHT_BYTES", "1048576"}, {"DCASGD_MAX_WEIGHT_ABS", "100"}});
+  ASSERT_TRUE(given.ok()) << given.status();
+  EXPECT_EQ(given->shard.memory_budget_bytes, uint64_t{1} << 30);
+  EXPECT_EQ(given->memory_budget_source, "--memory_budget_bytes");
+  EXPECT_EQ(given->shard.max_workers, 8u);
+  EXPECT_EQ(given->shard.inflight_budget_bytes, uint64_t{1} << 20);
+  EXPECT_FLOAT_EQ(given->shard.optimizer.max_gradient_abs, 10.0f);
+  EXPECT_FLOAT_EQ(given->shard.optimizer.max_weight_abs, 100.0f);
+  EXPECT_THAT(given->DebugString(), HasSubstr("memory_budget=1.0 GiB (--memory_budget_bytes)"));
+}
 
 TEST(PsOptions, UsageListsEveryFlagWithItsVariable) {
   const std::string usage = PsOptionsUsage();

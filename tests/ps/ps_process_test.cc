@@ -84,6 +84,7 @@ TEST_F(PsProcessTest, SigtermWritesTheFinalCheckpointWhichARestartRestores) {
     auto writer = stub->Push(&context, &response);
     v1::PushRequest push;
     push.set_worker_id(joined.worker_id());
+    push.set_chunk_count(1);
     push.mutable_gradient()->set_tensor("w");
     const float g[3] = {1, 2, 4};
     push.mutable_gradient()->set_values(std::string(reinterpret_cast<const char*>(g), 12));

@@ -140,7 +140,22 @@ class PsServiceTest : public ::testing::Test {
     return all;
   }
 
-  grpc::Status Push(const std::vector<v1::PushRequest>& messages, v1::PushResponse* response) {
+  // `messages` with the first one announcing `announce` chunks, or (-1) as
+  // many as there are, unless it already announces some.
+  static std::vector<v1::PushRequest> Announced(std::vector<v1::PushRequest> messages,
+                                                int announce) {
+    if (messages.empty()) return messages;
+    if (announce >= 0) {
+      messages[0].set_chunk_count(static_cast<uint32_t>(announce));
+    } else if (messages[0].chunk_count() == 0) {
+      messages[0].set_chunk_count(static_cast<uint32_t>(messages.size()));
+    }
+    return messages;
+  }
+
+  grpc::Status Push(const std::vector<v1::PushRequest>& unannounced, v1::PushResponse* response,
+                    int announce = -1) {
+    const std::vector<v1::PushRequest> messages = Announced(unannounced, announce);
     grpc::ClientContext context;
     auto writer = stub_->Push(&context, response);
     for (const auto& m : messages) {
@@ -150,7 +165,8 @@ class PsServiceTest : public ::testing::Test {
     return writer->Finish();
   }
 
-  PullResult PushPull(const std::vector<v1::PushRequest>& messages) {
+  PullResult PushPull(const std::vector<v1::PushRequest>& unannounced, int announce = -1) {
+    const std::vector<v1::PushRequest> messages = Announced(unannounced, announce);
     grpc::ClientContext context;
     auto stream = stub_->PushPull(&context);
     for (const auto& m : messages) {
@@ -285,6 +301,8 @@ struct BadPush {
   std::string name;
   std::function<std::vector<v1::PushRequest>(uint64_t worker)> messages;
   grpc::StatusCode code;
+  // The chunk_count of the first message; -1: the number of messages.
+  int announce = -1;
 };
 
 class PsServiceBadPushTest : public PsServiceTest, public ::testing::WithParamInterface<BadPush> {};
@@ -297,10 +315,10 @@ TEST_P(PsServiceBadPushTest, IsRejectedWithNothingApplied) {
   const std::vector<v1::PushRequest> messages = GetParam().messages(worker);
 
   v1::PushResponse response;
-  grpc::Status status = Push(messages, &response);
+  grpc::Status status = Push(messages, &response, GetParam().announce);
   EXPECT_EQ(status.error_code(), GetParam().code) << status.error_message();
   EXPECT_FALSE(status.error_message().empty());
-  PullResult fused = PushPull(messages);
+  PullResult fused = PushPull(messages, GetParam().announce);
   EXPECT_EQ(fused.status.error_code(), GetParam().code) << fused.status.error_message();
   EXPECT_TRUE(fused.messages.empty());
 
@@ -383,10 +401,61 @@ INSTANTIATE_TEST_SUITE_P(
                 },
                 grpc::StatusCode::RESOURCE_EXHAUSTED},
         BadPush{
-            "AboveMaxPushBytes",
+            "LongerThanTheChunk",
             [](uint64_t w) { return std::vector{Gradient(w, "w", 0, std::vector<float>(17, 1))}; },
-            grpc::StatusCode::RESOURCE_EXHAUSTED}),
+            grpc::StatusCode::INVALID_ARGUMENT},
+        BadPush{"NoChunkCount",
+                [](uint64_t w) {
+                  return std::vector{Gradient(w, "w", 0, {1, 1, 1, 1})};
+                },
+                grpc::StatusCode::INVALID_ARGUMENT, /*announce=*/0},
+        BadPush{"FewerChunksThanAnnounced",
+                [](uint64_t w) {
+                  return std::vector{Gradient(w, "w", 0, {1, 1, 1, 1}),
+                                     Gradient(w, "w", 1, {1, 1, 1, 1})};
+                },
+                grpc::StatusCode::INVALID_ARGUMENT, /*announce=*/3},
+        BadPush{"MoreChunksThanAnnounced",
+                [](uint64_t w) {
+                  return std::vector{Gradient(w, "w", 0, {1, 1, 1, 1}),
+                                     Gradient(w, "w", 1, {1, 1, 1, 1})};
+                },
+                grpc::StatusCode::INVALID_ARGUMENT, /*announce=*/1},
+        BadPush{"AnnouncesMoreChunksThanTheShardOwns",
+                [](uint64_t w) {
+                  return std::vector{Gradient(w, "w", 0, {1, 1, 1, 1})};
+                },
+                grpc::StatusCode::RESOURCE_EXHAUSTED, /*announce=*/4},
+        BadPush{"GradientAboveMaxGradientAbs",
+                [](uint64_t w) {
+                  return std::vector{Gradient(w, "w", 2, {1, 2e6f})};
+                },
+                grpc::StatusCode::INVALID_ARGUMENT},
+        BadPush{"FiniteButHuge",
+                [](uint64_t w) {
+                  return std::vector{Gradient(w, "w", 2, {std::numeric_limits<float>::max(), 1})};
+                },
+                grpc::StatusCode::INVALID_ARGUMENT}),
     [](const ::testing::TestParamInfo<BadPush>& p) { return p.param.name; });
+
+TEST_F(PsServiceTest, PushAboveMaxPushBytesIsResourceExhausted) {
+  // --max_push_bytes=64 in the fixture: a 32-float chunk is 128 bytes.
+  v1::DeclareTensorsRequest declare;
+  v1::TensorSpec* spec = declare.add_tensors();
+  spec->set_name("big");
+  spec->add_shape(32);
+  v1::DeclareTensorsResponse declared;
+  grpc::ClientContext context;
+  ASSERT_TRUE(stub_->DeclareTensors(&context, declare, &declared).ok());
+  const uint64_t worker = Join("a");
+  ASSERT_TRUE(Pull(worker).status.ok());
+  v1::PushResponse response;
+  const grpc::Status status =
+      Push({Gradient(worker, "big", 0, std::vector<float>(32, 1))}, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("--max_push_bytes"));
+  EXPECT_EQ(Status().version(), 0u);
+}
 
 TEST_F(PsServiceTest, PushOfAChunkNeverPulledIsFailedPrecondition) {
   const uint64_t worker = Join("a");  // no pull: no backup for DC-ASGD
@@ -523,7 +592,9 @@ TEST(PsServiceSsgd, APushWaitsForTheRoundAndShutdownReleasesIt) {
     v1::PushResponse response;
     grpc::ClientContext context;
     auto writer = stub->Push(&context, &response);
-    writer->Write(Gradient(ids[0], "s", 0, {1}));
+    v1::PushRequest only = Gradient(ids[0], "s", 0, {1});
+    only.set_chunk_count(1);
+    writer->Write(only);
     writer->WritesDone();
     waited = writer->Finish();
   });

@@ -116,8 +116,14 @@ class FakeShard(ps_pb2_grpc.ParameterShardServicer):
             yield response
 
     def _apply(self, rpc, requests, context):
-        """Applies a push stream; returns the names pushed."""
+        """Applies a push stream; returns the names pushed. Like a real shard,
+        it applies nothing unless the first message announces exactly the
+        chunks the stream carries (chunk_count)."""
         requests = list(requests)
+        if requests and requests[0].chunk_count != len(requests):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          "chunk_count %d but %d chunks" % (requests[0].chunk_count,
+                                                            len(requests)))
         with self.lock:
             if not requests or requests[0].worker_id not in self.workers:
                 known = False

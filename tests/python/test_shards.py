@@ -103,8 +103,27 @@ class AsgdRoundTripTest(unittest.TestCase):
             owner = dcasgd.shard_of_chunk("fp/w", 0, 3)
             with self.assertRaises(grpc.RpcError) as push:
                 client.stub(owner).Push(
-                    iter([ps_pb2.PushRequest(worker_id=987654321, gradient=chunk)]), timeout=10)
+                    iter([ps_pb2.PushRequest(worker_id=987654321, chunk_count=1,
+                                             gradient=chunk)]), timeout=10)
             self.assertEqual(push.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
+
+    def test_a_push_applies_only_with_exactly_its_announced_chunks(self):
+        with dcasgd.Client(self.cluster.addresses, "counted") as client:
+            # 4 chunks on 3 shards: chunk 0's shard also owns chunk 3.
+            client.declare([dcasgd.TensorSpec("count/w", (16,), 4, init=dcasgd.constant(1))])
+            client.pull(["count/w"])
+            owner = dcasgd.shard_of_chunk("count/w", 0, 3)
+            worker = client.worker_id(owner)
+            chunk = ps_pb2.Chunk(tensor="count/w", chunk_index=0,
+                                 values=np.ones(4, "<f4").tobytes())
+            for announced in (0, 2):  # missing, and more than the stream carries
+                with self.assertRaises(grpc.RpcError) as push:
+                    client.stub(owner).Push(iter([ps_pb2.PushRequest(
+                        worker_id=worker, chunk_count=announced, gradient=chunk)]), timeout=10)
+                self.assertEqual(push.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+                self.assertIn("chunk", push.exception.details())
+            np.testing.assert_array_equal(client.pull(["count/w"])["count/w"],
+                                          np.ones(16, np.float32))
 
     def test_push_after_leave_is_failed_precondition(self):
         client = dcasgd.Client(self.cluster.addresses, "leaver")

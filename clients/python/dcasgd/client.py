@@ -431,8 +431,12 @@ class Client:
         return layouts, flats
 
     def _push_requests(self, s, shard_plan, flats):
-        """The request stream of one Push/PushPull to shard `s`."""
+        """The request stream of one Push/PushPull to shard `s`: the worker id
+        and the number of chunks go in the first message (the shard applies
+        the push only when exactly that many arrive and the stream ends
+        normally)."""
         worker_id = self.worker_id(s)
+        chunk_count = sum(len(indices) for _, indices in shard_plan)
         first = True
         for layout, chunk_indices in shard_plan:
             flat = flats[layout.name]
@@ -443,6 +447,7 @@ class Client:
                     values=flat[offset:offset + length].tobytes()))
                 if first:
                     request.worker_id = worker_id
+                    request.chunk_count = chunk_count
                     first = False
                 yield request
 

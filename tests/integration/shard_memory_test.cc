@@ -1,0 +1,136 @@
+// The sizing rule of docs/operations.md ("Sizing a shard"), i.e.
+// ShardMemoryFor in core/shard_memory.h, against a real dcasgd-ps process
+// under 64 concurrent clients: its peak resident memory (VmHWM) stays within
+// 1.3x of the rule, and the memory of the backups goes back to the system
+// (VmRSS) once the workers have left.
+#include "core/shard_memory.h"
+
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "client/ps_client.h"
+#include "gtest/gtest.h"
+#include "tests/testing/ps_process.h"
+
+namespace dcasgd {
+namespace {
+
+// A field of /proc/<pid>/status in bytes ("VmRSS", "VmHWM"); 0 if absent.
+uint64_t ProcStatusBytes(pid_t pid, const std::string& field) {
+  FILE* f = std::fopen(absl::StrCat("/proc/", pid, "/status").c_str(), "r");
+  if (f == nullptr) return 0;
+  std::string text;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) text.append(buf, n);
+  std::fclose(f);
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (!absl::StartsWith(line, field + ":")) continue;
+    std::vector<absl::string_view> parts =
+        absl::StrSplit(line.substr(field.size() + 1), ' ', absl::SkipWhitespace());
+    uint64_t kib = 0;
+    if (!parts.empty() && absl::SimpleAtoi(parts[0], &kib)) return kib * 1024;
+  }
+  return 0;
+}
+
+constexpr int kClients = 64;
+constexpr int kRounds = 4;
+constexpr int64_t kElements = int64_t{1} << 20;  // a 1M-float model
+constexpr uint64_t kInflight = uint64_t{32} << 20;
+
+TEST(ShardMemory, SixtyFourClientsStayWithinTheSizingRuleAndLeavingReturnsMemory) {
+  absl::StatusOr<std::unique_ptr<testing::PsProcess>> ps =
+      testing::PsProcess::Start({"--update_rule=dcasgd-a", absl::StrCat("--max_workers=", kClients),
+                                 absl::StrCat("--max_inflight_bytes=", kInflight)});
+  ASSERT_TRUE(ps.ok()) << ps.status();
+  const pid_t pid = (*ps)->pid();
+
+  // The rule for this shard: one tensor of kElements in 16 chunks, DC-ASGD-a
+  // (one state vector), backups for kClients workers.
+  ShardFootprint footprint;
+  footprint.weight_elements = kElements;
+  footprint.chunks = kElements / 65536;
+  ShardMemoryConfig config;
+  config.state_vectors = 1;
+  config.backups = true;
+  config.max_workers = kClients;
+  config.inflight_bytes = kInflight;
+  const ShardMemory rule = ShardMemoryFor(footprint, config);
+
+  std::vector<std::unique_ptr<PsClient>> clients(kClients);
+  {
+    std::vector<std::thread> connect;
+    for (int i = 0; i < kClients; ++i) {
+      connect.emplace_back([&, i] {
+        ClientOptions options;
+        options.shard_addresses = {(*ps)->address()};
+        options.worker_name = absl::StrCat("worker-", i);
+        absl::StatusOr<std::unique_ptr<PsClient>> client = PsClient::Connect(options);
+        ASSERT_TRUE(client.ok()) << client.status();
+        clients[i] = *std::move(client);
+      });
+    }
+    for (std::thread& t : connect) t.join();
+  }
+  for (const auto& client : clients) ASSERT_NE(client, nullptr);
+  TensorSpec spec;
+  spec.name = "model";
+  spec.shape = {kElements};
+  spec.init.kind = Initializer::Kind::kNormal;
+  spec.init.b = 0.01f;
+  ASSERT_TRUE(clients[0]->Declare({spec}).ok());
+  const uint64_t idle = ProcStatusBytes(pid, "VmRSS");
+
+  std::vector<std::thread> workers;
+  for (int i = 0; i < kClients; ++i) {
+    workers.emplace_back([&, i] {
+      TensorMap weights;
+      ASSERT_TRUE(clients[i]->Pull({"model"}, &weights).ok());
+      TensorMap gradient = {{"model", std::vector<float>(kElements, 1e-4f)}};
+      for (int r = 0; r < kRounds; ++r) {
+        const absl::Status s =
+            r % 2 == 0 ? clients[i]->PushPull(gradient, &weights) : clients[i]->Push(gradient);
+        ASSERT_TRUE(s.ok()) << s;
+      }
+    });
+  }
+  for (std::thread& t : workers) t.join();
+  auto statuses = clients[0]->GetStatus();
+  ASSERT_TRUE(statuses.ok()) << statuses.status();
+  const uint64_t backups = (*statuses)[0].backup_bytes();
+  EXPECT_EQ(backups, uint64_t{kClients} * kElements * sizeof(float)) << "every worker's backup";
+  EXPECT_EQ((*statuses)[0].version(), uint64_t{kClients} * kRounds);
+
+  const uint64_t peak = ProcStatusBytes(pid, "VmHWM");
+  const uint64_t busy = ProcStatusBytes(pid, "VmRSS");
+  std::printf("rule %s; idle %s, with %d workers %s, peak %s (%.2fx the rule)\n",
+              rule.DebugString().c_str(), HumanBytes(idle).c_str(), kClients,
+              HumanBytes(busy).c_str(), HumanBytes(peak).c_str(),
+              static_cast<double>(peak) / static_cast<double>(rule.total()));
+  EXPECT_LE(peak, rule.total() * 13 / 10) << "peak RSS above 1.3x the sizing rule";
+  // The backups are really resident: the rule is not just a loose bound.
+  EXPECT_GE(busy, idle + backups * 9 / 10);
+
+  for (auto& client : clients) ASSERT_TRUE(client->Leave().ok());
+  // The freed backups go back to the system: resident memory falls to within
+  // a tenth of the backups' size above what it was before the workers came.
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  uint64_t after = ProcStatusBytes(pid, "VmRSS");
+  while (after > idle + backups / 10 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(50));
+    after = ProcStatusBytes(pid, "VmRSS");
+  }
+  std::printf("after every worker left: %s\n", HumanBytes(after).c_str());
+  EXPECT_LE(after, idle + backups / 10) << "freed backups stayed resident";
+}
+
+}  // namespace
+}  // namespace dcasgd
