@@ -1,5 +1,6 @@
 #include "services/ps/ps_server.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -103,11 +104,42 @@ absl::Status PsServer::StartImpl() {
   const absl::Duration lease = options_.shard.lease;
   lease_reaper_ = std::make_unique<PeriodicTask>(
       lease / 4, [this] { metrics_->CountLeaseExpirations(store_->ExpireLeases()); });
-  if (checkpointer_ != nullptr) checkpointer_->Start(options_.checkpoint_interval);
+  if (checkpointer_ != nullptr) {
+    checkpointer_->Start(options_.checkpoint_interval, options_.checkpoint_min_interval);
+  }
 
   grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
   health->SetServingStatus("", true);
   health->SetServingStatus(kServiceName, true);
+  health->SetServingStatus(kCheckpointHealthService, true);
+  if (checkpointer_ != nullptr) {
+    // The shard keeps serving when checkpoints fail (training goes on; only
+    // durability suffers), so only the named service says so, for
+    // readiness probes and alerts.
+    const absl::Duration max_age = options_.checkpoint_max_age;
+    durability_watch_ = std::make_unique<PeriodicTask>(
+        std::clamp(max_age / 10, absl::Milliseconds(100), absl::Seconds(1)),
+        [this, max_age, health, durable = true]() mutable {
+          const absl::Duration age = checkpointer_->DurableAge();
+          const bool now_durable = age <= max_age;
+          if (now_durable == durable) return;
+          durable = now_durable;
+          health->SetServingStatus(kCheckpointHealthService, durable);
+          if (durable) {
+            std::fprintf(stderr,
+                         "dcasgd-ps: the state is durable again: health service '%s' is "
+                         "SERVING\n",
+                         kCheckpointHealthService);
+          } else {
+            std::fprintf(stderr,
+                         "dcasgd-ps: the state has not been durable for %s (more than "
+                         "--checkpoint_max_age_seconds): health service '%s' is NOT_SERVING; "
+                         "the shard keeps serving\n",
+                         absl::FormatDuration(absl::Trunc(age, absl::Seconds(1))).c_str(),
+                         kCheckpointHealthService);
+          }
+        });
+  }
 
   if (!options_.port_file.empty()) {
     RETURN_IF_ERROR(WritePortFile(options_.port_file, grpc_port_, metrics_->port()));
@@ -133,6 +165,8 @@ absl::Status PsServer::Shutdown(absl::Duration grace) {
   shut_down_ = true;
   if (server_ == nullptr) return absl::OkStatus();  // Start failed half-way
 
+  // Stopped first so it cannot flip a service back to SERVING.
+  if (durability_watch_ != nullptr) durability_watch_->Stop();
   server_->GetHealthCheckService()->SetServingStatus(false);
   service_->BeginShutdown();
   server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
@@ -140,11 +174,9 @@ absl::Status PsServer::Shutdown(absl::Duration grace) {
   if (lease_reaper_ != nullptr) lease_reaper_->Stop();
   if (checkpointer_ == nullptr) return absl::OkStatus();
   checkpointer_->Stop();
-  absl::StatusOr<CheckpointInfo> info = checkpointer_->Write();
-  if (!info.ok()) {
-    return absl::Status(info.status().code(),
-                        absl::StrCat("final checkpoint failed: ", info.status().message()));
-  }
+  absl::StatusOr<CheckpointInfo> info =
+      checkpointer_->WriteFinal(options_.final_checkpoint_timeout);
+  if (!info.ok()) return info.status();
   std::fprintf(stderr, "dcasgd-ps: final checkpoint %s at version %llu (%llu bytes)\n",
                info->path.c_str(), static_cast<unsigned long long>(info->version),
                static_cast<unsigned long long>(info->bytes));

@@ -101,6 +101,7 @@ class ParameterShardService::PushCollector {
     if (!started_) {
       started_ = true;
       worker_ = message->worker_id();
+      step_ = message->step();
       if (worker_ == 0) {
         return absl::InvalidArgumentError(
             "the first PushRequest of a stream must carry the worker_id returned by Join");
@@ -144,12 +145,14 @@ class ParameterShardService::PushCollector {
   }
 
   WorkerId worker() const { return worker_; }
+  uint64_t step() const { return step_; }
   std::vector<GradientChunk> TakeChunks() { return std::move(chunks_); }
 
  private:
   ParameterShardService* const service_;
   bool started_ = false;
   WorkerId worker_ = 0;
+  uint64_t step_ = 0;
   uint64_t bytes_ = 0;
   std::vector<GradientChunk> chunks_;
   grpc::ByteBuffer buffer_;
@@ -238,13 +241,13 @@ class ParameterShardService::PushReactor final : public grpc::ServerReadReactor<
 
   void OnReadDone(bool ok) override {
     if (!collector_.ReadDone(this, ok, context_)) return;
-    service_->Submit(collector_.worker(), collector_.TakeChunks(), /*pull_after=*/false,
-                     [this](absl::StatusOr<PushResult> result) {
+    service_->Submit(collector_.worker(), collector_.step(), collector_.TakeChunks(),
+                     /*pull_after=*/false, [this](absl::StatusOr<PushResult> result) {
                        if (!result.ok()) {
                          Reject(result.status());
                          return;
                        }
-                       service_->metrics_->ObservePush(result->staleness, result->apply_seconds);
+                       service_->metrics_->ObservePush(*result);
                        v1::PushResponse response;
                        response.set_version(result->version);
                        response.set_staleness(result->staleness);
@@ -282,7 +285,7 @@ class ParameterShardService::PushPullReactor final
   void OnReadDone(bool ok) override {
     if (!collector_.ReadDone(this, ok, context_)) return;
     service_->Submit(
-        collector_.worker(), collector_.TakeChunks(), /*pull_after=*/true,
+        collector_.worker(), collector_.step(), collector_.TakeChunks(), /*pull_after=*/true,
         [this](absl::StatusOr<PushResult> result) { OnApplied(std::move(result)); },
         [this](AppliedChunk chunk) { Enqueue(std::move(chunk)); });
   }
@@ -328,7 +331,7 @@ class ParameterShardService::PushPullReactor final
 
   void OnApplied(absl::StatusOr<PushResult> result) {
     if (result.ok()) {
-      service_->metrics_->ObservePush(result->staleness, result->apply_seconds);
+      service_->metrics_->ObservePush(*result);
       service_->metrics_->CountPull();
     } else {
       service_->metrics_->CountRejected(result.status().code());
@@ -398,15 +401,15 @@ void ParameterShardService::BeginShutdown() {
   store_->CancelWaiting();
 }
 
-void ParameterShardService::Submit(WorkerId worker, std::vector<GradientChunk> chunks,
-                                   bool pull_after, ShardStore::PushDone done,
-                                   ShardStore::ChunkSink sink) {
+void ParameterShardService::Submit(WorkerId worker, uint64_t step,
+                                   std::vector<GradientChunk> chunks, bool pull_after,
+                                   ShardStore::PushDone done, ShardStore::ChunkSink sink) {
   absl::ReaderMutexLock lock(&submit_mu_);
   if (shutting_down_) {
     done(absl::UnavailableError("the shard is shutting down; retry when it is back"));
     return;
   }
-  store_->SubmitPush(worker, std::move(chunks), pull_after, std::move(done), std::move(sink));
+  store_->SubmitPush(worker, step, std::move(chunks), pull_after, std::move(done), std::move(sink));
 }
 
 void ParameterShardService::RefreshOwnedChunks() {
