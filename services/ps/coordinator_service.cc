@@ -16,16 +16,6 @@ uint64_t Millis(absl::Duration d) { return static_cast<uint64_t>(absl::ToInt64Mi
 
 }  // namespace
 
-absl::Status DataCoordinatorService::SaveIfChanged() {
-  if (!save_progress_) return absl::OkStatus();
-  absl::MutexLock lock(&save_mu_);
-  const uint64_t generation = coordinator_->generation();
-  if (generation == saved_generation_) return absl::OkStatus();
-  absl::Status saved = save_progress_(coordinator_->SerializeProgress());
-  if (saved.ok()) saved_generation_ = generation;
-  return saved;
-}
-
 grpc::ServerUnaryReactor* DataCoordinatorService::AcquireDataShard(
     grpc::CallbackServerContext* context, const v1::AcquireDataShardRequest* request,
     v1::AcquireDataShardResponse* response) {
@@ -33,9 +23,8 @@ grpc::ServerUnaryReactor* DataCoordinatorService::AcquireDataShard(
   if (!name.ok()) return Finish(context, name);
   absl::StatusOr<AcquireResult> result =
       coordinator_->Acquire(request->worker_name(), request->num_data_shards(), request->epochs());
+  // UNAVAILABLE when the lease could not be saved: none was granted.
   if (!result.ok()) return Finish(context, result.status());
-  // The first Acquire fixes the job: make that durable before answering.
-  if (absl::Status saved = SaveIfChanged(); !saved.ok()) return Finish(context, saved);
   if (const auto* lease = std::get_if<DataLease>(&*result)) {
     v1::DataLease* out = response->mutable_lease();
     out->set_lease_id(lease->lease_id);
@@ -61,11 +50,9 @@ grpc::ServerUnaryReactor* DataCoordinatorService::RenewDataLease(
 grpc::ServerUnaryReactor* DataCoordinatorService::CompleteDataShard(
     grpc::CallbackServerContext* context, const v1::CompleteDataShardRequest* request,
     v1::CompleteDataShardResponse* response) {
-  absl::Status done = coordinator_->Complete(request->lease_id());
-  // A failed save is returned to the worker, which logs it; the item stays
-  // done in memory and the next successful save covers it.
-  if (done.ok()) done = SaveIfChanged();
-  return Finish(context, done);
+  // UNAVAILABLE when the completion could not be saved: the lease stays
+  // with its worker, which retries.
+  return Finish(context, coordinator_->Complete(request->lease_id()));
 }
 
 grpc::ServerUnaryReactor* DataCoordinatorService::GetJobStatus(

@@ -61,31 +61,42 @@ absl::Status PsServer::StartImpl() {
   builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(), &grpc_port_);
   builder.RegisterService(service_.get());
   if (options_.shard.shard_index == 0) {
-    // Data-set leases use the worker lease duration: both track live workers.
-    coordinator_ = std::make_unique<DataCoordinator>(options_.shard.lease, Clock::Real());
-    DataCoordinatorService::ProgressSaver save_progress;
+    DataCoordinator::StateSaver save;
+    std::string saved_state;
+    const std::string path = options_.checkpoint_dir + "/coordinator.state";
     if (!options_.checkpoint_dir.empty()) {
-      // The job's data schedule survives a restart of shard 0 next to its
-      // checkpoint; a corrupt file stops the start like a corrupt checkpoint.
-      const std::string path = options_.checkpoint_dir + "/coordinator.state";
+      // The job's data schedule and its leases survive a restart of shard 0
+      // next to its checkpoint; a corrupt file stops the start like a
+      // corrupt checkpoint.
       absl::StatusOr<std::string> saved = ReadWholeFile(path);
       if (saved.ok()) {
-        if (absl::Status s = coordinator_->RestoreProgress(*saved); !s.ok()) {
-          return absl::DataLossError(absl::StrCat(path, ": ", s.message()));
-        }
-        const JobProgress p = coordinator_->Progress();
-        absl::StrAppend(&restored, "; data schedule ", p.completed, " of ",
-                        uint64_t{p.num_data_shards} * p.epochs, " data shards done");
+        saved_state = *std::move(saved);
       } else if (!absl::IsNotFound(saved.status())) {
         return saved.status();
       }
-      save_progress = [path](const std::string& text) { return WriteFileAtomically(path, text); };
+      save = [path](const std::string& text) { return WriteFileAtomically(path, text); };
     }
-    coordinator_service_ =
-        std::make_unique<DataCoordinatorService>(coordinator_.get(), std::move(save_progress));
+    // Data-set leases use the worker lease duration: both track live workers.
+    coordinator_ =
+        std::make_unique<DataCoordinator>(options_.shard.lease, Clock::Real(), std::move(save));
+    if (!saved_state.empty()) {
+      if (absl::Status s = coordinator_->RestoreProgress(saved_state); !s.ok()) {
+        return absl::DataLossError(absl::StrCat(path, ": ", s.message()));
+      }
+      const JobProgress p = coordinator_->Progress();
+      absl::StrAppend(&restored, "; data schedule ", p.completed, " of ",
+                      uint64_t{p.num_data_shards} * p.epochs, " data shards done, ", p.leased,
+                      " leased");
+    }
+    coordinator_service_ = std::make_unique<DataCoordinatorService>(coordinator_.get());
     builder.RegisterService(coordinator_service_.get());
   }
   builder.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));
+  // Accept the clients' keepalive pings (every 10 s, client/channel_args.h):
+  // gRPC's default minimum of 5 minutes between pings without data would
+  // answer them with GOAWAY "too_many_pings".
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || grpc_port_ == 0) {
     server_.reset();

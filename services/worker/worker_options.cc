@@ -29,6 +29,9 @@ ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9200",
 ABSL_FLAG(std::string, port_file, "", "write 'metrics <port>' here after start");
 ABSL_FLAG(int32_t, log_every, 100, "steps between progress lines");
 ABSL_FLAG(double, eval_interval_seconds, 10, "eval: seconds between evaluations");
+ABSL_FLAG(double, stall_timeout_seconds, 300,
+          "eval: exit 1 when the job is not done and neither the model version nor the data "
+          "schedule moved for this long (no worker can make progress); 0: wait forever");
 ABSL_FLAG(int64_t, max_steps, 0, "train: stop after this many steps (0: the whole job)");
 
 namespace dcasgd {
@@ -48,6 +51,7 @@ constexpr const char* kFlagNames[] = {"role",
                                       "port_file",
                                       "log_every",
                                       "eval_interval_seconds",
+                                      "stall_timeout_seconds",
                                       "max_steps"};
 
 absl::Status Invalid(absl::string_view flag, absl::string_view why) {
@@ -135,6 +139,9 @@ absl::StatusOr<WorkerOptions> ParseWorkerOptions(int argc, char** argv) {
   const double interval = absl::GetFlag(FLAGS_eval_interval_seconds);
   if (!(interval > 0)) return Invalid("eval_interval_seconds", "must be > 0");
   o.eval_interval = absl::Seconds(interval);
+  const double stall = absl::GetFlag(FLAGS_stall_timeout_seconds);
+  if (!(stall >= 0)) return Invalid("stall_timeout_seconds", "must be >= 0 (0: off)");
+  o.stall_timeout = stall > 0 ? absl::Seconds(stall) : absl::InfiniteDuration();
   o.max_steps = absl::GetFlag(FLAGS_max_steps);
   if (o.max_steps < 0) return Invalid("max_steps", "must be >= 0");
   return o;
