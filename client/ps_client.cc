@@ -311,7 +311,7 @@ absl::Status PsClient::CallShard(Shard& shard, CallKind kind, Attempt attempt) {
     const bool transient = absl::IsUnavailable(status) || absl::IsCancelled(status) ||
                            absl::IsDeadlineExceeded(status);
     if (transient && n < options_.max_attempts) {
-      absl::SleepFor(backoff.Next());
+      WaitBeforeRetry(shard, backoff.Next());
       continue;
     }
     if (absl::IsFailedPrecondition(status) && kind != CallKind::kRead && worker_id != 0) {
@@ -331,6 +331,17 @@ absl::Status PsClient::CallShard(Shard& shard, CallKind kind, Attempt attempt) {
     }
     return status;
   }
+}
+
+void PsClient::WaitBeforeRetry(Shard& shard, absl::Duration delay) {
+  if (shard.channel->GetState(/*try_to_connect=*/false) == GRPC_CHANNEL_READY) {
+    // Connected: the shard itself answered (e.g. shutting down); back off.
+    absl::SleepFor(delay);
+    return;
+  }
+  // Not connected (the shard is down or restarting): retry as soon as the
+  // channel reconnects, not a whole backoff later.
+  shard.channel->WaitForConnected(absl::ToChronoTime(absl::Now() + delay));
 }
 
 absl::Status PsClient::JoinShard(Shard& shard) {

@@ -182,6 +182,9 @@ class PsClient {
   absl::StatusOr<std::vector<Response>> UnaryOnEveryShard(grpc::Status (
       v1::ParameterShard::Stub::*rpc)(grpc::ClientContext*, const Request&, Response*));
 
+  // Waits `delay` before retrying a call to `shard`, or less when its
+  // channel reconnects meanwhile.
+  void WaitBeforeRetry(Shard& shard, absl::Duration delay);
   absl::Status JoinShard(Shard& shard);
   // Joins again unless someone already did since `failed_worker_id` failed.
   absl::Status Rejoin(Shard& shard, uint64_t failed_worker_id);

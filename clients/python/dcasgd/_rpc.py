@@ -59,6 +59,29 @@ class RetryPolicy:
             current = min(self.max_backoff, current * self.multiplier)
 
 
+def channel_waiter(channel):
+    """A `sleep` for call(): waits the delay, or less when `channel` was not
+    connected and reconnects meanwhile (a restarted shard is used as soon as
+    it is back, not a whole backoff later)."""
+
+    def wait(delay):
+        started = time.monotonic()
+        ready = grpc.channel_ready_future(channel)
+        try:
+            ready.result(timeout=delay)
+        except grpc.FutureTimeoutError:
+            return
+        finally:
+            ready.cancel()
+        waited = time.monotonic() - started
+        if waited < 0.005:
+            # Connected already: the shard itself answered (e.g. shutting
+            # down), so back off.
+            time.sleep(max(0.0, delay - waited))
+
+    return wait
+
+
 def call(attempt, policy, shard=None, address=None, sleep=time.sleep):
     """Returns attempt(); a grpc.RpcError becomes dcasgd.Error.
 

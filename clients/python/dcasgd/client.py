@@ -94,6 +94,7 @@ class Client:
         self._channels = [grpc.insecure_channel(a, options=channel_options)
                           for a in self._addresses]
         self._stubs = [ps_pb2_grpc.ParameterShardStub(c) for c in self._channels]
+        self._waiters = [_rpc.channel_waiter(c) for c in self._channels]
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=len(self._addresses), thread_name_prefix="dcasgd-shard")
         self._stop_heartbeats = threading.Event()
@@ -327,7 +328,8 @@ class Client:
             channel.close()
 
     def _call(self, s, attempt):
-        return _rpc.call(attempt, self._policy, s, self._addresses[s])
+        return _rpc.call(attempt, self._policy, s, self._addresses[s],
+                         sleep=self._waiters[s])
 
     def _call_as_worker(self, s, attempt, retry_after_rejoin):
         """_call, plus the FAILED_PRECONDITION policy of the class comment."""
