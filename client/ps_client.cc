@@ -450,6 +450,9 @@ absl::Status PsClient::LeaveShards(int max_attempts) {
       SetDeadline(&context, options_.rpc_timeout);
       const absl::Status status =
           client::FromGrpcStatus(shard.stub->Leave(&context, request, &response), shard.label);
+      // Unknown or expired (e.g. the shard restarted meanwhile): the lease is
+      // gone already, which is what Leave wants.
+      if (absl::IsFailedPrecondition(status)) return absl::OkStatus();
       if (!absl::IsUnavailable(status) || n >= max_attempts) return status;
       absl::SleepFor(backoff.Next());
     }

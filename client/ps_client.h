@@ -149,8 +149,10 @@ class PsClient {
   // Makes every shard write a checkpoint now; their answers in shard order.
   absl::StatusOr<std::vector<v1::CheckpointResponse>> Checkpoint();
 
-  // Stops the heartbeats and ends the leases on every shard. Later pushes are
-  // FAILED_PRECONDITION; pulls are made as an evaluator. Idempotent.
+  // Stops the heartbeats and ends the leases on every shard (a shard that no
+  // longer knows this worker, e.g. after a restart, counts as done). Later
+  // pushes are FAILED_PRECONDITION; pulls are made as an evaluator.
+  // Idempotent.
   absl::Status Leave();
 
   uint32_t shard_count() const { return static_cast<uint32_t>(shards_.size()); }

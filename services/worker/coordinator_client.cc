@@ -1,5 +1,7 @@
 #include "services/worker/coordinator_client.h"
 
+#include <cstdio>
+
 #include "absl/strings/str_cat.h"
 #include "client/channel_args.h"
 #include "client/retry.h"
@@ -29,6 +31,7 @@ template <typename Call>
 absl::Status CoordinatorClient::WithRetries(const char* what, absl::Duration patience, Call call) {
   client::Backoff backoff(client::Backoff::Options{absl::Milliseconds(50), absl::Seconds(1)});
   const absl::Time give_up = absl::Now() + patience;
+  bool logged = false;
   while (true) {
     grpc::ClientContext context;
     // A single try (Renew) must not hold up training for long.
@@ -48,6 +51,12 @@ absl::Status CoordinatorClient::WithRetries(const char* what, absl::Duration pat
     }
     absl::Duration wait = backoff.Next();
     if (absl::Now() + wait > give_up) return s;
+    if (!logged) {
+      // Once per call: an outage of shard 0 should be visible, not spam.
+      std::fprintf(stderr, "%s; retrying for up to %s\n", std::string(s.message()).c_str(),
+                   absl::FormatDuration(patience).c_str());
+      logged = true;
+    }
     absl::SleepFor(wait);
   }
 }

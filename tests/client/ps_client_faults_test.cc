@@ -181,10 +181,10 @@ TEST(PsClientFaults, ARestartedShardIsUsedWithinSecondsOfComingBack) {
   ASSERT_TRUE((*client)->Pull({"w"}, &weights).ok());
   {
     Pusher pusher(client->get());
-    ASSERT_TRUE(testing::WaitFor(
-                    [&] { return pusher.FirstSuccessAfter(absl::InfinitePast()).has_value(); },
-                    absl::Seconds(10))
-                    .ok());
+    ASSERT_TRUE(
+        testing::WaitFor([&] { return pusher.FirstSuccessAfter(absl::InfinitePast()).has_value(); },
+                         absl::Seconds(10))
+            .ok());
     // The restarted shard has the model (not the pushes since).
     ASSERT_TRUE((*client)->Checkpoint().ok());
     ASSERT_TRUE((*shard)->Kill(SIGKILL).ok());
@@ -194,10 +194,9 @@ TEST(PsClientFaults, ARestartedShardIsUsedWithinSecondsOfComingBack) {
     absl::SleepFor(absl::Seconds(8));
     ASSERT_TRUE((*shard)->Restart().ok()) << (*shard)->Log();
     const absl::Time back = absl::Now();  // the port file exists: it listens
-    ASSERT_TRUE(
-        testing::WaitFor([&] { return pusher.FirstSuccessAfter(back).has_value(); },
-                         absl::Seconds(30))
-            .ok())
+    ASSERT_TRUE(testing::WaitFor([&] { return pusher.FirstSuccessAfter(back).has_value(); },
+                                 absl::Seconds(30))
+                    .ok())
         << "no push succeeded after the restart";
     const absl::Duration stall = *pusher.FirstSuccessAfter(back) - back;
     std::fprintf(stderr, "first push %s after the shard's port was back\n",

@@ -118,8 +118,8 @@ void TcpProxy::Forward(int client, int server) {
       while (from_server.size() - start >= kHttp2FrameHeader) {
         const auto* h = reinterpret_cast<const uint8_t*>(from_server.data() + start);
         const size_t length = (size_t{h[0]} << 16) | (size_t{h[1]} << 8) | h[2];
-        const uint32_t stream = ((uint32_t{h[5]} & 0x7f) << 24) | (uint32_t{h[6]} << 16) |
-                                (uint32_t{h[7]} << 8) | h[8];
+        const uint32_t stream =
+            ((uint32_t{h[5]} & 0x7f) << 24) | (uint32_t{h[6]} << 16) | (uint32_t{h[7]} << 8) | h[8];
         if (from_server.size() - start < kHttp2FrameHeader + length) break;
         if (h[3] == kHeadersFrame && stream != 0 && armed_.exchange(false)) {
           cuts_.fetch_add(1);

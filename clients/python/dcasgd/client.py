@@ -143,8 +143,10 @@ class Client:
 
     def leave(self):
         """Stops the heartbeats and ends the leases on every joined shard (one
-        attempt each). Later pushes are FAILED_PRECONDITION; pulls are made as
-        an evaluator. Idempotent; raises the first shard's error, if any."""
+        attempt each; a shard that no longer knows this worker, e.g. after a
+        restart, counts as done). Later pushes are FAILED_PRECONDITION; pulls
+        are made as an evaluator. Idempotent; raises the first shard's error,
+        if any."""
         self._stop_heartbeats.set()
         thread = self._heartbeat_thread
         if thread is not None and thread is not threading.current_thread():
@@ -158,6 +160,9 @@ class Client:
             try:
                 self._stubs[s].Leave(ps_pb2.LeaveRequest(worker_id=ids[s]), timeout=self._timeout)
             except grpc.RpcError as error:
+                # Unknown or expired (e.g. the shard restarted): already gone.
+                if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                    return
                 raise Error.from_rpc_error(error, s, self._addresses[s]) from None
 
         self._parallel(joined, leave_shard)
