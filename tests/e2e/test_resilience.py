@@ -17,8 +17,10 @@
 """
 
 import collections
+import os
 import re
 import signal
+import subprocess
 import time
 import unittest
 
@@ -210,6 +212,19 @@ class Resilience(unittest.TestCase):
         self.assertTrue("no worker is training" in out or "weights are not finite" in out,
                         out[-2000:])
         self.assertLess(time.monotonic() - started, 30, "ends soon after the stall timeout")
+
+    def test_main_job_ends_when_every_worker_diverged(self):
+        # scripts/run-local.sh used to wait for the evaluator until killed.
+        script = os.path.join(harness.SOURCE_DIR, "scripts", "run-local.sh")
+        env = dict(os.environ, DCASGD_PREBUILT="1")
+        result = subprocess.run(
+            [script, "--rule", "dcasgd-c", "--lambda0", "1e8", "--lr", "0.5", "--shards", "1",
+             "--workers", "3", "--epochs", "1", "--model", "softmax", "--data", self.data],
+            capture_output=True, text=True, timeout=300, env=env, cwd=harness.SOURCE_DIR)
+        out = result.stdout + result.stderr
+        self.assertNotEqual(result.returncode, 0, out[-3000:])
+        self.assertIn("all 3 workers failed; the job cannot finish", out)
+        self.assertIn("training diverged", out)
 
 
 if __name__ == "__main__":
