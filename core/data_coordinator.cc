@@ -140,11 +140,14 @@ absl::Status DataCoordinator::Complete(uint64_t lease_id) {
   leased_.erase(it);
   if (absl::Status saved = Commit(absl::StrCat("the completion of data lease ", lease_id));
       !saved.ok()) {
-    // The lease stays with its worker, which retries.
+    // The lease stays with its worker, which retries; the attempt shows the
+    // worker is alive, so it counts as a renewal.
     --completed_per_epoch_[item.epoch];
     done_[index] = false;
     --completed_;
-    leased_.emplace(lease_id, outstanding);
+    Outstanding renewed = outstanding;
+    renewed.deadline = clock_->Now() + lease_;
+    leased_.emplace(lease_id, std::move(renewed));
     return saved;
   }
   return absl::OkStatus();

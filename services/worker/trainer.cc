@@ -53,6 +53,8 @@ std::vector<std::string> TensorNames(const model::Model& model, uint64_t seed) {
   return names;
 }
 
+}  // namespace
+
 // Renews one data lease every third of its duration on its own thread until
 // destroyed. A FAILED_PRECONDITION answer (the lease expired and was handed
 // to another worker) is reported by Lost(); other errors (shard 0
@@ -112,8 +114,6 @@ class DataLeaseRenewer {
   std::optional<std::string> lost_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;  // last: starts after the fields it uses
 };
-
-}  // namespace
 
 Trainer::Trainer(const WorkerOptions& options, PsClient* ps, CoordinatorClient* coordinator,
                  DataSource* data, const model::Model* model, WorkerMetrics* metrics)
@@ -204,7 +204,10 @@ absl::Status Trainer::Run(const absl::Notification* stop) {
       continue;
     }
     bool finished = false;
-    RETURN_IF_ERROR(TrainShard(answer.lease(), stop, &finished));
+    // Renewed until completed: also while Complete waits for shard 0 (a
+    // restart, a full disk), so the lease does not expire meanwhile.
+    DataLeaseRenewer renewer(coordinator_, answer.lease(), options_.worker_name);
+    RETURN_IF_ERROR(TrainShard(answer.lease(), &renewer, stop, &finished));
     if (finished) {
       // Retries while shard 0 restarts or cannot save (its leases survive a
       // restart, so the completion still counts afterwards).
@@ -232,8 +235,8 @@ absl::Status Trainer::Run(const absl::Notification* stop) {
   return absl::OkStatus();
 }
 
-absl::Status Trainer::TrainShard(const v1::DataLease& lease, const absl::Notification* stop,
-                                 bool* finished) {
+absl::Status Trainer::TrainShard(const v1::DataLease& lease, DataLeaseRenewer* renewer,
+                                 const absl::Notification* stop, bool* finished) {
   *finished = false;
   ASSIGN_OR_RETURN(data::LabeledExamples examples, data_->LoadTrain(lease.data_shard()));
   if (examples.feature_dim != static_cast<size_t>(model_->input_dim())) {
@@ -250,9 +253,6 @@ absl::Status Trainer::TrainShard(const v1::DataLease& lease, const absl::Notific
   const size_t batch = static_cast<size_t>(options_.batch_size);
   std::vector<float> features;
   std::vector<int32_t> labels;
-  // Renewed in the background, so the lease lives on while the worker waits
-  // for a shard to come back.
-  DataLeaseRenewer renewer(coordinator_, lease, options_.worker_name);
   for (size_t begin = 0; begin < examples.count; begin += batch) {
     if (stop->HasBeenNotified()) return absl::OkStatus();
     const size_t n = std::min(batch, examples.count - begin);
@@ -338,7 +338,7 @@ absl::Status Trainer::TrainShard(const v1::DataLease& lease, const absl::Notific
       }
       if (options_.max_steps > 0 && steps_ >= options_.max_steps) return absl::OkStatus();
     }
-    if (std::optional<std::string> lost = renewer.Lost()) {
+    if (std::optional<std::string> lost = renewer->Lost()) {
       // Handed to another worker: stop training on it.
       std::fprintf(stderr, "[%s] %s\n", options_.worker_name.c_str(), lost->c_str());
       return absl::OkStatus();

@@ -15,6 +15,8 @@
 
 namespace dcasgd {
 
+class DataLeaseRenewer;  // trainer.cc
+
 // The train loop of one stateless worker (paper Alg. 1, worker side):
 // declare the model (idempotent), pull, then repeatedly lease a data shard
 // from the coordinator, and for each minibatch compute the gradient on the
@@ -50,9 +52,12 @@ class Trainer {
   // (UNAVAILABLE, CANCELLED, DEADLINE_EXCEEDED), `stop`, or ~5 minutes.
   template <typename Call>
   absl::Status RetryTransient(const char* what, const absl::Notification* stop, Call call);
-  // Trains on one leased shard; *finished says whether every batch was done.
-  absl::Status TrainShard(const v1::DataLease& lease, const absl::Notification* stop,
-                          bool* finished);
+  // Trains on one leased shard, renewed in the background by `renewer` (so
+  // it lives on while the worker waits for a shard to come back); stops
+  // early when the renewer reports the lease lost. *finished says whether
+  // every batch was done.
+  absl::Status TrainShard(const v1::DataLease& lease, DataLeaseRenewer* renewer,
+                          const absl::Notification* stop, bool* finished);
 
   const WorkerOptions options_;
   PsClient* const ps_;

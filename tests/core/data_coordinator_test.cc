@@ -188,9 +188,12 @@ TEST(DataCoordinator, ALeaseThatCannotBeSavedIsNotGranted) {
   auto second = c.Acquire("b", 2, 1);
   EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(c.Progress().leased, 1u);
-  // A completion that cannot be saved leaves the lease with its worker.
+  // A completion that cannot be saved leaves the lease with its worker, and
+  // counts as a renewal (the worker is alive while it retries).
+  clock.Advance(absl::Seconds(8));
   EXPECT_EQ(c.Complete(l.lease_id).code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(c.Progress().completed, 0u);
+  clock.Advance(absl::Seconds(8));  // 16 s after the grant, 8 after the attempt
   EXPECT_TRUE(c.Renew(l.lease_id).ok()) << "still held";
   disk.failing = false;
   EXPECT_TRUE(c.Complete(l.lease_id).ok());

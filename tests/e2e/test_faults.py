@@ -36,18 +36,18 @@ from harness import Cluster, ScratchVolume, wait_for
 SHARDS = 3
 WORKERS = 4
 DATA_SHARDS = 8
-EPOCHS = 8
+EPOCHS = 12
 LEASE_SECONDS = 6  # worker and data leases: a dead worker's data shard returns within it
 PS_FLAGS = ["--update_rule=dcasgd-a", "--lr=0.1", "--lr_schedule=step",
-            "--lr_decay_every=5000", "--lr_decay_factor=0.3",
+            "--lr_decay_every=7500", "--lr_decay_factor=0.3",
             f"--lease_seconds={LEASE_SECONDS}", "--checkpoint_interval_seconds=1"]
 WORKER_FLAGS = ["--model=softmax", "--batch_size=32", f"--epochs={EPOCHS}", "--log_every=500"]
-# Final accuracy of undisturbed runs of this job on a 2-core machine under
-# load (10 runs, see docs/operations.md "The fault suite"): mean 0.8286,
-# spread 0.8216..0.8352 (max - min 1.4 pp). A faulty run is compared with
-# one undisturbed run, so the difference of two such draws can reach the
-# full spread: the tolerance is the measured range, not 0.5 pp.
-ACCURACY_TOLERANCE = 0.015
+# Final accuracy of undisturbed runs of this job (10 runs on the 2-core
+# machine, see docs/operations.md "The fault suite"): mean 0.8429, standard
+# deviation 0.0005, range 0.8420..0.8438. The step decay of the learning rate
+# makes the final model nearly independent of the order of asynchronous
+# updates, so the 0.5 pp is well above the noise.
+ACCURACY_TOLERANCE = 0.005
 FAULTS_PER_RUN = 8
 # A SIGSTOPped shard must come back before leases run out (renewals every
 # third of a lease): stops stay below half a lease.
@@ -178,7 +178,7 @@ def final_accuracy(job):
 def trained_items(outputs):
     counts = collections.Counter()
     for out in outputs:
-        for shard, epoch in re.findall(r"trained data shard (\d+) of epoch (\d+)", out):
+        for shard, epoch in re.findall(r"trained data shard (\d+) of epoch (\d+) \(lease", out):
             counts[(int(epoch), int(shard))] += 1
     return counts
 
@@ -203,7 +203,7 @@ class FaultSuite(unittest.TestCase):
         total = DATA_SHARDS * EPOCHS
         for n in range(faults):
             # A random moment while most of the job is still to do.
-            time.sleep(rng.uniform(0.5, 3.0))
+            time.sleep(rng.uniform(0.3, 2.0))
             done = job.progress()
             if job.done() or (done is not None and done >= total - 2):
                 break

@@ -34,7 +34,7 @@ def trained_items(outputs):
     from the workers' 'trained data shard S of epoch E' lines."""
     counts = collections.Counter()
     for out in outputs:
-        for shard, epoch in re.findall(r"trained data shard (\d+) of epoch (\d+)", out):
+        for shard, epoch in re.findall(r"trained data shard (\d+) of epoch (\d+) \(lease", out):
             counts[(int(epoch), int(shard))] += 1
     return counts
 
