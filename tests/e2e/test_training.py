@@ -161,7 +161,7 @@ class LocalData(unittest.TestCase):
         self.cluster.restart_shard(1)
         self.assertEqual(worker.wait(300), 0, worker.output()[-3000:])
         out = worker.output()
-        self.assertTrue("step dropped" in out or "pull failed" in out, out[-3000:])
+        self.assertTrue("pushing its batch again" in out or "pull failed" in out, out[-3000:])
         self.assertIn("restored", self.cluster.shards[1][0].output())
         job = harness.job_status(f"127.0.0.1:{self.cluster.shards[0][1]}")
         self.assertTrue(job.done)
