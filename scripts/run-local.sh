@@ -106,7 +106,7 @@ if ((failed == workers)); then
   # so do not wait for the evaluator.
   echo "== all $workers workers failed; the job cannot finish. Their last words:" >&2
   for ((w = 0; w < workers; w++)); do
-    echo "   worker $w: $(grep -E 'dcasgd-worker:|training diverged' "$run/worker-$w.log" | tail -1)" >&2
+    echo "   worker $w: $(grep -E '^dcasgd-worker:' "$run/worker-$w.log" | tail -1)" >&2
   done
   kill "$eval_pid" 2>/dev/null || true
   wait "$eval_pid" 2>/dev/null || true

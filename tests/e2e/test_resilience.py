@@ -13,7 +13,8 @@
   the health service 'dcasgd.checkpoint' turns NOT_SERVING while the shard
   keeps serving; SIGTERM retries the final checkpoint and, when it must give
   up, exits 1 saying which versions are lost.
-- Every worker diverges: the evaluator ends with a clear message and exit 1.
+- Every worker gone (killed, or failed): the evaluator and the main job
+  (scripts/run-local.sh) end with a clear message and exit 1.
 """
 
 import collections
@@ -191,41 +192,65 @@ class Resilience(unittest.TestCase):
         worker.signal(signal.SIGTERM)
         self.assertEqual(worker.wait(60), 0, worker.output()[-3000:])
 
-    def test_evaluator_ends_when_every_worker_diverged(self):
+    def test_evaluator_ends_when_every_worker_is_gone(self):
         # Issue 13: with every worker dead the evaluator printed accuracy
         # forever and the job never ended.
-        self.cluster.start_shards(1, "--update_rule=dcasgd-c", "--lambda0=1e8", "--lr=0.5")
+        self.cluster.start_shards(2, *SOFTMAX_PS_FLAGS)
         evaluator = self.cluster.start_worker("evaluator", self.data, "--model=softmax",
                                               "--eval_interval_seconds=0.5",
                                               "--stall_timeout_seconds=5", role="eval")
-        workers = [self.cluster.start_worker(f"w{i}", self.data, "--model=softmax")
-                   for i in range(3)]
+        workers = [self.cluster.start_worker(f"w{i}", self.data, "--model=softmax",
+                                             "--epochs=50") for i in range(2)]
+        self.wait_for_progress(workers, 50)
         for w in workers:
-            self.assertNotEqual(w.wait(120), 0, w.output()[-2000:])
-            self.assertIn("training diverged", w.output())
+            w.signal(signal.SIGKILL)
+            w.wait(10)
         started = time.monotonic()
         code = evaluator.wait(60)
         out = evaluator.output()
         self.assertNotEqual(code, 0, out[-2000:])
-        # Either the shards' weights stayed finite and nothing moves any
-        # more, or the huge compensation made them overflow.
-        self.assertTrue("no worker is training" in out or "weights are not finite" in out,
-                        out[-2000:])
+        self.assertIn("no worker is training", out)
+        self.assertRegex(out, r"no progress for \d+s")
         self.assertLess(time.monotonic() - started, 30, "ends soon after the stall timeout")
 
-    def test_main_job_ends_when_every_worker_diverged(self):
-        # scripts/run-local.sh used to wait for the evaluator until killed.
+    def test_evaluator_ends_at_once_on_non_finite_weights(self):
+        # Too large a lambda0 makes the shards' weights overflow to Inf/NaN
+        # (the shards apply finite gradients without checking the result);
+        # the evaluator used to print 'test accuracy 0.1000, test loss -nan'
+        # forever. If shards come to refuse updates that overflow, this case
+        # cannot arise any more and the test goes with it.
+        self.cluster.start_shards(1, "--update_rule=dcasgd-c", "--lambda0=1e30", "--lr=0.5")
+        evaluator = self.cluster.start_worker("evaluator", self.data, "--model=softmax",
+                                              "--eval_interval_seconds=0.5",
+                                              "--stall_timeout_seconds=0", role="eval")
+        for i in range(3):
+            self.cluster.start_worker(f"w{i}", self.data, "--model=softmax")
+        code = evaluator.wait(120)
+        out = evaluator.output()
+        self.assertNotEqual(code, 0, out[-2000:])
+        self.assertIn("the model's weights are not finite", out)
+        self.assertIn("training diverged", out)
+
+    def test_main_job_ends_when_every_worker_failed(self):
+        # scripts/run-local.sh used to wait for the evaluator until killed
+        # when no worker could make progress. Here every training data shard
+        # is corrupt, so every worker fails (DATA_LOSS).
+        for name in os.listdir(os.path.join(self.data, "train")):
+            with open(os.path.join(self.data, "train", name), "r+b") as f:
+                f.seek(5000)
+                byte = f.read(1)
+                f.seek(5000)
+                f.write(bytes([byte[0] ^ 0xFF]))
         script = os.path.join(harness.SOURCE_DIR, "scripts", "run-local.sh")
         env = dict(os.environ, DCASGD_PREBUILT="1")
         result = subprocess.run(
-            [script, "--rule", "dcasgd-c", "--lambda0", "1e8", "--lr", "0.5", "--shards", "1",
-             "--workers", "3", "--epochs", "1", "--model", "softmax", "--data", self.data],
+            [script, "--shards", "1", "--workers", "3", "--epochs", "1", "--model", "softmax",
+             "--data", self.data],
             capture_output=True, text=True, timeout=300, env=env, cwd=harness.SOURCE_DIR)
         out = result.stdout + result.stderr
         self.assertNotEqual(result.returncode, 0, out[-3000:])
         self.assertIn("all 3 workers failed; the job cannot finish", out)
-        self.assertIn("training diverged", out)
-
+        self.assertIn("DATA_LOSS", out)
 
 if __name__ == "__main__":
     unittest.main()
