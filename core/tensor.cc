@@ -11,11 +11,13 @@
 namespace dcasgd {
 
 bool Initializer::operator==(const Initializer& o) const {
-  return kind == o.kind && a == o.a && b == o.b && seed == o.seed && values == o.values;
+  return kind == o.kind && a == o.a && b == o.b && seed == o.seed &&
+         values == o.values;
 }
 
 bool TensorSpec::operator==(const TensorSpec& o) const {
-  return name == o.name && shape == o.shape && chunk_elements == o.chunk_elements && init == o.init;
+  return name == o.name && shape == o.shape &&
+         chunk_elements == o.chunk_elements && init == o.init;
 }
 
 uint64_t TensorSpec::num_elements() const {
@@ -54,14 +56,14 @@ absl::Status ValidateTensorSpec(const TensorSpec& spec) {
   uint64_t n = 1;
   for (int64_t d : spec.shape) {
     if (d < 1) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor '", spec.name,
-                                                     "': every dimension must be >= 1, got shape ",
-                                                     ShapeString(spec.shape)));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", spec.name, "': every dimension must be >= 1, got shape ",
+                       ShapeString(spec.shape)));
     }
     if (static_cast<uint64_t>(d) > kMaxElements / n) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor '", spec.name, "': shape ",
-                                                     ShapeString(spec.shape),
-                                                     " has more than 2^40 elements"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor '", spec.name, "': shape ", ShapeString(spec.shape),
+          " has more than 2^40 elements"));
     }
     n *= static_cast<uint64_t>(d);
   }
@@ -78,8 +80,8 @@ absl::Status ValidateTensorSpec(const TensorSpec& spec) {
     case Initializer::Kind::kUniform:
       if (!(std::isfinite(init.a) && std::isfinite(init.b) && init.a < init.b)) {
         return absl::InvalidArgumentError(absl::StrCat(
-            "tensor '", spec.name, "': uniform initialiser needs finite low < high, got [", init.a,
-            ", ", init.b, ")"));
+            "tensor '", spec.name, "': uniform initialiser needs finite low < high, got [",
+            init.a, ", ", init.b, ")"));
       }
       break;
     case Initializer::Kind::kNormal:
@@ -96,8 +98,8 @@ absl::Status ValidateTensorSpec(const TensorSpec& spec) {
       }
       for (float v : init.values) {
         if (!std::isfinite(v)) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("tensor '", spec.name, "': explicit initial values contain NaN or Inf"));
+          return absl::InvalidArgumentError(absl::StrCat(
+              "tensor '", spec.name, "': explicit initial values contain NaN or Inf"));
         }
       }
       break;
@@ -116,7 +118,8 @@ void InitializeChunk(const TensorSpec& spec, uint64_t chunk_index, absl::Span<fl
   // One generator per chunk, seeded from (seed, chunk index): the values do
   // not depend on which shard owns the chunk or on the shard count.
   std::seed_seq seq{static_cast<uint32_t>(init.seed), static_cast<uint32_t>(init.seed >> 32),
-                    static_cast<uint32_t>(chunk_index), static_cast<uint32_t>(chunk_index >> 32)};
+                    static_cast<uint32_t>(chunk_index),
+                    static_cast<uint32_t>(chunk_index >> 32)};
   switch (init.kind) {
     case Initializer::Kind::kZeros:
       std::fill(out.begin(), out.end(), 0.0f);
