@@ -6,6 +6,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "client/channel_args.h"
 #include "client/retry.h"
 #include "client/rpc_convert.h"
 #include "core/placement.h"
@@ -162,11 +163,13 @@ absl::Status ReceiveAndFinish(Stream* stream, grpc::ClientContext* context, Chun
 // applies the push only when exactly that many chunks arrive and the stream
 // is half-closed). False when the stream broke.
 template <typename Stream>
-bool WriteGradients(Stream* stream, uint64_t worker_id, const std::vector<TensorLayout>& layouts,
+bool WriteGradients(Stream* stream, uint64_t worker_id, uint64_t step,
+                    const std::vector<TensorLayout>& layouts,
                     const std::vector<const float*>& sources, const std::vector<ChunkRef>& chunks) {
   v1::PushRequest request;
   request.set_worker_id(worker_id);
   request.set_chunk_count(static_cast<uint32_t>(chunks.size()));
+  request.set_step(step);
   v1::Chunk* gradient = request.mutable_gradient();
   for (const ChunkRef& c : chunks) {
     gradient->set_tensor(layouts[c.tensor].name);
@@ -177,6 +180,7 @@ bool WriteGradients(Stream* stream, uint64_t worker_id, const std::vector<Tensor
     if (!stream->Write(request)) return false;
     request.set_worker_id(0);
     request.set_chunk_count(0);
+    request.set_step(0);
   }
   return true;
 }
@@ -210,6 +214,7 @@ PsClient::PsClient(ClientOptions options) : options_(std::move(options)) {
   // Each client gets its own connections, so that several clients in one
   // process (e.g. benchmark workers) do not share one TCP stream.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  client::SetResilienceArgs(&args);
   for (uint32_t i = 0; i < options_.shard_addresses.size(); ++i) {
     auto shard = std::make_unique<Shard>();
     shard->index = i;
@@ -304,8 +309,13 @@ absl::Status PsClient::CallShard(Shard& shard, CallKind kind, Attempt attempt) {
     }
     absl::Status status = attempt(worker_id);
     if (status.ok()) return status;
-    if (absl::IsUnavailable(status) && n < options_.max_attempts) {
-      absl::SleepFor(backoff.Next());
+    // A shard restarting (UNAVAILABLE), shutting down with the call in
+    // flight (CANCELLED) or hung (DEADLINE_EXCEEDED): every call is safe to
+    // repeat, pushes thanks to their step.
+    const bool transient = absl::IsUnavailable(status) || absl::IsCancelled(status) ||
+                           absl::IsDeadlineExceeded(status);
+    if (transient && n < options_.max_attempts) {
+      WaitBeforeRetry(shard, backoff.Next());
       continue;
     }
     if (absl::IsFailedPrecondition(status) && kind != CallKind::kRead && worker_id != 0) {
@@ -325,6 +335,17 @@ absl::Status PsClient::CallShard(Shard& shard, CallKind kind, Attempt attempt) {
     }
     return status;
   }
+}
+
+void PsClient::WaitBeforeRetry(Shard& shard, absl::Duration delay) {
+  if (shard.channel->GetState(/*try_to_connect=*/false) == GRPC_CHANNEL_READY) {
+    // Connected: the shard itself answered (e.g. shutting down); back off.
+    absl::SleepFor(delay);
+    return;
+  }
+  // Not connected (the shard is down or restarting): retry as soon as the
+  // channel reconnects, not a whole backoff later.
+  shard.channel->WaitForConnected(absl::ToChronoTime(absl::Now() + delay));
 }
 
 absl::Status PsClient::JoinShard(Shard& shard) {
@@ -433,6 +454,9 @@ absl::Status PsClient::LeaveShards(int max_attempts) {
       SetDeadline(&context, options_.rpc_timeout);
       const absl::Status status =
           client::FromGrpcStatus(shard.stub->Leave(&context, request, &response), shard.label);
+      // Unknown or expired (e.g. the shard restarted meanwhile): the lease is
+      // gone already, which is what Leave wants.
+      if (absl::IsFailedPrecondition(status)) return absl::OkStatus();
       if (!absl::IsUnavailable(status) || n >= max_attempts) return status;
       absl::SleepFor(backoff.Next());
     }
@@ -592,18 +616,35 @@ absl::Status PsClient::PrepareGradients(const TensorMap& gradients,
   return absl::OkStatus();
 }
 
-absl::Status PsClient::Push(const TensorMap& gradients, PushStats* stats) {
-  return DoPush(gradients, nullptr, stats);
+uint64_t PsClient::NextStep() { return last_step_.fetch_add(1, std::memory_order_relaxed) + 1; }
+
+absl::Status PsClient::Push(const TensorMap& gradients, PushStats* stats, uint64_t step) {
+  return DoPush(gradients, nullptr, stats, step);
 }
 
-absl::Status PsClient::PushPull(const TensorMap& gradients, TensorMap* weights, PushStats* stats) {
+absl::Status PsClient::PushPull(const TensorMap& gradients, TensorMap* weights, PushStats* stats,
+                                uint64_t step) {
   if (weights == nullptr) return absl::InvalidArgumentError("PushPull: weights is null");
-  return DoPush(gradients, weights, stats);
+  return DoPush(gradients, weights, stats, step);
 }
 
-absl::Status PsClient::DoPush(const TensorMap& gradients, TensorMap* weights, PushStats* stats) {
+absl::Status PsClient::DoPush(const TensorMap& gradients, TensorMap* weights, PushStats* stats,
+                              uint64_t step) {
   if (!is_worker()) {
     return absl::FailedPreconditionError("an evaluator (no worker_name) cannot push");
+  }
+  absl::MutexLock push_lock(&push_mu_);
+  if (step == 0) {
+    step = NextStep();
+  } else {
+    // Later NextStep() calls stay above a step the caller chose itself.
+    uint64_t last = last_step_.load(std::memory_order_relaxed);
+    while (last < step && !last_step_.compare_exchange_weak(last, step)) {
+    }
+  }
+  if (stats != nullptr) {
+    *stats = PushStats();
+    stats->step = step;
   }
   std::vector<TensorLayout> layouts;
   std::vector<const float*> sources;
@@ -629,7 +670,7 @@ absl::Status PsClient::DoPush(const TensorMap& gradients, TensorMap* weights, Pu
         v1::PushResponse response;
         const absl::Time start = absl::Now();
         auto stream = shard.stub->Push(&context, &response);
-        if (WriteGradients(stream.get(), worker_id, layouts, sources, plan[s])) {
+        if (WriteGradients(stream.get(), worker_id, step, layouts, sources, plan[s])) {
           stream->WritesDone();
         }
         const absl::Time sent = absl::Now();
@@ -643,7 +684,7 @@ absl::Status PsClient::DoPush(const TensorMap& gradients, TensorMap* weights, Pu
       ChunkReceiver receiver(layouts, tensor_index, plan[s], destinations, shard.label);
       const absl::Time start = absl::Now();
       auto stream = shard.stub->PushPull(&context);
-      if (WriteGradients(stream.get(), worker_id, layouts, sources, plan[s])) {
+      if (WriteGradients(stream.get(), worker_id, step, layouts, sources, plan[s])) {
         stream->WritesDone();
       }
       const absl::Time sent = absl::Now();
@@ -663,7 +704,6 @@ absl::Status PsClient::DoPush(const TensorMap& gradients, TensorMap* weights, Pu
   });
   RETURN_IF_ERROR(pushed);
   if (stats != nullptr) {
-    *stats = PushStats();
     stats->versions.assign(shard_count(), 0);
     uint64_t sum = 0;
     for (uint32_t s : touched) {

@@ -1,6 +1,7 @@
 #ifndef DCASGD_CLIENT_PS_CLIENT_H_
 #define DCASGD_CLIENT_PS_CLIENT_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -31,11 +32,14 @@ struct ClientOptions {
   std::string worker_name;
   // Deadline of each RPC attempt (a whole stream counts as one attempt).
   absl::Duration rpc_timeout = absl::Seconds(60);
-  // Attempts per RPC when a shard answers UNAVAILABLE (>= 1).
+  // Attempts per RPC when a shard answers UNAVAILABLE, or the call ends
+  // CANCELLED or DEADLINE_EXCEEDED (a shard restarting or hung) (>= 1).
   int max_attempts = 8;
-  // Exponential backoff with jitter between those attempts.
+  // Exponential backoff with jitter between those attempts. The cap is low so
+  // that a restarted shard is used within about a second of coming back
+  // (the channels reconnect at least that often, client/channel_args.h).
   absl::Duration initial_backoff = absl::Milliseconds(50);
-  absl::Duration max_backoff = absl::Seconds(2);
+  absl::Duration max_backoff = absl::Seconds(1);
   // Renew the leases in a background thread every lease/3. Off only in tests
   // that let a lease expire.
   bool heartbeats = true;
@@ -45,6 +49,8 @@ struct ClientOptions {
 
 // What a Push or PushPull did on the shards it touched.
 struct PushStats {
+  // The push's step (ps.proto PushRequest.step).
+  uint64_t step = 0;
   // Per shard index: the shard version after this push was applied, or 0 for
   // shards that own none of the pushed chunks.
   std::vector<uint64_t> versions;
@@ -70,17 +76,24 @@ struct PushStats {
 // stream per call.
 //
 // Errors (absl codes, message prefixed with the shard and its address):
-//   - UNAVAILABLE is retried with exponential backoff and jitter, at most
-//     max_attempts times per shard and call; then returned.
+//   - UNAVAILABLE, CANCELLED and DEADLINE_EXCEEDED (a shard restarting,
+//     shutting down or hung) are retried with exponential backoff and jitter,
+//     at most max_attempts times per shard and call; then returned. Pushes
+//     are retried with the same step, so a shard that applied a push whose
+//     answer was lost answers again without applying it twice.
 //   - FAILED_PRECONDITION from a shard (lease lost, unknown worker, no backup)
 //     makes the client re-join that shard and return FAILED_PRECONDITION
 //     ending in "re-joined; pull again": the caller pulls and recomputes.
 //   - Other codes are returned as the shard sent them (see ps.proto).
 //   A push is applied shard by shard: when one shard fails, others may
 //   already have applied their part (each shard is an independent update).
+//   To push the same batch again after an error, pass the failed push's step
+//   (PushStats::step, or one reserved with NextStep()): shards that applied
+//   it answer with their recorded result, the others apply the new push.
 //
 // Thread-safe: calls may come from several threads; each call blocks until
-// every shard it touched has answered.
+// every shard it touched has answered. Pushes of one client run one at a
+// time (steps must reach each shard in order).
 class PsClient {
  public:
   // Opens one channel per shard. A worker (non-empty worker_name) joins every
@@ -111,17 +124,24 @@ class PsClient {
   // FAILED_PRECONDITION the shard is re-joined and the pull retried once.
   absl::Status Pull(const std::vector<std::string>& names, TensorMap* out);
 
+  // Reserves the next push step. Pass it to Push/PushPull (and again when
+  // the push fails, to push the batch again without applying it twice); use
+  // reserved steps in the order they were reserved, before any later push.
+  uint64_t NextStep();
+
   // Pushes full gradients of the tensors in `gradients`. Before anything is
   // sent: NOT_FOUND for an unknown tensor, INVALID_ARGUMENT naming the tensor
   // and the expected length when a size is wrong, FAILED_PRECONDITION for an
-  // evaluator. `stats` may be null.
-  absl::Status Push(const TensorMap& gradients, PushStats* stats = nullptr);
+  // evaluator. `stats` may be null. `step` 0 takes the next step; the step
+  // used is stats->step, also after an error.
+  absl::Status Push(const TensorMap& gradients, PushStats* stats = nullptr, uint64_t step = 0);
 
   // Push and pull of the same tensors in one stream per shard: on success
   // (*weights)[name] holds the updated values of each pushed tensor (which
-  // the shards keep as this worker's backup). Errors as Push; on error
-  // `weights` may hold partial values.
-  absl::Status PushPull(const TensorMap& gradients, TensorMap* weights, PushStats* stats = nullptr);
+  // the shards keep as this worker's backup). Errors and `step` as Push; on
+  // error `weights` may hold partial values.
+  absl::Status PushPull(const TensorMap& gradients, TensorMap* weights, PushStats* stats = nullptr,
+                        uint64_t step = 0);
 
   // GetStatus of every shard, in shard order.
   absl::StatusOr<std::vector<v1::ShardStatus>> GetStatus();
@@ -129,8 +149,10 @@ class PsClient {
   // Makes every shard write a checkpoint now; their answers in shard order.
   absl::StatusOr<std::vector<v1::CheckpointResponse>> Checkpoint();
 
-  // Stops the heartbeats and ends the leases on every shard. Later pushes are
-  // FAILED_PRECONDITION; pulls are made as an evaluator. Idempotent.
+  // Stops the heartbeats and ends the leases on every shard (a shard that no
+  // longer knows this worker, e.g. after a restart, counts as done). Later
+  // pushes are FAILED_PRECONDITION; pulls are made as an evaluator.
+  // Idempotent.
   absl::Status Leave();
 
   uint32_t shard_count() const { return static_cast<uint32_t>(shards_.size()); }
@@ -162,6 +184,9 @@ class PsClient {
   absl::StatusOr<std::vector<Response>> UnaryOnEveryShard(grpc::Status (
       v1::ParameterShard::Stub::*rpc)(grpc::ClientContext*, const Request&, Response*));
 
+  // Waits `delay` before retrying a call to `shard`, or less when its
+  // channel reconnects meanwhile.
+  void WaitBeforeRetry(Shard& shard, absl::Duration delay);
   absl::Status JoinShard(Shard& shard);
   // Joins again unless someone already did since `failed_worker_id` failed.
   absl::Status Rejoin(Shard& shard, uint64_t failed_worker_id);
@@ -178,11 +203,17 @@ class PsClient {
   absl::Status PrepareGradients(const TensorMap& gradients,
                                 std::vector<client::TensorLayout>* layouts,
                                 std::vector<const float*>* sources) const;
-  absl::Status DoPush(const TensorMap& gradients, TensorMap* weights, PushStats* stats);
+  absl::Status DoPush(const TensorMap& gradients, TensorMap* weights, PushStats* stats,
+                      uint64_t step);
 
   // Constant after construction.
   const ClientOptions options_;
   std::vector<std::unique_ptr<Shard>> shards_;
+
+  // The last step handed out; atomic so NextStep never waits for a push.
+  std::atomic<uint64_t> last_step_{0};
+  // Held for a whole push, so steps reach each shard in order.
+  absl::Mutex push_mu_;
 
   mutable absl::Mutex layouts_mu_;
   absl::flat_hash_map<std::string, client::TensorLayout> layouts_ ABSL_GUARDED_BY(layouts_mu_);

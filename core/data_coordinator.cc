@@ -1,7 +1,10 @@
 #include "core/data_coordinator.h"
 
 #include <algorithm>
+#include <utility>
+#include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -9,10 +12,21 @@
 
 namespace dcasgd {
 
-DataCoordinator::DataCoordinator(absl::Duration lease, Clock* clock)
-    : lease_(lease), clock_(clock) {
+DataCoordinator::DataCoordinator(absl::Duration lease, Clock* clock, StateSaver save)
+    : lease_(lease), clock_(clock), save_(std::move(save)) {
   DCASGD_CHECK(clock_ != nullptr);
   DCASGD_CHECK(lease_ > absl::ZeroDuration());
+}
+
+absl::Status DataCoordinator::Commit(absl::string_view what) {
+  if (save_ == nullptr) return absl::OkStatus();
+  absl::Status saved = save_(SerializeLocked());
+  if (saved.ok()) return saved;
+  // Retry: a full or failing disk may recover, and the caller's request
+  // changed nothing.
+  return absl::UnavailableError(absl::StrCat("the coordinator cannot save its data schedule (",
+                                             saved.message(), "), so ", what,
+                                             " did not happen; retry"));
 }
 
 void DataCoordinator::ReclaimExpired() {
@@ -21,6 +35,7 @@ void DataCoordinator::ReclaimExpired() {
   for (auto it = leased_.begin(); it != leased_.end();) {
     if (it->second.deadline < now) {
       expired.push_back(it->second.item);
+      out_[IndexOf(it->second.item)] = false;
       leased_.erase(it++);
     } else {
       ++it;
@@ -42,9 +57,10 @@ std::optional<DataCoordinator::Item> DataCoordinator::TakePending() {
     returned_.pop_front();
     return item;
   }
-  // Done items are skipped (after a restore); the cursor only moves forward.
+  // Done items (after a restore) and leased ones (restored leases) are
+  // skipped; the cursor only moves forward.
   const uint64_t items = uint64_t{num_data_shards_} * epochs_;
-  while (cursor_ < items && done_[cursor_]) ++cursor_;
+  while (cursor_ < items && (done_[cursor_] || out_[cursor_])) ++cursor_;
   if (cursor_ == items) return std::nullopt;
   const uint64_t i = cursor_++;
   return Item{static_cast<uint32_t>(i / num_data_shards_),
@@ -69,18 +85,20 @@ absl::StatusOr<AcquireResult> DataCoordinator::Acquire(const std::string& worker
                      " epochs and ", kMaxWorkItems, " (data shard, epoch) items"));
   }
   absl::MutexLock lock(&mu_);
-  if (!configured_) {
+  const bool configures = !configured_;
+  if (configures) {
     // Built before anything is fixed, so a failure leaves no half a job.
     std::vector<uint32_t> per_epoch(epochs, 0);
     std::vector<bool> done(size_t{epochs} * num_data_shards, false);
+    std::vector<bool> out(done.size(), false);
     configured_ = true;
     num_data_shards_ = num_data_shards;
     epochs_ = epochs;
     completed_per_epoch_ = std::move(per_epoch);
     done_ = std::move(done);
+    out_ = std::move(out);
     returned_.clear();
     cursor_ = 0;
-    ++generation_;
   } else if (num_data_shards != num_data_shards_ || epochs != epochs_) {
     return absl::FailedPreconditionError(
         absl::StrCat("the coordinator runs a job of ", num_data_shards_, " data shards x ", epochs_,
@@ -100,6 +118,24 @@ absl::StatusOr<AcquireResult> DataCoordinator::Acquire(const std::string& worker
     lease.epoch = item.epoch;
     lease.lease = lease_;
     leased_.emplace(lease.lease_id, Outstanding{item, worker_name, clock_->Now() + lease_});
+    out_[IndexOf(item)] = true;
+    // Durable before it is granted: a lease a restart would forget is handed
+    // out again while its holder still trains on it.
+    if (absl::Status saved = Commit("no data shard was leased"); !saved.ok()) {
+      leased_.erase(lease.lease_id);
+      out_[IndexOf(item)] = false;
+      returned_.push_front(item);  // handed out first next time
+      if (configures) {
+        configured_ = false;
+        num_data_shards_ = epochs_ = 0;
+        returned_.clear();
+        cursor_ = 0;
+        completed_per_epoch_.clear();
+        done_.clear();
+        out_.clear();
+      }
+      return saved;
+    }
     return AcquireResult(lease);
   }
   if (leased_.empty()) return AcquireResult(JobDone{});
@@ -131,12 +167,27 @@ absl::Status DataCoordinator::Complete(uint64_t lease_id) {
     return absl::FailedPreconditionError(absl::StrCat(
         "data lease ", lease_id, " is unknown or expired; its shard was handed out again"));
   }
-  const Item item = it->second.item;
+  const Outstanding outstanding = it->second;
+  const Item item = outstanding.item;
+  const size_t index = IndexOf(item);
   ++completed_per_epoch_[item.epoch];
-  done_[size_t{item.epoch} * num_data_shards_ + item.shard] = true;
+  done_[index] = true;
+  out_[index] = false;
   ++completed_;
-  ++generation_;
   leased_.erase(it);
+  if (absl::Status saved = Commit(absl::StrCat("the completion of data lease ", lease_id));
+      !saved.ok()) {
+    // The lease stays with its worker, which retries; the attempt shows the
+    // worker is alive, so it counts as a renewal.
+    --completed_per_epoch_[item.epoch];
+    done_[index] = false;
+    out_[index] = true;
+    --completed_;
+    Outstanding renewed = outstanding;
+    renewed.deadline = clock_->Now() + lease_;
+    leased_.emplace(lease_id, std::move(renewed));
+    return saved;
+  }
   return absl::OkStatus();
 }
 
@@ -161,26 +212,37 @@ JobProgress DataCoordinator::Progress() {
   return p;
 }
 
-uint64_t DataCoordinator::generation() {
-  absl::MutexLock lock(&mu_);
-  return generation_;
-}
-
 // Format (text, one item per line):
-//   dcasgd-data-coordinator 1
-//   job <num_data_shards> <epochs> <reissued>
-//   epoch <e> <one '0'/'1' per data shard: done>
+//   dcasgd-data-coordinator 2
+//   job <num_data_shards> <epochs> <reissued> <next lease id>
+//   epoch <e> <one '0'/'1' per data shard: done>        (one per epoch)
+//   lease <lease id> <epoch> <data shard> <worker name, C-escaped>  (one per lease out)
+// Version 1 had no next lease id and no lease lines.
 std::string DataCoordinator::SerializeProgress() {
   absl::MutexLock lock(&mu_);
-  std::string out = "dcasgd-data-coordinator 1\n";
+  return SerializeLocked();
+}
+
+std::string DataCoordinator::SerializeLocked() const {
+  std::string out = "dcasgd-data-coordinator 2\n";
   if (!configured_) return out;
-  absl::StrAppend(&out, "job ", num_data_shards_, " ", epochs_, " ", reissued_, "\n");
+  absl::StrAppend(&out, "job ", num_data_shards_, " ", epochs_, " ", reissued_, " ", next_lease_id_,
+                  "\n");
   for (uint32_t e = 0; e < epochs_; ++e) {
     absl::StrAppend(&out, "epoch ", e, " ");
     for (uint32_t s = 0; s < num_data_shards_; ++s) {
       out.push_back(done_[size_t{e} * num_data_shards_ + s] ? '1' : '0');
     }
     out.push_back('\n');
+  }
+  std::vector<uint64_t> ids;
+  ids.reserve(leased_.size());
+  for (const auto& [id, o] : leased_) ids.push_back(id);
+  std::sort(ids.begin(), ids.end());
+  for (uint64_t id : ids) {
+    const Outstanding& o = leased_.at(id);
+    absl::StrAppend(&out, "lease ", id, " ", o.item.epoch, " ", o.item.shard, " ",
+                    absl::CEscape(o.worker), "\n");
   }
   return out;
 }
@@ -190,26 +252,34 @@ absl::Status DataCoordinator::RestoreProgress(absl::string_view text) {
     return absl::DataLossError(absl::StrCat("data coordinator state: ", why));
   };
   std::vector<absl::string_view> lines = absl::StrSplit(text, '\n', absl::SkipEmpty());
-  if (lines.empty() || lines[0] != "dcasgd-data-coordinator 1") {
-    return bad("missing or unknown header");
-  }
+  int format = 0;
+  if (!lines.empty() && lines[0] == "dcasgd-data-coordinator 1") format = 1;
+  if (!lines.empty() && lines[0] == "dcasgd-data-coordinator 2") format = 2;
+  if (format == 0) return bad("missing or unknown header");
   if (lines.size() == 1) {  // saved before any worker fixed the job
     absl::MutexLock lock(&mu_);
     configured_ = false;
+    num_data_shards_ = epochs_ = 0;
     returned_.clear();
     cursor_ = 0;
     leased_.clear();
+    completed_per_epoch_.clear();
+    done_.clear();
+    out_.clear();
     completed_ = reissued_ = 0;
-    ++generation_;
+    next_lease_id_ = 1;
     return absl::OkStatus();
   }
   std::vector<absl::string_view> job = absl::StrSplit(lines[1], ' ');
   uint32_t shards = 0, epochs = 0;
-  uint64_t reissued = 0;
-  if (job.size() != 4 || job[0] != "job" || !absl::SimpleAtoi(job[1], &shards) ||
-      !absl::SimpleAtoi(job[2], &epochs) || !absl::SimpleAtoi(job[3], &reissued) || shards == 0 ||
-      epochs == 0 || shards > kMaxDataShards || epochs > kMaxEpochs ||
-      uint64_t{shards} * epochs > kMaxWorkItems || lines.size() != 2 + size_t{epochs}) {
+  uint64_t reissued = 0, next_lease_id = 1;
+  if (job.size() != (format == 1 ? 4u : 5u) || job[0] != "job" ||
+      !absl::SimpleAtoi(job[1], &shards) || !absl::SimpleAtoi(job[2], &epochs) ||
+      !absl::SimpleAtoi(job[3], &reissued) ||
+      (format == 2 && (!absl::SimpleAtoi(job[4], &next_lease_id) || next_lease_id == 0)) ||
+      shards == 0 || epochs == 0 || shards > kMaxDataShards || epochs > kMaxEpochs ||
+      uint64_t{shards} * epochs > kMaxWorkItems || lines.size() < 2 + size_t{epochs} ||
+      (format == 1 && lines.size() != 2 + size_t{epochs})) {
     return bad("malformed job line or wrong number of epoch lines");
   }
   std::vector<bool> done(size_t{epochs} * shards, false);
@@ -227,19 +297,44 @@ absl::Status DataCoordinator::RestoreProgress(absl::string_view text) {
       per_epoch[e] += parts[2][s] == '1';
     }
   }
+  // Leases out when the state was saved: their holders renew and complete
+  // them after the restart; their deadlines start again now.
+  const absl::Time deadline = clock_->Now() + lease_;
+  absl::flat_hash_map<uint64_t, Outstanding> leased;
+  std::vector<bool> out(done.size(), false);
+  for (size_t i = 2 + size_t{epochs}; i < lines.size(); ++i) {
+    std::vector<absl::string_view> parts = absl::StrSplit(lines[i], absl::MaxSplits(' ', 4));
+    uint64_t id = 0;
+    uint32_t epoch = 0, shard = 0;
+    std::string worker;
+    if (parts.size() != 5 || parts[0] != "lease" || !absl::SimpleAtoi(parts[1], &id) ||
+        !absl::SimpleAtoi(parts[2], &epoch) || !absl::SimpleAtoi(parts[3], &shard) || id == 0 ||
+        id >= next_lease_id || epoch >= epochs || shard >= shards ||
+        !absl::CUnescape(parts[4], &worker) || worker.empty()) {
+      return bad(absl::StrCat("malformed lease line '", lines[i], "'"));
+    }
+    const size_t index = size_t{epoch} * shards + shard;
+    if (done[index] || out[index] || leased.contains(id)) {
+      return bad(absl::StrCat("lease ", id, " is of a data shard already done or leased"));
+    }
+    out[index] = true;
+    leased.emplace(id, Outstanding{Item{epoch, shard}, std::move(worker), deadline});
+    if (leased.size() > kMaxLeases) return bad("more leases than a coordinator holds");
+  }
   absl::MutexLock lock(&mu_);
   configured_ = true;
   num_data_shards_ = shards;
   epochs_ = epochs;
   reissued_ = reissued;
+  next_lease_id_ = next_lease_id;
   done_ = std::move(done);
   completed_per_epoch_ = std::move(per_epoch);
+  out_ = std::move(out);
   completed_ = 0;
   returned_.clear();
-  cursor_ = 0;  // TakePending skips the done items
-  leased_.clear();
+  cursor_ = 0;  // TakePending skips the items done or leased
+  leased_ = std::move(leased);
   for (uint32_t e = 0; e < epochs; ++e) completed_ += completed_per_epoch_[e];
-  ++generation_;
   return absl::OkStatus();
 }
 

@@ -5,9 +5,11 @@
 #include <deque>
 #include <optional>
 #include <string>
+#include <vector>
 #include <variant>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -48,10 +50,18 @@ struct JobProgress {
 // (epoch, shard) are handed out in order; epochs may overlap at their
 // boundary so no worker idles while others finish an epoch. A lease that is
 // neither renewed nor completed by its deadline goes back to the front of the
-// queue. Thread-safe.
+// queue.
+//
+// With a `save` function, every change of the durable state (the job fixed,
+// a lease granted, a data shard done) is saved before it takes effect: when
+// the save fails the call changes nothing and returns UNAVAILABLE (retry),
+// so no lease is ever granted that a restart would forget. The saved state
+// includes the leases out, so their holders can renew and complete them
+// after a restart of the coordinator. Thread-safe; `save` runs under the
+// coordinator's lock (calls wait for it).
 //
 // Memory is bounded by the limits below whatever callers ask: the schedule
-// is a cursor over the items plus one bit per item, not a list of them.
+// is a cursor over the items plus two bits per item, not a list of them.
 class DataCoordinator {
  public:
   // The largest job: data shards per epoch, epochs, and their product (the
@@ -62,31 +72,37 @@ class DataCoordinator {
   // Leases out at once (each holds its worker's name).
   static constexpr size_t kMaxLeases = size_t{1} << 16;
 
-  // `clock` must outlive the coordinator.
-  DataCoordinator(absl::Duration lease, Clock* clock);
+  // Writes a SerializeProgress() text durably (atomically).
+  using StateSaver = absl::AnyInvocable<absl::Status(const std::string&)>;
+
+  // `clock` must outlive the coordinator. `save` may be null (nothing is
+  // durable).
+  DataCoordinator(absl::Duration lease, Clock* clock, StateSaver save = nullptr);
 
   // The first call fixes the job: INVALID_ARGUMENT for zero shards/epochs or
   // a job beyond the limits above (nothing is fixed then), FAILED_PRECONDITION
   // when a later call names a different job, RESOURCE_EXHAUSTED when
-  // kMaxLeases leases are out.
+  // kMaxLeases leases are out, UNAVAILABLE when the new lease cannot be saved
+  // (none is granted).
   absl::StatusOr<AcquireResult> Acquire(const std::string& worker_name, uint32_t num_data_shards,
                                         uint32_t epochs);
   // FAILED_PRECONDITION when the lease is unknown or has expired.
   absl::Status Renew(uint64_t lease_id);
+  // FAILED_PRECONDITION when the lease is unknown or has expired;
+  // UNAVAILABLE when the completion cannot be saved (the lease stays).
   absl::Status Complete(uint64_t lease_id);
   JobProgress Progress();
   absl::Duration lease() const { return lease_; }
 
-  // The durable part of the job (its shape, which (epoch, shard) items are
-  // done, the re-issue count) as text, so shard 0 can restart without
-  // restarting the data schedule. Leases out at the time are not saved: on
-  // restore their items are pending again.
+  // The durable state of the job (its shape, which (epoch, shard) items are
+  // done, the re-issue count, the leases out and their workers) as text, so
+  // shard 0 can restart without restarting the data schedule.
   std::string SerializeProgress();
-  // Replaces all state with a SerializeProgress() text. DATA_LOSS (and no
-  // change) when it is malformed.
+  // Replaces all state with a SerializeProgress() text (this version's or
+  // the previous one, which had no leases). Restored leases get a fresh
+  // deadline. DATA_LOSS (and no change) when the text is malformed or beyond
+  // the limits above.
   absl::Status RestoreProgress(absl::string_view text);
-  // Bumped whenever the durable part changes (job fixed, item done).
-  uint64_t generation();
 
  private:
   struct Item {
@@ -99,14 +115,22 @@ class DataCoordinator {
     absl::Time deadline;
   };
   void ReclaimExpired() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The next item to hand out (re-issued first, then the cursor's next item
-  // not done), or nullopt when none is pending.
+  // The next item to hand out (returned ones first, then the cursor's next
+  // item neither done nor leased), or nullopt when none is pending.
   std::optional<Item> TakePending() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  size_t IndexOf(const Item& item) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return size_t{item.epoch} * num_data_shards_ + item.shard;
+  }
+  std::string SerializeLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Saves the state (OK without a saver); UNAVAILABLE naming `what` when the
+  // save fails.
+  absl::Status Commit(absl::string_view what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const absl::Duration lease_;
   Clock* const clock_;
 
   absl::Mutex mu_;
+  StateSaver save_ ABSL_GUARDED_BY(mu_);
   bool configured_ ABSL_GUARDED_BY(mu_) = false;
   uint32_t num_data_shards_ ABSL_GUARDED_BY(mu_) = 0;
   uint32_t epochs_ ABSL_GUARDED_BY(mu_) = 0;
@@ -117,9 +141,9 @@ class DataCoordinator {
   absl::flat_hash_map<uint64_t, Outstanding> leased_ ABSL_GUARDED_BY(mu_);
   // completed_per_epoch_[e]: shards of epoch e done.
   std::vector<uint32_t> completed_per_epoch_ ABSL_GUARDED_BY(mu_);
-  // done_[e * num_data_shards_ + s]: item (e, s) is done.
+  // done_[e * num_data_shards_ + s]: item (e, s) is done; out_[...]: leased.
   std::vector<bool> done_ ABSL_GUARDED_BY(mu_);
-  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<bool> out_ ABSL_GUARDED_BY(mu_);
   uint64_t completed_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t reissued_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_lease_id_ ABSL_GUARDED_BY(mu_) = 1;

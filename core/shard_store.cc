@@ -101,6 +101,12 @@ struct ShardStore::Worker {
   absl::Time deadline;
   uint64_t pull_version = 0;  // shard version at the last pull (or join)
   uint64_t clock = 0;         // SSP: pushes applied
+  // Push deduplication: the last step applied, the version and staleness it
+  // got, and the step of a push being applied or waiting (0: none).
+  uint64_t last_step = 0;
+  uint64_t last_step_version = 0;
+  uint64_t last_step_staleness = 0;
+  uint64_t step_in_flight = 0;
 };
 
 struct ShardStore::ValidatedPush {
@@ -208,11 +214,13 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
 
 }  // namespace
 
-ShardStore::ShardStore(ShardConfig config, Clock* clock)
+ShardStore::ShardStore(ShardConfig config, Clock* clock, RandomSource* random)
     : config_(std::move(config)),
       clock_(clock),
-      keeps_backups_(config_.optimizer.uses_backup() && config_.sync != SyncMode::kSsgd) {
+      keeps_backups_(config_.optimizer.uses_backup() && config_.sync != SyncMode::kSsgd),
+      random_(random) {
   DCASGD_CHECK(clock_ != nullptr);
+  DCASGD_CHECK(random_ != nullptr);
   DCASGD_CHECK(config_.Validate().ok());
 }
 
@@ -454,7 +462,12 @@ absl::StatusOr<JoinResult> ShardStore::Join(const std::string& worker_name) {
     uint64_t min_clock = std::numeric_limits<uint64_t>::max();
     for (const auto& [id, w] : workers_) min_clock = std::min(min_clock, w->clock);
     worker->clock = workers_.empty() ? 0 : min_clock;
-    result.worker_id = next_worker_id_++;
+    // Random ids, not a counter: a counter restarts at 1 with the shard, and
+    // a worker joining after a restart could get the id another worker still
+    // uses (one lease and one backup for two workers).
+    WorkerId id = 0;
+    while (id == 0 || workers_.contains(id)) id = random_->Next64();
+    result.worker_id = id;
     result.lease = config_.lease;
     workers_.emplace(result.worker_id, std::move(worker));
   }
@@ -803,8 +816,143 @@ void ShardStore::ApplyChunk(WorkerId worker, const WorkerLiveness* liveness, Chu
   if (pull_after) StoreBackup(worker, liveness, chunk, chunk->weights.data(), backup_added);
 }
 
-void ShardStore::SubmitPush(WorkerId worker, std::vector<GradientChunk> chunks, bool pull_after,
-                            PushDone done, ChunkSink sink) {
+bool ShardStore::ClaimStep(WorkerId worker, uint64_t step, const std::vector<GradientChunk>& chunks,
+                           bool pull_after, PushDone& done, ChunkSink& sink) {
+  uint64_t version = 0, staleness = 0;
+  {
+    absl::MutexLock lock(&members_mu_);
+    auto it = workers_.find(worker);
+    if (it == workers_.end() || it->second->deadline < clock_->Now()) {
+      // Validate() gives the full message.
+      return true;
+    }
+    Worker& w = *it->second;
+    if (step > w.last_step && w.step_in_flight != step) {
+      if (w.step_in_flight != 0) {
+        // An earlier push of this worker is still being applied or waits
+        // for a round: steps arrive in order, so this one waits its turn.
+        done(absl::UnavailableError(absl::StrCat("push step ", step, " of worker ", worker,
+                                                 " arrived while step ", w.step_in_flight,
+                                                 " is still being applied; retry")));
+        return false;
+      }
+      w.step_in_flight = step;
+      return true;
+    }
+    if (step == w.step_in_flight) {
+      done(absl::UnavailableError(absl::StrCat("push step ", step, " of worker ", worker,
+                                               " is being applied now; retry for its result")));
+      return false;
+    }
+    if (step < w.last_step) {
+      done(absl::AlreadyExistsError(absl::StrCat(
+          "push step ", step, " of worker ", worker, " is older than its last applied step ",
+          w.last_step, ": a late duplicate, already applied or superseded; nothing applied")));
+      return false;
+    }
+    version = w.last_step_version;
+    staleness = w.last_step_staleness;
+  }
+  // The same step again: its acknowledgement was lost. Answer as before.
+  absl::StatusOr<PushResult> replayed = Replay(worker, chunks, pull_after, version, staleness);
+  if (replayed.ok() && pull_after && sink != nullptr) {
+    for (ChunkValues& values : replayed->new_values) {
+      AppliedChunk applied;
+      applied.version = version;
+      applied.staleness = staleness;
+      applied.values = std::move(values);
+      sink(std::move(applied));
+    }
+    replayed->new_values.clear();
+  }
+  done(std::move(replayed));
+  return false;
+}
+
+void ShardStore::FinishStep(WorkerId worker, uint64_t step,
+                            const absl::StatusOr<PushResult>& result) {
+  absl::MutexLock lock(&members_mu_);
+  auto it = workers_.find(worker);
+  if (it == workers_.end()) return;
+  Worker& w = *it->second;
+  if (w.step_in_flight == step) w.step_in_flight = 0;
+  // Only an applied push records its step: a rejected one may be retried.
+  if (result.ok() && step > w.last_step) {
+    w.last_step = step;
+    w.last_step_version = result->version;
+    w.last_step_staleness = result->staleness;
+  }
+}
+
+absl::StatusOr<PushResult> ShardStore::Replay(WorkerId worker,
+                                              const std::vector<GradientChunk>& chunks,
+                                              bool pull_after, uint64_t version,
+                                              uint64_t staleness) {
+  PushResult result;
+  result.version = version;
+  result.staleness = staleness;
+  result.replayed = true;
+  if (!pull_after) return result;
+  // Without backups the answer is a pull of the current weights: their version
+  // is taken before any is copied, as PlanPull does.
+  const uint64_t pull_version = this->version();
+  absl::ReaderMutexLock state(&state_mu_);
+  result.new_values.reserve(chunks.size());
+  for (const GradientChunk& g : chunks) {
+    auto it = tensors_.find(g.tensor);
+    const Chunk* chunk = nullptr;
+    if (it != tensors_.end()) {
+      auto owned = it->second->owned.find(g.chunk_index);
+      if (owned != it->second->owned.end()) chunk = owned->second.get();
+    }
+    if (chunk == nullptr) {
+      return absl::NotFoundError(
+          absl::StrCat("repeated push step: ", ChunkName(g.tensor, g.chunk_index),
+                       " is not owned by shard ", config_.shard_index));
+    }
+    absl::MutexLock lock(&chunk->mu);
+    ChunkValues& out = result.new_values.emplace_back();
+    out.tensor = g.tensor;
+    out.chunk_index = g.chunk_index;
+    if (!keeps_backups_) {
+      // Rules without backups (ASGD, SSGD) answer with the current weights,
+      // as a pull would; the pull version is recorded below.
+      out.values.assign(reinterpret_cast<const char*>(chunk->weights.data()),
+                        FloatBytes(chunk->length));
+      continue;
+    }
+    auto backup = chunk->backups.find(worker);
+    if (backup == chunk->backups.end()) {
+      return absl::FailedPreconditionError(absl::StrCat("repeated push step of worker ", worker,
+                                                        ": it holds no backup of ",
+                                                        ChunkName(g.tensor, g.chunk_index),
+                                                        " (its first push was not a PushPull "
+                                                        "of that chunk): Pull"));
+    }
+    out.values.assign(reinterpret_cast<const char*>(backup->second.data()),
+                      FloatBytes(backup->second.size()));
+  }
+  if (!keeps_backups_) {
+    absl::MutexLock lock(&members_mu_);
+    auto it = workers_.find(worker);
+    if (it != workers_.end()) it->second->pull_version = pull_version;
+  }
+  return result;
+}
+
+void ShardStore::SubmitPush(WorkerId worker, uint64_t step, std::vector<GradientChunk> chunks,
+                            bool pull_after, PushDone done, ChunkSink sink) {
+  if (step != 0) {
+    if (!ClaimStep(worker, step, chunks, pull_after, done, sink)) return;
+    // Record the outcome before the caller answers, so that a retry arriving
+    // right after the answer finds the step applied.
+    PushDone recording = [this, worker, step,
+                          inner = std::move(done)](absl::StatusOr<PushResult> r) mutable {
+      FinishStep(worker, step, r);
+      inner(std::move(r));
+    };
+    done = std::move(recording);
+  }
   absl::StatusOr<ValidatedPush> validated = Validate(worker, std::move(chunks));
   if (!validated.ok()) {
     done(validated.status());

@@ -18,6 +18,7 @@
 #include "core/checkpoint.h"
 #include "core/clock.h"
 #include "core/shard_memory.h"
+#include "core/random.h"
 #include "core/tensor.h"
 #include "core/update_rule.h"
 
@@ -91,6 +92,9 @@ struct PushResult {
   uint64_t version = 0;      // shard version after the update
   uint64_t staleness = 0;    // versions applied since this worker's pull
   double apply_seconds = 0;  // time spent in the update kernels
+  // The push repeated an already applied step: nothing was applied now; the
+  // version and staleness are those recorded for that step.
+  bool replayed = false;
   // PushPull only: the new values of the pushed chunks, in push order; they
   // are the worker's new backup.
   std::vector<ChunkValues> new_values;
@@ -152,8 +156,9 @@ class ShardStore {
   using PushDone = absl::AnyInvocable<void(absl::StatusOr<PushResult>)>;
   using ChunkSink = absl::AnyInvocable<void(AppliedChunk)>;
 
-  // `clock` must outlive the store (Clock::Real() in production).
-  ShardStore(ShardConfig config, Clock* clock);
+  // `clock` and `random` must outlive the store (Clock::Real() and
+  // RandomSource::Secure() in production). Worker ids are drawn from `random`.
+  ShardStore(ShardConfig config, Clock* clock, RandomSource* random = RandomSource::Secure());
   ~ShardStore();
   ShardStore(const ShardStore&) = delete;
   ShardStore& operator=(const ShardStore&) = delete;
@@ -176,9 +181,11 @@ class ShardStore {
   // Chunks of `name` owned here (0 when unknown).
   uint64_t OwnedChunks(const std::string& name) const;
 
-  // Membership. Join replaces a live worker of the same name.
-  // INVALID_ARGUMENT for an empty name; RESOURCE_EXHAUSTED when max_workers
-  // live workers already hold leases.
+  // Membership. Join replaces a live worker of the same name. Ids are random,
+  // non-zero and unique among live workers, so an id handed out before a
+  // restart of the shard is (with overwhelming probability) never handed out
+  // again to another worker after it. INVALID_ARGUMENT for an empty name;
+  // RESOURCE_EXHAUSTED when max_workers live workers already hold leases.
   absl::StatusOr<JoinResult> Join(const std::string& worker_name);
   // FAILED_PRECONDITION when the worker is unknown or its lease expired.
   absl::Status Heartbeat(WorkerId worker);
@@ -216,12 +223,21 @@ class ShardStore {
   // `pull_after`, the result carries the new values, which become the
   // worker's backup.
   //
+  // `step` (ps.proto PushRequest.step; 0: none) deduplicates retries: the
+  // store remembers, per worker, the last step it applied with its version
+  // and staleness. The same step again is not applied: the result is the
+  // recorded one, marked `replayed`, and with `pull_after` the new values are
+  // the worker's current backup of the pushed chunks (what it was sent; for
+  // rules that keep no backups, the current weights, as a pull).
+  // An older step is ALREADY_EXISTS; a step whose first push is still being
+  // applied (or waits) is UNAVAILABLE (retry); nothing is applied for either.
+  //
   // With `sink` (and pull_after), the new values are not collected in the
   // result: each chunk goes to `sink` right after it is updated, on the
   // applying thread and with store locks held (the sink must not call back
   // into the store or block), all before `done` runs.
-  void SubmitPush(WorkerId worker, std::vector<GradientChunk> chunks, bool pull_after,
-                  PushDone done, ChunkSink sink = nullptr);
+  void SubmitPush(WorkerId worker, uint64_t step, std::vector<GradientChunk> chunks,
+                  bool pull_after, PushDone done, ChunkSink sink = nullptr);
 
   // Fails every waiting push with UNAVAILABLE (shutdown).
   void CancelWaiting();
@@ -253,6 +269,17 @@ class ShardStore {
   // FAILED_PRECONDITION unless `worker` holds a live lease; reports its pull
   // version when asked.
   absl::Status CheckWorker(WorkerId worker, uint64_t* pull_version) const;
+  // Step deduplication (see SubmitPush): claims `step` for a new push, or
+  // answers a repeated one. Returns true when the push must go on.
+  bool ClaimStep(WorkerId worker, uint64_t step, const std::vector<GradientChunk>& chunks,
+                 bool pull_after, PushDone& done, ChunkSink& sink);
+  // Records the outcome of a claimed step (applied or not) and releases it.
+  void FinishStep(WorkerId worker, uint64_t step, const absl::StatusOr<PushResult>& result);
+  // The answer to a repeated step: the recorded version and staleness and,
+  // with `pull_after`, the worker's backups of `chunks` (for rules without
+  // backups: the current weights, recorded as a pull).
+  absl::StatusOr<PushResult> Replay(WorkerId worker, const std::vector<GradientChunk>& chunks,
+                                    bool pull_after, uint64_t version, uint64_t staleness);
   absl::StatusOr<ValidatedPush> Validate(WorkerId worker, std::vector<GradientChunk> chunks) const;
   // The chunk a pushed gradient is for, if it is declared, owned here and
   // `bytes` long (the errors of CheckChunk).
@@ -290,6 +317,7 @@ class ShardStore {
 
   // Serialises declarations, which allocate without holding state_mu_.
   absl::Mutex declare_mu_ ABSL_ACQUIRED_BEFORE(state_mu_);
+  RandomSource* const random_;
 
   // Tensors: added by Declare/Restore under the writer lock; read by
   // everything else under the reader lock. Chunk contents have their own
@@ -312,7 +340,6 @@ class ShardStore {
 
   mutable absl::Mutex members_mu_;
   absl::flat_hash_map<WorkerId, std::unique_ptr<Worker>> workers_ ABSL_GUARDED_BY(members_mu_);
-  WorkerId next_worker_id_ ABSL_GUARDED_BY(members_mu_) = 1;
 
   // SSGD rounds and SSP waiters.
   absl::Mutex sync_mu_;

@@ -6,12 +6,15 @@
 #
 # Usage: scripts/run-local.sh [--rule dcasgd-a|dcasgd-c|asgd] [--sync async|ssgd|ssp]
 #          [--shards 2] [--workers 4] [--epochs 5] [--model mlp:256,128|softmax|cnn|cnn:C1,C2,H]
-#          [--lr 0.1] [--batch-size 64] [--data DIR|s3://bucket/prefix]
+#          [--lr 0.1] [--lambda0 X] [--batch-size 64] [--data DIR|s3://bucket/prefix]
+# Exits non-zero, saying why, when no worker can make progress (e.g. every
+# worker diverged). DCASGD_PREBUILT=1 skips installing and building (tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
 rule=dcasgd-a sync=async shards=2 workers=4 epochs=5 model=mlp:256,128 lr=0.1 batch=64
+lambda0=()
 data="$root/.cache/data/fashion-mnist"
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -22,17 +25,20 @@ while [[ $# -gt 0 ]]; do
     --epochs) epochs=$2; shift 2 ;;
     --model) model=$2; shift 2 ;;
     --lr) lr=$2; shift 2 ;;
+    --lambda0) lambda0=(--lambda0="$2"); shift 2 ;;
     --batch-size) batch=$2; shift 2 ;;
     --data) data=$2; shift 2 ;;
-    -h|--help) sed -n 2,11p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,13p "$0"; exit 0 ;;
     *) echo "run-local: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 
-scripts/install-deps.sh all
-export CCACHE_BASEDIR="$root"
-cmake --preset release >/dev/null
-cmake --build --preset release --target dcasgd-ps dcasgd-worker dcasgd-prepare-data
+if [[ "${DCASGD_PREBUILT:-}" != 1 ]]; then
+  scripts/install-deps.sh all
+  export CCACHE_BASEDIR="$root"
+  cmake --preset release >/dev/null
+  cmake --build --preset release --target dcasgd-ps dcasgd-worker dcasgd-prepare-data
+fi
 bin="$root/build/release/services"
 
 if [[ "$data" != s3://* && ! -f "$data/manifest.json" ]]; then
@@ -67,7 +73,7 @@ shard_pids=()
 for ((i = 0; i < shards; i++)); do
   "$bin/ps/dcasgd-ps" --listen=127.0.0.1:0 --metrics_address=127.0.0.1:0 \
     --port_file="$run/ps-$i.ports" --shard_index="$i" --shard_count="$shards" \
-    --update_rule="$rule" --sync="$sync" --lr="$lr" --lr_schedule=step \
+    --update_rule="$rule" --sync="$sync" --lr="$lr" "${lambda0[@]}" --lr_schedule=step \
     --lr_decay_every="$decay_every" --lr_decay_factor=0.3 \
     --checkpoint_dir="$run/checkpoints" --checkpoint_interval_seconds=30 \
     >"$run/ps-$i.log" 2>&1 &
@@ -80,6 +86,7 @@ ps_list=$(IFS=,; echo "${addresses[*]}")
 common=(--ps_addresses="$ps_list" --data="$data" --model="$model" --epochs="$epochs"
         --batch_size="$batch" --metrics_address=127.0.0.1:0)
 "$bin/worker/dcasgd-worker" --role=eval "${common[@]}" --eval_interval_seconds=5 \
+  --stall_timeout_seconds=120 \
   --port_file="$run/evaluator.ports" >"$run/evaluator.out" 2> >(tee "$run/evaluator.log" >&2) &
 eval_pid=$!; pids+=($eval_pid)
 worker_pids=()
@@ -90,9 +97,24 @@ for ((w = 0; w < workers; w++)); do
 done
 
 echo "== training $model with $workers workers for $epochs epochs"
-status=0
-for pid in "${worker_pids[@]}"; do wait "$pid" || status=$?; done
-wait "$eval_pid" || status=$?
+status=0 failed=0
+for w in "${!worker_pids[@]}"; do
+  wait "${worker_pids[$w]}" || { status=$?; failed=$((failed + 1)); }
+done
+if ((failed == workers)); then
+  # No worker can make progress (all diverged or failed): the job cannot end,
+  # so do not wait for the evaluator.
+  echo "== all $workers workers failed; the job cannot finish. Their last words:" >&2
+  for ((w = 0; w < workers; w++)); do
+    echo "   worker $w: $(grep -E '^dcasgd-worker:' "$run/worker-$w.log" | tail -1)" >&2
+  done
+  kill "$eval_pid" 2>/dev/null || true
+  wait "$eval_pid" 2>/dev/null || true
+else
+  # The evaluator ends once the job is done, or by itself (exit 1) when the
+  # job makes no progress for --stall_timeout_seconds.
+  wait "$eval_pid" || status=$?
+fi
 
 echo
 echo "== metrics endpoints (Prometheus text format) while the processes ran:"
@@ -115,5 +137,8 @@ for pid in "${shard_pids[@]}"; do wait "$pid" || status=$?; done
 pids=()
 echo "   checkpoints: $run/checkpoints"
 echo
-grep "final test accuracy" "$run/evaluator.out" || { echo "no final accuracy (see $run)"; status=1; }
+grep "final test accuracy" "$run/evaluator.out" || {
+  echo "no final accuracy (see $run)" >&2
+  ((status != 0)) || status=1
+}
 exit $status

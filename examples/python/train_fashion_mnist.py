@@ -79,9 +79,18 @@ def accuracy(w, b, x, y):
     return float(np.mean(np.argmax(x @ w + b, axis=1) == y))
 
 
+# Errors after which a batch is pushed again (after a pull): a lost lease
+# (the client re-joined), a too-stale gradient, a shard still unreachable
+# after the client's own retries.
+RETRY_BATCH = (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ABORTED,
+               grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED,
+               grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
 class Trainer:
-    """Minibatch loop against the shards; recovers from lost leases and stale
-    gradients by pulling again."""
+    """Minibatch loop against the shards; recovers from lost leases, stale
+    gradients and shard restarts by pulling again and pushing the batch again
+    with the same push step (so no shard applies it twice)."""
 
     def __init__(self, client, args):
         self.client = client
@@ -92,24 +101,32 @@ class Trainer:
         self.steps = 0
         self.last_loss = float("nan")
 
-    def pull(self):
-        self.weights = self.client.pull(list(self.names))
+    def pull(self, attempts=60):
+        for attempt in range(attempts):
+            try:
+                self.weights = self.client.pull(list(self.names))
+                return
+            except dcasgd.Error as error:
+                if error.code not in RETRY_BATCH or attempt + 1 == attempts:
+                    raise
+                time.sleep(1.0)
 
     def train_on(self, x, y, rng, keep_alive=None):
         order = rng.permutation(len(y))
         for start in range(0, len(order), self.args.batch_size):
             batch = order[start:start + self.args.batch_size]
-            w, b = self.weights[self.names[0]], self.weights[self.names[1]]
-            dw, db, self.last_loss = softmax_gradient(w, b, x[batch], y[batch])
-            try:
-                self.weights = self.client.pushpull({self.names[0]: dw, self.names[1]: db})
-            except dcasgd.Error as error:
-                # Lease lost (the client re-joined) or gradient too stale:
-                # drop this gradient, pull and go on.
-                if error.code not in (grpc.StatusCode.FAILED_PRECONDITION,
-                                      grpc.StatusCode.ABORTED):
-                    raise
-                self.pull()
+            step = self.client.next_step()
+            for attempt in range(10):
+                w, b = self.weights[self.names[0]], self.weights[self.names[1]]
+                dw, db, self.last_loss = softmax_gradient(w, b, x[batch], y[batch])
+                try:
+                    self.weights = self.client.pushpull({self.names[0]: dw, self.names[1]: db},
+                                                        step=step)
+                    break
+                except dcasgd.Error as error:
+                    if error.code not in RETRY_BATCH:
+                        raise
+                    self.pull()  # and push the batch again, same step
             self.steps += 1
             if keep_alive is not None:
                 keep_alive()

@@ -30,24 +30,13 @@ grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* context, const grpc
 
 }  // namespace
 
-absl::Status DataCoordinatorService::SaveIfChanged() {
-  if (!save_progress_) return absl::OkStatus();
-  absl::MutexLock lock(&save_mu_);
-  const uint64_t generation = coordinator_->generation();
-  if (generation == saved_generation_) return absl::OkStatus();
-  absl::Status saved = save_progress_(coordinator_->SerializeProgress());
-  if (saved.ok()) saved_generation_ = generation;
-  return saved;
-}
-
 absl::Status DataCoordinatorService::DoAcquire(const v1::AcquireDataShardRequest& request,
                                                v1::AcquireDataShardResponse* response) {
   if (absl::Status s = ValidateName("worker_name", request.worker_name()); !s.ok()) return s;
   absl::StatusOr<AcquireResult> result =
       coordinator_->Acquire(request.worker_name(), request.num_data_shards(), request.epochs());
+  // UNAVAILABLE when the lease could not be saved: none was granted.
   if (!result.ok()) return result.status();
-  // The first Acquire fixes the job: make that durable before answering.
-  if (absl::Status saved = SaveIfChanged(); !saved.ok()) return saved;
   if (const auto* lease = std::get_if<DataLease>(&*result)) {
     v1::DataLease* out = response->mutable_lease();
     out->set_lease_id(lease->lease_id);
@@ -90,11 +79,9 @@ grpc::ServerUnaryReactor* DataCoordinatorService::CompleteDataShard(
   return Unary<v1::CompleteDataShardRequest, v1::CompleteDataShardResponse>(
       context, request, response,
       [this](const v1::CompleteDataShardRequest& r, v1::CompleteDataShardResponse*) {
-        absl::Status done = coordinator_->Complete(r.lease_id());
-        // A failed save is returned to the worker, which logs it; the item
-        // stays done in memory and the next successful save covers it.
-        if (done.ok()) done = SaveIfChanged();
-        return done;
+        // UNAVAILABLE when the completion could not be saved: the lease stays
+        // with its worker, which retries.
+        return coordinator_->Complete(r.lease_id());
       });
 }
 

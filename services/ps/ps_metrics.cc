@@ -1,11 +1,13 @@
 #include "services/ps/ps_metrics.h"
 
+#include <algorithm>
 #include <cmath>
 #include <exception>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "prometheus/collectable.h"
 #include "prometheus/text_serializer.h"
 
@@ -141,12 +143,43 @@ ShardMetrics::ShardMetrics(uint32_t shard_index, const ShardStore* store)
                    .Labels(shard)
                    .Register(r);
   for (absl::StatusCode code : kRejectCodes) rejected_->Add({{"reason", RejectReason(code)}});
+  repeated_pushes_ =
+      &prometheus::BuildCounter()
+           .Name("dcasgd_ps_repeated_pushes_total")
+           .Help(
+               "Pushes repeating a step already applied (a retry after a lost "
+               "acknowledgement): answered with the recorded result, not applied again.")
+           .Labels(shard)
+           .Register(r)
+           .Add({});
   checkpoints_ = &prometheus::BuildCounter()
                       .Name("dcasgd_ps_checkpoints_total")
                       .Help("Checkpoints written.")
                       .Labels(shard)
                       .Register(r)
                       .Add({});
+  checkpoint_failures_ = &prometheus::BuildCounter()
+                              .Name("dcasgd_ps_checkpoint_failures_total")
+                              .Help("Checkpoint writes that failed (e.g. a full disk).")
+                              .Labels(shard)
+                              .Register(r)
+                              .Add({});
+  checkpoint_age_ =
+      &prometheus::BuildGauge()
+           .Name("dcasgd_ps_checkpoint_age_seconds")
+           .Help(
+               "Seconds since the shard's state was last durable (a checkpoint of it written "
+               "or restored, or no change since); 0 when checkpoints are off.")
+           .Labels(shard)
+           .Register(r)
+           .Add({});
+  checkpoint_durable_time_ =
+      &prometheus::BuildGauge()
+           .Name("dcasgd_ps_checkpoint_durable_timestamp_seconds")
+           .Help("Unix time when the shard's state was last durable; 0 when checkpoints are off.")
+           .Labels(shard)
+           .Register(r)
+           .Add({});
   lease_expirations_ = &prometheus::BuildCounter()
                             .Name("dcasgd_ps_lease_expirations_total")
                             .Help("Worker leases that ended without a Leave.")
@@ -208,10 +241,14 @@ std::string ShardMetrics::ExpositionText() const {
   return prometheus::TextSerializer().Serialize(collector_->Collect());
 }
 
-void ShardMetrics::ObservePush(uint64_t staleness, double apply_seconds) {
+void ShardMetrics::ObservePush(const PushResult& result) {
+  if (result.replayed) {
+    repeated_pushes_->Increment();
+    return;
+  }
   pushes_->Increment();
-  staleness_->Observe(static_cast<double>(staleness));
-  update_duration_->Observe(apply_seconds);
+  staleness_->Observe(static_cast<double>(result.staleness));
+  update_duration_->Observe(result.apply_seconds);
 }
 
 void ShardMetrics::CountPull() { pulls_->Increment(); }
@@ -233,6 +270,12 @@ void ShardMetrics::CountRejected(absl::StatusCode code) {
 
 void ShardMetrics::CountCheckpoint() { checkpoints_->Increment(); }
 
+void ShardMetrics::CountCheckpointFailure() { checkpoint_failures_->Increment(); }
+
+void ShardMetrics::NoteDurable(absl::Time at) {
+  durable_unix_nanos_.store(absl::ToUnixNanos(at), std::memory_order_relaxed);
+}
+
 void ShardMetrics::CountLeaseExpirations(int n) {
   if (n > 0) lease_expirations_->Increment(n);
 }
@@ -251,6 +294,12 @@ void ShardMetrics::RefreshGauges() const {
   memory_rule_bytes_->Set(static_cast<double>(store_->MemoryRule().total()));
   memory_budget_bytes_->Set(static_cast<double>(store_->config().memory_budget_bytes));
   if (inflight_ != nullptr) inflight_bytes_->Set(static_cast<double>(inflight_->in_use()));
+  const int64_t durable = durable_unix_nanos_.load(std::memory_order_relaxed);
+  if (durable != 0) {
+    const absl::Time at = absl::FromUnixNanos(durable);
+    checkpoint_durable_time_->Set(absl::ToDoubleSeconds(at - absl::UnixEpoch()));
+    checkpoint_age_->Set(std::max(0.0, absl::ToDoubleSeconds(absl::Now() - at)));
+  }
 }
 
 }  // namespace dcasgd

@@ -1,12 +1,14 @@
 #ifndef DCASGD_SERVICES_PS_PS_METRICS_H_
 #define DCASGD_SERVICES_PS_PS_METRICS_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "core/shard_store.h"
 #include "prometheus/counter.h"
 #include "prometheus/exposer.h"
@@ -40,9 +42,9 @@ class ShardMetrics {
   // The text exposition /metrics serves (format 0.0.4).
   std::string ExpositionText() const;
 
-  // An applied push: its staleness, time in the update kernels and gradient
-  // bytes.
-  void ObservePush(uint64_t staleness, double apply_seconds);
+  // An answered push: its staleness and time in the update kernels, or, for
+  // a repeated step (`replayed`: answered, not applied), one repeated push.
+  void ObservePush(const PushResult& result);
   void CountPull();
   void AddReceivedBytes(uint64_t bytes);
   void AddSentBytes(uint64_t bytes);
@@ -51,6 +53,12 @@ class ShardMetrics {
   // RESOURCE_EXHAUSTED, ALREADY_EXISTS, UNAVAILABLE) are not counted.
   void CountRejected(absl::StatusCode code);
   void CountCheckpoint();
+  // A checkpoint write that failed (periodic, requested or final).
+  void CountCheckpointFailure();
+  // The shard's whole state was durable at `at` (a checkpoint of it was
+  // written or restored, or nothing changed since): the age gauge counts from
+  // there. Until the first call the age is 0 (checkpoints off).
+  void NoteDurable(absl::Time at);
   void CountLeaseExpirations(int n);
   // A stream that had to wait for room in the in-flight budget.
   void CountInflightWait();
@@ -77,7 +85,11 @@ class ShardMetrics {
   prometheus::Gauge* backup_bytes_;
   prometheus::Gauge* optimizer_state_bytes_;
   prometheus::Family<prometheus::Counter>* rejected_;
+  prometheus::Counter* repeated_pushes_;
   prometheus::Counter* checkpoints_;
+  prometheus::Counter* checkpoint_failures_;
+  prometheus::Gauge* checkpoint_age_;
+  prometheus::Gauge* checkpoint_durable_time_;
   prometheus::Counter* lease_expirations_;
   prometheus::Counter* inflight_waits_;
   prometheus::Gauge* inflight_bytes_;
@@ -85,6 +97,9 @@ class ShardMetrics {
   prometheus::Gauge* memory_budget_bytes_;
   // Set once by AttachInflightBudget, before any scrape.
   const InflightBudget* inflight_ = nullptr;
+  // When the state was last durable (absl::ToUnixNanos; 0: never noted).
+  // Atomic: written by the checkpointer thread, read by scrapes.
+  std::atomic<int64_t> durable_unix_nanos_{0};
   // Refreshes the gauges, then collects the registry; what the exposer reads.
   const std::shared_ptr<StatsCollector> collector_;
 

@@ -42,6 +42,13 @@ ABSL_FLAG(int64_t, lr_decay_every, 0, "step schedule: versions between decays");
 ABSL_FLAG(double, lease_seconds, 30.0, "worker lease; workers heartbeat within it");
 ABSL_FLAG(std::string, checkpoint_dir, "", "directory of shard-<i>.ckpt; empty: off");
 ABSL_FLAG(double, checkpoint_interval_seconds, 60.0, "seconds between periodic checkpoints");
+ABSL_FLAG(double, checkpoint_min_interval_seconds, 1.0,
+          "Checkpoint RPCs write at most once per this many seconds (and only after a change)");
+ABSL_FLAG(double, checkpoint_max_age_seconds, 0.0,
+          "health service 'dcasgd.checkpoint' is NOT_SERVING when the state has not been durable "
+          "for longer than this; 0: three checkpoint intervals");
+ABSL_FLAG(double, final_checkpoint_timeout_seconds, 5.0,
+          "at shutdown, retry a failing final checkpoint for this long before giving up");
 ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9100",
           "Prometheus /metrics host:port (port 0: any); empty: off");
 ABSL_FLAG(int64_t, max_message_bytes, 16 << 20, "gRPC max receive message size");
@@ -86,6 +93,9 @@ constexpr const char* kFlagNames[] = {
     "lease_seconds",
     "checkpoint_dir",
     "checkpoint_interval_seconds",
+    "checkpoint_min_interval_seconds",
+    "checkpoint_max_age_seconds",
+    "final_checkpoint_timeout_seconds",
     "metrics_address",
     "max_message_bytes",
     "max_push_bytes",
@@ -344,6 +354,25 @@ absl::StatusOr<PsOptions> ParsePsOptions(const std::vector<std::string>& args,
         absl::StrCat("--checkpoint_interval_seconds=", interval, ": must be positive"));
   }
   options.checkpoint_interval = absl::Seconds(interval);
+  const double min_interval = absl::GetFlag(FLAGS_checkpoint_min_interval_seconds);
+  if (!(min_interval >= 0) || min_interval > 1e9) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--checkpoint_min_interval_seconds=", min_interval, ": must be >= 0"));
+  }
+  options.checkpoint_min_interval = absl::Seconds(min_interval);
+  const double max_age = absl::GetFlag(FLAGS_checkpoint_max_age_seconds);
+  if (!(max_age >= 0) || max_age > 1e9) {
+    return absl::InvalidArgumentError(absl::StrCat("--checkpoint_max_age_seconds=", max_age,
+                                                   ": must be >= 0 (0: three intervals)"));
+  }
+  options.checkpoint_max_age =
+      max_age > 0 ? absl::Seconds(max_age) : 3 * options.checkpoint_interval;
+  const double final_timeout = absl::GetFlag(FLAGS_final_checkpoint_timeout_seconds);
+  if (!(final_timeout >= 0) || final_timeout > 1e9) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--final_checkpoint_timeout_seconds=", final_timeout, ": must be >= 0"));
+  }
+  options.final_checkpoint_timeout = absl::Seconds(final_timeout);
   options.metrics_address = absl::GetFlag(FLAGS_metrics_address);
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   if (options.max_message_bytes < 1024 ||
@@ -377,14 +406,14 @@ std::string PsOptions::DebugString() const {
   return absl::StrFormat(
       "listen=%s shard=%d/%d rule={%s} sync=%s ssp_bound=%d ssp_policy=%s "
       "max_staleness=%d lease=%s checkpoint_dir='%s' checkpoint_interval=%s "
-      "metrics_address='%s' max_message_bytes=%d max_push_bytes=%d max_workers=%d "
-      "memory_budget=%s (%s) max_inflight=%s",
+      "checkpoint_max_age=%s metrics_address='%s' max_message_bytes=%d max_push_bytes=%d "
+      "max_workers=%d memory_budget=%s (%s) max_inflight=%s",
       listen, shard.shard_index, shard.shard_count, shard.optimizer.DebugString(),
       SyncModeName(shard.sync), shard.ssp_bound,
       shard.ssp_policy == SspPolicy::kWait ? "wait" : "reject", shard.max_staleness,
       absl::FormatDuration(shard.lease), checkpoint_dir, absl::FormatDuration(checkpoint_interval),
-      metrics_address, max_message_bytes, max_push_bytes, shard.max_workers,
-      HumanBytes(shard.memory_budget_bytes), memory_budget_source,
+      absl::FormatDuration(checkpoint_max_age), metrics_address, max_message_bytes, max_push_bytes,
+      shard.max_workers, HumanBytes(shard.memory_budget_bytes), memory_budget_source,
       HumanBytes(shard.inflight_budget_bytes));
 }
 

@@ -23,6 +23,13 @@ struct PsOptions {
   // Empty: no checkpoints, nothing restored.
   std::string checkpoint_dir;
   absl::Duration checkpoint_interval = absl::Seconds(60);
+  // Checkpoint RPCs never write more often than this.
+  absl::Duration checkpoint_min_interval = absl::Seconds(1);
+  // The health service "dcasgd.checkpoint" turns NOT_SERVING when the
+  // state has not been durable for longer than this (writes failing).
+  absl::Duration checkpoint_max_age = absl::Seconds(180);
+  // At shutdown, failed final checkpoint writes are retried this long.
+  absl::Duration final_checkpoint_timeout = absl::Seconds(5);
   // host:port of the Prometheus /metrics endpoint; empty: off.
   std::string metrics_address = "0.0.0.0:9100";
   // gRPC max receive message size.

@@ -1,5 +1,6 @@
 #include "services/ps/ps_server.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -63,28 +64,34 @@ absl::Status PsServer::StartImpl() {
   builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(), &grpc_port_);
   builder.RegisterService(service_.get());
   if (options_.shard.shard_index == 0) {
-    // Data-set leases use the worker lease duration: both track live workers.
-    coordinator_ = std::make_unique<DataCoordinator>(options_.shard.lease, Clock::Real());
-    DataCoordinatorService::ProgressSaver save_progress;
+    DataCoordinator::StateSaver save;
+    std::string saved_state;
+    const std::string path = options_.checkpoint_dir + "/coordinator.state";
     if (!options_.checkpoint_dir.empty()) {
-      // The job's data schedule survives a restart of shard 0 next to its
-      // checkpoint; a corrupt file stops the start like a corrupt checkpoint.
-      const std::string path = options_.checkpoint_dir + "/coordinator.state";
+      // The job's data schedule and its leases survive a restart of shard 0
+      // next to its checkpoint; a corrupt file stops the start like a
+      // corrupt checkpoint.
       absl::StatusOr<std::string> saved = ReadWholeFile(path);
       if (saved.ok()) {
-        if (absl::Status s = coordinator_->RestoreProgress(*saved); !s.ok()) {
-          return absl::DataLossError(absl::StrCat(path, ": ", s.message()));
-        }
-        const JobProgress p = coordinator_->Progress();
-        absl::StrAppend(&restored, "; data schedule ", p.completed, " of ",
-                        uint64_t{p.num_data_shards} * p.epochs, " data shards done");
+        saved_state = *std::move(saved);
       } else if (!absl::IsNotFound(saved.status())) {
         return saved.status();
       }
-      save_progress = [path](const std::string& text) { return WriteFileAtomically(path, text); };
+      save = [path](const std::string& text) { return WriteFileAtomically(path, text); };
     }
-    coordinator_service_ =
-        std::make_unique<DataCoordinatorService>(coordinator_.get(), std::move(save_progress));
+    // Data-set leases use the worker lease duration: both track live workers.
+    coordinator_ =
+        std::make_unique<DataCoordinator>(options_.shard.lease, Clock::Real(), std::move(save));
+    if (!saved_state.empty()) {
+      if (absl::Status s = coordinator_->RestoreProgress(saved_state); !s.ok()) {
+        return absl::DataLossError(absl::StrCat(path, ": ", s.message()));
+      }
+      const JobProgress p = coordinator_->Progress();
+      absl::StrAppend(&restored, "; data schedule ", p.completed, " of ",
+                      uint64_t{p.num_data_shards} * p.epochs, " data shards done, ", p.leased,
+                      " leased");
+    }
+    coordinator_service_ = std::make_unique<DataCoordinatorService>(coordinator_.get());
     builder.RegisterService(coordinator_service_.get());
   }
   builder.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));
@@ -94,6 +101,11 @@ absl::Status PsServer::StartImpl() {
   builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES,
                              static_cast<int>(kStreamWindowBytes));
+  // Accept the clients' keepalive pings (every 10 s, client/channel_args.h):
+  // gRPC's default minimum of 5 minutes between pings without data would
+  // answer them with GOAWAY "too_many_pings".
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || grpc_port_ == 0) {
     server_.reset();
@@ -112,11 +124,42 @@ absl::Status PsServer::StartImpl() {
   const absl::Duration lease = options_.shard.lease;
   lease_reaper_ = std::make_unique<PeriodicTask>(
       lease / 4, [this] { metrics_->CountLeaseExpirations(store_->ExpireLeases()); });
-  if (checkpointer_ != nullptr) checkpointer_->Start(options_.checkpoint_interval);
+  if (checkpointer_ != nullptr) {
+    checkpointer_->Start(options_.checkpoint_interval, options_.checkpoint_min_interval);
+  }
 
   grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
   health->SetServingStatus("", true);
   health->SetServingStatus(kServiceName, true);
+  health->SetServingStatus(kCheckpointHealthService, true);
+  if (checkpointer_ != nullptr) {
+    // The shard keeps serving when checkpoints fail (training goes on; only
+    // durability suffers), so only the named service says so, for
+    // readiness probes and alerts.
+    const absl::Duration max_age = options_.checkpoint_max_age;
+    durability_watch_ = std::make_unique<PeriodicTask>(
+        std::clamp(max_age / 10, absl::Milliseconds(100), absl::Seconds(1)),
+        [this, max_age, health, durable = true]() mutable {
+          const absl::Duration age = checkpointer_->DurableAge();
+          const bool now_durable = age <= max_age;
+          if (now_durable == durable) return;
+          durable = now_durable;
+          health->SetServingStatus(kCheckpointHealthService, durable);
+          if (durable) {
+            std::fprintf(stderr,
+                         "dcasgd-ps: the state is durable again: health service '%s' is "
+                         "SERVING\n",
+                         kCheckpointHealthService);
+          } else {
+            std::fprintf(stderr,
+                         "dcasgd-ps: the state has not been durable for %s (more than "
+                         "--checkpoint_max_age_seconds): health service '%s' is NOT_SERVING; "
+                         "the shard keeps serving\n",
+                         absl::FormatDuration(absl::Trunc(age, absl::Seconds(1))).c_str(),
+                         kCheckpointHealthService);
+          }
+        });
+  }
 
   if (!options_.port_file.empty()) {
     RETURN_IF_ERROR(WritePortFile(options_.port_file, grpc_port_, metrics_->port()));
@@ -142,6 +185,8 @@ absl::Status PsServer::Shutdown(absl::Duration grace) {
   shut_down_ = true;
   if (server_ == nullptr) return absl::OkStatus();  // Start failed half-way
 
+  // Stopped first so it cannot flip a service back to SERVING.
+  if (durability_watch_ != nullptr) durability_watch_->Stop();
   server_->GetHealthCheckService()->SetServingStatus(false);
   service_->BeginShutdown();
   server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
@@ -149,11 +194,9 @@ absl::Status PsServer::Shutdown(absl::Duration grace) {
   if (lease_reaper_ != nullptr) lease_reaper_->Stop();
   if (checkpointer_ == nullptr) return absl::OkStatus();
   checkpointer_->Stop();
-  absl::StatusOr<CheckpointInfo> info = checkpointer_->Write();
-  if (!info.ok()) {
-    return absl::Status(info.status().code(),
-                        absl::StrCat("final checkpoint failed: ", info.status().message()));
-  }
+  absl::StatusOr<CheckpointInfo> info =
+      checkpointer_->WriteFinal(options_.final_checkpoint_timeout);
+  if (!info.ok()) return info.status();
   std::fprintf(stderr, "dcasgd-ps: final checkpoint %s at version %llu (%llu bytes)\n",
                info->path.c_str(), static_cast<unsigned long long>(info->version),
                static_cast<unsigned long long>(info->bytes));

@@ -21,6 +21,12 @@
 
 namespace dcasgd {
 
+// The grpc.health.v1 service name that reports whether the shard's state is
+// durable: NOT_SERVING when no checkpoint has covered it for longer than
+// --checkpoint_max_age_seconds. "" and dcasgd.v1.ParameterShard stay SERVING
+// meanwhile (the shard keeps training).
+inline constexpr char kCheckpointHealthService[] = "dcasgd.checkpoint";
+
 // One running parameter shard: the store, the gRPC server (ParameterShard,
 // health, reflection; shard 0 also hosts the DataCoordinator), the metrics endpoint, the
 // checkpointer and the lease reaper. main.cc is Start + wait for a signal + Shutdown; tests run it
@@ -41,8 +47,10 @@ class PsServer {
   // Health NOT_SERVING; new pushes fail with UNAVAILABLE and waiting ones are
   // released; stops accepting calls and gives in-flight ones `grace` before
   // cancelling them; stops the background threads; writes the final
-  // checkpoint (when checkpoints are on) and returns its status. Blocks.
-  // Later calls return OK at once.
+  // checkpoint (when checkpoints are on and the state changed since the
+  // last one), retrying a failing write for --final_checkpoint_timeout_seconds,
+  // and returns its status: on failure the message says which versions are
+  // lost. Blocks. Later calls return OK at once.
   absl::Status Shutdown(absl::Duration grace);
 
   int grpc_port() const { return grpc_port_; }
@@ -70,6 +78,8 @@ class PsServer {
   std::unique_ptr<DataCoordinatorService> coordinator_service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<PeriodicTask> lease_reaper_;
+  // Flips the health service kCheckpointHealthService (checkpoints on).
+  std::unique_ptr<PeriodicTask> durability_watch_;
   int grpc_port_ = 0;
 
   absl::Mutex shutdown_mu_;

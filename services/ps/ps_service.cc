@@ -76,7 +76,7 @@ class ParameterShardService::PushStream : public Base {
       }
       service_->inflight_->Release(reserved);
     }
-    Submit(worker_, std::move(chunks_));
+    Submit(worker_, step_, std::move(chunks_));
   }
 
   void OnCancel() override {
@@ -95,7 +95,7 @@ class ParameterShardService::PushStream : public Base {
  protected:
   // Starts the update of the complete push (on the thread that saw the
   // initial metadata sent).
-  virtual void Submit(WorkerId worker, std::vector<GradientChunk> chunks) = 0;
+  virtual void Submit(WorkerId worker, uint64_t step, std::vector<GradientChunk> chunks) = 0;
 
   void Start() { this->StartRead(&buffer_); }
 
@@ -118,6 +118,7 @@ class ParameterShardService::PushStream : public Base {
       started_ = true;
       worker_ = message->worker_id();
       announced_ = message->chunk_count();
+      step_ = message->step();
       if (worker_ == 0) {
         return absl::InvalidArgumentError(
             "the first PushRequest of a stream must carry the worker_id returned by Join");
@@ -225,6 +226,7 @@ class ParameterShardService::PushStream : public Base {
   bool started_ = false;
   WorkerId worker_ = 0;
   uint32_t announced_ = 0;
+  uint64_t step_ = 0;  // PushRequest.step: 0, or the push's sequence number
   uint64_t limit_ = 0;
   bool limit_by_flag_ = false;
   uint64_t bytes_ = 0;
@@ -363,14 +365,14 @@ class ParameterShardService::PushReactor final
   void OnDone() override { delete this; }
 
  private:
-  void Submit(WorkerId worker, std::vector<GradientChunk> chunks) override {
-    service_->Submit(worker, std::move(chunks), /*pull_after=*/false,
+  void Submit(WorkerId worker, uint64_t step, std::vector<GradientChunk> chunks) override {
+    service_->Submit(worker, step, std::move(chunks), /*pull_after=*/false,
                      [this](absl::StatusOr<PushResult> result) {
                        if (!result.ok()) {
                          Reject(result.status());
                          return;
                        }
-                       service_->metrics_->ObservePush(result->staleness, result->apply_seconds);
+                       service_->metrics_->ObservePush(*result);
                        v1::PushResponse response;
                        response.set_version(result->version);
                        response.set_staleness(result->staleness);
@@ -413,9 +415,9 @@ class ParameterShardService::PushPullReactor final
   void OnDone() override { delete this; }
 
  private:
-  void Submit(WorkerId worker, std::vector<GradientChunk> chunks) override {
+  void Submit(WorkerId worker, uint64_t step, std::vector<GradientChunk> chunks) override {
     service_->Submit(
-        worker, std::move(chunks), /*pull_after=*/true,
+        worker, step, std::move(chunks), /*pull_after=*/true,
         [this](absl::StatusOr<PushResult> result) { OnApplied(std::move(result)); },
         [this](AppliedChunk chunk) { Enqueue(std::move(chunk)); });
   }
@@ -444,7 +446,7 @@ class ParameterShardService::PushPullReactor final
 
   void OnApplied(absl::StatusOr<PushResult> result) {
     if (result.ok()) {
-      service_->metrics_->ObservePush(result->staleness, result->apply_seconds);
+      service_->metrics_->ObservePush(*result);
       service_->metrics_->CountPull();
     } else {
       service_->metrics_->CountRejected(result.status().code());
@@ -508,15 +510,15 @@ void ParameterShardService::BeginShutdown() {
   store_->CancelWaiting();
 }
 
-void ParameterShardService::Submit(WorkerId worker, std::vector<GradientChunk> chunks,
-                                   bool pull_after, ShardStore::PushDone done,
-                                   ShardStore::ChunkSink sink) {
+void ParameterShardService::Submit(WorkerId worker, uint64_t step,
+                                   std::vector<GradientChunk> chunks, bool pull_after,
+                                   ShardStore::PushDone done, ShardStore::ChunkSink sink) {
   absl::ReaderMutexLock lock(&submit_mu_);
   if (shutting_down_) {
     done(absl::UnavailableError("the shard is shutting down; retry when it is back"));
     return;
   }
-  store_->SubmitPush(worker, std::move(chunks), pull_after, std::move(done), std::move(sink));
+  store_->SubmitPush(worker, step, std::move(chunks), pull_after, std::move(done), std::move(sink));
 }
 
 grpc::ServerUnaryReactor* ParameterShardService::Respond(grpc::CallbackServerContext* context,

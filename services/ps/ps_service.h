@@ -116,7 +116,7 @@ class ParameterShardService final : public ParameterShardBase {
   void DoGetStatus(v1::ShardStatus* response);
   // Hands a collected push to the store unless shutting down; `done` runs
   // exactly once (maybe later, on another thread).
-  void Submit(WorkerId worker, std::vector<GradientChunk> chunks, bool pull_after,
+  void Submit(WorkerId worker, uint64_t step, std::vector<GradientChunk> chunks, bool pull_after,
               ShardStore::PushDone done, ShardStore::ChunkSink sink = nullptr);
 
   // Constant after construction.

@@ -1,6 +1,9 @@
 #include "services/worker/coordinator_client.h"
 
+#include <cstdio>
+
 #include "absl/strings/str_cat.h"
+#include "client/channel_args.h"
 #include "client/retry.h"
 #include "client/rpc_convert.h"
 #include "grpcpp/client_context.h"
@@ -9,28 +12,51 @@
 
 namespace dcasgd {
 
+namespace {
+
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address) {
+  grpc::ChannelArguments args;
+  client::SetResilienceArgs(&args);
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+}
+
+}  // namespace
+
 CoordinatorClient::CoordinatorClient(const std::string& address, absl::Duration patience)
     : address_(address),
       patience_(patience),
-      stub_(v1::DataCoordinator::NewStub(
-          grpc::CreateChannel(address, grpc::InsecureChannelCredentials()))) {}
+      stub_(v1::DataCoordinator::NewStub(MakeChannel(address))) {}
 
 template <typename Call>
-absl::Status CoordinatorClient::WithRetries(const char* what, Call call) {
-  client::Backoff backoff(client::Backoff::Options{});
-  const absl::Time give_up = absl::Now() + patience_;
+absl::Status CoordinatorClient::WithRetries(const char* what, absl::Duration patience, Call call) {
+  client::Backoff backoff(client::Backoff::Options{absl::Milliseconds(50), absl::Seconds(1)});
+  const absl::Time give_up = absl::Now() + patience;
+  bool logged = false;
   while (true) {
     grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+    // A single try (Renew) must not hold up training for long.
+    const absl::Duration timeout =
+        patience > absl::ZeroDuration() ? absl::Seconds(30) : absl::Seconds(5);
+    context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
     grpc::Status status = call(&context);
     absl::Status s = client::FromGrpcStatus(
         status, absl::StrCat("coordinator (shard 0, ", address_, ") ", what));
+    // Shard 0 restarting (UNAVAILABLE), shutting down with the call in
+    // flight (CANCELLED), hung (DEADLINE_EXCEEDED), or unable to save its
+    // schedule (UNAVAILABLE, nothing changed): every call is safe to repeat.
     if (s.code() != absl::StatusCode::kUnavailable &&
-        s.code() != absl::StatusCode::kDeadlineExceeded) {
+        s.code() != absl::StatusCode::kDeadlineExceeded &&
+        s.code() != absl::StatusCode::kCancelled) {
       return s;
     }
     absl::Duration wait = backoff.Next();
     if (absl::Now() + wait > give_up) return s;
+    if (!logged) {
+      // Once per call: an outage of shard 0 should be visible, not spam.
+      std::fprintf(stderr, "%s; retrying for up to %s\n", std::string(s.message()).c_str(),
+                   absl::FormatDuration(patience).c_str());
+      logged = true;
+    }
     absl::SleepFor(wait);
   }
 }
@@ -42,7 +68,7 @@ absl::StatusOr<v1::AcquireDataShardResponse> CoordinatorClient::Acquire(
   request.set_num_data_shards(num_data_shards);
   request.set_epochs(epochs);
   v1::AcquireDataShardResponse response;
-  absl::Status s = WithRetries("AcquireDataShard", [&](grpc::ClientContext* context) {
+  absl::Status s = WithRetries("AcquireDataShard", patience_, [&](grpc::ClientContext* context) {
     return stub_->AcquireDataShard(context, request, &response);
   });
   if (!s.ok()) return s;
@@ -53,7 +79,7 @@ absl::Status CoordinatorClient::Renew(uint64_t lease_id) {
   v1::RenewDataLeaseRequest request;
   request.set_lease_id(lease_id);
   v1::RenewDataLeaseResponse response;
-  return WithRetries("RenewDataLease", [&](grpc::ClientContext* context) {
+  return WithRetries("RenewDataLease", absl::ZeroDuration(), [&](grpc::ClientContext* context) {
     return stub_->RenewDataLease(context, request, &response);
   });
 }
@@ -62,7 +88,7 @@ absl::Status CoordinatorClient::Complete(uint64_t lease_id) {
   v1::CompleteDataShardRequest request;
   request.set_lease_id(lease_id);
   v1::CompleteDataShardResponse response;
-  return WithRetries("CompleteDataShard", [&](grpc::ClientContext* context) {
+  return WithRetries("CompleteDataShard", patience_, [&](grpc::ClientContext* context) {
     return stub_->CompleteDataShard(context, request, &response);
   });
 }
@@ -70,7 +96,7 @@ absl::Status CoordinatorClient::Complete(uint64_t lease_id) {
 absl::StatusOr<v1::JobStatus> CoordinatorClient::JobStatus() {
   v1::GetJobStatusRequest request;
   v1::JobStatus response;
-  absl::Status s = WithRetries("GetJobStatus", [&](grpc::ClientContext* context) {
+  absl::Status s = WithRetries("GetJobStatus", patience_, [&](grpc::ClientContext* context) {
     return stub_->GetJobStatus(context, request, &response);
   });
   if (!s.ok()) return s;

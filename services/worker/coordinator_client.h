@@ -10,12 +10,13 @@
 
 namespace dcasgd {
 
-// A client of the DataCoordinator on shard 0. Every call retries UNAVAILABLE
-// with backoff for up to `patience` (a shard restarting), then returns it.
-// Thread-safe.
+// A client of the DataCoordinator on shard 0. Calls retry UNAVAILABLE,
+// CANCELLED and DEADLINE_EXCEEDED (shard 0 restarting, or unable to save its
+// schedule for a while) with backoff for up to `patience`, then return the
+// error; Renew tries once (it is repeated periodically anyway). Thread-safe.
 class CoordinatorClient {
  public:
-  CoordinatorClient(const std::string& address, absl::Duration patience = absl::Minutes(2));
+  CoordinatorClient(const std::string& address, absl::Duration patience = absl::Minutes(5));
 
   absl::StatusOr<v1::AcquireDataShardResponse> Acquire(const std::string& worker_name,
                                                        uint32_t num_data_shards, uint32_t epochs);
@@ -25,7 +26,7 @@ class CoordinatorClient {
 
  private:
   template <typename Call>
-  absl::Status WithRetries(const char* what, Call call);
+  absl::Status WithRetries(const char* what, absl::Duration patience, Call call);
 
   const std::string address_;
   const absl::Duration patience_;

@@ -5,10 +5,15 @@
 #include <cmath>
 #include <cstdio>
 #include <numeric>
+#include <optional>
 #include <random>
+#include <string>
+#include <thread>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
 #include "client/retry.h"
 #include "core/status_macros.h"
 
@@ -19,11 +24,27 @@ double Since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
-// Errors after which the step is dropped and the worker pulls again.
-bool Recoverable(const absl::Status& s) {
+// How long the worker rides out shards (or the coordinator) being
+// unreachable before it gives up and exits.
+constexpr absl::Duration kMaxOutage = absl::Minutes(5);
+// Attempts at one batch before it is skipped (e.g. pushes that stay too
+// stale for --max_staleness).
+constexpr int kMaxBatchAttempts = 10;
+
+// Errors of a shard restarting, shutting down or hung.
+bool Transient(const absl::Status& s) {
   return s.code() == absl::StatusCode::kUnavailable ||
-         s.code() == absl::StatusCode::kFailedPrecondition ||
-         s.code() == absl::StatusCode::kAborted || s.code() == absl::StatusCode::kDeadlineExceeded;
+         s.code() == absl::StatusCode::kDeadlineExceeded ||
+         s.code() == absl::StatusCode::kCancelled;
+}
+
+// Errors after which the worker pulls again and pushes the batch again: a
+// shard unreachable or restarting (transient), a lost lease or backup
+// (FAILED_PRECONDITION; the client re-joined), a too-stale push (ABORTED), a
+// shard restarted without the model (NOT_FOUND; pulling declares it again).
+bool Recoverable(const absl::Status& s) {
+  return Transient(s) || s.code() == absl::StatusCode::kFailedPrecondition ||
+         s.code() == absl::StatusCode::kAborted || s.code() == absl::StatusCode::kNotFound;
 }
 
 std::vector<std::string> TensorNames(const model::Model& model, uint64_t seed) {
@@ -34,6 +55,66 @@ std::vector<std::string> TensorNames(const model::Model& model, uint64_t seed) {
 
 }  // namespace
 
+// Renews one data lease every third of its duration on its own thread until
+// destroyed. A FAILED_PRECONDITION answer (the lease expired and was handed
+// to another worker) is reported by Lost(); other errors (shard 0
+// restarting: its saved leases survive) are logged and retried at the next
+// interval.
+class DataLeaseRenewer {
+ public:
+  DataLeaseRenewer(CoordinatorClient* coordinator, const v1::DataLease& lease,
+                   const std::string& worker_name)
+      : coordinator_(coordinator),
+        lease_id_(lease.lease_id()),
+        interval_(std::max(absl::Milliseconds(10), absl::Milliseconds(lease.lease_ms()) / 3)),
+        worker_name_(worker_name),
+        thread_([this] { Loop(); }) {}
+  ~DataLeaseRenewer() {
+    {
+      absl::MutexLock lock(&mu_);
+      stop_ = true;
+    }
+    thread_.join();
+  }
+  DataLeaseRenewer(const DataLeaseRenewer&) = delete;
+  DataLeaseRenewer& operator=(const DataLeaseRenewer&) = delete;
+
+  // Why the lease is lost, once it is.
+  std::optional<std::string> Lost() {
+    absl::MutexLock lock(&mu_);
+    return lost_;
+  }
+
+ private:
+  void Loop() {
+    while (true) {
+      {
+        absl::MutexLock lock(&mu_);
+        if (mu_.AwaitWithTimeout(absl::Condition(&stop_), interval_)) return;
+      }
+      absl::Status renewed = coordinator_->Renew(lease_id_);
+      if (renewed.ok()) continue;
+      if (renewed.code() == absl::StatusCode::kFailedPrecondition) {
+        absl::MutexLock lock(&mu_);
+        lost_ = std::string(renewed.message());
+        return;
+      }
+      std::fprintf(stderr, "[%s] renewing data lease %llu failed, training on: %s\n",
+                   worker_name_.c_str(), static_cast<unsigned long long>(lease_id_),
+                   std::string(renewed.message()).c_str());
+    }
+  }
+
+  CoordinatorClient* const coordinator_;
+  const uint64_t lease_id_;
+  const absl::Duration interval_;
+  const std::string worker_name_;
+  absl::Mutex mu_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<std::string> lost_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;  // last: starts after the fields it uses
+};
+
 Trainer::Trainer(const WorkerOptions& options, PsClient* ps, CoordinatorClient* coordinator,
                  DataSource* data, const model::Model* model, WorkerMetrics* metrics)
     : options_(options),
@@ -43,9 +124,23 @@ Trainer::Trainer(const WorkerOptions& options, PsClient* ps, CoordinatorClient* 
       model_(model),
       metrics_(metrics) {}
 
+template <typename Call>
+absl::Status Trainer::RetryTransient(const char* what, const absl::Notification* stop, Call call) {
+  client::Backoff backoff(client::Backoff::Options{absl::Milliseconds(100), absl::Seconds(1)});
+  const absl::Time give_up = absl::Now() + kMaxOutage;
+  while (true) {
+    absl::Status s = call();
+    if (!Transient(s) || absl::Now() > give_up) return s;
+    std::fprintf(stderr, "[%s] %s failed, retrying: %s\n", options_.worker_name.c_str(), what,
+                 std::string(s.message()).c_str());
+    if (stop->WaitForNotificationWithTimeout(backoff.Next())) return s;
+  }
+}
+
 absl::Status Trainer::PullWithRetry(const absl::Notification* stop) {
-  client::Backoff backoff(client::Backoff::Options{absl::Milliseconds(100), absl::Seconds(5)});
-  const absl::Time give_up = absl::Now() + absl::Minutes(5);
+  // Capped at 1 s so a returning shard is used within about a second.
+  client::Backoff backoff(client::Backoff::Options{absl::Milliseconds(100), absl::Seconds(1)});
+  const absl::Time give_up = absl::Now() + kMaxOutage;
   while (true) {
     absl::Status s = ps_->Pull(names_, &weights_);
     if (s.ok()) return s;
@@ -69,7 +164,8 @@ absl::Status Trainer::PullWithRetry(const absl::Notification* stop) {
 absl::Status Trainer::Run(const absl::Notification* stop) {
   const std::vector<TensorSpec> specs = model_->ParameterSpecs(options_.seed);
   names_ = TensorNames(*model_, options_.seed);
-  absl::Status declared = ps_->Declare(specs);
+  absl::Status declared =
+      RetryTransient("declaring the model", stop, [&] { return ps_->Declare(specs); });
   specs_ = specs;
   if (declared.code() == absl::StatusCode::kAlreadyExists) {
     // Another trainer (e.g. a Python worker) declared the model first with
@@ -108,12 +204,29 @@ absl::Status Trainer::Run(const absl::Notification* stop) {
       continue;
     }
     bool finished = false;
-    RETURN_IF_ERROR(TrainShard(answer.lease(), stop, &finished));
+    // Renewed until completed: also while Complete waits for shard 0 (a
+    // restart, a full disk), so the lease does not expire meanwhile.
+    DataLeaseRenewer renewer(coordinator_, answer.lease(), options_.worker_name);
+    RETURN_IF_ERROR(TrainShard(answer.lease(), &renewer, stop, &finished));
     if (finished) {
+      // Retries while shard 0 restarts or cannot save (its leases survive a
+      // restart, so the completion still counts afterwards).
       absl::Status done = coordinator_->Complete(answer.lease().lease_id());
-      if (!done.ok()) {
-        // The lease expired meanwhile and the shard went to someone else.
-        std::fprintf(stderr, "[%s] %s\n", options_.worker_name.c_str(),
+      if (done.ok()) {
+        std::fprintf(stderr, "[%s] trained data shard %u of epoch %u (lease %llu)\n",
+                     options_.worker_name.c_str(), answer.lease().data_shard(),
+                     answer.lease().epoch() + 1,
+                     static_cast<unsigned long long>(answer.lease().lease_id()));
+      } else {
+        // FAILED_PRECONDITION: the lease expired meanwhile and the shard went
+        // to someone else, who trains it again. Otherwise shard 0 stayed
+        // unreachable; the lease will expire the same way.
+        std::fprintf(stderr,
+                     "[%s] trained data shard %u of epoch %u but could not complete "
+                     "lease %llu: %s\n",
+                     options_.worker_name.c_str(), answer.lease().data_shard(),
+                     answer.lease().epoch() + 1,
+                     static_cast<unsigned long long>(answer.lease().lease_id()),
                      std::string(done.message()).c_str());
       }
     }
@@ -122,8 +235,8 @@ absl::Status Trainer::Run(const absl::Notification* stop) {
   return absl::OkStatus();
 }
 
-absl::Status Trainer::TrainShard(const v1::DataLease& lease, const absl::Notification* stop,
-                                 bool* finished) {
+absl::Status Trainer::TrainShard(const v1::DataLease& lease, DataLeaseRenewer* renewer,
+                                 const absl::Notification* stop, bool* finished) {
   *finished = false;
   ASSIGN_OR_RETURN(data::LabeledExamples examples, data_->LoadTrain(lease.data_shard()));
   if (examples.feature_dim != static_cast<size_t>(model_->input_dim())) {
@@ -140,8 +253,6 @@ absl::Status Trainer::TrainShard(const v1::DataLease& lease, const absl::Notific
   const size_t batch = static_cast<size_t>(options_.batch_size);
   std::vector<float> features;
   std::vector<int32_t> labels;
-  absl::Time last_renew = absl::Now();
-  const absl::Duration renew_every = absl::Milliseconds(lease.lease_ms()) / 3;
   for (size_t begin = 0; begin < examples.count; begin += batch) {
     if (stop->HasBeenNotified()) return absl::OkStatus();
     const size_t n = std::min(batch, examples.count - begin);
@@ -152,63 +263,86 @@ absl::Status Trainer::TrainShard(const v1::DataLease& lease, const absl::Notific
       std::copy_n(examples.features.data() + size_t{e} * dim, dim, features.data() + i * dim);
       labels[i] = examples.labels[e];
     }
-    const auto t0 = std::chrono::steady_clock::now();
-    ASSIGN_OR_RETURN(float loss, model_->Gradient(weights_, features, labels, &gradients_));
-    const double compute = Since(t0);
-    if (!std::isfinite(loss)) {
-      // The shards would refuse the gradient (INVALID_ARGUMENT): say why.
-      return absl::FailedPreconditionError(
-          absl::StrCat("training diverged: the loss is ", loss, " at step ", steps_ + 1, " (epoch ",
-                       lease.epoch() + 1, ", data shard ", lease.data_shard(),
-                       "); lower the shards' --lr (or --lambda0), or use fewer workers"));
-    }
-    const auto t1 = std::chrono::steady_clock::now();
+    // The batch is pushed until a push of it succeeds: after an error the
+    // worker pulls and computes the gradient again, and pushes it with the
+    // same step, so shards that applied the failed push answer without
+    // applying it twice and the others apply the new one.
+    uint64_t step = 0;  // 0: the client takes a new one
+    float loss = 0;
+    double compute = 0, comm = 0;
     PushStats stats;
-    absl::Status pushed = ps_->PushPull(gradients_, &weights_, &stats);
-    const double comm = Since(t1);
-    if (!pushed.ok()) {
-      if (!Recoverable(pushed)) return pushed;
-      metrics_->CountRetry();
-      std::fprintf(stderr, "[%s] step dropped, pulling again: %s\n", options_.worker_name.c_str(),
-                   std::string(pushed.message()).c_str());
-      RETURN_IF_ERROR(PullWithRetry(stop));
-      continue;
-    }
-    ++steps_;
-    metrics_->ObserveStep(static_cast<int>(n), compute, comm, loss,
-                          static_cast<double>(stats.max_staleness));
-    window_examples_ += static_cast<int64_t>(n);
-    window_compute_ += compute;
-    window_comm_ += comm;
-    window_loss_ += loss;
-    window_staleness_ += stats.mean_staleness;
-    ++window_steps_;
-    if (steps_ % options_.log_every == 0) {
-      const double seconds = absl::ToDoubleSeconds(absl::Now() - window_start_);
-      const double busy = std::max(1e-9, window_compute_ + window_comm_);
-      std::fprintf(stderr,
-                   "[%s] epoch %u shard %u step %lld: loss %.4f, %.0f examples/s, "
-                   "staleness %.2f, compute %.0f%% / communication %.0f%%\n",
-                   options_.worker_name.c_str(), lease.epoch() + 1, lease.data_shard(),
-                   static_cast<long long>(steps_), window_loss_ / window_steps_,
-                   window_examples_ / std::max(seconds, 1e-9), window_staleness_ / window_steps_,
-                   100 * window_compute_ / busy, 100 * window_comm_ / busy);
-      window_examples_ = 0;
-      window_compute_ = window_comm_ = window_loss_ = window_staleness_ = 0;
-      window_steps_ = 0;
-      window_start_ = absl::Now();
-    }
-    if (options_.max_steps > 0 && steps_ >= options_.max_steps) return absl::OkStatus();
-    if (absl::Now() - last_renew > renew_every) {
-      absl::Status renewed = coordinator_->Renew(lease.lease_id());
-      if (renewed.code() == absl::StatusCode::kFailedPrecondition) {
-        // Handed to another worker: stop training on it.
-        std::fprintf(stderr, "[%s] %s\n", options_.worker_name.c_str(),
-                     std::string(renewed.message()).c_str());
-        return absl::OkStatus();
+    bool pushed_batch = false;
+    for (int attempt = 1; !pushed_batch; ++attempt) {
+      const auto t0 = std::chrono::steady_clock::now();
+      ASSIGN_OR_RETURN(loss, model_->Gradient(weights_, features, labels, &gradients_));
+      compute = Since(t0);
+      // Not finite (the shards would refuse the gradient) or exploding (the
+      // shards keep weights finite by clamping them): say why and stop.
+      if (!std::isfinite(loss) || loss > options_.max_loss) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "training diverged: the loss is ", loss, " at step ", steps_ + 1, " (epoch ",
+            lease.epoch() + 1, ", data shard ", lease.data_shard(), "; --max_loss ",
+            options_.max_loss, "); lower the shards' --lr (or --lambda0), or use fewer workers"));
       }
-      RETURN_IF_ERROR(renewed);
-      last_renew = absl::Now();
+      const auto t1 = std::chrono::steady_clock::now();
+      absl::Status pushed = ps_->PushPull(gradients_, &weights_, &stats, step);
+      comm = Since(t1);
+      step = stats.step;
+      if (pushed.ok()) {
+        pushed_batch = true;
+        break;
+      }
+      if (pushed.code() == absl::StatusCode::kAlreadyExists) {
+        // A later step was applied already: this one is superseded.
+        std::fprintf(stderr, "[%s] %s\n", options_.worker_name.c_str(),
+                     std::string(pushed.message()).c_str());
+      } else if (!Recoverable(pushed)) {
+        return pushed;
+      }
+      metrics_->CountRetry();
+      if (attempt >= kMaxBatchAttempts) {
+        std::fprintf(stderr, "[%s] batch skipped after %d failed pushes: %s\n",
+                     options_.worker_name.c_str(), attempt, std::string(pushed.message()).c_str());
+      } else {
+        std::fprintf(stderr, "[%s] step %llu failed, pulling and pushing its batch again: %s\n",
+                     options_.worker_name.c_str(), static_cast<unsigned long long>(step),
+                     std::string(pushed.message()).c_str());
+      }
+      RETURN_IF_ERROR(PullWithRetry(stop));
+      if (stop->HasBeenNotified()) return absl::OkStatus();
+      if (attempt >= kMaxBatchAttempts || pushed.code() == absl::StatusCode::kAlreadyExists) break;
+    }
+    if (pushed_batch) {
+      ++steps_;
+      metrics_->ObserveStep(static_cast<int>(n), compute, comm, loss,
+                            static_cast<double>(stats.max_staleness));
+      window_examples_ += static_cast<int64_t>(n);
+      window_compute_ += compute;
+      window_comm_ += comm;
+      window_loss_ += loss;
+      window_staleness_ += stats.mean_staleness;
+      ++window_steps_;
+      if (steps_ % options_.log_every == 0) {
+        const double seconds = absl::ToDoubleSeconds(absl::Now() - window_start_);
+        const double busy = std::max(1e-9, window_compute_ + window_comm_);
+        std::fprintf(stderr,
+                     "[%s] epoch %u shard %u step %lld: loss %.4f, %.0f examples/s, "
+                     "staleness %.2f, compute %.0f%% / communication %.0f%%\n",
+                     options_.worker_name.c_str(), lease.epoch() + 1, lease.data_shard(),
+                     static_cast<long long>(steps_), window_loss_ / window_steps_,
+                     window_examples_ / std::max(seconds, 1e-9), window_staleness_ / window_steps_,
+                     100 * window_compute_ / busy, 100 * window_comm_ / busy);
+        window_examples_ = 0;
+        window_compute_ = window_comm_ = window_loss_ = window_staleness_ = 0;
+        window_steps_ = 0;
+        window_start_ = absl::Now();
+      }
+      if (options_.max_steps > 0 && steps_ >= options_.max_steps) return absl::OkStatus();
+    }
+    if (std::optional<std::string> lost = renewer->Lost()) {
+      // Handed to another worker: stop training on it.
+      std::fprintf(stderr, "[%s] %s\n", options_.worker_name.c_str(), lost->c_str());
+      return absl::OkStatus();
     }
   }
   *finished = true;
@@ -223,12 +357,36 @@ absl::Status RunEvaluator(const WorkerOptions& options, PsClient* ps,
   const std::vector<std::string> names = TensorNames(*model, options.seed);
   TensorMap weights;
   bool final_round = false;
+  // Progress of the job: the model version and the data shards done. When
+  // neither moves for options.stall_timeout, no worker is training.
+  std::pair<uint64_t, uint64_t> progress = {0, 0};
+  absl::Time progressed = absl::Now();
   while (!stop->HasBeenNotified()) {
     // Whether the job was done *before* this pull: then this is the model
     // every worker finished with.
     absl::StatusOr<v1::JobStatus> job = coordinator->JobStatus();
     if (job.ok() && job->done()) final_round = true;
     absl::Status pulled = ps->Pull(names, &weights);
+    uint64_t version = 0;
+    if (pulled.ok()) {
+      auto status = ps->GetStatus();
+      if (status.ok()) {
+        for (const auto& shard : *status) version += shard.version();
+      }
+    }
+    const std::pair<uint64_t, uint64_t> now_progress = {version, job.ok() ? job->completed() : 0};
+    if (now_progress != progress) {
+      progress = now_progress;
+      progressed = absl::Now();
+    } else if (!final_round && absl::Now() - progressed > options.stall_timeout) {
+      return absl::DeadlineExceededError(absl::StrFormat(
+          "no progress for %s: the model version (%d) and the data schedule (%d of %d data "
+          "shards done) have not moved; no worker is training (did every worker exit or "
+          "diverge? see their logs). Giving up (--stall_timeout_seconds)",
+          absl::FormatDuration(absl::Trunc(absl::Now() - progressed, absl::Seconds(1))),
+          progress.first, progress.second,
+          job.ok() ? uint64_t{job->num_data_shards()} * job->epochs() : 0));
+    }
     if (!pulled.ok()) {
       // Before the first worker declared the model: NOT_FOUND; shards
       // restarting: UNAVAILABLE. Wait and try again.
@@ -237,10 +395,15 @@ absl::Status RunEvaluator(const WorkerOptions& options, PsClient* ps,
       stop->WaitForNotificationWithTimeout(absl::Seconds(1));
       continue;
     }
-    uint64_t version = 0;
-    auto status = ps->GetStatus();
-    if (status.ok()) {
-      for (const auto& shard : *status) version += shard.version();
+    for (const auto& [name, values] : weights) {
+      for (float v : values) {
+        if (!std::isfinite(v)) {
+          return absl::DataLossError(absl::StrCat(
+              "the model's weights are not finite (tensor '", name, "' at model version ", version,
+              "): training diverged; lower the shards' --lr (or --lambda0), or use "
+              "fewer workers"));
+        }
+      }
     }
     ASSIGN_OR_RETURN(model::Evaluation eval, model->Evaluate(weights, test.features, test.labels));
     metrics->ObserveEvaluation(eval.accuracy, eval.mean_loss, static_cast<double>(version));

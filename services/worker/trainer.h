@@ -15,16 +15,24 @@
 
 namespace dcasgd {
 
+class DataLeaseRenewer;  // trainer.cc
+
 // The train loop of one stateless worker (paper Alg. 1, worker side):
 // declare the model (idempotent), pull, then repeatedly lease a data shard
 // from the coordinator, and for each minibatch compute the gradient on the
 // pulled weights and PushPull it; the reply is the next step's weights.
 //
 // Failures: a lost lease or missing backup (FAILED_PRECONDITION; the client
-// has re-joined), a too-stale push (ABORTED) or unreachable shards
-// (UNAVAILABLE) drop the step, pull again with backoff and carry on. A
-// corrupt data shard or a rejected S3 request ends Run with that error.
-// Not thread-safe; all pointers must outlive the trainer.
+// has re-joined), a too-stale push (ABORTED), a shard restarted without the
+// model (NOT_FOUND) or unreachable, restarting or hung shards (UNAVAILABLE,
+// CANCELLED, DEADLINE_EXCEEDED) make the worker pull again with backoff
+// (declaring the model again if needed) and push the same batch again with
+// the same step, so no shard applies it twice; a batch is skipped after 10
+// failed pushes. Shard 0's coordinator being unreachable or unable to save
+// is waited out (renewals fail softly, Acquire and Complete retry). Outages
+// longer than 5 minutes, a corrupt data shard or a rejected S3 request end
+// Run with that error. Not thread-safe; all pointers must outlive the
+// trainer.
 class Trainer {
  public:
   Trainer(const WorkerOptions& options, PsClient* ps, CoordinatorClient* coordinator,
@@ -40,9 +48,16 @@ class Trainer {
   // Pulls every model tensor, retrying UNAVAILABLE / FAILED_PRECONDITION /
   // NOT_FOUND with backoff until it works, `stop`, or ~5 minutes.
   absl::Status PullWithRetry(const absl::Notification* stop);
-  // Trains on one leased shard; *finished says whether every batch was done.
-  absl::Status TrainShard(const v1::DataLease& lease, const absl::Notification* stop,
-                          bool* finished);
+  // Runs `call` until it returns something other than a transient error
+  // (UNAVAILABLE, CANCELLED, DEADLINE_EXCEEDED), `stop`, or ~5 minutes.
+  template <typename Call>
+  absl::Status RetryTransient(const char* what, const absl::Notification* stop, Call call);
+  // Trains on one leased shard, renewed in the background by `renewer` (so
+  // it lives on while the worker waits for a shard to come back); stops
+  // early when the renewer reports the lease lost. *finished says whether
+  // every batch was done.
+  absl::Status TrainShard(const v1::DataLease& lease, DataLeaseRenewer* renewer,
+                          const absl::Notification* stop, bool* finished);
 
   const WorkerOptions options_;
   PsClient* const ps_;

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/ps_client.h"
+#include "client/retry.h"
 #include "core/status_macros.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/client_context.h"
@@ -66,6 +67,28 @@ absl::Status WritePortFile(const std::string& path, int port) {
   return absl::OkStatus();
 }
 
+// Connects (a worker joins every shard), riding out shards that are down or
+// restarting for up to 5 minutes (a worker started during an outage).
+absl::StatusOr<std::unique_ptr<PsClient>> ConnectWithRetry(const ClientOptions& options,
+                                                           const std::string& name,
+                                                           const absl::Notification* stop) {
+  client::Backoff backoff(client::Backoff::Options{absl::Milliseconds(100), absl::Seconds(1)});
+  const absl::Time give_up = absl::Now() + absl::Minutes(5);
+  while (true) {
+    absl::StatusOr<std::unique_ptr<PsClient>> ps = PsClient::Connect(options);
+    const absl::StatusCode code = ps.status().code();
+    if (ps.ok() ||
+        (code != absl::StatusCode::kUnavailable && code != absl::StatusCode::kDeadlineExceeded &&
+         code != absl::StatusCode::kCancelled) ||
+        absl::Now() > give_up) {
+      return ps;
+    }
+    std::fprintf(stderr, "[%s] connecting to the shards failed, retrying: %s\n", name.c_str(),
+                 std::string(ps.status().message()).c_str());
+    if (stop->WaitForNotificationWithTimeout(backoff.Next())) return ps;
+  }
+}
+
 }  // namespace
 
 absl::Status RunWorker(const WorkerOptions& options, const absl::Notification* stop) {
@@ -90,7 +113,7 @@ absl::Status RunWorker(const WorkerOptions& options, const absl::Notification* s
   ClientOptions client_options;
   client_options.shard_addresses = options.shard_addresses;
   client_options.worker_name = eval ? "" : options.worker_name;
-  ASSIGN_OR_RETURN(std::unique_ptr<PsClient> ps, PsClient::Connect(client_options));
+  ASSIGN_OR_RETURN(std::unique_ptr<PsClient> ps, ConnectWithRetry(client_options, name, stop));
   CoordinatorClient coordinator(options.shard_addresses[0]);
   std::fprintf(stderr,
                "[%s] %s: model %s, %zu shards, %zu training data shards, metrics on port %d\n",
@@ -102,11 +125,15 @@ absl::Status RunWorker(const WorkerOptions& options, const absl::Notification* s
   }
   Trainer trainer(options, ps.get(), &coordinator, data.get(), model.get(), &metrics);
   absl::Status trained = trainer.Run(stop);
-  absl::Status left = ps->Leave();
+  // A shard that cannot be told (down at the very end) lets the lease expire
+  // instead: nothing is lost, so this does not fail the worker.
+  if (absl::Status left = ps->Leave(); !left.ok()) {
+    std::fprintf(stderr, "[%s] leaving failed (the lease will expire): %s\n", name.c_str(),
+                 std::string(left.message()).c_str());
+  }
   std::fprintf(stderr, "[%s] left after %lld steps\n", name.c_str(),
                static_cast<long long>(trainer.steps()));
-  RETURN_IF_ERROR(trained);
-  return left;
+  return trained;
 }
 
 }  // namespace dcasgd

@@ -1,6 +1,7 @@
 #include "services/worker/worker_options.h"
 
 #include <cstdlib>
+#include <limits>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -29,7 +30,13 @@ ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9200",
 ABSL_FLAG(std::string, port_file, "", "write 'metrics <port>' here after start");
 ABSL_FLAG(int32_t, log_every, 100, "steps between progress lines");
 ABSL_FLAG(double, eval_interval_seconds, 10, "eval: seconds between evaluations");
+ABSL_FLAG(double, stall_timeout_seconds, 300,
+          "eval: exit 1 when the job is not done and neither the model version nor the data "
+          "schedule moved for this long (no worker can make progress); 0: wait forever");
 ABSL_FLAG(int64_t, max_steps, 0, "train: stop after this many steps (0: the whole job)");
+ABSL_FLAG(double, max_loss, 1000,
+          "train: stop with 'training diverged' when a batch's loss exceeds this (the shards "
+          "keep the weights finite, so divergence shows as an exploding loss); 0: off");
 
 namespace dcasgd {
 namespace {
@@ -48,7 +55,9 @@ constexpr const char* kFlagNames[] = {"role",
                                       "port_file",
                                       "log_every",
                                       "eval_interval_seconds",
-                                      "max_steps"};
+                                      "stall_timeout_seconds",
+                                      "max_steps",
+                                      "max_loss"};
 
 absl::Status Invalid(absl::string_view flag, absl::string_view why) {
   return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", why));
@@ -135,8 +144,14 @@ absl::StatusOr<WorkerOptions> ParseWorkerOptions(int argc, char** argv) {
   const double interval = absl::GetFlag(FLAGS_eval_interval_seconds);
   if (!(interval > 0)) return Invalid("eval_interval_seconds", "must be > 0");
   o.eval_interval = absl::Seconds(interval);
+  const double stall = absl::GetFlag(FLAGS_stall_timeout_seconds);
+  if (!(stall >= 0)) return Invalid("stall_timeout_seconds", "must be >= 0 (0: off)");
+  o.stall_timeout = stall > 0 ? absl::Seconds(stall) : absl::InfiniteDuration();
   o.max_steps = absl::GetFlag(FLAGS_max_steps);
   if (o.max_steps < 0) return Invalid("max_steps", "must be >= 0");
+  const double max_loss = absl::GetFlag(FLAGS_max_loss);
+  if (!(max_loss >= 0)) return Invalid("max_loss", "must be >= 0 (0: off)");
+  o.max_loss = max_loss > 0 ? max_loss : std::numeric_limits<double>::infinity();
   return o;
 }
 

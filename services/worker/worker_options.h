@@ -35,8 +35,15 @@ struct WorkerOptions {
   std::string port_file;        // "metrics <port>\n" after start
   int log_every = 100;          // steps between progress lines
   absl::Duration eval_interval = absl::Seconds(10);
+  // Eval: give up (exit 1) when the job is not done and makes no progress
+  // for this long: every worker exited or diverged.
+  absl::Duration stall_timeout = absl::Seconds(300);
   // Train: stop after this many steps (0: run the job to its end).
   int64_t max_steps = 0;
+  // Train: a batch loss above this (or not finite) ends the worker with
+  // "training diverged". The shards clamp weights to a finite range, so a
+  // diverging model shows as an exploding loss, not as NaN.
+  double max_loss = 1000;
 };
 
 // Parses flags (without the program name) and DCASGD_<FLAG> environment

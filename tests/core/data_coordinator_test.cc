@@ -1,7 +1,9 @@
 #include "core/data_coordinator.h"
 
 #include <set>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -81,7 +83,7 @@ TEST(DataCoordinator, JobIsFixedByTheFirstCall) {
   EXPECT_THAT(other.status().message(), ::testing::HasSubstr("4 data shards x 2 epochs"));
 }
 
-TEST(DataCoordinator, ProgressSurvivesARestart) {
+TEST(DataCoordinator, ProgressAndLeasesSurviveARestart) {
   ManualClock clock;
   DataCoordinator before(absl::Seconds(10), &clock);
   EXPECT_TRUE(
@@ -93,37 +95,116 @@ TEST(DataCoordinator, ProgressSurvivesARestart) {
     ASSERT_TRUE(before.Complete(l.lease_id).ok());
     done.insert({l.epoch, l.data_shard});
   }
-  DataLease out = MustLease(before.Acquire("a", 3, 2));  // leased, not done
-  const uint64_t generation = before.generation();
+  // Leased, not done, when shard 0 dies; a worker name with a space and a
+  // newline round-trips.
+  DataLease out = MustLease(before.Acquire("pod 7\nx", 3, 2));
   const std::string saved = before.SerializeProgress();
 
+  clock.Advance(absl::Seconds(8));
   DataCoordinator after(absl::Seconds(10), &clock);
   ASSERT_TRUE(after.RestoreProgress(saved).ok());
   JobProgress p = after.Progress();
   EXPECT_TRUE(p.configured);
   EXPECT_EQ(p.completed, 4u);
-  EXPECT_EQ(p.leased, 0u) << "leases do not survive; their items are pending again";
+  EXPECT_EQ(p.leased, 1u) << "issue 13: leases out at a crash survive it";
   EXPECT_EQ(p.current_epoch, 1u);
   EXPECT_EQ(after.Acquire("a", 4, 2).status().code(), absl::StatusCode::kFailedPrecondition)
       << "the restored job keeps its shape";
-  // The rest of the job hands out exactly the items not done, the one that
-  // was out first.
-  DataLease first = MustLease(after.Acquire("b", 3, 2));
-  EXPECT_EQ(std::make_pair(first.epoch, first.data_shard),
-            std::make_pair(out.epoch, out.data_shard));
-  ASSERT_TRUE(after.Complete(first.lease_id).ok());
-  done.insert({first.epoch, first.data_shard});
+  // The holder renews and completes its lease after the restart (with a
+  // fresh deadline: 8 s had passed before the restart).
+  clock.Advance(absl::Seconds(5));
+  ASSERT_TRUE(after.Renew(out.lease_id).ok());
+  ASSERT_TRUE(after.Complete(out.lease_id).ok());
+  done.insert({out.epoch, out.data_shard});
+  // The rest of the job hands out exactly the items not done, with new ids.
   while (true) {
     auto r = after.Acquire("b", 3, 2);
     ASSERT_TRUE(r.ok());
     if (std::holds_alternative<JobDone>(*r)) break;
     DataLease l = std::get<DataLease>(*r);
+    EXPECT_GT(l.lease_id, out.lease_id) << "lease ids are not reused";
     EXPECT_TRUE(done.insert({l.epoch, l.data_shard}).second) << "item handed out twice";
     ASSERT_TRUE(after.Complete(l.lease_id).ok());
   }
   EXPECT_EQ(done.size(), 6u);
-  EXPECT_GT(after.generation(), 0u);
-  EXPECT_GT(generation, 0u);
+  EXPECT_EQ(after.Progress().reissued, 0u);
+}
+
+TEST(DataCoordinator, ARestoredLeaseWhoseHolderDiedIsReissued) {
+  ManualClock clock;
+  DataCoordinator before(absl::Seconds(10), &clock);
+  DataLease out = MustLease(before.Acquire("dies", 2, 1));
+  DataCoordinator after(absl::Seconds(10), &clock);
+  ASSERT_TRUE(after.RestoreProgress(before.SerializeProgress()).ok());
+  clock.Advance(absl::Seconds(11));
+  DataLease again = MustLease(after.Acquire("b", 2, 1));
+  EXPECT_EQ(again.data_shard, out.data_shard);
+  EXPECT_EQ(after.Progress().reissued, 1u);
+}
+
+TEST(DataCoordinator, ReadsTheFormerFormatWithoutLeases) {
+  ManualClock clock;
+  DataCoordinator c(absl::Seconds(10), &clock);
+  ASSERT_TRUE(c.RestoreProgress("dcasgd-data-coordinator 1\njob 2 1 3\nepoch 0 10\n").ok());
+  JobProgress p = c.Progress();
+  EXPECT_EQ(p.completed, 1u);
+  EXPECT_EQ(p.reissued, 3u);
+  DataLease l = MustLease(c.Acquire("a", 2, 1));
+  EXPECT_EQ(l.data_shard, 1u);
+}
+
+// A save that fails while `failing` is set, recording what was saved.
+struct FlakySaver {
+  bool failing = false;
+  std::vector<std::string> saved;
+  DataCoordinator::StateSaver Saver() {
+    return [this](const std::string& text) {
+      if (failing) return absl::ResourceExhaustedError("No space left on device");
+      saved.push_back(text);
+      return absl::OkStatus();
+    };
+  }
+};
+
+TEST(DataCoordinator, ALeaseThatCannotBeSavedIsNotGranted) {
+  // Issue 13: a full checkpoint volume made AcquireDataShard fail after the
+  // lease was granted, orphaning it until it expired.
+  ManualClock clock;
+  FlakySaver disk;
+  disk.failing = true;
+  DataCoordinator c(absl::Seconds(10), &clock, disk.Saver());
+  auto first = c.Acquire("a", 2, 1);
+  EXPECT_EQ(first.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(first.status().message(), ::testing::HasSubstr("No space left on device"));
+  JobProgress p = c.Progress();
+  EXPECT_FALSE(p.configured) << "nothing changed";
+  EXPECT_EQ(p.leased, 0u);
+  disk.failing = false;
+  DataLease l = MustLease(c.Acquire("a", 2, 1));
+  EXPECT_EQ(l.data_shard, 0u) << "the first data shard, not lost";
+  ASSERT_EQ(disk.saved.size(), 1u);
+  EXPECT_THAT(disk.saved.back(), ::testing::HasSubstr("lease " + std::to_string(l.lease_id)));
+  disk.failing = true;
+  auto second = c.Acquire("b", 2, 1);
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(c.Progress().leased, 1u);
+  // A completion that cannot be saved leaves the lease with its worker, and
+  // counts as a renewal (the worker is alive while it retries).
+  clock.Advance(absl::Seconds(8));
+  EXPECT_EQ(c.Complete(l.lease_id).code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(c.Progress().completed, 0u);
+  clock.Advance(absl::Seconds(8));  // 16 s after the grant, 8 after the attempt
+  EXPECT_TRUE(c.Renew(l.lease_id).ok()) << "still held";
+  disk.failing = false;
+  EXPECT_TRUE(c.Complete(l.lease_id).ok());
+  DataLease next = MustLease(c.Acquire("b", 2, 1));
+  EXPECT_EQ(next.data_shard, 1u);
+  EXPECT_TRUE(c.Complete(next.lease_id).ok());
+  EXPECT_TRUE(c.Progress().done);
+  // The last save is the whole job, done.
+  DataCoordinator restored(absl::Seconds(10), &clock);
+  ASSERT_TRUE(restored.RestoreProgress(disk.saved.back()).ok());
+  EXPECT_TRUE(restored.Progress().done);
 }
 
 TEST(DataCoordinator, MalformedProgressIsDataLossAndChangesNothing) {
@@ -133,7 +214,11 @@ TEST(DataCoordinator, MalformedProgressIsDataLossAndChangesNothing) {
   for (const char* text :
        {"", "garbage", "dcasgd-data-coordinator 1\njob 2 1 0\n",
         "dcasgd-data-coordinator 1\njob 2 1 0\nepoch 0 1\n",
-        "dcasgd-data-coordinator 1\njob 2 1 0\nepoch 0 1x\n", "dcasgd-data-coordinator 2\n"}) {
+        "dcasgd-data-coordinator 1\njob 2 1 0\nepoch 0 1x\n", "dcasgd-data-coordinator 3\n",
+        "dcasgd-data-coordinator 2\njob 2 1 0 5\nepoch 0 00\nlease 7 0 0 w\n",
+        "dcasgd-data-coordinator 2\njob 2 1 0 5\nepoch 0 10\nlease 2 0 0 w\n",
+        "dcasgd-data-coordinator 2\njob 2 1 0 5\nepoch 0 00\nlease 2 0 1 w\nlease 3 0 1 v\n",
+        "dcasgd-data-coordinator 2\njob 2 1 0 5\nepoch 0 00\nlease 2 0 1\n"}) {
     EXPECT_EQ(c.RestoreProgress(text).code(), absl::StatusCode::kDataLoss) << text;
   }
   EXPECT_EQ(c.Progress().leased, 1u);

@@ -53,7 +53,7 @@ ShardConfig Config(UpdateRule rule) {
 absl::StatusOr<PushResult> PushNow(ShardStore& store, WorkerId worker,
                                    std::vector<GradientChunk> chunks, bool pull_after = false) {
   std::optional<absl::StatusOr<PushResult>> out;
-  store.SubmitPush(worker, std::move(chunks), pull_after,
+  store.SubmitPush(worker, /*step=*/0, std::move(chunks), pull_after,
                    [&out](absl::StatusOr<PushResult> r) { out = std::move(r); });
   if (!out.has_value()) return absl::InternalError("push did not complete synchronously");
   return std::move(*out);

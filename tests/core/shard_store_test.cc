@@ -4,6 +4,7 @@
 #include <cstring>
 #include <limits>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include "absl/synchronization/notification.h"
@@ -53,7 +54,7 @@ ShardConfig Config(UpdateRule rule, float lr = 0.5f, float lambda0 = 0.5f) {
 absl::StatusOr<PushResult> PushNow(ShardStore& store, WorkerId worker,
                                    std::vector<GradientChunk> chunks, bool pull_after = false) {
   std::optional<absl::StatusOr<PushResult>> out;
-  store.SubmitPush(worker, std::move(chunks), pull_after,
+  store.SubmitPush(worker, /*step=*/0, std::move(chunks), pull_after,
                    [&out](absl::StatusOr<PushResult> r) { out = std::move(r); });
   EXPECT_TRUE(out.has_value()) << "push did not complete synchronously";
   if (!out.has_value()) return absl::InternalError("not completed");
@@ -230,7 +231,7 @@ TEST(ShardStore, SinkReceivesEachUpdatedChunkBeforeDone) {
   std::vector<AppliedChunk> streamed;
   std::optional<absl::StatusOr<PushResult>> result;
   store.SubmitPush(
-      a, g, /*pull_after=*/true,
+      a, /*step=*/0, g, /*pull_after=*/true,
       [&](absl::StatusOr<PushResult> r) {
         EXPECT_EQ(streamed.size(), 2u) << "every chunk reaches the sink before done";
         result = std::move(r);
@@ -371,6 +372,195 @@ TEST(ShardStore, JoinWithLiveNameReplacesTheOldWorker) {
   EXPECT_EQ(store.Join("").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// Hands out scripted numbers, then counts up from 1000.
+class ScriptedRandom final : public RandomSource {
+ public:
+  explicit ScriptedRandom(std::vector<uint64_t> script) : script_(std::move(script)) {}
+  uint64_t Next64() override {
+    absl::MutexLock lock(&mu_);
+    if (next_ < script_.size()) return script_[next_++];
+    return 1000 + next_++;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<uint64_t> script_ ABSL_GUARDED_BY(mu_);
+  size_t next_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+TEST(ShardStore, WorkerIdsAreNotReusedAfterARestart) {
+  // Issue 13: ids restarted at 1 with the shard, so a worker joining a
+  // restarted shard got the id another worker still used.
+  std::set<WorkerId> before;
+  {
+    ShardStore store(Config(UpdateRule::kDcAsgdConstant), Clock::Real());
+    for (const char* name : {"a", "b", "c"}) before.insert(store.Join(name)->worker_id);
+  }
+  ShardStore restarted(Config(UpdateRule::kDcAsgdConstant), Clock::Real());
+  for (const char* name : {"d", "e", "f"}) {
+    const WorkerId id = restarted.Join(name)->worker_id;
+    EXPECT_NE(id, 0u);
+    EXPECT_EQ(before.count(id), 0u) << "id " << id << " of '" << name << "' was used before";
+  }
+}
+
+TEST(ShardStore, WorkerIdsSkipZeroAndLiveIds) {
+  ScriptedRandom random({7, 0, 7, 7, 9});
+  ShardStore store(Config(UpdateRule::kDcAsgdConstant), Clock::Real(), &random);
+  EXPECT_EQ(store.Join("a")->worker_id, 7u);
+  EXPECT_EQ(store.Join("b")->worker_id, 9u) << "0 and the live id 7 are skipped";
+}
+
+class PushStepTest : public ::testing::Test {
+ protected:
+  explicit PushStepTest(UpdateRule rule = UpdateRule::kAsgd) : store_(Config(rule), Clock::Real()) {}
+  void SetUp() override {
+    ASSERT_TRUE(store_.Declare({Spec("w", {6})}).ok());  // chunks of 4 and 2
+    worker_ = store_.Join("a")->worker_id;
+    PullAll(store_, worker_);
+  }
+  absl::StatusOr<PushResult> Push(uint64_t step, float g, bool pull_after = false) {
+    std::vector<GradientChunk> chunks;
+    chunks.push_back(GradientChunk{"w", 0, Bytes({g, g, g, g})});
+    chunks.push_back(GradientChunk{"w", 1, Bytes({g, g})});
+    std::optional<absl::StatusOr<PushResult>> out;
+    store_.SubmitPush(worker_, step, std::move(chunks), pull_after,
+                      [&out](absl::StatusOr<PushResult> r) { out = std::move(r); });
+    EXPECT_TRUE(out.has_value());
+    return out.has_value() ? std::move(*out) : absl::InternalError("not completed");
+  }
+  std::vector<float> Weights() { return PullAll(store_, 0)["w"]; }
+
+  ShardStore store_;
+  WorkerId worker_ = 0;
+};
+
+TEST_F(PushStepTest, ARepeatedStepIsAnsweredAndNotAppliedAgain) {
+  absl::StatusOr<PushResult> first = Push(1, 2.0f);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_FALSE(first->replayed);
+  const std::vector<float> after_first = Weights();
+  EXPECT_EQ(after_first, std::vector<float>(6, 0.0f)) << "1 - 0.5 * 2";
+  // The acknowledgement was lost; the client sends the same step again (even
+  // with other values, e.g. recomputed): the shard answers, applies nothing.
+  absl::StatusOr<PushResult> again = Push(1, 5.0f);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->replayed);
+  EXPECT_EQ(again->version, first->version);
+  EXPECT_EQ(again->staleness, first->staleness);
+  EXPECT_EQ(store_.version(), 1u);
+  EXPECT_EQ(Weights(), after_first);
+  ASSERT_TRUE(Push(2, 1.0f).ok());
+  EXPECT_EQ(store_.version(), 2u);
+  absl::StatusOr<PushResult> late = Push(1, 2.0f);
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(late.status().message(), HasSubstr("older than its last applied step 2"));
+  EXPECT_EQ(store_.version(), 2u);
+  // Step 0 opts out: every push is applied.
+  ASSERT_TRUE(Push(0, 1.0f).ok());
+  ASSERT_TRUE(Push(0, 1.0f).ok());
+  EXPECT_EQ(store_.version(), 4u);
+}
+
+// A rule that keeps backups (ASGD keeps none).
+class PushStepWithBackupsTest : public PushStepTest {
+ protected:
+  PushStepWithBackupsTest() : PushStepTest(UpdateRule::kDcAsgdConstant) {}
+};
+
+TEST_F(PushStepWithBackupsTest, ARepeatedPushPullReturnsTheValuesFirstSent) {
+  absl::StatusOr<PushResult> first = Push(3, 1.0f, /*pull_after=*/true);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_EQ(first->new_values.size(), 2u);
+  // Another worker moves the weights on; the repeated step still answers
+  // with what this worker was sent (its backup), not the current weights.
+  WorkerId other = store_.Join("b")->worker_id;
+  PullAll(store_, other);
+  ASSERT_TRUE(PushNow(store_, other, Grad("w", 0, {1, 1, 1, 1})).ok());
+  absl::StatusOr<PushResult> again = Push(3, 1.0f, /*pull_after=*/true);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->replayed);
+  EXPECT_EQ(again->version, first->version);
+  ASSERT_EQ(again->new_values.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(again->new_values[i].chunk_index, first->new_values[i].chunk_index);
+    EXPECT_EQ(Floats(again->new_values[i].values), Floats(first->new_values[i].values));
+  }
+  EXPECT_EQ(store_.version(), 2u);
+  // Through a sink, the replayed chunks are streamed like applied ones.
+  std::vector<AppliedChunk> streamed;
+  std::optional<absl::StatusOr<PushResult>> result;
+  store_.SubmitPush(
+      worker_, 3, Grad("w", 1, {1, 1}), true,
+      [&](absl::StatusOr<PushResult> r) { result = std::move(r); },
+      [&](AppliedChunk c) { streamed.push_back(std::move(c)); });
+  ASSERT_TRUE(result.has_value() && result->ok());
+  ASSERT_EQ(streamed.size(), 1u);
+  EXPECT_EQ(streamed[0].version, first->version);
+  EXPECT_EQ(Floats(streamed[0].values.values), std::vector<float>(2, 0.5f));
+}
+
+TEST_F(PushStepTest, ARepeatedPushPullWithoutBackupsReturnsTheCurrentWeights) {
+  absl::StatusOr<PushResult> first = Push(3, 1.0f, /*pull_after=*/true);
+  ASSERT_TRUE(first.ok()) << first.status();
+  WorkerId other = store_.Join("b")->worker_id;
+  PullAll(store_, other);
+  ASSERT_TRUE(PushNow(store_, other, Grad("w", 0, {1, 1, 1, 1})).ok());
+  // ASGD keeps no backups: the repeated step is answered like a pull of the
+  // current weights, and still not applied again.
+  absl::StatusOr<PushResult> again = Push(3, 1.0f, /*pull_after=*/true);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->replayed);
+  EXPECT_EQ(again->version, first->version);
+  EXPECT_EQ(store_.version(), 2u);
+  ASSERT_EQ(again->new_values.size(), 2u);
+  const std::vector<float> now = Weights();
+  EXPECT_EQ(Floats(again->new_values[0].values), std::vector<float>(now.begin(), now.begin() + 4));
+  EXPECT_EQ(Floats(again->new_values[1].values), std::vector<float>(now.begin() + 4, now.end()));
+  EXPECT_NE(Floats(again->new_values[0].values), Floats(first->new_values[0].values));
+}
+
+TEST_F(PushStepTest, ARejectedPushDoesNotUseUpItsStep) {
+  std::vector<GradientChunk> nan;
+  nan.push_back(GradientChunk{"w", 0, Bytes({1, std::nanf(""), 1, 1})});
+  std::optional<absl::StatusOr<PushResult>> out;
+  store_.SubmitPush(worker_, 1, std::move(nan), false,
+                    [&out](absl::StatusOr<PushResult> r) { out = std::move(r); });
+  ASSERT_TRUE(out.has_value());
+  EXPECT_EQ(out->status().code(), absl::StatusCode::kInvalidArgument);
+  absl::StatusOr<PushResult> fixed = Push(1, 1.0f);
+  ASSERT_TRUE(fixed.ok()) << fixed.status();
+  EXPECT_FALSE(fixed->replayed);
+  EXPECT_EQ(store_.version(), 1u);
+}
+
+TEST(ShardStore, AStepStillWaitingIsUnavailableThenAnswered) {
+  ShardConfig config = Config(UpdateRule::kAsgd);
+  config.sync = SyncMode::kSsgd;
+  ShardStore store(config, Clock::Real());
+  ASSERT_TRUE(store.Declare({Spec("w", {4})}).ok());
+  WorkerId a = store.Join("a")->worker_id;
+  WorkerId b = store.Join("b")->worker_id;
+  std::optional<absl::StatusOr<PushResult>> waiting, retried;
+  store.SubmitPush(a, 5, Grad("w", 0, {1, 1, 1, 1}), false,
+                   [&](absl::StatusOr<PushResult> r) { waiting = std::move(r); });
+  EXPECT_FALSE(waiting.has_value()) << "waits for b's push";
+  store.SubmitPush(a, 5, Grad("w", 0, {1, 1, 1, 1}), false,
+                   [&](absl::StatusOr<PushResult> r) { retried = std::move(r); });
+  ASSERT_TRUE(retried.has_value());
+  EXPECT_EQ(retried->status().code(), absl::StatusCode::kUnavailable);
+  ASSERT_TRUE(PushNow(store, b, Grad("w", 0, {3, 3, 3, 3})).ok()) << "completes the round";
+  ASSERT_TRUE(waiting.has_value());
+  ASSERT_TRUE(waiting->ok()) << waiting->status();
+  retried.reset();
+  store.SubmitPush(a, 5, Grad("w", 0, {1, 1, 1, 1}), false,
+                   [&](absl::StatusOr<PushResult> r) { retried = std::move(r); });
+  ASSERT_TRUE(retried.has_value() && retried->ok());
+  EXPECT_TRUE((*retried)->replayed);
+  EXPECT_EQ((*retried)->version, (*waiting)->version);
+  EXPECT_EQ(store.version(), 1u);
+}
+
 TEST(ShardStore, ConcurrentPushesLoseNoUpdate) {
   // Plain SGD with lr = 1: the final weights are init minus the exact sum of
   // every pushed gradient. Values are small integers, so float sums are exact.
@@ -427,14 +617,14 @@ TEST(ShardStore, SsgdAveragesOneRoundAndAppliesOnce) {
   WorkerId a = store.Join("a")->worker_id;
   WorkerId b = store.Join("b")->worker_id;
   std::optional<absl::StatusOr<PushResult>> ra, rb;
-  store.SubmitPush(a, Grad("w", 0, {2, 2, 2, 2}), true,
+  store.SubmitPush(a, /*step=*/0, Grad("w", 0, {2, 2, 2, 2}), true,
                    [&](absl::StatusOr<PushResult> r) { ra = std::move(r); });
   EXPECT_FALSE(ra.has_value()) << "the round waits for b";
   EXPECT_EQ(store.version(), 0u);
   // A second push of a in the same round is refused.
   auto dup = PushNow(store, a, Grad("w", 0, {1, 1, 1, 1}));
   EXPECT_EQ(dup.status().code(), absl::StatusCode::kFailedPrecondition);
-  store.SubmitPush(b, Grad("w", 0, {4, 4, 4, 4}), true,
+  store.SubmitPush(b, /*step=*/0, Grad("w", 0, {4, 4, 4, 4}), true,
                    [&](absl::StatusOr<PushResult> r) { rb = std::move(r); });
   ASSERT_TRUE(ra.has_value() && rb.has_value());
   ASSERT_TRUE(ra->ok() && rb->ok());
@@ -452,8 +642,10 @@ TEST(ShardStore, SsgdRoundDoesNotWaitForALeavingWorker) {
   WorkerId b = store.Join("b")->worker_id;
   WorkerId c = store.Join("c")->worker_id;
   int done = 0;
-  store.SubmitPush(a, Grad("w", 0, {1, 1, 1, 1}), false, [&](auto r) { done += r.ok(); });
-  store.SubmitPush(b, Grad("w", 0, {3, 3, 3, 3}), false, [&](auto r) { done += r.ok(); });
+  store.SubmitPush(a, /*step=*/0, Grad("w", 0, {1, 1, 1, 1}), false,
+                   [&](auto r) { done += r.ok(); });
+  store.SubmitPush(b, /*step=*/0, Grad("w", 0, {3, 3, 3, 3}), false,
+                   [&](auto r) { done += r.ok(); });
   EXPECT_EQ(done, 0);
   ASSERT_TRUE(store.Leave(c).ok());
   EXPECT_EQ(done, 2);
@@ -470,13 +662,13 @@ TEST(ShardStore, SspWaitHoldsAWorkerAheadOfTheBound) {
   WorkerId slow = store.Join("slow")->worker_id;
   int applied = 0;
   auto count = [&](absl::StatusOr<PushResult> r) { applied += r.ok(); };
-  store.SubmitPush(fast, Grad("w", 0, {1, 1, 1, 1}), false, count);  // clock 0 -> 1
-  store.SubmitPush(fast, Grad("w", 0, {1, 1, 1, 1}), false, count);  // clock 1 -> 2
+  store.SubmitPush(fast, /*step=*/0, Grad("w", 0, {1, 1, 1, 1}), false, count);  // clock 0 -> 1
+  store.SubmitPush(fast, /*step=*/0, Grad("w", 0, {1, 1, 1, 1}), false, count);  // clock 1 -> 2
   EXPECT_EQ(applied, 2);
-  store.SubmitPush(fast, Grad("w", 0, {1, 1, 1, 1}), false, count);  // 2 > 0 + 1: waits
+  store.SubmitPush(fast, /*step=*/0, Grad("w", 0, {1, 1, 1, 1}), false, count);  // 2 > 0 + 1: waits
   EXPECT_EQ(applied, 2);
   EXPECT_EQ(store.version(), 2u);
-  store.SubmitPush(slow, Grad("w", 0, {1, 1, 1, 1}), false, count);  // releases fast
+  store.SubmitPush(slow, /*step=*/0, Grad("w", 0, {1, 1, 1, 1}), false, count);  // releases fast
   EXPECT_EQ(applied, 4);
   EXPECT_EQ(store.version(), 4u);
 }
@@ -504,7 +696,7 @@ TEST(ShardStore, CancelWaitingFailsWaitersWithUnavailable) {
   WorkerId a = store.Join("a")->worker_id;
   ASSERT_TRUE(store.Join("b").ok());
   std::optional<absl::Status> status;
-  store.SubmitPush(a, Grad("w", 0, {1, 1, 1, 1}), false,
+  store.SubmitPush(a, /*step=*/0, Grad("w", 0, {1, 1, 1, 1}), false,
                    [&](absl::StatusOr<PushResult> r) { status = r.status(); });
   store.CancelWaiting();
   ASSERT_TRUE(status.has_value());

@@ -162,7 +162,10 @@ for (const cfg of configs) {
         assert.equal(c[probe].httpGet, undefined);
         assert.equal(c[probe].exec, undefined);
       }
-      assert.equal(c.readinessProbe.grpc.service, 'dcasgd.v1.ParameterShard');
+      // Readiness reports durability (checkpoints succeeding); the shard
+      // keeps serving when it is not ready (publishNotReadyAddresses).
+      assert.equal(c.readinessProbe.grpc.service, 'dcasgd.checkpoint');
+      assert.equal(c.livenessProbe.grpc.service, undefined);
     });
 
     test('shards: preStop and a grace period long enough for the final checkpoint', () => {
@@ -171,8 +174,11 @@ for (const cfg of configs) {
       const sleep = preStop.sleep ? preStop.sleep.seconds : Number(preStop.exec.command.at(-1));
       assert.equal(sleep, ps.preStopSleepSeconds);
       assert.equal(spec.terminationGracePeriodSeconds, ps.terminationGracePeriodSeconds);
-      // preStop, then up to 10 s of graceful shutdown, then the checkpoint.
+      // preStop, then up to 10 s of graceful shutdown, then the checkpoint,
+      // retried for the rest of the grace period minus 3 s of margin.
       assert.ok(spec.terminationGracePeriodSeconds > sleep + 10 + 5);
+      assert.equal(Number(arg(spec.containers[0], 'final_checkpoint_timeout_seconds')),
+        spec.terminationGracePeriodSeconds - sleep - 10 - 3);
     });
 
     test('shards: one PVC per shard mounted at the checkpoint directory', () => {

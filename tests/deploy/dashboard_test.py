@@ -32,7 +32,8 @@ METRICS = HISTOGRAMS | {
 }
 # Exported by the services beyond the list above; allowed on panels.
 EXTRA_METRICS = {"dcasgd_ps_checkpoints_total", "dcasgd_ps_lease_expirations_total",
-                 "dcasgd_worker_retries_total"}
+                 "dcasgd_worker_retries_total", "dcasgd_ps_checkpoint_failures_total",
+                 "dcasgd_ps_checkpoint_age_seconds"}
 
 
 def metric_names(expr):

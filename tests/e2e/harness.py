@@ -121,15 +121,22 @@ class Cluster:
         self.processes.append(p)
         return p
 
-    def start_shards(self, count, *flags, fixed_ports=False):
+    def start_shards(self, count, *flags, fixed_ports=False, volume=None, shard_flags=None,
+                     shard_volumes=None):
         """Starts `count` shards. With fixed_ports, each listens on a port
         chosen now, so restart_shard() brings it back at the same address (as
-        a StatefulSet pod keeps its DNS name)."""
+        a StatefulSet pod keeps its DNS name). With a ScratchVolume, the
+        shards run in its namespace (give them a --checkpoint_dir in it);
+        shard_flags and shard_volumes ({index: ...}) set flags and a volume
+        for single shards."""
         for i in range(count):
             listen = f"127.0.0.1:{free_port()}" if fixed_ports else "127.0.0.1:0"
             args = [PS_BINARY, f"--listen={listen}", "--metrics_address=127.0.0.1:0",
                     f"--port_file={self.path(f'ps-{i}.ports')}", f"--shard_index={i}",
-                    f"--shard_count={count}", *flags]
+                    f"--shard_count={count}", *flags, *(shard_flags or {}).get(i, [])]
+            shard_volume = (shard_volumes or {}).get(i, volume)
+            if shard_volume is not None:
+                args = shard_volume.wrap(args)
             self.shards.append(self._launch_shard(i, args))
         return self.shards
 
@@ -192,6 +199,63 @@ class Cluster:
 
         wait_for(answers, 30, "s3rver to answer")
         return f"http://127.0.0.1:{port}"
+
+
+class ScratchVolume:
+    """A small tmpfs at `path`, visible only to processes started through
+    wrap(): it is mounted in a private mount namespace (unshare -rm: works as
+    root and for users with user namespaces) held by a sleeping process, so a
+    restarted shard sees the files its predecessor wrote. fill() makes the
+    volume full (ENOSPC for every write), free() undoes it."""
+
+    def __init__(self, cluster, path, size_mb):
+        self.path = path
+        os.makedirs(path, exist_ok=True)
+        self.holder = cluster.spawn(
+            ["unshare", "-rm", "sh", "-c",
+             'mount -t tmpfs -o size="$1"m tmpfs "$0" && echo mounted && exec sleep 100000',
+             path, str(size_mb)], "volume-" + os.path.basename(path))
+        wait_for(lambda: "mounted" in self.holder.output() or self.holder.poll() is not None,
+                 10, "the scratch volume")
+        if self.holder.poll() is not None:
+            raise RuntimeError("cannot mount a tmpfs in a user namespace (unshare -rm):\n"
+                               + self.holder.output())
+
+    def wrap(self, args):
+        """`args` run inside the volume's namespace."""
+        return ["nsenter", "-t", str(self.holder.popen.pid), "-U", "-m",
+                "--preserve-credentials", "--"] + list(args)
+
+    def _run(self, script):
+        return subprocess.run(self.wrap(["sh", "-c", script, self.path]), capture_output=True,
+                              text=True, timeout=30)
+
+    def fill(self):
+        # cat fails with ENOSPC once the volume is full: that is the point.
+        self._run('cat /dev/zero > "$0/filler"; sync')
+
+    def free(self):
+        self._run('rm -f "$0/filler"')
+
+    def listing(self):
+        return self._run('ls -la "$0"').stdout
+
+
+def health_status(address, service=""):
+    """grpc.health.v1 Check of `service`: "SERVING", "NOT_SERVING", ... or the
+    error code name when the call fails. Raw bytes, so no health stubs are
+    needed: HealthCheckRequest{1: service}, HealthCheckResponse{1: status}."""
+    import grpc
+    names = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
+    encoded = service.encode()
+    request = (b"\x0a" + bytes([len(encoded)]) + encoded) if encoded else b""
+    with grpc.insecure_channel(address) as channel:
+        check = channel.unary_unary("/grpc.health.v1.Health/Check")
+        try:
+            response = check(request, timeout=5)
+        except grpc.RpcError as error:
+            return error.code().name
+    return names.get(response[1] if len(response) >= 2 else 0, "UNKNOWN")
 
 
 def s3_env(endpoint, secret=S3_SECRET):

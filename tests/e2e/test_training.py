@@ -164,7 +164,7 @@ class LocalData(unittest.TestCase):
         self.cluster.restart_shard(1)
         self.assertEqual(worker.wait(300), 0, worker.output()[-3000:])
         out = worker.output()
-        self.assertTrue("step dropped" in out or "pull failed" in out, out[-3000:])
+        self.assertTrue("pushing its batch again" in out or "pull failed" in out, out[-3000:])
         self.assertIn("restored", self.cluster.shards[1][0].output())
         job = harness.job_status(f"127.0.0.1:{self.cluster.shards[0][1]}")
         self.assertTrue(job.done)
@@ -231,21 +231,25 @@ class LocalData(unittest.TestCase):
         self.assertTrue(job.done)
         self.assertEqual(job.completed, 4 * 3, "every data shard of every epoch exactly once")
 
-    def test_too_large_lambda0_diverges_but_the_weights_stay_finite(self):
+    def test_too_large_lambda0_diverges_and_workers_say_so(self):
         # lambda*g*g*(w - w_bak) grows with g^2, so too large a lambda0
         # diverges once pushes are stale. The shards clamp every weight to
         # --max_weight_abs (docs/security.md), so no NaN or Inf reaches a
-        # worker: the divergence shows as an exploding loss in the workers'
-        # logs while the weights stay finite and within the clamp.
+        # worker: the divergence shows as an exploding loss, and each worker
+        # stops with 'training diverged' once its loss passes --max_loss.
         self.cluster.start_shards(1, "--update_rule=dcasgd-c", "--lambda0=1e8", "--lr=0.5")
-        workers = [self.cluster.start_worker(f"w{i}", self.data, "--model=softmax")
+        workers = [self.cluster.start_worker(f"w{i}", self.data, "--model=softmax",
+                                             "--log_every=1")
                    for i in range(3)]
         for w in workers:
-            self.assertEqual(w.wait(120), 0, w.output()[-2000:])
+            code = w.wait(120)
+            out = w.output()
+            self.assertNotEqual(code, 0, out[-2000:])
+            self.assertIn("training diverged", out)
+            self.assertIn("--max_loss 1000", out)
+            self.assertIn("--lambda0", out)
         losses = [float(m) for w in workers
                   for m in re.findall(r" loss ([0-9.eE+-]+|nan|inf|-nan),", w.output())]
-        self.assertTrue(losses, "no loss was logged")
-        self.assertGreater(max(losses), 1e4, "the loss did not explode: lambda0 too small?")
         self.assertTrue(all(math.isfinite(x) for x in losses), losses)
         import grpc
         ps_pb2, ps_pb2_grpc, _, _ = harness.stubs()

@@ -41,6 +41,9 @@ TEST(PsOptions, DefaultsWhenNothingIsGiven) {
   EXPECT_EQ(options->shard.max_staleness, -1);
   EXPECT_EQ(options->shard.lease, absl::Seconds(30));
   EXPECT_EQ(options->checkpoint_interval, absl::Seconds(60));
+  EXPECT_EQ(options->checkpoint_min_interval, absl::Seconds(1));
+  EXPECT_EQ(options->checkpoint_max_age, absl::Seconds(180)) << "three intervals";
+  EXPECT_EQ(options->final_checkpoint_timeout, absl::Seconds(5));
   EXPECT_TRUE(options->checkpoint_dir.empty());
   EXPECT_EQ(options->max_message_bytes, 16 << 20);
   EXPECT_TRUE(options->port_file.empty());
@@ -224,6 +227,26 @@ TEST(PsOptions, MemoryLimitsAndBounds) {
   EXPECT_FLOAT_EQ(given->shard.optimizer.max_gradient_abs, 10.0f);
   EXPECT_FLOAT_EQ(given->shard.optimizer.max_weight_abs, 100.0f);
   EXPECT_THAT(given->DebugString(), HasSubstr("memory_budget=1.0 GiB (--memory_budget_bytes)"));
+}
+
+TEST(PsOptions, CheckpointDurabilityFlags) {
+  absl::StatusOr<PsOptions> options =
+      Parse({"--checkpoint_interval_seconds=10", "--checkpoint_min_interval_seconds=0.5",
+             "--final_checkpoint_timeout_seconds=20"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->checkpoint_max_age, absl::Seconds(30)) << "three intervals by default";
+  EXPECT_EQ(options->checkpoint_min_interval, absl::Milliseconds(500));
+  EXPECT_EQ(options->final_checkpoint_timeout, absl::Seconds(20));
+  options = Parse({"--checkpoint_max_age_seconds=7"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->checkpoint_max_age, absl::Seconds(7));
+  for (const char* bad : {"--checkpoint_min_interval_seconds=-1", "--checkpoint_max_age_seconds=-2",
+                          "--final_checkpoint_timeout_seconds=nan"}) {
+    absl::StatusOr<PsOptions> rejected = Parse({bad});
+    EXPECT_EQ(rejected.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(rejected.status().message(),
+                HasSubstr(std::string(bad).substr(2, std::string(bad).find('=') - 2)));
+  }
 }
 
 TEST(PsOptions, UsageListsEveryFlagWithItsVariable) {

@@ -118,6 +118,43 @@ TEST_F(PsProcessTest, SigtermWritesTheFinalCheckpointWhichARestartRestores) {
   EXPECT_EQ(PullAll(stub.get(), 0), trained);
 }
 
+uint64_t JoinAs(v1::ParameterShard::Stub* stub, const std::string& name) {
+  v1::JoinRequest join;
+  join.set_worker_name(name);
+  v1::JoinResponse joined;
+  grpc::ClientContext context;
+  EXPECT_TRUE(stub->Join(&context, join, &joined).ok());
+  return joined.worker_id();
+}
+
+TEST_F(PsProcessTest, WorkerIdsAreNotReusedAfterARestart) {
+  // Issue 13: ids restarted at 1, so after a SIGKILL a worker joining the
+  // restarted shard could get the id another worker still used; the two then
+  // shared one lease and one backup.
+  absl::StatusOr<std::unique_ptr<testing::PsProcess>> ps =
+      testing::PsProcess::Start({"--checkpoint_dir=" + dir_, "--metrics_address="});
+  ASSERT_TRUE(ps.ok()) << ps.status();
+  auto stub = Connect(**ps);
+  std::vector<uint64_t> before;
+  for (const char* name : {"a", "b", "c"}) before.push_back(JoinAs(stub.get(), name));
+  ASSERT_TRUE((*ps)->Kill(SIGKILL).ok());
+  ASSERT_TRUE((*ps)->WaitExit().ok());
+  ASSERT_TRUE((*ps)->Restart().ok()) << (*ps)->Log();
+  stub = Connect(**ps);
+  for (const char* name : {"d", "e", "f"}) {
+    const uint64_t id = JoinAs(stub.get(), name);
+    EXPECT_NE(id, 0u);
+    EXPECT_THAT(before, ::testing::Not(::testing::Contains(id))) << name << " got a used id";
+  }
+  // The old ids are unknown to the restarted shard: their workers re-join.
+  v1::HeartbeatRequest beat;
+  beat.set_worker_id(before[0]);
+  v1::HeartbeatResponse response;
+  grpc::ClientContext context;
+  EXPECT_EQ(stub->Heartbeat(&context, beat, &response).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+}
+
 TEST_F(PsProcessTest, ACorruptCheckpointStopsTheStartWithAClearMessage) {
   std::ofstream(dir_ + "/shard-0.ckpt") << "this is not a checkpoint";
   absl::StatusOr<std::unique_ptr<testing::PsProcess>> ps =

@@ -26,7 +26,9 @@ class FakeShard(ps_pb2_grpc.ParameterShardServicer):
         self.workers = {}  # worker id -> name
         self.next_worker_id = 100 * (index + 1)
         self.version = 0
-        self.fail_next = 0  # calls to answer UNAVAILABLE
+        self.fail_next = 0  # calls to answer with fail_code
+        self.fail_code = grpc.StatusCode.UNAVAILABLE
+        self.push_steps = []  # the step of every Push/PushPull, failed ones included
         self.calls = 0  # every RPC, failed ones included
         self.joins = 0
         self.heartbeats = 0
@@ -42,7 +44,7 @@ class FakeShard(ps_pb2_grpc.ParameterShardServicer):
             else:
                 fail = False
         if fail:
-            context.abort(grpc.StatusCode.UNAVAILABLE, "injected")
+            context.abort(self.fail_code, "injected")
 
     def DeclareTensors(self, request, context):
         self._enter(context)
@@ -143,15 +145,23 @@ class FakeShard(ps_pb2_grpc.ParameterShardServicer):
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, "unknown worker")
         return names
 
+    def _collect(self, request_iterator):
+        requests = list(request_iterator)
+        with self.lock:
+            self.push_steps.append(requests[0].step if requests else None)
+        return requests
+
     def Push(self, request_iterator, context):
+        requests = self._collect(request_iterator)
         self._enter(context)
-        self._apply("Push", request_iterator, context)
+        self._apply("Push", requests, context)
         with self.lock:
             return ps_pb2.PushResponse(version=self.version, staleness=0)
 
     def PushPull(self, request_iterator, context):
+        requests = self._collect(request_iterator)
         self._enter(context)
-        names = self._apply("PushPull", request_iterator, context)
+        names = self._apply("PushPull", requests, context)
         for response in self._chunk_responses(names):
             yield response
 

@@ -130,6 +130,31 @@ class ClientRetryTest(unittest.TestCase):
         self.assertEqual(error.exception.shard, 1)
         self.assertEqual(error.exception.address, self.cluster.addresses[1])
 
+    def test_cancelled_and_deadline_exceeded_pushes_are_retried_with_the_same_step(self):
+        # A shard shutting down cancels calls in flight; a hung one lets them
+        # time out. Both are retried, with the push's step, so a shard that
+        # applied the push answers again without applying it twice.
+        with dcasgd.Client(self.cluster.addresses, "w0", initial_backoff=0.001) as client:
+            client.declare([dcasgd.TensorSpec("w", (8,), 1)])
+            client.pull(["w"])
+            shard = self.cluster.shards[0]
+            for code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED):
+                with shard.lock:
+                    shard.fail_code = code
+                    shard.fail_next = 2
+                    shard.push_steps = []
+                result = client.push({"w": np.ones(8, np.float32)})
+                with shard.lock:
+                    steps = list(shard.push_steps)
+                self.assertEqual(len(steps), 3, code)
+                self.assertEqual(steps, [result.step] * 3, code)
+            # Later pushes take new, increasing steps; an explicit step is kept.
+            client.pushpull({"w": np.ones(8, np.float32)})
+            self.assertGreater(client.last_pushpull.step, result.step)
+            reserved = client.next_step()
+            self.assertEqual(client.push({"w": np.ones(8, np.float32)}, step=reserved).step,
+                             reserved)
+
     def test_lost_worker_push_rejoins_and_asks_to_pull_again(self):
         with dcasgd.Client(self.cluster.addresses, "w0") as client:
             client.declare([dcasgd.TensorSpec("w", (8,), 1)])
@@ -176,6 +201,29 @@ class RetryPolicyTest(unittest.TestCase):
         delays = list(policy.delays())
         self.assertEqual(len(delays), 49)
         self.assertTrue(all(0.8 <= d <= 1.0 for d in delays))
+
+    def test_transient_codes_are_retried(self):
+        for status in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED,
+                       grpc.StatusCode.DEADLINE_EXCEEDED):
+            attempts = []
+
+            class Failure(grpc.RpcError):
+
+                def code(self, status=status):
+                    return status
+
+                def details(self):
+                    return "transient"
+
+            def attempt(attempts=attempts, failure=Failure):
+                attempts.append(1)
+                if len(attempts) < 3:
+                    raise failure()
+                return "ok"
+
+            self.assertEqual(_rpc.call(attempt, _rpc.RetryPolicy(max_attempts=5),
+                                       sleep=lambda s: None), "ok")
+            self.assertEqual(len(attempts), 3, status)
 
     def test_other_codes_are_not_retried(self):
         attempts = []

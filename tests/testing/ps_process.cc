@@ -284,4 +284,17 @@ absl::StatusOr<std::string> HttpGet(int port, const std::string& path) {
   return response.substr(body + 4);
 }
 
+absl::Status WaitFor(const std::function<bool()>& condition, absl::Duration timeout,
+                     absl::Duration interval) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (!condition()) {
+    if (absl::Now() > deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("condition not met within ", absl::FormatDuration(timeout)));
+    }
+    absl::SleepFor(interval);
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace dcasgd::testing

@@ -13,6 +13,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -98,6 +99,11 @@ void RemoveTree(const std::string& path);
 // GET http://127.0.0.1:<port><path> with a plain socket (HTTP/1.0). Returns
 // the body of a 200 answer; UNAVAILABLE otherwise.
 absl::StatusOr<std::string> HttpGet(int port, const std::string& path);
+
+// Polls `condition` every `interval` until it is true (OK) or `timeout`
+// passed (DEADLINE_EXCEEDED).
+absl::Status WaitFor(const std::function<bool()>& condition, absl::Duration timeout,
+                     absl::Duration interval = absl::Milliseconds(10));
 
 }  // namespace dcasgd::testing
 

@@ -1,4 +1,5 @@
-"""Retry of UNAVAILABLE with exponential backoff and jitter."""
+"""Retry of transient errors with exponential backoff and jitter, and the
+channel options every dcasgd client uses."""
 
 import random
 import time
@@ -8,6 +9,30 @@ import grpc
 from dcasgd.errors import Error
 
 
+# Codes of a shard restarting (UNAVAILABLE), shutting down with the call in
+# flight (CANCELLED) or hung (DEADLINE_EXCEEDED). Every call of the API is
+# safe to repeat: pushes carry a step, so a shard that applied a push whose
+# answer was lost answers again without applying it twice.
+TRANSIENT_CODES = frozenset([grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED,
+                             grpc.StatusCode.DEADLINE_EXCEEDED])
+
+# Reconnect to a returning shard at least every second (gRPC's defaults: 1 s
+# growing by 1.6x to 2 min, 20 s minimum connect timeout, leave a restarted
+# shard unused for several times the outage), and notice a hung or vanished
+# shard with keepalive pings (every 10 s, 5 s to answer; the shards accept
+# pings that often). The same values as the C++ client
+# (client/channel_args.h).
+CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.min_reconnect_backoff_ms", 1000),
+    ("grpc.keepalive_time_ms", 10000),
+    ("grpc.keepalive_timeout_ms", 5000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+
+
 class RetryPolicy:
     """At most `max_attempts` attempts; the n-th wait (n = 0, 1, ...) is
     min(max_backoff, initial_backoff * multiplier^n) times a uniform factor in
@@ -15,7 +40,7 @@ class RetryPolicy:
     of many workers after a shard restart. Immutable; shareable.
     """
 
-    def __init__(self, max_attempts=8, initial_backoff=0.05, max_backoff=2.0, multiplier=2.0,
+    def __init__(self, max_attempts=8, initial_backoff=0.05, max_backoff=1.0, multiplier=2.0,
                  jitter=0.2):
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
@@ -34,18 +59,42 @@ class RetryPolicy:
             current = min(self.max_backoff, current * self.multiplier)
 
 
+def channel_waiter(channel):
+    """A `sleep` for call(): waits the delay, or less when `channel` was not
+    connected and reconnects meanwhile (a restarted shard is used as soon as
+    it is back, not a whole backoff later)."""
+
+    def wait(delay):
+        started = time.monotonic()
+        ready = grpc.channel_ready_future(channel)
+        try:
+            ready.result(timeout=delay)
+        except grpc.FutureTimeoutError:
+            return
+        finally:
+            ready.cancel()
+        waited = time.monotonic() - started
+        if waited < 0.005:
+            # Connected already: the shard itself answered (e.g. shutting
+            # down), so back off.
+            time.sleep(max(0.0, delay - waited))
+
+    return wait
+
+
 def call(attempt, policy, shard=None, address=None, sleep=time.sleep):
     """Returns attempt(); a grpc.RpcError becomes dcasgd.Error.
 
-    UNAVAILABLE is retried per `policy`; `attempt` must redo the whole call
-    (for streams: make a new request iterator and read the whole response).
+    TRANSIENT_CODES are retried per `policy`; `attempt` must redo the whole
+    call (for streams: make a new request iterator and read the whole
+    response).
     """
     delays = policy.delays()
     while True:
         try:
             return attempt()
         except grpc.RpcError as error:
-            if error.code() == grpc.StatusCode.UNAVAILABLE:
+            if error.code() in TRANSIENT_CODES:
                 delay = next(delays, None)
                 if delay is not None:
                     sleep(delay)

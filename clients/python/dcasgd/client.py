@@ -20,8 +20,10 @@ _FLOAT32_LE = np.dtype("<f4")
 
 # What a push did: per shard index the shard version after the push (0 for
 # shards that own none of the pushed chunks) and the staleness the shard
-# reported (versions applied between this worker's pull and this push).
-PushResult = collections.namedtuple("PushResult", ["versions", "staleness"])
+# reported (versions applied between this worker's pull and this push), and
+# the push's step (ps.proto PushRequest.step).
+PushResult = collections.namedtuple("PushResult", ["versions", "staleness", "step"],
+                                    defaults=(0,))
 
 
 class Client:
@@ -39,8 +41,11 @@ class Client:
     one copy per chunk.
 
     Errors are raised as dcasgd.Error (code = grpc.StatusCode):
-      - UNAVAILABLE is retried with exponential backoff and jitter, at most
-        max_attempts times per shard and call, then raised.
+      - UNAVAILABLE, CANCELLED and DEADLINE_EXCEEDED (a shard restarting,
+        shutting down or hung) are retried with exponential backoff and
+        jitter, at most max_attempts times per shard and call, then raised.
+        Pushes are retried with the same step, so a shard that applied a push
+        whose answer was lost answers again without applying it twice.
       - FAILED_PRECONDITION from a push (lease lost, unknown worker, chunk not
         pulled) makes the client re-join that shard; the error is raised with
         "re-joined; pull again" appended: pull and recompute. A pull that gets
@@ -51,7 +56,14 @@ class Client:
         a gradient of the wrong size, FAILED_PRECONDITION for a push by an
         evaluator or after leave(). NaN/Inf are not checked here: the shards reject them.
       A push is applied shard by shard: when one shard fails, others may have
-      applied their part.
+      applied their part. To push the same batch again after an error, pass
+      the failed push's step (step = client.next_step(); push(..., step=step)
+      and the same step again on retry): shards that applied it answer with
+      their recorded result, the others apply the new push.
+
+    Channels reconnect to a returning shard at least every second and ping
+    with keepalives (dcasgd._rpc.CHANNEL_OPTIONS). Pushes of one client run
+    one at a time (steps must reach each shard in order).
 
     With a worker_name the constructor joins every shard (see join()) and,
     with heartbeats=True, renews the leases in a daemon thread every third of
@@ -61,7 +73,7 @@ class Client:
     """
 
     def __init__(self, addresses, worker_name=None, *, timeout=60.0, max_attempts=8,
-                 initial_backoff=0.05, max_backoff=2.0, heartbeats=True,
+                 initial_backoff=0.05, max_backoff=1.0, heartbeats=True,
                  max_message_bytes=64 << 20, join=True):
         # Versions and staleness of the last pushpull (see pushpull()).
         self.last_pushpull = None
@@ -78,12 +90,16 @@ class Client:
         self._heartbeats = heartbeats
         channel_options = [("grpc.max_send_message_length", max_message_bytes),
                            ("grpc.max_receive_message_length", max_message_bytes)]
+        channel_options += _rpc.CHANNEL_OPTIONS
         self._channels = [grpc.insecure_channel(a, options=channel_options)
                           for a in self._addresses]
         self._stubs = [ps_pb2_grpc.ParameterShardStub(c) for c in self._channels]
+        self._waiters = [_rpc.channel_waiter(c) for c in self._channels]
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=len(self._addresses), thread_name_prefix="dcasgd-shard")
         self._stop_heartbeats = threading.Event()
+        # Held for a whole push, so steps reach each shard in order.
+        self._push_lock = threading.Lock()
 
         # State below is guarded by self._lock.
         self._lock = threading.Lock()
@@ -92,6 +108,7 @@ class Client:
         self._layouts = {}  # name -> Layout
         self._heartbeat_thread = None
         self._closed = False
+        self._last_step = 0  # the last push step handed out
 
         if worker_name is not None and join:
             try:
@@ -126,8 +143,10 @@ class Client:
 
     def leave(self):
         """Stops the heartbeats and ends the leases on every joined shard (one
-        attempt each). Later pushes are FAILED_PRECONDITION; pulls are made as
-        an evaluator. Idempotent; raises the first shard's error, if any."""
+        attempt each; a shard that no longer knows this worker, e.g. after a
+        restart, counts as done). Later pushes are FAILED_PRECONDITION; pulls
+        are made as an evaluator. Idempotent; raises the first shard's error,
+        if any."""
         self._stop_heartbeats.set()
         thread = self._heartbeat_thread
         if thread is not None and thread is not threading.current_thread():
@@ -141,6 +160,9 @@ class Client:
             try:
                 self._stubs[s].Leave(ps_pb2.LeaveRequest(worker_id=ids[s]), timeout=self._timeout)
             except grpc.RpcError as error:
+                # Unknown or expired (e.g. the shard restarted): already gone.
+                if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                    return
                 raise Error.from_rpc_error(error, s, self._addresses[s]) from None
 
         self._parallel(joined, leave_shard)
@@ -212,31 +234,52 @@ class Client:
         self._parallel(sorted(plan), pull_shard)
         return {layout.name: out[layout.name].reshape(layout.shape) for layout in layouts}
 
-    def push(self, gradients):
+    def next_step(self):
+        """Reserves the next push step (ps.proto PushRequest.step). Pass it to
+        push/pushpull, and again when that push fails, to push the batch again
+        without any shard applying it twice. Use reserved steps in order."""
+        with self._lock:
+            self._last_step += 1
+            return self._last_step
+
+    def _use_step(self, step):
+        if step is None or step == 0:
+            return self.next_step()
+        with self._lock:
+            # Later next_step() calls stay above a step the caller chose.
+            self._last_step = max(self._last_step, step)
+        return step
+
+    def push(self, gradients, step=None):
         """Pushes full gradients {name: array of the tensor's size}; each
-        shard applies its part as one update. Returns a PushResult."""
+        shard applies its part as one update. `step`: see next_step() (None:
+        a new one). Returns a PushResult."""
         layouts, flats = self._prepare_push(gradients)
         plan = self._plan(layouts)
         versions = [0] * self.shard_count
         staleness = [0] * self.shard_count
 
-        def push_shard(s):
-            def attempt():
-                return self._stubs[s].Push(self._push_requests(s, plan[s], flats),
-                                           timeout=self._timeout)
+        with self._push_lock:
+            step = self._use_step(step)
 
-            response = self._call_as_worker(s, attempt, retry_after_rejoin=False)
-            versions[s] = response.version
-            staleness[s] = response.staleness
+            def push_shard(s):
+                def attempt():
+                    return self._stubs[s].Push(self._push_requests(s, plan[s], flats, step),
+                                               timeout=self._timeout)
 
-        self._parallel(sorted(plan), push_shard)
-        return PushResult(versions, staleness)
+                response = self._call_as_worker(s, attempt, retry_after_rejoin=False)
+                versions[s] = response.version
+                staleness[s] = response.staleness
 
-    def pushpull(self, gradients):
+            self._parallel(sorted(plan), push_shard)
+        return PushResult(versions, staleness, step)
+
+    def pushpull(self, gradients, step=None):
         """Push of `gradients` fused with a pull of the same tensors: returns
         {name: updated np.ndarray}, which the shards keep as this worker's
-        backup. The shards' versions and staleness of this push are in
-        `self.last_pushpull` (a PushResult) afterwards."""
+        backup. `step`: see next_step() (None: a new one). The shards'
+        versions and staleness of this push are in `self.last_pushpull` (a
+        PushResult) afterwards."""
         layouts, flats = self._prepare_push(gradients)
         plan = self._plan(layouts)
         out = {layout.name: np.empty(layout.num_elements, dtype=np.float32)
@@ -245,16 +288,19 @@ class Client:
         versions = [0] * self.shard_count
         staleness = [0] * self.shard_count
 
-        def pushpull_shard(s):
-            def attempt():
-                responses = self._stubs[s].PushPull(self._push_requests(s, plan[s], flats),
-                                                    timeout=self._timeout)
-                versions[s], staleness[s] = self._receive(s, plan[s], out, responses)
+        with self._push_lock:
+            step = self._use_step(step)
 
-            self._call_as_worker(s, attempt, retry_after_rejoin=False)
+            def pushpull_shard(s):
+                def attempt():
+                    responses = self._stubs[s].PushPull(
+                        self._push_requests(s, plan[s], flats, step), timeout=self._timeout)
+                    versions[s], staleness[s] = self._receive(s, plan[s], out, responses)
 
-        self._parallel(sorted(plan), pushpull_shard)
-        self.last_pushpull = PushResult(versions, staleness)
+                self._call_as_worker(s, attempt, retry_after_rejoin=False)
+
+            self._parallel(sorted(plan), pushpull_shard)
+        self.last_pushpull = PushResult(versions, staleness, step)
         return {layout.name: out[layout.name].reshape(layout.shape) for layout in layouts}
 
     def status(self):
@@ -287,7 +333,8 @@ class Client:
             channel.close()
 
     def _call(self, s, attempt):
-        return _rpc.call(attempt, self._policy, s, self._addresses[s])
+        return _rpc.call(attempt, self._policy, s, self._addresses[s],
+                         sleep=self._waiters[s])
 
     def _call_as_worker(self, s, attempt, retry_after_rejoin):
         """_call, plus the FAILED_PRECONDITION policy of the class comment."""
@@ -430,11 +477,11 @@ class Client:
             flats[layout.name] = flat
         return layouts, flats
 
-    def _push_requests(self, s, shard_plan, flats):
-        """The request stream of one Push/PushPull to shard `s`: the worker id
-        and the number of chunks go in the first message (the shard applies
-        the push only when exactly that many arrive and the stream ends
-        normally)."""
+    def _push_requests(self, s, shard_plan, flats, step):
+        """The request stream of one Push/PushPull to shard `s`: the worker id,
+        the push step and the number of chunks go in the first message (the
+        shard applies the push only when exactly that many arrive and the
+        stream ends normally, and a repeated step only once)."""
         worker_id = self.worker_id(s)
         chunk_count = sum(len(indices) for _, indices in shard_plan)
         first = True
@@ -448,6 +495,7 @@ class Client:
                 if first:
                     request.worker_id = worker_id
                     request.chunk_count = chunk_count
+                    request.step = step
                     first = False
                 yield request
 

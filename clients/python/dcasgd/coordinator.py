@@ -12,15 +12,17 @@ class DataCoordinatorClient:
     """Thin wrapper of dcasgd.v1.DataCoordinator at `address`.
 
     Each method returns the response message; failures are dcasgd.Error
-    (UNAVAILABLE after retries with backoff; FAILED_PRECONDITION for an
-    unknown or expired lease, or a job configured differently). Thread-safe.
+    (UNAVAILABLE, CANCELLED or DEADLINE_EXCEEDED after retries with backoff:
+    shard 0 restarting, or unable to save its schedule, in which case nothing
+    changed; FAILED_PRECONDITION for an unknown or expired lease, or a job
+    configured differently). Thread-safe.
     """
 
     def __init__(self, address, timeout=30.0, max_attempts=8):
         self._address = address
         self._timeout = timeout
         self._policy = _rpc.RetryPolicy(max_attempts=max_attempts)
-        self._channel = grpc.insecure_channel(address)
+        self._channel = grpc.insecure_channel(address, options=_rpc.CHANNEL_OPTIONS)
         self._stub = coordinator_pb2_grpc.DataCoordinatorStub(self._channel)
 
     def acquire(self, worker_name, num_data_shards, epochs):

@@ -1,0 +1,250 @@
+"""dcasgd.Client against a real dcasgd-ps process when things break: a push
+whose answer is lost (a TCP proxy cuts the connection after the shard applied
+it), and a shard killed and restarted on the same port. Plain ASGD, so the
+weights are exactly the initial values minus lr times the gradients applied.
+Skipped without $DCASGD_PS_BINARY (set by the build)."""
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+import urllib.request
+
+import numpy as np
+
+import dcasgd
+from shard_cluster import ps_binary, require_ps_binary
+
+HEADERS_FRAME = 1
+
+
+class CuttingProxy:
+    """Forwards TCP connections to 127.0.0.1:target_port. When armed, the next
+    HTTP/2 HEADERS frame on a stream from the server (the start of an answer)
+    is not forwarded: both sides of its connection are closed instead."""
+
+    def __init__(self, target_port):
+        self.target_port = target_port
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        self.armed = False  # guarded by lock
+        self.cuts = 0  # guarded by lock
+        self.stopping = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut_at_next_reply(self):
+        with self.lock:
+            self.armed = True
+
+    def _take_arm(self):
+        with self.lock:
+            armed, self.armed = self.armed, False
+            if armed:
+                self.cuts += 1
+            return armed
+
+    def _accept(self):
+        while not self.stopping.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            threading.Thread(target=self._forward, args=(client, server), daemon=True).start()
+
+    def _forward(self, client, server):
+        pending = b""  # bytes of an incomplete frame from the server
+        try:
+            while not self.stopping.is_set():
+                readable, _, _ = select.select([client, server], [], [], 0.1)
+                if client in readable:
+                    data = client.recv(65536)
+                    if not data:
+                        return
+                    server.sendall(data)
+                if server in readable:
+                    data = server.recv(65536)
+                    if not data:
+                        return
+                    pending += data
+                    while len(pending) >= 9:
+                        length = int.from_bytes(pending[0:3], "big")
+                        if len(pending) < 9 + length:
+                            break
+                        stream = int.from_bytes(pending[5:9], "big") & 0x7FFFFFFF
+                        if pending[3] == HEADERS_FRAME and stream != 0 and self._take_arm():
+                            return
+                        client.sendall(pending[:9 + length])
+                        pending = pending[9 + length:]
+        except OSError:
+            return
+        finally:
+            client.close()
+            server.close()
+
+    def close(self):
+        self.stopping.set()
+        self.listener.close()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Shard:
+    """One dcasgd-ps process at a fixed port; restart() brings it back there."""
+
+    def __init__(self, flags):
+        self.dir = tempfile.TemporaryDirectory(prefix="dcasgd-py-faults-")
+        self.port = free_port()
+        self.flags = ["--listen=127.0.0.1:%d" % self.port, "--metrics_address=127.0.0.1:0",
+                      "--port_file=" + os.path.join(self.dir.name, "ports")] + list(flags)
+        self.address = "127.0.0.1:%d" % self.port
+        self.process = None
+        self.metrics_port = None
+        self.restart()
+
+    def restart(self):
+        port_file = os.path.join(self.dir.name, "ports")
+        if os.path.exists(port_file):
+            os.remove(port_file)
+        log = open(os.path.join(self.dir.name, "shard.log"), "ab")
+        self.process = subprocess.Popen([ps_binary()] + self.flags, stdout=log,
+                                        stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with open(port_file) as f:
+                    ports = dict(line.split() for line in f.read().splitlines() if line)
+                if "metrics" in ports:
+                    self.metrics_port = int(ports["metrics"])
+                    return
+            except FileNotFoundError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("dcasgd-ps did not start:\n" + self.log())
+            time.sleep(0.02)
+
+    def log(self):
+        with open(os.path.join(self.dir.name, "shard.log"), errors="replace") as f:
+            return f.read()
+
+    def metric(self, name):
+        text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.metrics_port,
+                                      timeout=5).read().decode()
+        for line in text.splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
+    def kill(self, sig=signal.SIGKILL):
+        self.process.send_signal(sig)
+        self.process.wait(timeout=30)
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.kill(signal.SIGTERM)
+        self.dir.cleanup()
+
+
+SPECS = [dcasgd.TensorSpec("w", (6,), 4, dcasgd.zeros())]
+
+
+@require_ps_binary
+class FaultTest(unittest.TestCase):
+
+    def test_a_push_whose_answer_is_lost_is_applied_once(self):
+        shard = Shard(["--update_rule=asgd", "--lr=0.5"])
+        self.addCleanup(shard.stop)
+        proxy = CuttingProxy(shard.port)
+        self.addCleanup(proxy.close)
+        acknowledged = 0.0
+        with dcasgd.Client(["127.0.0.1:%d" % proxy.port], "py-0", heartbeats=False,
+                           initial_backoff=0.01) as client:
+            client.declare(SPECS)
+            client.pull(["w"])
+            for i in range(1, 7):
+                if i % 2 == 1:
+                    proxy.cut_at_next_reply()  # applied, but the answer is lost
+                if i % 4 == 0:
+                    result = client.push({"w": np.full(6, i, np.float32)})
+                else:
+                    client.pushpull({"w": np.full(6, i, np.float32)})
+                    result = client.last_pushpull
+                acknowledged += i
+                self.assertEqual(result.versions[0], i, "one version per push")
+        self.assertEqual(proxy.cuts, 3, "the faults happened")
+        with dcasgd.Client([shard.address]) as evaluator:
+            final = evaluator.pull(["w"])["w"]
+        # A push applied twice would subtract its gradient twice.
+        np.testing.assert_array_equal(final, np.full(6, -0.5 * acknowledged, np.float32))
+        self.assertEqual(shard.metric("dcasgd_ps_repeated_pushes_total"), 3)
+        self.assertEqual(shard.metric("dcasgd_ps_pushes_total"), 6)
+
+    def test_a_restarted_shard_is_used_within_seconds_of_coming_back(self):
+        checkpoints = tempfile.TemporaryDirectory(prefix="dcasgd-py-ckpt-")
+        self.addCleanup(checkpoints.cleanup)
+        shard = Shard(["--update_rule=asgd", "--lr=0.01", "--checkpoint_dir=" + checkpoints.name])
+        self.addCleanup(shard.stop)
+        successes = []
+        errors = []
+        stop = threading.Event()
+        with dcasgd.Client([shard.address], "py-0") as client:
+            client.declare(SPECS)
+            client.pull(["w"])
+            client.checkpoint()  # the restarted shard has the model
+
+            def push_loop():
+                while not stop.is_set():
+                    try:
+                        client.pushpull({"w": np.ones(6, np.float32)})
+                        successes.append(time.monotonic())
+                    except dcasgd.Error as error:
+                        errors.append(error.code)
+                        try:
+                            client.pull(["w"])
+                        except dcasgd.Error:
+                            pass
+
+            pusher = threading.Thread(target=push_loop)
+            pusher.start()
+            self.addCleanup(pusher.join)
+            self.addCleanup(stop.set)
+            deadline = time.monotonic() + 10
+            while not successes and time.monotonic() < deadline:
+                time.sleep(0.01)
+            self.assertTrue(successes)
+            shard.kill()
+            time.sleep(8)  # the outage: gRPC's default reconnect backoff grows past seconds
+            shard.restart()
+            back = time.monotonic()  # the port file exists: the shard listens
+            deadline = back + 30
+            while not any(t > back for t in successes) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            stop.set()
+            pusher.join()
+        after = [t for t in successes if t > back]
+        self.assertTrue(after, "no push succeeded after the restart")
+        stall = after[0] - back
+        print("first push %.2f s after the shard's port was back" % stall)
+        self.assertLess(stall, 3.0)
+        self.assertTrue(errors, "the outage was seen")
+
+
+if __name__ == "__main__":
+    unittest.main()
