@@ -17,8 +17,8 @@
 #include "absl/time/time.h"
 #include "core/checkpoint.h"
 #include "core/clock.h"
-#include "core/shard_memory.h"
 #include "core/random.h"
+#include "core/shard_memory.h"
 #include "core/tensor.h"
 #include "core/update_rule.h"
 

@@ -413,7 +413,8 @@ TEST(ShardStore, WorkerIdsSkipZeroAndLiveIds) {
 
 class PushStepTest : public ::testing::Test {
  protected:
-  explicit PushStepTest(UpdateRule rule = UpdateRule::kAsgd) : store_(Config(rule), Clock::Real()) {}
+  explicit PushStepTest(UpdateRule rule = UpdateRule::kAsgd)
+      : store_(Config(rule), Clock::Real()) {}
   void SetUp() override {
     ASSERT_TRUE(store_.Declare({Spec("w", {6})}).ok());  // chunks of 4 and 2
     worker_ = store_.Join("a")->worker_id;
