@@ -25,6 +25,8 @@
 #   --ccache DIR       host ccache directory to compile with (default: the
 #                      one `ccache -k cache_dir` names, if ccache is
 #                      installed; "none": the builder's own cache mount)
+#   --refresh          re-run every build step (no layer cache) but compile
+#                      with ccache: what a new machine pays after its host build
 #   --no-cache         rebuild every layer without ccache (a cold build)
 #   --base-only        stop after step 3
 #   --install-only     stop after step 1 (exit 0 when podman is usable)
@@ -53,6 +55,7 @@ while [[ $# -gt 0 ]]; do
     --ccache) ccache_dir="$2"; shift 2 ;;
     --only) only="$2"; shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
+    --refresh) no_cache=(--build-arg "REFRESH=$(date +%s)"); shift ;;
     --no-cache) no_cache=(--build-arg "REFRESH=$(date +%s)" --build-arg USE_CCACHE=0)
                 ccache_dir=none; shift ;;
     --base-only) stop_after=base; shift ;;
