@@ -2,26 +2,31 @@
 # Builds the container images dcasgd/ps and dcasgd/worker with podman.
 #
 # Steps (each one skipped when already done, so running it again is cheap):
-#   1. installs podman, buildah, runc, debootstrap, netavark and aardvark-dns
-#      from apt if missing;
+#   1. installs podman and its network stack from apt if missing
+#      (scripts/install-deps.sh containers: podman, buildah, runc,
+#      debootstrap, netavark, aardvark-dns, iptables);
 #   2. points CONTAINERS_CONF at docker/containers.conf (runc, no default
 #      ulimits) unless the caller set CONTAINERS_CONF;
 #   3. makes the base images debian:bookworm-slim and debian:bookworm with
 #      debootstrap from the Debian mirror apt already uses (no registry is
 #      needed); the root file system tarball is cached in
 #      $DCASGD_CONTAINER_CACHE (default .cache/containers);
-#   4. builds the images from docker/Dockerfile: by default the full
-#      multi-stage build (compiles the project inside the build stage), or,
-#      with --prebuilt DIR, a runtime-only variant that copies binaries
-#      built on this (Debian 12) host into the same runtime stages.
+#   4. builds the images from docker/Dockerfile (the build stage compiles the
+#      project) with a snapshot of the whole source tree as the context
+#      (.dockerignore filters it). Layers are cached; the compile step uses
+#      the host's ccache directory (bind-mounted), so after a host build of
+#      the same sources (scripts/test.sh) it is mostly cache hits.
 #
 # Usage: docker/build-images.sh [options]
 #   --tag TAG          image tag (default: the project version from CMakeLists.txt);
-#                      the full build also tags :latest
-#   --prebuilt DIR     runtime-only variant from DIR/{dcasgd-ps,dcasgd-worker,
-#                      dcasgd-prepare-data} (used by tests/containers)
+#                      the default tag also gets :latest
 #   --only ps|worker   build one image
 #   --jobs N           compile jobs in the build stage (default 2)
+#   --ccache DIR       host ccache directory to compile with (default: the
+#                      one `ccache -k cache_dir` names, if ccache is
+#                      installed; "none": the builder's own cache mount)
+#   --refresh          re-run every build step (no layer cache) but compile
+#                      with ccache: what a new machine pays after its host build
 #   --no-cache         rebuild every layer without ccache (a cold build)
 #   --base-only        stop after step 3
 #   --install-only     stop after step 1 (exit 0 when podman is usable)
@@ -39,18 +44,20 @@ version_default="$(sed -n 's/^project(dcasgd VERSION \([0-9.]*\).*/\1/p' \
 readonly version_default
 
 tag="$version_default"
-prebuilt=""
 only=""
+ccache_dir=""
 jobs=2
 stop_after=""
 no_cache=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --tag) tag="$2"; shift 2 ;;
-    --prebuilt) prebuilt="$2"; shift 2 ;;
+    --ccache) ccache_dir="$2"; shift 2 ;;
     --only) only="$2"; shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
-    --no-cache) no_cache=(--build-arg "REFRESH=$(date +%s)" --build-arg USE_CCACHE=0); shift ;;
+    --refresh) no_cache=(--build-arg "REFRESH=$(date +%s)"); shift ;;
+    --no-cache) no_cache=(--build-arg "REFRESH=$(date +%s)" --build-arg USE_CCACHE=0)
+                ccache_dir=none; shift ;;
     --base-only) stop_after=base; shift ;;
     --install-only) stop_after=install; shift ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
@@ -63,21 +70,8 @@ log() { echo "build-images: $*" >&2; }
 sudo_cmd() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
 # --- 1. tools ---------------------------------------------------------------
-# netavark + aardvark-dns: bridge networks where containers find each other by
-# name. Recommends are wanted (iptables, catatonit, ...), as in the tested setup.
-tools=(podman buildah runc debootstrap netavark aardvark-dns)
-missing=()
-for p in "${tools[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
-    missing+=("$p")
-  fi
-done
-if [[ ${#missing[@]} -gt 0 ]]; then
-  log "installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  sudo_cmd apt-get update -qq
-  sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+# The package list (with why each is needed) is scripts/deps/containers.txt.
+"$repo/scripts/install-deps.sh" containers
 
 # --- 2. podman configuration ------------------------------------------------
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$repo/docker/containers.conf}"
@@ -172,16 +166,24 @@ fi
 if [[ "$stop_after" == base ]]; then exit 0; fi
 
 # --- 4. images --------------------------------------------------------------
-# What the full build compiles (also the build context's whole content).
-readonly build_inputs=(CMakeLists.txt CMakePresets.json protos core client services
-                       scripts/install-deps.sh)
 source_url="${DCASGD_IMAGE_SOURCE:-$(git -C "$repo" remote get-url origin 2>/dev/null || true)}"
 revision="$(git -C "$repo" rev-parse HEAD 2>/dev/null || echo unknown)"
-if [[ -z "$prebuilt" && "$revision" != unknown ]] &&
-  ! git -C "$repo" diff --quiet HEAD -- "${build_inputs[@]}"; then
+if [[ "$revision" != unknown ]] && ! git -C "$repo" diff --quiet HEAD; then
   revision="$revision-dirty"  # built from uncommitted sources
 fi
-common=(--pull=never --isolation chroot --layers "${no_cache[@]}")
+# The compile step's ccache: the host's directory, bind-mounted for the
+# build (root in the build writes as root on the host, which is who runs
+# this). Objects of a host build of the same sources are hits (see the build
+# stage in docker/Dockerfile).
+if [[ -z "$ccache_dir" ]] && command -v ccache >/dev/null 2>&1; then
+  ccache_dir="$(ccache -k cache_dir 2>/dev/null || true)"
+fi
+volumes=()
+if [[ -n "$ccache_dir" && "$ccache_dir" != none ]]; then
+  mkdir -p "$ccache_dir"
+  volumes=(-v "$ccache_dir:/ccache-host:rw")
+fi
+common=(--pull=never --isolation chroot --layers "${no_cache[@]}" "${volumes[@]}")
 # Per-build labels are set on the built image afterwards (buildah config +
 # commit: a new image config on the same layers). Given to podman build
 # (--label, or LABEL with build args) they would come from the layer cache
@@ -193,37 +195,29 @@ labels=(--label "org.opencontainers.image.version=$tag"
 
 targets=(ps worker)
 if [[ -n "$only" ]]; then targets=("$only"); fi
+extra_tags=()
+if [[ "$tag" == "$version_default" ]]; then extra_tags=(latest); fi
 
-# Both images are built from one snapshot of the inputs, so they hold the
-# same sources even if the tree changes meanwhile; unchanged files keep the
-# build stage's layers cached (buildah compares content).
+# Both images are built from one snapshot of the tree, so they hold the same
+# sources even if the tree changes meanwhile; unchanged files keep the build
+# stage's layers cached (buildah compares content). Build outputs, caches and
+# node_modules are not copied at all (they can be large); .dockerignore
+# filters the rest.
 context="$(mktemp -d)"
 iidfile="$(mktemp)"
 trap 'rm -rf "$context" "$iidfile"' EXIT
-if [[ -n "$prebuilt" ]]; then
-  # Runtime-only variant: targets ps-prebuilt / worker-prebuilt copy the three
-  # binaries into the same runtime stages the release images use (the build
-  # stage is skipped).
-  for b in dcasgd-ps dcasgd-worker dcasgd-prepare-data; do
-    install -m 0755 "$prebuilt/$b" "$context/$b"
-  done
-  suffix=-prebuilt
-  extra_tags=()
-  what="from the binaries in $prebuilt"
-else
-  (cd "$repo" && cp -a --parents "${build_inputs[@]}" "$context/")
-  suffix=""
-  extra_tags=(latest)
-  what="(full multi-stage build)"
-fi
+tar -C "$repo" --exclude=./.git --exclude=./build --exclude=./.cache \
+  --exclude=node_modules --exclude=__pycache__ -cf - . | tar -C "$context" -xf -
 for t in "${targets[@]}"; do
-  log "building dcasgd/$t:$tag $what"
-  podman build "${common[@]}" --build-arg "JOBS=$jobs" --target "$t$suffix" \
-    --iidfile "$iidfile" -f "$repo/docker/Dockerfile" "$context"
+  log "building dcasgd/$t:$tag"
+  start=$SECONDS
+  podman build "${common[@]}" --build-arg "JOBS=$jobs" --target "$t" \
+    --iidfile "$iidfile" -f "$context/docker/Dockerfile" "$context"
   container="$(buildah from --pull=never --quiet "$(cat "$iidfile")")"
   buildah config "${labels[@]}" "$container"
   buildah commit --quiet --rm "$container" "dcasgd/$t:$tag" >/dev/null
   for x in "${extra_tags[@]}"; do podman tag "dcasgd/$t:$tag" "dcasgd/$t:$x"; done
+  log "dcasgd/$t:$tag built in $((SECONDS - start)) s"
 done
 podman image ls --filter "reference=dcasgd/*:$tag" >&2
 exit

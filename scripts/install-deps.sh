@@ -1,30 +1,38 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages dcasgd needs to build, test and run.
 # Idempotent: does nothing when every package is already present.
-# Usage: scripts/install-deps.sh [build|test|all]   (default: all)
+# Usage: scripts/install-deps.sh [GROUP...]   (default: all)
+# Groups (package lists in scripts/deps/GROUP.txt):
+#   build       compile dcasgd
+#   test        build + what the tests need (data set, Prometheus, Python
+#               client runtime, Node.js and npm)
+#   torch       PyTorch for dcasgd.torch and its tests
+#   containers  podman and its network stack (container images and their test)
+#   all         every group above (what scripts/test.sh installs)
 set -euo pipefail
+deps="$(cd "$(dirname "${BASH_SOURCE[0]}")/deps" && pwd)"
 
-BUILD_PKGS=(
-  build-essential cmake ninja-build pkg-config ccache
-  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libabsl-dev libeigen3-dev prometheus-cpp-dev
-  libgtest-dev libgmock-dev libbenchmark-dev libcurl4-openssl-dev libssl-dev zlib1g-dev
-  grpc-proto clang-format
-)
-TEST_PKGS=(
-  dataset-fashion-mnist prometheus python3-grpcio python3-protobuf
-  python3-numpy unzip
-)
-# Node.js and npm (for the S3 test server and helm): Debian's packages unless
-# a Node.js that ships npm (e.g. nodesource) is already installed.
-NODE_PKGS=(nodejs npm)
+list() { grep -v '^[[:space:]]*#' "$deps/$1.txt" | tr -s '[:space:]' '\n' | sed '/^$/d'; }
 
-what="${1:-all}"
-pkgs=("${BUILD_PKGS[@]}")
-if [[ "$what" != build ]]; then
-  pkgs+=("${TEST_PKGS[@]}")
-  if ! command -v npm >/dev/null 2>&1; then pkgs+=("${NODE_PKGS[@]}"); fi
-fi
+groups=("$@")
+if [[ ${#groups[@]} -eq 0 ]]; then groups=(all); fi
+pkgs=()
+node=0
+for g in "${groups[@]}"; do
+  case "$g" in
+    build) mapfile -t -O "${#pkgs[@]}" pkgs < <(list build) ;;
+    test) mapfile -t -O "${#pkgs[@]}" pkgs < <(list build; list test); node=1 ;;
+    torch) mapfile -t -O "${#pkgs[@]}" pkgs < <(list torch) ;;
+    containers) mapfile -t -O "${#pkgs[@]}" pkgs < <(list containers) ;;
+    all) mapfile -t -O "${#pkgs[@]}" pkgs < <(list build; list test; list torch; list containers)
+         node=1 ;;
+    *) echo "install-deps: unknown group '$g' (build, test, torch, containers, all)" >&2
+       exit 2 ;;
+  esac
+done
+# Node.js and npm (S3 test server, helm, the Node.js example): Debian's
+# packages unless a Node.js that ships npm (e.g. nodesource) is installed.
+if [[ $node == 1 ]] && ! command -v npm >/dev/null 2>&1; then pkgs+=(nodejs npm); fi
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -34,7 +34,7 @@ while [[ $# -gt 0 ]]; do
 done
 
 if [[ "${DCASGD_PREBUILT:-}" != 1 ]]; then
-  scripts/install-deps.sh all
+  scripts/install-deps.sh test
   export CCACHE_BASEDIR="$root"
   cmake --preset release >/dev/null
   cmake --build --preset release --target dcasgd-ps dcasgd-worker dcasgd-prepare-data

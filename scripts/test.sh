@@ -8,6 +8,7 @@ root=$(pwd)
 
 scripts/install-deps.sh all
 if [[ -x scripts/s3rver/install.sh ]]; then scripts/s3rver/install.sh; fi
+examples/node/install.sh
 
 export CCACHE_BASEDIR="$root"
 cmake --preset release >/dev/null

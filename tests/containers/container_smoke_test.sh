@@ -1,27 +1,32 @@
 #!/usr/bin/env bash
-# Container smoke test: a dcasgd-ps shard and a dcasgd-worker in podman
-# containers on a podman bridge network train a few steps together.
+# Container smoke test: the release images, built from docker/Dockerfile by
+# docker/build-images.sh, run a small job on a podman network the way the
+# Helm chart runs it.
 #
-# What it exercises: the runtime-only image variant (docker/Dockerfile
-# targets ps-prebuilt / worker-prebuilt, tags dcasgd/{ps,worker}:smoke-test),
-# i.e. the release images' runtime stages with the binaries of the build tree
-# under test copied in, built by docker/build-images.sh --prebuilt. It does not
-# compile the project inside the build stage (a cold full build takes many
-# minutes; docker/build-images.sh without --prebuilt does that). Layers are
-# cached, so later runs rebuild only what changed.
+# What it exercises: dcasgd/ps and dcasgd/worker (tag smoke-test) built by
+# docker/build-images.sh, the full multi-stage build: its layers are cached
+# and its compile step uses the host's ccache, so after the host build of the
+# same sources (scripts/test.sh) it costs seconds, not a cold compile.
 #
-# Checks: image user 10001 and OCI labels; both containers run as uid 10001
-# with a read-only root file system, no capabilities and a /tmp tmpfs; the
-# worker image has dcasgd-prepare-data on PATH and the Fashion-MNIST files;
-# two workers (one on data prepared on the host by dcasgd-prepare-data,
-# mounted read-only, one on the prepared copy baked into the image) reach the
-# shard by container name, train and exit 0; the shard's /metrics, through a
-# published port, counts their pushes; on SIGTERM
-# the shard exits 0 and leaves its checkpoint in the mounted volume.
+# Checks: image user 10001, OCI labels and entrypoints; every container runs
+# as uid 10001 with a read-only root file system, no capabilities and a /tmp
+# tmpfs; the worker image has dcasgd-prepare-data on PATH and the Fashion-MNIST
+# files. Two shards run as the chart's StatefulSet names them, reachable by
+# the chart's DNS names (dcasgd-ps-<i>.dcasgd-ps-headless.default.svc.
+# cluster.local, network aliases on a podman network with DNS); the worker
+# image's dcasgd-prepare-data writes the data set to the S3 test server
+# (s3rver, SigV4), and two workers find the shards through the chart's
+# --ps_address_template: one reads its data from S3, one the copy baked into
+# the image. Both train and exit 0; the shards' /metrics (published port)
+# count their pushes; on SIGTERM shard 0 exits 0 and leaves its checkpoint in
+# the mounted volume.
 #
-# Usage: container_smoke_test.sh DCASGD_PS DCASGD_WORKER DCASGD_PREPARE_DATA
-# Exit: 0 pass, 1 fail, 77 skipped (prints "SKIPPED: <reason>") when this
-# machine cannot run containers.
+# Usage: container_smoke_test.sh DCASGD_PREPARE_DATA
+#   (the host-built dcasgd-prepare-data is not used in a container: it only
+#   proves the host build exists, so the image build finds a warm ccache)
+# Exit: 0 pass, 1 fail, 77 skipped (prints "SKIPPED: <reason>") only when
+# this machine cannot run containers at all (podman cannot be installed, or
+# cannot start a container); ctest lists the test as skipped in its summary.
 set -euo pipefail
 # The whole script is one brace group: bash parses it completely before
 # running, so editing the file during a (long) run cannot break that run.
@@ -30,22 +35,26 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 readonly repo
 readonly tag=smoke-test
-readonly steps=200
+readonly steps=150
+readonly bucket=dcasgd-smoke
 
 skip() { echo "SKIPPED: $*"; exit 77; }
 fail() { echo "FAILED: $*" >&2; exit 1; }
 log() { echo "container_smoke_test: $*"; }
 
-[[ $# -eq 3 ]] || fail "usage: $0 DCASGD_PS DCASGD_WORKER DCASGD_PREPARE_DATA"
-for b in "$@"; do [[ -x "$b" ]] || fail "binary $b missing: build it first"; done
+[[ $# -eq 1 ]] || fail "usage: $0 DCASGD_PREPARE_DATA"
+[[ -x "$1" ]] || fail "binary $1 missing: build it first"
+TMPDIR_LOG="$(mktemp)"
+trap 'rm -f "$TMPDIR_LOG"' EXIT
 
 # --- can this machine run containers? -----------------------------------------
-if ! command -v podman >/dev/null 2>&1; then
-  if [[ $(id -u) -ne 0 ]] && ! sudo -n true 2>/dev/null; then
-    skip "podman is not installed, and installing it needs root"
-  fi
-  "$repo/docker/build-images.sh" --install-only >/dev/null 2>&1 ||
-    skip "podman is not installed and could not be installed from apt"
+# podman and its network stack (scripts/deps/containers.txt); scripts/test.sh
+# installs them already, this covers a direct run. Idempotent.
+if [[ $(id -u) -eq 0 ]] || sudo -n true 2>/dev/null; then
+  "$repo/scripts/install-deps.sh" containers >"$TMPDIR_LOG" 2>&1 ||
+    skip "podman could not be installed from apt: $(tail -n 1 "$TMPDIR_LOG")"
+elif ! command -v podman >/dev/null 2>&1; then
+  skip "podman is not installed, and installing it needs root"
 fi
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$repo/docker/containers.conf}"
 if ! out="$(podman info 2>&1 >/dev/null)"; then
@@ -56,40 +65,46 @@ if [[ $(id -u) -ne 0 ]] && ! podman image exists debian:bookworm-slim &&
   skip "no base image debian:bookworm-slim, and making one (debootstrap) needs root"
 fi
 "$repo/docker/build-images.sh" --base-only || fail "could not make the base images"
+# A container on the default bridge network (netavark) must start; a kernel
+# without the namespaces it needs is the one reason to skip.
 if ! out="$(podman run --rm debian:bookworm-slim true 2>&1)"; then
   skip "podman run fails on this machine: $out"
 fi
 
-# --- images (runtime-only variant from the binaries under test) ---------------
+# --- images (the full build of docker/Dockerfile) --------------------------------
 work="$(mktemp -d)"
 net="dcasgd-smoke-$$"
-ps_name="dcasgd-smoke-ps-$$"
-worker_name="dcasgd-smoke-worker-$$"
-worker2_name="dcasgd-smoke-worker2-$$"
+ps_names=("dcasgd-smoke-$$-ps-0" "dcasgd-smoke-$$-ps-1")
+worker_name="dcasgd-smoke-$$-worker-s3"
+worker2_name="dcasgd-smoke-$$-worker-baked"
+prep_name="dcasgd-smoke-$$-prepare"
+s3rver_pid=""
 # shellcheck disable=SC2317  # run by the EXIT trap
 cleanup() {
-  podman rm -f -t 0 "$ps_name" "$worker_name" "$worker2_name" >/dev/null 2>&1 || true
+  podman rm -f -t 0 "${ps_names[@]}" "$worker_name" "$worker2_name" "$prep_name" \
+    >/dev/null 2>&1 || true
   podman network rm -f "$net" >/dev/null 2>&1 || true
-  rm -rf "$work"
+  if [[ -n "$s3rver_pid" ]]; then kill "$s3rver_pid" 2>/dev/null || true; fi
+  rm -rf "$work" "$TMPDIR_LOG"
 }
 trap cleanup EXIT
 dump_logs() {
-  for c in "$ps_name" "$worker_name" "$worker2_name"; do
+  for c in "${ps_names[@]}" "$prep_name" "$worker_name" "$worker2_name"; do
     echo "--- podman logs $c" >&2
     podman logs "$c" >&2 2>&1 || true
   done
+  if [[ -f "$work/s3rver.log" ]]; then
+    echo "--- s3rver" >&2
+    tail -n 20 "$work/s3rver.log" >&2
+  fi
 }
 
-mkdir "$work/bin"
-install -m 0755 "$1" "$work/bin/dcasgd-ps"
-install -m 0755 "$2" "$work/bin/dcasgd-worker"
-install -m 0755 "$3" "$work/bin/dcasgd-prepare-data"
 start=$SECONDS
-"$repo/docker/build-images.sh" --prebuilt "$work/bin" --tag "$tag" >"$work/build.log" 2>&1 || {
+"$repo/docker/build-images.sh" --tag "$tag" >"$work/build.log" 2>&1 || {
   tail -n 40 "$work/build.log" >&2
   fail "building the images failed"
 }
-log "images built in $((SECONDS - start)) s"
+log "images built in $((SECONDS - start)) s ($(grep -c 'Using cache' "$work/build.log" || true) cached steps)"
 ps_image="dcasgd/ps:$tag"
 worker_image="dcasgd/worker:$tag"
 
@@ -123,27 +138,25 @@ for f in train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-
   grep -qx "$f" <<<"$out" || fail "$worker_image lacks /usr/share/datasets/fashion-mnist/$f"
 done
 
-# --- data (host-built dcasgd-prepare-data), checkpoint volume -----------------
-"$3" --dest="$work/data" --shards=60 >"$work/prepare.log" 2>&1 || {
-  cat "$work/prepare.log" >&2
-  fail "dcasgd-prepare-data failed"
-}
+# --- the shards, as the chart's StatefulSet names them -----------------------
+# The chart (deploy/helm/dcasgd, release "dcasgd" in namespace "default")
+# gives shard i the DNS name below and the workers the same template
+# (templates/_helpers.tpl, dcasgd.psAddressTemplate).
+readonly shard_count=2
+readonly dns_template="dcasgd-ps-{i}.dcasgd-ps-headless.default.svc.cluster.local"
 mkdir "$work/checkpoints"
-# uid 10001 in the containers must read the data and write the checkpoints.
 chmod 0755 "$work"
-chmod -R a+rX "$work/data"
-chmod 0777 "$work/checkpoints"
-
-# --- run a shard and a worker -------------------------------------------------
+chmod 0777 "$work/checkpoints"  # uid 10001 in the container writes there
 podman network create "$net" >/dev/null || fail "podman network create failed"
-podman run -d --name "$ps_name" --network "$net" "${hardened[@]}" \
-  -p 127.0.0.1::9100 -v "$work/checkpoints:/var/lib/dcasgd/checkpoints" \
-  "$ps_image" --shard_index=0 --shard_count=1 --update_rule=dcasgd-a --lr=0.05 \
-  --checkpoint_dir=/var/lib/dcasgd/checkpoints --checkpoint_interval_seconds=3600 \
-  >/dev/null || fail "could not start the shard container"
-metrics_hostport="$(podman port "$ps_name" 9100/tcp | head -n 1)"
-[[ -n "$metrics_hostport" ]] || { dump_logs; fail "the shard's metrics port is not published"; }
-metrics_url="http://$metrics_hostport/metrics"
+for i in $(seq 0 $((shard_count - 1))); do
+  dns="${dns_template//\{i\}/$i}"
+  podman run -d --name "${ps_names[$i]}" --network "$net" \
+    --network-alias "$dns" --network-alias "dcasgd-ps-$i" "${hardened[@]}" \
+    -p 127.0.0.1::9100 -v "$work/checkpoints:/var/lib/dcasgd/checkpoints" \
+    "$ps_image" --shard_index="$i" --shard_count=$shard_count --update_rule=dcasgd-a \
+    --lr=0.05 --checkpoint_dir=/var/lib/dcasgd/checkpoints --checkpoint_interval_seconds=3600 \
+    >/dev/null || fail "could not start shard container $i"
+done
 
 fetch() {
   if command -v curl >/dev/null 2>&1; then
@@ -152,35 +165,74 @@ fetch() {
     python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' "$1"
   fi
 }
-# Sum of a counter's samples (all label sets); empty if absent.
-counter() { fetch "$metrics_url" | awk -v n="$1" '$1 == n || index($1, n "{") == 1 { s += $NF; f = 1 } END { if (f) print s }'; }
+metrics_url() { echo "http://$(podman port "${ps_names[$1]}" 9100/tcp | head -n 1)/metrics"; }
+# Sum of a counter's samples (all label sets) on shard $2; empty if absent.
+counter() { fetch "$(metrics_url "$2")" | awk -v n="$1" '$1 == n || index($1, n "{") == 1 { s += $NF; f = 1 } END { if (f) print s }'; }
 
-deadline=$((SECONDS + 60))
-until fetch "$metrics_url" >/dev/null 2>&1; do
-  if [[ "$(podman inspect --format '{{.State.Running}}' "$ps_name")" != true ]]; then
-    dump_logs
-    fail "the shard container exited"
-  fi
-  ((SECONDS < deadline)) || { dump_logs; fail "no /metrics at $metrics_url within 60 s"; }
-  sleep 0.5
+for i in $(seq 0 $((shard_count - 1))); do
+  deadline=$((SECONDS + 60))
+  until fetch "$(metrics_url "$i")" >/dev/null 2>&1; do
+    if [[ "$(podman inspect --format '{{.State.Running}}' "${ps_names[$i]}")" != true ]]; then
+      dump_logs
+      fail "shard container $i exited"
+    fi
+    ((SECONDS < deadline)) || { dump_logs; fail "no /metrics from shard $i within 60 s"; }
+    sleep 0.5
+  done
+  pushes_before="$(counter dcasgd_ps_pushes_total "$i")" || true
+  [[ "${pushes_before:-x}" == 0 ]] ||
+    { dump_logs; fail "shard $i: dcasgd_ps_pushes_total before training is '${pushes_before}'"; }
 done
-pushes_before="$(counter dcasgd_ps_pushes_total)" || true
-[[ "${pushes_before:-x}" == 0 ]] ||
-  { dump_logs; fail "dcasgd_ps_pushes_total before training is '${pushes_before}', want 0"; }
 
-# Two workers train asynchronously, finding the shard by container name
-# (podman network DNS): one on the host-prepared data mounted read-only, one
-# on the copy baked into the image (both 60 shards of the same data, so the
-# coordinator on the shard hands out the same data shards to both).
-start_worker() {  # $1 = container name, $2 = data dir, rest = podman run options
+# --- the S3 test server, reachable from the network -----------------------------
+# s3rver runs on the host, bound to the podman network's gateway address
+# (an address of this machine on the bridge the network made), where the
+# containers reach it; nothing listens beyond this machine.
+gateway="$(podman network inspect "$net" --format '{{range .Subnets}}{{.Gateway}}{{end}}')"
+[[ -n "$gateway" ]] || fail "podman network $net has no gateway address"
+[[ -d "$repo/scripts/s3rver/node_modules" ]] || "$repo/scripts/s3rver/install.sh" >/dev/null ||
+  fail "could not install the S3 test server (scripts/s3rver/install.sh)"
+s3_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+mkdir "$work/s3"
+node --openssl-legacy-provider "$repo/scripts/s3rver/start.js" -d "$work/s3" -a "$gateway" \
+  -p "$s3_port" --configure-bucket "$bucket" >"$work/s3rver.log" 2>&1 &
+s3rver_pid=$!
+s3_endpoint="http://$gateway:$s3_port"
+deadline=$((SECONDS + 30))
+# Any HTTP answer (403 without a signature) means it is up.
+until python3 -c 'import sys, urllib.request, urllib.error
+try:
+    urllib.request.urlopen(sys.argv[1], timeout=1)
+except urllib.error.HTTPError:
+    pass' "$s3_endpoint/" 2>/dev/null; do
+  kill -0 "$s3rver_pid" 2>/dev/null || { dump_logs; fail "s3rver exited"; }
+  ((SECONDS < deadline)) || { dump_logs; fail "s3rver did not answer at $s3_endpoint"; }
+  sleep 0.2
+done
+s3_env=(-e AWS_ACCESS_KEY_ID=S3RVER -e AWS_SECRET_ACCESS_KEY=S3RVER -e AWS_REGION=us-east-1
+        -e "AWS_ENDPOINT_URL_S3=$s3_endpoint")
+
+# The worker image's dcasgd-prepare-data writes the data set to S3, as the
+# chart's data-prep Job does (60 shards, like the baked-in copy, so both
+# workers below agree with the coordinator on the job's data shard count).
+podman run --name "$prep_name" --network "$net" "${hardened[@]}" "${s3_env[@]}" \
+  --entrypoint dcasgd-prepare-data "$worker_image" --dest="s3://$bucket/fashion-mnist" \
+  --shards=60 >"$work/prepare.log" 2>&1 ||
+  { cat "$work/prepare.log" >&2; dump_logs; fail "dcasgd-prepare-data to S3 failed"; }
+[[ -s "$work/s3/$bucket/fashion-mnist/manifest.json._S3rver_object" ||
+   -n "$(find "$work/s3" -path '*fashion-mnist/manifest.json*' -print -quit)" ]] ||
+  { ls -R "$work/s3" | head -n 20 >&2; fail "no manifest.json in the S3 bucket"; }
+
+# --- two workers, through the chart's address template --------------------------
+start_worker() {  # $1 = container name, $2 = data, rest = podman run options
   local name="$1" data="$2"
   shift 2
   podman run -d --name "$name" --network "$net" "${hardened[@]}" "$@" "$worker_image" \
-    --role=train --ps_addresses="$ps_name:7000" --data="$data" --model=softmax \
-    --batch_size=32 --max_steps=$steps --log_every=50 --worker_name="$name" \
-    >/dev/null || fail "could not start the worker container $name"
+    --role=train --ps_address_template="$dns_template:7000" --shard_count=$shard_count \
+    --data="$data" --model=softmax --batch_size=32 --max_steps=$steps --log_every=50 \
+    --worker_name="$name" >/dev/null || fail "could not start the worker container $name"
 }
-start_worker "$worker_name" /data -v "$work/data:/data:ro"
+start_worker "$worker_name" "s3://$bucket/fashion-mnist" "${s3_env[@]}"
 start_worker "$worker2_name" /usr/share/datasets/fashion-mnist
 for w in "$worker_name" "$worker2_name"; do
   worker_exit="$(timeout 300 podman wait "$w")" ||
@@ -189,24 +241,28 @@ for w in "$worker_name" "$worker2_name"; do
   grep -q "left after $steps steps" <<<"$(podman logs "$w" 2>&1)" ||
     { dump_logs; fail "worker $w did not report $steps steps"; }
 done
+grep -q "training data shards" <<<"$(podman logs "$worker_name" 2>&1)" ||
+  { dump_logs; fail "the S3 worker did not list its data shards"; }
 
-pushes="$(counter dcasgd_ps_pushes_total)" || true
-log "shard counted ${pushes:-no} pushes after 2 workers x $steps steps"
-if [[ -z "$pushes" ]] || ! awk -v p="$pushes" -v n=$((2 * steps)) 'BEGIN { exit !(p >= n) }'; then
-  dump_logs
-  fail "dcasgd_ps_pushes_total is '${pushes}' after training, want >= $((2 * steps))"
-fi
+for i in $(seq 0 $((shard_count - 1))); do
+  pushes="$(counter dcasgd_ps_pushes_total "$i")" || true
+  log "shard $i counted ${pushes:-no} pushes after 2 workers x $steps steps"
+  if [[ -z "$pushes" ]] || ! awk -v p="$pushes" -v n=$((2 * steps)) 'BEGIN { exit !(p >= n) }'; then
+    dump_logs
+    fail "shard $i: dcasgd_ps_pushes_total is '${pushes}' after training, want >= $((2 * steps))"
+  fi
+done
 
 # Graceful stop: SIGTERM -> final checkpoint into the volume, exit 0.
-podman stop -t 30 "$ps_name" >/dev/null
-ps_exit="$(podman inspect --format '{{.State.ExitCode}}' "$ps_name")"
-[[ "$ps_exit" == 0 ]] || { dump_logs; fail "the shard exited with $ps_exit on SIGTERM"; }
+podman stop -t 30 "${ps_names[0]}" >/dev/null
+ps_exit="$(podman inspect --format '{{.State.ExitCode}}' "${ps_names[0]}")"
+[[ "$ps_exit" == 0 ]] || { dump_logs; fail "shard 0 exited with $ps_exit on SIGTERM"; }
 [[ -s "$work/checkpoints/shard-0.ckpt" ]] ||
   { dump_logs; ls -la "$work/checkpoints" >&2; fail "no checkpoint shard-0.ckpt after SIGTERM"; }
 owner="$(stat -c %u "$work/checkpoints/shard-0.ckpt")"
 [[ "$owner" == 10001 || $(id -u) -ne 0 ]] ||
   fail "the checkpoint is owned by uid $owner, want 10001 (the image user)"
 
-log "PASSED: $pushes pushes, checkpoint $(stat -c %s "$work/checkpoints/shard-0.ckpt") bytes"
+log "PASSED: images from docker/Dockerfile, shards by the chart's DNS names, data from S3; checkpoint $(stat -c %s "$work/checkpoints/shard-0.ckpt") bytes"
 exit
 }

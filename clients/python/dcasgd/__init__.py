@@ -7,7 +7,8 @@
         weights = ps.pushpull({"softmax/w": gradient})
 
 The generated protobuf/gRPC modules (dcasgd.v1.ps_pb2, ...) are not part of
-the source tree: see dcasgd/_stubs.py for where they are looked up
+the source tree: an installed package (pyproject.toml) holds them; from a
+checkout see dcasgd/_stubs.py for where they are looked up
 (DCASGD_PYTHON_STUBS, PYTHONPATH, or generated into a cache on first import).
 """
 
@@ -15,7 +16,8 @@ import os as _os
 
 from dcasgd import _stubs
 
-__path__.append(_os.path.join(_stubs.locate(), "dcasgd"))  # noqa: F821 (package __path__)
+if not _stubs.bundled():
+    __path__.append(_os.path.join(_stubs.locate(), "dcasgd"))  # noqa: F821 (package __path__)
 
 # pylint: disable=wrong-import-position
 from dcasgd.errors import Error  # noqa: E402

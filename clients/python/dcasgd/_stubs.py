@@ -1,6 +1,8 @@
 """Finds the generated protobuf/gRPC modules (never committed).
 
-The `dcasgd` package adds one directory holding the generated
+An installed package (pip, a wheel: see setup.py) holds them inside itself,
+in dcasgd/v1/ etc.; then nothing is looked up. A source checkout has none,
+and the `dcasgd` package adds one directory holding the generated
 dcasgd/{v1,grpc_health,grpc_reflection}/ modules to its own __path__. The first
 of these that exists is used:
 
@@ -79,6 +81,12 @@ def _generate_into_cache():
         if os.path.isdir(staging):
             subprocess.run(["rm", "-rf", staging], check=False)
     return target
+
+
+def bundled():
+    """True when the package was built with its stubs (an installed wheel)."""
+    return _has_stubs(_CLIENT_DIR) and os.path.isfile(os.path.join(_PACKAGE_DIR, "v1",
+                                                                    "ps_pb2_grpc.py"))
 
 
 def locate():
