@@ -9,35 +9,12 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
-#include "core/check.h"
+#include "base/check.h"
+#include "base/endian.h"
+#include "base/memory.h"
 #include "core/placement.h"
 
 namespace dcasgd {
-
-static_assert(sizeof(float) == 4, "float32 on the wire");
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-#error "dcasgd stores chunk values as little-endian float32 and needs a little-endian host"
-#endif
-
-absl::StatusOr<SyncMode> ParseSyncMode(absl::string_view name) {
-  if (name == "async") return SyncMode::kAsync;
-  if (name == "ssgd" || name == "bsp") return SyncMode::kSsgd;
-  if (name == "ssp") return SyncMode::kSsp;
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown sync mode '", name, "': use async, ssgd or ssp"));
-}
-
-const char* SyncModeName(SyncMode mode) {
-  switch (mode) {
-    case SyncMode::kAsync:
-      return "async";
-    case SyncMode::kSsgd:
-      return "ssgd";
-    case SyncMode::kSsp:
-      return "ssp";
-  }
-  return "?";
-}
 
 absl::Status ShardConfig::Validate() const {
   if (shard_count < 1) {

@@ -15,9 +15,10 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "base/clock.h"
+#include "base/enum_names.h"
+#include "base/random.h"
 #include "core/checkpoint.h"
-#include "core/clock.h"
-#include "core/random.h"
 #include "core/shard_memory.h"
 #include "core/tensor.h"
 #include "core/update_rule.h"
@@ -35,8 +36,17 @@ enum class SyncMode {
 };
 enum class SspPolicy { kWait, kReject };
 
-absl::StatusOr<SyncMode> ParseSyncMode(absl::string_view name);  // async|ssgd|ssp
-const char* SyncModeName(SyncMode mode);
+// Names in flags and messages (base/enum_names.h); "bsp" is an alias of ssgd.
+inline constexpr EnumName<SyncMode> kSyncModeNames[] = {
+    {SyncMode::kAsync, "async"},
+    {SyncMode::kSsgd, "ssgd"},
+    {SyncMode::kSsp, "ssp"},
+    {SyncMode::kSsgd, "bsp"},
+};
+inline constexpr EnumName<SspPolicy> kSspPolicyNames[] = {
+    {SspPolicy::kWait, "wait"},
+    {SspPolicy::kReject, "reject"},
+};
 
 // The largest --max_workers a shard accepts.
 inline constexpr uint32_t kMaxWorkersLimit = uint32_t{1} << 16;

@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "base/enum_names.h"
 
 namespace dcasgd {
 
@@ -27,7 +28,7 @@ enum class LrSchedule {
 struct OptimizerConfig {
   UpdateRule rule = UpdateRule::kDcAsgdAdaptive;
   float learning_rate = 0.1f;
-  // lambda0. 0.04 is the usual DC-ASGD-c value, 2.0 the DC-ASGD-a one.
+  // lambda0; DefaultLambda0(rule) when not chosen.
   float lambda0 = 2.0f;
   // DC-ASGD-a mean square: MS <- m * MS + (1 - m) * g * g, m = ms_decay.
   float ms_decay = 0.95f;
@@ -83,9 +84,24 @@ struct UpdateBounds {
 };
 UpdateBounds ComputeUpdateBounds(const OptimizerConfig& config);
 
-// "asgd" | "dcasgd-c" | "dcasgd-a" (also accepts "dc-asgd-c", "dc-asgd-a").
-absl::StatusOr<UpdateRule> ParseUpdateRule(absl::string_view name);
-const char* UpdateRuleName(UpdateRule rule);
+// The rules' names in flags and messages: "asgd" | "dcasgd-c" | "dcasgd-a"
+// (also accepted: "dc-asgd-c", "dc-asgd-a"). Use with NameOf / ParseEnum.
+inline constexpr EnumName<UpdateRule> kUpdateRuleNames[] = {
+    {UpdateRule::kAsgd, "asgd"},
+    {UpdateRule::kDcAsgdConstant, "dcasgd-c"},
+    {UpdateRule::kDcAsgdAdaptive, "dcasgd-a"},
+    {UpdateRule::kDcAsgdConstant, "dc-asgd-c"},
+    {UpdateRule::kDcAsgdAdaptive, "dc-asgd-a"},
+};
+inline constexpr EnumName<LrSchedule> kLrScheduleNames[] = {
+    {LrSchedule::kConstant, "constant"},
+    {LrSchedule::kStepDecay, "step"},
+};
+
+// lambda0 when the operator gives none: 0.04 for DC-ASGD-c (MXNet's
+// default), 2.0 for DC-ASGD-a (the value of the ports of the authors' code);
+// ASGD ignores it.
+float DefaultLambda0(UpdateRule rule);
 
 // The learning rate for an update applied when the shard is at `version`
 // (before the update) for a gradient of staleness `staleness`: the schedule's

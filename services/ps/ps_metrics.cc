@@ -2,12 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
-#include <exception>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "base/metrics_exposer.h"
+#include "base/status_macros.h"
 #include "prometheus/collectable.h"
 #include "prometheus/text_serializer.h"
 
@@ -219,23 +220,11 @@ ShardMetrics::~ShardMetrics() {
 
 absl::Status ShardMetrics::StartExposer(const std::string& address) {
   if (exposer_ != nullptr) return absl::FailedPreconditionError("metrics exposer already started");
-  // prometheus-cpp (CivetWeb) reports a failed bind by throwing; this is the
-  // boundary where that becomes a Status.
-  try {
-    exposer_ = std::make_unique<prometheus::Exposer>(address, /*num_threads=*/2);
-  } catch (const std::exception& e) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot serve metrics on '", address, "': ", e.what()));
-  }
-  exposer_->RegisterCollectable(collector_);
+  ASSIGN_OR_RETURN(exposer_, StartMetricsExposer(address, collector_));
   return absl::OkStatus();
 }
 
-int ShardMetrics::port() const {
-  if (exposer_ == nullptr) return 0;
-  std::vector<int> ports = exposer_->GetListeningPorts();
-  return ports.empty() ? 0 : ports.front();
-}
+int ShardMetrics::port() const { return ExposerPort(exposer_.get()); }
 
 std::string ShardMetrics::ExpositionText() const {
   return prometheus::TextSerializer().Serialize(collector_->Collect());

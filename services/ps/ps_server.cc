@@ -8,9 +8,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "core/file_util.h"
+#include "base/file.h"
+#include "base/port_file.h"
+#include "base/status_macros.h"
 #include "core/shard_memory.h"
-#include "core/status_macros.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
@@ -23,14 +24,6 @@ namespace {
 constexpr char kServiceName[] = "dcasgd.v1.ParameterShard";
 
 }  // namespace
-
-absl::Status WritePortFile(const std::string& path, int grpc_port, int metrics_port) {
-  // Readers poll for the file: the rename makes it appear whole. It need not
-  // survive a crash, so no fsync.
-  return WriteFileAtomically(path,
-                             absl::StrFormat("grpc %d\nmetrics %d\n", grpc_port, metrics_port),
-                             /*durable=*/false);
-}
 
 PsServer::PsServer(const PsOptions& options) : options_(options) {}
 
@@ -162,7 +155,8 @@ absl::Status PsServer::StartImpl() {
   }
 
   if (!options_.port_file.empty()) {
-    RETURN_IF_ERROR(WritePortFile(options_.port_file, grpc_port_, metrics_->port()));
+    RETURN_IF_ERROR(
+        WritePortFile(options_.port_file, {{"grpc", grpc_port_}, {"metrics", metrics_->port()}}));
   }
   std::fprintf(stderr,
                "dcasgd-ps: serving shard %u/%u: grpc port %d, metrics port %d, restored %s; %s\n",

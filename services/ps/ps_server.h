@@ -8,13 +8,13 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "base/periodic_task.h"
 #include "core/data_coordinator.h"
 #include "core/shard_store.h"
 #include "grpcpp/server.h"
 #include "services/ps/checkpointer.h"
 #include "services/ps/coordinator_service.h"
 #include "services/ps/inflight_budget.h"
-#include "services/ps/periodic_task.h"
 #include "services/ps/ps_metrics.h"
 #include "services/ps/ps_options.h"
 #include "services/ps/ps_service.h"
@@ -85,10 +85,6 @@ class PsServer {
   absl::Mutex shutdown_mu_;
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;
 };
-
-// Writes "grpc <port>\nmetrics <port>\n" to `path` atomically (temporary file
-// and rename), so a reader never sees a partial file.
-absl::Status WritePortFile(const std::string& path, int grpc_port, int metrics_port);
 
 }  // namespace dcasgd
 

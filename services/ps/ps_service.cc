@@ -635,7 +635,7 @@ void ParameterShardService::DoGetStatus(v1::ShardStatus* response) {
   response->set_backup_bytes(stats.backup_bytes);
   response->set_optimizer_state_bytes(stats.optimizer_state_bytes);
   response->set_update_rule(
-      absl::StrCat(config.optimizer.DebugString(), " sync=", SyncModeName(config.sync)));
+      absl::StrCat(config.optimizer.DebugString(), " sync=", NameOf(kSyncModeNames, config.sync)));
   for (const TensorSpec& spec : store_->ListTensors()) {
     v1::TensorStatus* tensor = response->add_tensors();
     TensorSpecToProto(spec, tensor->mutable_spec());

@@ -98,8 +98,8 @@ TEST(KernelIsa, Avx2MatchesBaselineWhenTheClampBinds) {
     size_t clamped = 0;
     for (float w : a.w) clamped += std::abs(w) == 1.0f;
     EXPECT_GT(clamped, 100u);
-    EXPECT_TRUE(BitEqual(a.w, b.w)) << UpdateRuleName(rule);
-    EXPECT_TRUE(BitEqual(a.nb, b.nb)) << UpdateRuleName(rule);
+    EXPECT_TRUE(BitEqual(a.w, b.w)) << NameOf(kUpdateRuleNames, rule);
+    EXPECT_TRUE(BitEqual(a.nb, b.nb)) << NameOf(kUpdateRuleNames, rule);
   }
 }
 

@@ -147,7 +147,7 @@ TEST_P(ApplyUpdateMatchesReference, AllVectors) {
 
 std::string KernelParamName(const ::testing::TestParamInfo<KernelParam>& info) {
   const size_t n = std::get<0>(info.param);
-  std::string rule_name = UpdateRuleName(std::get<1>(info.param));
+  std::string rule_name = NameOf(kUpdateRuleNames, std::get<1>(info.param));
   for (char& ch : rule_name) {
     if (ch == '-') ch = '_';
   }
@@ -169,7 +169,7 @@ INSTANTIATE_TEST_SUITE_P(Sizes, ApplyUpdateMatchesReference,
 
 TEST(ApplyUpdate, LambdaDoesNotCompoundAcrossSteps) {
   for (UpdateRule rule : {UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
-    SCOPED_TRACE(UpdateRuleName(rule));
+    SCOPED_TRACE(NameOf(kUpdateRuleNames, rule));
     const OptimizerConfig config = ConfigFor(rule);
     Chunk actual = RandomChunk(257, 7);
     Chunk expected = actual;
@@ -217,7 +217,7 @@ TEST(ApplyUpdate, AsgdAcceptsNullBackup) {
 
 TEST(ApplyUpdate, CompensationUsesBackupNotZero) {
   for (UpdateRule rule : {UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
-    SCOPED_TRACE(UpdateRuleName(rule));
+    SCOPED_TRACE(NameOf(kUpdateRuleNames, rule));
     const OptimizerConfig config = ConfigFor(rule);
     const Chunk start = RandomChunk(1000, 11);
 
@@ -295,7 +295,7 @@ TEST(ApplyUpdate, MeanSquareUpdatedBeforeLambda) {
 TEST(ApplyUpdate, NewBackupEqualsNewWeightsExactly) {
   for (UpdateRule rule :
        {UpdateRule::kAsgd, UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
-    SCOPED_TRACE(UpdateRuleName(rule));
+    SCOPED_TRACE(NameOf(kUpdateRuleNames, rule));
     OptimizerConfig config = ConfigFor(rule);
     config.momentum = 0.9f;
     Chunk c = RandomChunk(1031, 5);
@@ -311,7 +311,7 @@ TEST(ApplyUpdate, NewBackupEqualsNewWeightsExactly) {
 TEST(ApplyUpdate, NewBackupMayBeTheOldBackup) {
   // The fused PushPull refreshes the worker's backup in place.
   for (UpdateRule rule : {UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
-    SCOPED_TRACE(UpdateRuleName(rule));
+    SCOPED_TRACE(NameOf(kUpdateRuleNames, rule));
     const OptimizerConfig config = ConfigFor(rule);
     Chunk c = RandomChunk(1000, 9);
     Chunk expected = c;
@@ -333,7 +333,7 @@ TEST(ApplyUpdate, UnalignedViewsMatchReference) {
   };
   for (UpdateRule rule :
        {UpdateRule::kAsgd, UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
-    SCOPED_TRACE(UpdateRuleName(rule));
+    SCOPED_TRACE(NameOf(kUpdateRuleNames, rule));
     const OptimizerConfig config = ConfigFor(rule);
     Chunk c = RandomChunk(n + 3, 13);
     Chunk expected;
@@ -408,7 +408,7 @@ TEST(ApplyUpdate, ClampedWeightsMatchTheReference) {
   for (UpdateRule rule :
        {UpdateRule::kAsgd, UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
     for (float momentum : {0.0f, 0.9f}) {
-      SCOPED_TRACE(absl::StrCat(UpdateRuleName(rule), " momentum ", momentum));
+      SCOPED_TRACE(absl::StrCat(NameOf(kUpdateRuleNames, rule), " momentum ", momentum));
       OptimizerConfig config = ConfigFor(rule);
       config.momentum = momentum;
       config.learning_rate = 5.0f;  // most weights leave [-0.5, 0.5]
@@ -438,7 +438,8 @@ TEST(ApplyUpdate, WorstCaseInputsWithinTheBoundsStayFinite) {
        {UpdateRule::kAsgd, UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
     for (float momentum : {0.0f, 0.99f}) {
       for (float decay : {0.0f, 1.0f}) {
-        SCOPED_TRACE(absl::StrCat(UpdateRuleName(rule), " momentum ", momentum, " wd ", decay));
+        SCOPED_TRACE(
+            absl::StrCat(NameOf(kUpdateRuleNames, rule), " momentum ", momentum, " wd ", decay));
         OptimizerConfig config = ConfigFor(rule);
         config.momentum = momentum;
         config.weight_decay = decay;
@@ -524,7 +525,7 @@ TEST(OptimizerConfig, DefaultsAreValid) {
   EXPECT_TRUE(OptimizerConfig().Validate().ok());
   for (UpdateRule rule :
        {UpdateRule::kAsgd, UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
-    EXPECT_TRUE(ConfigFor(rule).Validate().ok()) << UpdateRuleName(rule);
+    EXPECT_TRUE(ConfigFor(rule).Validate().ok()) << NameOf(kUpdateRuleNames, rule);
   }
   OptimizerConfig step;
   step.schedule = LrSchedule::kStepDecay;
@@ -598,20 +599,23 @@ TEST(OptimizerConfig, DebugStringNamesEveryKnob) {
   EXPECT_THAT(s, HasSubstr("decay_every=500"));
 }
 
-TEST(UpdateRuleName, ParseRoundTripsAndAcceptsAliases) {
+TEST(UpdateRuleNames, ParseRoundTripsAndAcceptsAliases) {
   for (UpdateRule rule :
        {UpdateRule::kAsgd, UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
-    const absl::StatusOr<UpdateRule> parsed = ParseUpdateRule(UpdateRuleName(rule));
-    ASSERT_TRUE(parsed.ok()) << UpdateRuleName(rule);
+    const absl::StatusOr<UpdateRule> parsed =
+        ParseEnum("update rule", kUpdateRuleNames, NameOf(kUpdateRuleNames, rule));
+    ASSERT_TRUE(parsed.ok()) << NameOf(kUpdateRuleNames, rule);
     EXPECT_EQ(*parsed, rule);
   }
-  EXPECT_EQ(std::string(UpdateRuleName(UpdateRule::kAsgd)), "asgd");
-  EXPECT_EQ(std::string(UpdateRuleName(UpdateRule::kDcAsgdConstant)), "dcasgd-c");
-  EXPECT_EQ(std::string(UpdateRuleName(UpdateRule::kDcAsgdAdaptive)), "dcasgd-a");
-  EXPECT_EQ(ParseUpdateRule("dc-asgd-c").value(), UpdateRule::kDcAsgdConstant);
-  EXPECT_EQ(ParseUpdateRule("dc-asgd-a").value(), UpdateRule::kDcAsgdAdaptive);
+  EXPECT_EQ(std::string(NameOf(kUpdateRuleNames, UpdateRule::kAsgd)), "asgd");
+  EXPECT_EQ(std::string(NameOf(kUpdateRuleNames, UpdateRule::kDcAsgdConstant)), "dcasgd-c");
+  EXPECT_EQ(std::string(NameOf(kUpdateRuleNames, UpdateRule::kDcAsgdAdaptive)), "dcasgd-a");
+  EXPECT_EQ(ParseEnum("update rule", kUpdateRuleNames, "dc-asgd-c").value(),
+            UpdateRule::kDcAsgdConstant);
+  EXPECT_EQ(ParseEnum("update rule", kUpdateRuleNames, "dc-asgd-a").value(),
+            UpdateRule::kDcAsgdAdaptive);
   for (const char* bad : {"", "sgd", "DCASGD-A", "dcasgd", "dcasgd-a "}) {
-    const absl::StatusOr<UpdateRule> parsed = ParseUpdateRule(bad);
+    const absl::StatusOr<UpdateRule> parsed = ParseEnum("update rule", kUpdateRuleNames, bad);
     EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument) << "'" << bad << "'";
   }
 }
