@@ -28,13 +28,6 @@ absl::Status CheckField(bool in_range, absl::string_view field, double value,
       absl::StrCat("optimizer ", field, " must be ", requirement, ", got ", value));
 }
 
-// Where the new weights go besides `w`.
-enum class BackupOut {
-  kNone,      // nowhere
-  kSeparate,  // new_backup, a buffer distinct from backup
-  kInPlace,   // new_backup == backup: read the old backup, then overwrite it
-};
-
 // Per-call scalars, hoisted out of the loop.
 struct Scalars {
   float lr;
@@ -208,7 +201,9 @@ void ApplyUpdateWithIsa(KernelIsa isa, const OptimizerConfig& config, float lr,
   DCASGD_CHECK(!config.uses_backup() || v.backup != nullptr);
   DCASGD_CHECK(!config.uses_mean_square() || v.mean_square != nullptr);
   DCASGD_CHECK(!config.uses_momentum() || v.momentum != nullptr);
-  DCASGD_CHECK(v.new_backup != v.weights);
+  // The kernels' __restrict promises: the copy overlaps nothing it reads.
+  DCASGD_CHECK(v.weights_copy == nullptr ||
+               (v.weights_copy != v.weights && v.weights_copy != v.backup));
   const Scalars s{lr,
                   config.lambda0,
                   config.ms_decay,

@@ -115,7 +115,10 @@ struct ChunkVectors {
   const float* backup = nullptr;    // w_bak(m); may be null for kAsgd
   float* mean_square = nullptr;     // MS; required iff uses_mean_square()
   float* momentum = nullptr;        // mom; required iff uses_momentum()
-  float* new_backup = nullptr;      // if set, receives the new w as well
+  // If set, receives a copy of the new w as it is computed (the reply
+  // buffer of a PushPull, which saves a second pass over the chunk). Must
+  // not overlap any other vector.
+  float* weights_copy = nullptr;
   size_t n = 0;
 };
 

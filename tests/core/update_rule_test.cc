@@ -22,7 +22,7 @@ using ::testing::StartsWith;
 
 // The state of one chunk as the shard store holds it.
 struct Chunk {
-  std::vector<float> w, g, backup, mean_square, momentum, new_backup;
+  std::vector<float> w, g, backup, mean_square, momentum, weights_copy;
 };
 
 Chunk RandomChunk(size_t n, uint32_t seed) {
@@ -38,18 +38,18 @@ Chunk RandomChunk(size_t n, uint32_t seed) {
     c.mean_square.push_back(positive(rng));
     c.momentum.push_back(0.1f * unit(rng));
   }
-  c.new_backup.assign(n, 0.0f);
+  c.weights_copy.assign(n, 0.0f);
   return c;
 }
 
-ChunkVectors Views(Chunk& c, bool with_new_backup) {
+ChunkVectors Views(Chunk& c, bool with_copy) {
   ChunkVectors v;
   v.weights = c.w.data();
   v.gradient = c.g.data();
   v.backup = c.backup.data();
   v.mean_square = c.mean_square.data();
   v.momentum = c.momentum.data();
-  v.new_backup = with_new_backup ? c.new_backup.data() : nullptr;
+  v.weights_copy = with_copy ? c.weights_copy.data() : nullptr;
   v.n = c.w.size();
   return v;
 }
@@ -110,12 +110,12 @@ OptimizerConfig ConfigFor(UpdateRule rule) {
 // --- Parameterised comparison with the reference ---------------------------
 
 using KernelParam =
-    std::tuple<size_t, UpdateRule, float /*momentum*/, float /*wd*/, bool /*new_backup*/>;
+    std::tuple<size_t, UpdateRule, float /*momentum*/, float /*wd*/, bool /*weights_copy*/>;
 
 class ApplyUpdateMatchesReference : public ::testing::TestWithParam<KernelParam> {};
 
 TEST_P(ApplyUpdateMatchesReference, AllVectors) {
-  const auto [n, rule, momentum, weight_decay, with_new_backup] = GetParam();
+  const auto [n, rule, momentum, weight_decay, with_copy] = GetParam();
   OptimizerConfig config = ConfigFor(rule);
   config.momentum = momentum;
   config.weight_decay = weight_decay;
@@ -124,7 +124,7 @@ TEST_P(ApplyUpdateMatchesReference, AllVectors) {
   Chunk actual = RandomChunk(n, static_cast<uint32_t>(n * 31 + static_cast<int>(rule)));
   Chunk expected = actual;
   const std::vector<float> initial_w = actual.w;
-  ApplyUpdate(config, config.learning_rate, Views(actual, with_new_backup));
+  ApplyUpdate(config, config.learning_rate, Views(actual, with_copy));
   ReferenceUpdate(config, config.learning_rate, expected);
 
   ExpectVectorsNear(actual.w, expected.w, "w");
@@ -132,10 +132,10 @@ TEST_P(ApplyUpdateMatchesReference, AllVectors) {
   ExpectVectorsNear(actual.momentum, expected.momentum, "momentum");
   // Vectors the variant does not use stay untouched.
   EXPECT_EQ(actual.backup, expected.backup);
-  if (with_new_backup) {
-    EXPECT_EQ(actual.new_backup, actual.w);
+  if (with_copy) {
+    EXPECT_EQ(actual.weights_copy, actual.w);
   } else {
-    EXPECT_EQ(actual.new_backup, std::vector<float>(n, 0.0f));
+    EXPECT_EQ(actual.weights_copy, std::vector<float>(n, 0.0f));
   }
   if (n > 0) {
     // The update did something (guards against a kernel that returns early).
@@ -212,7 +212,7 @@ TEST(ApplyUpdate, AsgdAcceptsNullBackup) {
   ApplyUpdate(config, config.learning_rate, v);
   ReferenceUpdate(config, config.learning_rate, expected);
   ExpectVectorsNear(c.w, expected.w, "w");
-  EXPECT_EQ(c.new_backup, c.w);
+  EXPECT_EQ(c.weights_copy, c.w);
 }
 
 TEST(ApplyUpdate, CompensationUsesBackupNotZero) {
@@ -257,7 +257,7 @@ TEST(ApplyUpdate, WeightDecayStaysOutOfGradientSquareFactor) {
   c.backup = {1.0f};
   c.mean_square = {0.0f};
   c.momentum = {0.0f};
-  c.new_backup = {0.0f};
+  c.weights_copy = {0.0f};
   const double w = 2.0, g = 0.5, bak = 1.0, wd = 0.25, lambda = 0.5;
   // d = g + wd*w + lambda*g*g*(w - bak) (MXNet's composition) ...
   const double right = w - lr * (g + wd * w + lambda * g * g * (w - bak));
@@ -279,7 +279,7 @@ TEST(ApplyUpdate, MeanSquareUpdatedBeforeLambda) {
   c.backup = {0.5f};
   c.mean_square = {0.0f};
   c.momentum = {0.0f};
-  c.new_backup = {0.0f};
+  c.weights_copy = {0.0f};
   const double m = config.ms_decay, eps = config.epsilon, lambda0 = config.lambda0;
   const double new_ms = (1.0 - m) * 1.0;
   const double after = 1.0 - lr * (1.0 + lambda0 / std::sqrt(new_ms + eps) * 0.5);
@@ -292,7 +292,7 @@ TEST(ApplyUpdate, MeanSquareUpdatedBeforeLambda) {
   EXPECT_NEAR(c.w[0], after, 1e-5);
 }
 
-TEST(ApplyUpdate, NewBackupEqualsNewWeightsExactly) {
+TEST(ApplyUpdate, WeightsCopyEqualsNewWeightsExactly) {
   for (UpdateRule rule :
        {UpdateRule::kAsgd, UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
     SCOPED_TRACE(NameOf(kUpdateRuleNames, rule));
@@ -300,33 +300,17 @@ TEST(ApplyUpdate, NewBackupEqualsNewWeightsExactly) {
     config.momentum = 0.9f;
     Chunk c = RandomChunk(1031, 5);
     ApplyUpdate(config, config.learning_rate, Views(c, true));
-    ASSERT_EQ(c.new_backup.size(), c.w.size());
+    ASSERT_EQ(c.weights_copy.size(), c.w.size());
     for (size_t i = 0; i < c.w.size(); ++i) {
       // Bitwise: the worker computes its next gradient on exactly these values.
-      ASSERT_EQ(c.new_backup[i], c.w[i]) << i;
+      ASSERT_EQ(c.weights_copy[i], c.w[i]) << i;
     }
-  }
-}
-
-TEST(ApplyUpdate, NewBackupMayBeTheOldBackup) {
-  // The fused PushPull refreshes the worker's backup in place.
-  for (UpdateRule rule : {UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
-    SCOPED_TRACE(NameOf(kUpdateRuleNames, rule));
-    const OptimizerConfig config = ConfigFor(rule);
-    Chunk c = RandomChunk(1000, 9);
-    Chunk expected = c;
-    ChunkVectors v = Views(c, false);
-    v.new_backup = c.backup.data();
-    ApplyUpdate(config, config.learning_rate, v);
-    ReferenceUpdate(config, config.learning_rate, expected);
-    ExpectVectorsNear(c.w, expected.w, "w");
-    EXPECT_EQ(c.backup, c.w);
   }
 }
 
 TEST(ApplyUpdate, UnalignedViewsMatchReference) {
   // Chunks of a shard start anywhere in its buffers: run on views that begin
-  // one element (and three for new_backup) into the vectors.
+  // one element (and three for weights_copy) into the vectors.
   const size_t n = 998;
   auto slice = [n](const std::vector<float>& from) {
     return std::vector<float>(from.begin() + 1, from.begin() + 1 + n);
@@ -349,16 +333,16 @@ TEST(ApplyUpdate, UnalignedViewsMatchReference) {
     v.backup += 1;
     v.mean_square += 1;
     v.momentum += 1;
-    v.new_backup += 3;
+    v.weights_copy += 3;
     v.n = n;
     ApplyUpdate(config, config.learning_rate, v);
     ReferenceUpdate(config, config.learning_rate, expected);
     ExpectVectorsNear(slice(c.w), expected.w, "w");
     ExpectVectorsNear(slice(c.mean_square), expected.mean_square, "mean_square");
-    for (size_t i = 0; i < n; ++i) ASSERT_EQ(c.new_backup[i + 3], c.w[i + 1]) << i;
+    for (size_t i = 0; i < n; ++i) ASSERT_EQ(c.weights_copy[i + 3], c.w[i + 1]) << i;
     // Elements outside the view are untouched.
     EXPECT_EQ(c.w[n + 1], last_w);
-    EXPECT_EQ(c.new_backup[0], 0.0f);
+    EXPECT_EQ(c.weights_copy[0], 0.0f);
   }
 }
 
@@ -381,9 +365,9 @@ double RunStaleQuadratic(const OptimizerConfig& config, int workers, int steps) 
     v.backup = backup.data();
     v.mean_square = mean_square.data();
     v.momentum = momentum.data();
-    v.new_backup = backup.data();
     v.n = n;
     ApplyUpdate(config, config.learning_rate, v);
+    backup = w;  // what the worker is sent becomes its backup
   }
   double largest = 0.0;
   for (float x : w) {
@@ -425,7 +409,7 @@ TEST(ApplyUpdate, ClampedWeightsMatchTheReference) {
         clamped += std::fabs(w) == 0.5f;
       }
       EXPECT_GT(clamped, 100u) << "the clamp was not exercised";
-      EXPECT_EQ(actual.new_backup, actual.w);
+      EXPECT_EQ(actual.weights_copy, actual.w);
     }
   }
 }
@@ -458,7 +442,7 @@ TEST(ApplyUpdate, WorstCaseInputsWithinTheBoundsStayFinite) {
           chunk.mean_square.push_back(0.0f);
           chunk.momentum.push_back(0.0f);
         }
-        chunk.new_backup.assign(n, 0.0f);
+        chunk.weights_copy.assign(n, 0.0f);
         for (int step = 0; step < 50; ++step) {
           ApplyUpdate(config, config.learning_rate, Views(chunk, false));
           for (size_t i = 0; i < n; ++i) {
