@@ -382,6 +382,76 @@ class ChecksummedFileReader {
   uLong crc_ = crc32_z(0L, Z_NULL, 0);
 };
 
+// Reads one tensor (its spec, then its chunks) of a checkpoint; `names`
+// are the tensors read so far (names are unique).
+absl::Status ReadTensor(ChecksummedFileReader* in, std::set<std::string>* names,
+                        TensorState* tensor) {
+  auto inconsistent = [in](const absl::Status& s) {
+    return in->DataLoss(absl::StrCat("inconsistent: ", s.message()));
+  };
+  TensorSpec& spec = tensor->spec;
+  uint32_t name_bytes = 0;
+  RETURN_IF_ERROR(in->ReadU32(&name_bytes, "tensor name length"));
+  if (name_bytes > in->body_left()) {
+    return in->DataLoss(absl::StrCat("truncated or corrupt: tensor name of ", name_bytes,
+                                     " bytes but only ", in->body_left(), " remain"));
+  }
+  spec.name.resize(name_bytes);
+  RETURN_IF_ERROR(in->Read(spec.name.data(), name_bytes, "tensor name"));
+  uint32_t rank = 0;
+  RETURN_IF_ERROR(in->ReadU32(&rank, "tensor rank"));
+  if (rank > in->body_left() / sizeof(uint64_t)) {
+    return in->DataLoss(absl::StrCat("truncated or corrupt: tensor '", spec.name, "' of rank ",
+                                     rank, " but only ", in->body_left(), " bytes remain"));
+  }
+  spec.shape.resize(rank);
+  for (int64_t& d : spec.shape) {
+    uint64_t dim = 0;
+    RETURN_IF_ERROR(in->ReadU64(&dim, "dimension"));
+    d = static_cast<int64_t>(dim);
+  }
+  RETURN_IF_ERROR(in->ReadU32(&spec.chunk_elements, "chunk elements"));
+  uint32_t kind_code = 0;
+  RETURN_IF_ERROR(in->ReadU32(&kind_code, "initializer kind"));
+  if (!KindFromCode(kind_code, &spec.init.kind)) {
+    return in->DataLoss(
+        absl::StrCat("tensor '", spec.name, "': unknown initializer kind ", kind_code));
+  }
+  RETURN_IF_ERROR(in->ReadFloat(&spec.init.a, "initializer parameter a"));
+  RETURN_IF_ERROR(in->ReadFloat(&spec.init.b, "initializer parameter b"));
+  RETURN_IF_ERROR(in->ReadU64(&spec.init.seed, "initializer seed"));
+  uint64_t value_count = 0;
+  RETURN_IF_ERROR(in->ReadU64(&value_count, "initial value count"));
+  RETURN_IF_ERROR(in->ReadFloats(value_count, &spec.init.values, "initial values"));
+  if (absl::Status s = CheckSpec(spec, names); !s.ok()) return inconsistent(s);
+
+  uint64_t chunk_count = 0;
+  RETURN_IF_ERROR(in->ReadU64(&chunk_count, "chunk count"));
+  if (chunk_count > spec.num_chunks()) {
+    return in->DataLoss(absl::StrCat("inconsistent: tensor '", spec.name, "' lists ", chunk_count,
+                                     " chunks but has only ", spec.num_chunks()));
+  }
+  int64_t previous = -1;
+  for (uint64_t c = 0; c < chunk_count; ++c) {
+    ChunkState chunk;
+    uint64_t weights = 0, mean_square = 0, momentum = 0;
+    RETURN_IF_ERROR(in->ReadU64(&chunk.index, "chunk index"));
+    RETURN_IF_ERROR(in->ReadU64(&weights, "weights length"));
+    RETURN_IF_ERROR(in->ReadU64(&mean_square, "mean_square length"));
+    RETURN_IF_ERROR(in->ReadU64(&momentum, "momentum length"));
+    if (absl::Status s = CheckChunk(spec, previous, chunk.index, weights, mean_square, momentum);
+        !s.ok()) {
+      return inconsistent(s);
+    }
+    previous = static_cast<int64_t>(chunk.index);
+    RETURN_IF_ERROR(in->ReadFloats(weights, &chunk.weights, "weights"));
+    RETURN_IF_ERROR(in->ReadFloats(mean_square, &chunk.mean_square, "mean_square"));
+    RETURN_IF_ERROR(in->ReadFloats(momentum, &chunk.momentum, "momentum"));
+    tensor->chunks.push_back(std::move(chunk));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ReadSnapshot(ChecksummedFileReader* in, ShardSnapshot* snapshot) {
   // Turns a consistency failure into DATA_LOSS naming the file.
   auto inconsistent = [in](const absl::Status& s) {
@@ -411,66 +481,7 @@ absl::Status ReadSnapshot(ChecksummedFileReader* in, ShardSnapshot* snapshot) {
   std::set<std::string> names;
   for (uint64_t t = 0; t < tensor_count; ++t) {
     TensorState tensor;
-    TensorSpec& spec = tensor.spec;
-    uint32_t name_bytes = 0;
-    RETURN_IF_ERROR(in->ReadU32(&name_bytes, "tensor name length"));
-    if (name_bytes > in->body_left()) {
-      return in->DataLoss(absl::StrCat("truncated or corrupt: tensor name of ", name_bytes,
-                                       " bytes but only ", in->body_left(), " remain"));
-    }
-    spec.name.resize(name_bytes);
-    RETURN_IF_ERROR(in->Read(spec.name.data(), name_bytes, "tensor name"));
-    uint32_t rank = 0;
-    RETURN_IF_ERROR(in->ReadU32(&rank, "tensor rank"));
-    if (rank > in->body_left() / sizeof(uint64_t)) {
-      return in->DataLoss(absl::StrCat("truncated or corrupt: tensor '", spec.name, "' of rank ",
-                                       rank, " but only ", in->body_left(), " bytes remain"));
-    }
-    spec.shape.resize(rank);
-    for (int64_t& d : spec.shape) {
-      uint64_t dim = 0;
-      RETURN_IF_ERROR(in->ReadU64(&dim, "dimension"));
-      d = static_cast<int64_t>(dim);
-    }
-    RETURN_IF_ERROR(in->ReadU32(&spec.chunk_elements, "chunk elements"));
-    uint32_t kind_code = 0;
-    RETURN_IF_ERROR(in->ReadU32(&kind_code, "initializer kind"));
-    if (!KindFromCode(kind_code, &spec.init.kind)) {
-      return in->DataLoss(
-          absl::StrCat("tensor '", spec.name, "': unknown initializer kind ", kind_code));
-    }
-    RETURN_IF_ERROR(in->ReadFloat(&spec.init.a, "initializer parameter a"));
-    RETURN_IF_ERROR(in->ReadFloat(&spec.init.b, "initializer parameter b"));
-    RETURN_IF_ERROR(in->ReadU64(&spec.init.seed, "initializer seed"));
-    uint64_t value_count = 0;
-    RETURN_IF_ERROR(in->ReadU64(&value_count, "initial value count"));
-    RETURN_IF_ERROR(in->ReadFloats(value_count, &spec.init.values, "initial values"));
-    if (absl::Status s = CheckSpec(spec, &names); !s.ok()) return inconsistent(s);
-
-    uint64_t chunk_count = 0;
-    RETURN_IF_ERROR(in->ReadU64(&chunk_count, "chunk count"));
-    if (chunk_count > spec.num_chunks()) {
-      return in->DataLoss(absl::StrCat("inconsistent: tensor '", spec.name, "' lists ", chunk_count,
-                                       " chunks but has only ", spec.num_chunks()));
-    }
-    int64_t previous = -1;
-    for (uint64_t c = 0; c < chunk_count; ++c) {
-      ChunkState chunk;
-      uint64_t weights = 0, mean_square = 0, momentum = 0;
-      RETURN_IF_ERROR(in->ReadU64(&chunk.index, "chunk index"));
-      RETURN_IF_ERROR(in->ReadU64(&weights, "weights length"));
-      RETURN_IF_ERROR(in->ReadU64(&mean_square, "mean_square length"));
-      RETURN_IF_ERROR(in->ReadU64(&momentum, "momentum length"));
-      if (absl::Status s = CheckChunk(spec, previous, chunk.index, weights, mean_square, momentum);
-          !s.ok()) {
-        return inconsistent(s);
-      }
-      previous = static_cast<int64_t>(chunk.index);
-      RETURN_IF_ERROR(in->ReadFloats(weights, &chunk.weights, "weights"));
-      RETURN_IF_ERROR(in->ReadFloats(mean_square, &chunk.mean_square, "mean_square"));
-      RETURN_IF_ERROR(in->ReadFloats(momentum, &chunk.momentum, "momentum"));
-      tensor.chunks.push_back(std::move(chunk));
-    }
+    RETURN_IF_ERROR(ReadTensor(in, &names, &tensor));
     snapshot->tensors.push_back(std::move(tensor));
   }
   return in->VerifyTrailer();

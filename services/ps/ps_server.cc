@@ -37,15 +37,7 @@ absl::Status PsServer::StartImpl() {
   store_ = std::make_unique<ShardStore>(options_.shard, Clock::Real());
   metrics_ = std::make_unique<ShardMetrics>(options_.shard.shard_index, store_.get());
 
-  std::string restored = "none";
-  if (!options_.checkpoint_dir.empty()) {
-    checkpointer_ =
-        std::make_unique<Checkpointer>(store_.get(), options_.checkpoint_dir, metrics_.get());
-    ASSIGN_OR_RETURN(const bool did_restore, checkpointer_->RestoreIfPresent());
-    restored = did_restore ? absl::StrCat(checkpointer_->path(), " at version ",
-                                          checkpointer_->last_version())
-                           : absl::StrCat("none (", checkpointer_->path(), " absent)");
-  }
+  ASSIGN_OR_RETURN(std::string restored, RestoreCheckpoint());
   inflight_ = std::make_unique<InflightBudget>(options_.shard.inflight_budget_bytes);
   metrics_->AttachInflightBudget(inflight_.get());
   service_ = std::make_unique<ParameterShardService>(
@@ -114,6 +106,22 @@ absl::Status PsServer::StartImpl() {
     }
   }
 
+  StartBackgroundTasks();
+
+  return Announce(restored);
+}
+
+absl::StatusOr<std::string> PsServer::RestoreCheckpoint() {
+  if (options_.checkpoint_dir.empty()) return std::string("none");
+  checkpointer_ =
+      std::make_unique<Checkpointer>(store_.get(), options_.checkpoint_dir, metrics_.get());
+  ASSIGN_OR_RETURN(const bool did_restore, checkpointer_->RestoreIfPresent());
+  return did_restore
+             ? absl::StrCat(checkpointer_->path(), " at version ", checkpointer_->last_version())
+             : absl::StrCat("none (", checkpointer_->path(), " absent)");
+}
+
+void PsServer::StartBackgroundTasks() {
   const absl::Duration lease = options_.shard.lease;
   lease_reaper_ = std::make_unique<PeriodicTask>(
       lease / 4, [this] { metrics_->CountLeaseExpirations(store_->ExpireLeases()); });
@@ -153,7 +161,9 @@ absl::Status PsServer::StartImpl() {
           }
         });
   }
+}
 
+absl::Status PsServer::Announce(const std::string& restored) {
   if (!options_.port_file.empty()) {
     RETURN_IF_ERROR(
         WritePortFile(options_.port_file, {{"grpc", grpc_port_}, {"metrics", metrics_->port()}}));

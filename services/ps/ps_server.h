@@ -66,6 +66,14 @@ class PsServer {
  private:
   explicit PsServer(const PsOptions& options);
   absl::Status StartImpl();
+  // Creates the checkpointer (if --checkpoint_dir) and restores the latest
+  // checkpoint into the store; describes what was restored for the log.
+  absl::StatusOr<std::string> RestoreCheckpoint();
+  // Once the server is up: the lease reaper, periodic checkpoints, the health
+  // statuses and the durability watch.
+  void StartBackgroundTasks();
+  // Writes the port file (if asked) and logs what is served.
+  absl::Status Announce(const std::string& restored);
 
   // Constant after Start.
   const PsOptions options_;
