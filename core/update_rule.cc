@@ -171,7 +171,12 @@ std::string OptimizerConfig::DebugString() const {
   return out;
 }
 
-float DefaultLambda0(UpdateRule rule) { return rule == UpdateRule::kDcAsgdConstant ? 0.04f : 2.0f; }
+OptimizerConfig OptimizerConfig::ForRule(UpdateRule rule) {
+  OptimizerConfig config;
+  config.rule = rule;
+  config.lambda0 = rule == UpdateRule::kDcAsgdConstant ? 0.04f : 2.0f;
+  return config;
+}
 
 float EffectiveLearningRate(const OptimizerConfig& config, uint64_t version, uint64_t staleness) {
   double lr = config.learning_rate;

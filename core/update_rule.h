@@ -28,7 +28,7 @@ enum class LrSchedule {
 struct OptimizerConfig {
   UpdateRule rule = UpdateRule::kDcAsgdAdaptive;
   float learning_rate = 0.1f;
-  // lambda0; DefaultLambda0(rule) when not chosen.
+  // lambda0; ForRule(rule) gives the rule's default.
   float lambda0 = 2.0f;
   // DC-ASGD-a mean square: MS <- m * MS + (1 - m) * g * g, m = ms_decay.
   float ms_decay = 0.95f;
@@ -55,6 +55,11 @@ struct OptimizerConfig {
   // finite positive bounds), or when the worst case of UpdateBounds() is not
   // safely finite in float32 (the message names the flags to lower).
   absl::Status Validate() const;
+  // A configuration for `rule` with the rule-dependent defaults: lambda0 is
+  // 0.04 for DC-ASGD-c (MXNet's default) and 2.0 for DC-ASGD-a (the value of
+  // the ports of the authors' code; ASGD ignores it); every other field as
+  // declared above.
+  static OptimizerConfig ForRule(UpdateRule rule);
   // "dcasgd-a lr=0.1 lambda0=2 m=0.95 eps=1e-07 momentum=0 wd=0 ...".
   std::string DebugString() const;
   bool uses_backup() const { return rule != UpdateRule::kAsgd; }
@@ -97,11 +102,6 @@ inline constexpr EnumName<LrSchedule> kLrScheduleNames[] = {
     {LrSchedule::kConstant, "constant"},
     {LrSchedule::kStepDecay, "step"},
 };
-
-// lambda0 when the operator gives none: 0.04 for DC-ASGD-c (MXNet's
-// default), 2.0 for DC-ASGD-a (the value of the ports of the authors' code);
-// ASGD ignores it.
-float DefaultLambda0(UpdateRule rule);
 
 // The learning rate for an update applied when the shard is at `version`
 // (before the update) for a gradient of staleness `staleness`: the schedule's

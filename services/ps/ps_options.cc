@@ -143,11 +143,13 @@ absl::Status ParsePlacement(const EnvLookup& env, PsOptions* options) {
 // The update rule and its hyper-parameters; `given` are the flags set
 // explicitly (lambda0 defaults by rule otherwise).
 absl::Status ParseOptimizer(const std::set<std::string>& given, OptimizerConfig* opt) {
+  UpdateRule rule = UpdateRule::kDcAsgdAdaptive;
   RETURN_IF_ERROR(ParseEnumFlag("update_rule", "update rule", kUpdateRuleNames,
-                                absl::GetFlag(FLAGS_update_rule), &opt->rule));
+                                absl::GetFlag(FLAGS_update_rule), &rule));
+  // The rule's defaults (core/update_rule.h), then what the flags say.
+  *opt = OptimizerConfig::ForRule(rule);
+  if (given.count("lambda0") != 0) opt->lambda0 = static_cast<float>(absl::GetFlag(FLAGS_lambda0));
   opt->learning_rate = static_cast<float>(absl::GetFlag(FLAGS_lr));
-  opt->lambda0 = given.count("lambda0") != 0 ? static_cast<float>(absl::GetFlag(FLAGS_lambda0))
-                                             : DefaultLambda0(opt->rule);
   opt->ms_decay = static_cast<float>(absl::GetFlag(FLAGS_ms_decay));
   opt->epsilon = static_cast<float>(absl::GetFlag(FLAGS_epsilon));
   opt->momentum = static_cast<float>(absl::GetFlag(FLAGS_momentum));

@@ -51,7 +51,7 @@ struct PsOptions {
 // given as the environment variable DCASGD_FOO_BAR; the flag wins).
 // --shard_index=auto takes the trailing number of $HOSTNAME (StatefulSet pods
 // are named <set>-<i>). When --lambda0 is not given it is the rule's
-// DefaultLambda0 (core/update_rule.h).
+// default (OptimizerConfig::ForRule, core/update_rule.h).
 //
 // INVALID_ARGUMENT with a message naming the flag (or variable) for unknown
 // flags, positional arguments, unparsable or out-of-range values. Repeated

@@ -107,6 +107,22 @@ OptimizerConfig ConfigFor(UpdateRule rule) {
   return config;
 }
 
+TEST(OptimizerConfig, ForRuleGivesTheRuleDependentLambda0) {
+  EXPECT_FLOAT_EQ(OptimizerConfig::ForRule(UpdateRule::kDcAsgdConstant).lambda0, 0.04f);
+  EXPECT_FLOAT_EQ(OptimizerConfig::ForRule(UpdateRule::kDcAsgdAdaptive).lambda0, 2.0f);
+  for (UpdateRule rule :
+       {UpdateRule::kAsgd, UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
+    const OptimizerConfig config = OptimizerConfig::ForRule(rule);
+    EXPECT_EQ(config.rule, rule);
+    EXPECT_TRUE(config.Validate().ok()) << NameOf(kUpdateRuleNames, rule);
+    // Only lambda0 depends on the rule.
+    OptimizerConfig plain;
+    plain.rule = rule;
+    plain.lambda0 = config.lambda0;
+    EXPECT_EQ(config.DebugString(), plain.DebugString());
+  }
+}
+
 // --- Parameterised comparison with the reference ---------------------------
 
 using KernelParam =
