@@ -41,10 +41,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "base/status_macros.h"
 #include "bench/raw_stream.grpc.pb.h"
 #include "benchmark/benchmark.h"
 #include "client/ps_client.h"
-#include "core/status_macros.h"
 #include "grpcpp/grpcpp.h"
 
 namespace dcasgd {

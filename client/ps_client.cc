@@ -6,11 +6,11 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "base/backoff.h"
+#include "base/status_macros.h"
 #include "client/channel_args.h"
-#include "client/retry.h"
 #include "client/rpc_convert.h"
 #include "core/placement.h"
-#include "core/status_macros.h"
 #include "dcasgd/v1/ps.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 
@@ -299,7 +299,7 @@ absl::Status PsClient::ForEachShard(const std::vector<uint32_t>& shards, Fn fn) 
 
 template <typename Attempt>
 absl::Status PsClient::CallShard(Shard& shard, CallKind kind, Attempt attempt) {
-  client::Backoff backoff({options_.initial_backoff, options_.max_backoff, 2.0, 0.2});
+  Backoff backoff({options_.initial_backoff, options_.max_backoff, 2.0, 0.2});
   bool retried_after_rejoin = false;
   for (int n = 1;; ++n) {
     const uint64_t worker_id = shard.current_worker_id();
@@ -309,12 +309,7 @@ absl::Status PsClient::CallShard(Shard& shard, CallKind kind, Attempt attempt) {
     }
     absl::Status status = attempt(worker_id);
     if (status.ok()) return status;
-    // A shard restarting (UNAVAILABLE), shutting down with the call in
-    // flight (CANCELLED) or hung (DEADLINE_EXCEEDED): every call is safe to
-    // repeat, pushes thanks to their step.
-    const bool transient = absl::IsUnavailable(status) || absl::IsCancelled(status) ||
-                           absl::IsDeadlineExceeded(status);
-    if (transient && n < options_.max_attempts) {
+    if (IsTransient(status) && n < options_.max_attempts) {
       WaitBeforeRetry(shard, backoff.Next());
       continue;
     }
@@ -447,7 +442,7 @@ absl::Status PsClient::LeaveShards(int max_attempts) {
     if (worker_id == 0) return absl::OkStatus();
     v1::LeaveRequest request;
     request.set_worker_id(worker_id);
-    client::Backoff backoff({options_.initial_backoff, options_.max_backoff, 2.0, 0.2});
+    Backoff backoff({options_.initial_backoff, options_.max_backoff, 2.0, 0.2});
     for (int n = 1;; ++n) {
       v1::LeaveResponse response;
       grpc::ClientContext context;

@@ -8,9 +8,6 @@
 namespace dcasgd {
 namespace client {
 
-static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
-              "chunk values travel as little-endian float32; this host is big-endian");
-
 absl::Status FromGrpcStatus(const grpc::Status& status, absl::string_view shard) {
   if (status.ok()) return absl::OkStatus();
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()),

@@ -14,7 +14,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
-#include "core/status_macros.h"
+#include "base/endian.h"
+#include "base/file.h"
+#include "base/status_macros.h"
 
 // The byte layout is documented in docs/checkpoint-format.md; keep the two in
 // step.
@@ -27,8 +29,6 @@ constexpr uint32_t kFormatVersion = 1;
 constexpr uint64_t kTrailerBytes = 4;  // CRC-32
 // Buffers bound memory use whatever the shard size; 1 MiB amortises syscalls.
 constexpr size_t kBufferBytes = size_t{1} << 20;
-
-constexpr bool kHostIsLittleEndian = __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__;
 
 void EncodeU32(uint32_t v, char* out) {
   for (int i = 0; i < 4; ++i) out[i] = static_cast<char>((v >> (8 * i)) & 0xff);
@@ -166,12 +166,11 @@ absl::Status ValidateSnapshot(const ShardSnapshot& snapshot) {
   return absl::OkStatus();
 }
 
-// Buffered appends to the open temporary file `tmp` of checkpoint `path`, with
-// a running CRC-32 of everything appended. Does not own the descriptor.
+// Buffered appends to a checkpoint being written, with a running CRC-32 of
+// everything appended. Does not own the file.
 class ChecksummedFileWriter {
  public:
-  ChecksummedFileWriter(int fd, std::string path, std::string tmp)
-      : fd_(fd), path_(std::move(path)), tmp_(std::move(tmp)) {
+  explicit ChecksummedFileWriter(AtomicFileWriter* file) : file_(file) {
     buffer_.reserve(kBufferBytes);
   }
 
@@ -194,27 +193,18 @@ class ChecksummedFileWriter {
     return Append(b, sizeof(b));
   }
   absl::Status AppendFloat(float v) { return AppendU32(FloatBits(v)); }
+  // Float arrays are little-endian in the file, as in memory (base/endian.h).
   absl::Status AppendFloats(const std::vector<float>& values) {
-    if (kHostIsLittleEndian) {
-      return Append(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float));
-    }
-    for (float v : values) RETURN_IF_ERROR(AppendFloat(v));
-    return absl::OkStatus();
+    return Append(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float));
   }
 
-  // Appends the CRC of everything so far, flushes and fsyncs.
+  // Appends the CRC of everything so far and flushes.
   absl::Status Finish() {
     char b[4];
     EncodeU32(static_cast<uint32_t>(crc_), b);
     bytes_ += sizeof(b);
     RETURN_IF_ERROR(AppendUnchecksummed(b, sizeof(b)));
-    RETURN_IF_ERROR(Flush());
-    int rc;
-    do {
-      rc = fsync(fd_);
-    } while (rc != 0 && errno == EINTR);
-    if (rc != 0) return FileError(errno, path_, absl::StrCat("fsync ", tmp_));
-    return absl::OkStatus();
+    return Flush();
   }
 
   uint64_t bytes() const { return bytes_; }
@@ -222,33 +212,19 @@ class ChecksummedFileWriter {
  private:
   absl::Status AppendUnchecksummed(const char* data, size_t n) {
     if (buffer_.size() + n > kBufferBytes) RETURN_IF_ERROR(Flush());
-    if (n >= kBufferBytes) return WriteAll(data, n);  // large arrays skip the copy
+    // Large arrays skip the copy.
+    if (n >= kBufferBytes) return file_->Write(absl::string_view(data, n));
     buffer_.append(data, n);
     return absl::OkStatus();
   }
 
   absl::Status Flush() {
-    RETURN_IF_ERROR(WriteAll(buffer_.data(), buffer_.size()));
+    RETURN_IF_ERROR(file_->Write(buffer_));
     buffer_.clear();
     return absl::OkStatus();
   }
 
-  absl::Status WriteAll(const char* data, size_t n) {
-    while (n > 0) {
-      const ssize_t written = write(fd_, data, n);
-      if (written < 0) {
-        if (errno == EINTR) continue;
-        return FileError(errno, path_, absl::StrCat("write ", tmp_));
-      }
-      data += written;
-      n -= static_cast<size_t>(written);
-    }
-    return absl::OkStatus();
-  }
-
-  const int fd_;
-  const std::string path_;
-  const std::string tmp_;
+  AtomicFileWriter* const file_;
   std::string buffer_;
   uLong crc_ = crc32_z(0L, Z_NULL, 0);
   uint64_t bytes_ = 0;
@@ -286,27 +262,6 @@ absl::Status WriteSnapshot(const ShardSnapshot& snapshot, ChecksummedFileWriter*
     }
   }
   return out->Finish();
-}
-
-std::string DirectoryOf(const std::string& path) {
-  const size_t slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  if (slash == 0) return "/";
-  return path.substr(0, slash);
-}
-
-// Makes a rename in `dir` durable.
-absl::Status SyncDirectory(const std::string& dir, const std::string& path) {
-  const int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return FileError(errno, path, absl::StrCat("renamed, but open of ", dir));
-  int rc;
-  do {
-    rc = fsync(fd);
-  } while (rc != 0 && errno == EINTR);
-  const int fsync_errno = errno;
-  close(fd);
-  if (rc != 0) return FileError(fsync_errno, path, absl::StrCat("renamed, but fsync of ", dir));
-  return absl::OkStatus();
 }
 
 // Buffered reads of the body of an open checkpoint with a running CRC-32.
@@ -356,11 +311,7 @@ class ChecksummedFileReader {
                                    " bytes remain before the checksum"));
     }
     values->resize(count);
-    RETURN_IF_ERROR(Read(reinterpret_cast<char*>(values->data()), count * sizeof(float), what));
-    if (!kHostIsLittleEndian) {
-      for (float& v : *values) v = FloatFromBits(DecodeU32(reinterpret_cast<const char*>(&v)));
-    }
-    return absl::OkStatus();
+    return Read(reinterpret_cast<char*>(values->data()), count * sizeof(float), what);
   }
 
   // Reads the trailer and compares it with the CRC of the body read so far.
@@ -431,6 +382,76 @@ class ChecksummedFileReader {
   uLong crc_ = crc32_z(0L, Z_NULL, 0);
 };
 
+// Reads one tensor (its spec, then its chunks) of a checkpoint; `names`
+// are the tensors read so far (names are unique).
+absl::Status ReadTensor(ChecksummedFileReader* in, std::set<std::string>* names,
+                        TensorState* tensor) {
+  auto inconsistent = [in](const absl::Status& s) {
+    return in->DataLoss(absl::StrCat("inconsistent: ", s.message()));
+  };
+  TensorSpec& spec = tensor->spec;
+  uint32_t name_bytes = 0;
+  RETURN_IF_ERROR(in->ReadU32(&name_bytes, "tensor name length"));
+  if (name_bytes > in->body_left()) {
+    return in->DataLoss(absl::StrCat("truncated or corrupt: tensor name of ", name_bytes,
+                                     " bytes but only ", in->body_left(), " remain"));
+  }
+  spec.name.resize(name_bytes);
+  RETURN_IF_ERROR(in->Read(spec.name.data(), name_bytes, "tensor name"));
+  uint32_t rank = 0;
+  RETURN_IF_ERROR(in->ReadU32(&rank, "tensor rank"));
+  if (rank > in->body_left() / sizeof(uint64_t)) {
+    return in->DataLoss(absl::StrCat("truncated or corrupt: tensor '", spec.name, "' of rank ",
+                                     rank, " but only ", in->body_left(), " bytes remain"));
+  }
+  spec.shape.resize(rank);
+  for (int64_t& d : spec.shape) {
+    uint64_t dim = 0;
+    RETURN_IF_ERROR(in->ReadU64(&dim, "dimension"));
+    d = static_cast<int64_t>(dim);
+  }
+  RETURN_IF_ERROR(in->ReadU32(&spec.chunk_elements, "chunk elements"));
+  uint32_t kind_code = 0;
+  RETURN_IF_ERROR(in->ReadU32(&kind_code, "initializer kind"));
+  if (!KindFromCode(kind_code, &spec.init.kind)) {
+    return in->DataLoss(
+        absl::StrCat("tensor '", spec.name, "': unknown initializer kind ", kind_code));
+  }
+  RETURN_IF_ERROR(in->ReadFloat(&spec.init.a, "initializer parameter a"));
+  RETURN_IF_ERROR(in->ReadFloat(&spec.init.b, "initializer parameter b"));
+  RETURN_IF_ERROR(in->ReadU64(&spec.init.seed, "initializer seed"));
+  uint64_t value_count = 0;
+  RETURN_IF_ERROR(in->ReadU64(&value_count, "initial value count"));
+  RETURN_IF_ERROR(in->ReadFloats(value_count, &spec.init.values, "initial values"));
+  if (absl::Status s = CheckSpec(spec, names); !s.ok()) return inconsistent(s);
+
+  uint64_t chunk_count = 0;
+  RETURN_IF_ERROR(in->ReadU64(&chunk_count, "chunk count"));
+  if (chunk_count > spec.num_chunks()) {
+    return in->DataLoss(absl::StrCat("inconsistent: tensor '", spec.name, "' lists ", chunk_count,
+                                     " chunks but has only ", spec.num_chunks()));
+  }
+  int64_t previous = -1;
+  for (uint64_t c = 0; c < chunk_count; ++c) {
+    ChunkState chunk;
+    uint64_t weights = 0, mean_square = 0, momentum = 0;
+    RETURN_IF_ERROR(in->ReadU64(&chunk.index, "chunk index"));
+    RETURN_IF_ERROR(in->ReadU64(&weights, "weights length"));
+    RETURN_IF_ERROR(in->ReadU64(&mean_square, "mean_square length"));
+    RETURN_IF_ERROR(in->ReadU64(&momentum, "momentum length"));
+    if (absl::Status s = CheckChunk(spec, previous, chunk.index, weights, mean_square, momentum);
+        !s.ok()) {
+      return inconsistent(s);
+    }
+    previous = static_cast<int64_t>(chunk.index);
+    RETURN_IF_ERROR(in->ReadFloats(weights, &chunk.weights, "weights"));
+    RETURN_IF_ERROR(in->ReadFloats(mean_square, &chunk.mean_square, "mean_square"));
+    RETURN_IF_ERROR(in->ReadFloats(momentum, &chunk.momentum, "momentum"));
+    tensor->chunks.push_back(std::move(chunk));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ReadSnapshot(ChecksummedFileReader* in, ShardSnapshot* snapshot) {
   // Turns a consistency failure into DATA_LOSS naming the file.
   auto inconsistent = [in](const absl::Status& s) {
@@ -460,66 +481,7 @@ absl::Status ReadSnapshot(ChecksummedFileReader* in, ShardSnapshot* snapshot) {
   std::set<std::string> names;
   for (uint64_t t = 0; t < tensor_count; ++t) {
     TensorState tensor;
-    TensorSpec& spec = tensor.spec;
-    uint32_t name_bytes = 0;
-    RETURN_IF_ERROR(in->ReadU32(&name_bytes, "tensor name length"));
-    if (name_bytes > in->body_left()) {
-      return in->DataLoss(absl::StrCat("truncated or corrupt: tensor name of ", name_bytes,
-                                       " bytes but only ", in->body_left(), " remain"));
-    }
-    spec.name.resize(name_bytes);
-    RETURN_IF_ERROR(in->Read(spec.name.data(), name_bytes, "tensor name"));
-    uint32_t rank = 0;
-    RETURN_IF_ERROR(in->ReadU32(&rank, "tensor rank"));
-    if (rank > in->body_left() / sizeof(uint64_t)) {
-      return in->DataLoss(absl::StrCat("truncated or corrupt: tensor '", spec.name, "' of rank ",
-                                       rank, " but only ", in->body_left(), " bytes remain"));
-    }
-    spec.shape.resize(rank);
-    for (int64_t& d : spec.shape) {
-      uint64_t dim = 0;
-      RETURN_IF_ERROR(in->ReadU64(&dim, "dimension"));
-      d = static_cast<int64_t>(dim);
-    }
-    RETURN_IF_ERROR(in->ReadU32(&spec.chunk_elements, "chunk elements"));
-    uint32_t kind_code = 0;
-    RETURN_IF_ERROR(in->ReadU32(&kind_code, "initializer kind"));
-    if (!KindFromCode(kind_code, &spec.init.kind)) {
-      return in->DataLoss(
-          absl::StrCat("tensor '", spec.name, "': unknown initializer kind ", kind_code));
-    }
-    RETURN_IF_ERROR(in->ReadFloat(&spec.init.a, "initializer parameter a"));
-    RETURN_IF_ERROR(in->ReadFloat(&spec.init.b, "initializer parameter b"));
-    RETURN_IF_ERROR(in->ReadU64(&spec.init.seed, "initializer seed"));
-    uint64_t value_count = 0;
-    RETURN_IF_ERROR(in->ReadU64(&value_count, "initial value count"));
-    RETURN_IF_ERROR(in->ReadFloats(value_count, &spec.init.values, "initial values"));
-    if (absl::Status s = CheckSpec(spec, &names); !s.ok()) return inconsistent(s);
-
-    uint64_t chunk_count = 0;
-    RETURN_IF_ERROR(in->ReadU64(&chunk_count, "chunk count"));
-    if (chunk_count > spec.num_chunks()) {
-      return in->DataLoss(absl::StrCat("inconsistent: tensor '", spec.name, "' lists ", chunk_count,
-                                       " chunks but has only ", spec.num_chunks()));
-    }
-    int64_t previous = -1;
-    for (uint64_t c = 0; c < chunk_count; ++c) {
-      ChunkState chunk;
-      uint64_t weights = 0, mean_square = 0, momentum = 0;
-      RETURN_IF_ERROR(in->ReadU64(&chunk.index, "chunk index"));
-      RETURN_IF_ERROR(in->ReadU64(&weights, "weights length"));
-      RETURN_IF_ERROR(in->ReadU64(&mean_square, "mean_square length"));
-      RETURN_IF_ERROR(in->ReadU64(&momentum, "momentum length"));
-      if (absl::Status s = CheckChunk(spec, previous, chunk.index, weights, mean_square, momentum);
-          !s.ok()) {
-        return inconsistent(s);
-      }
-      previous = static_cast<int64_t>(chunk.index);
-      RETURN_IF_ERROR(in->ReadFloats(weights, &chunk.weights, "weights"));
-      RETURN_IF_ERROR(in->ReadFloats(mean_square, &chunk.mean_square, "mean_square"));
-      RETURN_IF_ERROR(in->ReadFloats(momentum, &chunk.momentum, "momentum"));
-      tensor.chunks.push_back(std::move(chunk));
-    }
+    RETURN_IF_ERROR(ReadTensor(in, &names, &tensor));
     snapshot->tensors.push_back(std::move(tensor));
   }
   return in->VerifyTrailer();
@@ -531,21 +493,11 @@ absl::StatusOr<uint64_t> WriteCheckpoint(const std::string& path, const ShardSna
   if (absl::Status s = ValidateSnapshot(snapshot); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("checkpoint ", path, ": ", s.message()));
   }
-  const std::string tmp = absl::StrCat(path, ".tmp.", getpid());
-  const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return FileError(errno, path, absl::StrCat("create ", tmp));
-
-  ChecksummedFileWriter writer(fd, path, tmp);
-  absl::Status status = WriteSnapshot(snapshot, &writer);
-  if (close(fd) != 0 && status.ok()) status = FileError(errno, path, absl::StrCat("close ", tmp));
-  if (status.ok() && rename(tmp.c_str(), path.c_str()) != 0) {
-    status = FileError(errno, path, absl::StrCat("rename ", tmp, " over it"));
-  }
-  if (!status.ok()) {
-    unlink(tmp.c_str());
-    return status;
-  }
-  RETURN_IF_ERROR(SyncDirectory(DirectoryOf(path), path));
+  ASSIGN_OR_RETURN(std::unique_ptr<AtomicFileWriter> file,
+                   AtomicFileWriter::Create(path, "checkpoint"));
+  ChecksummedFileWriter writer(file.get());
+  RETURN_IF_ERROR(WriteSnapshot(snapshot, &writer));
+  RETURN_IF_ERROR(file->Commit(/*durable=*/true));
   return writer.bytes();
 }
 

@@ -38,8 +38,7 @@ struct ShardSnapshot {
 // directory, fsync, rename over `path`, fsync of the directory. On failure
 // `path` is unchanged and the temporary file is removed. Returns the bytes
 // written. Thread-compatible.
-absl::StatusOr<uint64_t> WriteCheckpoint(const std::string& path,
-                                         const ShardSnapshot& snapshot);
+absl::StatusOr<uint64_t> WriteCheckpoint(const std::string& path, const ShardSnapshot& snapshot);
 
 // Reads a checkpoint written by WriteCheckpoint. NOT_FOUND when `path` does
 // not exist; DATA_LOSS naming the file when it is truncated, corrupt (bad

@@ -2,10 +2,6 @@
 
 #include <limits>
 
-#if defined(__GLIBC__)
-#include <malloc.h>
-#endif
-
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
@@ -76,12 +72,6 @@ std::string HumanBytes(uint64_t bytes) {
   }
   if (unit == 0) return absl::StrCat(bytes, " B");
   return absl::StrFormat("%.1f %s", value, units[unit]);
-}
-
-void ReturnFreeMemoryToSystem() {
-#if defined(__GLIBC__)
-  malloc_trim(0);
-#endif
 }
 
 }  // namespace dcasgd

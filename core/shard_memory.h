@@ -72,13 +72,6 @@ ShardMemory ShardMemoryFor(const ShardFootprint& footprint, const ShardMemoryCon
 // "123.4 MiB".
 std::string HumanBytes(uint64_t bytes);
 
-// Hands memory the allocator holds but does not use back to the operating
-// system (glibc: malloc_trim, which also releases free pages inside the heap
-// and its per-thread arenas). Without it, glibc keeps the freed backups of
-// departed workers, and the buffers of a burst of pushes, resident for good.
-// Thread-safe; takes each arena's lock briefly. A no-op elsewhere.
-void ReturnFreeMemoryToSystem();
-
 }  // namespace dcasgd
 
 #endif  // DCASGD_CORE_SHARD_MEMORY_H_

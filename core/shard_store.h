@@ -15,28 +15,18 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "base/clock.h"
+#include "base/enum_names.h"
+#include "base/random.h"
 #include "core/checkpoint.h"
-#include "core/clock.h"
-#include "core/random.h"
+#include "core/push.h"
 #include "core/shard_memory.h"
+#include "core/sync_policy.h"
 #include "core/tensor.h"
 #include "core/update_rule.h"
+#include "core/worker_registry.h"
 
 namespace dcasgd {
-
-using WorkerId = uint64_t;
-
-// How pushes of different workers are ordered.
-enum class SyncMode {
-  kAsync,  // apply each push at once (ASGD / DC-ASGD)
-  kSsgd,   // average one push of every active worker, apply once per round
-  kSsp,    // async, but a worker may be at most `ssp_bound` pushes ahead of
-           // the slowest active worker (Ho et al. 2013)
-};
-enum class SspPolicy { kWait, kReject };
-
-absl::StatusOr<SyncMode> ParseSyncMode(absl::string_view name);  // async|ssgd|ssp
-const char* SyncModeName(SyncMode mode);
 
 // The largest --max_workers a shard accepts.
 inline constexpr uint32_t kMaxWorkersLimit = uint32_t{1} << 16;
@@ -65,46 +55,6 @@ struct ShardConfig {
   absl::Status Validate() const;
 };
 
-// One chunk of a pushed gradient: little-endian float32 bytes.
-struct GradientChunk {
-  std::string tensor;
-  uint64_t chunk_index = 0;
-  std::string values;
-};
-
-// One chunk of weights as sent on the wire.
-struct ChunkValues {
-  std::string tensor;
-  uint64_t chunk_index = 0;
-  std::string values;  // little-endian float32
-};
-
-// One chunk of a PushPull reply, handed to the caller as soon as it is applied
-// (before the whole push is), so it can be on the wire while the next chunk
-// is updated.
-struct AppliedChunk {
-  uint64_t version = 0;    // the version this push creates
-  uint64_t staleness = 0;  // of this push
-  ChunkValues values;      // new weights, which are also the worker's backup
-};
-
-struct PushResult {
-  uint64_t version = 0;      // shard version after the update
-  uint64_t staleness = 0;    // versions applied since this worker's pull
-  double apply_seconds = 0;  // time spent in the update kernels
-  // The push repeated an already applied step: nothing was applied now; the
-  // version and staleness are those recorded for that step.
-  bool replayed = false;
-  // PushPull only: the new values of the pushed chunks, in push order; they
-  // are the worker's new backup.
-  std::vector<ChunkValues> new_values;
-};
-
-struct JoinResult {
-  WorkerId worker_id = 0;
-  absl::Duration lease;
-};
-
 struct ShardStats {
   uint64_t version = 0;
   uint32_t active_workers = 0;
@@ -124,10 +74,6 @@ struct ChunkRef {
   uint64_t elements = 0;  // the chunk's length
 };
 
-// Whether a worker's lease still lives; shared by the store and the calls
-// that may write the worker's backups (defined in shard_store.cc).
-struct WorkerLiveness;
-
 // A pull resolved by PlanPull: the chunks to send, and for a worker its
 // lease at planning time, so that a backup is written only while it lives.
 struct PullPlan {
@@ -136,30 +82,35 @@ struct PullPlan {
   std::shared_ptr<WorkerLiveness> liveness;  // null for an evaluator
 };
 
-// The state of one parameter shard: the chunks it owns, per-worker backups,
-// optimizer state, the version counter, worker leases and the synchronous
-// modes. No gRPC: the service translates requests into these calls.
+// The state of one parameter shard: the chunks it owns with their weights,
+// optimizer state and per-worker backups, and the version counter. It
+// orchestrates the two other parts of a shard: the WorkerRegistry (joins,
+// leases, pull versions, SSP clocks, push steps; core/worker_registry.h) and
+// the SyncPolicy (when a push is applied: async, SSP, SSGD rounds;
+// core/sync_policy.h). No gRPC: the service translates requests into these
+// calls.
 //
 // Backups are kept only when the rule reads them (DC-ASGD in async and SSP
 // modes; not for ASGD or SSGD), and only for workers whose lease lives when
 // the backup is written: a pull or PushPull still streaming when its worker
 // leaves or expires writes nothing after that. Freed backups go back to the
 // operating system (malloc_trim). Pull versions, and so staleness, are
-// recorded for every worker either way.
+// recorded for every worker either way. One function (ServeChunk) applies an
+// update to a chunk and alone writes what a worker is sent and its backup.
 //
 // Thread-safe. Updates lock one chunk at a time (per-chunk absl::Mutex), so
 // pushes of different workers proceed in parallel on different chunks; a
 // store-wide reader/writer lock lets Snapshot() take a consistent cut. Tensors
 // are never removed, so ChunkRefs stay valid for the store's lifetime.
-class ShardStore {
+class ShardStore : private SyncPolicy::Applier {
  public:
-  using PushDone = absl::AnyInvocable<void(absl::StatusOr<PushResult>)>;
-  using ChunkSink = absl::AnyInvocable<void(AppliedChunk)>;
+  using PushDone = ::dcasgd::PushDone;
+  using ChunkSink = ::dcasgd::ChunkSink;
 
   // `clock` and `random` must outlive the store (Clock::Real() and
   // RandomSource::Secure() in production). Worker ids are drawn from `random`.
   ShardStore(ShardConfig config, Clock* clock, RandomSource* random = RandomSource::Secure());
-  ~ShardStore();
+  ~ShardStore() override;
   ShardStore(const ShardStore&) = delete;
   ShardStore& operator=(const ShardStore&) = delete;
 
@@ -181,17 +132,17 @@ class ShardStore {
   // Chunks of `name` owned here (0 when unknown).
   uint64_t OwnedChunks(const std::string& name) const;
 
-  // Membership. Join replaces a live worker of the same name. Ids are random,
-  // non-zero and unique among live workers, so an id handed out before a
-  // restart of the shard is (with overwhelming probability) never handed out
-  // again to another worker after it. INVALID_ARGUMENT for an empty name;
+  // Membership (WorkerRegistry::Join, Heartbeat, Leave). Join replaces a live
+  // worker of the same name; INVALID_ARGUMENT for an empty name;
   // RESOURCE_EXHAUSTED when max_workers live workers already hold leases.
+  // Workers whose leases end lose their backups, and waiting pushes are
+  // re-examined (an SSGD round may complete without them).
   absl::StatusOr<JoinResult> Join(const std::string& worker_name);
   // FAILED_PRECONDITION when the worker is unknown or its lease expired.
   absl::Status Heartbeat(WorkerId worker);
   // The same check without renewing the lease (e.g. on a push's first
   // message, before anything of it is buffered).
-  absl::Status CheckLease(WorkerId worker) const { return CheckWorker(worker, nullptr); }
+  absl::Status CheckLease(WorkerId worker) const { return registry_.Check(worker); }
   // One pushed chunk checked as it arrives, before it is buffered: NOT_FOUND
   // for an unknown tensor or chunk, or one owned by another shard;
   // INVALID_ARGUMENT when `bytes` is not the chunk's length. SubmitPush
@@ -219,28 +170,27 @@ class ShardStore {
   // one update (one version), or rejects it with nothing applied. `done` runs
   // exactly once: at once for async modes, or later from another caller's
   // thread when the push waits for an SSGD round or the SSP bound (at most one
-  // push per worker waits; another is FAILED_PRECONDITION). With
-  // `pull_after`, the result carries the new values, which become the
+  // push per worker waits; another is FAILED_PRECONDITION; SyncPolicy).
+  //
+  // With `pull_after` (a PushPull; `sink` is then required), each pushed
+  // chunk's new values go to `sink` right after the chunk is updated, on the
+  // applying thread and with store locks held (the sink must not call back
+  // into the store or block), all before `done` runs; they become the
   // worker's backup.
   //
   // `step` (ps.proto PushRequest.step; 0: none) deduplicates retries: the
   // store remembers, per worker, the last step it applied with its version
   // and staleness. The same step again is not applied: the result is the
-  // recorded one, marked `replayed`, and with `pull_after` the new values are
+  // recorded one, marked `replayed`, and with `pull_after` the sink receives
   // the worker's current backup of the pushed chunks (what it was sent; for
   // rules that keep no backups, the current weights, as a pull).
   // An older step is ALREADY_EXISTS; a step whose first push is still being
   // applied (or waits) is UNAVAILABLE (retry); nothing is applied for either.
-  //
-  // With `sink` (and pull_after), the new values are not collected in the
-  // result: each chunk goes to `sink` right after it is updated, on the
-  // applying thread and with store locks held (the sink must not call back
-  // into the store or block), all before `done` runs.
   void SubmitPush(WorkerId worker, uint64_t step, std::vector<GradientChunk> chunks,
                   bool pull_after, PushDone done, ChunkSink sink = nullptr);
 
   // Fails every waiting push with UNAVAILABLE (shutdown).
-  void CancelWaiting();
+  void CancelWaiting() { policy_.CancelWaiting(); }
 
   ShardStats Stats() const;
   uint64_t version() const { return version_.load(std::memory_order_acquire); }
@@ -251,73 +201,94 @@ class ShardStore {
 
   // A consistent cut of weights, optimizer state and version.
   ShardSnapshot Snapshot() const;
-  // Replaces all state with `snapshot` (at start, before serving).
-  // FAILED_PRECONDITION if its shard index or count differ from the config;
-  // DATA_LOSS for NaN or Inf weights or optimizer state, or a negative mean
-  // square. Weights beyond max_weight_abs are clamped to it (a checkpoint of
-  // a shard with a larger bound) and momentum to its bound.
+  // Replaces all state with `snapshot` (at start, before serving). The
+  // snapshot's structure is trusted as ReadCheckpoint (or Snapshot) checked
+  // it: specs valid with chunk_elements resolved, chunk indices in range and
+  // increasing, vectors of the chunks' lengths (optimizer vectors may be
+  // empty). FAILED_PRECONDITION if its shard index or count differ from the
+  // config; DATA_LOSS when it holds a chunk this shard does not own or lacks
+  // one it owns, for NaN or Inf weights or optimizer state, or a negative
+  // mean square. Weights beyond max_weight_abs are clamped to it (a
+  // checkpoint of a shard with a larger bound) and momentum to its bound.
   absl::Status Restore(ShardSnapshot snapshot);
 
  private:
   struct Chunk;
   struct Tensor;
-  struct Worker;
-  struct WaitingPush;
   struct ValidatedPush;
+  struct PendingPush;
   struct PendingTensor;
+  struct DeclarePlan;
+  // Where a chunk's values go in ServeChunk: the reply buffer `values` of
+  // one worker (0: an evaluator) and, if the rule keeps backups and its lease
+  // lives, its backup.
+  struct Recipient {
+    WorkerId worker = 0;
+    const WorkerLiveness* liveness = nullptr;
+    std::string* values = nullptr;  // resized to the chunk's bytes
+    // A repeated push step: send the worker's backup (what it was sent the
+    // first time) instead of the weights, and write no backup.
+    bool resend_backup = false;
+  };
+  // An update for ServeChunk: `gradient` (the chunk's length) with `rule`
+  // at rate `lr`, compensated with the backup of `pusher`.
+  struct ChunkUpdate {
+    const OptimizerConfig* rule = nullptr;
+    float lr = 0;
+    const float* gradient = nullptr;
+    WorkerId pusher = 0;
+  };
 
-  // FAILED_PRECONDITION unless `worker` holds a live lease; reports its pull
-  // version when asked.
-  absl::Status CheckWorker(WorkerId worker, uint64_t* pull_version) const;
-  // Step deduplication (see SubmitPush): claims `step` for a new push, or
-  // answers a repeated one. Returns true when the push must go on.
+  // The one place that changes a chunk for a push and writes what a worker
+  // is sent and keeps: under the chunk's lock, applies `update` (if given),
+  // then for `to` (if given) writes the chunk's values to `to->values` and
+  // stores them as the worker's backup. FAILED_PRECONDITION only for a
+  // resend without a backup. Adds the bytes of new backups to `*added`.
+  absl::Status ServeChunk(Chunk* chunk, const ChunkUpdate* update, const Recipient* to,
+                          uint64_t* added);
+
+  // Declare, in steps: the new specs and what they add (INVALID_ARGUMENT,
+  // ALREADY_EXISTS); the budgets (RESOURCE_EXHAUSTED); building the chunks
+  // without state_mu_; inserting them.
+  absl::StatusOr<DeclarePlan> PlanDeclare(const std::vector<TensorSpec>& specs) const;
+  absl::Status CheckBudgets(DeclarePlan& plan) const;
+  absl::StatusOr<std::vector<PendingTensor>> BuildTensors(const DeclarePlan& plan) const;
+  void InsertTensors(std::vector<PendingTensor> built, const DeclarePlan& plan);
+  std::unique_ptr<Chunk> MakeChunk(const TensorSpec& spec, uint64_t index) const;
+  // Restore: one tensor of a snapshot, checked and clamped.
+  absl::StatusOr<std::unique_ptr<Tensor>> RestoreTensor(TensorState& ts, uint64_t* state_bytes);
+
+  // Step deduplication (see SubmitPush): true when the push must go on;
+  // otherwise `done` (and `sink`) already have their answer.
   bool ClaimStep(WorkerId worker, uint64_t step, const std::vector<GradientChunk>& chunks,
                  bool pull_after, PushDone& done, ChunkSink& sink);
-  // Records the outcome of a claimed step (applied or not) and releases it.
-  void FinishStep(WorkerId worker, uint64_t step, const absl::StatusOr<PushResult>& result);
-  // The answer to a repeated step: the recorded version and staleness and,
-  // with `pull_after`, the worker's backups of `chunks` (for rules without
-  // backups: the current weights, recorded as a pull).
-  absl::StatusOr<PushResult> Replay(WorkerId worker, const std::vector<GradientChunk>& chunks,
-                                    bool pull_after, uint64_t version, uint64_t staleness);
+  // The answer to a repeated step: with `pull_after`, the worker's backups of
+  // `chunks` (for rules without backups: the current weights, recorded as a
+  // pull) go to `sink`, all or nothing.
+  absl::Status Replay(WorkerId worker, const std::vector<GradientChunk>& chunks,
+                      const StepClaim& claim, ChunkSink& sink);
   absl::StatusOr<ValidatedPush> Validate(WorkerId worker, std::vector<GradientChunk> chunks) const;
   // The chunk a pushed gradient is for, if it is declared, owned here and
   // `bytes` long (the errors of CheckChunk).
   absl::StatusOr<const Chunk*> FindPushedChunk(const std::string& tensor, uint64_t chunk_index,
                                                size_t bytes) const
       ABSL_SHARED_LOCKS_REQUIRED(state_mu_);
-  // Applies a validated push at once (async and SSP) as one version.
-  PushResult ApplyOne(WorkerId worker, ValidatedPush& push, bool pull_after, ChunkSink* sink);
-  void ApplyChunk(WorkerId worker, const WorkerLiveness* liveness, Chunk* chunk,
-                  const std::string& gradient, float lr, bool pull_after, ChunkValues* out,
-                  std::vector<float>* scratch, uint64_t* backup_added);
-  // Stores `weights` as `worker`'s backup of `chunk` if the rule keeps
-  // backups and `liveness` still says the lease lives; the caller holds the
-  // chunk's lock. Adds the bytes of a new backup to `*added`.
-  void StoreBackup(WorkerId worker, const WorkerLiveness* liveness, Chunk* chunk,
-                   const float* weights, uint64_t* added);
-  // The liveness of a worker's lease (null when unknown).
-  std::shared_ptr<WorkerLiveness> LivenessOf(WorkerId worker) const;
-  // Runs the SSP waiters that the bound now admits, or completes the SSGD
-  // round once every active worker pushed. Called after every push and
-  // membership change.
-  void ReleaseWaiters();
-  void MaybeCompleteRound();
-  std::vector<PushResult> ApplyRound(std::vector<std::unique_ptr<WaitingPush>>& round)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(sync_mu_);
+  // SyncPolicy::Applier: one push alone (async and SSP), or an SSGD round.
+  PushResult Apply(HeldPush& push) override;
+  std::vector<PushResult> ApplyRound(std::vector<std::unique_ptr<HeldPush>>& round) override;
+  // Frees the backups of workers whose leases ended, then lets the policy
+  // release what their departure unblocks.
+  void EndWorkers(const std::vector<WorkerId>& workers);
   void FreeBackups(const std::vector<WorkerId>& workers);
-  std::unique_ptr<Chunk> MakeChunk(const TensorSpec& spec, uint64_t index) const;
   // The sizing rule for `footprint` with this shard's configuration.
   ShardMemory MemoryFor(const ShardFootprint& footprint) const;
 
   // Constant after construction.
   const ShardConfig config_;
-  Clock* const clock_;
   const bool keeps_backups_;
 
   // Serialises declarations, which allocate without holding state_mu_.
   absl::Mutex declare_mu_ ABSL_ACQUIRED_BEFORE(state_mu_);
-  RandomSource* const random_;
 
   // Tensors: added by Declare/Restore under the writer lock; read by
   // everything else under the reader lock. Chunk contents have their own
@@ -338,12 +309,10 @@ class ShardStore {
   std::atomic<uint64_t> largest_chunk_bytes_{0};
   std::atomic<uint64_t> spec_bytes_{0};
 
-  mutable absl::Mutex members_mu_;
-  absl::flat_hash_map<WorkerId, std::unique_ptr<Worker>> workers_ ABSL_GUARDED_BY(members_mu_);
-
-  // SSGD rounds and SSP waiters.
-  absl::Mutex sync_mu_;
-  std::vector<std::unique_ptr<WaitingPush>> waiting_ ABSL_GUARDED_BY(sync_mu_);
+  // Declared after the state above and in this order: the policy (whose
+  // waiting pushes refer to chunks and report to the registry) goes first.
+  WorkerRegistry registry_;
+  SyncPolicy policy_;
 };
 
 }  // namespace dcasgd

@@ -12,8 +12,8 @@
 #endif
 
 #include "absl/strings/str_cat.h"
-#include "core/check.h"
-#include "core/status_macros.h"
+#include "base/check.h"
+#include "base/status_macros.h"
 
 namespace dcasgd {
 
@@ -27,23 +27,6 @@ absl::Status CheckField(bool in_range, absl::string_view field, double value,
   return absl::InvalidArgumentError(
       absl::StrCat("optimizer ", field, " must be ", requirement, ", got ", value));
 }
-
-const char* ScheduleName(LrSchedule schedule) {
-  switch (schedule) {
-    case LrSchedule::kConstant:
-      return "constant";
-    case LrSchedule::kStepDecay:
-      return "step";
-  }
-  return "unknown";
-}
-
-// Where the new weights go besides `w`.
-enum class BackupOut {
-  kNone,      // nowhere
-  kSeparate,  // new_backup, a buffer distinct from backup
-  kInPlace,   // new_backup == backup: read the old backup, then overwrite it
-};
 
 // Per-call scalars, hoisted out of the loop.
 struct Scalars {
@@ -177,10 +160,10 @@ UpdateBounds ComputeUpdateBounds(const OptimizerConfig& config) {
 
 std::string OptimizerConfig::DebugString() const {
   std::string out =
-      absl::StrCat(UpdateRuleName(rule), " lr=", learning_rate, " lambda0=", lambda0,
+      absl::StrCat(NameOf(kUpdateRuleNames, rule), " lr=", learning_rate, " lambda0=", lambda0,
                    " m=", ms_decay, " eps=", epsilon, " momentum=", momentum, " wd=", weight_decay,
                    " staleness_aware=", staleness_aware ? "true" : "false",
-                   " schedule=", ScheduleName(schedule));
+                   " schedule=", NameOf(kLrScheduleNames, schedule));
   if (schedule == LrSchedule::kStepDecay) {
     absl::StrAppend(&out, " decay_factor=", decay_factor, " decay_every=", decay_every);
   }
@@ -188,24 +171,11 @@ std::string OptimizerConfig::DebugString() const {
   return out;
 }
 
-absl::StatusOr<UpdateRule> ParseUpdateRule(absl::string_view name) {
-  if (name == "asgd") return UpdateRule::kAsgd;
-  if (name == "dcasgd-c" || name == "dc-asgd-c") return UpdateRule::kDcAsgdConstant;
-  if (name == "dcasgd-a" || name == "dc-asgd-a") return UpdateRule::kDcAsgdAdaptive;
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown update rule '", name, "'; expected asgd, dcasgd-c or dcasgd-a"));
-}
-
-const char* UpdateRuleName(UpdateRule rule) {
-  switch (rule) {
-    case UpdateRule::kAsgd:
-      return "asgd";
-    case UpdateRule::kDcAsgdConstant:
-      return "dcasgd-c";
-    case UpdateRule::kDcAsgdAdaptive:
-      return "dcasgd-a";
-  }
-  return "unknown";
+OptimizerConfig OptimizerConfig::ForRule(UpdateRule rule) {
+  OptimizerConfig config;
+  config.rule = rule;
+  config.lambda0 = rule == UpdateRule::kDcAsgdConstant ? 0.04f : 2.0f;
+  return config;
 }
 
 float EffectiveLearningRate(const OptimizerConfig& config, uint64_t version, uint64_t staleness) {
@@ -236,7 +206,9 @@ void ApplyUpdateWithIsa(KernelIsa isa, const OptimizerConfig& config, float lr,
   DCASGD_CHECK(!config.uses_backup() || v.backup != nullptr);
   DCASGD_CHECK(!config.uses_mean_square() || v.mean_square != nullptr);
   DCASGD_CHECK(!config.uses_momentum() || v.momentum != nullptr);
-  DCASGD_CHECK(v.new_backup != v.weights);
+  // The kernels' __restrict promises: the copy overlaps nothing it reads.
+  DCASGD_CHECK(v.weights_copy == nullptr ||
+               (v.weights_copy != v.weights && v.weights_copy != v.backup));
   const Scalars s{lr,
                   config.lambda0,
                   config.ms_decay,

@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "base/enum_names.h"
 
 namespace dcasgd {
 
@@ -27,7 +28,7 @@ enum class LrSchedule {
 struct OptimizerConfig {
   UpdateRule rule = UpdateRule::kDcAsgdAdaptive;
   float learning_rate = 0.1f;
-  // lambda0. 0.04 is the usual DC-ASGD-c value, 2.0 the DC-ASGD-a one.
+  // lambda0; ForRule(rule) gives the rule's default.
   float lambda0 = 2.0f;
   // DC-ASGD-a mean square: MS <- m * MS + (1 - m) * g * g, m = ms_decay.
   float ms_decay = 0.95f;
@@ -54,6 +55,11 @@ struct OptimizerConfig {
   // finite positive bounds), or when the worst case of UpdateBounds() is not
   // safely finite in float32 (the message names the flags to lower).
   absl::Status Validate() const;
+  // A configuration for `rule` with the rule-dependent defaults: lambda0 is
+  // 0.04 for DC-ASGD-c (MXNet's default) and 2.0 for DC-ASGD-a (the value of
+  // the ports of the authors' code; ASGD ignores it); every other field as
+  // declared above.
+  static OptimizerConfig ForRule(UpdateRule rule);
   // "dcasgd-a lr=0.1 lambda0=2 m=0.95 eps=1e-07 momentum=0 wd=0 ...".
   std::string DebugString() const;
   bool uses_backup() const { return rule != UpdateRule::kAsgd; }
@@ -83,9 +89,19 @@ struct UpdateBounds {
 };
 UpdateBounds ComputeUpdateBounds(const OptimizerConfig& config);
 
-// "asgd" | "dcasgd-c" | "dcasgd-a" (also accepts "dc-asgd-c", "dc-asgd-a").
-absl::StatusOr<UpdateRule> ParseUpdateRule(absl::string_view name);
-const char* UpdateRuleName(UpdateRule rule);
+// The rules' names in flags and messages: "asgd" | "dcasgd-c" | "dcasgd-a"
+// (also accepted: "dc-asgd-c", "dc-asgd-a"). Use with NameOf / ParseEnum.
+inline constexpr EnumName<UpdateRule> kUpdateRuleNames[] = {
+    {UpdateRule::kAsgd, "asgd"},
+    {UpdateRule::kDcAsgdConstant, "dcasgd-c"},
+    {UpdateRule::kDcAsgdAdaptive, "dcasgd-a"},
+    {UpdateRule::kDcAsgdConstant, "dc-asgd-c"},
+    {UpdateRule::kDcAsgdAdaptive, "dc-asgd-a"},
+};
+inline constexpr EnumName<LrSchedule> kLrScheduleNames[] = {
+    {LrSchedule::kConstant, "constant"},
+    {LrSchedule::kStepDecay, "step"},
+};
 
 // The learning rate for an update applied when the shard is at `version`
 // (before the update) for a gradient of staleness `staleness`: the schedule's
@@ -99,7 +115,10 @@ struct ChunkVectors {
   const float* backup = nullptr;    // w_bak(m); may be null for kAsgd
   float* mean_square = nullptr;     // MS; required iff uses_mean_square()
   float* momentum = nullptr;        // mom; required iff uses_momentum()
-  float* new_backup = nullptr;      // if set, receives the new w as well
+  // If set, receives a copy of the new w as it is computed (the reply
+  // buffer of a PushPull, which saves a second pass over the chunk). Must
+  // not overlap any other vector.
+  float* weights_copy = nullptr;
   size_t n = 0;
 };
 

@@ -5,13 +5,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/endian.h"
 
 namespace dcasgd {
-
-// Chunk and initialiser values are little-endian float32 on the wire; they are
-// copied as raw bytes, which is only right on a little-endian host.
-static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
-              "the wire format is little-endian float32");
 
 bool IsValidUtf8(absl::string_view bytes) {
   const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());

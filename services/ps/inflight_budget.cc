@@ -3,7 +3,7 @@
 #include <utility>
 #include <vector>
 
-#include "core/check.h"
+#include "base/check.h"
 
 namespace dcasgd {
 

@@ -2,12 +2,14 @@
 
 #include <algorithm>
 #include <cmath>
-#include <exception>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "base/enum_names.h"
+#include "base/metrics_exposer.h"
+#include "base/status_macros.h"
 #include "prometheus/collectable.h"
 #include "prometheus/text_serializer.h"
 
@@ -27,33 +29,25 @@ class ShardMetrics::StatsCollector final : public prometheus::Collectable {
 
 namespace {
 
-const char* RejectReason(absl::StatusCode code) {
-  switch (code) {
-    case absl::StatusCode::kNotFound:
-      return "not_found";
-    case absl::StatusCode::kInvalidArgument:
-      return "invalid_argument";
-    case absl::StatusCode::kFailedPrecondition:
-      return "failed_precondition";
-    case absl::StatusCode::kAborted:
-      return "aborted";
-    case absl::StatusCode::kResourceExhausted:
-      return "resource_exhausted";
-    case absl::StatusCode::kAlreadyExists:
-      return "already_exists";
-    case absl::StatusCode::kUnavailable:
-      return "unavailable";
-    default:
-      return nullptr;
-  }
-}
-
-constexpr absl::StatusCode kRejectCodes[] = {
-    absl::StatusCode::kNotFound,           absl::StatusCode::kInvalidArgument,
-    absl::StatusCode::kFailedPrecondition, absl::StatusCode::kAborted,
-    absl::StatusCode::kResourceExhausted,  absl::StatusCode::kAlreadyExists,
-    absl::StatusCode::kUnavailable,
+// The reasons of rejected requests (the `reason` label), one per status code
+// the shard answers with (base/enum_names.h).
+constexpr EnumName<absl::StatusCode> kRejectReasons[] = {
+    {absl::StatusCode::kNotFound, "not_found"},
+    {absl::StatusCode::kInvalidArgument, "invalid_argument"},
+    {absl::StatusCode::kFailedPrecondition, "failed_precondition"},
+    {absl::StatusCode::kAborted, "aborted"},
+    {absl::StatusCode::kResourceExhausted, "resource_exhausted"},
+    {absl::StatusCode::kAlreadyExists, "already_exists"},
+    {absl::StatusCode::kUnavailable, "unavailable"},
 };
+
+// The label of `code`, or null for codes that are not counted.
+const char* RejectReason(absl::StatusCode code) {
+  for (const EnumName<absl::StatusCode>& row : kRejectReasons) {
+    if (row.value == code) return row.name;
+  }
+  return nullptr;
+}
 
 // 10us .. 10s, three buckets per decade.
 prometheus::Histogram::BucketBoundaries UpdateDurationBuckets() {
@@ -142,7 +136,9 @@ ShardMetrics::ShardMetrics(uint32_t shard_index, const ShardStore* store)
                    .Help("Requests answered with an error, by status code.")
                    .Labels(shard)
                    .Register(r);
-  for (absl::StatusCode code : kRejectCodes) rejected_->Add({{"reason", RejectReason(code)}});
+  for (const EnumName<absl::StatusCode>& row : kRejectReasons) {
+    rejected_->Add({{"reason", row.name}});
+  }
   repeated_pushes_ =
       &prometheus::BuildCounter()
            .Name("dcasgd_ps_repeated_pushes_total")
@@ -219,23 +215,11 @@ ShardMetrics::~ShardMetrics() {
 
 absl::Status ShardMetrics::StartExposer(const std::string& address) {
   if (exposer_ != nullptr) return absl::FailedPreconditionError("metrics exposer already started");
-  // prometheus-cpp (CivetWeb) reports a failed bind by throwing; this is the
-  // boundary where that becomes a Status.
-  try {
-    exposer_ = std::make_unique<prometheus::Exposer>(address, /*num_threads=*/2);
-  } catch (const std::exception& e) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot serve metrics on '", address, "': ", e.what()));
-  }
-  exposer_->RegisterCollectable(collector_);
+  ASSIGN_OR_RETURN(exposer_, StartMetricsExposer(address, collector_));
   return absl::OkStatus();
 }
 
-int ShardMetrics::port() const {
-  if (exposer_ == nullptr) return 0;
-  std::vector<int> ports = exposer_->GetListeningPorts();
-  return ports.empty() ? 0 : ports.front();
-}
+int ShardMetrics::port() const { return ExposerPort(exposer_.get()); }
 
 std::string ShardMetrics::ExpositionText() const {
   return prometheus::TextSerializer().Serialize(collector_->Collect());

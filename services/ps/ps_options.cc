@@ -1,21 +1,19 @@
 #include "services/ps/ps_options.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <limits>
-#include <map>
 #include <set>
 #include <utility>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/reflection.h"
 #include "absl/strings/ascii.h"
-#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/enum_names.h"
+#include "base/flags.h"
+#include "base/status_macros.h"
 #include "core/shard_memory.h"
-#include "core/status_macros.h"
 #include "services/ps/memory_limit.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:7000", "gRPC listen address host:port (port 0: any)");
@@ -70,93 +68,10 @@ ABSL_FLAG(double, max_weight_abs, 1e6, "weights are clamped to [-this, this] aft
 namespace dcasgd {
 namespace {
 
-// Every flag this binary reads, in --help order.
-constexpr const char* kFlagNames[] = {
-    "listen",
-    "shard_index",
-    "shard_count",
-    "update_rule",
-    "sync",
-    "ssp_bound",
-    "ssp_policy",
-    "max_staleness",
-    "lr",
-    "lambda0",
-    "ms_decay",
-    "epsilon",
-    "momentum",
-    "weight_decay",
-    "staleness_aware",
-    "lr_schedule",
-    "lr_decay_factor",
-    "lr_decay_every",
-    "lease_seconds",
-    "checkpoint_dir",
-    "checkpoint_interval_seconds",
-    "checkpoint_min_interval_seconds",
-    "checkpoint_max_age_seconds",
-    "final_checkpoint_timeout_seconds",
-    "metrics_address",
-    "max_message_bytes",
-    "max_push_bytes",
-    "port_file",
-    "memory_budget_bytes",
-    "max_workers",
-    "max_inflight_bytes",
-    "max_gradient_abs",
-    "max_weight_abs",
-};
-
-std::string EnvName(absl::string_view flag) {
-  return absl::StrCat("DCASGD_", absl::AsciiStrToUpper(flag));
-}
-
-bool IsKnownFlag(absl::string_view name) {
-  for (const char* known : kFlagNames) {
-    if (name == known) return true;
-  }
-  return false;
-}
-
-// Splits argv into flag name -> value (the last occurrence wins).
-absl::StatusOr<std::map<std::string, std::string>> SplitArgs(const std::vector<std::string>& args) {
-  std::map<std::string, std::string> values;
-  for (size_t i = 0; i < args.size(); ++i) {
-    absl::string_view arg = args[i];
-    if (!absl::StartsWith(arg, "-") || arg == "-" || arg == "--") {
-      return absl::InvalidArgumentError(
-          absl::StrCat("unexpected argument '", arg, "': dcasgd-ps takes only --flags"));
-    }
-    arg.remove_prefix(absl::StartsWith(arg, "--") ? 2 : 1);
-    std::string name;
-    std::optional<std::string> value;
-    if (size_t eq = arg.find('='); eq != absl::string_view::npos) {
-      name = std::string(arg.substr(0, eq));
-      value = std::string(arg.substr(eq + 1));
-    } else {
-      name = std::string(arg);
-    }
-    if (!IsKnownFlag(name)) {
-      // --nofoo for a boolean --foo.
-      if (!value.has_value() && absl::StartsWith(name, "no") && IsKnownFlag(name.substr(2)) &&
-          absl::FindCommandLineFlag(name.substr(2))->IsOfType<bool>()) {
-        values[name.substr(2)] = "false";
-        continue;
-      }
-      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name, " (see --help)"));
-    }
-    if (!value.has_value()) {
-      if (absl::FindCommandLineFlag(name)->IsOfType<bool>()) {
-        value = "true";
-      } else if (i + 1 < args.size()) {
-        value = args[++i];
-      } else {
-        return absl::InvalidArgumentError(absl::StrCat("flag --", name, " needs a value"));
-      }
-    }
-    values[name] = *std::move(value);
-  }
-  return values;
+// Every flag defined above, nothing else.
+const FlagSet& PsFlags() {
+  static const FlagSet* flags = new FlagSet("dcasgd-ps", __FILE__);  // never deleted
+  return *flags;
 }
 
 // The trailing decimal number of `hostname` ("dcasgd-ps-3" -> 3).
@@ -174,65 +89,37 @@ absl::StatusOr<uint32_t> TrailingNumber(absl::string_view hostname) {
   return n;
 }
 
-absl::StatusOr<SspPolicy> ParseSspPolicy(absl::string_view name) {
-  if (name == "wait") return SspPolicy::kWait;
-  if (name == "reject") return SspPolicy::kReject;
-  return absl::InvalidArgumentError(
-      absl::StrCat("--ssp_policy: '", name, "' is not one of wait|reject"));
-}
-
-absl::StatusOr<LrSchedule> ParseLrSchedule(absl::string_view name) {
-  if (name == "constant") return LrSchedule::kConstant;
-  if (name == "step") return LrSchedule::kStepDecay;
-  return absl::InvalidArgumentError(
-      absl::StrCat("--lr_schedule: '", name, "' is not one of constant|step"));
-}
-
 absl::Status Prefixed(absl::string_view flag, const absl::Status& status) {
   if (status.ok()) return status;
   return absl::Status(status.code(), absl::StrCat("--", flag, ": ", status.message()));
 }
 
-}  // namespace
-
-EnvLookup ProcessEnv() {
-  return [](const std::string& name) -> std::optional<std::string> {
-    const char* value = std::getenv(name.c_str());
-    if (value == nullptr) return std::nullopt;
-    return std::string(value);
-  };
+// The enum value a flag names, or INVALID_ARGUMENT naming the flag.
+template <typename Enum, size_t N>
+absl::Status ParseEnumFlag(absl::string_view flag, absl::string_view what,
+                           const EnumName<Enum> (&table)[N], absl::string_view value, Enum* out) {
+  absl::StatusOr<Enum> parsed = ParseEnum(what, table, value);
+  if (!parsed.ok()) return Prefixed(flag, parsed.status());
+  *out = *parsed;
+  return absl::OkStatus();
 }
 
-absl::StatusOr<PsOptions> ParsePsOptions(const std::vector<std::string>& args,
-                                         const EnvLookup& env) {
-  absl::StatusOr<std::map<std::string, std::string>> cmdline = SplitArgs(args);
-  if (!cmdline.ok()) return cmdline.status();
-
-  // Sets every flag: command line, else environment, else the default.
-  std::set<std::string> given;
-  for (const char* name : kFlagNames) {
-    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
-    std::string value = flag->DefaultValue();
-    std::string source = absl::StrCat("--", name);
-    if (auto it = cmdline->find(name); it != cmdline->end()) {
-      value = it->second;
-      given.insert(name);
-    } else if (std::optional<std::string> from_env = env(EnvName(name))) {
-      value = *std::move(from_env);
-      source = absl::StrCat("environment variable ", EnvName(name));
-      given.insert(name);
-    }
-    std::string error;
-    if (!flag->ParseFrom(value, &error)) {
-      return absl::InvalidArgumentError(absl::StrCat(source, "='", value, "': ", error));
-    }
+// A duration flag in seconds: positive (or >= 0 with `zero_ok`), at most 1e9.
+absl::StatusOr<absl::Duration> SecondsFlag(absl::string_view flag, double seconds, bool zero_ok,
+                                           absl::string_view zero_means = "") {
+  const bool in_range = zero_ok ? seconds >= 0 : seconds > 0;
+  if (!in_range || seconds > 1e9) {
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, "=", seconds, ": must be ",
+                                                   zero_ok ? ">= 0" : "positive", zero_means));
   }
+  return absl::Seconds(seconds);
+}
 
-  PsOptions options;
-  options.listen = absl::GetFlag(FLAGS_listen);
-  if (options.listen.empty()) return absl::InvalidArgumentError("--listen is empty");
-
-  ShardConfig& shard = options.shard;
+// --listen, --shard_index, --shard_count.
+absl::Status ParsePlacement(const EnvLookup& env, PsOptions* options) {
+  options->listen = absl::GetFlag(FLAGS_listen);
+  if (options->listen.empty()) return absl::InvalidArgumentError("--listen is empty");
+  ShardConfig& shard = options->shard;
   const int64_t shard_count = absl::GetFlag(FLAGS_shard_count);
   if (shard_count < 1 || shard_count > std::numeric_limits<uint32_t>::max()) {
     return absl::InvalidArgumentError(
@@ -241,9 +128,7 @@ absl::StatusOr<PsOptions> ParsePsOptions(const std::vector<std::string>& args,
   shard.shard_count = static_cast<uint32_t>(shard_count);
   const std::string shard_index = absl::GetFlag(FLAGS_shard_index);
   if (shard_index == "auto") {
-    absl::StatusOr<uint32_t> index = TrailingNumber(env("HOSTNAME").value_or(""));
-    if (!index.ok()) return index.status();
-    shard.shard_index = *index;
+    ASSIGN_OR_RETURN(shard.shard_index, TrailingNumber(env("HOSTNAME").value_or("")));
   } else if (!absl::SimpleAtoi(shard_index, &shard.shard_index)) {
     return absl::InvalidArgumentError(
         absl::StrCat("--shard_index='", shard_index, "': not a non-negative integer or 'auto'"));
@@ -252,71 +137,68 @@ absl::StatusOr<PsOptions> ParsePsOptions(const std::vector<std::string>& args,
     return absl::InvalidArgumentError(absl::StrCat(
         "--shard_index=", shard.shard_index, " is not below --shard_count=", shard.shard_count));
   }
+  return absl::OkStatus();
+}
 
-  OptimizerConfig& opt = shard.optimizer;
-  {
-    absl::StatusOr<UpdateRule> rule = ParseUpdateRule(absl::GetFlag(FLAGS_update_rule));
-    if (!rule.ok()) return Prefixed("update_rule", rule.status());
-    opt.rule = *rule;
-  }
-  opt.learning_rate = static_cast<float>(absl::GetFlag(FLAGS_lr));
-  if (given.count("lambda0") != 0) {
-    opt.lambda0 = static_cast<float>(absl::GetFlag(FLAGS_lambda0));
-  } else {
-    opt.lambda0 = opt.rule == UpdateRule::kDcAsgdConstant ? 0.04f : 2.0f;
-  }
-  opt.ms_decay = static_cast<float>(absl::GetFlag(FLAGS_ms_decay));
-  opt.epsilon = static_cast<float>(absl::GetFlag(FLAGS_epsilon));
-  opt.momentum = static_cast<float>(absl::GetFlag(FLAGS_momentum));
-  opt.weight_decay = static_cast<float>(absl::GetFlag(FLAGS_weight_decay));
-  opt.staleness_aware = absl::GetFlag(FLAGS_staleness_aware);
-  {
-    absl::StatusOr<LrSchedule> schedule = ParseLrSchedule(absl::GetFlag(FLAGS_lr_schedule));
-    if (!schedule.ok()) return schedule.status();
-    opt.schedule = *schedule;
-  }
-  opt.decay_factor = static_cast<float>(absl::GetFlag(FLAGS_lr_decay_factor));
+// The update rule and its hyper-parameters; `given` are the flags set
+// explicitly (lambda0 defaults by rule otherwise).
+absl::Status ParseOptimizer(const std::set<std::string>& given, OptimizerConfig* opt) {
+  UpdateRule rule = UpdateRule::kDcAsgdAdaptive;
+  RETURN_IF_ERROR(ParseEnumFlag("update_rule", "update rule", kUpdateRuleNames,
+                                absl::GetFlag(FLAGS_update_rule), &rule));
+  // The rule's defaults (core/update_rule.h), then what the flags say.
+  *opt = OptimizerConfig::ForRule(rule);
+  if (given.count("lambda0") != 0) opt->lambda0 = static_cast<float>(absl::GetFlag(FLAGS_lambda0));
+  opt->learning_rate = static_cast<float>(absl::GetFlag(FLAGS_lr));
+  opt->ms_decay = static_cast<float>(absl::GetFlag(FLAGS_ms_decay));
+  opt->epsilon = static_cast<float>(absl::GetFlag(FLAGS_epsilon));
+  opt->momentum = static_cast<float>(absl::GetFlag(FLAGS_momentum));
+  opt->weight_decay = static_cast<float>(absl::GetFlag(FLAGS_weight_decay));
+  opt->staleness_aware = absl::GetFlag(FLAGS_staleness_aware);
+  RETURN_IF_ERROR(ParseEnumFlag("lr_schedule", "learning-rate schedule", kLrScheduleNames,
+                                absl::GetFlag(FLAGS_lr_schedule), &opt->schedule));
+  opt->decay_factor = static_cast<float>(absl::GetFlag(FLAGS_lr_decay_factor));
   const int64_t decay_every = absl::GetFlag(FLAGS_lr_decay_every);
   if (decay_every < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("--lr_decay_every=", decay_every, ": must be >= 0"));
   }
-  opt.decay_every = static_cast<uint64_t>(decay_every);
-  opt.max_gradient_abs = static_cast<float>(absl::GetFlag(FLAGS_max_gradient_abs));
-  opt.max_weight_abs = static_cast<float>(absl::GetFlag(FLAGS_max_weight_abs));
+  opt->decay_every = static_cast<uint64_t>(decay_every);
+  opt->max_gradient_abs = static_cast<float>(absl::GetFlag(FLAGS_max_gradient_abs));
+  opt->max_weight_abs = static_cast<float>(absl::GetFlag(FLAGS_max_weight_abs));
+  return absl::OkStatus();
+}
 
-  {
-    absl::StatusOr<SyncMode> sync = ParseSyncMode(absl::GetFlag(FLAGS_sync));
-    if (!sync.ok()) return Prefixed("sync", sync.status());
-    shard.sync = *sync;
-  }
+// --sync and its bounds, --max_staleness, --lease_seconds, --max_workers.
+absl::Status ParseMembership(ShardConfig* shard) {
+  RETURN_IF_ERROR(
+      ParseEnumFlag("sync", "sync mode", kSyncModeNames, absl::GetFlag(FLAGS_sync), &shard->sync));
   const int64_t ssp_bound = absl::GetFlag(FLAGS_ssp_bound);
   if (ssp_bound < 0 || ssp_bound > std::numeric_limits<uint32_t>::max()) {
     return absl::InvalidArgumentError(absl::StrCat("--ssp_bound=", ssp_bound, ": must be >= 0"));
   }
-  shard.ssp_bound = static_cast<uint32_t>(ssp_bound);
-  {
-    absl::StatusOr<SspPolicy> policy = ParseSspPolicy(absl::GetFlag(FLAGS_ssp_policy));
-    if (!policy.ok()) return policy.status();
-    shard.ssp_policy = *policy;
-  }
-  shard.max_staleness = absl::GetFlag(FLAGS_max_staleness);
-  if (shard.max_staleness < -1) {
+  shard->ssp_bound = static_cast<uint32_t>(ssp_bound);
+  RETURN_IF_ERROR(ParseEnumFlag("ssp_policy", "SSP policy", kSspPolicyNames,
+                                absl::GetFlag(FLAGS_ssp_policy), &shard->ssp_policy));
+  shard->max_staleness = absl::GetFlag(FLAGS_max_staleness);
+  if (shard->max_staleness < -1) {
     return absl::InvalidArgumentError(
-        absl::StrCat("--max_staleness=", shard.max_staleness, ": must be >= 0, or -1 for off"));
+        absl::StrCat("--max_staleness=", shard->max_staleness, ": must be >= 0, or -1 for off"));
   }
-  const double lease_seconds = absl::GetFlag(FLAGS_lease_seconds);
-  if (!(lease_seconds > 0) || lease_seconds > 1e9) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--lease_seconds=", lease_seconds, ": must be positive"));
-  }
-  shard.lease = absl::Seconds(lease_seconds);
+  ASSIGN_OR_RETURN(shard->lease, SecondsFlag("lease_seconds", absl::GetFlag(FLAGS_lease_seconds),
+                                             /*zero_ok=*/false));
   const int64_t max_workers = absl::GetFlag(FLAGS_max_workers);
   if (max_workers < 1 || max_workers > kMaxWorkersLimit) {
     return absl::InvalidArgumentError(
         absl::StrCat("--max_workers=", max_workers, ": must be in [1, ", kMaxWorkersLimit, "]"));
   }
-  shard.max_workers = static_cast<uint32_t>(max_workers);
+  shard->max_workers = static_cast<uint32_t>(max_workers);
+  return absl::OkStatus();
+}
+
+// --memory_budget_bytes (or the detected limit) and --max_inflight_bytes.
+absl::Status ParseMemory(PsOptions* options) {
+  ShardConfig& shard = options->shard;
   const int64_t budget = absl::GetFlag(FLAGS_memory_budget_bytes);
   if (budget < 0) {
     return absl::InvalidArgumentError(
@@ -324,11 +206,11 @@ absl::StatusOr<PsOptions> ParsePsOptions(const std::vector<std::string>& args,
   }
   if (budget > 0) {
     shard.memory_budget_bytes = static_cast<uint64_t>(budget);
-    options.memory_budget_source = "--memory_budget_bytes";
+    options->memory_budget_source = "--memory_budget_bytes";
   } else {
     const MemoryLimit limit = DetectMemoryLimit();
     shard.memory_budget_bytes = limit.bytes / 10 * 9;
-    options.memory_budget_source = absl::StrCat("90% of ", limit.source);
+    options->memory_budget_source = absl::StrCat("90% of ", limit.source);
   }
   const int64_t inflight = absl::GetFlag(FLAGS_max_inflight_bytes);
   if (inflight < 0) {
@@ -339,67 +221,75 @@ absl::StatusOr<PsOptions> ParsePsOptions(const std::vector<std::string>& args,
                                     ? static_cast<uint64_t>(inflight)
                                     : std::clamp<uint64_t>(shard.memory_budget_bytes / 8,
                                                            uint64_t{16} << 20, uint64_t{1} << 30);
-  if (absl::Status s = shard.Validate(); !s.ok()) {
+  return absl::OkStatus();
+}
+
+// --checkpoint_* and --final_checkpoint_timeout_seconds.
+absl::Status ParseCheckpoints(PsOptions* options) {
+  options->checkpoint_dir = absl::GetFlag(FLAGS_checkpoint_dir);
+  ASSIGN_OR_RETURN(
+      options->checkpoint_interval,
+      SecondsFlag("checkpoint_interval_seconds", absl::GetFlag(FLAGS_checkpoint_interval_seconds),
+                  /*zero_ok=*/false));
+  ASSIGN_OR_RETURN(
+      options->checkpoint_min_interval,
+      SecondsFlag("checkpoint_min_interval_seconds",
+                  absl::GetFlag(FLAGS_checkpoint_min_interval_seconds), /*zero_ok=*/true));
+  ASSIGN_OR_RETURN(
+      const absl::Duration max_age,
+      SecondsFlag("checkpoint_max_age_seconds", absl::GetFlag(FLAGS_checkpoint_max_age_seconds),
+                  /*zero_ok=*/true, " (0: three intervals)"));
+  options->checkpoint_max_age =
+      max_age > absl::ZeroDuration() ? max_age : 3 * options->checkpoint_interval;
+  ASSIGN_OR_RETURN(options->final_checkpoint_timeout,
+                   SecondsFlag("final_checkpoint_timeout_seconds",
+                               absl::GetFlag(FLAGS_final_checkpoint_timeout_seconds),
+                               /*zero_ok=*/true));
+  return absl::OkStatus();
+}
+
+// --metrics_address, --max_message_bytes, --max_push_bytes, --port_file.
+absl::Status ParseServing(PsOptions* options) {
+  options->metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  options->max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  if (options->max_message_bytes < 1024 ||
+      options->max_message_bytes > std::numeric_limits<int32_t>::max()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max_message_bytes=", options->max_message_bytes, ": must be in [1024, 2^31)"));
+  }
+  options->max_push_bytes = absl::GetFlag(FLAGS_max_push_bytes);
+  if (options->max_push_bytes < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max_push_bytes=", options->max_push_bytes, ": must be positive"));
+  }
+  options->port_file = absl::GetFlag(FLAGS_port_file);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<PsOptions> ParsePsOptions(const std::vector<std::string>& args,
+                                         const EnvLookup& env) {
+  ASSIGN_OR_RETURN(const std::set<std::string> given, PsFlags().Parse(args, env));
+  PsOptions options;
+  RETURN_IF_ERROR(ParsePlacement(env, &options));
+  RETURN_IF_ERROR(ParseOptimizer(given, &options.shard.optimizer));
+  RETURN_IF_ERROR(ParseMembership(&options.shard));
+  RETURN_IF_ERROR(ParseMemory(&options));
+  if (absl::Status s = options.shard.Validate(); !s.ok()) {
     // Name the flags of the fields the config checks.
     return absl::Status(s.code(), absl::StrCat(s.message(),
                                                " (flags --lr, --lambda0, --ms_decay, --epsilon, "
                                                "--momentum, --max_gradient_abs, "
                                                "--max_weight_abs)"));
   }
-
-  options.checkpoint_dir = absl::GetFlag(FLAGS_checkpoint_dir);
-  const double interval = absl::GetFlag(FLAGS_checkpoint_interval_seconds);
-  if (!(interval > 0) || interval > 1e9) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--checkpoint_interval_seconds=", interval, ": must be positive"));
-  }
-  options.checkpoint_interval = absl::Seconds(interval);
-  const double min_interval = absl::GetFlag(FLAGS_checkpoint_min_interval_seconds);
-  if (!(min_interval >= 0) || min_interval > 1e9) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--checkpoint_min_interval_seconds=", min_interval, ": must be >= 0"));
-  }
-  options.checkpoint_min_interval = absl::Seconds(min_interval);
-  const double max_age = absl::GetFlag(FLAGS_checkpoint_max_age_seconds);
-  if (!(max_age >= 0) || max_age > 1e9) {
-    return absl::InvalidArgumentError(absl::StrCat("--checkpoint_max_age_seconds=", max_age,
-                                                   ": must be >= 0 (0: three intervals)"));
-  }
-  options.checkpoint_max_age =
-      max_age > 0 ? absl::Seconds(max_age) : 3 * options.checkpoint_interval;
-  const double final_timeout = absl::GetFlag(FLAGS_final_checkpoint_timeout_seconds);
-  if (!(final_timeout >= 0) || final_timeout > 1e9) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--final_checkpoint_timeout_seconds=", final_timeout, ": must be >= 0"));
-  }
-  options.final_checkpoint_timeout = absl::Seconds(final_timeout);
-  options.metrics_address = absl::GetFlag(FLAGS_metrics_address);
-  options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
-  if (options.max_message_bytes < 1024 ||
-      options.max_message_bytes > std::numeric_limits<int32_t>::max()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--max_message_bytes=", options.max_message_bytes, ": must be in [1024, 2^31)"));
-  }
-  options.max_push_bytes = absl::GetFlag(FLAGS_max_push_bytes);
-  if (options.max_push_bytes < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--max_push_bytes=", options.max_push_bytes, ": must be positive"));
-  }
-  options.port_file = absl::GetFlag(FLAGS_port_file);
+  RETURN_IF_ERROR(ParseCheckpoints(&options));
+  RETURN_IF_ERROR(ParseServing(&options));
   return options;
 }
 
 std::string PsOptionsUsage() {
-  std::string usage =
-      "dcasgd-ps: one parameter shard of a DC-ASGD job.\n"
-      "Every --flag may also be set by the environment variable DCASGD_<FLAG>; "
-      "the flag wins.\n\n";
-  for (const char* name : kFlagNames) {
-    const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
-    absl::StrAppendFormat(&usage, "  --%s (%s)\n      %s; default: '%s'\n", name, EnvName(name),
-                          flag->Help(), flag->DefaultValue());
-  }
-  return usage;
+  return PsFlags().Usage("dcasgd-ps: one parameter shard of a DC-ASGD job.");
 }
 
 std::string PsOptions::DebugString() const {
@@ -409,8 +299,8 @@ std::string PsOptions::DebugString() const {
       "checkpoint_max_age=%s metrics_address='%s' max_message_bytes=%d max_push_bytes=%d "
       "max_workers=%d memory_budget=%s (%s) max_inflight=%s",
       listen, shard.shard_index, shard.shard_count, shard.optimizer.DebugString(),
-      SyncModeName(shard.sync), shard.ssp_bound,
-      shard.ssp_policy == SspPolicy::kWait ? "wait" : "reject", shard.max_staleness,
+      NameOf(kSyncModeNames, shard.sync), shard.ssp_bound,
+      NameOf(kSspPolicyNames, shard.ssp_policy), shard.max_staleness,
       absl::FormatDuration(shard.lease), checkpoint_dir, absl::FormatDuration(checkpoint_interval),
       absl::FormatDuration(checkpoint_max_age), metrics_address, max_message_bytes, max_push_bytes,
       shard.max_workers, HumanBytes(shard.memory_budget_bytes), memory_budget_source,

@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "base/flags.h"
 #include "core/shard_store.h"
 
 namespace dcasgd {
@@ -45,22 +46,16 @@ struct PsOptions {
   std::string DebugString() const;
 };
 
-// Looks up an environment variable; nullopt when unset.
-using EnvLookup = std::function<std::optional<std::string>(const std::string& name)>;
-// The process environment (getenv).
-EnvLookup ProcessEnv();
-
 // Parses command-line arguments (without the program name) and the
-// environment into options. Every flag --foo_bar may also be given as the
-// environment variable DCASGD_FOO_BAR; the flag wins. Accepted forms:
-// --name=value, --name value, --bool / --nobool. --shard_index=auto takes the
-// trailing number of $HOSTNAME (StatefulSet pods are named <set>-<i>). When
-// --lambda0 is not given it defaults to 0.04 for dcasgd-c and 2.0 otherwise.
+// environment into options (base/flags.h: every flag --foo_bar may also be
+// given as the environment variable DCASGD_FOO_BAR; the flag wins).
+// --shard_index=auto takes the trailing number of $HOSTNAME (StatefulSet pods
+// are named <set>-<i>). When --lambda0 is not given it is the rule's
+// default (OptimizerConfig::ForRule, core/update_rule.h).
 //
 // INVALID_ARGUMENT with a message naming the flag (or variable) for unknown
-// flags, positional arguments, unparsable or out-of-range values. The flags
-// are absl flags (so --help can list them); this function sets every one of
-// them, so repeated calls do not see each other's values. Not thread-safe.
+// flags, positional arguments, unparsable or out-of-range values. Repeated
+// calls do not see each other's values. Not thread-safe.
 absl::StatusOr<PsOptions> ParsePsOptions(const std::vector<std::string>& args,
                                          const EnvLookup& env);
 

@@ -8,9 +8,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "core/file_util.h"
+#include "base/file.h"
+#include "base/port_file.h"
+#include "base/status_macros.h"
 #include "core/shard_memory.h"
-#include "core/status_macros.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
@@ -24,14 +25,6 @@ constexpr char kServiceName[] = "dcasgd.v1.ParameterShard";
 
 }  // namespace
 
-absl::Status WritePortFile(const std::string& path, int grpc_port, int metrics_port) {
-  // Readers poll for the file: the rename makes it appear whole. It need not
-  // survive a crash, so no fsync.
-  return WriteFileAtomically(path,
-                             absl::StrFormat("grpc %d\nmetrics %d\n", grpc_port, metrics_port),
-                             /*durable=*/false);
-}
-
 PsServer::PsServer(const PsOptions& options) : options_(options) {}
 
 absl::StatusOr<std::unique_ptr<PsServer>> PsServer::Start(const PsOptions& options) {
@@ -44,15 +37,7 @@ absl::Status PsServer::StartImpl() {
   store_ = std::make_unique<ShardStore>(options_.shard, Clock::Real());
   metrics_ = std::make_unique<ShardMetrics>(options_.shard.shard_index, store_.get());
 
-  std::string restored = "none";
-  if (!options_.checkpoint_dir.empty()) {
-    checkpointer_ =
-        std::make_unique<Checkpointer>(store_.get(), options_.checkpoint_dir, metrics_.get());
-    ASSIGN_OR_RETURN(const bool did_restore, checkpointer_->RestoreIfPresent());
-    restored = did_restore ? absl::StrCat(checkpointer_->path(), " at version ",
-                                          checkpointer_->last_version())
-                           : absl::StrCat("none (", checkpointer_->path(), " absent)");
-  }
+  ASSIGN_OR_RETURN(std::string restored, RestoreCheckpoint());
   inflight_ = std::make_unique<InflightBudget>(options_.shard.inflight_budget_bytes);
   metrics_->AttachInflightBudget(inflight_.get());
   service_ = std::make_unique<ParameterShardService>(
@@ -121,6 +106,22 @@ absl::Status PsServer::StartImpl() {
     }
   }
 
+  StartBackgroundTasks();
+
+  return Announce(restored);
+}
+
+absl::StatusOr<std::string> PsServer::RestoreCheckpoint() {
+  if (options_.checkpoint_dir.empty()) return std::string("none");
+  checkpointer_ =
+      std::make_unique<Checkpointer>(store_.get(), options_.checkpoint_dir, metrics_.get());
+  ASSIGN_OR_RETURN(const bool did_restore, checkpointer_->RestoreIfPresent());
+  return did_restore
+             ? absl::StrCat(checkpointer_->path(), " at version ", checkpointer_->last_version())
+             : absl::StrCat("none (", checkpointer_->path(), " absent)");
+}
+
+void PsServer::StartBackgroundTasks() {
   const absl::Duration lease = options_.shard.lease;
   lease_reaper_ = std::make_unique<PeriodicTask>(
       lease / 4, [this] { metrics_->CountLeaseExpirations(store_->ExpireLeases()); });
@@ -160,9 +161,12 @@ absl::Status PsServer::StartImpl() {
           }
         });
   }
+}
 
+absl::Status PsServer::Announce(const std::string& restored) {
   if (!options_.port_file.empty()) {
-    RETURN_IF_ERROR(WritePortFile(options_.port_file, grpc_port_, metrics_->port()));
+    RETURN_IF_ERROR(
+        WritePortFile(options_.port_file, {{"grpc", grpc_port_}, {"metrics", metrics_->port()}}));
   }
   std::fprintf(stderr,
                "dcasgd-ps: serving shard %u/%u: grpc port %d, metrics port %d, restored %s; %s\n",

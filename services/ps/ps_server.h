@@ -8,13 +8,13 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "base/periodic_task.h"
 #include "core/data_coordinator.h"
 #include "core/shard_store.h"
 #include "grpcpp/server.h"
 #include "services/ps/checkpointer.h"
 #include "services/ps/coordinator_service.h"
 #include "services/ps/inflight_budget.h"
-#include "services/ps/periodic_task.h"
 #include "services/ps/ps_metrics.h"
 #include "services/ps/ps_options.h"
 #include "services/ps/ps_service.h"
@@ -66,6 +66,14 @@ class PsServer {
  private:
   explicit PsServer(const PsOptions& options);
   absl::Status StartImpl();
+  // Creates the checkpointer (if --checkpoint_dir) and restores the latest
+  // checkpoint into the store; describes what was restored for the log.
+  absl::StatusOr<std::string> RestoreCheckpoint();
+  // Once the server is up: the lease reaper, periodic checkpoints, the health
+  // statuses and the durability watch.
+  void StartBackgroundTasks();
+  // Writes the port file (if asked) and logs what is served.
+  absl::Status Announce(const std::string& restored);
 
   // Constant after Start.
   const PsOptions options_;
@@ -85,10 +93,6 @@ class PsServer {
   absl::Mutex shutdown_mu_;
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;
 };
-
-// Writes "grpc <port>\nmetrics <port>\n" to `path` atomically (temporary file
-// and rename), so a reader never sees a partial file.
-absl::Status WritePortFile(const std::string& path, int grpc_port, int metrics_port);
 
 }  // namespace dcasgd
 

@@ -3,8 +3,8 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "base/backoff.h"
 #include "client/channel_args.h"
-#include "client/retry.h"
 #include "client/rpc_convert.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
@@ -29,36 +29,29 @@ CoordinatorClient::CoordinatorClient(const std::string& address, absl::Duration 
 
 template <typename Call>
 absl::Status CoordinatorClient::WithRetries(const char* what, absl::Duration patience, Call call) {
-  client::Backoff backoff(client::Backoff::Options{absl::Milliseconds(50), absl::Seconds(1)});
-  const absl::Time give_up = absl::Now() + patience;
   bool logged = false;
-  while (true) {
-    grpc::ClientContext context;
-    // A single try (Renew) must not hold up training for long.
-    const absl::Duration timeout =
-        patience > absl::ZeroDuration() ? absl::Seconds(30) : absl::Seconds(5);
-    context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
-    grpc::Status status = call(&context);
-    absl::Status s = client::FromGrpcStatus(
-        status, absl::StrCat("coordinator (shard 0, ", address_, ") ", what));
-    // Shard 0 restarting (UNAVAILABLE), shutting down with the call in
-    // flight (CANCELLED), hung (DEADLINE_EXCEEDED), or unable to save its
-    // schedule (UNAVAILABLE, nothing changed): every call is safe to repeat.
-    if (s.code() != absl::StatusCode::kUnavailable &&
-        s.code() != absl::StatusCode::kDeadlineExceeded &&
-        s.code() != absl::StatusCode::kCancelled) {
-      return s;
-    }
-    absl::Duration wait = backoff.Next();
-    if (absl::Now() + wait > give_up) return s;
-    if (!logged) {
-      // Once per call: an outage of shard 0 should be visible, not spam.
-      std::fprintf(stderr, "%s; retrying for up to %s\n", std::string(s.message()).c_str(),
-                   absl::FormatDuration(patience).c_str());
-      logged = true;
-    }
-    absl::SleepFor(wait);
-  }
+  // Shard 0 restarting (UNAVAILABLE), shutting down with the call in flight
+  // (CANCELLED), hung (DEADLINE_EXCEEDED), or unable to save its schedule
+  // (UNAVAILABLE, nothing changed): every call is safe to repeat.
+  return RetryWithBackoff(
+      RetryPolicy{{absl::Milliseconds(50), absl::Seconds(1)}, patience},
+      [&] {
+        grpc::ClientContext context;
+        // A single try (Renew) must not hold up training for long.
+        const absl::Duration timeout =
+            patience > absl::ZeroDuration() ? absl::Seconds(30) : absl::Seconds(5);
+        context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+        return client::FromGrpcStatus(call(&context),
+                                      absl::StrCat("coordinator (shard 0, ", address_, ") ", what));
+      },
+      IsTransient,
+      [&](const absl::Status& error) {
+        // Once per call: an outage of shard 0 should be visible, not spam.
+        if (logged) return;
+        std::fprintf(stderr, "%s; retrying for up to %s\n", std::string(error.message()).c_str(),
+                     absl::FormatDuration(patience).c_str());
+        logged = true;
+      });
 }
 
 absl::StatusOr<v1::AcquireDataShardResponse> CoordinatorClient::Acquire(

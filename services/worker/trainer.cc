@@ -14,8 +14,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
-#include "client/retry.h"
-#include "core/status_macros.h"
+#include "base/backoff.h"
+#include "base/status_macros.h"
 
 namespace dcasgd {
 namespace {
@@ -24,26 +24,20 @@ double Since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
-// How long the worker rides out shards (or the coordinator) being
-// unreachable before it gives up and exits.
-constexpr absl::Duration kMaxOutage = absl::Minutes(5);
+// How the worker rides out shards (or the coordinator) being unreachable:
+// retries capped at 1 s apart, so a returning shard is used within about a
+// second, for up to 5 minutes before it gives up and exits.
+const RetryPolicy kOutagePolicy{{absl::Milliseconds(100), absl::Seconds(1)}, absl::Minutes(5)};
 // Attempts at one batch before it is skipped (e.g. pushes that stay too
 // stale for --max_staleness).
 constexpr int kMaxBatchAttempts = 10;
-
-// Errors of a shard restarting, shutting down or hung.
-bool Transient(const absl::Status& s) {
-  return s.code() == absl::StatusCode::kUnavailable ||
-         s.code() == absl::StatusCode::kDeadlineExceeded ||
-         s.code() == absl::StatusCode::kCancelled;
-}
 
 // Errors after which the worker pulls again and pushes the batch again: a
 // shard unreachable or restarting (transient), a lost lease or backup
 // (FAILED_PRECONDITION; the client re-joined), a too-stale push (ABORTED), a
 // shard restarted without the model (NOT_FOUND; pulling declares it again).
 bool Recoverable(const absl::Status& s) {
-  return Transient(s) || s.code() == absl::StatusCode::kFailedPrecondition ||
+  return IsTransient(s) || s.code() == absl::StatusCode::kFailedPrecondition ||
          s.code() == absl::StatusCode::kAborted || s.code() == absl::StatusCode::kNotFound;
 }
 
@@ -126,39 +120,35 @@ Trainer::Trainer(const WorkerOptions& options, PsClient* ps, CoordinatorClient* 
 
 template <typename Call>
 absl::Status Trainer::RetryTransient(const char* what, const absl::Notification* stop, Call call) {
-  client::Backoff backoff(client::Backoff::Options{absl::Milliseconds(100), absl::Seconds(1)});
-  const absl::Time give_up = absl::Now() + kMaxOutage;
-  while (true) {
-    absl::Status s = call();
-    if (!Transient(s) || absl::Now() > give_up) return s;
-    std::fprintf(stderr, "[%s] %s failed, retrying: %s\n", options_.worker_name.c_str(), what,
-                 std::string(s.message()).c_str());
-    if (stop->WaitForNotificationWithTimeout(backoff.Next())) return s;
-  }
+  return RetryWithBackoff(
+      kOutagePolicy, call, IsTransient,
+      [&](const absl::Status& error) {
+        std::fprintf(stderr, "[%s] %s failed, retrying: %s\n", options_.worker_name.c_str(), what,
+                     std::string(error.message()).c_str());
+      },
+      stop);
 }
 
 absl::Status Trainer::PullWithRetry(const absl::Notification* stop) {
-  // Capped at 1 s so a returning shard is used within about a second.
-  client::Backoff backoff(client::Backoff::Options{absl::Milliseconds(100), absl::Seconds(1)});
-  const absl::Time give_up = absl::Now() + kMaxOutage;
-  while (true) {
-    absl::Status s = ps_->Pull(names_, &weights_);
-    if (s.ok()) return s;
-    if (!Recoverable(s) && s.code() != absl::StatusCode::kNotFound) return s;
-    if (s.code() == absl::StatusCode::kNotFound && !specs_.empty()) {
-      // A shard restarted without a checkpoint of the declarations: declare
-      // again (idempotent on the shards that still have them).
-      absl::Status declared = ps_->Declare(specs_);
-      if (!declared.ok() && declared.code() != absl::StatusCode::kAlreadyExists) {
-        std::fprintf(stderr, "[%s] re-declaring failed: %s\n", options_.worker_name.c_str(),
-                     std::string(declared.message()).c_str());
-      }
-    }
-    if (absl::Now() > give_up) return s;
-    std::fprintf(stderr, "[%s] pull failed, retrying: %s\n", options_.worker_name.c_str(),
-                 std::string(s.message()).c_str());
-    if (stop->WaitForNotificationWithTimeout(backoff.Next())) return absl::OkStatus();
-  }
+  absl::Status pulled = RetryWithBackoff(
+      kOutagePolicy, [&] { return ps_->Pull(names_, &weights_); }, Recoverable,
+      [&](const absl::Status& error) {
+        if (error.code() == absl::StatusCode::kNotFound && !specs_.empty()) {
+          // A shard restarted without a checkpoint of the declarations:
+          // declare again (idempotent on the shards that still have them).
+          absl::Status declared = ps_->Declare(specs_);
+          if (!declared.ok() && declared.code() != absl::StatusCode::kAlreadyExists) {
+            std::fprintf(stderr, "[%s] re-declaring failed: %s\n", options_.worker_name.c_str(),
+                         std::string(declared.message()).c_str());
+          }
+        }
+        std::fprintf(stderr, "[%s] pull failed, retrying: %s\n", options_.worker_name.c_str(),
+                     std::string(error.message()).c_str());
+      },
+      stop);
+  // Stopped while waiting: the caller sees `stop` and ends the step.
+  if (!pulled.ok() && stop->HasBeenNotified()) return absl::OkStatus();
+  return pulled;
 }
 
 absl::Status Trainer::Run(const absl::Notification* stop) {

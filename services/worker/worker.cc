@@ -1,14 +1,12 @@
 #include "services/worker/worker.h"
 
-#include <csignal>
 #include <cstdio>
-#include <fstream>
-#include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "base/backoff.h"
+#include "base/port_file.h"
+#include "base/status_macros.h"
 #include "client/ps_client.h"
-#include "client/retry.h"
-#include "core/status_macros.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
@@ -19,20 +17,6 @@
 #include "services/worker/worker_metrics.h"
 
 namespace dcasgd {
-
-void StopOnSignals(absl::Notification* stop) {
-  static sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  std::thread([stop] {
-    int signal = 0;
-    sigwait(&signals, &signal);
-    std::fprintf(stderr, "dcasgd-worker: signal %d: finishing the current step\n", signal);
-    stop->Notify();
-  }).detach();
-}
 
 absl::Status CheckShardHealth(const std::string& address, absl::Duration timeout) {
   auto stub = grpc::health::v1::Health::NewStub(
@@ -54,39 +38,26 @@ absl::Status CheckShardHealth(const std::string& address, absl::Duration timeout
 
 namespace {
 
-absl::Status WritePortFile(const std::string& path, int port) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << "metrics " << port << "\n";
-    if (!out) return absl::InternalError(absl::StrCat("cannot write ", tmp));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::InternalError(absl::StrCat("cannot rename ", tmp, " to ", path));
-  }
-  return absl::OkStatus();
-}
-
 // Connects (a worker joins every shard), riding out shards that are down or
 // restarting for up to 5 minutes (a worker started during an outage).
 absl::StatusOr<std::unique_ptr<PsClient>> ConnectWithRetry(const ClientOptions& options,
                                                            const std::string& name,
                                                            const absl::Notification* stop) {
-  client::Backoff backoff(client::Backoff::Options{absl::Milliseconds(100), absl::Seconds(1)});
-  const absl::Time give_up = absl::Now() + absl::Minutes(5);
-  while (true) {
-    absl::StatusOr<std::unique_ptr<PsClient>> ps = PsClient::Connect(options);
-    const absl::StatusCode code = ps.status().code();
-    if (ps.ok() ||
-        (code != absl::StatusCode::kUnavailable && code != absl::StatusCode::kDeadlineExceeded &&
-         code != absl::StatusCode::kCancelled) ||
-        absl::Now() > give_up) {
-      return ps;
-    }
-    std::fprintf(stderr, "[%s] connecting to the shards failed, retrying: %s\n", name.c_str(),
-                 std::string(ps.status().message()).c_str());
-    if (stop->WaitForNotificationWithTimeout(backoff.Next())) return ps;
-  }
+  absl::StatusOr<std::unique_ptr<PsClient>> ps = absl::UnknownError("not connected");
+  RetryWithBackoff(
+      RetryPolicy{{absl::Milliseconds(100), absl::Seconds(1)}, absl::Minutes(5)},
+      [&] {
+        ps = PsClient::Connect(options);
+        return ps.status();
+      },
+      IsTransient,
+      [&](const absl::Status& error) {
+        std::fprintf(stderr, "[%s] connecting to the shards failed, retrying: %s\n", name.c_str(),
+                     std::string(error.message()).c_str());
+      },
+      stop)
+      .IgnoreError();  // the result is in `ps`
+  return ps;
 }
 
 }  // namespace
@@ -103,7 +74,9 @@ absl::Status RunWorker(const WorkerOptions& options, const absl::Notification* s
   const std::string name = eval && options.worker_name.empty() ? "evaluator" : options.worker_name;
   WorkerMetrics metrics(name);
   if (!options.metrics_address.empty()) RETURN_IF_ERROR(metrics.Start(options.metrics_address));
-  if (!options.port_file.empty()) RETURN_IF_ERROR(WritePortFile(options.port_file, metrics.port()));
+  if (!options.port_file.empty()) {
+    RETURN_IF_ERROR(WritePortFile(options.port_file, {{"metrics", metrics.port()}}));
+  }
 
   ASSIGN_OR_RETURN(std::unique_ptr<model::Model> model, model::CreateModel(options.model));
   // Read the data first: a wrong S3 secret or a missing bucket ends the

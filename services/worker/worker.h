@@ -7,12 +7,6 @@
 
 namespace dcasgd {
 
-// Blocks SIGTERM and SIGINT in the calling thread (and so in every thread it
-// starts later) and starts a thread that notifies `stop` when one arrives.
-// Call first in main, before any other thread exists. `stop` must live until
-// exit.
-void StopOnSignals(absl::Notification* stop);
-
 // Runs the role in `options` until it ends or `stop`: sets up metrics, the
 // shard and coordinator clients, the data source and the model. Returns the
 // first unrecoverable error (e.g. PERMISSION_DENIED naming the bucket for a

@@ -1,8 +1,8 @@
 #include "services/worker/worker_metrics.h"
 
-#include <exception>
-
 #include "absl/strings/str_cat.h"
+#include "base/metrics_exposer.h"
+#include "base/status_macros.h"
 
 namespace dcasgd {
 namespace {
@@ -76,21 +76,11 @@ WorkerMetrics::WorkerMetrics(const std::string& worker_name)
 WorkerMetrics::~WorkerMetrics() = default;
 
 absl::Status WorkerMetrics::Start(const std::string& address) {
-  try {  // prometheus-cpp (civetweb) reports bind failures by throwing
-    exposer_ = std::make_unique<prometheus::Exposer>(address);
-  } catch (const std::exception& e) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot serve /metrics on ", address, ": ", e.what()));
-  }
-  exposer_->RegisterCollectable(registry_);
+  ASSIGN_OR_RETURN(exposer_, StartMetricsExposer(address, registry_));
   return absl::OkStatus();
 }
 
-int WorkerMetrics::port() const {
-  if (exposer_ == nullptr) return 0;
-  auto ports = exposer_->GetListeningPorts();
-  return ports.empty() ? 0 : ports.front();
-}
+int WorkerMetrics::port() const { return ExposerPort(exposer_.get()); }
 
 void WorkerMetrics::ObserveStep(int examples, double compute_seconds, double communication_seconds,
                                 double loss, double staleness) {

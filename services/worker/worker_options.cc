@@ -1,16 +1,14 @@
 #include "services/worker/worker_options.h"
 
-#include <cstdlib>
 #include <limits>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/reflection.h"
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "base/flags.h"
+#include "base/status_macros.h"
 
 ABSL_FLAG(std::string, role, "train", "train | eval | healthcheck");
 ABSL_FLAG(std::string, ps_addresses, "", "comma-separated shard addresses, in shard order");
@@ -41,23 +39,11 @@ ABSL_FLAG(double, max_loss, 1000,
 namespace dcasgd {
 namespace {
 
-constexpr const char* kFlagNames[] = {"role",
-                                      "ps_addresses",
-                                      "ps_address_template",
-                                      "shard_count",
-                                      "data",
-                                      "model",
-                                      "seed",
-                                      "batch_size",
-                                      "epochs",
-                                      "worker_name",
-                                      "metrics_address",
-                                      "port_file",
-                                      "log_every",
-                                      "eval_interval_seconds",
-                                      "stall_timeout_seconds",
-                                      "max_steps",
-                                      "max_loss"};
+// Every flag defined above, nothing else.
+const FlagSet& WorkerFlags() {
+  static const FlagSet* flags = new FlagSet("dcasgd-worker", __FILE__);  // never deleted
+  return *flags;
+}
 
 absl::Status Invalid(absl::string_view flag, absl::string_view why) {
   return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", why));
@@ -77,33 +63,16 @@ absl::StatusOr<std::vector<std::string>> ExpandAddressTemplate(const std::string
   return out;
 }
 
-absl::StatusOr<WorkerOptions> ParseWorkerOptions(int argc, char** argv) {
-  // Environment first (DCASGD_<FLAG>), so the command line overrides it.
-  for (const char* name : kFlagNames) {
-    const char* env = std::getenv(absl::StrCat("DCASGD_", absl::AsciiStrToUpper(name)).c_str());
-    if (env == nullptr) continue;
-    std::string error;
-    if (!absl::FindCommandLineFlag(name)->ParseFrom(env, &error)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "environment DCASGD_", absl::AsciiStrToUpper(name), "='", env, "': ", error));
-    }
-  }
-  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
-  if (positional.size() > 1) {
-    return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", positional[1],
-                                                   "': dcasgd-worker takes only --flags"));
-  }
-
+absl::StatusOr<WorkerOptions> ParseWorkerOptions(const std::vector<std::string>& args,
+                                                 const EnvLookup& env) {
+  RETURN_IF_ERROR(WorkerFlags().Parse(args, env).status());
   WorkerOptions o;
-  const std::string role = absl::GetFlag(FLAGS_role);
-  if (role == "train") {
-    o.role = WorkerRole::kTrain;
-  } else if (role == "eval") {
-    o.role = WorkerRole::kEval;
-  } else if (role == "healthcheck") {
-    o.role = WorkerRole::kHealthCheck;
+  if (absl::StatusOr<WorkerRole> role =
+          ParseEnum("role", kWorkerRoleNames, absl::GetFlag(FLAGS_role));
+      role.ok()) {
+    o.role = *role;
   } else {
-    return Invalid("role", absl::StrCat("'", role, "' is not one of train|eval|healthcheck"));
+    return Invalid("role", role.status().message());
   }
   const std::string list = absl::GetFlag(FLAGS_ps_addresses);
   if (!list.empty()) {
@@ -130,10 +99,7 @@ absl::StatusOr<WorkerOptions> ParseWorkerOptions(int argc, char** argv) {
   o.epochs = absl::GetFlag(FLAGS_epochs);
   if (o.epochs < 1) return Invalid("epochs", "must be >= 1");
   o.worker_name = absl::GetFlag(FLAGS_worker_name);
-  if (o.worker_name.empty()) {
-    const char* host = std::getenv("HOSTNAME");
-    if (host != nullptr) o.worker_name = host;
-  }
+  if (o.worker_name.empty()) o.worker_name = env("HOSTNAME").value_or("");
   if (o.worker_name.empty() && o.role == WorkerRole::kTrain) {
     return Invalid("worker_name", "empty and $HOSTNAME is not set");
   }
@@ -153,6 +119,12 @@ absl::StatusOr<WorkerOptions> ParseWorkerOptions(int argc, char** argv) {
   if (!(max_loss >= 0)) return Invalid("max_loss", "must be >= 0 (0: off)");
   o.max_loss = max_loss > 0 ? max_loss : std::numeric_limits<double>::infinity();
   return o;
+}
+
+std::string WorkerOptionsUsage() {
+  return WorkerFlags().Usage(
+      "dcasgd-worker: a stateless trainer (--role=train), the evaluator (--role=eval) or a "
+      "health check of every shard (--role=healthcheck).");
 }
 
 }  // namespace dcasgd

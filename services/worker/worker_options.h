@@ -7,6 +7,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "base/enum_names.h"
+#include "base/flags.h"
 
 namespace dcasgd {
 
@@ -15,6 +17,11 @@ enum class WorkerRole {
   kTrain,        // lease data shards, compute gradients, PushPull
   kEval,         // pull the model without a backup, report test accuracy
   kHealthCheck,  // check grpc.health.v1 of every shard once, exit 0 if all serve
+};
+inline constexpr EnumName<WorkerRole> kWorkerRoleNames[] = {
+    {WorkerRole::kTrain, "train"},
+    {WorkerRole::kEval, "eval"},
+    {WorkerRole::kHealthCheck, "healthcheck"},
 };
 
 struct WorkerOptions {
@@ -47,9 +54,14 @@ struct WorkerOptions {
 };
 
 // Parses flags (without the program name) and DCASGD_<FLAG> environment
-// variables (a flag on the command line wins). INVALID_ARGUMENT with the flag
-// name for a bad or missing value.
-absl::StatusOr<WorkerOptions> ParseWorkerOptions(int argc, char** argv);
+// variables (base/flags.h: a flag on the command line wins); the worker name
+// defaults to $HOSTNAME from `env`. INVALID_ARGUMENT with the flag name for an
+// unknown flag or a bad or missing value. Not thread-safe.
+absl::StatusOr<WorkerOptions> ParseWorkerOptions(const std::vector<std::string>& args,
+                                                 const EnvLookup& env);
+
+// Help text listing every flag with its default and environment variable.
+std::string WorkerOptionsUsage();
 
 // "ps-{i}.svc:7000" x 3 -> ps-0.svc:7000, ps-1.svc:7000, ps-2.svc:7000.
 // INVALID_ARGUMENT when the template lacks "{i}" or count < 1.

@@ -49,16 +49,34 @@ ShardConfig Config(UpdateRule rule, float lr = 0.5f, float lambda0 = 0.5f) {
   return config;
 }
 
-// Runs SubmitPush and returns its result; fails the test if `done` is not
-// called synchronously (async mode).
-absl::StatusOr<PushResult> PushNow(ShardStore& store, WorkerId worker,
-                                   std::vector<GradientChunk> chunks, bool pull_after = false) {
+// A push's result with the new values a PushPull's sink received, in order.
+struct Pushed : PushResult {
+  std::vector<ChunkValues> new_values;
+};
+
+// A sink that appends each chunk's values to `*into`.
+ShardStore::ChunkSink CollectInto(std::vector<ChunkValues>* into) {
+  return [into](AppliedChunk c) { into->push_back(std::move(c.values)); };
+}
+
+// Runs SubmitPush (step `step`) and returns its result; fails the test if
+// `done` is not called synchronously (async mode).
+absl::StatusOr<Pushed> PushNow(ShardStore& store, WorkerId worker,
+                               std::vector<GradientChunk> chunks, bool pull_after = false,
+                               uint64_t step = 0) {
   std::optional<absl::StatusOr<PushResult>> out;
-  store.SubmitPush(worker, /*step=*/0, std::move(chunks), pull_after,
-                   [&out](absl::StatusOr<PushResult> r) { out = std::move(r); });
+  std::vector<ChunkValues> values;
+  store.SubmitPush(
+      worker, step, std::move(chunks), pull_after,
+      [&out](absl::StatusOr<PushResult> r) { out = std::move(r); },
+      pull_after ? CollectInto(&values) : nullptr);
   EXPECT_TRUE(out.has_value()) << "push did not complete synchronously";
   if (!out.has_value()) return absl::InternalError("not completed");
-  return std::move(*out);
+  if (!out->ok()) return out->status();
+  Pushed pushed;
+  static_cast<PushResult&>(pushed) = **out;
+  pushed.new_values = std::move(values);
+  return pushed;
 }
 
 std::vector<GradientChunk> Grad(const std::string& tensor, uint64_t chunk,
@@ -238,7 +256,6 @@ TEST(ShardStore, SinkReceivesEachUpdatedChunkBeforeDone) {
       },
       [&](AppliedChunk c) { streamed.push_back(std::move(c)); });
   ASSERT_TRUE(result.has_value() && result->ok());
-  EXPECT_TRUE((*result)->new_values.empty()) << "streamed values are not collected again";
   ASSERT_EQ(streamed.size(), 2u);
   EXPECT_EQ(streamed[0].values.chunk_index, 2u);
   EXPECT_EQ(Floats(streamed[0].values.values), std::vector<float>(2, 0.0f));
@@ -420,15 +437,11 @@ class PushStepTest : public ::testing::Test {
     worker_ = store_.Join("a")->worker_id;
     PullAll(store_, worker_);
   }
-  absl::StatusOr<PushResult> Push(uint64_t step, float g, bool pull_after = false) {
+  absl::StatusOr<Pushed> Push(uint64_t step, float g, bool pull_after = false) {
     std::vector<GradientChunk> chunks;
     chunks.push_back(GradientChunk{"w", 0, Bytes({g, g, g, g})});
     chunks.push_back(GradientChunk{"w", 1, Bytes({g, g})});
-    std::optional<absl::StatusOr<PushResult>> out;
-    store_.SubmitPush(worker_, step, std::move(chunks), pull_after,
-                      [&out](absl::StatusOr<PushResult> r) { out = std::move(r); });
-    EXPECT_TRUE(out.has_value());
-    return out.has_value() ? std::move(*out) : absl::InternalError("not completed");
+    return PushNow(store_, worker_, std::move(chunks), pull_after, step);
   }
   std::vector<float> Weights() { return PullAll(store_, 0)["w"]; }
 
@@ -437,14 +450,14 @@ class PushStepTest : public ::testing::Test {
 };
 
 TEST_F(PushStepTest, ARepeatedStepIsAnsweredAndNotAppliedAgain) {
-  absl::StatusOr<PushResult> first = Push(1, 2.0f);
+  absl::StatusOr<Pushed> first = Push(1, 2.0f);
   ASSERT_TRUE(first.ok()) << first.status();
   EXPECT_FALSE(first->replayed);
   const std::vector<float> after_first = Weights();
   EXPECT_EQ(after_first, std::vector<float>(6, 0.0f)) << "1 - 0.5 * 2";
   // The acknowledgement was lost; the client sends the same step again (even
   // with other values, e.g. recomputed): the shard answers, applies nothing.
-  absl::StatusOr<PushResult> again = Push(1, 5.0f);
+  absl::StatusOr<Pushed> again = Push(1, 5.0f);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_TRUE(again->replayed);
   EXPECT_EQ(again->version, first->version);
@@ -453,7 +466,7 @@ TEST_F(PushStepTest, ARepeatedStepIsAnsweredAndNotAppliedAgain) {
   EXPECT_EQ(Weights(), after_first);
   ASSERT_TRUE(Push(2, 1.0f).ok());
   EXPECT_EQ(store_.version(), 2u);
-  absl::StatusOr<PushResult> late = Push(1, 2.0f);
+  absl::StatusOr<Pushed> late = Push(1, 2.0f);
   EXPECT_EQ(late.status().code(), absl::StatusCode::kAlreadyExists);
   EXPECT_THAT(late.status().message(), HasSubstr("older than its last applied step 2"));
   EXPECT_EQ(store_.version(), 2u);
@@ -470,7 +483,7 @@ class PushStepWithBackupsTest : public PushStepTest {
 };
 
 TEST_F(PushStepWithBackupsTest, ARepeatedPushPullReturnsTheValuesFirstSent) {
-  absl::StatusOr<PushResult> first = Push(3, 1.0f, /*pull_after=*/true);
+  absl::StatusOr<Pushed> first = Push(3, 1.0f, /*pull_after=*/true);
   ASSERT_TRUE(first.ok()) << first.status();
   ASSERT_EQ(first->new_values.size(), 2u);
   // Another worker moves the weights on; the repeated step still answers
@@ -478,7 +491,7 @@ TEST_F(PushStepWithBackupsTest, ARepeatedPushPullReturnsTheValuesFirstSent) {
   WorkerId other = store_.Join("b")->worker_id;
   PullAll(store_, other);
   ASSERT_TRUE(PushNow(store_, other, Grad("w", 0, {1, 1, 1, 1})).ok());
-  absl::StatusOr<PushResult> again = Push(3, 1.0f, /*pull_after=*/true);
+  absl::StatusOr<Pushed> again = Push(3, 1.0f, /*pull_after=*/true);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_TRUE(again->replayed);
   EXPECT_EQ(again->version, first->version);
@@ -502,14 +515,14 @@ TEST_F(PushStepWithBackupsTest, ARepeatedPushPullReturnsTheValuesFirstSent) {
 }
 
 TEST_F(PushStepTest, ARepeatedPushPullWithoutBackupsReturnsTheCurrentWeights) {
-  absl::StatusOr<PushResult> first = Push(3, 1.0f, /*pull_after=*/true);
+  absl::StatusOr<Pushed> first = Push(3, 1.0f, /*pull_after=*/true);
   ASSERT_TRUE(first.ok()) << first.status();
   WorkerId other = store_.Join("b")->worker_id;
   PullAll(store_, other);
   ASSERT_TRUE(PushNow(store_, other, Grad("w", 0, {1, 1, 1, 1})).ok());
   // ASGD keeps no backups: the repeated step is answered like a pull of the
   // current weights, and still not applied again.
-  absl::StatusOr<PushResult> again = Push(3, 1.0f, /*pull_after=*/true);
+  absl::StatusOr<Pushed> again = Push(3, 1.0f, /*pull_after=*/true);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_TRUE(again->replayed);
   EXPECT_EQ(again->version, first->version);
@@ -618,20 +631,25 @@ TEST(ShardStore, SsgdAveragesOneRoundAndAppliesOnce) {
   WorkerId a = store.Join("a")->worker_id;
   WorkerId b = store.Join("b")->worker_id;
   std::optional<absl::StatusOr<PushResult>> ra, rb;
-  store.SubmitPush(a, /*step=*/0, Grad("w", 0, {2, 2, 2, 2}), true,
-                   [&](absl::StatusOr<PushResult> r) { ra = std::move(r); });
+  std::vector<ChunkValues> va, vb;
+  store.SubmitPush(
+      a, /*step=*/0, Grad("w", 0, {2, 2, 2, 2}), true,
+      [&](absl::StatusOr<PushResult> r) { ra = std::move(r); }, CollectInto(&va));
   EXPECT_FALSE(ra.has_value()) << "the round waits for b";
   EXPECT_EQ(store.version(), 0u);
   // A second push of a in the same round is refused.
   auto dup = PushNow(store, a, Grad("w", 0, {1, 1, 1, 1}));
   EXPECT_EQ(dup.status().code(), absl::StatusCode::kFailedPrecondition);
-  store.SubmitPush(b, /*step=*/0, Grad("w", 0, {4, 4, 4, 4}), true,
-                   [&](absl::StatusOr<PushResult> r) { rb = std::move(r); });
+  store.SubmitPush(
+      b, /*step=*/0, Grad("w", 0, {4, 4, 4, 4}), true,
+      [&](absl::StatusOr<PushResult> r) { rb = std::move(r); }, CollectInto(&vb));
   ASSERT_TRUE(ra.has_value() && rb.has_value());
   ASSERT_TRUE(ra->ok() && rb->ok());
   EXPECT_EQ((*ra)->version, 1u);
-  EXPECT_EQ(Floats((*ra)->new_values[0].values), std::vector<float>(4, -3.0f));
-  EXPECT_EQ(Floats((*rb)->new_values[0].values), std::vector<float>(4, -3.0f));
+  ASSERT_EQ(va.size(), 1u);
+  ASSERT_EQ(vb.size(), 1u);
+  EXPECT_EQ(Floats(va[0].values), std::vector<float>(4, -3.0f));
+  EXPECT_EQ(Floats(vb[0].values), std::vector<float>(4, -3.0f));
 }
 
 TEST(ShardStore, SsgdRoundDoesNotWaitForALeavingWorker) {

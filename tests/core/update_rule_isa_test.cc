@@ -1,6 +1,6 @@
 // The AVX2 build of the update kernels gives bit-identical results to the
 // baseline build for every rule and option (no FMA contraction), including
-// the scalar tails and the in-place backup variant.
+// the scalar tails and the variant that copies the new weights out.
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -31,7 +31,7 @@ Vectors Random(size_t n, uint64_t seed) {
   return v;
 }
 
-void Apply(KernelIsa isa, const OptimizerConfig& c, Vectors& v, bool in_place) {
+void Apply(KernelIsa isa, const OptimizerConfig& c, Vectors& v, bool with_copy) {
   ChunkVectors cv;
   cv.n = v.w.size();
   cv.weights = v.w.data();
@@ -39,7 +39,7 @@ void Apply(KernelIsa isa, const OptimizerConfig& c, Vectors& v, bool in_place) {
   cv.backup = v.bak.data();
   cv.mean_square = v.ms.data();
   cv.momentum = v.mom.data();
-  cv.new_backup = in_place ? v.bak.data() : v.nb.data();
+  cv.weights_copy = with_copy ? v.nb.data() : nullptr;
   ApplyUpdateWithIsa(isa, c, c.learning_rate, cv);
 }
 
@@ -53,7 +53,7 @@ class KernelIsaTest
 
 TEST_P(KernelIsaTest, Avx2MatchesBaselineBitForBit) {
   if (!KernelIsaSupported(KernelIsa::kAvx2)) GTEST_SKIP() << "this CPU has no AVX2";
-  const auto [rule, momentum, decay, in_place, n] = GetParam();
+  const auto [rule, momentum, decay, with_copy, n] = GetParam();
   OptimizerConfig c;
   c.rule = rule;
   c.learning_rate = 0.05f;
@@ -62,8 +62,8 @@ TEST_P(KernelIsaTest, Avx2MatchesBaselineBitForBit) {
   c.weight_decay = decay;
   Vectors a = Random(n, 7), b = Random(n, 7);
   for (int step = 0; step < 3; ++step) {
-    Apply(KernelIsa::kBaseline, c, a, in_place);
-    Apply(KernelIsa::kAvx2, c, b, in_place);
+    Apply(KernelIsa::kBaseline, c, a, with_copy);
+    Apply(KernelIsa::kAvx2, c, b, with_copy);
   }
   EXPECT_TRUE(BitEqual(a.w, b.w));
   EXPECT_TRUE(BitEqual(a.ms, b.ms));
@@ -98,8 +98,8 @@ TEST(KernelIsa, Avx2MatchesBaselineWhenTheClampBinds) {
     size_t clamped = 0;
     for (float w : a.w) clamped += std::abs(w) == 1.0f;
     EXPECT_GT(clamped, 100u);
-    EXPECT_TRUE(BitEqual(a.w, b.w)) << UpdateRuleName(rule);
-    EXPECT_TRUE(BitEqual(a.nb, b.nb)) << UpdateRuleName(rule);
+    EXPECT_TRUE(BitEqual(a.w, b.w)) << NameOf(kUpdateRuleNames, rule);
+    EXPECT_TRUE(BitEqual(a.nb, b.nb)) << NameOf(kUpdateRuleNames, rule);
   }
 }
 

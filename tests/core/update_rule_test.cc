@@ -22,7 +22,7 @@ using ::testing::StartsWith;
 
 // The state of one chunk as the shard store holds it.
 struct Chunk {
-  std::vector<float> w, g, backup, mean_square, momentum, new_backup;
+  std::vector<float> w, g, backup, mean_square, momentum, weights_copy;
 };
 
 Chunk RandomChunk(size_t n, uint32_t seed) {
@@ -38,18 +38,18 @@ Chunk RandomChunk(size_t n, uint32_t seed) {
     c.mean_square.push_back(positive(rng));
     c.momentum.push_back(0.1f * unit(rng));
   }
-  c.new_backup.assign(n, 0.0f);
+  c.weights_copy.assign(n, 0.0f);
   return c;
 }
 
-ChunkVectors Views(Chunk& c, bool with_new_backup) {
+ChunkVectors Views(Chunk& c, bool with_copy) {
   ChunkVectors v;
   v.weights = c.w.data();
   v.gradient = c.g.data();
   v.backup = c.backup.data();
   v.mean_square = c.mean_square.data();
   v.momentum = c.momentum.data();
-  v.new_backup = with_new_backup ? c.new_backup.data() : nullptr;
+  v.weights_copy = with_copy ? c.weights_copy.data() : nullptr;
   v.n = c.w.size();
   return v;
 }
@@ -107,15 +107,31 @@ OptimizerConfig ConfigFor(UpdateRule rule) {
   return config;
 }
 
+TEST(OptimizerConfig, ForRuleGivesTheRuleDependentLambda0) {
+  EXPECT_FLOAT_EQ(OptimizerConfig::ForRule(UpdateRule::kDcAsgdConstant).lambda0, 0.04f);
+  EXPECT_FLOAT_EQ(OptimizerConfig::ForRule(UpdateRule::kDcAsgdAdaptive).lambda0, 2.0f);
+  for (UpdateRule rule :
+       {UpdateRule::kAsgd, UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
+    const OptimizerConfig config = OptimizerConfig::ForRule(rule);
+    EXPECT_EQ(config.rule, rule);
+    EXPECT_TRUE(config.Validate().ok()) << NameOf(kUpdateRuleNames, rule);
+    // Only lambda0 depends on the rule.
+    OptimizerConfig plain;
+    plain.rule = rule;
+    plain.lambda0 = config.lambda0;
+    EXPECT_EQ(config.DebugString(), plain.DebugString());
+  }
+}
+
 // --- Parameterised comparison with the reference ---------------------------
 
 using KernelParam =
-    std::tuple<size_t, UpdateRule, float /*momentum*/, float /*wd*/, bool /*new_backup*/>;
+    std::tuple<size_t, UpdateRule, float /*momentum*/, float /*wd*/, bool /*weights_copy*/>;
 
 class ApplyUpdateMatchesReference : public ::testing::TestWithParam<KernelParam> {};
 
 TEST_P(ApplyUpdateMatchesReference, AllVectors) {
-  const auto [n, rule, momentum, weight_decay, with_new_backup] = GetParam();
+  const auto [n, rule, momentum, weight_decay, with_copy] = GetParam();
   OptimizerConfig config = ConfigFor(rule);
   config.momentum = momentum;
   config.weight_decay = weight_decay;
@@ -124,7 +140,7 @@ TEST_P(ApplyUpdateMatchesReference, AllVectors) {
   Chunk actual = RandomChunk(n, static_cast<uint32_t>(n * 31 + static_cast<int>(rule)));
   Chunk expected = actual;
   const std::vector<float> initial_w = actual.w;
-  ApplyUpdate(config, config.learning_rate, Views(actual, with_new_backup));
+  ApplyUpdate(config, config.learning_rate, Views(actual, with_copy));
   ReferenceUpdate(config, config.learning_rate, expected);
 
   ExpectVectorsNear(actual.w, expected.w, "w");
@@ -132,10 +148,10 @@ TEST_P(ApplyUpdateMatchesReference, AllVectors) {
   ExpectVectorsNear(actual.momentum, expected.momentum, "momentum");
   // Vectors the variant does not use stay untouched.
   EXPECT_EQ(actual.backup, expected.backup);
-  if (with_new_backup) {
-    EXPECT_EQ(actual.new_backup, actual.w);
+  if (with_copy) {
+    EXPECT_EQ(actual.weights_copy, actual.w);
   } else {
-    EXPECT_EQ(actual.new_backup, std::vector<float>(n, 0.0f));
+    EXPECT_EQ(actual.weights_copy, std::vector<float>(n, 0.0f));
   }
   if (n > 0) {
     // The update did something (guards against a kernel that returns early).
@@ -147,7 +163,7 @@ TEST_P(ApplyUpdateMatchesReference, AllVectors) {
 
 std::string KernelParamName(const ::testing::TestParamInfo<KernelParam>& info) {
   const size_t n = std::get<0>(info.param);
-  std::string rule_name = UpdateRuleName(std::get<1>(info.param));
+  std::string rule_name = NameOf(kUpdateRuleNames, std::get<1>(info.param));
   for (char& ch : rule_name) {
     if (ch == '-') ch = '_';
   }
@@ -169,7 +185,7 @@ INSTANTIATE_TEST_SUITE_P(Sizes, ApplyUpdateMatchesReference,
 
 TEST(ApplyUpdate, LambdaDoesNotCompoundAcrossSteps) {
   for (UpdateRule rule : {UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
-    SCOPED_TRACE(UpdateRuleName(rule));
+    SCOPED_TRACE(NameOf(kUpdateRuleNames, rule));
     const OptimizerConfig config = ConfigFor(rule);
     Chunk actual = RandomChunk(257, 7);
     Chunk expected = actual;
@@ -212,12 +228,12 @@ TEST(ApplyUpdate, AsgdAcceptsNullBackup) {
   ApplyUpdate(config, config.learning_rate, v);
   ReferenceUpdate(config, config.learning_rate, expected);
   ExpectVectorsNear(c.w, expected.w, "w");
-  EXPECT_EQ(c.new_backup, c.w);
+  EXPECT_EQ(c.weights_copy, c.w);
 }
 
 TEST(ApplyUpdate, CompensationUsesBackupNotZero) {
   for (UpdateRule rule : {UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
-    SCOPED_TRACE(UpdateRuleName(rule));
+    SCOPED_TRACE(NameOf(kUpdateRuleNames, rule));
     const OptimizerConfig config = ConfigFor(rule);
     const Chunk start = RandomChunk(1000, 11);
 
@@ -257,7 +273,7 @@ TEST(ApplyUpdate, WeightDecayStaysOutOfGradientSquareFactor) {
   c.backup = {1.0f};
   c.mean_square = {0.0f};
   c.momentum = {0.0f};
-  c.new_backup = {0.0f};
+  c.weights_copy = {0.0f};
   const double w = 2.0, g = 0.5, bak = 1.0, wd = 0.25, lambda = 0.5;
   // d = g + wd*w + lambda*g*g*(w - bak) (MXNet's composition) ...
   const double right = w - lr * (g + wd * w + lambda * g * g * (w - bak));
@@ -279,7 +295,7 @@ TEST(ApplyUpdate, MeanSquareUpdatedBeforeLambda) {
   c.backup = {0.5f};
   c.mean_square = {0.0f};
   c.momentum = {0.0f};
-  c.new_backup = {0.0f};
+  c.weights_copy = {0.0f};
   const double m = config.ms_decay, eps = config.epsilon, lambda0 = config.lambda0;
   const double new_ms = (1.0 - m) * 1.0;
   const double after = 1.0 - lr * (1.0 + lambda0 / std::sqrt(new_ms + eps) * 0.5);
@@ -292,48 +308,32 @@ TEST(ApplyUpdate, MeanSquareUpdatedBeforeLambda) {
   EXPECT_NEAR(c.w[0], after, 1e-5);
 }
 
-TEST(ApplyUpdate, NewBackupEqualsNewWeightsExactly) {
+TEST(ApplyUpdate, WeightsCopyEqualsNewWeightsExactly) {
   for (UpdateRule rule :
        {UpdateRule::kAsgd, UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
-    SCOPED_TRACE(UpdateRuleName(rule));
+    SCOPED_TRACE(NameOf(kUpdateRuleNames, rule));
     OptimizerConfig config = ConfigFor(rule);
     config.momentum = 0.9f;
     Chunk c = RandomChunk(1031, 5);
     ApplyUpdate(config, config.learning_rate, Views(c, true));
-    ASSERT_EQ(c.new_backup.size(), c.w.size());
+    ASSERT_EQ(c.weights_copy.size(), c.w.size());
     for (size_t i = 0; i < c.w.size(); ++i) {
       // Bitwise: the worker computes its next gradient on exactly these values.
-      ASSERT_EQ(c.new_backup[i], c.w[i]) << i;
+      ASSERT_EQ(c.weights_copy[i], c.w[i]) << i;
     }
-  }
-}
-
-TEST(ApplyUpdate, NewBackupMayBeTheOldBackup) {
-  // The fused PushPull refreshes the worker's backup in place.
-  for (UpdateRule rule : {UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
-    SCOPED_TRACE(UpdateRuleName(rule));
-    const OptimizerConfig config = ConfigFor(rule);
-    Chunk c = RandomChunk(1000, 9);
-    Chunk expected = c;
-    ChunkVectors v = Views(c, false);
-    v.new_backup = c.backup.data();
-    ApplyUpdate(config, config.learning_rate, v);
-    ReferenceUpdate(config, config.learning_rate, expected);
-    ExpectVectorsNear(c.w, expected.w, "w");
-    EXPECT_EQ(c.backup, c.w);
   }
 }
 
 TEST(ApplyUpdate, UnalignedViewsMatchReference) {
   // Chunks of a shard start anywhere in its buffers: run on views that begin
-  // one element (and three for new_backup) into the vectors.
+  // one element (and three for weights_copy) into the vectors.
   const size_t n = 998;
   auto slice = [n](const std::vector<float>& from) {
     return std::vector<float>(from.begin() + 1, from.begin() + 1 + n);
   };
   for (UpdateRule rule :
        {UpdateRule::kAsgd, UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
-    SCOPED_TRACE(UpdateRuleName(rule));
+    SCOPED_TRACE(NameOf(kUpdateRuleNames, rule));
     const OptimizerConfig config = ConfigFor(rule);
     Chunk c = RandomChunk(n + 3, 13);
     Chunk expected;
@@ -349,16 +349,16 @@ TEST(ApplyUpdate, UnalignedViewsMatchReference) {
     v.backup += 1;
     v.mean_square += 1;
     v.momentum += 1;
-    v.new_backup += 3;
+    v.weights_copy += 3;
     v.n = n;
     ApplyUpdate(config, config.learning_rate, v);
     ReferenceUpdate(config, config.learning_rate, expected);
     ExpectVectorsNear(slice(c.w), expected.w, "w");
     ExpectVectorsNear(slice(c.mean_square), expected.mean_square, "mean_square");
-    for (size_t i = 0; i < n; ++i) ASSERT_EQ(c.new_backup[i + 3], c.w[i + 1]) << i;
+    for (size_t i = 0; i < n; ++i) ASSERT_EQ(c.weights_copy[i + 3], c.w[i + 1]) << i;
     // Elements outside the view are untouched.
     EXPECT_EQ(c.w[n + 1], last_w);
-    EXPECT_EQ(c.new_backup[0], 0.0f);
+    EXPECT_EQ(c.weights_copy[0], 0.0f);
   }
 }
 
@@ -381,9 +381,9 @@ double RunStaleQuadratic(const OptimizerConfig& config, int workers, int steps) 
     v.backup = backup.data();
     v.mean_square = mean_square.data();
     v.momentum = momentum.data();
-    v.new_backup = backup.data();
     v.n = n;
     ApplyUpdate(config, config.learning_rate, v);
+    backup = w;  // what the worker is sent becomes its backup
   }
   double largest = 0.0;
   for (float x : w) {
@@ -408,7 +408,7 @@ TEST(ApplyUpdate, ClampedWeightsMatchTheReference) {
   for (UpdateRule rule :
        {UpdateRule::kAsgd, UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
     for (float momentum : {0.0f, 0.9f}) {
-      SCOPED_TRACE(absl::StrCat(UpdateRuleName(rule), " momentum ", momentum));
+      SCOPED_TRACE(absl::StrCat(NameOf(kUpdateRuleNames, rule), " momentum ", momentum));
       OptimizerConfig config = ConfigFor(rule);
       config.momentum = momentum;
       config.learning_rate = 5.0f;  // most weights leave [-0.5, 0.5]
@@ -425,7 +425,7 @@ TEST(ApplyUpdate, ClampedWeightsMatchTheReference) {
         clamped += std::fabs(w) == 0.5f;
       }
       EXPECT_GT(clamped, 100u) << "the clamp was not exercised";
-      EXPECT_EQ(actual.new_backup, actual.w);
+      EXPECT_EQ(actual.weights_copy, actual.w);
     }
   }
 }
@@ -438,7 +438,8 @@ TEST(ApplyUpdate, WorstCaseInputsWithinTheBoundsStayFinite) {
        {UpdateRule::kAsgd, UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
     for (float momentum : {0.0f, 0.99f}) {
       for (float decay : {0.0f, 1.0f}) {
-        SCOPED_TRACE(absl::StrCat(UpdateRuleName(rule), " momentum ", momentum, " wd ", decay));
+        SCOPED_TRACE(
+            absl::StrCat(NameOf(kUpdateRuleNames, rule), " momentum ", momentum, " wd ", decay));
         OptimizerConfig config = ConfigFor(rule);
         config.momentum = momentum;
         config.weight_decay = decay;
@@ -457,7 +458,7 @@ TEST(ApplyUpdate, WorstCaseInputsWithinTheBoundsStayFinite) {
           chunk.mean_square.push_back(0.0f);
           chunk.momentum.push_back(0.0f);
         }
-        chunk.new_backup.assign(n, 0.0f);
+        chunk.weights_copy.assign(n, 0.0f);
         for (int step = 0; step < 50; ++step) {
           ApplyUpdate(config, config.learning_rate, Views(chunk, false));
           for (size_t i = 0; i < n; ++i) {
@@ -524,7 +525,7 @@ TEST(OptimizerConfig, DefaultsAreValid) {
   EXPECT_TRUE(OptimizerConfig().Validate().ok());
   for (UpdateRule rule :
        {UpdateRule::kAsgd, UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
-    EXPECT_TRUE(ConfigFor(rule).Validate().ok()) << UpdateRuleName(rule);
+    EXPECT_TRUE(ConfigFor(rule).Validate().ok()) << NameOf(kUpdateRuleNames, rule);
   }
   OptimizerConfig step;
   step.schedule = LrSchedule::kStepDecay;
@@ -598,20 +599,23 @@ TEST(OptimizerConfig, DebugStringNamesEveryKnob) {
   EXPECT_THAT(s, HasSubstr("decay_every=500"));
 }
 
-TEST(UpdateRuleName, ParseRoundTripsAndAcceptsAliases) {
+TEST(UpdateRuleNames, ParseRoundTripsAndAcceptsAliases) {
   for (UpdateRule rule :
        {UpdateRule::kAsgd, UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
-    const absl::StatusOr<UpdateRule> parsed = ParseUpdateRule(UpdateRuleName(rule));
-    ASSERT_TRUE(parsed.ok()) << UpdateRuleName(rule);
+    const absl::StatusOr<UpdateRule> parsed =
+        ParseEnum("update rule", kUpdateRuleNames, NameOf(kUpdateRuleNames, rule));
+    ASSERT_TRUE(parsed.ok()) << NameOf(kUpdateRuleNames, rule);
     EXPECT_EQ(*parsed, rule);
   }
-  EXPECT_EQ(std::string(UpdateRuleName(UpdateRule::kAsgd)), "asgd");
-  EXPECT_EQ(std::string(UpdateRuleName(UpdateRule::kDcAsgdConstant)), "dcasgd-c");
-  EXPECT_EQ(std::string(UpdateRuleName(UpdateRule::kDcAsgdAdaptive)), "dcasgd-a");
-  EXPECT_EQ(ParseUpdateRule("dc-asgd-c").value(), UpdateRule::kDcAsgdConstant);
-  EXPECT_EQ(ParseUpdateRule("dc-asgd-a").value(), UpdateRule::kDcAsgdAdaptive);
+  EXPECT_EQ(std::string(NameOf(kUpdateRuleNames, UpdateRule::kAsgd)), "asgd");
+  EXPECT_EQ(std::string(NameOf(kUpdateRuleNames, UpdateRule::kDcAsgdConstant)), "dcasgd-c");
+  EXPECT_EQ(std::string(NameOf(kUpdateRuleNames, UpdateRule::kDcAsgdAdaptive)), "dcasgd-a");
+  EXPECT_EQ(ParseEnum("update rule", kUpdateRuleNames, "dc-asgd-c").value(),
+            UpdateRule::kDcAsgdConstant);
+  EXPECT_EQ(ParseEnum("update rule", kUpdateRuleNames, "dc-asgd-a").value(),
+            UpdateRule::kDcAsgdAdaptive);
   for (const char* bad : {"", "sgd", "DCASGD-A", "dcasgd", "dcasgd-a "}) {
-    const absl::StatusOr<UpdateRule> parsed = ParseUpdateRule(bad);
+    const absl::StatusOr<UpdateRule> parsed = ParseEnum("update rule", kUpdateRuleNames, bad);
     EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument) << "'" << bad << "'";
   }
 }

@@ -13,7 +13,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
-#include "core/check.h"
+#include "base/backoff.h"
+#include "base/check.h"
 #include "services/worker/data/s3_signing.h"
 #include "services/worker/data/s3_xml.h"
 
@@ -247,16 +248,17 @@ absl::StatusOr<S3Store::Response> S3Store::PerformOnce(const Request& request, v
 }
 
 absl::StatusOr<S3Store::Response> S3Store::Perform(const Request& request) {
-  absl::Duration backoff = config_.initial_backoff;
+  Backoff backoff({config_.initial_backoff, config_.max_backoff, /*multiplier=*/2.0,
+                   /*jitter=*/0.0});
   absl::Status last_error;
   for (int attempt = 1; attempt <= config_.max_attempts; ++attempt) {
     if (attempt > 1) {
+      const absl::Duration delay = backoff.Next();
       if (config_.sleep) {
-        config_.sleep(backoff);
+        config_.sleep(delay);
       } else {
-        absl::SleepFor(backoff);
+        absl::SleepFor(delay);
       }
-      backoff = std::min(backoff * 2, config_.max_backoff);
     }
     void* curl = AcquireHandle();
     absl::StatusOr<Response> response = PerformOnce(request, curl);

@@ -7,8 +7,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "core/check.h"
-#include "core/status_macros.h"
+#include "base/check.h"
+#include "base/status_macros.h"
 #include "services/worker/model/model_internal.h"
 
 namespace dcasgd::model {

@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/types/span.h"
-#include "core/status_macros.h"
+#include "base/status_macros.h"
 #include "services/worker/model/conv_net.h"
 #include "services/worker/model/feed_forward.h"
 

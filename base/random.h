@@ -1,5 +1,5 @@
-#ifndef DCASGD_CORE_RANDOM_H_
-#define DCASGD_CORE_RANDOM_H_
+#ifndef DCASGD_BASE_RANDOM_H_
+#define DCASGD_BASE_RANDOM_H_
 
 #include <cstdint>
 
@@ -20,4 +20,4 @@ class RandomSource {
 
 }  // namespace dcasgd
 
-#endif  // DCASGD_CORE_RANDOM_H_
+#endif  // DCASGD_BASE_RANDOM_H_

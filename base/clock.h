@@ -1,5 +1,5 @@
-#ifndef DCASGD_CORE_CLOCK_H_
-#define DCASGD_CORE_CLOCK_H_
+#ifndef DCASGD_BASE_CLOCK_H_
+#define DCASGD_BASE_CLOCK_H_
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -37,4 +37,4 @@ class ManualClock final : public Clock {
 
 }  // namespace dcasgd
 
-#endif  // DCASGD_CORE_CLOCK_H_
+#endif  // DCASGD_BASE_CLOCK_H_

@@ -1,5 +1,5 @@
-#ifndef DCASGD_CORE_STATUS_MACROS_H_
-#define DCASGD_CORE_STATUS_MACROS_H_
+#ifndef DCASGD_BASE_STATUS_MACROS_H_
+#define DCASGD_BASE_STATUS_MACROS_H_
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -30,4 +30,4 @@
   if (!sor.ok()) return std::move(sor).status();      \
   lhs = std::move(sor).value()
 
-#endif  // DCASGD_CORE_STATUS_MACROS_H_
+#endif  // DCASGD_BASE_STATUS_MACROS_H_

@@ -1,5 +1,5 @@
-#ifndef DCASGD_CORE_CHECK_H_
-#define DCASGD_CORE_CHECK_H_
+#ifndef DCASGD_BASE_CHECK_H_
+#define DCASGD_BASE_CHECK_H_
 
 #include <cstdio>
 #include <cstdlib>
@@ -14,4 +14,4 @@
     }                                                                               \
   } while (0)
 
-#endif  // DCASGD_CORE_CHECK_H_
+#endif  // DCASGD_BASE_CHECK_H_

@@ -1,5 +1,5 @@
-#ifndef DCASGD_SERVICES_PS_PERIODIC_TASK_H_
-#define DCASGD_SERVICES_PS_PERIODIC_TASK_H_
+#ifndef DCASGD_BASE_PERIODIC_TASK_H_
+#define DCASGD_BASE_PERIODIC_TASK_H_
 
 #include <thread>
 
@@ -37,4 +37,4 @@ class PeriodicTask {
 
 }  // namespace dcasgd
 
-#endif  // DCASGD_SERVICES_PS_PERIODIC_TASK_H_
+#endif  // DCASGD_BASE_PERIODIC_TASK_H_

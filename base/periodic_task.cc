@@ -1,4 +1,4 @@
-#include "services/ps/periodic_task.h"
+#include "base/periodic_task.h"
 
 #include <utility>
 

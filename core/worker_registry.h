@@ -1,0 +1,138 @@
+#ifndef DCASGD_CORE_WORKER_REGISTRY_H_
+#define DCASGD_CORE_WORKER_REGISTRY_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "base/clock.h"
+#include "base/random.h"
+#include "core/push.h"
+
+namespace dcasgd {
+
+// Whether a worker's lease lives. Shared (shared_ptr) between the registry's
+// record of the worker and the pulls and pushes of that worker, which check it
+// under a chunk's lock before writing a backup. The registry clears it when
+// the lease ends, before the store frees the worker's backups (taking every
+// chunk's lock afterwards), so a backup written after that is impossible and
+// one written before is freed.
+struct WorkerLiveness {
+  // Atomic: read under chunk locks by any thread, written once under the
+  // registry's lock; the chunk locks order the write before the store's
+  // freeing visit.
+  std::atomic<bool> live{true};
+};
+
+struct JoinResult {
+  WorkerId worker_id = 0;
+  absl::Duration lease;
+};
+
+// A push step already seen (see ClaimStep).
+struct StepClaim {
+  // kApply: apply the push (a new step, or an unknown worker, whose push
+  // validation then refuses). kReplay: the step was applied before; answer
+  // with `version` and `staleness` and apply nothing.
+  enum class Outcome { kApply, kReplay };
+  Outcome outcome = Outcome::kApply;
+  uint64_t version = 0;
+  uint64_t staleness = 0;
+};
+
+// The workers of one shard: joins, leases, pull versions (for staleness), SSP
+// clocks and the last push step of each (for deduplicating retries). Holds no
+// tensors: freeing a departed worker's backups is the caller's job, with the
+// ids that Join, Leave and ExpireLeases report.
+//
+// Thread-safe. Every call takes only the registry's own mutex, a leaf lock:
+// callers may hold the store's and the sync policy's locks while calling.
+class WorkerRegistry {
+ public:
+  // `clock` and `random` must outlive the registry. Leases last `lease`; at
+  // most `max_workers` live workers. `shard_index` names the shard in errors.
+  WorkerRegistry(absl::Duration lease, uint32_t max_workers, uint32_t shard_index, Clock* clock,
+                 RandomSource* random);
+  ~WorkerRegistry();
+  WorkerRegistry(const WorkerRegistry&) = delete;
+  WorkerRegistry& operator=(const WorkerRegistry&) = delete;
+
+  // Registers `name` with a fresh lease and `version` as its pull version.
+  // Replaces a live worker of the same name. Ids are random, non-zero and
+  // unique among live workers, so an id handed out before a restart of the
+  // shard is (with overwhelming probability) never handed out again to
+  // another worker after it. A newcomer's SSP clock is the slowest live one.
+  // INVALID_ARGUMENT for an empty name; RESOURCE_EXHAUSTED when max_workers
+  // other workers hold live leases (expired ones are ended to make room).
+  // Appends to `ended` the workers whose leases this ended.
+  absl::StatusOr<JoinResult> Join(const std::string& name, uint64_t version,
+                                  std::vector<WorkerId>* ended);
+  // Renews the lease. FAILED_PRECONDITION when the worker is unknown or its
+  // lease expired.
+  absl::Status Heartbeat(WorkerId worker);
+  // Ends the lease. FAILED_PRECONDITION when the worker is unknown.
+  absl::Status Leave(WorkerId worker);
+  // Ends every lease past its deadline; returns those workers.
+  std::vector<WorkerId> ExpireLeases();
+
+  // OK when `worker` holds a live lease (then `*pull_version`, if given, is
+  // its pull version); FAILED_PRECONDITION otherwise.
+  absl::Status Check(WorkerId worker, uint64_t* pull_version = nullptr) const;
+  // The liveness of the worker's lease; null when the worker is unknown.
+  std::shared_ptr<WorkerLiveness> Liveness(WorkerId worker) const;
+  // The worker's pull version; 0 when it is unknown.
+  uint64_t PullVersion(WorkerId worker) const;
+  // Records `version` as the worker's pull version (nothing when unknown).
+  void RecordPull(WorkerId worker, uint64_t version);
+  // A push of the worker was applied as `version`: its SSP clock advances and,
+  // when the reply carried the new weights (`pulled`), they are its pull.
+  void RecordApplied(WorkerId worker, uint64_t version, bool pulled);
+
+  uint32_t size() const;
+  // SSP: the clock (pushes applied) of every live worker.
+  absl::flat_hash_map<WorkerId, uint64_t> Clocks() const;
+  // SSGD: whether `pushed` holds for every live worker (true when none).
+  bool All(absl::FunctionRef<bool(WorkerId)> pushed) const;
+
+  // Push deduplication. A step newer than the last applied one is claimed
+  // (kApply) unless an earlier step is still being applied (UNAVAILABLE:
+  // steps arrive in order, retry). The step being applied now is UNAVAILABLE
+  // (retry for its result); an older step is ALREADY_EXISTS; the last applied
+  // step again is kReplay with its recorded version and staleness. An
+  // unknown or expired worker gets kApply (validation refuses the push with
+  // the full message). Step 0 must not be claimed.
+  absl::StatusOr<StepClaim> ClaimStep(WorkerId worker, uint64_t step);
+  // Releases a claimed step; records it as applied with `version` and
+  // `staleness` when `applied` (a rejected push may be retried).
+  void FinishStep(WorkerId worker, uint64_t step, bool applied, uint64_t version,
+                  uint64_t staleness);
+
+ private:
+  struct Worker;
+
+  using WorkerMap = absl::flat_hash_map<WorkerId, std::unique_ptr<Worker>>;
+  // Ends the lease of the worker `it` points at (clears its liveness, erases
+  // it) and appends it to `ended`. Callers advance with `it++`.
+  static void EndLease(WorkerMap& workers, WorkerMap::iterator it, std::vector<WorkerId>* ended);
+
+  const absl::Duration lease_;
+  const uint32_t max_workers_;
+  const uint32_t shard_index_;
+  Clock* const clock_;
+  RandomSource* const random_;
+
+  mutable absl::Mutex mu_;
+  WorkerMap workers_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace dcasgd
+
+#endif  // DCASGD_CORE_WORKER_REGISTRY_H_
