@@ -13,6 +13,7 @@
 #include "core/placement.h"
 #include "dcasgd/v1/ps.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
+#include "wire/status.h"
 
 namespace dcasgd {
 
@@ -154,7 +155,7 @@ absl::Status ReceiveAndFinish(Stream* stream, grpc::ClientContext* context, Chun
   }
   const grpc::Status finished = stream->Finish();
   RETURN_IF_ERROR(accepted);
-  RETURN_IF_ERROR(client::FromGrpcStatus(finished, label));
+  RETURN_IF_ERROR(FromGrpcStatus(finished, label));
   return receiver->Finish();
 }
 
@@ -350,7 +351,7 @@ absl::Status PsClient::JoinShard(Shard& shard) {
   RETURN_IF_ERROR(CallShard(shard, CallKind::kRead, [&](uint64_t) {
     grpc::ClientContext context;
     SetDeadline(&context, options_.rpc_timeout);
-    return client::FromGrpcStatus(shard.stub->Join(&context, request, &response), shard.label);
+    return FromGrpcStatus(shard.stub->Join(&context, request, &response), shard.label);
   }));
   if (response.shard_index() != shard.index || response.shard_count() != shards_.size()) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -448,7 +449,7 @@ absl::Status PsClient::LeaveShards(int max_attempts) {
       grpc::ClientContext context;
       SetDeadline(&context, options_.rpc_timeout);
       const absl::Status status =
-          client::FromGrpcStatus(shard.stub->Leave(&context, request, &response), shard.label);
+          FromGrpcStatus(shard.stub->Leave(&context, request, &response), shard.label);
       // Unknown or expired (e.g. the shard restarted meanwhile): the lease is
       // gone already, which is what Leave wants.
       if (absl::IsFailedPrecondition(status)) return absl::OkStatus();
@@ -506,8 +507,8 @@ absl::Status PsClient::Declare(const std::vector<TensorSpec>& specs) {
         RETURN_IF_ERROR(CallShard(shard, CallKind::kRead, [&](uint64_t) {
           grpc::ClientContext context;
           SetDeadline(&context, options_.rpc_timeout);
-          return client::FromGrpcStatus(shard.stub->DeclareTensors(&context, request, &response),
-                                        shard.label);
+          return FromGrpcStatus(shard.stub->DeclareTensors(&context, request, &response),
+                                shard.label);
         }));
         for (const v1::TensorSpec& spec : response.tensors()) {
           ASSIGN_OR_RETURN(TensorLayout layout, client::LayoutFromProto(spec));
@@ -669,7 +670,7 @@ absl::Status PsClient::DoPush(const TensorMap& gradients, TensorMap* weights, Pu
           stream->WritesDone();
         }
         const absl::Time sent = absl::Now();
-        RETURN_IF_ERROR(client::FromGrpcStatus(stream->Finish(), shard.label));
+        RETURN_IF_ERROR(FromGrpcStatus(stream->Finish(), shard.label));
         results[s].version = response.version();
         results[s].staleness = response.staleness();
         results[s].send_time = sent - start;
@@ -724,8 +725,8 @@ absl::StatusOr<std::vector<Response>> PsClient::UnaryOnEveryShard(grpc::Status (
     return CallShard(shard, CallKind::kRead, [&](uint64_t) {
       grpc::ClientContext context;
       SetDeadline(&context, options_.rpc_timeout);
-      return client::FromGrpcStatus((shard.stub.get()->*rpc)(&context, Request(), &responses[s]),
-                                    shard.label);
+      return FromGrpcStatus((shard.stub.get()->*rpc)(&context, Request(), &responses[s]),
+                            shard.label);
     });
   }));
   return responses;

@@ -8,12 +8,6 @@
 namespace dcasgd {
 namespace client {
 
-absl::Status FromGrpcStatus(const grpc::Status& status, absl::string_view shard) {
-  if (status.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                      absl::StrCat(shard, ": ", status.error_message()));
-}
-
 void SpecToProto(const TensorSpec& spec, v1::TensorSpec* out) { TensorSpecToProto(spec, out); }
 
 absl::StatusOr<TensorLayout> LayoutFromProto(const v1::TensorSpec& spec) {

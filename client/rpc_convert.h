@@ -1,8 +1,8 @@
 #ifndef DCASGD_CLIENT_RPC_CONVERT_H_
 #define DCASGD_CLIENT_RPC_CONVERT_H_
 
-// Conversions at the client's RPC boundary: grpc::Status -> absl::Status and
-// core TensorSpec <-> dcasgd.v1.TensorSpec.
+// Conversions at the client's RPC boundary: core TensorSpec <->
+// dcasgd.v1.TensorSpec (statuses: wire/status.h).
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -10,15 +10,9 @@
 #include "client/chunk_plan.h"
 #include "core/tensor.h"
 #include "dcasgd/v1/ps.pb.h"
-#include "grpcpp/support/status.h"
 
 namespace dcasgd {
 namespace client {
-
-// The same code (gRPC and absl codes are numerically identical) and the
-// message prefixed by `shard`, e.g. "shard 1 (10.0.0.2:7000): unknown tensor
-// 'w'". An OK status stays OK.
-absl::Status FromGrpcStatus(const grpc::Status& status, absl::string_view shard);
 
 // The wire form of `spec`; explicit initial values become little-endian
 // float32 bytes.

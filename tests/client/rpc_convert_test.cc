@@ -9,23 +9,6 @@ namespace dcasgd {
 namespace client {
 namespace {
 
-TEST(FromGrpcStatus, OkStaysOk) {
-  EXPECT_TRUE(FromGrpcStatus(grpc::Status::OK, "shard 0 (a:1)").ok());
-}
-
-TEST(FromGrpcStatus, KeepsEveryCodeAndNamesTheShard) {
-  for (int code = 1; code <= 16; ++code) {
-    const grpc::Status status(static_cast<grpc::StatusCode>(code), "unknown tensor 'w'");
-    const absl::Status converted = FromGrpcStatus(status, "shard 1 (10.0.0.2:7000)");
-    EXPECT_EQ(static_cast<int>(converted.code()), code);
-    EXPECT_EQ(converted.message(), "shard 1 (10.0.0.2:7000): unknown tensor 'w'");
-  }
-  EXPECT_EQ(FromGrpcStatus(grpc::Status(grpc::StatusCode::UNAVAILABLE, "x"), "s").code(),
-            absl::StatusCode::kUnavailable);
-  EXPECT_EQ(FromGrpcStatus(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "x"), "s").code(),
-            absl::StatusCode::kFailedPrecondition);
-}
-
 TEST(SpecToProto, CarriesShapeChunkAndInitialiser) {
   TensorSpec spec;
   spec.name = "fc/w";

@@ -1,4 +1,4 @@
-#include "services/ps/convert.h"
+#include "protos/convert.h"
 
 #include <string>
 
@@ -6,19 +6,6 @@
 
 namespace dcasgd {
 namespace {
-
-TEST(ToGrpcStatus, KeepsCodeAndMessageForEveryCode) {
-  for (int code = 0; code <= 16; ++code) {
-    const absl::Status status(static_cast<absl::StatusCode>(code),
-                              code == 0 ? "" : "message " + std::to_string(code));
-    const grpc::Status converted = ToGrpcStatus(status);
-    EXPECT_EQ(static_cast<int>(converted.error_code()), code);
-    EXPECT_EQ(converted.error_message(), std::string(status.message()));
-  }
-  EXPECT_EQ(ToGrpcStatus(absl::NotFoundError("w")).error_code(), grpc::StatusCode::NOT_FOUND);
-  EXPECT_EQ(ToGrpcStatus(absl::ResourceExhaustedError("big")).error_code(),
-            grpc::StatusCode::RESOURCE_EXHAUSTED);
-}
 
 TEST(IsValidUtf8, AcceptsWellFormedText) {
   EXPECT_TRUE(IsValidUtf8(""));
