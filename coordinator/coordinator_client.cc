@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/backoff.h"
-#include "client/channel_args.h"
+#include "clients/cpp/channel_args.h"
 #include "dcasgd/v1/coordinator.grpc.pb.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"

@@ -76,7 +76,7 @@ absl::Status PsServer::StartImpl() {
   builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES,
                              static_cast<int>(kStreamWindowBytes));
-  // Accept the clients' keepalive pings (every 10 s, client/channel_args.h):
+  // Accept the clients' keepalive pings (every 10 s, clients/cpp/channel_args.h):
   // gRPC's default minimum of 5 minutes between pings without data would
   // answer them with GOAWAY "too_many_pings".
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);

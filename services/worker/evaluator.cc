@@ -35,7 +35,7 @@ absl::Status RunEvaluator(const WorkerOptions& options, PsClient* ps,
     if (pulled.ok()) {
       auto status = ps->GetStatus();
       if (status.ok()) {
-        for (const auto& shard : *status) version += shard.version();
+        for (const ShardStatus& shard : *status) version += shard.version;
       }
     }
     const std::pair<uint64_t, uint64_t> now_progress = {version, job.ok() ? job->completed : 0};

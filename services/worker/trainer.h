@@ -6,7 +6,7 @@
 
 #include "absl/status/status.h"
 #include "absl/synchronization/notification.h"
-#include "client/ps_client.h"
+#include "clients/cpp/ps_client.h"
 #include "coordinator/coordinator_client.h"
 #include "services/worker/data_source.h"
 #include "services/worker/model/model.h"

@@ -6,7 +6,7 @@
 #include "base/backoff.h"
 #include "base/port_file.h"
 #include "base/status_macros.h"
-#include "client/ps_client.h"
+#include "clients/cpp/ps_client.h"
 #include "coordinator/coordinator_client.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/client_context.h"

@@ -1,4 +1,4 @@
-#include "client/chunk_plan.h"
+#include "clients/cpp/chunk_plan.h"
 
 #include <cstdint>
 #include <string>

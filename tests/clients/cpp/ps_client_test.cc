@@ -2,13 +2,14 @@
 // The shards run plain ASGD with lr = 1, so every update is w <- w - g and the
 // expected values are exact.
 
-#include "client/ps_client.h"
+#include "clients/cpp/ps_client.h"
 
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <thread>
@@ -132,16 +133,72 @@ TEST(PsClient, DeclarePullPushPushPullRoundTrip) {
   const auto statuses = client->GetStatus();
   ASSERT_TRUE(statuses.ok()) << statuses.status();
   ASSERT_EQ(statuses->size(), 2u);
-  EXPECT_EQ((*statuses)[0].shard_index(), 0u);
-  EXPECT_EQ((*statuses)[1].shard_index(), 1u);
-  EXPECT_EQ((*statuses)[0].active_workers(), 1u);
-  EXPECT_EQ((*statuses)[0].version() + (*statuses)[1].version(), 5u);  // 2 + 2 + 1
+  EXPECT_EQ((*statuses)[0].shard_index, 0u);
+  EXPECT_EQ((*statuses)[1].shard_index, 1u);
+  EXPECT_EQ((*statuses)[0].active_workers, 1u);
+  EXPECT_EQ((*statuses)[0].version + (*statuses)[1].version, 5u);  // 2 + 2 + 1
+  // The layouts as the shards chunked them, each chunk owned by one shard.
+  uint64_t owned_w = 0, owned_b = 0;
+  for (const ShardStatus& shard : *statuses) {
+    EXPECT_EQ(shard.shard_count, 2u);
+    EXPECT_FALSE(shard.update_rule.empty());
+    for (const ShardStatus::Tensor& tensor : shard.tensors) {
+      if (tensor.layout.name == "w") {
+        EXPECT_EQ(tensor.layout.num_elements, 10u);
+        EXPECT_EQ(tensor.layout.chunk_elements, 4u);
+        owned_w += tensor.owned_chunks;
+      } else {
+        EXPECT_EQ(tensor.layout.name, "b");
+        owned_b += tensor.owned_chunks;
+      }
+    }
+  }
+  EXPECT_EQ(owned_w, 3u);
+  EXPECT_EQ(owned_b, 1u);
 
   ASSERT_TRUE(client->Leave().ok());
   const auto after_leave = client->GetStatus();
   ASSERT_TRUE(after_leave.ok());
-  EXPECT_EQ((*after_leave)[0].active_workers(), 0u);
+  EXPECT_EQ((*after_leave)[0].active_workers, 0u);
   EXPECT_EQ(client->Push(gradients).code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(PsClient, CheckpointAnswersWithEachShardsFile) {
+  char templ[] = "/tmp/dcasgd_ps_client_checkpoint.XXXXXX";
+  ASSERT_NE(mkdtemp(templ), nullptr);
+  const std::string dir = templ;
+  std::vector<std::string> flags = kAsgdFlags;
+  flags.push_back("--checkpoint_dir=" + dir);
+  {
+    auto shards = StartOrDie(2, flags);
+    ASSERT_EQ(shards.size(), 2u);
+    auto client = ConnectOrDie(Options(shards, "checkpointer"));
+    ASSERT_NE(client, nullptr);
+    ASSERT_TRUE(client->Declare(Specs()).ok());
+    TensorMap gradients;
+    gradients["w"] = std::vector<float>(10, 1.0f);
+    ASSERT_TRUE(client->Push(gradients).ok());
+    const auto written = client->Checkpoint();
+    ASSERT_TRUE(written.ok()) << written.status();
+    ASSERT_EQ(written->size(), 2u);
+    const auto statuses = client->GetStatus();
+    ASSERT_TRUE(statuses.ok()) << statuses.status();
+    for (size_t s = 0; s < 2; ++s) {
+      EXPECT_EQ((*written)[s].path, dir + "/shard-" + std::to_string(s) + ".ckpt");
+      EXPECT_GT((*written)[s].bytes, 0u);
+      EXPECT_EQ((*written)[s].version, (*statuses)[s].version);
+      EXPECT_EQ((*statuses)[s].checkpoint_version, (*statuses)[s].version);
+    }
+  }
+  std::system(("rm -rf " + dir).c_str());
+
+  // Without a checkpoint directory the shards say so (the trainer's final
+  // checkpoint request relies on the code).
+  auto shards = StartOrDie(1);
+  ASSERT_EQ(shards.size(), 1u);
+  auto client = ConnectOrDie(Options(shards, ""));
+  ASSERT_NE(client, nullptr);
+  EXPECT_EQ(client->Checkpoint().status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
 TEST(PsClient, SingleShardOwnsEverything) {
@@ -181,7 +238,7 @@ TEST(PsClient, EvaluatorLearnsSpecsAndCannotPush) {
   EXPECT_EQ(pushed.code(), absl::StatusCode::kFailedPrecondition);
   const auto statuses = evaluator->GetStatus();
   ASSERT_TRUE(statuses.ok());
-  EXPECT_EQ((*statuses)[0].active_workers(), 1u);  // the evaluator did not join
+  EXPECT_EQ((*statuses)[0].active_workers, 1u);  // the evaluator did not join
 }
 
 TEST(PsClient, ValidatesGradientsBeforeSending) {
@@ -210,8 +267,8 @@ TEST(PsClient, ValidatesGradientsBeforeSending) {
   // Nothing reached the shards.
   const auto statuses = client->GetStatus();
   ASSERT_TRUE(statuses.ok());
-  EXPECT_EQ((*statuses)[0].version(), 0u);
-  EXPECT_EQ((*statuses)[1].version(), 0u);
+  EXPECT_EQ((*statuses)[0].version, 0u);
+  EXPECT_EQ((*statuses)[1].version, 0u);
 }
 
 TEST(PsClient, ShardErrorsKeepTheCodeAndNameTheShard) {
@@ -267,7 +324,7 @@ TEST(PsClient, RejoinsAfterTheLeaseExpired) {
   while (!expired && absl::Now() < deadline) {
     const auto statuses = client->GetStatus();
     ASSERT_TRUE(statuses.ok()) << statuses.status();
-    expired = (*statuses)[0].active_workers() == 0 && (*statuses)[1].active_workers() == 0;
+    expired = (*statuses)[0].active_workers == 0 && (*statuses)[1].active_workers == 0;
     if (!expired) absl::SleepFor(absl::Milliseconds(50));
   }
   ASSERT_TRUE(expired);

@@ -1,4 +1,4 @@
-#include "client/channel_args.h"
+#include "clients/cpp/channel_args.h"
 
 #include "grpc/grpc.h"
 

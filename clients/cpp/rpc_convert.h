@@ -1,5 +1,5 @@
-#ifndef DCASGD_CLIENT_RPC_CONVERT_H_
-#define DCASGD_CLIENT_RPC_CONVERT_H_
+#ifndef DCASGD_CLIENTS_CPP_RPC_CONVERT_H_
+#define DCASGD_CLIENTS_CPP_RPC_CONVERT_H_
 
 // Conversions at the client's RPC boundary: core TensorSpec <->
 // dcasgd.v1.TensorSpec (statuses: wire/status.h).
@@ -7,7 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "client/chunk_plan.h"
+#include "clients/cpp/chunk_plan.h"
 #include "core/tensor.h"
 #include "dcasgd/v1/ps.pb.h"
 
@@ -25,4 +25,4 @@ absl::StatusOr<TensorLayout> LayoutFromProto(const v1::TensorSpec& spec);
 }  // namespace client
 }  // namespace dcasgd
 
-#endif  // DCASGD_CLIENT_RPC_CONVERT_H_
+#endif  // DCASGD_CLIENTS_CPP_RPC_CONVERT_H_

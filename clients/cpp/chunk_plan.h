@@ -1,5 +1,5 @@
-#ifndef DCASGD_CLIENT_CHUNK_PLAN_H_
-#define DCASGD_CLIENT_CHUNK_PLAN_H_
+#ifndef DCASGD_CLIENTS_CPP_CHUNK_PLAN_H_
+#define DCASGD_CLIENTS_CPP_CHUNK_PLAN_H_
 
 #include <cstdint>
 #include <string>
@@ -43,4 +43,4 @@ std::vector<std::vector<ChunkRef>> PlanChunks(absl::Span<const TensorLayout> ten
 }  // namespace client
 }  // namespace dcasgd
 
-#endif  // DCASGD_CLIENT_CHUNK_PLAN_H_
+#endif  // DCASGD_CLIENTS_CPP_CHUNK_PLAN_H_

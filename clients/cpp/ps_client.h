@@ -1,5 +1,5 @@
-#ifndef DCASGD_CLIENT_PS_CLIENT_H_
-#define DCASGD_CLIENT_PS_CLIENT_H_
+#ifndef DCASGD_CLIENTS_CPP_PS_CLIENT_H_
+#define DCASGD_CLIENTS_CPP_PS_CLIENT_H_
 
 #include <atomic>
 #include <cstdint>
@@ -13,12 +13,13 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "client/chunk_plan.h"
+#include "clients/cpp/chunk_plan.h"
 #include "core/tensor.h"
-#include "dcasgd/v1/ps.grpc.pb.h"
-#include "dcasgd/v1/ps.pb.h"
 
 namespace dcasgd {
+namespace client {
+class ShardSession;  // shard_session.h
+}  // namespace client
 
 // Values of named tensors as flat float32 vectors (row-major, prod(shape)
 // elements), keyed by tensor name.
@@ -37,7 +38,7 @@ struct ClientOptions {
   int max_attempts = 8;
   // Exponential backoff with jitter between those attempts. The cap is low so
   // that a restarted shard is used within about a second of coming back
-  // (the channels reconnect at least that often, client/channel_args.h).
+  // (the channels reconnect at least that often, clients/cpp/channel_args.h).
   absl::Duration initial_backoff = absl::Milliseconds(50);
   absl::Duration max_backoff = absl::Seconds(1);
   // Renew the leases in a background thread every lease/3. Off only in tests
@@ -68,7 +69,38 @@ struct PushStats {
   absl::Duration receive_time;
 };
 
-// A client of the N parameter shards of one job.
+// What one shard reports about itself (ps.proto ShardStatus).
+struct ShardStatus {
+  uint32_t shard_index = 0;
+  uint32_t shard_count = 0;
+  uint64_t version = 0;
+  uint32_t active_workers = 0;
+  uint64_t weight_bytes = 0;
+  uint64_t backup_bytes = 0;
+  uint64_t optimizer_state_bytes = 0;  // mean-square and momentum vectors
+  std::string update_rule;             // the rule and its hyper-parameters, readable
+  // Version of the last checkpoint written or restored (0: none).
+  uint64_t checkpoint_version = 0;
+  // The declared tensors (as chunked by the shards) and how many chunks of
+  // each this shard owns.
+  struct Tensor {
+    client::TensorLayout layout;
+    uint64_t owned_chunks = 0;
+  };
+  std::vector<Tensor> tensors;
+};
+
+// A checkpoint one shard wrote on request (ps.proto CheckpointResponse).
+struct CheckpointResult {
+  std::string path;
+  uint64_t version = 0;
+  uint64_t bytes = 0;
+};
+
+// A client of the N parameter shards of one job: a facade over one session
+// per shard (shard_session.h: channel, worker id, join and re-join,
+// heartbeat, call policy) and chunk streaming (chunk_stream.h), which fans
+// each call out to the shards that own its chunks.
 //
 // Placement: chunk i of tensor T goes to ShardOfChunk(T, i, N) (core/
 // placement.h); calls touch only the shards that own chunks of the tensors
@@ -143,11 +175,13 @@ class PsClient {
   absl::Status PushPull(const TensorMap& gradients, TensorMap* weights, PushStats* stats = nullptr,
                         uint64_t step = 0);
 
-  // GetStatus of every shard, in shard order.
-  absl::StatusOr<std::vector<v1::ShardStatus>> GetStatus();
+  // GetStatus of every shard, in shard order. INVALID_ARGUMENT when a shard
+  // reports a layout that cannot be (a dimension < 1, no chunk size).
+  absl::StatusOr<std::vector<ShardStatus>> GetStatus();
 
   // Makes every shard write a checkpoint now; their answers in shard order.
-  absl::StatusOr<std::vector<v1::CheckpointResponse>> Checkpoint();
+  // FAILED_PRECONDITION when checkpoints are off.
+  absl::StatusOr<std::vector<CheckpointResult>> Checkpoint();
 
   // Stops the heartbeats and ends the leases on every shard (a shard that no
   // longer knows this worker, e.g. after a restart, counts as done). Later
@@ -163,33 +197,18 @@ class PsClient {
   uint64_t worker_id(uint32_t shard) const;
 
  private:
-  struct Shard;
-  struct ShardCallResult;
-  enum class CallKind { kRead, kPull, kPush };
-
   explicit PsClient(ClientOptions options);
 
-  // Runs `attempt(worker_id)` against `shard` with the retry and re-join
-  // policy of `kind` (see the class comment).
-  template <typename Attempt>
-  absl::Status CallShard(Shard& shard, CallKind kind, Attempt attempt);
   // Runs fn(s) for each listed shard, in parallel; the first error in shard
-  // order, or OK.
+  // order (a re-joined shard's FAILED_PRECONDITION first), or OK.
   template <typename Fn>
   absl::Status ForEachShard(const std::vector<uint32_t>& shards, Fn fn);
   std::vector<uint32_t> AllShards() const;
-  // Calls the unary `rpc` with a default request on every shard in parallel
-  // (read retry policy); the answers in shard order.
-  template <typename Request, typename Response>
-  absl::StatusOr<std::vector<Response>> UnaryOnEveryShard(grpc::Status (
-      v1::ParameterShard::Stub::*rpc)(grpc::ClientContext*, const Request&, Response*));
+  // Makes `call` (a unary ParameterShard method, see ps_client.cc) on every
+  // shard in parallel with the read retry policy; the answers in shard order.
+  template <typename Response, typename Call>
+  absl::StatusOr<std::vector<Response>> UnaryOnEveryShard(Call call);
 
-  // Waits `delay` before retrying a call to `shard`, or less when its
-  // channel reconnects meanwhile.
-  void WaitBeforeRetry(Shard& shard, absl::Duration delay);
-  absl::Status JoinShard(Shard& shard);
-  // Joins again unless someone already did since `failed_worker_id` failed.
-  absl::Status Rejoin(Shard& shard, uint64_t failed_worker_id);
   void HeartbeatLoop();
   void StopHeartbeats();
   absl::Status LeaveShards(int max_attempts);
@@ -197,8 +216,8 @@ class PsClient {
   // The layouts of `names`, in that order. NOT_FOUND for unknown names.
   absl::StatusOr<std::vector<client::TensorLayout>> Layouts(
       const std::vector<std::string>& names) const;
-  absl::Status RememberLayouts(const std::vector<client::TensorLayout>& layouts);
-  // Validates `gradients` against the layouts; fills layouts and sources in
+  void RememberLayouts(const std::vector<client::TensorLayout>& layouts);
+  // Validates `gradients` against the layouts; their layouts and values in
   // the same order.
   absl::Status PrepareGradients(const TensorMap& gradients,
                                 std::vector<client::TensorLayout>* layouts,
@@ -208,7 +227,7 @@ class PsClient {
 
   // Constant after construction.
   const ClientOptions options_;
-  std::vector<std::unique_ptr<Shard>> shards_;
+  std::vector<std::unique_ptr<client::ShardSession>> shards_;
 
   // The last step handed out; atomic so NextStep never waits for a push.
   std::atomic<uint64_t> last_step_{0};
@@ -230,4 +249,4 @@ class PsClient {
 
 }  // namespace dcasgd
 
-#endif  // DCASGD_CLIENT_PS_CLIENT_H_
+#endif  // DCASGD_CLIENTS_CPP_PS_CLIENT_H_

@@ -1,5 +1,5 @@
-#ifndef DCASGD_CLIENT_CHANNEL_ARGS_H_
-#define DCASGD_CLIENT_CHANNEL_ARGS_H_
+#ifndef DCASGD_CLIENTS_CPP_CHANNEL_ARGS_H_
+#define DCASGD_CLIENTS_CPP_CHANNEL_ARGS_H_
 
 // The channel settings every dcasgd client uses, so that a shard that comes
 // back is used again within about a second and a hung shard is noticed.
@@ -28,4 +28,4 @@ void SetResilienceArgs(grpc::ChannelArguments* args);
 }  // namespace client
 }  // namespace dcasgd
 
-#endif  // DCASGD_CLIENT_CHANNEL_ARGS_H_
+#endif  // DCASGD_CLIENTS_CPP_CHANNEL_ARGS_H_

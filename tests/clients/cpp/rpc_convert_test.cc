@@ -1,4 +1,4 @@
-#include "client/rpc_convert.h"
+#include "clients/cpp/rpc_convert.h"
 
 #include <cstring>
 #include <string>
