@@ -1,9 +1,9 @@
 #include "coordinator/coordinator_service.h"
 
 #include "absl/time/time.h"
-#include "protos/convert.h"
 #include "wire/raw_message.h"
 #include "wire/status.h"
+#include "wire/tensor_spec.h"
 
 namespace dcasgd {
 namespace {

@@ -6,27 +6,14 @@
 #include <vector>
 
 #include "absl/types/span.h"
+#include "core/chunk_layout.h"
 
 namespace dcasgd {
 namespace client {
 
-// What the client needs to know of a declared tensor to split it: no
-// initialiser (explicit initial values can be large and are never needed
-// again after the declaration).
-struct TensorLayout {
-  std::string name;
-  uint64_t num_elements = 0;
-  uint32_t chunk_elements = 0;  // resolved, >= 1
-
-  // ceil(num_elements / chunk_elements); 0 for an empty tensor.
-  uint64_t num_chunks() const;
-  // Elements of chunk `index`: chunk_elements except for a shorter last one.
-  // Requires index < num_chunks().
-  uint64_t chunk_length(uint64_t index) const;
-};
-
-// One chunk of one tensor of a plan.
-struct ChunkRef {
+// One chunk of one tensor of a call, as planned for its shard (core's
+// ChunkRef, in core/shard_store.h, is a chunk held by a shard's store).
+struct PlannedChunk {
   size_t tensor = 0;    // index into the planned tensors
   uint64_t index = 0;   // chunk index within the tensor
   uint64_t offset = 0;  // first element in the flat tensor
@@ -37,8 +24,8 @@ struct ChunkRef {
 // them by owning shard: result[s] holds the chunks of shard s, in tensor order
 // and then chunk order. Always returns `shard_count` lists (some may be empty).
 // Requires shard_count >= 1 and every chunk_elements >= 1.
-std::vector<std::vector<ChunkRef>> PlanChunks(absl::Span<const TensorLayout> tensors,
-                                              uint32_t shard_count);
+std::vector<std::vector<PlannedChunk>> PlanChunks(absl::Span<const TensorLayout> tensors,
+                                                  uint32_t shard_count);
 
 }  // namespace client
 }  // namespace dcasgd

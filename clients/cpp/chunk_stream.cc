@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "base/endian.h"  // chunk values are copied as float32 bytes
 #include "base/status_macros.h"
 #include "grpcpp/client_context.h"
 #include "wire/status.h"
@@ -17,7 +18,7 @@ namespace {
 // copies their values into the destination tensors. One per stream attempt.
 class ChunkReceiver {
  public:
-  ChunkReceiver(const CallTensors& tensors, const std::vector<ChunkRef>& expected,
+  ChunkReceiver(const CallTensors& tensors, const std::vector<PlannedChunk>& expected,
                 absl::string_view shard_label)
       : tensors_(tensors),
         shard_label_(shard_label),
@@ -26,7 +27,7 @@ class ChunkReceiver {
     for (size_t t = 0; t < wanted_.size(); ++t) {
       wanted_[t].assign(tensors.layouts[t].num_chunks(), 0);
     }
-    for (const ChunkRef& c : expected) wanted_[c.tensor][c.index] = 1;
+    for (const PlannedChunk& c : expected) wanted_[c.tensor][c.index] = 1;
   }
 
   // Copies one received chunk. INTERNAL when the shard sent a chunk that was
@@ -49,7 +50,7 @@ class ChunkReceiver {
       return Error(absl::StrCat("sent ", chunk.values().size(), " bytes for chunk ", index, " of '",
                                 layout.name, "'; expected ", length * sizeof(float)));
     }
-    std::memcpy(tensors_.destinations[t] + index * layout.chunk_elements, chunk.values().data(),
+    std::memcpy(tensors_.destinations[t] + layout.chunk_offset(index), chunk.values().data(),
                 chunk.values().size());
     wanted_[t][index] = 2;
     ++received_;
@@ -110,13 +111,13 @@ absl::Status ReceiveAndFinish(Stream* stream, grpc::ClientContext* context, Chun
 // broken stream is left to Finish to report.
 template <typename Stream>
 void WriteGradients(Stream* stream, uint64_t worker_id, uint64_t step, const CallTensors& tensors,
-                    const std::vector<ChunkRef>& chunks) {
+                    const std::vector<PlannedChunk>& chunks) {
   v1::PushRequest request;
   request.set_worker_id(worker_id);
   request.set_chunk_count(static_cast<uint32_t>(chunks.size()));
   request.set_step(step);
   v1::Chunk* gradient = request.mutable_gradient();
-  for (const ChunkRef& c : chunks) {
+  for (const PlannedChunk& c : chunks) {
     gradient->set_tensor(tensors.layouts[c.tensor].name);
     gradient->set_chunk_index(c.index);
     // assign() reuses the buffer of the previous chunk.
@@ -141,12 +142,12 @@ CallTensors::CallTensors(std::vector<TensorLayout> tensor_layouts)
 }
 
 absl::Status PullChunks(ShardSession& session, uint64_t worker_id, const CallTensors& tensors,
-                        const std::vector<ChunkRef>& chunks, ShardReply* reply) {
+                        const std::vector<PlannedChunk>& chunks, ShardReply* reply) {
   v1::PullRequest request;
   request.set_worker_id(worker_id);
   // Only the tensors this shard has chunks of.
   std::vector<bool> listed(tensors.layouts.size(), false);
-  for (const ChunkRef& c : chunks) {
+  for (const PlannedChunk& c : chunks) {
     if (!listed[c.tensor]) request.add_tensors(tensors.layouts[c.tensor].name);
     listed[c.tensor] = true;
   }
@@ -160,7 +161,7 @@ absl::Status PullChunks(ShardSession& session, uint64_t worker_id, const CallTen
 }
 
 absl::Status PushChunks(ShardSession& session, uint64_t worker_id, uint64_t step,
-                        const CallTensors& tensors, const std::vector<ChunkRef>& chunks,
+                        const CallTensors& tensors, const std::vector<PlannedChunk>& chunks,
                         bool pull_back, ShardReply* reply) {
   grpc::ClientContext context;
   session.SetDeadline(&context);

@@ -46,13 +46,13 @@ struct ShardReply {
 // length, or not all of them; otherwise the call's status (prefixed with the
 // shard's label).
 absl::Status PullChunks(ShardSession& session, uint64_t worker_id, const CallTensors& tensors,
-                        const std::vector<ChunkRef>& chunks, ShardReply* reply);
+                        const std::vector<PlannedChunk>& chunks, ShardReply* reply);
 
 // Streams the gradients of `chunks` as one push with `step`; with
 // `pull_back` the updated values of the same chunks come back into the
 // destinations (PushPull), checked as PullChunks does.
 absl::Status PushChunks(ShardSession& session, uint64_t worker_id, uint64_t step,
-                        const CallTensors& tensors, const std::vector<ChunkRef>& chunks,
+                        const CallTensors& tensors, const std::vector<PlannedChunk>& chunks,
                         bool pull_back, ShardReply* reply);
 
 }  // namespace client

@@ -8,26 +8,23 @@
 #include "base/status_macros.h"
 #include "clients/cpp/channel_args.h"
 #include "clients/cpp/chunk_stream.h"
-#include "clients/cpp/rpc_convert.h"
 #include "clients/cpp/shard_session.h"
 #include "dcasgd/v1/ps.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "wire/status.h"
+#include "wire/tensor_spec.h"
 
 namespace dcasgd {
 
 using client::CallKind;
 using client::CallTensors;
-using client::ChunkRef;
-using client::LayoutFromProto;
+using client::PlannedChunk;
 using client::ShardReply;
 using client::ShardSession;
-using client::SpecToProto;
-using client::TensorLayout;
 
 namespace {
 
-std::vector<uint32_t> ShardsWithChunks(const std::vector<std::vector<ChunkRef>>& plan) {
+std::vector<uint32_t> ShardsWithChunks(const std::vector<std::vector<PlannedChunk>>& plan) {
   std::vector<uint32_t> shards;
   for (uint32_t s = 0; s < plan.size(); ++s) {
     if (!plan[s].empty()) shards.push_back(s);
@@ -220,7 +217,7 @@ absl::Status PsClient::Declare(const std::vector<TensorSpec>& specs) {
   v1::DeclareTensorsRequest request;
   for (const TensorSpec& spec : specs) {
     RETURN_IF_ERROR(ValidateTensorSpec(spec));
-    SpecToProto(spec, request.add_tensors());
+    TensorSpecToProto(spec, request.add_tensors());
   }
   std::vector<std::vector<TensorLayout>> declared(shards_.size());
   const absl::Status declared_everywhere =

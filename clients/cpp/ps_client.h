@@ -84,7 +84,7 @@ struct ShardStatus {
   // The declared tensors (as chunked by the shards) and how many chunks of
   // each this shard owns.
   struct Tensor {
-    client::TensorLayout layout;
+    TensorLayout layout;
     uint64_t owned_chunks = 0;
   };
   std::vector<Tensor> tensors;
@@ -214,13 +214,11 @@ class PsClient {
   absl::Status LeaveShards(int max_attempts);
 
   // The layouts of `names`, in that order. NOT_FOUND for unknown names.
-  absl::StatusOr<std::vector<client::TensorLayout>> Layouts(
-      const std::vector<std::string>& names) const;
-  void RememberLayouts(const std::vector<client::TensorLayout>& layouts);
+  absl::StatusOr<std::vector<TensorLayout>> Layouts(const std::vector<std::string>& names) const;
+  void RememberLayouts(const std::vector<TensorLayout>& layouts);
   // Validates `gradients` against the layouts; their layouts and values in
   // the same order.
-  absl::Status PrepareGradients(const TensorMap& gradients,
-                                std::vector<client::TensorLayout>* layouts,
+  absl::Status PrepareGradients(const TensorMap& gradients, std::vector<TensorLayout>* layouts,
                                 std::vector<const float*>* sources) const;
   absl::Status DoPush(const TensorMap& gradients, TensorMap* weights, PushStats* stats,
                       uint64_t step);
@@ -235,7 +233,7 @@ class PsClient {
   absl::Mutex push_mu_;
 
   mutable absl::Mutex layouts_mu_;
-  absl::flat_hash_map<std::string, client::TensorLayout> layouts_ ABSL_GUARDED_BY(layouts_mu_);
+  absl::flat_hash_map<std::string, TensorLayout> layouts_ ABSL_GUARDED_BY(layouts_mu_);
 
   // Wakes the heartbeat thread early when it must stop.
   absl::Mutex heartbeat_mu_;

@@ -10,9 +10,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "protos/convert.h"
 #include "wire/raw_message.h"
 #include "wire/status.h"
+#include "wire/tensor_spec.h"
 
 namespace dcasgd {
 

@@ -27,7 +27,7 @@ TEST_P(PlanChunksTest, CoversEveryElementOnceOnTheOwningShard) {
   std::vector<std::vector<int>> covered(tensors.size());
   for (size_t t = 0; t < tensors.size(); ++t) covered[t].assign(tensors[t].num_elements, 0);
   for (uint32_t s = 0; s < shards; ++s) {
-    for (const ChunkRef& c : plan[s]) {
+    for (const PlannedChunk& c : plan[s]) {
       ASSERT_LT(c.tensor, tensors.size());
       EXPECT_EQ(ShardOfChunk(tensors[c.tensor].name, c.index, shards), s);
       EXPECT_EQ(c.offset, c.index * kChunk);
@@ -52,7 +52,7 @@ TEST_P(PlanChunksTest, ChunkCountAndLastLength) {
   uint64_t total = 0;
   for (const auto& chunks : plan) {
     total += chunks.size();
-    for (const ChunkRef& c : chunks) {
+    for (const PlannedChunk& c : chunks) {
       const uint64_t want = c.index + 1 == expected_chunks ? elements - c.index * kChunk : kChunk;
       EXPECT_EQ(c.length, want) << "chunk " << c.index;
     }
@@ -86,7 +86,7 @@ TEST(PlanChunks, ConsecutiveChunksGoRoundRobin) {
   for (uint64_t i = 0; i < 10; ++i) {
     const uint32_t shard = (first + i) % 3;
     bool found = false;
-    for (const ChunkRef& c : plan[shard]) found = found || c.index == i;
+    for (const PlannedChunk& c : plan[shard]) found = found || c.index == i;
     EXPECT_TRUE(found) << "chunk " << i << " not on shard " << shard;
   }
   // 10 chunks over 3 shards: 4, 3, 3 in some order.

@@ -1,4 +1,4 @@
-#include "protos/convert.h"
+#include "wire/tensor_spec.h"
 
 #include <cstring>
 #include <utility>
@@ -126,6 +126,25 @@ void TensorSpecToProto(const TensorSpec& spec, v1::TensorSpec* proto) {
                                    spec.init.values.size() * sizeof(float)));
       break;
   }
+}
+
+absl::StatusOr<TensorLayout> LayoutFromProto(const v1::TensorSpec& spec) {
+  TensorLayout layout;
+  layout.name = spec.name();
+  layout.num_elements = 1;
+  for (int64_t d : spec.shape()) {
+    if (d < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", spec.name(), "' has a dimension < 1: ", d));
+    }
+    layout.num_elements *= static_cast<uint64_t>(d);
+  }
+  if (spec.chunk_elements() == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", spec.name(), "' has chunk_elements 0 (unresolved)"));
+  }
+  layout.chunk_elements = spec.chunk_elements();
+  return layout;
 }
 
 }  // namespace dcasgd

@@ -1,5 +1,5 @@
-#ifndef DCASGD_PROTOS_CONVERT_H_
-#define DCASGD_PROTOS_CONVERT_H_
+#ifndef DCASGD_WIRE_TENSOR_SPEC_H_
+#define DCASGD_WIRE_TENSOR_SPEC_H_
 
 #include <string>
 
@@ -11,8 +11,10 @@
 
 namespace dcasgd {
 
-// Translations between the dcasgd.v1 messages and the core types, shared by
-// the server and the C++ client. Pure functions.
+// Tensors at the API boundary: names, TensorSpec both ways, and the layout a
+// shard reports, shared by the server and the C++ client. Pure functions.
+// Explicit initial values cross as little-endian float32 bytes
+// (base/endian.h).
 
 // True when `bytes` is well-formed UTF-8 (no overlongs, surrogates or code
 // points above U+10FFFF).
@@ -30,6 +32,10 @@ absl::Status ValidateName(absl::string_view what, absl::string_view name);
 absl::StatusOr<TensorSpec> TensorSpecFromProto(const v1::TensorSpec& proto);
 void TensorSpecToProto(const TensorSpec& spec, v1::TensorSpec* proto);
 
+// The layout of a spec as a shard reports it (chunk_elements resolved).
+// INVALID_ARGUMENT when a dimension is < 1 or chunk_elements is 0.
+absl::StatusOr<TensorLayout> LayoutFromProto(const v1::TensorSpec& spec);
+
 }  // namespace dcasgd
 
-#endif  // DCASGD_PROTOS_CONVERT_H_
+#endif  // DCASGD_WIRE_TENSOR_SPEC_H_
