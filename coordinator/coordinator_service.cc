@@ -16,17 +16,12 @@ grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context, const abs
 
 uint64_t Millis(absl::Duration d) { return static_cast<uint64_t>(absl::ToInt64Milliseconds(d)); }
 
-// Parses `raw` as a Request, runs `handle`, serialises its response into
-// `raw_response` and finishes the call.
+// A unary call of the coordinator: wire/raw_message.h HandleRawUnary, then
+// finish it.
 template <typename Request, typename Response, typename Handler>
 grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw,
                                 grpc::ByteBuffer* raw_response, Handler handle) {
-  Request request;
-  Response response;
-  absl::Status status = ParseMessage(*raw, &request);
-  if (status.ok()) status = handle(request, &response);
-  if (status.ok()) SerializeMessage(response, raw_response);
-  return Finish(context, status);
+  return Finish(context, HandleRawUnary<Request, Response>(*raw, raw_response, handle));
 }
 
 }  // namespace

@@ -29,6 +29,16 @@ absl::Status DataCoordinator::Commit(absl::string_view what) {
                                              " did not happen; retry"));
 }
 
+void DataCoordinator::UnconfigureLocked() {
+  configured_ = false;
+  num_data_shards_ = epochs_ = 0;
+  returned_.clear();
+  cursor_ = 0;
+  completed_per_epoch_.clear();
+  done_.clear();
+  out_.clear();
+}
+
 void DataCoordinator::ReclaimExpired() {
   const absl::Time now = clock_->Now();
   std::vector<Item> expired;
@@ -125,15 +135,7 @@ absl::StatusOr<AcquireResult> DataCoordinator::Acquire(const std::string& worker
       leased_.erase(lease.lease_id);
       out_[IndexOf(item)] = false;
       returned_.push_front(item);  // handed out first next time
-      if (configures) {
-        configured_ = false;
-        num_data_shards_ = epochs_ = 0;
-        returned_.clear();
-        cursor_ = 0;
-        completed_per_epoch_.clear();
-        done_.clear();
-        out_.clear();
-      }
+      if (configures) UnconfigureLocked();
       return saved;
     }
     return AcquireResult(lease);
@@ -247,6 +249,8 @@ std::string DataCoordinator::SerializeLocked() const {
   return out;
 }
 
+// ~85 lines: parses and checks the whole text before it changes anything
+// (all or nothing), in one place so no check is skipped on some path.
 absl::Status DataCoordinator::RestoreProgress(absl::string_view text) {
   auto bad = [](absl::string_view why) {
     return absl::DataLossError(absl::StrCat("data coordinator state: ", why));
@@ -258,14 +262,8 @@ absl::Status DataCoordinator::RestoreProgress(absl::string_view text) {
   if (format == 0) return bad("missing or unknown header");
   if (lines.size() == 1) {  // saved before any worker fixed the job
     absl::MutexLock lock(&mu_);
-    configured_ = false;
-    num_data_shards_ = epochs_ = 0;
-    returned_.clear();
-    cursor_ = 0;
+    UnconfigureLocked();
     leased_.clear();
-    completed_per_epoch_.clear();
-    done_.clear();
-    out_.clear();
     completed_ = reissued_ = 0;
     next_lease_id_ = 1;
     return absl::OkStatus();

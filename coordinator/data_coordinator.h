@@ -115,6 +115,9 @@ class DataCoordinator {
     absl::Time deadline;
   };
   void ReclaimExpired() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Back to no job: the shape and the schedule forgotten (leases and
+  // counters are the caller's).
+  void UnconfigureLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The next item to hand out (returned ones first, then the cursor's next
   // item neither done nor leased), or nullopt when none is pending.
   std::optional<Item> TakePending() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -39,6 +39,21 @@ void SerializeMessage(const Message& message, grpc::ByteBuffer* bytes) {
   grpc::SerializationTraits<Message>::Serialize(message, bytes, &own_buffer);
 }
 
+// The body of a unary raw method: parses `raw` as a Request, runs
+// handle(request, &response) and, when both succeed, serialises the response
+// into `raw_response`. Returns the status to finish the call with (the
+// parse error, the handler's error, or OK).
+template <typename Request, typename Response, typename Handler>
+absl::Status HandleRawUnary(const grpc::ByteBuffer& raw, grpc::ByteBuffer* raw_response,
+                            Handler handle) {
+  Request request;
+  Response response;
+  absl::Status status = ParseMessage(raw, &request);
+  if (status.ok()) status = handle(request, &response);
+  if (status.ok()) SerializeMessage(response, raw_response);
+  return status;
+}
+
 }  // namespace dcasgd
 
 #endif  // DCASGD_WIRE_RAW_MESSAGE_H_

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
 #include "base/backoff.h"
 #include "base/status_macros.h"
 
@@ -40,6 +41,19 @@ constexpr int kMaxBatchAttempts = 10;
 bool Recoverable(const absl::Status& s) {
   return IsTransient(s) || s.code() == absl::StatusCode::kFailedPrecondition ||
          s.code() == absl::StatusCode::kAborted || s.code() == absl::StatusCode::kNotFound;
+}
+
+// Gathers the examples `indices` of `examples` into one batch.
+void CopyBatch(const data::LabeledExamples& examples, absl::Span<const uint32_t> indices,
+               std::vector<float>* features, std::vector<int32_t>* labels) {
+  const size_t dim = examples.feature_dim;
+  features->resize(indices.size() * dim);
+  labels->resize(indices.size());
+  for (size_t i = 0; i < indices.size(); ++i) {
+    const uint32_t e = indices[i];
+    std::copy_n(examples.features.data() + size_t{e} * dim, dim, features->data() + i * dim);
+    (*labels)[i] = examples.labels[e];
+  }
 }
 
 }  // namespace
@@ -219,6 +233,41 @@ absl::Status Trainer::Run(const absl::Notification* stop) {
   return absl::OkStatus();
 }
 
+absl::Status Trainer::Diverged(float loss, const DataLease& lease) const {
+  return absl::FailedPreconditionError(absl::StrCat(
+      "training diverged: the loss is ", loss, " at step ", steps_ + 1, " (epoch ", lease.epoch + 1,
+      ", data shard ", lease.data_shard, "; --max_loss ", options_.max_loss,
+      "); lower the shards' --lr (or --lambda0), or use fewer workers"));
+}
+
+void Trainer::RecordStep(const DataLease& lease, size_t n, double compute, double comm, float loss,
+                         const PushStats& stats) {
+  ++steps_;
+  metrics_->ObserveStep(static_cast<int>(n), compute, comm, loss,
+                        static_cast<double>(stats.max_staleness));
+  window_examples_ += static_cast<int64_t>(n);
+  window_compute_ += compute;
+  window_comm_ += comm;
+  window_loss_ += loss;
+  window_staleness_ += stats.mean_staleness;
+  ++window_steps_;
+  if (steps_ % options_.log_every == 0) {
+    const double seconds = absl::ToDoubleSeconds(absl::Now() - window_start_);
+    const double busy = std::max(1e-9, window_compute_ + window_comm_);
+    std::fprintf(stderr,
+                 "[%s] epoch %u shard %u step %lld: loss %.4f, %.0f examples/s, "
+                 "staleness %.2f, compute %.0f%% / communication %.0f%%\n",
+                 options_.worker_name.c_str(), lease.epoch + 1, lease.data_shard,
+                 static_cast<long long>(steps_), window_loss_ / window_steps_,
+                 window_examples_ / std::max(seconds, 1e-9), window_staleness_ / window_steps_,
+                 100 * window_compute_ / busy, 100 * window_comm_ / busy);
+    window_examples_ = 0;
+    window_compute_ = window_comm_ = window_loss_ = window_staleness_ = 0;
+    window_steps_ = 0;
+    window_start_ = absl::Now();
+  }
+}
+
 absl::Status Trainer::TrainShard(const DataLease& lease, DataLeaseRenewer* renewer,
                                  const absl::Notification* stop, bool* finished) {
   *finished = false;
@@ -233,20 +282,13 @@ absl::Status Trainer::TrainShard(const DataLease& lease, DataLeaseRenewer* renew
   std::mt19937_64 rng(options_.seed * 1000003 + lease.epoch * 7919 + lease.data_shard);
   std::shuffle(order.begin(), order.end(), rng);
 
-  const size_t dim = examples.feature_dim;
   const size_t batch = static_cast<size_t>(options_.batch_size);
   std::vector<float> features;
   std::vector<int32_t> labels;
   for (size_t begin = 0; begin < examples.count; begin += batch) {
     if (stop->HasBeenNotified()) return absl::OkStatus();
     const size_t n = std::min(batch, examples.count - begin);
-    features.resize(n * dim);
-    labels.resize(n);
-    for (size_t i = 0; i < n; ++i) {
-      const uint32_t e = order[begin + i];
-      std::copy_n(examples.features.data() + size_t{e} * dim, dim, features.data() + i * dim);
-      labels[i] = examples.labels[e];
-    }
+    CopyBatch(examples, absl::MakeConstSpan(order).subspan(begin, n), &features, &labels);
     // The batch is pushed until a push of it succeeds: after an error the
     // worker pulls and computes the gradient again, and pushes it with the
     // same step, so shards that applied the failed push answer without
@@ -262,12 +304,7 @@ absl::Status Trainer::TrainShard(const DataLease& lease, DataLeaseRenewer* renew
       compute = Since(t0);
       // Not finite (the shards would refuse the gradient) or exploding (the
       // shards keep weights finite by clamping them): say why and stop.
-      if (!std::isfinite(loss) || loss > options_.max_loss) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "training diverged: the loss is ", loss, " at step ", steps_ + 1, " (epoch ",
-            lease.epoch + 1, ", data shard ", lease.data_shard, "; --max_loss ", options_.max_loss,
-            "); lower the shards' --lr (or --lambda0), or use fewer workers"));
-      }
+      if (!std::isfinite(loss) || loss > options_.max_loss) return Diverged(loss, lease);
       const auto t1 = std::chrono::steady_clock::now();
       absl::Status pushed = ps_->PushPull(gradients_, &weights_, &stats, step);
       comm = Since(t1);
@@ -297,30 +334,7 @@ absl::Status Trainer::TrainShard(const DataLease& lease, DataLeaseRenewer* renew
       if (attempt >= kMaxBatchAttempts || pushed.code() == absl::StatusCode::kAlreadyExists) break;
     }
     if (pushed_batch) {
-      ++steps_;
-      metrics_->ObserveStep(static_cast<int>(n), compute, comm, loss,
-                            static_cast<double>(stats.max_staleness));
-      window_examples_ += static_cast<int64_t>(n);
-      window_compute_ += compute;
-      window_comm_ += comm;
-      window_loss_ += loss;
-      window_staleness_ += stats.mean_staleness;
-      ++window_steps_;
-      if (steps_ % options_.log_every == 0) {
-        const double seconds = absl::ToDoubleSeconds(absl::Now() - window_start_);
-        const double busy = std::max(1e-9, window_compute_ + window_comm_);
-        std::fprintf(stderr,
-                     "[%s] epoch %u shard %u step %lld: loss %.4f, %.0f examples/s, "
-                     "staleness %.2f, compute %.0f%% / communication %.0f%%\n",
-                     options_.worker_name.c_str(), lease.epoch + 1, lease.data_shard,
-                     static_cast<long long>(steps_), window_loss_ / window_steps_,
-                     window_examples_ / std::max(seconds, 1e-9), window_staleness_ / window_steps_,
-                     100 * window_compute_ / busy, 100 * window_comm_ / busy);
-        window_examples_ = 0;
-        window_compute_ = window_comm_ = window_loss_ = window_staleness_ = 0;
-        window_steps_ = 0;
-        window_start_ = absl::Now();
-      }
+      RecordStep(lease, n, compute, comm, loss, stats);
       if (options_.max_steps > 0 && steps_ >= options_.max_steps) return absl::OkStatus();
     }
     if (std::optional<std::string> lost = renewer->Lost()) {

@@ -58,6 +58,12 @@ class Trainer {
   // every batch was done.
   absl::Status TrainShard(const DataLease& lease, DataLeaseRenewer* renewer,
                           const absl::Notification* stop, bool* finished);
+  // FAILED_PRECONDITION "training diverged" with where and what to change.
+  absl::Status Diverged(float loss, const DataLease& lease) const;
+  // Counts a pushed batch of `n` examples (metrics, and the progress line
+  // every options.log_every steps).
+  void RecordStep(const DataLease& lease, size_t n, double compute, double comm, float loss,
+                  const PushStats& stats);
 
   const WorkerOptions options_;
   PsClient* const ps_;
