@@ -7,8 +7,10 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "services/ps/convert.h"
-#include "services/ps/raw_message.h"
+#include "absl/strings/str_format.h"
+#include "wire/raw_message.h"
+#include "wire/status.h"
+#include "wire/tensor_spec.h"
 
 namespace dcasgd {
 

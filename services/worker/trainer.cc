@@ -10,10 +10,12 @@
 #include <string>
 #include <thread>
 #include <utility>
+#include <variant>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
 #include "base/backoff.h"
 #include "base/status_macros.h"
 
@@ -41,10 +43,17 @@ bool Recoverable(const absl::Status& s) {
          s.code() == absl::StatusCode::kAborted || s.code() == absl::StatusCode::kNotFound;
 }
 
-std::vector<std::string> TensorNames(const model::Model& model, uint64_t seed) {
-  std::vector<std::string> names;
-  for (const TensorSpec& spec : model.ParameterSpecs(seed)) names.push_back(spec.name);
-  return names;
+// Gathers the examples `indices` of `examples` into one batch.
+void CopyBatch(const data::LabeledExamples& examples, absl::Span<const uint32_t> indices,
+               std::vector<float>* features, std::vector<int32_t>* labels) {
+  const size_t dim = examples.feature_dim;
+  features->resize(indices.size() * dim);
+  labels->resize(indices.size());
+  for (size_t i = 0; i < indices.size(); ++i) {
+    const uint32_t e = indices[i];
+    std::copy_n(examples.features.data() + size_t{e} * dim, dim, features->data() + i * dim);
+    (*labels)[i] = examples.labels[e];
+  }
 }
 
 }  // namespace
@@ -56,11 +65,11 @@ std::vector<std::string> TensorNames(const model::Model& model, uint64_t seed) {
 // interval.
 class DataLeaseRenewer {
  public:
-  DataLeaseRenewer(CoordinatorClient* coordinator, const v1::DataLease& lease,
+  DataLeaseRenewer(CoordinatorClient* coordinator, const DataLease& lease,
                    const std::string& worker_name)
       : coordinator_(coordinator),
-        lease_id_(lease.lease_id()),
-        interval_(std::max(absl::Milliseconds(10), absl::Milliseconds(lease.lease_ms()) / 3)),
+        lease_id_(lease.lease_id),
+        interval_(std::max(absl::Milliseconds(10), lease.lease / 3)),
         worker_name_(worker_name),
         thread_([this] { Loop(); }) {}
   ~DataLeaseRenewer() {
@@ -153,7 +162,7 @@ absl::Status Trainer::PullWithRetry(const absl::Notification* stop) {
 
 absl::Status Trainer::Run(const absl::Notification* stop) {
   const std::vector<TensorSpec> specs = model_->ParameterSpecs(options_.seed);
-  names_ = TensorNames(*model_, options_.seed);
+  for (const TensorSpec& spec : specs) names_.push_back(spec.name);
   absl::Status declared =
       RetryTransient("declaring the model", stop, [&] { return ps_->Declare(specs); });
   specs_ = specs;
@@ -175,9 +184,9 @@ absl::Status Trainer::Run(const absl::Notification* stop) {
   window_start_ = absl::Now();
   const uint32_t num_shards = static_cast<uint32_t>(data_->num_train_shards());
   while (!stop->HasBeenNotified()) {
-    ASSIGN_OR_RETURN(v1::AcquireDataShardResponse answer,
+    ASSIGN_OR_RETURN(AcquireResult answer,
                      coordinator_->Acquire(options_.worker_name, num_shards, options_.epochs));
-    if (answer.has_job_done() && answer.job_done()) {
+    if (std::holds_alternative<JobDone>(answer)) {
       std::fprintf(stderr, "[%s] job done after %lld steps of this worker\n",
                    options_.worker_name.c_str(), static_cast<long long>(steps_));
       // The shards keep serving; have them checkpoint the finished model now
@@ -189,24 +198,24 @@ absl::Status Trainer::Run(const absl::Notification* stop) {
       }
       return absl::OkStatus();
     }
-    if (!answer.has_lease()) {
-      stop->WaitForNotificationWithTimeout(absl::Milliseconds(answer.retry_after_ms()));
+    if (const auto* later = std::get_if<RetryLater>(&answer)) {
+      stop->WaitForNotificationWithTimeout(later->after);
       continue;
     }
+    const DataLease& lease = std::get<DataLease>(answer);
     bool finished = false;
     // Renewed until completed: also while Complete waits for shard 0 (a
     // restart, a full disk), so the lease does not expire meanwhile.
-    DataLeaseRenewer renewer(coordinator_, answer.lease(), options_.worker_name);
-    RETURN_IF_ERROR(TrainShard(answer.lease(), &renewer, stop, &finished));
+    DataLeaseRenewer renewer(coordinator_, lease, options_.worker_name);
+    RETURN_IF_ERROR(TrainShard(lease, &renewer, stop, &finished));
     if (finished) {
       // Retries while shard 0 restarts or cannot save (its leases survive a
       // restart, so the completion still counts afterwards).
-      absl::Status done = coordinator_->Complete(answer.lease().lease_id());
+      absl::Status done = coordinator_->Complete(lease.lease_id);
       if (done.ok()) {
         std::fprintf(stderr, "[%s] trained data shard %u of epoch %u (lease %llu)\n",
-                     options_.worker_name.c_str(), answer.lease().data_shard(),
-                     answer.lease().epoch() + 1,
-                     static_cast<unsigned long long>(answer.lease().lease_id()));
+                     options_.worker_name.c_str(), lease.data_shard, lease.epoch + 1,
+                     static_cast<unsigned long long>(lease.lease_id));
       } else {
         // FAILED_PRECONDITION: the lease expired meanwhile and the shard went
         // to someone else, who trains it again. Otherwise shard 0 stayed
@@ -214,9 +223,8 @@ absl::Status Trainer::Run(const absl::Notification* stop) {
         std::fprintf(stderr,
                      "[%s] trained data shard %u of epoch %u but could not complete "
                      "lease %llu: %s\n",
-                     options_.worker_name.c_str(), answer.lease().data_shard(),
-                     answer.lease().epoch() + 1,
-                     static_cast<unsigned long long>(answer.lease().lease_id()),
+                     options_.worker_name.c_str(), lease.data_shard, lease.epoch + 1,
+                     static_cast<unsigned long long>(lease.lease_id),
                      std::string(done.message()).c_str());
       }
     }
@@ -225,34 +233,62 @@ absl::Status Trainer::Run(const absl::Notification* stop) {
   return absl::OkStatus();
 }
 
-absl::Status Trainer::TrainShard(const v1::DataLease& lease, DataLeaseRenewer* renewer,
+absl::Status Trainer::Diverged(float loss, const DataLease& lease) const {
+  return absl::FailedPreconditionError(absl::StrCat(
+      "training diverged: the loss is ", loss, " at step ", steps_ + 1, " (epoch ", lease.epoch + 1,
+      ", data shard ", lease.data_shard, "; --max_loss ", options_.max_loss,
+      "); lower the shards' --lr (or --lambda0), or use fewer workers"));
+}
+
+void Trainer::RecordStep(const DataLease& lease, size_t n, double compute, double comm, float loss,
+                         const PushStats& stats) {
+  ++steps_;
+  metrics_->ObserveStep(static_cast<int>(n), compute, comm, loss,
+                        static_cast<double>(stats.max_staleness));
+  window_examples_ += static_cast<int64_t>(n);
+  window_compute_ += compute;
+  window_comm_ += comm;
+  window_loss_ += loss;
+  window_staleness_ += stats.mean_staleness;
+  ++window_steps_;
+  if (steps_ % options_.log_every == 0) {
+    const double seconds = absl::ToDoubleSeconds(absl::Now() - window_start_);
+    const double busy = std::max(1e-9, window_compute_ + window_comm_);
+    std::fprintf(stderr,
+                 "[%s] epoch %u shard %u step %lld: loss %.4f, %.0f examples/s, "
+                 "staleness %.2f, compute %.0f%% / communication %.0f%%\n",
+                 options_.worker_name.c_str(), lease.epoch + 1, lease.data_shard,
+                 static_cast<long long>(steps_), window_loss_ / window_steps_,
+                 window_examples_ / std::max(seconds, 1e-9), window_staleness_ / window_steps_,
+                 100 * window_compute_ / busy, 100 * window_comm_ / busy);
+    window_examples_ = 0;
+    window_compute_ = window_comm_ = window_loss_ = window_staleness_ = 0;
+    window_steps_ = 0;
+    window_start_ = absl::Now();
+  }
+}
+
+absl::Status Trainer::TrainShard(const DataLease& lease, DataLeaseRenewer* renewer,
                                  const absl::Notification* stop, bool* finished) {
   *finished = false;
-  ASSIGN_OR_RETURN(data::LabeledExamples examples, data_->LoadTrain(lease.data_shard()));
+  ASSIGN_OR_RETURN(data::LabeledExamples examples, data_->LoadTrain(lease.data_shard));
   if (examples.feature_dim != static_cast<size_t>(model_->input_dim())) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "data shard ", lease.data_shard(), " has ", examples.feature_dim,
+        "data shard ", lease.data_shard, " has ", examples.feature_dim,
         " features per example; model ", model_->name(), " takes ", model_->input_dim()));
   }
   std::vector<uint32_t> order(examples.count);
   std::iota(order.begin(), order.end(), 0u);
-  std::mt19937_64 rng(options_.seed * 1000003 + lease.epoch() * 7919 + lease.data_shard());
+  std::mt19937_64 rng(options_.seed * 1000003 + lease.epoch * 7919 + lease.data_shard);
   std::shuffle(order.begin(), order.end(), rng);
 
-  const size_t dim = examples.feature_dim;
   const size_t batch = static_cast<size_t>(options_.batch_size);
   std::vector<float> features;
   std::vector<int32_t> labels;
   for (size_t begin = 0; begin < examples.count; begin += batch) {
     if (stop->HasBeenNotified()) return absl::OkStatus();
     const size_t n = std::min(batch, examples.count - begin);
-    features.resize(n * dim);
-    labels.resize(n);
-    for (size_t i = 0; i < n; ++i) {
-      const uint32_t e = order[begin + i];
-      std::copy_n(examples.features.data() + size_t{e} * dim, dim, features.data() + i * dim);
-      labels[i] = examples.labels[e];
-    }
+    CopyBatch(examples, absl::MakeConstSpan(order).subspan(begin, n), &features, &labels);
     // The batch is pushed until a push of it succeeds: after an error the
     // worker pulls and computes the gradient again, and pushes it with the
     // same step, so shards that applied the failed push answer without
@@ -268,12 +304,7 @@ absl::Status Trainer::TrainShard(const v1::DataLease& lease, DataLeaseRenewer* r
       compute = Since(t0);
       // Not finite (the shards would refuse the gradient) or exploding (the
       // shards keep weights finite by clamping them): say why and stop.
-      if (!std::isfinite(loss) || loss > options_.max_loss) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "training diverged: the loss is ", loss, " at step ", steps_ + 1, " (epoch ",
-            lease.epoch() + 1, ", data shard ", lease.data_shard(), "; --max_loss ",
-            options_.max_loss, "); lower the shards' --lr (or --lambda0), or use fewer workers"));
-      }
+      if (!std::isfinite(loss) || loss > options_.max_loss) return Diverged(loss, lease);
       const auto t1 = std::chrono::steady_clock::now();
       absl::Status pushed = ps_->PushPull(gradients_, &weights_, &stats, step);
       comm = Since(t1);
@@ -303,30 +334,7 @@ absl::Status Trainer::TrainShard(const v1::DataLease& lease, DataLeaseRenewer* r
       if (attempt >= kMaxBatchAttempts || pushed.code() == absl::StatusCode::kAlreadyExists) break;
     }
     if (pushed_batch) {
-      ++steps_;
-      metrics_->ObserveStep(static_cast<int>(n), compute, comm, loss,
-                            static_cast<double>(stats.max_staleness));
-      window_examples_ += static_cast<int64_t>(n);
-      window_compute_ += compute;
-      window_comm_ += comm;
-      window_loss_ += loss;
-      window_staleness_ += stats.mean_staleness;
-      ++window_steps_;
-      if (steps_ % options_.log_every == 0) {
-        const double seconds = absl::ToDoubleSeconds(absl::Now() - window_start_);
-        const double busy = std::max(1e-9, window_compute_ + window_comm_);
-        std::fprintf(stderr,
-                     "[%s] epoch %u shard %u step %lld: loss %.4f, %.0f examples/s, "
-                     "staleness %.2f, compute %.0f%% / communication %.0f%%\n",
-                     options_.worker_name.c_str(), lease.epoch() + 1, lease.data_shard(),
-                     static_cast<long long>(steps_), window_loss_ / window_steps_,
-                     window_examples_ / std::max(seconds, 1e-9), window_staleness_ / window_steps_,
-                     100 * window_compute_ / busy, 100 * window_comm_ / busy);
-        window_examples_ = 0;
-        window_compute_ = window_comm_ = window_loss_ = window_staleness_ = 0;
-        window_steps_ = 0;
-        window_start_ = absl::Now();
-      }
+      RecordStep(lease, n, compute, comm, loss, stats);
       if (options_.max_steps > 0 && steps_ >= options_.max_steps) return absl::OkStatus();
     }
     if (std::optional<std::string> lost = renewer->Lost()) {
@@ -336,79 +344,6 @@ absl::Status Trainer::TrainShard(const v1::DataLease& lease, DataLeaseRenewer* r
     }
   }
   *finished = true;
-  return absl::OkStatus();
-}
-
-absl::Status RunEvaluator(const WorkerOptions& options, PsClient* ps,
-                          CoordinatorClient* coordinator, DataSource* data,
-                          const model::Model* model, WorkerMetrics* metrics,
-                          const absl::Notification* stop) {
-  ASSIGN_OR_RETURN(data::LabeledExamples test, data->LoadTest());
-  const std::vector<std::string> names = TensorNames(*model, options.seed);
-  TensorMap weights;
-  bool final_round = false;
-  // Progress of the job: the model version and the data shards done. When
-  // neither moves for options.stall_timeout, no worker is training.
-  std::pair<uint64_t, uint64_t> progress = {0, 0};
-  absl::Time progressed = absl::Now();
-  while (!stop->HasBeenNotified()) {
-    // Whether the job was done *before* this pull: then this is the model
-    // every worker finished with.
-    absl::StatusOr<v1::JobStatus> job = coordinator->JobStatus();
-    if (job.ok() && job->done()) final_round = true;
-    absl::Status pulled = ps->Pull(names, &weights);
-    uint64_t version = 0;
-    if (pulled.ok()) {
-      auto status = ps->GetStatus();
-      if (status.ok()) {
-        for (const auto& shard : *status) version += shard.version();
-      }
-    }
-    const std::pair<uint64_t, uint64_t> now_progress = {version, job.ok() ? job->completed() : 0};
-    if (now_progress != progress) {
-      progress = now_progress;
-      progressed = absl::Now();
-    } else if (!final_round && absl::Now() - progressed > options.stall_timeout) {
-      return absl::DeadlineExceededError(absl::StrFormat(
-          "no progress for %s: the model version (%d) and the data schedule (%d of %d data "
-          "shards done) have not moved; no worker is training (did every worker exit or "
-          "diverge? see their logs). Giving up (--stall_timeout_seconds)",
-          absl::FormatDuration(absl::Trunc(absl::Now() - progressed, absl::Seconds(1))),
-          progress.first, progress.second,
-          job.ok() ? uint64_t{job->num_data_shards()} * job->epochs() : 0));
-    }
-    if (!pulled.ok()) {
-      // Before the first worker declared the model: NOT_FOUND; shards
-      // restarting: UNAVAILABLE. Wait and try again.
-      std::fprintf(stderr, "[eval] waiting for the model: %s\n",
-                   std::string(pulled.message()).c_str());
-      stop->WaitForNotificationWithTimeout(absl::Seconds(1));
-      continue;
-    }
-    for (const auto& [name, values] : weights) {
-      for (float v : values) {
-        if (!std::isfinite(v)) {
-          return absl::DataLossError(absl::StrCat(
-              "the model's weights are not finite (tensor '", name, "' at model version ", version,
-              "): training diverged; lower the shards' --lr (or --lambda0), or use "
-              "fewer workers"));
-        }
-      }
-    }
-    ASSIGN_OR_RETURN(model::Evaluation eval, model->Evaluate(weights, test.features, test.labels));
-    metrics->ObserveEvaluation(eval.accuracy, eval.mean_loss, static_cast<double>(version));
-    std::fprintf(stderr,
-                 "[eval] model version %llu: test accuracy %.4f, test loss %.4f (%lld examples)\n",
-                 static_cast<unsigned long long>(version), eval.accuracy, eval.mean_loss,
-                 static_cast<long long>(eval.examples));
-    if (final_round) {
-      std::printf("final test accuracy: %.4f (test loss %.4f, model version %llu)\n", eval.accuracy,
-                  eval.mean_loss, static_cast<unsigned long long>(version));
-      std::fflush(stdout);
-      return absl::OkStatus();
-    }
-    stop->WaitForNotificationWithTimeout(options.eval_interval);
-  }
   return absl::OkStatus();
 }
 
