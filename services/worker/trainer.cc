@@ -11,6 +11,7 @@
 #include <thread>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
@@ -152,6 +153,10 @@ absl::Status Trainer::PullWithRetry(const absl::Notification* stop) {
 }
 
 absl::Status Trainer::Run(const absl::Notification* stop) {
+  // However Run ends, a logical worker stops taking turns.
+  absl::Cleanup step_out = [this] {
+    if (schedule_ != nullptr) schedule_->Exit(slot_);
+  };
   const std::vector<TensorSpec> specs = model_->ParameterSpecs(options_.seed);
   names_ = TensorNames(*model_, options_.seed);
   absl::Status declared =
@@ -190,9 +195,13 @@ absl::Status Trainer::Run(const absl::Notification* stop) {
       return absl::OkStatus();
     }
     if (!answer.has_lease()) {
+      // Nothing to train until others finish: the other logical workers
+      // take their turns meanwhile.
+      if (schedule_ != nullptr) schedule_->Exit(slot_);
       stop->WaitForNotificationWithTimeout(absl::Milliseconds(answer.retry_after_ms()));
       continue;
     }
+    if (schedule_ != nullptr) schedule_->Enter(slot_);
     bool finished = false;
     // Renewed until completed: also while Complete waits for shard 0 (a
     // restart, a full disk), so the lease does not expire meanwhile.
@@ -274,8 +283,11 @@ absl::Status Trainer::TrainShard(const v1::DataLease& lease, DataLeaseRenewer* r
             lease.epoch() + 1, ", data shard ", lease.data_shard(), "; --max_loss ",
             options_.max_loss, "); lower the shards' --lr (or --lambda0), or use fewer workers"));
       }
+      // A logical worker pushes only in its turn (stopped: end the shard).
+      if (schedule_ != nullptr && !schedule_->AwaitTurn(slot_)) return absl::OkStatus();
       const auto t1 = std::chrono::steady_clock::now();
       absl::Status pushed = ps_->PushPull(gradients_, &weights_, &stats, step);
+      if (schedule_ != nullptr) schedule_->EndTurn(slot_, pushed.ok(), stats.max_staleness);
       comm = Since(t1);
       step = stats.step;
       if (pushed.ok()) {

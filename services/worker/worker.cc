@@ -14,6 +14,7 @@
 #include "services/worker/coordinator_client.h"
 #include "services/worker/data_source.h"
 #include "services/worker/trainer.h"
+#include "services/worker/virtual_workers.h"
 #include "services/worker/worker_metrics.h"
 
 namespace dcasgd {
@@ -36,10 +37,6 @@ absl::Status CheckShardHealth(const std::string& address, absl::Duration timeout
   return absl::OkStatus();
 }
 
-namespace {
-
-// Connects (a worker joins every shard), riding out shards that are down or
-// restarting for up to 5 minutes (a worker started during an outage).
 absl::StatusOr<std::unique_ptr<PsClient>> ConnectWithRetry(const ClientOptions& options,
                                                            const std::string& name,
                                                            const absl::Notification* stop) {
@@ -60,8 +57,6 @@ absl::StatusOr<std::unique_ptr<PsClient>> ConnectWithRetry(const ClientOptions& 
   return ps;
 }
 
-}  // namespace
-
 absl::Status RunWorker(const WorkerOptions& options, const absl::Notification* stop) {
   if (options.role == WorkerRole::kHealthCheck) {
     for (const std::string& address : options.shard_addresses) {
@@ -79,6 +74,7 @@ absl::Status RunWorker(const WorkerOptions& options, const absl::Notification* s
   }
 
   ASSIGN_OR_RETURN(std::unique_ptr<model::Model> model, model::CreateModel(options.model));
+  if (options.virtual_workers > 0) return RunVirtualWorkers(options, *model, &metrics, stop);
   // Read the data first: a wrong S3 secret or a missing bucket ends the
   // worker before it joins or trains anything.
   ASSIGN_OR_RETURN(std::unique_ptr<DataSource> data, DataSource::Open(options.data));
