@@ -32,13 +32,30 @@ struct LogicalWorker {
   absl::Status result;
 };
 
-// Pulls the model as an evaluator (no backup) and evaluates it on the test set.
+// FNV-1a over the bytes of every tensor, in the model's tensor order: equal
+// fingerprints mean bit-identical weights (for reproducibility checks).
+uint64_t Fingerprint(const std::vector<std::string>& names, const TensorMap& weights) {
+  uint64_t hash = 14695981039346656037ull;
+  for (const std::string& name : names) {
+    const std::vector<float>& values = weights.at(name);
+    const auto* bytes = reinterpret_cast<const unsigned char*>(values.data());
+    for (size_t i = 0; i < values.size() * sizeof(float); ++i) {
+      hash = (hash ^ bytes[i]) * 1099511628211ull;
+    }
+  }
+  return hash;
+}
+
+// Pulls the model as an evaluator (no backup) and evaluates it on the test
+// set; *fingerprint (if set) gets the weights' Fingerprint.
 absl::StatusOr<model::Evaluation> EvaluateModel(const model::Model& model, PsClient* evaluator,
-                                                const data::LabeledExamples& test, uint64_t seed) {
+                                                const data::LabeledExamples& test, uint64_t seed,
+                                                uint64_t* fingerprint = nullptr) {
   std::vector<std::string> names;
   for (const TensorSpec& spec : model.ParameterSpecs(seed)) names.push_back(spec.name);
   TensorMap weights;
   RETURN_IF_ERROR(evaluator->Pull(names, &weights));
+  if (fingerprint != nullptr) *fingerprint = Fingerprint(names, weights);
   return model.Evaluate(weights, test.features, test.labels);
 }
 
@@ -163,11 +180,13 @@ absl::Status RunVirtualWorkers(const WorkerOptions& options, const model::Model&
   }
   RETURN_IF_ERROR(first);
   if (stop->HasBeenNotified()) return absl::OkStatus();
+  uint64_t fingerprint = 0;
   ASSIGN_OR_RETURN(model::Evaluation eval,
-                   EvaluateModel(model, evaluator.get(), test, options.seed));
+                   EvaluateModel(model, evaluator.get(), test, options.seed, &fingerprint));
   metrics->ObserveEvaluation(eval.accuracy, eval.mean_loss, static_cast<double>(steps));
-  std::printf("final test accuracy: %.4f (test loss %.4f, pushes %llu)\n", eval.accuracy,
-              eval.mean_loss, static_cast<unsigned long long>(steps));
+  std::printf("final test accuracy: %.4f (test loss %.4f, pushes %llu, weights %016llx)\n",
+              eval.accuracy, eval.mean_loss, static_cast<unsigned long long>(steps),
+              static_cast<unsigned long long>(fingerprint));
   if (schedule != nullptr) {
     std::printf("staleness: %s\n", HistogramJson(schedule->staleness_histogram()).c_str());
   }

@@ -22,9 +22,10 @@ namespace dcasgd {
 // Output (stdout, one line each, for scripts): "eval step N: test accuracy A,
 // test loss L" every options.eval_every_steps pushes (measured while no
 // logical worker pushes, so exactly at N pushes); at the end of a finished
-// job "final test accuracy: A (test loss L, pushes N)", then "staleness:
-// {"s": count, ...}" (the staleness of every applied push as the shards
-// reported it) and "wall seconds: S".
+// job "final test accuracy: A (test loss L, pushes N, weights F)" (F: a
+// 64-bit FNV-1a fingerprint of the weights' bytes, equal only for
+// bit-identical models), then "staleness: {"s": count, ...}" (the staleness of every applied push
+// as the shards reported it) and "wall seconds: S".
 //
 // Returns the first logical worker's error (the others stop after their
 // step), FAILED_PRECONDITION for a turn-taking schedule on SSGD shards,
