@@ -44,7 +44,7 @@
 #include "base/status_macros.h"
 #include "bench/raw_stream.grpc.pb.h"
 #include "benchmark/benchmark.h"
-#include "client/ps_client.h"
+#include "clients/cpp/ps_client.h"
 #include "grpcpp/grpcpp.h"
 
 namespace dcasgd {

@@ -24,20 +24,14 @@ uint64_t TensorSpec::num_elements() const {
   return n;
 }
 
-uint64_t TensorSpec::num_chunks() const {
-  DCASGD_CHECK(chunk_elements > 0);
-  return (num_elements() + chunk_elements - 1) / chunk_elements;
-}
+uint64_t TensorSpec::num_chunks() const { return NumChunks(num_elements(), chunk_elements); }
 
 uint64_t TensorSpec::chunk_offset(uint64_t chunk_index) const {
-  return chunk_index * chunk_elements;
+  return ChunkOffset(chunk_elements, chunk_index);
 }
 
 uint64_t TensorSpec::chunk_length(uint64_t chunk_index) const {
-  const uint64_t n = num_elements();
-  const uint64_t begin = chunk_offset(chunk_index);
-  DCASGD_CHECK(begin < n);
-  return std::min<uint64_t>(chunk_elements, n - begin);
+  return ChunkLength(num_elements(), chunk_elements, chunk_index);
 }
 
 std::string QuotedName(absl::string_view name) {

@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "core/chunk_layout.h"
 
 namespace dcasgd {
 
@@ -52,11 +53,14 @@ struct TensorSpec {
   bool operator!=(const TensorSpec& o) const { return !(*this == o); }
 
   uint64_t num_elements() const;
+  // The chunk arithmetic of core/chunk_layout.h; chunk_elements must be
+  // resolved (>= 1).
   uint64_t num_chunks() const;
   // Elements of chunk `chunk_index` (the last one may be shorter).
   uint64_t chunk_length(uint64_t chunk_index) const;
   // Offset of chunk `chunk_index` in the flat tensor.
   uint64_t chunk_offset(uint64_t chunk_index) const;
+  TensorLayout layout() const { return {name, num_elements(), chunk_elements}; }
 };
 
 // INVALID_ARGUMENT unless the name is non-empty and at most kMaxNameBytes

@@ -173,8 +173,8 @@ if [[ "$stop_after" == base ]]; then exit 0; fi
 
 # --- 4. images --------------------------------------------------------------
 # What the full build compiles (also the build context's whole content).
-readonly build_inputs=(CMakeLists.txt CMakePresets.json protos core client services
-                       scripts/install-deps.sh)
+readonly build_inputs=(CMakeLists.txt CMakePresets.json cmake base protos wire core coordinator
+                       storage clients/cpp services scripts/install-deps.sh)
 source_url="${DCASGD_IMAGE_SOURCE:-$(git -C "$repo" remote get-url origin 2>/dev/null || true)}"
 revision="$(git -C "$repo" rev-parse HEAD 2>/dev/null || echo unknown)"
 if [[ -z "$prebuilt" && "$revision" != unknown ]] &&

@@ -8,9 +8,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "base/file.h"
 #include "base/port_file.h"
 #include "base/status_macros.h"
+#include "coordinator/schedule_file.h"
 #include "core/shard_memory.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -57,33 +57,15 @@ absl::Status PsServer::StartImpl() {
   builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(), &grpc_port_);
   builder.RegisterService(service_.get());
   if (options_.shard.shard_index == 0) {
-    DataCoordinator::StateSaver save;
-    std::string saved_state;
-    const std::string path = options_.checkpoint_dir + "/coordinator.state";
-    if (!options_.checkpoint_dir.empty()) {
-      // The job's data schedule and its leases survive a restart of shard 0
-      // next to its checkpoint; a corrupt file stops the start like a
-      // corrupt checkpoint.
-      absl::StatusOr<std::string> saved = ReadWholeFile(path);
-      if (saved.ok()) {
-        saved_state = *std::move(saved);
-      } else if (!absl::IsNotFound(saved.status())) {
-        return saved.status();
-      }
-      save = [path](const std::string& text) { return WriteFileAtomically(path, text); };
-    }
-    // Data-set leases use the worker lease duration: both track live workers.
-    coordinator_ =
-        std::make_unique<DataCoordinator>(options_.shard.lease, Clock::Real(), std::move(save));
-    if (!saved_state.empty()) {
-      if (absl::Status s = coordinator_->RestoreProgress(saved_state); !s.ok()) {
-        return absl::DataLossError(absl::StrCat(path, ": ", s.message()));
-      }
-      const JobProgress p = coordinator_->Progress();
-      absl::StrAppend(&restored, "; data schedule ", p.completed, " of ",
-                      uint64_t{p.num_data_shards} * p.epochs, " data shards done, ", p.leased,
-                      " leased");
-    }
+    // The job's data schedule and its leases survive a restart of shard 0
+    // next to its checkpoint; a corrupt file stops the start like a corrupt
+    // checkpoint. Data-set leases use the worker lease duration: both track
+    // live workers.
+    ASSIGN_OR_RETURN(
+        OpenedCoordinator opened,
+        OpenDataCoordinator(options_.shard.lease, Clock::Real(), options_.checkpoint_dir));
+    coordinator_ = std::move(opened.coordinator);
+    if (!opened.restored.empty()) absl::StrAppend(&restored, "; ", opened.restored);
     coordinator_service_ = std::make_unique<DataCoordinatorService>(coordinator_.get());
     builder.RegisterService(coordinator_service_.get());
   }
@@ -94,7 +76,7 @@ absl::Status PsServer::StartImpl() {
   builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES,
                              static_cast<int>(kStreamWindowBytes));
-  // Accept the clients' keepalive pings (every 10 s, client/channel_args.h):
+  // Accept the clients' keepalive pings (every 10 s, clients/cpp/channel_args.h):
   // gRPC's default minimum of 5 minutes between pings without data would
   // answer them with GOAWAY "too_many_pings".
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);

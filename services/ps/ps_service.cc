@@ -10,8 +10,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "services/ps/convert.h"
-#include "services/ps/raw_message.h"
+#include "wire/raw_message.h"
+#include "wire/status.h"
+#include "wire/tensor_spec.h"
 
 namespace dcasgd {
 

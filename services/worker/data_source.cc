@@ -6,12 +6,12 @@
 namespace dcasgd {
 namespace {
 
-absl::StatusOr<std::vector<std::string>> ShardKeys(data::BlobStore& store,
+absl::StatusOr<std::vector<std::string>> ShardKeys(storage::BlobStore& store,
                                                    const std::string& split) {
   auto listed = store.List(split + "/");
   if (!listed.ok()) return listed.status();
   std::vector<std::string> keys;
-  for (const data::BlobInfo& blob : *listed) {
+  for (const storage::BlobInfo& blob : *listed) {
     if (absl::EndsWith(blob.key, ".dsd")) keys.push_back(blob.key);
   }
   return keys;  // List is sorted by key
@@ -20,7 +20,7 @@ absl::StatusOr<std::vector<std::string>> ShardKeys(data::BlobStore& store,
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<DataSource>> DataSource::Open(const std::string& root) {
-  auto store = data::OpenBlobStore(root);
+  auto store = storage::OpenBlobStore(root);
   if (!store.ok()) return store.status();
   auto train = ShardKeys(**store, "train");
   if (!train.ok()) return train.status();

@@ -6,8 +6,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "services/worker/data/blob_store.h"
 #include "services/worker/data/data_shard.h"
+#include "storage/blob_store.h"
 
 namespace dcasgd {
 
@@ -29,12 +29,12 @@ class DataSource {
   absl::StatusOr<data::LabeledExamples> LoadTest();
 
  private:
-  DataSource(std::unique_ptr<data::BlobStore> store, std::vector<std::string> train,
+  DataSource(std::unique_ptr<storage::BlobStore> store, std::vector<std::string> train,
              std::vector<std::string> test)
       : store_(std::move(store)), train_(std::move(train)), test_(std::move(test)) {}
   absl::StatusOr<data::LabeledExamples> Load(const std::string& key);
 
-  std::unique_ptr<data::BlobStore> store_;
+  std::unique_ptr<storage::BlobStore> store_;
   std::vector<std::string> train_;  // keys, sorted
   std::vector<std::string> test_;
 };

@@ -10,6 +10,7 @@
 #include <string>
 #include <thread>
 #include <utility>
+#include <variant>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
@@ -42,12 +43,6 @@ bool Recoverable(const absl::Status& s) {
          s.code() == absl::StatusCode::kAborted || s.code() == absl::StatusCode::kNotFound;
 }
 
-std::vector<std::string> TensorNames(const model::Model& model, uint64_t seed) {
-  std::vector<std::string> names;
-  for (const TensorSpec& spec : model.ParameterSpecs(seed)) names.push_back(spec.name);
-  return names;
-}
-
 }  // namespace
 
 // Renews one data lease every third of its duration on its own thread until
@@ -57,11 +52,11 @@ std::vector<std::string> TensorNames(const model::Model& model, uint64_t seed) {
 // interval.
 class DataLeaseRenewer {
  public:
-  DataLeaseRenewer(CoordinatorClient* coordinator, const v1::DataLease& lease,
+  DataLeaseRenewer(CoordinatorClient* coordinator, const DataLease& lease,
                    const std::string& worker_name)
       : coordinator_(coordinator),
-        lease_id_(lease.lease_id()),
-        interval_(std::max(absl::Milliseconds(10), absl::Milliseconds(lease.lease_ms()) / 3)),
+        lease_id_(lease.lease_id),
+        interval_(std::max(absl::Milliseconds(10), lease.lease / 3)),
         worker_name_(worker_name),
         thread_([this] { Loop(); }) {}
   ~DataLeaseRenewer() {
@@ -158,7 +153,7 @@ absl::Status Trainer::Run(const absl::Notification* stop) {
     if (schedule_ != nullptr) schedule_->Exit(slot_);
   };
   const std::vector<TensorSpec> specs = model_->ParameterSpecs(options_.seed);
-  names_ = TensorNames(*model_, options_.seed);
+  for (const TensorSpec& spec : specs) names_.push_back(spec.name);
   absl::Status declared =
       RetryTransient("declaring the model", stop, [&] { return ps_->Declare(specs); });
   specs_ = specs;
@@ -180,9 +175,9 @@ absl::Status Trainer::Run(const absl::Notification* stop) {
   window_start_ = absl::Now();
   const uint32_t num_shards = static_cast<uint32_t>(data_->num_train_shards());
   while (!stop->HasBeenNotified()) {
-    ASSIGN_OR_RETURN(v1::AcquireDataShardResponse answer,
+    ASSIGN_OR_RETURN(AcquireResult answer,
                      coordinator_->Acquire(options_.worker_name, num_shards, options_.epochs));
-    if (answer.has_job_done() && answer.job_done()) {
+    if (std::holds_alternative<JobDone>(answer)) {
       std::fprintf(stderr, "[%s] job done after %lld steps of this worker\n",
                    options_.worker_name.c_str(), static_cast<long long>(steps_));
       // The shards keep serving; have them checkpoint the finished model now
@@ -194,28 +189,28 @@ absl::Status Trainer::Run(const absl::Notification* stop) {
       }
       return absl::OkStatus();
     }
-    if (!answer.has_lease()) {
+    if (const auto* later = std::get_if<RetryLater>(&answer)) {
       // Nothing to train until others finish: the other logical workers
       // take their turns meanwhile.
       if (schedule_ != nullptr) schedule_->Exit(slot_);
-      stop->WaitForNotificationWithTimeout(absl::Milliseconds(answer.retry_after_ms()));
+      stop->WaitForNotificationWithTimeout(later->after);
       continue;
     }
     if (schedule_ != nullptr) schedule_->Enter(slot_);
+    const DataLease& lease = std::get<DataLease>(answer);
     bool finished = false;
     // Renewed until completed: also while Complete waits for shard 0 (a
     // restart, a full disk), so the lease does not expire meanwhile.
-    DataLeaseRenewer renewer(coordinator_, answer.lease(), options_.worker_name);
-    RETURN_IF_ERROR(TrainShard(answer.lease(), &renewer, stop, &finished));
+    DataLeaseRenewer renewer(coordinator_, lease, options_.worker_name);
+    RETURN_IF_ERROR(TrainShard(lease, &renewer, stop, &finished));
     if (finished) {
       // Retries while shard 0 restarts or cannot save (its leases survive a
       // restart, so the completion still counts afterwards).
-      absl::Status done = coordinator_->Complete(answer.lease().lease_id());
+      absl::Status done = coordinator_->Complete(lease.lease_id);
       if (done.ok()) {
         std::fprintf(stderr, "[%s] trained data shard %u of epoch %u (lease %llu)\n",
-                     options_.worker_name.c_str(), answer.lease().data_shard(),
-                     answer.lease().epoch() + 1,
-                     static_cast<unsigned long long>(answer.lease().lease_id()));
+                     options_.worker_name.c_str(), lease.data_shard, lease.epoch + 1,
+                     static_cast<unsigned long long>(lease.lease_id));
       } else {
         // FAILED_PRECONDITION: the lease expired meanwhile and the shard went
         // to someone else, who trains it again. Otherwise shard 0 stayed
@@ -223,9 +218,8 @@ absl::Status Trainer::Run(const absl::Notification* stop) {
         std::fprintf(stderr,
                      "[%s] trained data shard %u of epoch %u but could not complete "
                      "lease %llu: %s\n",
-                     options_.worker_name.c_str(), answer.lease().data_shard(),
-                     answer.lease().epoch() + 1,
-                     static_cast<unsigned long long>(answer.lease().lease_id()),
+                     options_.worker_name.c_str(), lease.data_shard, lease.epoch + 1,
+                     static_cast<unsigned long long>(lease.lease_id),
                      std::string(done.message()).c_str());
       }
     }
@@ -234,18 +228,18 @@ absl::Status Trainer::Run(const absl::Notification* stop) {
   return absl::OkStatus();
 }
 
-absl::Status Trainer::TrainShard(const v1::DataLease& lease, DataLeaseRenewer* renewer,
+absl::Status Trainer::TrainShard(const DataLease& lease, DataLeaseRenewer* renewer,
                                  const absl::Notification* stop, bool* finished) {
   *finished = false;
-  ASSIGN_OR_RETURN(data::LabeledExamples examples, data_->LoadTrain(lease.data_shard()));
+  ASSIGN_OR_RETURN(data::LabeledExamples examples, data_->LoadTrain(lease.data_shard));
   if (examples.feature_dim != static_cast<size_t>(model_->input_dim())) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "data shard ", lease.data_shard(), " has ", examples.feature_dim,
+        "data shard ", lease.data_shard, " has ", examples.feature_dim,
         " features per example; model ", model_->name(), " takes ", model_->input_dim()));
   }
   std::vector<uint32_t> order(examples.count);
   std::iota(order.begin(), order.end(), 0u);
-  std::mt19937_64 rng(options_.seed * 1000003 + lease.epoch() * 7919 + lease.data_shard());
+  std::mt19937_64 rng(options_.seed * 1000003 + lease.epoch * 7919 + lease.data_shard);
   std::shuffle(order.begin(), order.end(), rng);
 
   const size_t dim = examples.feature_dim;
@@ -280,8 +274,8 @@ absl::Status Trainer::TrainShard(const v1::DataLease& lease, DataLeaseRenewer* r
       if (!std::isfinite(loss) || loss > options_.max_loss) {
         return absl::FailedPreconditionError(absl::StrCat(
             "training diverged: the loss is ", loss, " at step ", steps_ + 1, " (epoch ",
-            lease.epoch() + 1, ", data shard ", lease.data_shard(), "; --max_loss ",
-            options_.max_loss, "); lower the shards' --lr (or --lambda0), or use fewer workers"));
+            lease.epoch + 1, ", data shard ", lease.data_shard, "; --max_loss ", options_.max_loss,
+            "); lower the shards' --lr (or --lambda0), or use fewer workers"));
       }
       // A logical worker pushes only in its turn (stopped: end the shard).
       if (schedule_ != nullptr && !schedule_->AwaitTurn(slot_)) return absl::OkStatus();
@@ -330,7 +324,7 @@ absl::Status Trainer::TrainShard(const v1::DataLease& lease, DataLeaseRenewer* r
         std::fprintf(stderr,
                      "[%s] epoch %u shard %u step %lld: loss %.4f, %.0f examples/s, "
                      "staleness %.2f, compute %.0f%% / communication %.0f%%\n",
-                     options_.worker_name.c_str(), lease.epoch() + 1, lease.data_shard(),
+                     options_.worker_name.c_str(), lease.epoch + 1, lease.data_shard,
                      static_cast<long long>(steps_), window_loss_ / window_steps_,
                      window_examples_ / std::max(seconds, 1e-9), window_staleness_ / window_steps_,
                      100 * window_compute_ / busy, 100 * window_comm_ / busy);
@@ -348,79 +342,6 @@ absl::Status Trainer::TrainShard(const v1::DataLease& lease, DataLeaseRenewer* r
     }
   }
   *finished = true;
-  return absl::OkStatus();
-}
-
-absl::Status RunEvaluator(const WorkerOptions& options, PsClient* ps,
-                          CoordinatorClient* coordinator, DataSource* data,
-                          const model::Model* model, WorkerMetrics* metrics,
-                          const absl::Notification* stop) {
-  ASSIGN_OR_RETURN(data::LabeledExamples test, data->LoadTest());
-  const std::vector<std::string> names = TensorNames(*model, options.seed);
-  TensorMap weights;
-  bool final_round = false;
-  // Progress of the job: the model version and the data shards done. When
-  // neither moves for options.stall_timeout, no worker is training.
-  std::pair<uint64_t, uint64_t> progress = {0, 0};
-  absl::Time progressed = absl::Now();
-  while (!stop->HasBeenNotified()) {
-    // Whether the job was done *before* this pull: then this is the model
-    // every worker finished with.
-    absl::StatusOr<v1::JobStatus> job = coordinator->JobStatus();
-    if (job.ok() && job->done()) final_round = true;
-    absl::Status pulled = ps->Pull(names, &weights);
-    uint64_t version = 0;
-    if (pulled.ok()) {
-      auto status = ps->GetStatus();
-      if (status.ok()) {
-        for (const auto& shard : *status) version += shard.version();
-      }
-    }
-    const std::pair<uint64_t, uint64_t> now_progress = {version, job.ok() ? job->completed() : 0};
-    if (now_progress != progress) {
-      progress = now_progress;
-      progressed = absl::Now();
-    } else if (!final_round && absl::Now() - progressed > options.stall_timeout) {
-      return absl::DeadlineExceededError(absl::StrFormat(
-          "no progress for %s: the model version (%d) and the data schedule (%d of %d data "
-          "shards done) have not moved; no worker is training (did every worker exit or "
-          "diverge? see their logs). Giving up (--stall_timeout_seconds)",
-          absl::FormatDuration(absl::Trunc(absl::Now() - progressed, absl::Seconds(1))),
-          progress.first, progress.second,
-          job.ok() ? uint64_t{job->num_data_shards()} * job->epochs() : 0));
-    }
-    if (!pulled.ok()) {
-      // Before the first worker declared the model: NOT_FOUND; shards
-      // restarting: UNAVAILABLE. Wait and try again.
-      std::fprintf(stderr, "[eval] waiting for the model: %s\n",
-                   std::string(pulled.message()).c_str());
-      stop->WaitForNotificationWithTimeout(absl::Seconds(1));
-      continue;
-    }
-    for (const auto& [name, values] : weights) {
-      for (float v : values) {
-        if (!std::isfinite(v)) {
-          return absl::DataLossError(absl::StrCat(
-              "the model's weights are not finite (tensor '", name, "' at model version ", version,
-              "): training diverged; lower the shards' --lr (or --lambda0), or use "
-              "fewer workers"));
-        }
-      }
-    }
-    ASSIGN_OR_RETURN(model::Evaluation eval, model->Evaluate(weights, test.features, test.labels));
-    metrics->ObserveEvaluation(eval.accuracy, eval.mean_loss, static_cast<double>(version));
-    std::fprintf(stderr,
-                 "[eval] model version %llu: test accuracy %.4f, test loss %.4f (%lld examples)\n",
-                 static_cast<unsigned long long>(version), eval.accuracy, eval.mean_loss,
-                 static_cast<long long>(eval.examples));
-    if (final_round) {
-      std::printf("final test accuracy: %.4f (test loss %.4f, model version %llu)\n", eval.accuracy,
-                  eval.mean_loss, static_cast<unsigned long long>(version));
-      std::fflush(stdout);
-      return absl::OkStatus();
-    }
-    stop->WaitForNotificationWithTimeout(options.eval_interval);
-  }
   return absl::OkStatus();
 }
 

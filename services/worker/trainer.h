@@ -6,8 +6,8 @@
 
 #include "absl/status/status.h"
 #include "absl/synchronization/notification.h"
-#include "client/ps_client.h"
-#include "services/worker/coordinator_client.h"
+#include "clients/cpp/ps_client.h"
+#include "coordinator/coordinator_client.h"
 #include "services/worker/data_source.h"
 #include "services/worker/model/model.h"
 #include "services/worker/step_schedule.h"
@@ -65,7 +65,7 @@ class Trainer {
   // it lives on while the worker waits for a shard to come back); stops
   // early when the renewer reports the lease lost. *finished says whether
   // every batch was done.
-  absl::Status TrainShard(const v1::DataLease& lease, DataLeaseRenewer* renewer,
+  absl::Status TrainShard(const DataLease& lease, DataLeaseRenewer* renewer,
                           const absl::Notification* stop, bool* finished);
 
   const WorkerOptions options_;
@@ -88,15 +88,6 @@ class Trainer {
   int window_steps_ = 0;
   absl::Time window_start_;
 };
-
-// The evaluator role: periodically pulls the model as an evaluator (no backup),
-// computes test loss and accuracy on the test shards, logs and exports them.
-// Returns after the coordinator reports the job done and one final evaluation
-// of the finished model is logged ("final test accuracy"), or on `stop`.
-absl::Status RunEvaluator(const WorkerOptions& options, PsClient* ps,
-                          CoordinatorClient* coordinator, DataSource* data,
-                          const model::Model* model, WorkerMetrics* metrics,
-                          const absl::Notification* stop);
 
 }  // namespace dcasgd
 

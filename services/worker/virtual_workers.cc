@@ -11,8 +11,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "base/status_macros.h"
-#include "client/ps_client.h"
-#include "services/worker/coordinator_client.h"
+#include "clients/cpp/ps_client.h"
+#include "coordinator/coordinator_client.h"
 #include "services/worker/data_source.h"
 #include "services/worker/step_schedule.h"
 #include "services/worker/trainer.h"
@@ -86,11 +86,11 @@ absl::Status RunVirtualWorkers(const WorkerOptions& options, const model::Model&
   eval_options.shard_addresses = options.shard_addresses;
   ASSIGN_OR_RETURN(std::unique_ptr<PsClient> evaluator,
                    ConnectWithRetry(eval_options, name + "-eval", stop));
-  ASSIGN_OR_RETURN(std::vector<v1::ShardStatus> shards, evaluator->GetStatus());
-  for (const v1::ShardStatus& shard : shards) {
-    if (schedule != nullptr && absl::StrContains(shard.update_rule(), "sync=ssgd")) {
+  ASSIGN_OR_RETURN(std::vector<ShardStatus> shards, evaluator->GetStatus());
+  for (const ShardStatus& shard : shards) {
+    if (schedule != nullptr && absl::StrContains(shard.update_rule, "sync=ssgd")) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "shard ", shard.shard_index(), " runs SSGD rounds (", shard.update_rule(),
+          "shard ", shard.shard_index, " runs SSGD rounds (", shard.update_rule,
           "), which wait for every worker: turns would deadlock; use --schedule=free"));
     }
   }

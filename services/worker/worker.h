@@ -7,7 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/notification.h"
-#include "client/ps_client.h"
+#include "clients/cpp/ps_client.h"
 #include "services/worker/worker_options.h"
 
 namespace dcasgd {

@@ -23,7 +23,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
-#include "client/ps_client.h"
+#include "clients/cpp/ps_client.h"
 #include "dcasgd/v1/coordinator.grpc.pb.h"
 #include "dcasgd/v1/ps.grpc.pb.h"
 #include "gmock/gmock.h"

@@ -18,7 +18,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
-#include "client/ps_client.h"
+#include "clients/cpp/ps_client.h"
 #include "core/checkpoint.h"
 #include "gtest/gtest.h"
 #include "tests/testing/ps_process.h"
@@ -62,7 +62,7 @@ uint64_t TotalBackupBytes(PsClient& client) {
   EXPECT_TRUE(status.ok()) << status.status();
   uint64_t total = 0;
   if (status.ok()) {
-    for (const auto& s : *status) total += s.backup_bytes();
+    for (const auto& s : *status) total += s.backup_bytes;
   }
   return total;
 }
@@ -185,7 +185,7 @@ TEST(PsCluster, ExpiredLeaseFreesTheWorkersBackupsOnEveryShard) {
   EXPECT_TRUE(PollUntil([&] { return TotalBackupBytes(*stays) == one_backup; }, absl::Seconds(10)));
   auto status = stays->GetStatus();
   ASSERT_TRUE(status.ok());
-  for (const auto& s : *status) EXPECT_EQ(s.active_workers(), 1u);
+  for (const auto& s : *status) EXPECT_EQ(s.active_workers, 1u);
   // Its next push is refused; the client re-joins and asks for a pull.
   TensorMap g = {{"w", std::vector<float>(3000, 0.1f)}};
   absl::Status pushed = dies->Push(g);
@@ -232,7 +232,7 @@ TEST(PsCluster, KillNineLosesAtMostTheCheckpointIntervalAndRestoresBitForBit) {
   ASSERT_TRUE(PollUntil(
       [&] {
         auto s = worker->GetStatus();
-        return s.ok() && (*s)[0].checkpoint_version() == checkpointed;
+        return s.ok() && (*s)[0].checkpoint_version == checkpointed;
       },
       absl::Seconds(10)));
   // ...then train on and crash without a final checkpoint.
@@ -249,7 +249,7 @@ TEST(PsCluster, KillNineLosesAtMostTheCheckpointIntervalAndRestoresBitForBit) {
   ASSERT_TRUE(evaluator);
   auto status = evaluator->GetStatus();
   ASSERT_TRUE(status.ok());
-  const uint64_t restored = (*status)[0].version();
+  const uint64_t restored = (*status)[0].version;
   EXPECT_EQ(restored, on_disk->version);
   ASSERT_TRUE(by_version.count(restored));
   TensorMap after;

@@ -15,7 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "client/ps_client.h"
+#include "clients/cpp/ps_client.h"
 #include "gtest/gtest.h"
 #include "tests/testing/ps_process.h"
 
@@ -105,9 +105,9 @@ TEST(ShardMemory, SixtyFourClientsStayWithinTheSizingRuleAndLeavingReturnsMemory
   for (std::thread& t : workers) t.join();
   auto statuses = clients[0]->GetStatus();
   ASSERT_TRUE(statuses.ok()) << statuses.status();
-  const uint64_t backups = (*statuses)[0].backup_bytes();
+  const uint64_t backups = (*statuses)[0].backup_bytes;
   EXPECT_EQ(backups, uint64_t{kClients} * kElements * sizeof(float)) << "every worker's backup";
-  EXPECT_EQ((*statuses)[0].version(), uint64_t{kClients} * kRounds);
+  EXPECT_EQ((*statuses)[0].version, uint64_t{kClients} * kRounds);
 
   const uint64_t peak = ProcStatusBytes(pid, "VmHWM");
   const uint64_t busy = ProcStatusBytes(pid, "VmRSS");

@@ -21,7 +21,7 @@ TRANSIENT_CODES = frozenset([grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCEL
 # shard unused for several times the outage), and notice a hung or vanished
 # shard with keepalive pings (every 10 s, 5 s to answer; the shards accept
 # pings that often). The same values as the C++ client
-# (client/channel_args.h).
+# (clients/cpp/channel_args.h).
 CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),

@@ -87,7 +87,7 @@ std::string ManifestToJson(const Manifest& manifest) {
 
 absl::Status WriteSplit(const std::string& split, const IdxImages& images, const IdxLabels& labels,
                         const std::vector<uint32_t>& order, int shards, int num_classes,
-                        BlobStore& dest, Manifest* manifest) {
+                        storage::BlobStore& dest, Manifest* manifest) {
   RETURN_IF_ERROR(CheckSplit(split, images, labels, shards));
   const size_t example_size = size_t{images.rows} * images.cols;
   const std::vector<uint64_t> bounds = ShardBoundaries(images.count, shards);
@@ -121,7 +121,7 @@ absl::Status WriteSplit(const std::string& split, const IdxImages& images, const
   return absl::OkStatus();
 }
 
-absl::StatusOr<Manifest> PrepareData(const PrepareDataOptions& options, BlobStore& dest) {
+absl::StatusOr<Manifest> PrepareData(const PrepareDataOptions& options, storage::BlobStore& dest) {
   if (options.num_classes < 1 || options.num_classes > 256) {
     return absl::InvalidArgumentError(
         absl::StrCat("class count ", options.num_classes, " not in [1, 256]"));

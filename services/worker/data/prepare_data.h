@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "services/worker/data/blob_store.h"
 #include "services/worker/data/idx.h"
+#include "storage/blob_store.h"
 
 namespace dcasgd::data {
 
@@ -61,13 +61,13 @@ std::string ManifestToJson(const Manifest& manifest);
 // count) gives the example index for each position. Appends to `manifest`.
 absl::Status WriteSplit(const std::string& split, const IdxImages& images, const IdxLabels& labels,
                         const std::vector<uint32_t>& order, int shards, int num_classes,
-                        BlobStore& dest, Manifest* manifest);
+                        storage::BlobStore& dest, Manifest* manifest);
 
 // Reads the IDX files, writes every shard, then the manifest last (so a
 // manifest's presence means the data set is complete). INVALID_ARGUMENT for
 // shard counts < 1 or larger than the split, or image/label counts that
 // disagree; errors of reading or writing pass through.
-absl::StatusOr<Manifest> PrepareData(const PrepareDataOptions& options, BlobStore& dest);
+absl::StatusOr<Manifest> PrepareData(const PrepareDataOptions& options, storage::BlobStore& dest);
 
 }  // namespace dcasgd::data
 

@@ -10,8 +10,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "services/worker/data/blob_store.h"
 #include "services/worker/data/prepare_data.h"
+#include "storage/blob_store.h"
 
 ABSL_FLAG(std::string, source_dir, "/usr/share/datasets/fashion-mnist",
           "Directory with the gzip'd IDX files (train-*, t10k-*)");
@@ -33,8 +33,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "dcasgd-prepare-data: --dest is required\n");
     return 2;
   }
-  absl::StatusOr<std::unique_ptr<dcasgd::data::BlobStore>> dest =
-      dcasgd::data::OpenBlobStore(dest_uri);
+  absl::StatusOr<std::unique_ptr<dcasgd::storage::BlobStore>> dest =
+      dcasgd::storage::OpenBlobStore(dest_uri);
   if (!dest.ok()) {
     std::fprintf(stderr, "dcasgd-prepare-data: %s\n", dest.status().ToString().c_str());
     return 1;

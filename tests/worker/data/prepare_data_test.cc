@@ -15,13 +15,18 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "services/worker/data/data_shard.h"
-#include "services/worker/data/local_dir_store.h"
-#include "services/worker/data/s3_store.h"
+#include "storage/local_dir_store.h"
+#include "storage/s3_store.h"
 #include "tests/testing/s3rver_process.h"
 
 namespace dcasgd::data {
 namespace {
 
+using storage::BlobInfo;
+using storage::BlobStore;
+using storage::LocalDirStore;
+using storage::S3Config;
+using storage::S3Store;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 

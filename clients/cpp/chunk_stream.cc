@@ -1,0 +1,198 @@
+#include "clients/cpp/chunk_stream.h"
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "base/endian.h"  // chunk values are copied as float32 bytes
+#include "base/status_macros.h"
+#include "grpcpp/client_context.h"
+#include "wire/status.h"
+
+namespace dcasgd {
+namespace client {
+namespace {
+
+// Checks the chunks one shard streams back against what was asked of it and
+// copies their values into the destination tensors. One per stream attempt.
+class ChunkReceiver {
+ public:
+  ChunkReceiver(const CallTensors& tensors, const std::vector<PlannedChunk>& expected,
+                absl::string_view shard_label)
+      : tensors_(tensors),
+        shard_label_(shard_label),
+        expected_count_(expected.size()),
+        wanted_(tensors.layouts.size()) {
+    for (size_t t = 0; t < wanted_.size(); ++t) {
+      wanted_[t].assign(tensors.layouts[t].num_chunks(), 0);
+    }
+    for (const PlannedChunk& c : expected) wanted_[c.tensor][c.index] = 1;
+  }
+
+  // Copies one received chunk. INTERNAL when the shard sent a chunk that was
+  // not asked for, twice, or with the wrong length.
+  absl::Status Accept(const v1::PullResponse& response) {
+    const v1::Chunk& chunk = response.chunk();
+    auto it = tensors_.index.find(chunk.tensor());
+    if (it == tensors_.index.end()) {
+      return Error(absl::StrCat("sent unrequested tensor '", chunk.tensor(), "'"));
+    }
+    const size_t t = it->second;
+    const TensorLayout& layout = tensors_.layouts[t];
+    const uint64_t index = chunk.chunk_index();
+    if (index >= wanted_[t].size() || wanted_[t][index] != 1) {
+      return Error(
+          absl::StrCat("sent unrequested or duplicate chunk ", index, " of '", layout.name, "'"));
+    }
+    const uint64_t length = layout.chunk_length(index);
+    if (chunk.values().size() != length * sizeof(float)) {
+      return Error(absl::StrCat("sent ", chunk.values().size(), " bytes for chunk ", index, " of '",
+                                layout.name, "'; expected ", length * sizeof(float)));
+    }
+    std::memcpy(tensors_.destinations[t] + layout.chunk_offset(index), chunk.values().data(),
+                chunk.values().size());
+    wanted_[t][index] = 2;
+    ++received_;
+    version_ = std::max<uint64_t>(version_, response.version());
+    staleness_ = std::max<uint64_t>(staleness_, response.staleness());
+    return absl::OkStatus();
+  }
+
+  // INTERNAL unless every expected chunk arrived.
+  absl::Status Finish() const {
+    if (received_ == expected_count_) return absl::OkStatus();
+    return Error(absl::StrCat("sent ", received_, " of ", expected_count_, " chunks"));
+  }
+
+  uint64_t version() const { return version_; }
+  // PushPull replies: the staleness the shard observed for the push.
+  uint64_t staleness() const { return staleness_; }
+
+ private:
+  absl::Status Error(absl::string_view what) const {
+    return absl::InternalError(absl::StrCat(shard_label_, ": ", what));
+  }
+
+  const CallTensors& tensors_;
+  const absl::string_view shard_label_;
+  const size_t expected_count_;
+  // Per tensor and chunk: 0 not asked, 1 expected, 2 received.
+  std::vector<std::vector<uint8_t>> wanted_;
+  size_t received_ = 0;
+  uint64_t version_ = 0;
+  uint64_t staleness_ = 0;
+};
+
+// Reads a response stream to its end into `receiver`, then finishes it. A
+// bad chunk cancels the stream and is the result.
+template <typename Stream>
+absl::Status ReceiveAndFinish(Stream* stream, grpc::ClientContext* context, ChunkReceiver* receiver,
+                              absl::string_view label, absl::Time* first_read = nullptr) {
+  v1::PullResponse response;
+  absl::Status accepted;
+  while (stream->Read(&response)) {
+    if (first_read != nullptr && *first_read == absl::InfinitePast()) *first_read = absl::Now();
+    accepted = receiver->Accept(response);
+    if (!accepted.ok()) {
+      context->TryCancel();
+      break;
+    }
+  }
+  const grpc::Status finished = stream->Finish();
+  RETURN_IF_ERROR(accepted);
+  RETURN_IF_ERROR(FromGrpcStatus(finished, label));
+  return receiver->Finish();
+}
+
+// Streams `chunks` as PushRequests and half-closes; the worker id and the
+// chunk count go in the first message only (the shard applies the push only
+// when exactly that many chunks arrive and the stream is half-closed). A
+// broken stream is left to Finish to report.
+template <typename Stream>
+void WriteGradients(Stream* stream, uint64_t worker_id, uint64_t step, const CallTensors& tensors,
+                    const std::vector<PlannedChunk>& chunks) {
+  v1::PushRequest request;
+  request.set_worker_id(worker_id);
+  request.set_chunk_count(static_cast<uint32_t>(chunks.size()));
+  request.set_step(step);
+  v1::Chunk* gradient = request.mutable_gradient();
+  for (const PlannedChunk& c : chunks) {
+    gradient->set_tensor(tensors.layouts[c.tensor].name);
+    gradient->set_chunk_index(c.index);
+    // assign() reuses the buffer of the previous chunk.
+    gradient->mutable_values()->assign(
+        reinterpret_cast<const char*>(tensors.sources[c.tensor] + c.offset),
+        c.length * sizeof(float));
+    if (!stream->Write(request)) return;
+    request.set_worker_id(0);
+    request.set_chunk_count(0);
+    request.set_step(0);
+  }
+  stream->WritesDone();
+}
+
+}  // namespace
+
+CallTensors::CallTensors(std::vector<TensorLayout> tensor_layouts)
+    : layouts(std::move(tensor_layouts)),
+      sources(layouts.size(), nullptr),
+      destinations(layouts.size(), nullptr) {
+  for (size_t t = 0; t < layouts.size(); ++t) index.emplace(layouts[t].name, t);
+}
+
+absl::Status PullChunks(ShardSession& session, uint64_t worker_id, const CallTensors& tensors,
+                        const std::vector<PlannedChunk>& chunks, ShardReply* reply) {
+  v1::PullRequest request;
+  request.set_worker_id(worker_id);
+  // Only the tensors this shard has chunks of.
+  std::vector<bool> listed(tensors.layouts.size(), false);
+  for (const PlannedChunk& c : chunks) {
+    if (!listed[c.tensor]) request.add_tensors(tensors.layouts[c.tensor].name);
+    listed[c.tensor] = true;
+  }
+  grpc::ClientContext context;
+  session.SetDeadline(&context);
+  ChunkReceiver receiver(tensors, chunks, session.label());
+  auto stream = session.stub()->Pull(&context, request);
+  RETURN_IF_ERROR(ReceiveAndFinish(stream.get(), &context, &receiver, session.label()));
+  reply->version = receiver.version();
+  return absl::OkStatus();
+}
+
+absl::Status PushChunks(ShardSession& session, uint64_t worker_id, uint64_t step,
+                        const CallTensors& tensors, const std::vector<PlannedChunk>& chunks,
+                        bool pull_back, ShardReply* reply) {
+  grpc::ClientContext context;
+  session.SetDeadline(&context);
+  const absl::Time start = absl::Now();
+  if (!pull_back) {
+    v1::PushResponse response;
+    auto stream = session.stub()->Push(&context, &response);
+    WriteGradients(stream.get(), worker_id, step, tensors, chunks);
+    const absl::Time sent = absl::Now();
+    RETURN_IF_ERROR(FromGrpcStatus(stream->Finish(), session.label()));
+    reply->version = response.version();
+    reply->staleness = response.staleness();
+    reply->send_time = sent - start;
+    reply->wait_time = absl::Now() - sent;
+    return absl::OkStatus();
+  }
+  ChunkReceiver receiver(tensors, chunks, session.label());
+  auto stream = session.stub()->PushPull(&context);
+  WriteGradients(stream.get(), worker_id, step, tensors, chunks);
+  const absl::Time sent = absl::Now();
+  absl::Time first_read = absl::InfinitePast();
+  RETURN_IF_ERROR(
+      ReceiveAndFinish(stream.get(), &context, &receiver, session.label(), &first_read));
+  const absl::Time done = absl::Now();
+  reply->send_time = sent - start;
+  reply->wait_time = first_read - sent;
+  reply->receive_time = done - first_read;
+  reply->version = receiver.version();
+  reply->staleness = receiver.staleness();
+  return absl::OkStatus();
+}
+
+}  // namespace client
+}  // namespace dcasgd

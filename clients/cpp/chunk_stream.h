@@ -1,0 +1,61 @@
+#ifndef DCASGD_CLIENTS_CPP_CHUNK_STREAM_H_
+#define DCASGD_CLIENTS_CPP_CHUNK_STREAM_H_
+
+// Internal to clients/cpp: one shard's part of a Pull, Push or PushPull as a
+// gRPC stream of chunks (ps.proto "Chunking and placement"). One attempt per
+// call; retries and re-joins are ShardSession's.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "clients/cpp/chunk_plan.h"
+#include "clients/cpp/shard_session.h"
+
+namespace dcasgd {
+namespace client {
+
+// The tensors of one call, and where their values come from or go to.
+struct CallTensors {
+  explicit CallTensors(std::vector<TensorLayout> tensor_layouts);
+  // `index` points into `layouts`: neither copied nor moved.
+  CallTensors(const CallTensors&) = delete;
+  CallTensors& operator=(const CallTensors&) = delete;
+
+  std::vector<TensorLayout> layouts;
+  absl::flat_hash_map<absl::string_view, size_t> index;  // by name, into layouts
+  // Per tensor: the gradient to send (Push, PushPull) and the buffer of
+  // num_elements floats to fill (Pull, PushPull); null where unused.
+  std::vector<const float*> sources;
+  std::vector<float*> destinations;
+};
+
+// What one shard answered, and where the time went.
+struct ShardReply {
+  uint64_t version = 0;    // the shard version after the call
+  uint64_t staleness = 0;  // of the push, as the shard observed it
+  absl::Duration send_time, wait_time, receive_time;
+};
+
+// Pulls `chunks` (all owned by `session`'s shard) into their destinations.
+// INTERNAL when the shard sends a chunk not asked for, twice, with the wrong
+// length, or not all of them; otherwise the call's status (prefixed with the
+// shard's label).
+absl::Status PullChunks(ShardSession& session, uint64_t worker_id, const CallTensors& tensors,
+                        const std::vector<PlannedChunk>& chunks, ShardReply* reply);
+
+// Streams the gradients of `chunks` as one push with `step`; with
+// `pull_back` the updated values of the same chunks come back into the
+// destinations (PushPull), checked as PullChunks does.
+absl::Status PushChunks(ShardSession& session, uint64_t worker_id, uint64_t step,
+                        const CallTensors& tensors, const std::vector<PlannedChunk>& chunks,
+                        bool pull_back, ShardReply* reply);
+
+}  // namespace client
+}  // namespace dcasgd
+
+#endif  // DCASGD_CLIENTS_CPP_CHUNK_STREAM_H_

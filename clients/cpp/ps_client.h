@@ -1,0 +1,250 @@
+#ifndef DCASGD_CLIENTS_CPP_PS_CLIENT_H_
+#define DCASGD_CLIENTS_CPP_PS_CLIENT_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "clients/cpp/chunk_plan.h"
+#include "core/tensor.h"
+
+namespace dcasgd {
+namespace client {
+class ShardSession;  // shard_session.h
+}  // namespace client
+
+// Values of named tensors as flat float32 vectors (row-major, prod(shape)
+// elements), keyed by tensor name.
+using TensorMap = absl::flat_hash_map<std::string, std::vector<float>>;
+
+struct ClientOptions {
+  // One address per shard, in shard-index order ("host:port"). Required.
+  std::vector<std::string> shard_addresses;
+  // Stable identity of the worker (e.g. the pod name). Empty: an evaluator,
+  // which never joins, pulls with worker id 0 and cannot push.
+  std::string worker_name;
+  // Deadline of each RPC attempt (a whole stream counts as one attempt).
+  absl::Duration rpc_timeout = absl::Seconds(60);
+  // Attempts per RPC when a shard answers UNAVAILABLE, or the call ends
+  // CANCELLED or DEADLINE_EXCEEDED (a shard restarting or hung) (>= 1).
+  int max_attempts = 8;
+  // Exponential backoff with jitter between those attempts. The cap is low so
+  // that a restarted shard is used within about a second of coming back
+  // (the channels reconnect at least that often, clients/cpp/channel_args.h).
+  absl::Duration initial_backoff = absl::Milliseconds(50);
+  absl::Duration max_backoff = absl::Seconds(1);
+  // Renew the leases in a background thread every lease/3. Off only in tests
+  // that let a lease expire.
+  bool heartbeats = true;
+  // Largest message sent or received; chunks are 256 KiB by default.
+  int max_message_bytes = 64 << 20;
+};
+
+// What a Push or PushPull did on the shards it touched.
+struct PushStats {
+  // The push's step (ps.proto PushRequest.step).
+  uint64_t step = 0;
+  // Per shard index: the shard version after this push was applied, or 0 for
+  // shards that own none of the pushed chunks.
+  std::vector<uint64_t> versions;
+  // Staleness (versions applied between this worker's pull and this push)
+  // over the shards touched, as each shard reported it.
+  uint64_t max_staleness = 0;
+  double mean_staleness = 0;
+  uint32_t shards_touched = 0;
+  // Where the time went, the longest over the shards touched: streaming the
+  // gradient up to the half-close; then waiting for the shard (validation and
+  // update; for Push, until its answer); then (PushPull) streaming the new
+  // values down.
+  absl::Duration send_time;
+  absl::Duration wait_time;
+  absl::Duration receive_time;
+};
+
+// What one shard reports about itself (ps.proto ShardStatus).
+struct ShardStatus {
+  uint32_t shard_index = 0;
+  uint32_t shard_count = 0;
+  uint64_t version = 0;
+  uint32_t active_workers = 0;
+  uint64_t weight_bytes = 0;
+  uint64_t backup_bytes = 0;
+  uint64_t optimizer_state_bytes = 0;  // mean-square and momentum vectors
+  std::string update_rule;             // the rule and its hyper-parameters, readable
+  // Version of the last checkpoint written or restored (0: none).
+  uint64_t checkpoint_version = 0;
+  // The declared tensors (as chunked by the shards) and how many chunks of
+  // each this shard owns.
+  struct Tensor {
+    TensorLayout layout;
+    uint64_t owned_chunks = 0;
+  };
+  std::vector<Tensor> tensors;
+};
+
+// A checkpoint one shard wrote on request (ps.proto CheckpointResponse).
+struct CheckpointResult {
+  std::string path;
+  uint64_t version = 0;
+  uint64_t bytes = 0;
+};
+
+// A client of the N parameter shards of one job: a facade over one session
+// per shard (shard_session.h: channel, worker id, join and re-join,
+// heartbeat, call policy) and chunk streaming (chunk_stream.h), which fans
+// each call out to the shards that own its chunks.
+//
+// Placement: chunk i of tensor T goes to ShardOfChunk(T, i, N) (core/
+// placement.h); calls touch only the shards that own chunks of the tensors
+// involved, all of them in parallel (one thread per shard), each over one
+// stream per call.
+//
+// Errors (absl codes, message prefixed with the shard and its address):
+//   - UNAVAILABLE, CANCELLED and DEADLINE_EXCEEDED (a shard restarting,
+//     shutting down or hung) are retried with exponential backoff and jitter,
+//     at most max_attempts times per shard and call; then returned. Pushes
+//     are retried with the same step, so a shard that applied a push whose
+//     answer was lost answers again without applying it twice.
+//   - FAILED_PRECONDITION from a shard (lease lost, unknown worker, no backup)
+//     makes the client re-join that shard and return FAILED_PRECONDITION
+//     ending in "re-joined; pull again": the caller pulls and recomputes.
+//   - Other codes are returned as the shard sent them (see ps.proto).
+//   A push is applied shard by shard: when one shard fails, others may
+//   already have applied their part (each shard is an independent update).
+//   To push the same batch again after an error, pass the failed push's step
+//   (PushStats::step, or one reserved with NextStep()): shards that applied
+//   it answer with their recorded result, the others apply the new push.
+//
+// Thread-safe: calls may come from several threads; each call blocks until
+// every shard it touched has answered. Pushes of one client run one at a
+// time (steps must reach each shard in order).
+class PsClient {
+ public:
+  // Opens one channel per shard. A worker (non-empty worker_name) joins every
+  // shard, checks that each reports the index and count it has in the
+  // options, and starts the heartbeat thread. INVALID_ARGUMENT for bad
+  // options; FAILED_PRECONDITION when a shard reports another index or count;
+  // UNAVAILABLE when a shard stays unreachable through all attempts.
+  static absl::StatusOr<std::unique_ptr<PsClient>> Connect(ClientOptions options);
+
+  // Leaves the shards if still joined (one attempt each, errors ignored).
+  ~PsClient();
+
+  PsClient(const PsClient&) = delete;
+  PsClient& operator=(const PsClient&) = delete;
+
+  // Declares `specs` on every shard (idempotent) and remembers their layout.
+  // Errors as DeclareTensors: INVALID_ARGUMENT, ALREADY_EXISTS.
+  absl::Status Declare(const std::vector<TensorSpec>& specs);
+
+  // Learns the layout of every declared tensor from GetStatus of every shard
+  // (for clients that did not declare, e.g. evaluators).
+  absl::Status FetchSpecs();
+
+  // Pulls the current values of `names` (empty: every known tensor) into
+  // `out`, resizing out[name] to the tensor's element count; other entries of
+  // `out` are left alone. Unknown names trigger one FetchSpecs; still unknown
+  // is NOT_FOUND. A worker's pull records its backup on the shards. On
+  // FAILED_PRECONDITION the shard is re-joined and the pull retried once.
+  absl::Status Pull(const std::vector<std::string>& names, TensorMap* out);
+
+  // Reserves the next push step. Pass it to Push/PushPull (and again when
+  // the push fails, to push the batch again without applying it twice); use
+  // reserved steps in the order they were reserved, before any later push.
+  uint64_t NextStep();
+
+  // Pushes full gradients of the tensors in `gradients`. Before anything is
+  // sent: NOT_FOUND for an unknown tensor, INVALID_ARGUMENT naming the tensor
+  // and the expected length when a size is wrong, FAILED_PRECONDITION for an
+  // evaluator. `stats` may be null. `step` 0 takes the next step; the step
+  // used is stats->step, also after an error.
+  absl::Status Push(const TensorMap& gradients, PushStats* stats = nullptr, uint64_t step = 0);
+
+  // Push and pull of the same tensors in one stream per shard: on success
+  // (*weights)[name] holds the updated values of each pushed tensor (which
+  // the shards keep as this worker's backup). Errors and `step` as Push; on
+  // error `weights` may hold partial values.
+  absl::Status PushPull(const TensorMap& gradients, TensorMap* weights, PushStats* stats = nullptr,
+                        uint64_t step = 0);
+
+  // GetStatus of every shard, in shard order. INVALID_ARGUMENT when a shard
+  // reports a layout that cannot be (a dimension < 1, no chunk size).
+  absl::StatusOr<std::vector<ShardStatus>> GetStatus();
+
+  // Makes every shard write a checkpoint now; their answers in shard order.
+  // FAILED_PRECONDITION when checkpoints are off.
+  absl::StatusOr<std::vector<CheckpointResult>> Checkpoint();
+
+  // Stops the heartbeats and ends the leases on every shard (a shard that no
+  // longer knows this worker, e.g. after a restart, counts as done). Later
+  // pushes are FAILED_PRECONDITION; pulls are made as an evaluator.
+  // Idempotent.
+  absl::Status Leave();
+
+  uint32_t shard_count() const { return static_cast<uint32_t>(shards_.size()); }
+  bool is_worker() const { return !options_.worker_name.empty(); }
+
+  // This client's worker id on shard `shard` (0 for an evaluator or after
+  // Leave); changes when the shard is re-joined. For tests and logs.
+  uint64_t worker_id(uint32_t shard) const;
+
+ private:
+  explicit PsClient(ClientOptions options);
+
+  // Runs fn(s) for each listed shard, in parallel; the first error in shard
+  // order (a re-joined shard's FAILED_PRECONDITION first), or OK.
+  template <typename Fn>
+  absl::Status ForEachShard(const std::vector<uint32_t>& shards, Fn fn);
+  std::vector<uint32_t> AllShards() const;
+  // Makes `call` (a unary ParameterShard method, see ps_client.cc) on every
+  // shard in parallel with the read retry policy; the answers in shard order.
+  template <typename Response, typename Call>
+  absl::StatusOr<std::vector<Response>> UnaryOnEveryShard(Call call);
+
+  void HeartbeatLoop();
+  void StopHeartbeats();
+  absl::Status LeaveShards(int max_attempts);
+
+  // The layouts of `names`, in that order. NOT_FOUND for unknown names.
+  absl::StatusOr<std::vector<TensorLayout>> Layouts(const std::vector<std::string>& names) const;
+  void RememberLayouts(const std::vector<TensorLayout>& layouts);
+  // Validates `gradients` against the layouts; their layouts and values in
+  // the same order.
+  absl::Status PrepareGradients(const TensorMap& gradients, std::vector<TensorLayout>* layouts,
+                                std::vector<const float*>* sources) const;
+  absl::Status DoPush(const TensorMap& gradients, TensorMap* weights, PushStats* stats,
+                      uint64_t step);
+
+  // Constant after construction.
+  const ClientOptions options_;
+  std::vector<std::unique_ptr<client::ShardSession>> shards_;
+
+  // The last step handed out; atomic so NextStep never waits for a push.
+  std::atomic<uint64_t> last_step_{0};
+  // Held for a whole push, so steps reach each shard in order.
+  absl::Mutex push_mu_;
+
+  mutable absl::Mutex layouts_mu_;
+  absl::flat_hash_map<std::string, TensorLayout> layouts_ ABSL_GUARDED_BY(layouts_mu_);
+
+  // Wakes the heartbeat thread early when it must stop.
+  absl::Mutex heartbeat_mu_;
+  bool stop_heartbeats_ ABSL_GUARDED_BY(heartbeat_mu_) = false;
+
+  // Serialises starting and stopping the heartbeat thread (Connect, Leave and
+  // the destructor). Never held while heartbeat_mu_ is waited on.
+  absl::Mutex lifecycle_mu_;
+  std::thread heartbeat_thread_ ABSL_GUARDED_BY(lifecycle_mu_);
+};
+
+}  // namespace dcasgd
+
+#endif  // DCASGD_CLIENTS_CPP_PS_CLIENT_H_

@@ -1,0 +1,119 @@
+#ifndef DCASGD_CLIENTS_CPP_SHARD_SESSION_H_
+#define DCASGD_CLIENTS_CPP_SHARD_SESSION_H_
+
+// Internal to clients/cpp (PsClient's parts): generated types appear here,
+// never in ps_client.h.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "dcasgd/v1/ps.grpc.pb.h"
+#include "grpcpp/channel.h"
+#include "grpcpp/client_context.h"
+#include "grpcpp/support/channel_arguments.h"
+
+namespace dcasgd {
+namespace client {
+
+// How a session handles the failures of one kind of call (the error contract
+// in ps_client.h).
+enum class CallKind {
+  // Join, Declare, GetStatus, Checkpoint: transient errors are retried;
+  // FAILED_PRECONDITION is returned as it is.
+  kRead,
+  // As kRead, and FAILED_PRECONDITION re-joins the shard and retries once
+  // (a pull is what the caller would do next anyway).
+  kPull,
+  // Needs a worker id; FAILED_PRECONDITION re-joins and returns
+  // FAILED_PRECONDITION ending in "re-joined; pull again".
+  kPush,
+};
+
+// Retries of one call on one shard.
+struct CallPolicy {
+  absl::Duration rpc_timeout = absl::Seconds(60);  // per attempt
+  int max_attempts = 8;                            // >= 1
+  absl::Duration initial_backoff = absl::Milliseconds(50);
+  absl::Duration max_backoff = absl::Seconds(1);
+};
+
+// This client's session with one parameter shard: the channel, the worker id
+// the shard gave it, Join / re-Join / Leave, one heartbeat, and the retry and
+// re-join policy of every call to it.
+//
+// Thread-safe: calls may run concurrently; Join, re-Join and Leave of one
+// session are serialised (concurrent failures re-join once). Blocking.
+class ShardSession {
+ public:
+  // Opens the channel (connects lazily). An empty `worker_name` is an
+  // evaluator: it never joins, and calls run with worker id 0.
+  ShardSession(uint32_t index, uint32_t count, const std::string& address,
+               const grpc::ChannelArguments& args, std::string worker_name, CallPolicy policy);
+
+  ShardSession(const ShardSession&) = delete;
+  ShardSession& operator=(const ShardSession&) = delete;
+
+  uint32_t index() const { return index_; }
+  // "shard 1 (host:port)", the prefix of every error about this shard.
+  const std::string& label() const { return label_; }
+  v1::ParameterShard::Stub* stub() const { return stub_.get(); }
+  // 0 when not joined (an evaluator, or after Leave).
+  uint64_t worker_id() const;
+  // The lease the shard last reported; zero before the first Join.
+  absl::Duration lease() const;
+
+  // A fresh deadline of the policy's rpc_timeout on `context`.
+  void SetDeadline(grpc::ClientContext* context) const;
+
+  // Runs attempt(worker_id) with the policy of `kind`: UNAVAILABLE,
+  // CANCELLED and DEADLINE_EXCEEDED are retried with backoff and jitter up
+  // to max_attempts times (sooner when a disconnected channel reconnects);
+  // FAILED_PRECONDITION as CallKind says. `attempt` must return its error
+  // already prefixed with label() (wire/status.h FromGrpcStatus).
+  absl::Status Call(CallKind kind, absl::FunctionRef<absl::Status(uint64_t worker_id)> attempt);
+
+  // Joins as the worker: checks that the shard reports this session's index
+  // and count (FAILED_PRECONDITION otherwise) and records the worker id and
+  // lease.
+  absl::Status Join();
+  // Joins again unless another call already did since `failed_worker_id`
+  // failed; FAILED_PRECONDITION after Leave.
+  absl::Status Rejoin(uint64_t failed_worker_id);
+  // Renews the lease once, waiting at most `timeout` (a hung shard must not
+  // hold up the others' beats). A lost lease re-joins now, so membership
+  // stays accurate; other errors are left to the next beat.
+  void Beat(absl::Duration timeout);
+  // Ends the lease (up to `max_attempts` tries while UNAVAILABLE). A shard
+  // that no longer knows the worker counts as done. Never re-joins after.
+  absl::Status Leave(int max_attempts);
+
+ private:
+  // Waits `delay` before a retry, or less when the channel reconnects.
+  void WaitBeforeRetry(absl::Duration delay);
+
+  const uint32_t index_;
+  const uint32_t count_;
+  const std::string label_;
+  const std::string worker_name_;
+  const CallPolicy policy_;
+  const std::shared_ptr<grpc::Channel> channel_;
+  const std::unique_ptr<v1::ParameterShard::Stub> stub_;
+
+  // Serialises Join, re-Join and Leave. Held across the RPC so that
+  // concurrent failures re-join once; never taken while holding `mu_`.
+  absl::Mutex join_mu_;
+  mutable absl::Mutex mu_;
+  uint64_t worker_id_ ABSL_GUARDED_BY(mu_) = 0;  // 0: not joined
+  uint64_t lease_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  bool left_ ABSL_GUARDED_BY(mu_) = false;  // Leave() was called: never re-join
+};
+
+}  // namespace client
+}  // namespace dcasgd
+
+#endif  // DCASGD_CLIENTS_CPP_SHARD_SESSION_H_

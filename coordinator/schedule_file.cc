@@ -1,0 +1,41 @@
+#include "coordinator/schedule_file.h"
+
+#include <cstdint>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "base/file.h"
+
+namespace dcasgd {
+
+absl::StatusOr<OpenedCoordinator> OpenDataCoordinator(absl::Duration lease, Clock* clock,
+                                                      const std::string& dir) {
+  OpenedCoordinator opened;
+  if (dir.empty()) {
+    opened.coordinator = std::make_unique<DataCoordinator>(lease, clock);
+    return opened;
+  }
+  const std::string path = absl::StrCat(dir, "/", kScheduleFileName);
+  std::string saved_state;
+  absl::StatusOr<std::string> saved = ReadWholeFile(path);
+  if (saved.ok()) {
+    saved_state = *std::move(saved);
+  } else if (!absl::IsNotFound(saved.status())) {
+    return saved.status();
+  }
+  opened.coordinator = std::make_unique<DataCoordinator>(
+      lease, clock, [path](const std::string& text) { return WriteFileAtomically(path, text); });
+  if (!saved_state.empty()) {
+    if (absl::Status s = opened.coordinator->RestoreProgress(saved_state); !s.ok()) {
+      return absl::DataLossError(absl::StrCat(path, ": ", s.message()));
+    }
+    const JobProgress p = opened.coordinator->Progress();
+    opened.restored =
+        absl::StrCat("data schedule ", p.completed, " of ", uint64_t{p.num_data_shards} * p.epochs,
+                     " data shards done, ", p.leased, " leased");
+  }
+  return opened;
+}
+
+}  // namespace dcasgd

@@ -1,0 +1,278 @@
+// PsClient against real dcasgd-ps processes when things break: an answer
+// lost between the shard applying a push and the client hearing of it (a
+// TCP proxy cuts the connection there), a shard killed and restarted on the
+// same port, a shard restarted with SIGTERM while pushes are in flight.
+// The shards run plain ASGD, so the weights are exactly the initial values
+// minus lr times the sum of the gradients applied.
+
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "clients/cpp/ps_client.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/ps_process.h"
+#include "tests/testing/tcp_proxy.h"
+
+namespace dcasgd {
+namespace {
+
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// The value of a metric without labels other than the shard's, or -1.
+double Metric(int port, const std::string& name) {
+  absl::StatusOr<std::string> text = testing::HttpGet(port, "/metrics");
+  if (!text.ok()) return -1;
+  for (absl::string_view line : absl::StrSplit(*text, '\n')) {
+    if (!absl::StartsWith(line, name + "{") && !absl::StartsWith(line, name + " ")) continue;
+    double value = 0;
+    if (absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &value)) return value;
+  }
+  return -1;
+}
+
+// "w": 6 elements in chunks of 4, all zero.
+std::vector<TensorSpec> Specs() {
+  TensorSpec w;
+  w.name = "w";
+  w.shape = {6};
+  w.chunk_elements = 4;
+  w.init.kind = Initializer::Kind::kZeros;
+  return {w};
+}
+
+TensorMap Gradient(float g) { return {{"w", std::vector<float>(6, g)}}; }
+
+TEST(PsClientFaults, APushWhoseAnswerIsLostIsRetriedAndAppliedOnce) {
+  auto shard = testing::PsProcess::Start(
+      {"--update_rule=asgd", "--lr=0.5", "--metrics_address=127.0.0.1:0"});
+  ASSERT_TRUE(shard.ok()) << shard.status();
+  auto proxy = testing::TcpProxy::Start((*shard)->grpc_port());
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  ClientOptions options;
+  options.shard_addresses = {absl::StrCat("127.0.0.1:", (*proxy)->port())};
+  options.worker_name = "w0";
+  options.heartbeats = false;  // one call at a time through the proxy
+  options.initial_backoff = absl::Milliseconds(10);
+  auto client = PsClient::Connect(options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  ASSERT_TRUE((*client)->Declare(Specs()).ok());
+  TensorMap weights;
+  ASSERT_TRUE((*client)->Pull({"w"}, &weights).ok());
+
+  float acknowledged = 0;  // sum of the gradients of acknowledged pushes
+  for (int i = 1; i <= 6; ++i) {
+    // Every other push loses its answer after the shard applied it; the
+    // client retries with the same step.
+    if (i % 2 == 1) (*proxy)->CutAtNextReply();
+    PushStats stats;
+    const absl::Status pushed = i % 4 == 0 ? (*client)->Push(Gradient(i), &stats)
+                                           : (*client)->PushPull(Gradient(i), &weights, &stats);
+    ASSERT_TRUE(pushed.ok()) << "push " << i << ": " << pushed;
+    acknowledged += static_cast<float>(i);
+    EXPECT_EQ(stats.versions[0], static_cast<uint64_t>(i)) << "one version per push";
+  }
+  EXPECT_EQ((*proxy)->cuts(), 3) << "the faults happened";
+  ClientOptions evaluator_options;
+  evaluator_options.shard_addresses = options.shard_addresses;
+  auto evaluator = PsClient::Connect(evaluator_options);
+  ASSERT_TRUE(evaluator.ok());
+  TensorMap final_weights;
+  ASSERT_TRUE((*evaluator)->Pull({"w"}, &final_weights).ok());
+  // ASGD: w = 0 - lr * (sum of the gradients applied); a push applied twice
+  // would subtract its gradient twice.
+  EXPECT_EQ(final_weights["w"], std::vector<float>(6, -0.5f * acknowledged));
+  EXPECT_EQ(weights["w"], final_weights["w"]) << "the last PushPull answered the final values";
+  EXPECT_EQ(Metric((*shard)->metrics_port(), "dcasgd_ps_repeated_pushes_total"), 3);
+  EXPECT_EQ(Metric((*shard)->metrics_port(), "dcasgd_ps_pushes_total"), 6);
+}
+
+// Pushes in a loop on its own thread, pulling again after errors, and
+// records when pushes succeed.
+class Pusher {
+ public:
+  explicit Pusher(PsClient* client) : client_(client), thread_([this] { Run(); }) {}
+  ~Pusher() {
+    stop_.store(true);
+    thread_.join();
+  }
+  // The time of the first successful push after `after`, if any.
+  std::optional<absl::Time> FirstSuccessAfter(absl::Time after) {
+    absl::MutexLock lock(&mu_);
+    for (absl::Time t : successes_) {
+      if (t > after) return t;
+    }
+    return std::nullopt;
+  }
+  int errors() {
+    absl::MutexLock lock(&mu_);
+    return errors_;
+  }
+
+ private:
+  void Run() {
+    TensorMap weights;
+    while (!stop_.load()) {
+      absl::Status s = client_->PushPull(Gradient(1), &weights);
+      if (!s.ok()) {
+        {
+          absl::MutexLock lock(&mu_);
+          ++errors_;
+        }
+        client_->Pull({"w"}, &weights).IgnoreError();
+        continue;
+      }
+      absl::MutexLock lock(&mu_);
+      successes_.push_back(absl::Now());
+    }
+  }
+
+  PsClient* const client_;
+  std::atomic<bool> stop_{false};  // set by the test thread, read by the pusher
+  absl::Mutex mu_;
+  std::vector<absl::Time> successes_ ABSL_GUARDED_BY(mu_);
+  int errors_ ABSL_GUARDED_BY(mu_) = 0;
+  std::thread thread_;  // last: starts after the fields it uses
+};
+
+TEST(PsClientFaults, ARestartedShardIsUsedWithinSecondsOfComingBack) {
+  // Issue 13: stalls were 2.5-5x the outage after a shard came back (gRPC's
+  // reconnect backoff grows to minutes). The bound asserted here is loose;
+  // the client reconnects at least every second.
+  absl::StatusOr<std::string> dir = testing::MakeTempDir("client-faults");
+  ASSERT_TRUE(dir.ok());
+  const int port = FreePort();
+  auto shard = testing::PsProcess::Start({"--update_rule=asgd", "--lr=0.01",
+                                          absl::StrCat("--listen=127.0.0.1:", port),
+                                          "--metrics_address=", "--checkpoint_dir=" + *dir});
+  ASSERT_TRUE(shard.ok()) << shard.status();
+  ClientOptions options;
+  options.shard_addresses = {(*shard)->address()};
+  options.worker_name = "w0";
+  auto client = PsClient::Connect(options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  ASSERT_TRUE((*client)->Declare(Specs()).ok());
+  TensorMap weights;
+  ASSERT_TRUE((*client)->Pull({"w"}, &weights).ok());
+  {
+    Pusher pusher(client->get());
+    ASSERT_TRUE(
+        testing::WaitFor([&] { return pusher.FirstSuccessAfter(absl::InfinitePast()).has_value(); },
+                         absl::Seconds(10))
+            .ok());
+    // The restarted shard has the model (not the pushes since).
+    ASSERT_TRUE((*client)->Checkpoint().ok());
+    ASSERT_TRUE((*shard)->Kill(SIGKILL).ok());
+    ASSERT_TRUE((*shard)->WaitExit().ok());
+    // The outage: long enough for gRPC's default reconnect backoff to grow
+    // past several seconds.
+    absl::SleepFor(absl::Seconds(8));
+    ASSERT_TRUE((*shard)->Restart().ok()) << (*shard)->Log();
+    const absl::Time back = absl::Now();  // the port file exists: it listens
+    ASSERT_TRUE(testing::WaitFor([&] { return pusher.FirstSuccessAfter(back).has_value(); },
+                                 absl::Seconds(30))
+                    .ok())
+        << "no push succeeded after the restart";
+    const absl::Duration stall = *pusher.FirstSuccessAfter(back) - back;
+    std::fprintf(stderr, "first push %s after the shard's port was back\n",
+                 absl::FormatDuration(stall).c_str());
+    EXPECT_LT(stall, absl::Seconds(3));
+    EXPECT_GT(pusher.errors(), 0) << "the outage was seen";
+  }
+  client->reset();
+  testing::RemoveTree(*dir);
+}
+
+TEST(PsClientFaults, PushesRideOutASigtermRestart) {
+  // Issue 13: a rolling restart made workers exit with "CANCELLED". The
+  // client retries CANCELLED; with a checkpoint the shard comes back with
+  // every acknowledged update.
+  absl::StatusOr<std::string> dir = testing::MakeTempDir("client-faults");
+  ASSERT_TRUE(dir.ok());
+  const int port = FreePort();
+  auto shard = testing::PsProcess::Start({"--update_rule=asgd", "--lr=1",
+                                          absl::StrCat("--listen=127.0.0.1:", port),
+                                          "--metrics_address=", "--checkpoint_dir=" + *dir});
+  ASSERT_TRUE(shard.ok()) << shard.status();
+  ClientOptions options;
+  options.shard_addresses = {(*shard)->address()};
+  options.worker_name = "w0";
+  options.max_attempts = 50;
+  auto client = PsClient::Connect(options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  ASSERT_TRUE((*client)->Declare(Specs()).ok());
+  TensorMap weights;
+  ASSERT_TRUE((*client)->Pull({"w"}, &weights).ok());
+  std::atomic<int> acknowledged{0};
+  std::atomic<bool> stop{false};
+  std::vector<std::string> errors;
+  std::thread pusher([&] {
+    TensorMap w;
+    while (!stop.load()) {
+      uint64_t step = (*client)->NextStep();
+      // A batch is pushed until it is acknowledged, always with its step.
+      while (true) {
+        absl::Status s = (*client)->PushPull(Gradient(1), &w, nullptr, step);
+        if (s.ok()) break;
+        errors.push_back(std::string(s.message()));
+        // Lost lease (the restarted shard does not know the worker): the
+        // client re-joined; pull and push the batch again.
+        ASSERT_TRUE(absl::IsFailedPrecondition(s)) << s;
+        ASSERT_TRUE((*client)->Pull({"w"}, &w).ok());
+      }
+      acknowledged.fetch_add(1);
+    }
+  });
+  ASSERT_TRUE(testing::WaitFor([&] { return acknowledged.load() >= 50; }, absl::Seconds(20)).ok());
+  ASSERT_TRUE((*shard)->Kill(SIGTERM).ok());
+  absl::StatusOr<int> code = (*shard)->WaitExit();
+  ASSERT_TRUE(code.ok());
+  EXPECT_EQ(*code, 0) << (*shard)->Log();
+  ASSERT_TRUE((*shard)->Restart().ok()) << (*shard)->Log();
+  const int at_restart = acknowledged.load();
+  ASSERT_TRUE(
+      testing::WaitFor([&] { return acknowledged.load() >= at_restart + 50; }, absl::Seconds(20))
+          .ok());
+  stop.store(true);
+  pusher.join();
+  ClientOptions evaluator_options;
+  evaluator_options.shard_addresses = options.shard_addresses;
+  auto evaluator = PsClient::Connect(evaluator_options);
+  ASSERT_TRUE(evaluator.ok());
+  TensorMap final_weights;
+  ASSERT_TRUE((*evaluator)->Pull({"w"}, &final_weights).ok());
+  // Every acknowledged push is in the weights exactly once: the final
+  // checkpoint kept those before the restart, and none was applied twice.
+  EXPECT_EQ(final_weights["w"], std::vector<float>(6, -static_cast<float>(acknowledged.load())))
+      << "errors seen: " << errors.size();
+  client->reset();
+  testing::RemoveTree(*dir);
+}
+
+}  // namespace
+}  // namespace dcasgd

@@ -1,0 +1,178 @@
+// One shard session against a real dcasgd-ps: join, the checks of Join, the
+// call policy per kind of call, heartbeats and Leave.
+#include "clients/cpp/shard_session.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "clients/cpp/channel_args.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/ps_process.h"
+#include "wire/status.h"
+
+namespace dcasgd {
+namespace client {
+namespace {
+
+using ::testing::HasSubstr;
+
+CallPolicy FastPolicy() {
+  CallPolicy policy;
+  policy.rpc_timeout = absl::Seconds(20);
+  policy.max_attempts = 3;
+  policy.initial_backoff = absl::Milliseconds(10);
+  policy.max_backoff = absl::Milliseconds(50);
+  return policy;
+}
+
+std::unique_ptr<ShardSession> Session(const testing::PsProcess& shard, uint32_t index,
+                                      uint32_t count, std::string worker_name) {
+  grpc::ChannelArguments args;
+  SetResilienceArgs(&args);
+  return std::make_unique<ShardSession>(index, count, shard.address(), args, std::move(worker_name),
+                                        FastPolicy());
+}
+
+class ShardSessionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto started = testing::PsProcess::Start(
+        {"--update_rule=asgd", "--metrics_address=", "--lease_seconds=1"});
+    ASSERT_TRUE(started.ok()) << started.status();
+    shard_ = std::move(started).value();
+  }
+  // Heartbeat of `session`'s worker id, as the shard sees it.
+  absl::Status BeatAs(ShardSession& session, uint64_t worker_id) {
+    v1::HeartbeatRequest request;
+    request.set_worker_id(worker_id);
+    v1::HeartbeatResponse response;
+    grpc::ClientContext context;
+    session.SetDeadline(&context);
+    return FromGrpcStatus(session.stub()->Heartbeat(&context, request, &response), session.label());
+  }
+
+  // Workers the shard counts (GetStatus renews no lease).
+  uint32_t ActiveWorkers(ShardSession& session) {
+    v1::ShardStatus status;
+    grpc::ClientContext context;
+    session.SetDeadline(&context);
+    if (!session.stub()->GetStatus(&context, v1::GetStatusRequest(), &status).ok()) return ~0u;
+    return status.active_workers();
+  }
+
+  std::unique_ptr<testing::PsProcess> shard_;
+};
+
+TEST_F(ShardSessionTest, JoinRecordsTheWorkerIdAndLease) {
+  auto session = Session(*shard_, 0, 1, "w");
+  EXPECT_EQ(session->worker_id(), 0u);
+  EXPECT_EQ(session->label(), "shard 0 (" + shard_->address() + ")");
+  ASSERT_TRUE(session->Join().ok());
+  EXPECT_NE(session->worker_id(), 0u);
+  EXPECT_EQ(session->lease(), absl::Seconds(1));
+  EXPECT_TRUE(BeatAs(*session, session->worker_id()).ok());
+}
+
+TEST_F(ShardSessionTest, JoinRefusesAShardWithAnotherIndexOrCount) {
+  auto wrong_count = Session(*shard_, 0, 2, "w");
+  const absl::Status status = wrong_count->Join();
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
+  EXPECT_THAT(status.message(), HasSubstr("says it is shard 0 of 1"));
+  EXPECT_EQ(wrong_count->worker_id(), 0u);
+}
+
+TEST_F(ShardSessionTest, APushNeedsAWorkerId) {
+  auto evaluator = Session(*shard_, 0, 1, "");
+  int attempts = 0;
+  const absl::Status status = evaluator->Call(CallKind::kPush, [&](uint64_t) {
+    ++attempts;
+    return absl::OkStatus();
+  });
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(attempts, 0) << "nothing is sent";
+}
+
+TEST_F(ShardSessionTest, TransientErrorsAreRetriedUpToMaxAttempts) {
+  auto session = Session(*shard_, 0, 1, "w");
+  int attempts = 0;
+  const absl::Status status = session->Call(CallKind::kRead, [&](uint64_t) {
+    ++attempts;
+    return absl::UnavailableError("restarting");
+  });
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(attempts, 3);
+  attempts = 0;
+  EXPECT_EQ(session
+                ->Call(CallKind::kRead,
+                       [&](uint64_t) {
+                         ++attempts;
+                         return absl::InvalidArgumentError("bad");
+                       })
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(attempts, 1) << "other errors are not retried";
+}
+
+TEST_F(ShardSessionTest, ALostLeaseRejoinsPullsRetryAndPushesSayPullAgain) {
+  auto session = Session(*shard_, 0, 1, "w");
+  ASSERT_TRUE(session->Join().ok());
+  const uint64_t first = session->worker_id();
+  std::vector<uint64_t> ids;
+  const absl::Status pulled = session->Call(CallKind::kPull, [&](uint64_t id) {
+    ids.push_back(id);
+    return ids.size() == 1 ? absl::FailedPreconditionError("lease lost") : absl::OkStatus();
+  });
+  EXPECT_TRUE(pulled.ok()) << pulled;
+  ASSERT_EQ(ids.size(), 2u);
+  EXPECT_EQ(ids[0], first);
+  EXPECT_NE(ids[1], first) << "the retry runs with the new worker id";
+
+  const absl::Status pushed = session->Call(
+      CallKind::kPush, [&](uint64_t) { return absl::FailedPreconditionError("no backup"); });
+  EXPECT_EQ(pushed.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(pushed.message(), HasSubstr("re-joined; pull again"));
+
+  // Reads never re-join.
+  const uint64_t before_read = session->worker_id();
+  EXPECT_EQ(
+      session->Call(CallKind::kRead, [&](uint64_t) { return absl::FailedPreconditionError("x"); })
+          .code(),
+      absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(session->worker_id(), before_read);
+}
+
+TEST_F(ShardSessionTest, BeatsKeepTheLeaseAndABeatAfterExpiryRejoins) {
+  auto session = Session(*shard_, 0, 1, "w");
+  ASSERT_TRUE(session->Join().ok());
+  const uint64_t first = session->worker_id();
+  for (int i = 0; i < 8; ++i) {
+    absl::SleepFor(absl::Milliseconds(250));
+    session->Beat(absl::Seconds(5));
+  }
+  EXPECT_EQ(session->worker_id(), first) << "2 s of beats every 250 ms keep a 1 s lease";
+  // Without beats the lease expires (the shard reaps every lease/4); then a
+  // beat finds it gone and re-joins.
+  ASSERT_TRUE(
+      testing::WaitFor([&] { return ActiveWorkers(*session) == 0; }, absl::Seconds(10)).ok());
+  session->Beat(absl::Seconds(5));
+  EXPECT_NE(session->worker_id(), first);
+  EXPECT_NE(session->worker_id(), 0u);
+}
+
+TEST_F(ShardSessionTest, LeaveEndsTheLeaseAndNeverRejoins) {
+  auto session = Session(*shard_, 0, 1, "w");
+  ASSERT_TRUE(session->Join().ok());
+  const uint64_t id = session->worker_id();
+  ASSERT_TRUE(session->Leave(3).ok());
+  EXPECT_EQ(session->worker_id(), 0u);
+  EXPECT_EQ(BeatAs(*session, id).code(), absl::StatusCode::kFailedPrecondition)
+      << "the shard forgot the worker";
+  EXPECT_EQ(session->Rejoin(0).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(session->Leave(3).ok()) << "idempotent";
+}
+
+}  // namespace
+}  // namespace client
+}  // namespace dcasgd
