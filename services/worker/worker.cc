@@ -75,6 +75,22 @@ absl::Status RunWorker(const WorkerOptions& options, const absl::Notification* s
   }
 
   ASSIGN_OR_RETURN(std::unique_ptr<model::Model> model, model::CreateModel(options.model));
+  if (!eval) {
+    // A worker started after the job finished (a restarted or late pod) has
+    // nothing to do: it says so and exits 0 without joining, pulling or
+    // asking for checkpoints. Shard 0 unreachable for 10 s: connecting
+    // below rides the outage out.
+    absl::StatusOr<JobProgress> job =
+        CoordinatorClient(options.shard_addresses[0], absl::Seconds(10)).JobStatus();
+    if (job.ok() && job->done) {
+      std::fprintf(stderr,
+                   "[%s] the job finished before this worker started (%u data shards x %u "
+                   "epochs, all trained): nothing to train. Scale the workers to 0 "
+                   "(docs/operations.md, \"Running a job to completion\")\n",
+                   name.c_str(), job->num_data_shards, job->epochs);
+      return absl::OkStatus();
+    }
+  }
   if (options.virtual_workers > 0) return RunVirtualWorkers(options, *model, &metrics, stop);
   // Read the data first: a wrong S3 secret or a missing bucket ends the
   // worker before it joins or trains anything.
