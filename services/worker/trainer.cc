@@ -12,6 +12,7 @@
 #include <utility>
 #include <variant>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
@@ -161,6 +162,10 @@ absl::Status Trainer::PullWithRetry(const absl::Notification* stop) {
 }
 
 absl::Status Trainer::Run(const absl::Notification* stop) {
+  // However Run ends, a logical worker stops taking turns.
+  absl::Cleanup step_out = [this] {
+    if (schedule_ != nullptr) schedule_->Exit(slot_);
+  };
   const std::vector<TensorSpec> specs = model_->ParameterSpecs(options_.seed);
   for (const TensorSpec& spec : specs) names_.push_back(spec.name);
   absl::Status declared =
@@ -199,9 +204,13 @@ absl::Status Trainer::Run(const absl::Notification* stop) {
       return absl::OkStatus();
     }
     if (const auto* later = std::get_if<RetryLater>(&answer)) {
+      // Nothing to train until others finish: the other logical workers
+      // take their turns meanwhile.
+      if (schedule_ != nullptr) schedule_->Exit(slot_);
       stop->WaitForNotificationWithTimeout(later->after);
       continue;
     }
+    if (schedule_ != nullptr) schedule_->Enter(slot_);
     const DataLease& lease = std::get<DataLease>(answer);
     bool finished = false;
     // Renewed until completed: also while Complete waits for shard 0 (a
@@ -305,8 +314,11 @@ absl::Status Trainer::TrainShard(const DataLease& lease, DataLeaseRenewer* renew
       // Not finite (the shards would refuse the gradient) or exploding (the
       // shards keep weights finite by clamping them): say why and stop.
       if (!std::isfinite(loss) || loss > options_.max_loss) return Diverged(loss, lease);
+      // A logical worker pushes only in its turn (stopped: end the shard).
+      if (schedule_ != nullptr && !schedule_->AwaitTurn(slot_)) return absl::OkStatus();
       const auto t1 = std::chrono::steady_clock::now();
       absl::Status pushed = ps_->PushPull(gradients_, &weights_, &stats, step);
+      if (schedule_ != nullptr) schedule_->EndTurn(slot_, pushed.ok(), stats.max_staleness);
       comm = Since(t1);
       step = stats.step;
       if (pushed.ok()) {

@@ -10,6 +10,7 @@
 #include "coordinator/coordinator_client.h"
 #include "services/worker/data_source.h"
 #include "services/worker/model/model.h"
+#include "services/worker/step_schedule.h"
 #include "services/worker/worker_metrics.h"
 #include "services/worker/worker_options.h"
 
@@ -44,6 +45,14 @@ class Trainer {
 
   int64_t steps() const { return steps_; }
 
+  // Makes this trainer logical worker `slot` of `schedule` (virtual
+  // workers): it pushes only in its turns and steps out of the schedule while
+  // it has no data lease. Call before Run; `schedule` must outlive Run.
+  void set_schedule(StepSchedule* schedule, int slot) {
+    schedule_ = schedule;
+    slot_ = slot;
+  }
+
  private:
   // Pulls every model tensor, retrying UNAVAILABLE / FAILED_PRECONDITION /
   // NOT_FOUND with backoff until it works, `stop`, or ~5 minutes.
@@ -71,6 +80,8 @@ class Trainer {
   DataSource* const data_;
   const model::Model* const model_;
   WorkerMetrics* const metrics_;
+  StepSchedule* schedule_ = nullptr;  // not owned; null: push whenever ready
+  int slot_ = 0;
 
   std::vector<TensorSpec> specs_;  // as declared, for re-declaring
   std::vector<std::string> names_;

@@ -15,6 +15,7 @@
 #include "services/worker/data_source.h"
 #include "services/worker/evaluator.h"
 #include "services/worker/trainer.h"
+#include "services/worker/virtual_workers.h"
 #include "services/worker/worker_metrics.h"
 
 namespace dcasgd {
@@ -37,10 +38,6 @@ absl::Status CheckShardHealth(const std::string& address, absl::Duration timeout
   return absl::OkStatus();
 }
 
-namespace {
-
-// Connects (a worker joins every shard), riding out shards that are down or
-// restarting for up to 5 minutes (a worker started during an outage).
 absl::StatusOr<std::unique_ptr<PsClient>> ConnectWithRetry(const ClientOptions& options,
                                                            const std::string& name,
                                                            const absl::Notification* stop) {
@@ -61,8 +58,6 @@ absl::StatusOr<std::unique_ptr<PsClient>> ConnectWithRetry(const ClientOptions& 
   return ps;
 }
 
-}  // namespace
-
 absl::Status RunWorker(const WorkerOptions& options, const absl::Notification* stop) {
   if (options.role == WorkerRole::kHealthCheck) {
     for (const std::string& address : options.shard_addresses) {
@@ -80,6 +75,23 @@ absl::Status RunWorker(const WorkerOptions& options, const absl::Notification* s
   }
 
   ASSIGN_OR_RETURN(std::unique_ptr<model::Model> model, model::CreateModel(options.model));
+  if (!eval) {
+    // A worker started after the job finished (a restarted or late pod) has
+    // nothing to do: it says so and exits 0 without joining, pulling or
+    // asking for checkpoints. Shard 0 unreachable for 10 s: connecting
+    // below rides the outage out.
+    absl::StatusOr<JobProgress> job =
+        CoordinatorClient(options.shard_addresses[0], absl::Seconds(10)).JobStatus();
+    if (job.ok() && job->done) {
+      std::fprintf(stderr,
+                   "[%s] the job finished before this worker started (%u data shards x %u "
+                   "epochs, all trained): nothing to train. Scale the workers to 0 "
+                   "(docs/operations.md, \"Running a job to completion\")\n",
+                   name.c_str(), job->num_data_shards, job->epochs);
+      return absl::OkStatus();
+    }
+  }
+  if (options.virtual_workers > 0) return RunVirtualWorkers(options, *model, &metrics, stop);
   // Read the data first: a wrong S3 secret or a missing bucket ends the
   // worker before it joins or trains anything.
   ASSIGN_OR_RETURN(std::unique_ptr<DataSource> data, DataSource::Open(options.data));

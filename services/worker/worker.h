@@ -1,8 +1,13 @@
 #ifndef DCASGD_SERVICES_WORKER_WORKER_H_
 #define DCASGD_SERVICES_WORKER_WORKER_H_
 
+#include <memory>
+#include <string>
+
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/notification.h"
+#include "clients/cpp/ps_client.h"
 #include "services/worker/worker_options.h"
 
 namespace dcasgd {
@@ -12,6 +17,13 @@ namespace dcasgd {
 // first unrecoverable error (e.g. PERMISSION_DENIED naming the bucket for a
 // wrong S3 secret, DATA_LOSS naming a corrupt data shard).
 absl::Status RunWorker(const WorkerOptions& options, const absl::Notification* stop);
+
+// Connects (a worker joins every shard), riding out shards that are down or
+// restarting for up to 5 minutes (a worker started during an outage); `name`
+// is for log lines. Returns early with the last error on `stop`.
+absl::StatusOr<std::unique_ptr<PsClient>> ConnectWithRetry(const ClientOptions& options,
+                                                           const std::string& name,
+                                                           const absl::Notification* stop);
 
 // One grpc.health.v1 Check of `address` (service ""); OK when SERVING.
 absl::Status CheckShardHealth(const std::string& address, absl::Duration timeout);

@@ -35,6 +35,17 @@ ABSL_FLAG(int64_t, max_steps, 0, "train: stop after this many steps (0: the whol
 ABSL_FLAG(double, max_loss, 1000,
           "train: stop with 'training diverged' when a batch's loss exceeds this (the shards "
           "keep the weights finite, so divergence shows as an exploding loss); 0: off");
+ABSL_FLAG(int32_t, virtual_workers, 0,
+          "train: run this many logical workers in this process, each a full worker to the "
+          "shards (own join, backup, leases), taking turns to push as --schedule says, so the "
+          "staleness is under control (convergence studies); 0: one ordinary worker");
+ABSL_FLAG(std::string, schedule, "round-robin",
+          "with --virtual_workers: round-robin (staleness exactly M-1) | random (geometric "
+          "staleness, mean M-1) | slow:K[:F] (every K-th worker F times slower) | free (no "
+          "turns; needed for --sync=ssgd shards)");
+ABSL_FLAG(int64_t, eval_every_steps, 0,
+          "with --virtual_workers: evaluate the model on the test set after every this many "
+          "pushes (while no worker pushes) and once at the end; 0: only at the end");
 
 namespace dcasgd {
 namespace {
@@ -118,6 +129,16 @@ absl::StatusOr<WorkerOptions> ParseWorkerOptions(const std::vector<std::string>&
   const double max_loss = absl::GetFlag(FLAGS_max_loss);
   if (!(max_loss >= 0)) return Invalid("max_loss", "must be >= 0 (0: off)");
   o.max_loss = max_loss > 0 ? max_loss : std::numeric_limits<double>::infinity();
+  o.virtual_workers = absl::GetFlag(FLAGS_virtual_workers);
+  if (o.virtual_workers < 0 || o.virtual_workers > kMaxVirtualWorkers) {
+    return Invalid("virtual_workers", absl::StrCat("must be in [0, ", kMaxVirtualWorkers, "]"));
+  }
+  if (o.virtual_workers > 0 && o.role != WorkerRole::kTrain) {
+    return Invalid("virtual_workers", "only with --role=train");
+  }
+  o.schedule = absl::GetFlag(FLAGS_schedule);
+  o.eval_every_steps = absl::GetFlag(FLAGS_eval_every_steps);
+  if (o.eval_every_steps < 0) return Invalid("eval_every_steps", "must be >= 0");
   return o;
 }
 

@@ -51,7 +51,20 @@ struct WorkerOptions {
   // "training diverged". The shards clamp weights to a finite range, so a
   // diverging model shows as an exploding loss, not as NaN.
   double max_loss = 1000;
+  // Train: logical workers in this process (0: this process is one ordinary
+  // worker). See services/worker/virtual_workers.h.
+  int virtual_workers = 0;
+  // With virtual workers: who pushes next (services/worker/step_schedule.h),
+  // or "free" for no turns.
+  std::string schedule = "round-robin";
+  // With virtual workers: pushes between test-set evaluations (0: only at
+  // the end).
+  int64_t eval_every_steps = 0;
 };
+
+// Upper bound of --virtual_workers: each one holds a model copy, a data
+// source and a connection per shard.
+inline constexpr int kMaxVirtualWorkers = 1024;
 
 // Parses flags (without the program name) and DCASGD_<FLAG> environment
 // variables (base/flags.h: a flag on the command line wins); the worker name

@@ -140,7 +140,8 @@ class ScalingWorkers(unittest.TestCase):
         version_before = [s.version for s in self.shard_statuses()]
         late = self.cluster.start_worker("late", self.data, *WORKER_FLAGS)
         self.assertEqual(late.wait(60), 0, late.output()[-2000:])
-        self.assertIn("job done after 0 steps", late.output())
+        self.assertIn("the job finished before this worker started", late.output())
+        self.assertIn("nothing to train", late.output())
         self.assertEqual([s.version for s in self.shard_statuses()], version_before)
 
 
