@@ -10,10 +10,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "wire/status.h"
-#include "wire/tensor_spec.h"
 #include "services/ps/ps_service.h"
 #include "wire/raw_message.h"
+#include "wire/status.h"
+#include "wire/tensor_spec.h"
 
 namespace dcasgd {
 
