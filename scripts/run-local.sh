@@ -7,13 +7,19 @@
 # Usage: scripts/run-local.sh [--rule dcasgd-a|dcasgd-c|asgd] [--sync async|ssgd|ssp]
 #          [--shards 2] [--workers 4] [--epochs 5] [--model mlp:256,128|softmax|cnn|cnn:C1,C2,H]
 #          [--lr 0.1] [--lambda0 X] [--batch-size 64] [--data DIR|s3://bucket/prefix]
+#          [--staleness-aware auto|on|off]
+# --staleness-aware auto (the default) divides the learning rate by the
+# staleness from 16 workers on, and then uses lr 0.2 unless --lr is given:
+# there plain DC-ASGD and ASGD need a rate so small that they barely train in
+# a few epochs (docs/convergence.md).
 # Exits non-zero, saying why, when no worker can make progress (e.g. every
 # worker diverged). DCASGD_PREBUILT=1 skips installing and building (tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-rule=dcasgd-a sync=async shards=2 workers=4 epochs=5 model=mlp:256,128 lr=0.1 batch=64
+rule=dcasgd-a sync=async shards=2 workers=4 epochs=5 model=mlp:256,128 lr= batch=64
+staleness_aware=auto
 lambda0=()
 data="$root/.cache/data/fashion-mnist"
 while [[ $# -gt 0 ]]; do
@@ -28,10 +34,21 @@ while [[ $# -gt 0 ]]; do
     --lambda0) lambda0=(--lambda0="$2"); shift 2 ;;
     --batch-size) batch=$2; shift 2 ;;
     --data) data=$2; shift 2 ;;
-    -h|--help) sed -n 2,13p "$0"; exit 0 ;;
+    --staleness-aware) staleness_aware=$2; shift 2 ;;
+    -h|--help) sed -n 2,18p "$0"; exit 0 ;;
     *) echo "run-local: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
+
+case "$staleness_aware" in
+  auto) if [[ "$sync" == async ]] && ((workers >= 16)); then staleness_aware=on; else staleness_aware=off; fi ;;
+  on|off) ;;
+  *) echo "run-local: --staleness-aware takes auto, on or off" >&2; exit 2 ;;
+esac
+if [[ -z "$lr" ]]; then
+  if [[ "$staleness_aware" == on ]]; then lr=0.2; else lr=0.1; fi
+fi
+sa_flag=(--staleness_aware="$([[ "$staleness_aware" == on ]] && echo true || echo false)")
 
 if [[ "${DCASGD_PREBUILT:-}" != 1 ]]; then
   scripts/install-deps.sh test
@@ -67,13 +84,13 @@ port() { awk -v k="$2" '$1 == k {print $2}' "$1"; }
 # Decay the learning rate in the last part of training so the final model is
 # not a noisy iterate of constant-rate SGD (versions ~ steps per shard).
 decay_every=$(( 60000 / batch * epochs / 3 ))
-echo "== starting $shards shards (rule $rule, sync $sync, lr $lr), logs in $run"
+echo "== starting $shards shards (rule $rule, sync $sync, lr $lr, staleness-aware rate $staleness_aware), logs in $run"
 addresses=()
 shard_pids=()
 for ((i = 0; i < shards; i++)); do
   "$bin/ps/dcasgd-ps" --listen=127.0.0.1:0 --metrics_address=127.0.0.1:0 \
     --port_file="$run/ps-$i.ports" --shard_index="$i" --shard_count="$shards" \
-    --update_rule="$rule" --sync="$sync" --lr="$lr" "${lambda0[@]}" --lr_schedule=step \
+    --update_rule="$rule" --sync="$sync" --lr="$lr" "${lambda0[@]}" "${sa_flag[@]}" --lr_schedule=step \
     --lr_decay_every="$decay_every" --lr_decay_factor=0.3 \
     --checkpoint_dir="$run/checkpoints" --checkpoint_interval_seconds=30 \
     >"$run/ps-$i.log" 2>&1 &

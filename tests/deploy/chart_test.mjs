@@ -281,7 +281,8 @@ for (const cfg of configs) {
       assert.equal(Number(cm.data.max_gradient_abs), t.maxGradientAbs);
       assert.equal(Number(cm.data.max_weight_abs), t.maxWeightAbs);
       const shard = one(objects, 'StatefulSet', stsName).spec.template.spec.containers[0];
-      for (const key of ['max_gradient_abs', 'max_weight_abs']) {
+      assert.equal(cm.data.staleness_aware, String(t.stalenessAware ?? false));
+      for (const key of ['max_gradient_abs', 'max_weight_abs', 'staleness_aware']) {
         assert.equal(envValue(shard, `DCASGD_${key.toUpperCase()}`)?.valueFrom?.configMapKeyRef?.key,
           key, `the shards read ${key}`);
       }
@@ -470,6 +471,14 @@ describe('values', () => {
     const out = helm(['template', 'dcasgd', chartDir, '--set', 'ps.terminationGracePeriodSeconds=12']);
     assert.notEqual(out.status, 0);
     assert.match(out.stderr, /terminationGracePeriodSeconds/);
+  });
+
+  test('stalenessAware reaches the shards as true/false, and only a boolean is accepted', () => {
+    const cm = one(render(['--set', 'training.stalenessAware=true']), 'ConfigMap', 'dcasgd-config');
+    assert.equal(cm.data.staleness_aware, 'true');
+    const out = helm(['template', 'dcasgd', chartDir, '--set-string', 'training.stalenessAware=yes']);
+    assert.notEqual(out.status, 0);
+    assert.match(out.stderr, /stalenessAware/);
   });
 
   test('--set passes floats as strings; the schema and ConfigMap take them as numbers', () => {

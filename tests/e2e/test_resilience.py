@@ -245,14 +245,18 @@ class Resilience(unittest.TestCase):
                 f.write(bytes([byte[0] ^ 0xFF]))
         script = os.path.join(harness.SOURCE_DIR, "scripts", "run-local.sh")
         env = dict(os.environ, DCASGD_PREBUILT="1")
-        result = subprocess.run(
-            [script, "--shards", "1", "--workers", "3", "--epochs", "1", "--model", "softmax",
-             "--data", self.data],
-            capture_output=True, text=True, timeout=300, env=env, cwd=harness.SOURCE_DIR)
-        out = result.stdout + result.stderr
-        self.assertNotEqual(result.returncode, 0, out[-3000:])
-        self.assertIn("all 3 workers failed; the job cannot finish", out)
-        self.assertIn("DATA_LOSS", out)
+        # Also the default of --staleness-aware (auto): off below 16 workers,
+        # on (with lr 0.2) from 16, as docs/convergence.md recommends.
+        for workers, aware, lr in ((3, "off", "0.1"), (16, "on", "0.2")):
+            result = subprocess.run(
+                [script, "--shards", "1", "--workers", str(workers), "--epochs", "1",
+                 "--model", "softmax", "--data", self.data],
+                capture_output=True, text=True, timeout=300, env=env, cwd=harness.SOURCE_DIR)
+            out = result.stdout + result.stderr
+            self.assertNotEqual(result.returncode, 0, out[-3000:])
+            self.assertIn(f"all {workers} workers failed; the job cannot finish", out)
+            self.assertIn("DATA_LOSS", out)
+            self.assertIn(f"lr {lr}, staleness-aware rate {aware})", out)
 
 if __name__ == "__main__":
     unittest.main()
