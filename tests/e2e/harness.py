@@ -4,6 +4,7 @@ Prometheus, all on loopback. Every wait polls with a deadline; nothing sleeps
 a fixed time in place of a condition."""
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -315,3 +316,30 @@ def final_accuracy(output):
         if line.startswith("final test accuracy:"):
             return float(line.split(":")[1].split()[0])
     return None
+
+
+def metrics_text(port):
+    """The Prometheus text of a /metrics endpoint on loopback."""
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+
+
+def metric_value(port, name):
+    """Sum of the samples of `name` on a /metrics endpoint (0 if absent)."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics_text(port).splitlines()
+               if line.startswith(name + "{") or line.startswith(name + " "))
+
+
+def metric_histogram(port, name):
+    """One histogram on a /metrics endpoint: {upper bound: cumulative count,
+    "sum": ..., "count": ...} (samples of every label set added up)."""
+    out = {}
+    for line in metrics_text(port).splitlines():
+        value = line.rsplit(" ", 1)[-1]
+        if line.startswith(name + "_bucket{"):
+            bound = float(re.search(r'le="([^"]+)"', line).group(1))
+            out[bound] = out.get(bound, 0.0) + float(value)
+        elif line.startswith(name + "_sum"):
+            out["sum"] = out.get("sum", 0.0) + float(value)
+        elif line.startswith(name + "_count"):
+            out["count"] = out.get("count", 0.0) + float(value)
+    return out

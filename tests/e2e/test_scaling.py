@@ -12,7 +12,6 @@ import collections
 import re
 import signal
 import unittest
-import urllib.request
 
 import harness
 from harness import Cluster, wait_for
@@ -27,11 +26,6 @@ COMPLETED = re.compile(r"^\[(?P<worker>[^\]]+)\] trained data shard (?P<shard>\d
                        r"(?P<epoch>\d+) \(lease", re.M)
 
 
-def metric_value(port, name):
-    """Sum of the samples of `name` on a /metrics endpoint (0 if absent)."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name + "{") or line.startswith(name + " "))
 
 
 class ScalingWorkers(unittest.TestCase):
@@ -70,7 +64,8 @@ class ScalingWorkers(unittest.TestCase):
         ports = {n: wait_for(lambda n=n: harness.read_port_file(workers[n].port_file), 30,
                              f"{n} metrics")["metrics"] for n in ("w1", "w2")}
         for name in ("w1", "w2"):
-            wait_for(lambda n=name: metric_value(ports[n], "dcasgd_worker_steps_total") >= 20,
+            wait_for(lambda n=name: harness.metric_value(
+                ports[n], "dcasgd_worker_steps_total") >= 20,
                      120, f"{name} to train")
             wait_for(lambda n=name: COMPLETED.search(workers[n].output()), 120,
                      f"{name} to complete a data shard")
@@ -98,7 +93,7 @@ class ScalingWorkers(unittest.TestCase):
         self.assertFalse(job.done)
         # w2's session expired (w1 left): every shard counted the expiry.
         for _, _, m in self.cluster.shards:
-            wait_for(lambda m=m: metric_value(m, "dcasgd_ps_lease_expirations_total") >= 1,
+            wait_for(lambda m=m: harness.metric_value(m, "dcasgd_ps_lease_expirations_total") >= 1,
                      30, "w2's lease expiry in /metrics")
 
         # Scale 1 -> 2 again; the job finishes.

@@ -26,15 +26,6 @@ SOFTMAX_PS_FLAGS = ["--update_rule=dcasgd-a", "--lr=0.1", "--lr_schedule=step",
                     "--lr_decay_every=400", "--lr_decay_factor=0.3"]
 
 
-def metric_value(port, name):
-    """Sum of the samples of `name` on a /metrics endpoint (0 if absent)."""
-    import urllib.request
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 class S3Training(unittest.TestCase):
@@ -80,9 +71,9 @@ class S3Training(unittest.TestCase):
         for w in workers:
             self.assertIn("job done", w.output())
         for _, _, metrics_port in self.cluster.shards:
-            self.assertGreater(metric_value(metrics_port, "dcasgd_ps_pushes_total"), 0)
-            self.assertGreater(metric_value(metrics_port, "dcasgd_ps_staleness_count"), 0)
-        staleness_sum = sum(metric_value(m, "dcasgd_ps_staleness_sum")
+            self.assertGreater(harness.metric_value(metrics_port, "dcasgd_ps_pushes_total"), 0)
+            self.assertGreater(harness.metric_value(metrics_port, "dcasgd_ps_staleness_count"), 0)
+        staleness_sum = sum(harness.metric_value(m, "dcasgd_ps_staleness_sum")
                             for _, _, m in self.cluster.shards)
         self.assertGreater(staleness_sum, 0, "3 async workers must produce stale pushes")
 
@@ -92,7 +83,7 @@ class S3Training(unittest.TestCase):
         victim = self.cluster.start_worker("victim", self.data, "--model=softmax",
                                            "--batch_size=32", env=self.env)
         ports = wait_for(lambda: harness.read_port_file(victim.port_file), 30, "victim metrics")
-        wait_for(lambda: metric_value(ports["metrics"], "dcasgd_worker_steps_total") >= 20,
+        wait_for(lambda: harness.metric_value(ports["metrics"], "dcasgd_worker_steps_total") >= 20,
                  60, "the victim to train")
         victim.signal(signal.SIGKILL)
         self.assertEqual(victim.wait(10), -signal.SIGKILL)
@@ -137,7 +128,7 @@ class LocalData(unittest.TestCase):
         self.cluster.start_shards(2, *SOFTMAX_PS_FLAGS)  # 30 s leases
         worker = self.cluster.start_worker("w", self.data, "--model=softmax", "--epochs=50")
         ports = wait_for(lambda: harness.read_port_file(worker.port_file), 30, "worker metrics")
-        wait_for(lambda: metric_value(ports["metrics"], "dcasgd_worker_steps_total") >= 20,
+        wait_for(lambda: harness.metric_value(ports["metrics"], "dcasgd_worker_steps_total") >= 20,
                  60, "the worker to train")
         worker.signal(signal.SIGTERM)
         self.assertEqual(worker.wait(30), 0, worker.output()[-2000:])
@@ -154,7 +145,7 @@ class LocalData(unittest.TestCase):
         # (0.5 s so shard 1 has a checkpoint to restore soon after training starts.)
         worker = self.cluster.start_worker("w", self.data, "--model=softmax", "--epochs=3")
         ports = wait_for(lambda: harness.read_port_file(worker.port_file), 30, "worker metrics")
-        wait_for(lambda: metric_value(ports["metrics"], "dcasgd_worker_steps_total") >= 50,
+        wait_for(lambda: harness.metric_value(ports["metrics"], "dcasgd_worker_steps_total") >= 50,
                  60, "the worker to train")
         wait_for(lambda: os.path.exists(os.path.join(checkpoints, "shard-1.ckpt")), 30,
                  "shard 1's first checkpoint")
@@ -176,7 +167,7 @@ class LocalData(unittest.TestCase):
         self.cluster.start_shards(2, *SOFTMAX_PS_FLAGS, fixed_ports=True)
         worker = self.cluster.start_worker("w", self.data, "--model=softmax", "--epochs=3")
         ports = wait_for(lambda: harness.read_port_file(worker.port_file), 30, "worker metrics")
-        wait_for(lambda: metric_value(ports["metrics"], "dcasgd_worker_steps_total") >= 50,
+        wait_for(lambda: harness.metric_value(ports["metrics"], "dcasgd_worker_steps_total") >= 50,
                  60, "the worker to train")
         for i in (0, 1):  # the shard that owns chunks of the model may be either
             if harness.shard_status(f"127.0.0.1:{self.cluster.shards[i][1]}").version > 0:

@@ -10,7 +10,6 @@ DC-ASGD-a train bit-identical models to ASGD, while with four they differ."""
 
 import re
 import unittest
-import urllib.request
 
 import harness
 from harness import Cluster, wait_for
@@ -34,19 +33,6 @@ def fingerprint(output):
     return match.group(1) if match else None
 
 
-def histogram(metrics_port, name):
-    """{'le' bound or 'sum'/'count': value} of one histogram on /metrics."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
-                                  timeout=5).read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line.startswith(name + "_bucket{"):
-            out[float(re.search(r'le="([^"]+)"', line).group(1))] = float(line.rsplit(" ", 1)[1])
-        elif line.startswith(name + "_sum"):
-            out["sum"] = float(line.rsplit(" ", 1)[1])
-        elif line.startswith(name + "_count"):
-            out["count"] = float(line.rsplit(" ", 1)[1])
-    return out
 
 
 class VirtualWorkers(unittest.TestCase):
@@ -86,7 +72,7 @@ class VirtualWorkers(unittest.TestCase):
         self.assertEqual(seen, {**{s: 1 for s in range(m - 1)}, m - 1: pushes - (m - 1)})
         # The shards measured the same on every push.
         for _, _, metrics_port in self.cluster.shards:
-            h = histogram(metrics_port, "dcasgd_ps_staleness")
+            h = harness.metric_histogram(metrics_port, "dcasgd_ps_staleness")
             self.assertEqual(h["count"], pushes)
             self.assertEqual(h[m - 2], m - 1, h)   # the first round's 0 .. M-2
             self.assertEqual(h[m - 1], pushes, h)  # nothing above M-1
