@@ -244,6 +244,11 @@ def fmt(top, largest=None):
     return s + ")"
 
 
+# One colour per rule in every plot and panel.
+COLORS = {"ssgd": "tab:blue", "asgd": "tab:orange", "dcasgd-c": "tab:green",
+          "dcasgd-a": "tab:red", "asgd-sa": "tab:purple", "dcasgd-a-sa": "tab:brown"}
+
+
 def plot(results, table, out_dir):
     try:
         import matplotlib
@@ -271,7 +276,8 @@ def plot(results, table, out_dir):
                         ys.append(100 * top[1])
                         es.append(100 * top[2])
                 if len(xs) > 1:
-                    ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=rule)
+                    ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=rule,
+                                color=COLORS.get(rule))
             if base_top:
                 ax.axhline(100 * base_top[1], color="gray", ls="--", label="sequential SGD")
                 ax.axhline(100 * base_top[1] - 0.5, color="gray", ls=":", label="SGD - 0.5 pp")
@@ -306,12 +312,20 @@ def plot(results, table, out_dir):
                     if runs:
                         acc = runs[0]["epoch_accuracy"]
                         ax.plot(range(1, len(acc) + 1), [100 * a for a in acc], marker=".",
-                                label=rule)
+                                label=rule, color=COLORS.get(rule))
                 ax.set_title(f"M = {m}")
                 ax.set_xlabel("epoch")
+                ax.set_xticks(range(1, max(1, max((len(r["epoch_accuracy"]) for r in results
+                                                   if r["epoch_accuracy"]), default=1)) + 1))
                 ax.grid(alpha=0.3)
-            axes[0][0].set_ylabel("test accuracy (%)")
-            axes[0][-1].legend(fontsize=7)
+            axes[0][0].set_ylabel("test accuracy (%), best lr")
+            # One legend for every rule drawn in any panel (SSGD has no
+            # per-epoch points: its free schedule evaluates only at the end).
+            handles = {}
+            for ax in axes[0]:
+                for h, label in zip(*ax.get_legend_handles_labels()):
+                    handles.setdefault(label, h)
+            axes[0][0].legend(handles.values(), handles.keys(), fontsize=7)
             fig.tight_layout()
             fig.savefig(os.path.join(out_dir, f"accuracy-per-epoch-{slug(model)}-{schedule}.png"),
                         dpi=90)
