@@ -27,7 +27,7 @@ import unittest
 
 import harness
 from harness import Cluster, ScratchVolume, wait_for
-from test_training import SOFTMAX_PS_FLAGS, metric_value
+from test_training import SOFTMAX_PS_FLAGS
 
 
 def trained_items(outputs):
@@ -56,7 +56,7 @@ class Resilience(unittest.TestCase):
         if worker.poll() is not None:
             self.fail(f"worker exited with {worker.poll()}:\n{worker.output()[-3000:]}")
         ports = harness.read_port_file(worker.port_file)
-        return metric_value(ports["metrics"], "dcasgd_worker_steps_total") if ports else 0
+        return harness.metric_value(ports["metrics"], "dcasgd_worker_steps_total") if ports else 0
 
     def wait_for_progress(self, workers, steps):
         """Waits until the workers together made `steps` more steps; fails
@@ -152,14 +152,16 @@ class Resilience(unittest.TestCase):
         shard, _, metrics_port = self.cluster.shards[1]
         address = self.address(1)
         self.assertEqual(harness.health_status(address, "dcasgd.checkpoint"), "SERVING")
-        wait_for(lambda: metric_value(metrics_port, "dcasgd_ps_checkpoints_total") >= 1, 30,
+        wait_for(lambda: harness.metric_value(metrics_port, "dcasgd_ps_checkpoints_total") >= 1, 30,
                  "a checkpoint")
         volume.fill()
-        wait_for(lambda: metric_value(metrics_port, "dcasgd_ps_checkpoint_failures_total") >= 1,
+        wait_for(lambda: harness.metric_value(
+            metrics_port, "dcasgd_ps_checkpoint_failures_total") >= 1,
                  30, "a failed checkpoint")
         wait_for(lambda: harness.health_status(address, "dcasgd.checkpoint") == "NOT_SERVING",
                  30, "the durability health to turn NOT_SERVING")
-        self.assertGreater(metric_value(metrics_port, "dcasgd_ps_checkpoint_age_seconds"), 1.5)
+        self.assertGreater(
+            harness.metric_value(metrics_port, "dcasgd_ps_checkpoint_age_seconds"), 1.5)
         # The shard keeps serving: liveness and readiness stay SERVING, and
         # it keeps training.
         self.assertEqual(harness.health_status(address), "SERVING")
