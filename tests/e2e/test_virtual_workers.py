@@ -8,6 +8,7 @@ logical worker is a worker of its own on every shard (joined, with its own
 backup); with one worker the compensation term is zero, so DC-ASGD-c and
 DC-ASGD-a train bit-identical models to ASGD, while with four they differ."""
 
+import json
 import re
 import unittest
 
@@ -24,7 +25,7 @@ def staleness_line(output):
     """The worker's 'staleness: {...}' line as {staleness: pushes}."""
     for line in output.splitlines():
         if line.startswith("staleness: "):
-            return {int(k): v for k, v in eval(line[len("staleness: "):]).items()}  # noqa: S307
+            return {int(k): v for k, v in json.loads(line[len("staleness: "):]).items()}
     return None
 
 
