@@ -20,6 +20,9 @@ Rules (names used in the results):
   dcasgd-a     DC-ASGD with the adaptive (mean-square) lambda
   asgd-sa      asgd with the staleness-aware rate lr / max(1, staleness)
   dcasgd-a-sa  dcasgd-a with the staleness-aware rate
+  asgd-ga      asgd with gap-aware damping (--gap_aware: each gradient
+               coordinate divided by its gap since the pull, in mean steps)
+  dcasgd-a-ga  dcasgd-a with gap-aware damping
 
 Results are appended, one JSON object per cell, to --results (cells already
 there are skipped, so an interrupted study resumes). --report reads them and
@@ -60,6 +63,8 @@ RULES = {
     "dcasgd-a": (["--update_rule=dcasgd-a"], None),
     "asgd-sa": (["--update_rule=asgd", "--staleness_aware"], None),
     "dcasgd-a-sa": (["--update_rule=dcasgd-a", "--staleness_aware"], None),
+    "asgd-ga": (["--update_rule=asgd", "--gap_aware"], None),
+    "dcasgd-a-ga": (["--update_rule=dcasgd-a", "--gap_aware"], None),
 }
 
 QUICK = dict(models=["mlp:256,128"], workers=[1, 4, 16, 32],
@@ -246,7 +251,8 @@ def fmt(top, largest=None):
 
 # One colour per rule in every plot and panel.
 COLORS = {"ssgd": "tab:blue", "asgd": "tab:orange", "dcasgd-c": "tab:green",
-          "dcasgd-a": "tab:red", "asgd-sa": "tab:purple", "dcasgd-a-sa": "tab:brown"}
+          "dcasgd-a": "tab:red", "asgd-sa": "tab:purple", "dcasgd-a-sa": "tab:brown",
+          "asgd-ga": "tab:pink", "dcasgd-a-ga": "tab:olive"}
 
 
 def plot(results, table, out_dir):

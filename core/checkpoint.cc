@@ -25,7 +25,9 @@ namespace dcasgd {
 namespace {
 
 constexpr char kMagic[8] = {'D', 'C', 'A', 'S', 'G', 'D', 'C', 'K'};
-constexpr uint32_t kFormatVersion = 1;
+constexpr uint32_t kFormatVersion = 2;
+// Version 1 had no gap scale in its chunk records; it is still read.
+constexpr uint32_t kOldestFormatVersion = 1;
 constexpr uint64_t kTrailerBytes = 4;  // CRC-32
 // Buffers bound memory use whatever the shard size; 1 MiB amortises syscalls.
 constexpr size_t kBufferBytes = size_t{1} << 20;
@@ -127,7 +129,8 @@ absl::Status CheckSpec(const TensorSpec& spec, std::set<std::string>* seen_names
 // `previous_index` is the index of the chunk before this one in the tensor,
 // or -1 for the first.
 absl::Status CheckChunk(const TensorSpec& spec, int64_t previous_index, uint64_t index,
-                        uint64_t weights, uint64_t mean_square, uint64_t momentum) {
+                        uint64_t weights, uint64_t mean_square, uint64_t momentum,
+                        uint64_t gap_scale) {
   if (index >= spec.num_chunks()) {
     return absl::InvalidArgumentError(absl::StrCat("tensor '", spec.name, "': chunk ", index,
                                                    " is out of range (", spec.num_chunks(),
@@ -143,10 +146,11 @@ absl::Status CheckChunk(const TensorSpec& spec, int64_t previous_index, uint64_t
     return absl::InvalidArgumentError(absl::StrCat("tensor '", spec.name, "' chunk ", index, ": ",
                                                    weights, " weights, expected ", length));
   }
-  if ((mean_square != 0 && mean_square != length) || (momentum != 0 && momentum != length)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("tensor '", spec.name, "' chunk ", index, ": optimizer vectors have ",
-                     mean_square, " and ", momentum, " elements, expected 0 or ", length));
+  if ((mean_square != 0 && mean_square != length) || (momentum != 0 && momentum != length) ||
+      (gap_scale != 0 && gap_scale != length)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor '", spec.name, "' chunk ", index, ": optimizer vectors have ", mean_square, ", ",
+        momentum, " and ", gap_scale, " elements, expected 0 or ", length));
   }
   return absl::OkStatus();
 }
@@ -159,7 +163,8 @@ absl::Status ValidateSnapshot(const ShardSnapshot& snapshot) {
     int64_t previous = -1;
     for (const ChunkState& chunk : tensor.chunks) {
       RETURN_IF_ERROR(CheckChunk(tensor.spec, previous, chunk.index, chunk.weights.size(),
-                                 chunk.mean_square.size(), chunk.momentum.size()));
+                                 chunk.mean_square.size(), chunk.momentum.size(),
+                                 chunk.gap_scale.size()));
       previous = static_cast<int64_t>(chunk.index);
     }
   }
@@ -256,9 +261,11 @@ absl::Status WriteSnapshot(const ShardSnapshot& snapshot, ChecksummedFileWriter*
       RETURN_IF_ERROR(out->AppendU64(chunk.weights.size()));
       RETURN_IF_ERROR(out->AppendU64(chunk.mean_square.size()));
       RETURN_IF_ERROR(out->AppendU64(chunk.momentum.size()));
+      RETURN_IF_ERROR(out->AppendU64(chunk.gap_scale.size()));
       RETURN_IF_ERROR(out->AppendFloats(chunk.weights));
       RETURN_IF_ERROR(out->AppendFloats(chunk.mean_square));
       RETURN_IF_ERROR(out->AppendFloats(chunk.momentum));
+      RETURN_IF_ERROR(out->AppendFloats(chunk.gap_scale));
     }
   }
   return out->Finish();
@@ -383,9 +390,10 @@ class ChecksummedFileReader {
 };
 
 // Reads one tensor (its spec, then its chunks) of a checkpoint; `names`
-// are the tensors read so far (names are unique).
-absl::Status ReadTensor(ChecksummedFileReader* in, std::set<std::string>* names,
-                        TensorState* tensor) {
+// are the tensors read so far (names are unique). `format_version` is the
+// file's (version 1 chunk records have no gap scale).
+absl::Status ReadTensor(ChecksummedFileReader* in, uint32_t format_version,
+                        std::set<std::string>* names, TensorState* tensor) {
   auto inconsistent = [in](const absl::Status& s) {
     return in->DataLoss(absl::StrCat("inconsistent: ", s.message()));
   };
@@ -434,12 +442,14 @@ absl::Status ReadTensor(ChecksummedFileReader* in, std::set<std::string>* names,
   int64_t previous = -1;
   for (uint64_t c = 0; c < chunk_count; ++c) {
     ChunkState chunk;
-    uint64_t weights = 0, mean_square = 0, momentum = 0;
+    uint64_t weights = 0, mean_square = 0, momentum = 0, gap_scale = 0;
     RETURN_IF_ERROR(in->ReadU64(&chunk.index, "chunk index"));
     RETURN_IF_ERROR(in->ReadU64(&weights, "weights length"));
     RETURN_IF_ERROR(in->ReadU64(&mean_square, "mean_square length"));
     RETURN_IF_ERROR(in->ReadU64(&momentum, "momentum length"));
-    if (absl::Status s = CheckChunk(spec, previous, chunk.index, weights, mean_square, momentum);
+    if (format_version >= 2) RETURN_IF_ERROR(in->ReadU64(&gap_scale, "gap_scale length"));
+    if (absl::Status s =
+            CheckChunk(spec, previous, chunk.index, weights, mean_square, momentum, gap_scale);
         !s.ok()) {
       return inconsistent(s);
     }
@@ -447,6 +457,7 @@ absl::Status ReadTensor(ChecksummedFileReader* in, std::set<std::string>* names,
     RETURN_IF_ERROR(in->ReadFloats(weights, &chunk.weights, "weights"));
     RETURN_IF_ERROR(in->ReadFloats(mean_square, &chunk.mean_square, "mean_square"));
     RETURN_IF_ERROR(in->ReadFloats(momentum, &chunk.momentum, "momentum"));
+    RETURN_IF_ERROR(in->ReadFloats(gap_scale, &chunk.gap_scale, "gap_scale"));
     tensor->chunks.push_back(std::move(chunk));
   }
   return absl::OkStatus();
@@ -465,9 +476,10 @@ absl::Status ReadSnapshot(ChecksummedFileReader* in, ShardSnapshot* snapshot) {
   }
   uint32_t format_version = 0;
   RETURN_IF_ERROR(in->ReadU32(&format_version, "format version"));
-  if (format_version != kFormatVersion) {
+  if (format_version < kOldestFormatVersion || format_version > kFormatVersion) {
     return in->DataLoss(absl::StrCat("unsupported format version ", format_version,
-                                     " (this build reads version ", kFormatVersion, ")"));
+                                     " (this build reads versions ", kOldestFormatVersion, " to ",
+                                     kFormatVersion, ")"));
   }
   RETURN_IF_ERROR(in->ReadU32(&snapshot->shard_index, "shard index"));
   RETURN_IF_ERROR(in->ReadU32(&snapshot->shard_count, "shard count"));
@@ -481,7 +493,7 @@ absl::Status ReadSnapshot(ChecksummedFileReader* in, ShardSnapshot* snapshot) {
   std::set<std::string> names;
   for (uint64_t t = 0; t < tensor_count; ++t) {
     TensorState tensor;
-    RETURN_IF_ERROR(ReadTensor(in, &names, &tensor));
+    RETURN_IF_ERROR(ReadTensor(in, format_version, &names, &tensor));
     snapshot->tensors.push_back(std::move(tensor));
   }
   return in->VerifyTrailer();

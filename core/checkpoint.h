@@ -19,6 +19,7 @@ struct ChunkState {
   std::vector<float> weights;
   std::vector<float> mean_square;
   std::vector<float> momentum;
+  std::vector<float> gap_scale;  // gap-aware damping's C (format version 2)
 };
 
 struct TensorState {

@@ -22,10 +22,10 @@ struct ShardFootprint {
 // How the shard is configured.
 struct ShardMemoryConfig {
   // float32 vectors of optimizer state per weight: the mean square of
-  // DC-ASGD-a and the momentum, 0 to 2.
+  // DC-ASGD-a, the momentum and the gap scale of gap-aware damping, 0 to 3.
   uint32_t state_vectors = 0;
-  // Whether the rule keeps a backup per worker (DC-ASGD in async or SSP
-  // modes; ASGD and SSGD never read one).
+  // Whether the rule keeps a backup per worker (DC-ASGD or gap-aware damping
+  // in async or SSP modes; plain ASGD and SSGD never read one).
   bool backups = false;
   uint32_t max_workers = 0;
   // Whether pushes wait in the shard (SSGD rounds, SSP bound): then each

@@ -32,6 +32,11 @@ absl::Status ShardConfig::Validate() const {
   if (inflight_budget_bytes < 1) {
     return absl::InvalidArgumentError("the in-flight budget must be positive");
   }
+  if (optimizer.gap_aware && sync == SyncMode::kSsgd) {
+    return absl::InvalidArgumentError(
+        "gap-aware damping needs asynchronous updates (sync mode async or ssp): SSGD applies no "
+        "stale gradient, so there is no gap to damp");
+  }
   return optimizer.Validate();
 }
 
@@ -197,6 +202,7 @@ absl::Status ShardStore::ServeChunk(Chunk* chunk, const ChunkUpdate* update, con
     v.gradient = update->gradient;
     v.mean_square = chunk->mean_square.empty() ? nullptr : chunk->mean_square.data();
     v.momentum = chunk->momentum.empty() ? nullptr : chunk->momentum.data();
+    v.gap_scale = chunk->gap_scale.empty() ? nullptr : chunk->gap_scale.data();
     std::vector<float> unchanged;
     if (update->rule->uses_backup()) {
       auto backup = chunk->backups.find(update->pusher);

@@ -35,6 +35,7 @@ struct ShardStore::Chunk {
   std::vector<float> weights ABSL_GUARDED_BY(mu);
   std::vector<float> mean_square ABSL_GUARDED_BY(mu);  // empty unless DC-ASGD-a
   std::vector<float> momentum ABSL_GUARDED_BY(mu);     // empty unless momentum
+  std::vector<float> gap_scale ABSL_GUARDED_BY(mu);    // empty unless gap-aware
   // w_bak(m): exactly the values last sent to worker m (paper Alg. 1).
   absl::flat_hash_map<WorkerId, std::vector<float>> backups ABSL_GUARDED_BY(mu);
 };

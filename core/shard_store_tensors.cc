@@ -94,6 +94,7 @@ std::unique_ptr<ShardStore::Chunk> ShardStore::MakeChunk(const TensorSpec& spec,
   for (float& w : chunk->weights) w = std::min(std::max(w, -c), c);
   if (config_.optimizer.uses_mean_square()) chunk->mean_square.assign(chunk->length, 0.0f);
   if (config_.optimizer.uses_momentum()) chunk->momentum.assign(chunk->length, 0.0f);
+  if (config_.optimizer.uses_gap_scale()) chunk->gap_scale.assign(chunk->length, kGapScaleUnset);
   return chunk;
 }
 
@@ -235,8 +236,7 @@ void ShardStore::InsertTensors(std::vector<PendingTensor> built, const DeclarePl
     for (auto& [index, chunk] : it->second->owned) chunk->tensor = &it->first;
   }
   weight_bytes_.fetch_add(added_weights, std::memory_order_relaxed);
-  optimizer_state_bytes_.fetch_add(added_weights * ((config_.optimizer.uses_mean_square() ? 1 : 0) +
-                                                    (config_.optimizer.uses_momentum() ? 1 : 0)),
+  optimizer_state_bytes_.fetch_add(added_weights * config_.optimizer.state_vectors(),
                                    std::memory_order_relaxed);
   owned_chunks_.fetch_add(plan.added.chunks, std::memory_order_relaxed);
   spec_bytes_.fetch_add(plan.added.spec_bytes, std::memory_order_relaxed);
@@ -247,8 +247,7 @@ void ShardStore::InsertTensors(std::vector<PendingTensor> built, const DeclarePl
 
 ShardMemory ShardStore::MemoryFor(const ShardFootprint& footprint) const {
   ShardMemoryConfig config;
-  config.state_vectors =
-      (config_.optimizer.uses_mean_square() ? 1 : 0) + (config_.optimizer.uses_momentum() ? 1 : 0);
+  config.state_vectors = config_.optimizer.state_vectors();
   config.backups = keeps_backups_;
   config.waiting_pushes = config_.sync != SyncMode::kAsync;
   config.max_workers = config_.max_workers;
@@ -308,6 +307,7 @@ ShardSnapshot ShardStore::Snapshot() const {
       cs.weights = chunk->weights;
       cs.mean_square = chunk->mean_square;
       cs.momentum = chunk->momentum;
+      cs.gap_scale = chunk->gap_scale;
       ts.chunks.push_back(std::move(cs));
     }
     snapshot.tensors.push_back(std::move(ts));
@@ -336,7 +336,9 @@ absl::StatusOr<std::unique_ptr<ShardStore::Tensor>> ShardStore::RestoreTensor(
          {CheckRestored(cs.weights, "weight", max_weight, false, name, cs.index),
           CheckRestored(cs.mean_square, "mean square", std::numeric_limits<float>::max(), true,
                         name, cs.index),
-          CheckRestored(cs.momentum, "momentum", max_momentum, false, name, cs.index)}) {
+          CheckRestored(cs.momentum, "momentum", max_momentum, false, name, cs.index),
+          // A step is at most 2 * max_weight_abs (both ends clamped).
+          CheckRestored(cs.gap_scale, "gap scale", 2 * max_weight, false, name, cs.index)}) {
       if (!bad.ok()) return bad;
     }
     auto chunk = std::make_unique<Chunk>(nullptr, cs.index, cs.weights.size());
@@ -354,6 +356,12 @@ absl::StatusOr<std::unique_ptr<ShardStore::Tensor>> ShardStore::RestoreTensor(
       chunk->momentum = cs.momentum.size() == chunk->length
                             ? std::move(cs.momentum)
                             : std::vector<float>(chunk->length, 0.0f);
+      *state_bytes += FloatBytes(chunk->length);
+    }
+    if (config_.optimizer.uses_gap_scale()) {
+      chunk->gap_scale = cs.gap_scale.size() == chunk->length
+                             ? std::move(cs.gap_scale)
+                             : std::vector<float>(chunk->length, kGapScaleUnset);
       *state_bytes += FloatBytes(chunk->length);
     }
     tensor->owned.emplace(cs.index, std::move(chunk));

@@ -38,6 +38,10 @@ struct Scalars {
   float momentum;
   float weight_decay;
   float max_weight;  // the clamp: [-max_weight, max_weight]
+  bool gap_aware;
+  float gap_decay;
+  float one_minus_gap_decay;
+  float gap_epsilon;  // keeps |w - w_bak| / C finite where C = 0
 };
 
 }  // namespace
@@ -84,6 +88,8 @@ absl::Status OptimizerConfig::Validate() const {
       CheckField(momentum >= 0.0f && momentum < 1.0f, "momentum", momentum, "in [0, 1)"));
   RETURN_IF_ERROR(CheckField(weight_decay >= 0.0f && std::isfinite(weight_decay), "weight_decay",
                              weight_decay, "finite and >= 0"));
+  RETURN_IF_ERROR(
+      CheckField(gap_decay >= 0.0f && gap_decay < 1.0f, "gap_decay", gap_decay, "in [0, 1)"));
   switch (schedule) {
     case LrSchedule::kConstant:
       break;
@@ -163,7 +169,9 @@ std::string OptimizerConfig::DebugString() const {
       absl::StrCat(NameOf(kUpdateRuleNames, rule), " lr=", learning_rate, " lambda0=", lambda0,
                    " m=", ms_decay, " eps=", epsilon, " momentum=", momentum, " wd=", weight_decay,
                    " staleness_aware=", staleness_aware ? "true" : "false",
-                   " schedule=", NameOf(kLrScheduleNames, schedule));
+                   " gap_aware=", gap_aware ? "true" : "false");
+  if (gap_aware) absl::StrAppend(&out, " gap_decay=", gap_decay);
+  absl::StrAppend(&out, " schedule=", NameOf(kLrScheduleNames, schedule));
   if (schedule == LrSchedule::kStepDecay) {
     absl::StrAppend(&out, " decay_factor=", decay_factor, " decay_every=", decay_every);
   }
@@ -206,9 +214,11 @@ void ApplyUpdateWithIsa(KernelIsa isa, const OptimizerConfig& config, float lr,
   DCASGD_CHECK(!config.uses_backup() || v.backup != nullptr);
   DCASGD_CHECK(!config.uses_mean_square() || v.mean_square != nullptr);
   DCASGD_CHECK(!config.uses_momentum() || v.momentum != nullptr);
+  DCASGD_CHECK(!config.uses_gap_scale() || v.gap_scale != nullptr);
   // The kernels' __restrict promises: the copy overlaps nothing it reads.
-  DCASGD_CHECK(v.weights_copy == nullptr ||
-               (v.weights_copy != v.weights && v.weights_copy != v.backup));
+  DCASGD_CHECK(
+      v.weights_copy == nullptr ||
+      (v.weights_copy != v.weights && v.weights_copy != v.backup && v.weights_copy != v.gap_scale));
   const Scalars s{lr,
                   config.lambda0,
                   config.ms_decay,
@@ -216,7 +226,11 @@ void ApplyUpdateWithIsa(KernelIsa isa, const OptimizerConfig& config, float lr,
                   config.epsilon,
                   config.momentum,
                   config.weight_decay,
-                  config.max_weight_abs};
+                  config.max_weight_abs,
+                  config.gap_aware,
+                  config.gap_decay,
+                  1.0f - config.gap_decay,
+                  1e-12f};
 #ifdef DCASGD_HAVE_AVX2_KERNELS
   if (isa == KernelIsa::kAvx2) {
     kernels_avx2::Run(s, config.rule, v);

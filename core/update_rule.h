@@ -38,6 +38,14 @@ struct OptimizerConfig {
   float weight_decay = 0.0f;
   // Staleness-aware ASGD (Zhang et al. 2016): lr / max(1, staleness).
   bool staleness_aware = false;
+  // Gap-aware damping (Barkai et al., ICLR 2020), with any rule: each
+  // coordinate of g is divided by max(1, |w - w_bak| / C), where C is the
+  // running mean of that coordinate's update size |w_new - w_old|
+  // (C <- gap_decay * C + (1 - gap_decay) * |step|, started at the chunk's
+  // first step). The damped g is what the rule sees (mean square and
+  // compensation included). Needs the worker's backup, also under ASGD.
+  bool gap_aware = false;
+  float gap_decay = 0.999f;
   LrSchedule schedule = LrSchedule::kConstant;
   float decay_factor = 0.1f;
   uint64_t decay_every = 0;  // versions; required > 0 for kStepDecay
@@ -62,9 +70,15 @@ struct OptimizerConfig {
   static OptimizerConfig ForRule(UpdateRule rule);
   // "dcasgd-a lr=0.1 lambda0=2 m=0.95 eps=1e-07 momentum=0 wd=0 ...".
   std::string DebugString() const;
-  bool uses_backup() const { return rule != UpdateRule::kAsgd; }
+  bool uses_backup() const { return rule != UpdateRule::kAsgd || gap_aware; }
   bool uses_mean_square() const { return rule == UpdateRule::kDcAsgdAdaptive; }
   bool uses_momentum() const { return momentum != 0.0f; }
+  bool uses_gap_scale() const { return gap_aware; }
+  // Per-element optimizer state vectors a chunk keeps: mean square, momentum
+  // and gap scale, 0 to 3.
+  int state_vectors() const {
+    return (uses_mean_square() ? 1 : 0) + (uses_momentum() ? 1 : 0) + (uses_gap_scale() ? 1 : 0);
+  }
 };
 
 // Worst-case magnitudes of one update under `config`'s bounds, computed in
@@ -108,6 +122,9 @@ inline constexpr EnumName<LrSchedule> kLrScheduleNames[] = {
 // rate, divided by max(1, staleness) when staleness_aware.
 float EffectiveLearningRate(const OptimizerConfig& config, uint64_t version, uint64_t staleness);
 
+// The gap scale of a chunk that has not been updated yet.
+inline constexpr float kGapScaleUnset = -1.0f;
+
 // Views of one chunk's vectors, all of length n. Not owned.
 struct ChunkVectors {
   float* weights = nullptr;         // w, updated in place
@@ -115,6 +132,10 @@ struct ChunkVectors {
   const float* backup = nullptr;    // w_bak(m); may be null for kAsgd
   float* mean_square = nullptr;     // MS; required iff uses_mean_square()
   float* momentum = nullptr;        // mom; required iff uses_momentum()
+  // C of gap-aware damping; required iff uses_gap_scale(). A negative value
+  // means "no step yet" (a new chunk holds kGapScaleUnset): no damping, and
+  // the first step sets C = |step|.
+  float* gap_scale = nullptr;
   // If set, receives a copy of the new w as it is computed (the reply
   // buffer of a PushPull, which saves a second pass over the chunk). Must
   // not overlap any other vector.
@@ -124,12 +145,14 @@ struct ChunkVectors {
 
 // Applies one update to one chunk, elementwise (paper eq. 10 / Alg. 1; MXNet's
 // composition with momentum and weight decay):
+//   g      <- g / max(1, |w - w_bak| / (C + 1e-12))      (gap-aware, C >= 0)
 //   MS     <- m * MS + (1 - m) * g * g                    (adaptive only)
 //   lambda <- lambda0 | lambda0 / sqrt(MS + eps) | 0      (from lambda0 each step)
 //   d      =  g + wd * w + lambda * g * g * (w - w_bak)
 //   mom    <- mu * mom - lr * d; w <- w + mom            (mu > 0)
 //   w      <- w - lr * d                                 (mu = 0)
 //   w      <- clamp(w, -max_weight_abs, max_weight_abs)
+//   C      <- C < 0 ? |w - w_old| : gd * C + (1 - gd) * |w - w_old|  (gap-aware)
 // Weight decay stays out of the g*g factor. `lr` is the effective rate.
 // Finite inputs within the config's bounds give finite outputs (see
 // UpdateBounds); the caller checks the gradient bound first.

@@ -34,6 +34,10 @@ ABSL_FLAG(double, epsilon, 1e-7, "dcasgd-a epsilon");
 ABSL_FLAG(double, momentum, 0.0, "momentum mu (0: none)");
 ABSL_FLAG(double, weight_decay, 0.0, "L2 weight decay");
 ABSL_FLAG(bool, staleness_aware, false, "divide the learning rate by max(1, staleness)");
+ABSL_FLAG(bool, gap_aware, false,
+          "gap-aware damping: divide each gradient coordinate by max(1, |w - w_bak| / C), C its "
+          "mean step (async and ssp; any rule)");
+ABSL_FLAG(double, gap_decay, 0.999, "gap-aware damping: decay of the mean step C");
 ABSL_FLAG(std::string, lr_schedule, "constant", "constant | step");
 ABSL_FLAG(double, lr_decay_factor, 0.1, "step schedule: multiply lr by this every lr_decay_every");
 ABSL_FLAG(int64_t, lr_decay_every, 0, "step schedule: versions between decays");
@@ -155,6 +159,8 @@ absl::Status ParseOptimizer(const std::set<std::string>& given, OptimizerConfig*
   opt->momentum = static_cast<float>(absl::GetFlag(FLAGS_momentum));
   opt->weight_decay = static_cast<float>(absl::GetFlag(FLAGS_weight_decay));
   opt->staleness_aware = absl::GetFlag(FLAGS_staleness_aware);
+  opt->gap_aware = absl::GetFlag(FLAGS_gap_aware);
+  opt->gap_decay = static_cast<float>(absl::GetFlag(FLAGS_gap_decay));
   RETURN_IF_ERROR(ParseEnumFlag("lr_schedule", "learning-rate schedule", kLrScheduleNames,
                                 absl::GetFlag(FLAGS_lr_schedule), &opt->schedule));
   opt->decay_factor = static_cast<float>(absl::GetFlag(FLAGS_lr_decay_factor));

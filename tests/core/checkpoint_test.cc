@@ -58,6 +58,7 @@ void ExpectBitIdentical(const ShardSnapshot& want, const ShardSnapshot& got) {
       EXPECT_EQ(Bits(w.chunks[c].weights), Bits(g.chunks[c].weights));
       EXPECT_EQ(Bits(w.chunks[c].mean_square), Bits(g.chunks[c].mean_square));
       EXPECT_EQ(Bits(w.chunks[c].momentum), Bits(g.chunks[c].momentum));
+      EXPECT_EQ(Bits(w.chunks[c].gap_scale), Bits(g.chunks[c].gap_scale));
     }
   }
 }
@@ -87,17 +88,18 @@ ShardSnapshot RichSnapshot() {
   TensorState w;  // 15 elements in chunks of 4: lengths 4, 4, 4, 3
   w.spec = Spec("layer1/weights", {3, 5}, 4, Initializer::Kind::kUniform, -0.5f, 0.5f,
                 0xdeadbeefcafeULL);
-  w.chunks.push_back({0, {-0.0f, denorm, -denorm, 1.0f}, {0.0f, 1e-30f, 2.0f, 3.0f}, {}});
+  w.chunks.push_back({0, {-0.0f, denorm, -denorm, 1.0f}, {0.0f, 1e-30f, 2.0f, 3.0f}, {}, {}});
   w.chunks.push_back({3,
                       {std::numeric_limits<float>::max(), std::numeric_limits<float>::lowest(),
                        std::numeric_limits<float>::min()},
                       {1, 2, 3},
-                      {-1, -2, -0.0f}});
+                      {-1, -2, -0.0f},
+                      {}});
   s.tensors.push_back(w);
 
   TensorState bias;  // a scalar
   bias.spec = Spec("bias", {}, 1, Initializer::Kind::kConstant, 0.25f);
-  bias.chunks.push_back({0, {7.0f}, {}, {}});
+  bias.chunks.push_back({0, {7.0f}, {}, {}, {}});
   s.tensors.push_back(bias);
 
   TensorState values;  // explicit values, no owned chunk on this shard
@@ -107,12 +109,12 @@ ShardSnapshot RichSnapshot() {
 
   TensorState zeros;
   zeros.spec = Spec("zeros", {4}, 65536, Initializer::Kind::kZeros);
-  zeros.chunks.push_back({0, {0, 0, 0, 0}, {}, {1, 1, 1, 1}});
+  zeros.chunks.push_back({0, {0, 0, 0, 0}, {}, {1, 1, 1, 1}, {-1.0f, 0.0f, denorm, 2.5f}});
   s.tensors.push_back(zeros);
 
   TensorState normal;
   normal.spec = Spec("normal", {2}, 1, Initializer::Kind::kNormal, 0.0f, 0.01f, 42);
-  normal.chunks.push_back({1, {0.5f}, {0.25f}, {0.125f}});
+  normal.chunks.push_back({1, {0.5f}, {0.25f}, {0.125f}, {}});
   s.tensors.push_back(normal);
   return s;
 }
@@ -263,16 +265,37 @@ TEST_F(CheckpointTest, WriterMatchesDocumentedLayout) {
   snapshot.version = 5;
   TensorState t;
   t.spec = Spec("t", {3}, 2, Initializer::Kind::kConstant, 1.5f, 0, 9);
-  t.chunks.push_back({1, {-0.0f}, {}, {2.0f}});
+  t.chunks.push_back({1, {-0.0f}, {}, {2.0f}, {0.25f}});
   snapshot.tensors.push_back(t);
   ASSERT_TRUE(WriteCheckpoint(Path("c"), snapshot).ok());
 
   LayoutEncoder e;
-  e.Header(1, 1);
-  SmallSpec(e).U64(1);            // one owned chunk
-  e.U64(1).U64(1).U64(0).U64(1);  // index 1; 1 weight, 0 mean_square, 1 momentum
-  e.F32(-0.0f).F32(2.0f);
+  e.Header(2, 1);
+  SmallSpec(e).U64(1);                   // one owned chunk
+  e.U64(1).U64(1).U64(0).U64(1).U64(1);  // index 1; 1 weight, 0 mean_square, 1 momentum, 1 gap
+  e.F32(-0.0f).F32(2.0f).F32(0.25f);
   EXPECT_EQ(ReadFileBytes(Path("c")), e.Finish());
+}
+
+TEST_F(CheckpointTest, FormatVersion1IsStillRead) {
+  // Written before gap-aware damping: chunk records without the gap scale.
+  LayoutEncoder e;
+  e.Header(1, 1);
+  SmallSpec(e).U64(1);
+  e.U64(1).U64(1).U64(1).U64(0);  // index 1; 1 weight, 1 mean_square, 0 momentum
+  e.F32(3.0f).F32(0.5f);
+  WriteFileBytes(Path("c"), e.Finish());
+  absl::StatusOr<ShardSnapshot> read = ReadCheckpoint(Path("c"));
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->version, 5u);
+  ASSERT_EQ(read->tensors.size(), 1u);
+  ASSERT_EQ(read->tensors[0].chunks.size(), 1u);
+  const ChunkState& chunk = read->tensors[0].chunks[0];
+  EXPECT_EQ(chunk.index, 1u);
+  EXPECT_EQ(chunk.weights, std::vector<float>{3.0f});
+  EXPECT_EQ(chunk.mean_square, std::vector<float>{0.5f});
+  EXPECT_TRUE(chunk.momentum.empty());
+  EXPECT_TRUE(chunk.gap_scale.empty());
 }
 
 TEST_F(CheckpointTest, TruncationAtEveryOffsetIsDataLoss) {
@@ -331,11 +354,15 @@ TEST_F(CheckpointTest, BadMagicIsDataLoss) {
 
 TEST_F(CheckpointTest, UnsupportedFormatVersionIsDataLoss) {
   LayoutEncoder e;
-  e.Header(2, 0);  // a valid checksum: only the version is wrong
+  e.Header(3, 0);  // a valid checksum: only the version is wrong
   WriteFileBytes(Path("c"), e.Finish());
   absl::StatusOr<ShardSnapshot> read = ReadCheckpoint(Path("c"));
   EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss);
-  EXPECT_THAT(read.status().message(), HasSubstr("format version 2"));
+  EXPECT_THAT(read.status().message(), HasSubstr("format version 3"));
+  LayoutEncoder zero;
+  zero.Header(0, 0);
+  WriteFileBytes(Path("c"), zero.Finish());
+  EXPECT_EQ(ReadCheckpoint(Path("c")).status().code(), absl::StatusCode::kDataLoss);
 }
 
 TEST_F(CheckpointTest, AbsurdLengthsAreDataLossNotAllocations) {
@@ -405,6 +432,12 @@ TEST_F(CheckpointTest, InconsistentContentIsDataLoss) {
     e.Header(1, 1);
     SmallSpec(e).U64(1).U64(1).U64(1).U64(0).U64(2).F32(1).F32(1).F32(1);
     cases.push_back({"momentum length", e.Finish()});
+  }
+  {
+    LayoutEncoder e;
+    e.Header(2, 1);
+    SmallSpec(e).U64(1).U64(1).U64(1).U64(0).U64(0).U64(3).F32(1).F32(1).F32(1).F32(1);
+    cases.push_back({"gap_scale length", e.Finish()});
   }
   {
     LayoutEncoder e;
@@ -520,7 +553,7 @@ TEST_F(CheckpointTest, FailedOverwriteKeepsOldCheckpoint) {
   ShardSnapshot big;  // 4 MB: fails part-way through a buffered write
   TensorState t;
   t.spec = Spec("big", {1 << 20}, 1 << 20, Initializer::Kind::kZeros);
-  t.chunks.push_back({0, std::vector<float>(1 << 20, 1.0f), {}, {}});
+  t.chunks.push_back({0, std::vector<float>(1 << 20, 1.0f), {}, {}, {}});
   big.tensors.push_back(t);
   absl::StatusOr<uint64_t> bytes;
   {

@@ -205,6 +205,83 @@ TEST(ShardStore, DcAsgdUsesTheBackupTakenAtThisWorkersPull) {
   for (int i = 0; i < 4; ++i) EXPECT_FLOAT_EQ(now[i], w[i]) << i;
 }
 
+TEST(ShardStore, GapAwareDampsByTheGapSinceThisWorkersPull) {
+  // Plain ASGD with gap-aware damping: worker B's step (the chunk's first)
+  // starts the mean step C = |step| undamped; A, stale by that one step,
+  // sees a gap of exactly one C and so its full gradient; after two steps by
+  // B the gap is about two mean steps and A's gradient counts about a half.
+  const float lr = 0.5f;
+  ShardConfig config = Config(UpdateRule::kAsgd, lr);
+  config.optimizer.gap_aware = true;
+  ShardStore store(config, Clock::Real());
+  ASSERT_TRUE(store.Declare({Spec("w", {4}, 4, 1.0f)}).ok());
+  EXPECT_EQ(store.Stats().optimizer_state_bytes, 4 * 4u) << "one gap-scale vector";
+  WorkerId a = store.Join("a")->worker_id;
+  WorkerId b = store.Join("b")->worker_id;
+  PullAll(store, a);
+  PullAll(store, b);
+  EXPECT_EQ(store.Stats().backup_bytes, 2 * 4 * 4u) << "ASGD keeps backups when gap-aware";
+  ASSERT_TRUE(PushNow(store, b, Grad("w", 0, {1, 1, 1, 1})).ok());  // w = 0.5, C = 0.5
+  ASSERT_TRUE(PushNow(store, a, Grad("w", 0, {1, 1, 1, 1})).ok());  // gap 0.5 = C: undamped
+  std::vector<float> w = PullAll(store, 0)["w"];
+  for (float x : w) EXPECT_FLOAT_EQ(x, 0.0f);
+
+  // A pulls at w = 0 (C = 0.5); B pushes twice more from its old backup.
+  PullAll(store, a);
+  PullAll(store, b);
+  ASSERT_TRUE(PushNow(store, b, Grad("w", 0, {0.2f, 0.2f, 0.2f, 0.2f})).ok());
+  // B's second push is stale by one: the gap 0.1 is below its mean step.
+  ASSERT_TRUE(PushNow(store, b, Grad("w", 0, {0.2f, 0.2f, 0.2f, 0.2f})).ok());
+  double c = 0.5;
+  c = 0.999 * c + 0.001 * 0.5;  // A's step
+  c = 0.999 * c + 0.001 * 0.1;  // B's first
+  c = 0.999 * c + 0.001 * 0.1;  // B's second
+  // w = -0.2: A's gap is 0.2, below C: no damping either.
+  ASSERT_TRUE(PushNow(store, a, Grad("w", 0, {1, 1, 1, 1})).ok());
+  w = PullAll(store, 0)["w"];
+  for (float x : w) EXPECT_NEAR(x, -0.2 - lr * 1.0, 1e-6);
+  c = 0.999 * c + 0.001 * 0.5;
+
+  // A gap of many mean steps: B pulls, then A moves w by 0.2 twenty times
+  // (each fresh), and B's push is damped by |w - w_bak(b)| / C, about 8.
+  PullAll(store, b);
+  const std::vector<float> bak_b = PullAll(store, 0)["w"];
+  for (int i = 0; i < 20; ++i) {
+    PullAll(store, a);
+    ASSERT_TRUE(PushNow(store, a, Grad("w", 0, {0.4f, 0.4f, 0.4f, 0.4f})).ok());
+    c = 0.999 * c + 0.001 * 0.2;
+  }
+  const std::vector<float> before = PullAll(store, 0)["w"];
+  ASSERT_TRUE(PushNow(store, b, Grad("w", 0, {1, 1, 1, 1})).ok());
+  const std::vector<float> after = PullAll(store, 0)["w"];
+  const double gap = std::fabs(before[0] - bak_b[0]) / c;
+  ASSERT_GT(gap, 7.0);
+  for (int i = 0; i < 4; ++i) EXPECT_NEAR(after[i], before[i] - lr / gap, 1e-5) << i;
+  c = 0.999 * c + 0.001 * (lr / gap);
+
+  // The state survives a snapshot and a restore, bit for bit.
+  const ShardSnapshot snapshot = store.Snapshot();
+  ASSERT_EQ(snapshot.tensors.size(), 1u);
+  ASSERT_EQ(snapshot.tensors[0].chunks[0].gap_scale.size(), 4u);
+  EXPECT_NEAR(snapshot.tensors[0].chunks[0].gap_scale[0], c, 1e-5);
+  ShardStore restored(config, Clock::Real());
+  ShardSnapshot copy = snapshot;
+  ASSERT_TRUE(restored.Restore(std::move(copy)).ok());
+  EXPECT_EQ(restored.Snapshot().tensors[0].chunks[0].gap_scale,
+            snapshot.tensors[0].chunks[0].gap_scale);
+}
+
+TEST(ShardStore, GapAwareIsRefusedUnderSsgd) {
+  ShardConfig config = Config(UpdateRule::kAsgd);
+  config.optimizer.gap_aware = true;
+  config.sync = SyncMode::kSsgd;
+  const absl::Status status = config.Validate();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("gap-aware"));
+  config.sync = SyncMode::kSsp;
+  EXPECT_TRUE(config.Validate().ok());
+}
+
 TEST(ShardStore, DcAsgdPushWithoutPullIsFailedPrecondition) {
   ShardStore store(Config(UpdateRule::kDcAsgdAdaptive), Clock::Real());
   ASSERT_TRUE(store.Declare({Spec("w", {4})}).ok());

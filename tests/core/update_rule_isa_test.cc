@@ -14,7 +14,7 @@ namespace dcasgd {
 namespace {
 
 struct Vectors {
-  std::vector<float> w, g, bak, ms, mom, nb;
+  std::vector<float> w, g, bak, ms, mom, gap, nb;
 };
 
 Vectors Random(size_t n, uint64_t seed) {
@@ -28,6 +28,10 @@ Vectors Random(size_t n, uint64_t seed) {
   v.ms.resize(n);
   for (float& f : v.ms) f = std::abs(normal(rng));
   v.nb.assign(n, 0.0f);
+  // Gap-aware damping's mean steps: some unset, the rest small and positive.
+  v.gap.resize(n);
+  for (size_t i = 0; i < n; ++i)
+    v.gap[i] = i % 5 == 0 ? kGapScaleUnset : 0.1f * std::abs(normal(rng));
   return v;
 }
 
@@ -38,6 +42,7 @@ void Apply(KernelIsa isa, const OptimizerConfig& c, Vectors& v, bool with_copy) 
   cv.gradient = v.g.data();
   cv.backup = v.bak.data();
   cv.mean_square = v.ms.data();
+  cv.gap_scale = v.gap.data();
   cv.momentum = v.mom.data();
   cv.weights_copy = with_copy ? v.nb.data() : nullptr;
   ApplyUpdateWithIsa(isa, c, c.learning_rate, cv);
@@ -49,17 +54,18 @@ bool BitEqual(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 class KernelIsaTest
-    : public ::testing::TestWithParam<std::tuple<UpdateRule, float, float, bool, size_t>> {};
+    : public ::testing::TestWithParam<std::tuple<UpdateRule, float, float, bool, size_t, bool>> {};
 
 TEST_P(KernelIsaTest, Avx2MatchesBaselineBitForBit) {
   if (!KernelIsaSupported(KernelIsa::kAvx2)) GTEST_SKIP() << "this CPU has no AVX2";
-  const auto [rule, momentum, decay, with_copy, n] = GetParam();
+  const auto [rule, momentum, decay, with_copy, n, gap_aware] = GetParam();
   OptimizerConfig c;
   c.rule = rule;
   c.learning_rate = 0.05f;
   c.lambda0 = rule == UpdateRule::kDcAsgdAdaptive ? 2.0f : 0.04f;
   c.momentum = momentum;
   c.weight_decay = decay;
+  c.gap_aware = gap_aware;
   Vectors a = Random(n, 7), b = Random(n, 7);
   for (int step = 0; step < 3; ++step) {
     Apply(KernelIsa::kBaseline, c, a, with_copy);
@@ -70,6 +76,7 @@ TEST_P(KernelIsaTest, Avx2MatchesBaselineBitForBit) {
   EXPECT_TRUE(BitEqual(a.mom, b.mom));
   EXPECT_TRUE(BitEqual(a.nb, b.nb));
   EXPECT_TRUE(BitEqual(a.bak, b.bak));
+  EXPECT_TRUE(BitEqual(a.gap, b.gap));
 }
 
 INSTANTIATE_TEST_SUITE_P(AllVariants, KernelIsaTest,
@@ -79,7 +86,8 @@ INSTANTIATE_TEST_SUITE_P(AllVariants, KernelIsaTest,
                                             ::testing::Values(0.0f, 0.9f),
                                             ::testing::Values(0.0f, 1e-4f), ::testing::Bool(),
                                             ::testing::Values(size_t{0}, size_t{1}, size_t{63},
-                                                              size_t{64}, size_t{1000})));
+                                                              size_t{64}, size_t{1000}),
+                                            ::testing::Bool()));
 
 // With the weight clamp active on about a third of the elements.
 TEST(KernelIsa, Avx2MatchesBaselineWhenTheClampBinds) {

@@ -22,7 +22,7 @@ using ::testing::StartsWith;
 
 // The state of one chunk as the shard store holds it.
 struct Chunk {
-  std::vector<float> w, g, backup, mean_square, momentum, weights_copy;
+  std::vector<float> w, g, backup, mean_square, momentum, gap_scale, weights_copy;
 };
 
 Chunk RandomChunk(size_t n, uint32_t seed) {
@@ -37,6 +37,11 @@ Chunk RandomChunk(size_t n, uint32_t seed) {
     c.backup.push_back(c.w.back() + 0.1f * unit(rng));
     c.mean_square.push_back(positive(rng));
     c.momentum.push_back(0.1f * unit(rng));
+    // Gap-aware damping's mean step: unset on about a fifth of the elements,
+    // elsewhere small enough that |w - w_bak| / C often exceeds 1 (damped)
+    // and sometimes not.
+    const float r = positive(rng);
+    c.gap_scale.push_back(r < 0.2f ? kGapScaleUnset : 0.2f * r);
   }
   c.weights_copy.assign(n, 0.0f);
   return c;
@@ -49,6 +54,7 @@ ChunkVectors Views(Chunk& c, bool with_copy) {
   v.backup = c.backup.data();
   v.mean_square = c.mean_square.data();
   v.momentum = c.momentum.data();
+  v.gap_scale = c.gap_scale.data();
   v.weights_copy = with_copy ? c.weights_copy.data() : nullptr;
   v.n = c.w.size();
   return v;
@@ -57,8 +63,14 @@ ChunkVectors Views(Chunk& c, bool with_copy) {
 // The update written the obvious way, one element at a time, in double.
 void ReferenceUpdate(const OptimizerConfig& config, double lr, Chunk& c) {
   for (size_t i = 0; i < c.w.size(); ++i) {
-    const double g = c.g[i];
+    double g = c.g[i];
     const double w = c.w[i];
+    // Gap-aware damping (Barkai et al.): g / max(1, gap in units of the mean
+    // step), before the rule sees g.
+    const double mean_step = config.gap_aware ? c.gap_scale[i] : -1.0;
+    if (mean_step >= 0.0) {
+      g /= std::max(1.0, std::fabs(w - c.backup[i]) / (mean_step + 1e-12));
+    }
     double lambda = 0.0;
     if (config.rule == UpdateRule::kDcAsgdConstant) {
       lambda = config.lambda0;
@@ -82,6 +94,12 @@ void ReferenceUpdate(const OptimizerConfig& config, double lr, Chunk& c) {
     // The weight clamp (docs/security.md).
     const double bound = config.max_weight_abs;
     c.w[i] = static_cast<float>(std::min(std::max(new_w, -bound), bound));
+    if (config.gap_aware) {
+      const double step = std::fabs(static_cast<double>(c.w[i]) - w);
+      const double decay = config.gap_decay;
+      c.gap_scale[i] =
+          static_cast<float>(mean_step < 0.0 ? step : decay * mean_step + (1.0 - decay) * step);
+    }
   }
 }
 
@@ -125,16 +143,17 @@ TEST(OptimizerConfig, ForRuleGivesTheRuleDependentLambda0) {
 
 // --- Parameterised comparison with the reference ---------------------------
 
-using KernelParam =
-    std::tuple<size_t, UpdateRule, float /*momentum*/, float /*wd*/, bool /*weights_copy*/>;
+using KernelParam = std::tuple<size_t, UpdateRule, float /*momentum*/, float /*wd*/,
+                               bool /*weights_copy*/, bool /*gap_aware*/>;
 
 class ApplyUpdateMatchesReference : public ::testing::TestWithParam<KernelParam> {};
 
 TEST_P(ApplyUpdateMatchesReference, AllVectors) {
-  const auto [n, rule, momentum, weight_decay, with_copy] = GetParam();
+  const auto [n, rule, momentum, weight_decay, with_copy, gap_aware] = GetParam();
   OptimizerConfig config = ConfigFor(rule);
   config.momentum = momentum;
   config.weight_decay = weight_decay;
+  config.gap_aware = gap_aware;
   ASSERT_TRUE(config.Validate().ok());
 
   Chunk actual = RandomChunk(n, static_cast<uint32_t>(n * 31 + static_cast<int>(rule)));
@@ -146,6 +165,7 @@ TEST_P(ApplyUpdateMatchesReference, AllVectors) {
   ExpectVectorsNear(actual.w, expected.w, "w");
   ExpectVectorsNear(actual.mean_square, expected.mean_square, "mean_square");
   ExpectVectorsNear(actual.momentum, expected.momentum, "momentum");
+  ExpectVectorsNear(actual.gap_scale, expected.gap_scale, "gap_scale");
   // Vectors the variant does not use stay untouched.
   EXPECT_EQ(actual.backup, expected.backup);
   if (with_copy) {
@@ -169,7 +189,8 @@ std::string KernelParamName(const ::testing::TestParamInfo<KernelParam>& info) {
   }
   return absl::StrCat("n", n, "_", rule_name, std::get<2>(info.param) != 0.0f ? "_momentum" : "",
                       std::get<3>(info.param) != 0.0f ? "_wd" : "",
-                      std::get<4>(info.param) ? "_newbak" : "");
+                      std::get<4>(info.param) ? "_newbak" : "",
+                      std::get<5>(info.param) ? "_gap" : "");
 }
 
 INSTANTIATE_TEST_SUITE_P(Sizes, ApplyUpdateMatchesReference,
@@ -178,8 +199,106 @@ INSTANTIATE_TEST_SUITE_P(Sizes, ApplyUpdateMatchesReference,
                                                               UpdateRule::kDcAsgdConstant,
                                                               UpdateRule::kDcAsgdAdaptive),
                                             ::testing::Values(0.0f, 0.9f),
-                                            ::testing::Values(0.0f, 1e-4f), ::testing::Bool()),
+                                            ::testing::Values(0.0f, 1e-4f), ::testing::Bool(),
+                                            ::testing::Bool()),
                          KernelParamName);
+
+// --- Gap-aware damping -----------------------------------------------------
+
+Chunk OneElement(float w, float g, float backup, float gap_scale) {
+  Chunk c;
+  c.w = {w};
+  c.g = {g};
+  c.backup = {backup};
+  c.mean_square = {0.0f};
+  c.momentum = {0.0f};
+  c.gap_scale = {gap_scale};
+  c.weights_copy = {0.0f};
+  return c;
+}
+
+TEST(GapAware, DividesTheGradientByTheGapInMeanSteps) {
+  OptimizerConfig config = ConfigFor(UpdateRule::kAsgd);
+  config.gap_aware = true;
+  const float lr = 0.1f;
+  // The weight moved 0.5 since the worker pulled; its mean step is 0.1: the
+  // gap is 5 mean steps, so g counts a fifth.
+  Chunk c = OneElement(1.0f, 1.0f, 0.5f, 0.1f);
+  ApplyUpdate(config, lr, Views(c, false));
+  EXPECT_NEAR(c.w[0], 1.0 - 0.1 * (1.0 / 5.0), 1e-6);
+  // The mean step takes in this step (0.02) at rate 1 - 0.999.
+  EXPECT_NEAR(c.gap_scale[0], 0.999 * 0.1 + 0.001 * 0.02, 1e-8);
+
+  // A gap below one mean step is not damped (no amplification).
+  Chunk small = OneElement(1.0f, 1.0f, 0.95f, 0.1f);
+  ApplyUpdate(config, lr, Views(small, false));
+  EXPECT_NEAR(small.w[0], 1.0 - 0.1, 1e-6);
+}
+
+TEST(GapAware, TheFirstStepIsUndampedAndStartsTheMeanStep) {
+  OptimizerConfig config = ConfigFor(UpdateRule::kAsgd);
+  config.gap_aware = true;
+  Chunk c = OneElement(1.0f, 2.0f, -5.0f, kGapScaleUnset);
+  ApplyUpdate(config, 0.1f, Views(c, false));
+  EXPECT_NEAR(c.w[0], 1.0 - 0.2, 1e-6);
+  EXPECT_NEAR(c.gap_scale[0], 0.2, 1e-6);
+}
+
+TEST(GapAware, TheRuleSeesTheDampedGradient) {
+  // DC-ASGD-a: the mean square and the compensation both use g / 4.
+  OptimizerConfig config = ConfigFor(UpdateRule::kDcAsgdAdaptive);
+  config.gap_aware = true;
+  const float lr = 0.1f;
+  Chunk c = OneElement(1.0f, 1.0f, 0.6f, 0.1f);  // gap 0.4 = 4 mean steps
+  ApplyUpdate(config, lr, Views(c, false));
+  const double g = 0.25, m = config.ms_decay;
+  const double ms = (1.0 - m) * g * g;
+  const double lambda = config.lambda0 / std::sqrt(ms + config.epsilon);
+  EXPECT_NEAR(c.mean_square[0], ms, 1e-8);
+  EXPECT_NEAR(c.w[0], 1.0 - lr * (g + lambda * g * g * 0.4), 1e-6);
+}
+
+TEST(GapAware, OffLeavesTheGapScaleAloneAndAsgdReadsNoBackup) {
+  OptimizerConfig config = ConfigFor(UpdateRule::kAsgd);
+  EXPECT_FALSE(config.uses_backup());
+  EXPECT_EQ(config.state_vectors(), 0);
+  Chunk c = RandomChunk(100, 9);
+  const std::vector<float> gap = c.gap_scale;
+  ApplyUpdate(config, config.learning_rate, Views(c, false));
+  EXPECT_EQ(c.gap_scale, gap);
+  // On, even ASGD needs the worker's backup and one more state vector.
+  config.gap_aware = true;
+  EXPECT_TRUE(config.uses_backup());
+  EXPECT_TRUE(config.uses_gap_scale());
+  EXPECT_EQ(config.state_vectors(), 1);
+  config.momentum = 0.9f;
+  config.rule = UpdateRule::kDcAsgdAdaptive;
+  EXPECT_EQ(config.state_vectors(), 3);
+}
+
+TEST(GapAware, RepeatedStepsTrackTheReference) {
+  for (UpdateRule rule :
+       {UpdateRule::kAsgd, UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
+    SCOPED_TRACE(NameOf(kUpdateRuleNames, rule));
+    OptimizerConfig config = ConfigFor(rule);
+    config.gap_aware = true;
+    config.gap_decay = 0.9f;
+    Chunk actual = RandomChunk(300, 21);
+    std::fill(actual.gap_scale.begin(), actual.gap_scale.end(), kGapScaleUnset);
+    Chunk expected = actual;
+    for (int step = 0; step < 6; ++step) {
+      std::mt19937 rng(200 + step);
+      std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
+      for (size_t i = 0; i < actual.g.size(); ++i) actual.g[i] = expected.g[i] = unit(rng);
+      ApplyUpdate(config, config.learning_rate, Views(actual, false));
+      ReferenceUpdate(config, config.learning_rate, expected);
+      ExpectVectorsNear(actual.w, expected.w, absl::StrCat("w after step ", step));
+      ExpectVectorsNear(actual.gap_scale, expected.gap_scale,
+                        absl::StrCat("gap_scale after step ", step));
+    }
+    for (float c : actual.gap_scale) ASSERT_GE(c, 0.0f);
+  }
+}
 
 // --- The traps of ALGORITHM.md ------------------------------------------------
 
@@ -554,6 +673,8 @@ TEST(OptimizerConfig, ValidateRejectsEachBadField) {
       {"epsilon", [](OptimizerConfig& c, float, float) { c.epsilon = -1e-7f; }},
       {"momentum", [](OptimizerConfig& c, float, float) { c.momentum = 1.0f; }},
       {"momentum", [](OptimizerConfig& c, float, float) { c.momentum = -0.1f; }},
+      {"gap_decay", [](OptimizerConfig& c, float, float) { c.gap_decay = 1.0f; }},
+      {"gap_decay", [](OptimizerConfig& c, float, float) { c.gap_decay = -0.5f; }},
       {"weight_decay", [](OptimizerConfig& c, float, float) { c.weight_decay = -1e-4f; }},
       {"weight_decay", [](OptimizerConfig& c, float n, float) { c.weight_decay = n; }},
       {"decay_every",
@@ -597,6 +718,10 @@ TEST(OptimizerConfig, DebugStringNamesEveryKnob) {
   EXPECT_THAT(s, HasSubstr("momentum=0.9"));
   EXPECT_THAT(s, HasSubstr("staleness_aware=true"));
   EXPECT_THAT(s, HasSubstr("decay_every=500"));
+  EXPECT_THAT(s, HasSubstr("gap_aware=false"));
+  config.gap_aware = true;
+  config.gap_decay = 0.99f;
+  EXPECT_THAT(config.DebugString(), HasSubstr("gap_aware=true gap_decay=0.99"));
 }
 
 TEST(UpdateRuleNames, ParseRoundTripsAndAcceptsAliases) {
