@@ -63,6 +63,8 @@ TEST(PsOptions, ReadsEveryFormOfFlag) {
                                              "--momentum=0.9",
                                              "--weight_decay=0.001",
                                              "--staleness_aware",
+                                             "--gap_aware",
+                                             "--gap_decay=0.99",
                                              "--lr_schedule=step",
                                              "--lr_decay_factor=0.5",
                                              "--lr_decay_every=100",
@@ -86,6 +88,8 @@ TEST(PsOptions, ReadsEveryFormOfFlag) {
   EXPECT_FLOAT_EQ(options->shard.optimizer.momentum, 0.9f);
   EXPECT_FLOAT_EQ(options->shard.optimizer.weight_decay, 0.001f);
   EXPECT_TRUE(options->shard.optimizer.staleness_aware);
+  EXPECT_TRUE(options->shard.optimizer.gap_aware);
+  EXPECT_FLOAT_EQ(options->shard.optimizer.gap_decay, 0.99f);
   EXPECT_EQ(options->shard.optimizer.schedule, LrSchedule::kStepDecay);
   EXPECT_FLOAT_EQ(options->shard.optimizer.decay_factor, 0.5f);
   EXPECT_EQ(options->shard.optimizer.decay_every, 100u);
@@ -110,13 +114,15 @@ TEST(PsOptions, EnvironmentSetsFlags) {
                                                  {"DCASGD_SHARD_COUNT", "2"},
                                                  {"DCASGD_SHARD_INDEX", "1"},
                                                  {"DCASGD_CHECKPOINT_DIR", "/data"},
-                                                 {"DCASGD_STALENESS_AWARE", "true"}});
+                                                 {"DCASGD_STALENESS_AWARE", "true"},
+                                                 {"DCASGD_GAP_AWARE", "true"}});
   ASSERT_TRUE(options.ok()) << options.status();
   EXPECT_FLOAT_EQ(options->shard.optimizer.learning_rate, 0.25f);
   EXPECT_EQ(options->shard.shard_count, 2u);
   EXPECT_EQ(options->shard.shard_index, 1u);
   EXPECT_EQ(options->checkpoint_dir, "/data");
   EXPECT_TRUE(options->shard.optimizer.staleness_aware);
+  EXPECT_TRUE(options->shard.optimizer.gap_aware);
 }
 
 TEST(PsOptions, FlagWinsOverEnvironment) {
@@ -201,7 +207,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{{"--max_inflight_bytes=-5"}, {}, "max_inflight_bytes"},
         BadCase{{"--max_gradient_abs=0"}, {}, "max_gradient_abs"},
         BadCase{{"--max_weight_abs=inf"}, {}, "max_weight_abs"},
-        BadCase{{"--update_rule=dcasgd-c", "--lambda0=1e30"}, {}, "overflow float32"}));
+        BadCase{{"--update_rule=dcasgd-c", "--lambda0=1e30"}, {}, "overflow float32"},
+        BadCase{{"--gap_aware", "--gap_decay=1"}, {}, "gap_decay"},
+        BadCase{{"--gap_aware", "--sync=ssgd"}, {}, "gap-aware damping needs asynchronous"}));
 
 TEST(PsOptions, MemoryLimitsAndBounds) {
   absl::StatusOr<PsOptions> defaults = Parse({});
