@@ -6,8 +6,7 @@
 
 namespace dcasgd {
 
-uint64_t Fnv1a64(absl::string_view bytes) {
-  uint64_t hash = 0xcbf29ce484222325ULL;
+uint64_t Fnv1a64(absl::string_view bytes, uint64_t hash) {
   for (unsigned char c : bytes) {
     hash ^= c;
     hash *= 0x100000001b3ULL;

@@ -9,7 +9,9 @@ namespace dcasgd {
 
 // 64-bit FNV-1a of `bytes` (offset basis 0xcbf29ce484222325, prime
 // 0x100000001b3). Part of the wire contract: every client computes it.
-uint64_t Fnv1a64(absl::string_view bytes);
+// Passing the hash of earlier bytes as `hash` continues it over `bytes`.
+inline constexpr uint64_t kFnv1a64Offset = 0xcbf29ce484222325ULL;
+uint64_t Fnv1a64(absl::string_view bytes, uint64_t hash = kFnv1a64Offset);
 
 // The shard that owns chunk `chunk_index` of `tensor` in a job of
 // `shard_count` shards: (Fnv1a64(tensor) + chunk_index) mod shard_count, with

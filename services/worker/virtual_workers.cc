@@ -13,6 +13,7 @@
 #include "base/status_macros.h"
 #include "clients/cpp/ps_client.h"
 #include "coordinator/coordinator_client.h"
+#include "core/placement.h"
 #include "services/worker/data_source.h"
 #include "services/worker/step_schedule.h"
 #include "services/worker/trainer.h"
@@ -35,13 +36,12 @@ struct LogicalWorker {
 // FNV-1a over the bytes of every tensor, in the model's tensor order: equal
 // fingerprints mean bit-identical weights (for reproducibility checks).
 uint64_t Fingerprint(const std::vector<std::string>& names, const TensorMap& weights) {
-  uint64_t hash = 14695981039346656037ull;
+  uint64_t hash = kFnv1a64Offset;
   for (const std::string& name : names) {
     const std::vector<float>& values = weights.at(name);
-    const auto* bytes = reinterpret_cast<const unsigned char*>(values.data());
-    for (size_t i = 0; i < values.size() * sizeof(float); ++i) {
-      hash = (hash ^ bytes[i]) * 1099511628211ull;
-    }
+    hash = Fnv1a64(absl::string_view(reinterpret_cast<const char*>(values.data()),
+                                     values.size() * sizeof(float)),
+                   hash);
   }
   return hash;
 }

@@ -29,6 +29,12 @@ TEST(Fnv1a64, HashesBytesNotCStrings) {
   EXPECT_EQ(Fnv1a64("\xff"), expected);
 }
 
+TEST(Fnv1a64, ContinuesFromAGivenHash) {
+  EXPECT_EQ(Fnv1a64("bar", Fnv1a64("foo")), Fnv1a64("foobar"));
+  EXPECT_EQ(Fnv1a64("", Fnv1a64("a")), Fnv1a64("a"));
+  EXPECT_EQ(Fnv1a64("a", kFnv1a64Offset), Fnv1a64("a"));
+}
+
 TEST(ShardOfChunk, SingleShardOwnsEverything) {
   for (uint64_t chunk :
        {uint64_t{0}, uint64_t{1}, uint64_t{12345}, std::numeric_limits<uint64_t>::max()}) {
