@@ -7,11 +7,14 @@
 # Usage: scripts/run-local.sh [--rule dcasgd-a|dcasgd-c|asgd] [--sync async|ssgd|ssp]
 #          [--shards 2] [--workers 4] [--epochs 5] [--model mlp:256,128|softmax|cnn|cnn:C1,C2,H]
 #          [--lr 0.1] [--lambda0 X] [--batch-size 64] [--data DIR|s3://bucket/prefix]
-#          [--staleness-aware auto|on|off]
-# --staleness-aware auto (the default) divides the learning rate by the
-# staleness from 16 workers on, and then uses lr 0.2 unless --lr is given:
-# there plain DC-ASGD and ASGD need a rate so small that they barely train in
-# a few epochs (docs/convergence.md).
+#          [--gap-aware on|off] [--staleness-aware auto|on|off]
+# --gap-aware on (the default, async and ssp) damps each stale gradient
+# coordinate by how far it moved since the worker pulled, and then uses lr 0.2
+# unless --lr is given: the most accurate rule measured at every worker count,
+# with no per-count tuning (docs/convergence.md). --staleness-aware auto
+# divides the rate by the staleness from 16 workers on when gap-aware damping
+# is off (plain DC-ASGD and ASGD there need a rate so small that they barely
+# train in a few epochs), and also uses lr 0.2.
 # Exits non-zero, saying why, when no worker can make progress (e.g. every
 # worker diverged). DCASGD_PREBUILT=1 skips installing and building (tests).
 set -euo pipefail
@@ -19,7 +22,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 rule=dcasgd-a sync=async shards=2 workers=4 epochs=5 model=mlp:256,128 lr= batch=64
-staleness_aware=auto
+staleness_aware=auto gap_aware=on
 lambda0=()
 data="$root/.cache/data/fashion-mnist"
 while [[ $# -gt 0 ]]; do
@@ -35,20 +38,28 @@ while [[ $# -gt 0 ]]; do
     --batch-size) batch=$2; shift 2 ;;
     --data) data=$2; shift 2 ;;
     --staleness-aware) staleness_aware=$2; shift 2 ;;
-    -h|--help) sed -n 2,18p "$0"; exit 0 ;;
+    --gap-aware) gap_aware=$2; shift 2 ;;
+    -h|--help) sed -n 2,21p "$0"; exit 0 ;;
     *) echo "run-local: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 
+case "$gap_aware" in
+  on) [[ "$sync" == ssgd ]] && gap_aware=off ;;  # SSGD applies no stale gradient
+  off) ;;
+  *) echo "run-local: --gap-aware takes on or off" >&2; exit 2 ;;
+esac
 case "$staleness_aware" in
-  auto) if [[ "$sync" == async ]] && ((workers >= 16)); then staleness_aware=on; else staleness_aware=off; fi ;;
+  auto) if [[ "$sync" == async && "$gap_aware" == off ]] && ((workers >= 16)); then
+          staleness_aware=on; else staleness_aware=off; fi ;;
   on|off) ;;
   *) echo "run-local: --staleness-aware takes auto, on or off" >&2; exit 2 ;;
 esac
 if [[ -z "$lr" ]]; then
-  if [[ "$staleness_aware" == on ]]; then lr=0.2; else lr=0.1; fi
+  if [[ "$staleness_aware" == on || "$gap_aware" == on ]]; then lr=0.2; else lr=0.1; fi
 fi
-sa_flag=(--staleness_aware="$([[ "$staleness_aware" == on ]] && echo true || echo false)")
+on_off() { [[ "$1" == on ]] && echo true || echo false; }
+sa_flag=(--staleness_aware="$(on_off "$staleness_aware")" --gap_aware="$(on_off "$gap_aware")")
 
 if [[ "${DCASGD_PREBUILT:-}" != 1 ]]; then
   scripts/install-deps.sh test
@@ -84,7 +95,7 @@ port() { awk -v k="$2" '$1 == k {print $2}' "$1"; }
 # Decay the learning rate in the last part of training so the final model is
 # not a noisy iterate of constant-rate SGD (versions ~ steps per shard).
 decay_every=$(( 60000 / batch * epochs / 3 ))
-echo "== starting $shards shards (rule $rule, sync $sync, lr $lr, staleness-aware rate $staleness_aware), logs in $run"
+echo "== starting $shards shards (rule $rule, sync $sync, lr $lr, gap-aware damping $gap_aware, staleness-aware rate $staleness_aware), logs in $run"
 addresses=()
 shard_pids=()
 for ((i = 0; i < shards; i++)); do

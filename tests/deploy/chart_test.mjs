@@ -282,7 +282,10 @@ for (const cfg of configs) {
       assert.equal(Number(cm.data.max_weight_abs), t.maxWeightAbs);
       const shard = one(objects, 'StatefulSet', stsName).spec.template.spec.containers[0];
       assert.equal(cm.data.staleness_aware, String(t.stalenessAware ?? false));
-      for (const key of ['max_gradient_abs', 'max_weight_abs', 'staleness_aware']) {
+      // Helm merges a values file into the chart's defaults key by key.
+      const gapAware = t.gapAware ?? chartValues.training.gapAware;
+      assert.equal(cm.data.gap_aware, String(Boolean(gapAware) && t.sync !== 'ssgd'));
+      for (const key of ['max_gradient_abs', 'max_weight_abs', 'staleness_aware', 'gap_aware']) {
         assert.equal(envValue(shard, `DCASGD_${key.toUpperCase()}`)?.valueFrom?.configMapKeyRef?.key,
           key, `the shards read ${key}`);
       }
@@ -471,6 +474,17 @@ describe('values', () => {
     const out = helm(['template', 'dcasgd', chartDir, '--set', 'ps.terminationGracePeriodSeconds=12']);
     assert.notEqual(out.status, 0);
     assert.match(out.stderr, /terminationGracePeriodSeconds/);
+  });
+
+  test('gapAware is on by default, can be turned off, and is off under ssgd', () => {
+    assert.equal(one(render([]), 'ConfigMap', 'dcasgd-config').data.gap_aware, 'true');
+    const off = one(render(['--set', 'training.gapAware=false']), 'ConfigMap', 'dcasgd-config');
+    assert.equal(off.data.gap_aware, 'false');
+    const ssgd = one(render(['--set', 'training.sync=ssgd']), 'ConfigMap', 'dcasgd-config');
+    assert.equal(ssgd.data.gap_aware, 'false');
+    const out = helm(['template', 'dcasgd', chartDir, '--set-string', 'training.gapAware=yes']);
+    assert.notEqual(out.status, 0);
+    assert.match(out.stderr, /gapAware/);
   });
 
   test('stalenessAware reaches the shards as true/false, and only a boolean is accepted', () => {

@@ -247,18 +247,21 @@ class Resilience(unittest.TestCase):
                 f.write(bytes([byte[0] ^ 0xFF]))
         script = os.path.join(harness.SOURCE_DIR, "scripts", "run-local.sh")
         env = dict(os.environ, DCASGD_PREBUILT="1")
-        # Also the default of --staleness-aware (auto): off below 16 workers,
-        # on (with lr 0.2) from 16, as docs/convergence.md recommends.
-        for workers, aware, lr in ((3, "off", "0.1"), (16, "on", "0.2")):
+        # Also the defaults docs/convergence.md recommends: gap-aware damping
+        # with lr 0.2; without it, the staleness-aware rate (auto) from 16
+        # workers on, also with lr 0.2; neither with fewer workers (lr 0.1).
+        for workers, extra, gap, aware, lr in ((3, [], "on", "off", "0.2"),
+                                               (16, ["--gap-aware", "off"], "off", "on", "0.2"),
+                                               (3, ["--gap-aware", "off"], "off", "off", "0.1")):
             result = subprocess.run(
                 [script, "--shards", "1", "--workers", str(workers), "--epochs", "1",
-                 "--model", "softmax", "--data", self.data],
+                 "--model", "softmax", "--data", self.data, *extra],
                 capture_output=True, text=True, timeout=300, env=env, cwd=harness.SOURCE_DIR)
             out = result.stdout + result.stderr
             self.assertNotEqual(result.returncode, 0, out[-3000:])
             self.assertIn(f"all {workers} workers failed; the job cannot finish", out)
             self.assertIn("DATA_LOSS", out)
-            self.assertIn(f"lr {lr}, staleness-aware rate {aware})", out)
+            self.assertIn(f"lr {lr}, gap-aware damping {gap}, staleness-aware rate {aware})", out)
 
 if __name__ == "__main__":
     unittest.main()
