@@ -4,6 +4,9 @@
 // lease, nor renew or complete its data leases; the refusals change nothing
 // the victim can see, and the session appears in no status, metric, log or
 // error.
+#include <signal.h>
+
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -326,6 +329,107 @@ TEST_F(WorkerSessionTest, TheSessionAppearsInNoStatusMetricOrLog) {
     EXPECT_THAT(*metrics, Not(HasSubstr(leaked)));
     EXPECT_THAT(log, Not(HasSubstr(leaked)));
   }
+}
+
+// Data leases: a lease id is easy to guess (they count up), so another
+// worker tries to renew and complete one without its secret, with its own,
+// and with none: each UNAUTHENTICATED, and the job does not move. Then shard
+// 0 is killed and restarted: the lease is restored with its secret's digest,
+// so its holder completes it with the secret from before, and the forgery
+// still fails. The secret is not in the saved schedule or the shard's log.
+TEST_F(WorkerSessionTest, ADataLeaseIsRenewedAndCompletedOnlyByItsHolderAcrossARestart) {
+  absl::StatusOr<std::string> dir = testing::MakeTempDir("worker-session-test");
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  Start({"--checkpoint_dir=" + *dir});
+  auto acquire = [&](const std::string& name) {
+    v1::AcquireDataShardRequest request;
+    request.set_worker_name(name);
+    request.set_num_data_shards(4);
+    request.set_epochs(1);
+    v1::AcquireDataShardResponse response;
+    grpc::ClientContext context;
+    const grpc::Status status = coordinator_->AcquireDataShard(&context, request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    EXPECT_TRUE(response.has_lease());
+    return response.lease();
+  };
+  auto renew = [&](uint64_t id, const std::string& secret) {
+    v1::RenewDataLeaseRequest request;
+    request.set_lease_id(id);
+    request.set_lease_secret(secret);
+    v1::RenewDataLeaseResponse response;
+    grpc::ClientContext context;
+    return coordinator_->RenewDataLease(&context, request, &response);
+  };
+  auto complete = [&](uint64_t id, const std::string& secret) {
+    v1::CompleteDataShardRequest request;
+    request.set_lease_id(id);
+    request.set_lease_secret(secret);
+    v1::CompleteDataShardResponse response;
+    grpc::ClientContext context;
+    return coordinator_->CompleteDataShard(&context, request, &response);
+  };
+  auto job = [&] {
+    v1::JobStatus status;
+    grpc::ClientContext context;
+    EXPECT_TRUE(coordinator_->GetJobStatus(&context, v1::GetJobStatusRequest(), &status).ok());
+    return status;
+  };
+  const v1::DataLease a = acquire("a");
+  const v1::DataLease b = acquire("b");
+  ASSERT_EQ(a.lease_secret().size(), 16u);
+  for (const std::string& forged : {std::string(), b.lease_secret()}) {
+    const grpc::Status renewed = renew(a.lease_id(), forged);
+    EXPECT_EQ(renewed.error_code(), grpc::StatusCode::UNAUTHENTICATED) << renewed.error_message();
+    const grpc::Status completed = complete(a.lease_id(), forged);
+    EXPECT_EQ(completed.error_code(), grpc::StatusCode::UNAUTHENTICATED)
+        << completed.error_message();
+    for (const std::string& leaked : Encodings(a.lease_secret())) {
+      EXPECT_THAT(completed.error_message(), Not(HasSubstr(leaked)));
+    }
+  }
+  EXPECT_EQ(job().completed(), 0u);
+  EXPECT_EQ(job().leased(), 2u);
+  // The saved schedule while both leases are out.
+  absl::StatusOr<std::string> saved = [&]() -> absl::StatusOr<std::string> {
+    FILE* f = std::fopen((*dir + "/coordinator.state").c_str(), "r");
+    if (f == nullptr) return absl::NotFoundError("no coordinator.state");
+    std::string text;
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) text.append(buf, n);
+    std::fclose(f);
+    return text;
+  }();
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  EXPECT_THAT(*saved, HasSubstr("lease "));
+  for (const v1::DataLease& lease : {a, b}) {
+    for (const std::string& leaked : Encodings(lease.lease_secret())) {
+      EXPECT_THAT(*saved, Not(HasSubstr(leaked)));
+    }
+  }
+
+  ASSERT_TRUE(ps_->Kill(SIGKILL).ok());
+  ASSERT_TRUE(ps_->WaitExit().ok());
+  ASSERT_TRUE(ps_->Restart().ok()) << ps_->Log();
+  auto channel = grpc::CreateChannel(ps_->address(), grpc::InsecureChannelCredentials());
+  coordinator_ = v1::DataCoordinator::NewStub(channel);
+  EXPECT_EQ(job().leased(), 2u) << "the leases out survive the restart";
+  EXPECT_EQ(complete(a.lease_id(), b.lease_secret()).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_TRUE(renew(a.lease_id(), a.lease_secret()).ok());
+  EXPECT_TRUE(complete(a.lease_id(), a.lease_secret()).ok());
+  EXPECT_TRUE(complete(b.lease_id(), b.lease_secret()).ok());
+  EXPECT_EQ(job().completed(), 2u);
+
+  const std::string log = ps_->Log();
+  for (const v1::DataLease& lease : {a, b}) {
+    for (const std::string& leaked : Encodings(lease.lease_secret())) {
+      EXPECT_THAT(log, Not(HasSubstr(leaked)));
+    }
+  }
+  ps_.reset();
+  testing::RemoveTree(*dir);
 }
 
 }  // namespace
