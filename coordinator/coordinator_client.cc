@@ -75,25 +75,27 @@ absl::StatusOr<AcquireResult> CoordinatorClient::Acquire(const std::string& work
   if (!s.ok()) return s;
   if (response.has_lease()) {
     const v1::DataLease& lease = response.lease();
-    return AcquireResult(DataLease{lease.lease_id(), lease.data_shard(), lease.epoch(),
-                                   absl::Milliseconds(lease.lease_ms())});
+    return AcquireResult(DataLease{lease.lease_id(), lease.lease_secret(), lease.data_shard(),
+                                   lease.epoch(), absl::Milliseconds(lease.lease_ms())});
   }
   if (response.has_job_done() && response.job_done()) return AcquireResult(JobDone{});
   return AcquireResult(RetryLater{absl::Milliseconds(response.retry_after_ms())});
 }
 
-absl::Status CoordinatorClient::Renew(uint64_t lease_id) {
+absl::Status CoordinatorClient::Renew(uint64_t lease_id, const std::string& secret) {
   v1::RenewDataLeaseRequest request;
   request.set_lease_id(lease_id);
+  request.set_lease_secret(secret);
   v1::RenewDataLeaseResponse response;
   return WithRetries("RenewDataLease", absl::ZeroDuration(), [&](grpc::ClientContext* context) {
     return stub_->rpc->RenewDataLease(context, request, &response);
   });
 }
 
-absl::Status CoordinatorClient::Complete(uint64_t lease_id) {
+absl::Status CoordinatorClient::Complete(uint64_t lease_id, const std::string& secret) {
   v1::CompleteDataShardRequest request;
   request.set_lease_id(lease_id);
+  request.set_lease_secret(secret);
   v1::CompleteDataShardResponse response;
   return WithRetries("CompleteDataShard", patience_, [&](grpc::ClientContext* context) {
     return stub_->rpc->CompleteDataShard(context, request, &response);

@@ -30,8 +30,9 @@ class CoordinatorClient {
   // A data lease, "ask again after", or "the job is done".
   absl::StatusOr<AcquireResult> Acquire(const std::string& worker_name, uint32_t num_data_shards,
                                         uint32_t epochs);
-  absl::Status Renew(uint64_t lease_id);
-  absl::Status Complete(uint64_t lease_id);
+  // `secret` is the lease's DataLease::secret (UNAUTHENTICATED otherwise).
+  absl::Status Renew(uint64_t lease_id, const std::string& secret);
+  absl::Status Complete(uint64_t lease_id, const std::string& secret);
   absl::StatusOr<JobProgress> JobStatus();
 
  private:

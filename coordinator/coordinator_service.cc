@@ -36,6 +36,7 @@ absl::Status DataCoordinatorService::DoAcquire(const v1::AcquireDataShardRequest
   if (const auto* lease = std::get_if<DataLease>(&*result)) {
     v1::DataLease* out = response->mutable_lease();
     out->set_lease_id(lease->lease_id);
+    out->set_lease_secret(lease->secret);
     out->set_data_shard(lease->data_shard);
     out->set_epoch(lease->epoch);
     out->set_lease_ms(Millis(lease->lease));
@@ -63,7 +64,7 @@ grpc::ServerUnaryReactor* DataCoordinatorService::RenewDataLease(
   return Unary<v1::RenewDataLeaseRequest, v1::RenewDataLeaseResponse>(
       context, request, response,
       [this](const v1::RenewDataLeaseRequest& r, v1::RenewDataLeaseResponse* out) {
-        absl::Status s = coordinator_->Renew(r.lease_id());
+        absl::Status s = coordinator_->Renew(r.lease_id(), r.lease_secret());
         if (s.ok()) out->set_lease_ms(Millis(coordinator_->lease()));
         return s;
       });
@@ -77,7 +78,7 @@ grpc::ServerUnaryReactor* DataCoordinatorService::CompleteDataShard(
       [this](const v1::CompleteDataShardRequest& r, v1::CompleteDataShardResponse*) {
         // UNAVAILABLE when the completion could not be saved: the lease stays
         // with its worker, which retries.
-        return coordinator_->Complete(r.lease_id());
+        return coordinator_->Complete(r.lease_id(), r.lease_secret());
       });
 }
 

@@ -4,13 +4,29 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "base/check.h"
+#include "base/random.h"
+#include "base/secret.h"
 
 namespace dcasgd {
+namespace {
+
+// A SHA-256 digest saved as 64 hex digits.
+bool ParseDigest(absl::string_view hex, std::string* digest) {
+  if (hex.size() != 64) return false;
+  for (char c : hex) {
+    if (!absl::ascii_isxdigit(static_cast<unsigned char>(c))) return false;
+  }
+  *digest = absl::HexStringToBytes(hex);
+  return true;
+}
+
+}  // namespace
 
 DataCoordinator::DataCoordinator(absl::Duration lease, Clock* clock, StateSaver save)
     : lease_(lease), clock_(clock), save_(std::move(save)) {
@@ -124,10 +140,12 @@ absl::StatusOr<AcquireResult> DataCoordinator::Acquire(const std::string& worker
     const Item item = *pending;
     DataLease lease;
     lease.lease_id = next_lease_id_++;
+    lease.secret = NewSecret(RandomSource::Secure());
     lease.data_shard = item.shard;
     lease.epoch = item.epoch;
     lease.lease = lease_;
-    leased_.emplace(lease.lease_id, Outstanding{item, worker_name, clock_->Now() + lease_});
+    leased_.emplace(lease.lease_id, Outstanding{item, worker_name, clock_->Now() + lease_,
+                                                SecretDigest(lease.secret)});
     out_[IndexOf(item)] = true;
     // Durable before it is granted: a lease a restart would forget is handed
     // out again while its holder still trains on it.
@@ -149,26 +167,38 @@ absl::StatusOr<AcquireResult> DataCoordinator::Acquire(const std::string& worker
   return AcquireResult(RetryLater{after});
 }
 
-absl::Status DataCoordinator::Renew(uint64_t lease_id) {
-  absl::MutexLock lock(&mu_);
-  ReclaimExpired();
+absl::StatusOr<DataCoordinator::Outstanding*> DataCoordinator::FindLease(uint64_t lease_id,
+                                                                         absl::string_view secret) {
   auto it = leased_.find(lease_id);
   if (it == leased_.end()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "data lease ", lease_id, " is unknown or expired; its shard was handed out again"));
   }
-  it->second.deadline = clock_->Now() + lease_;
+  // Digests of equal length, compared in constant time.
+  if (!SecretMatches(SecretDigest(secret), it->second.secret_digest)) {
+    return absl::UnauthenticatedError(absl::StrCat(
+        "lease secret ", secret.empty() ? "missing" : "wrong", " for data lease ", lease_id,
+        ": only the worker that acquired a lease may renew or complete it (send the "
+        "lease_secret AcquireDataShard returned); nothing changed"));
+  }
+  return &it->second;
+}
+
+absl::Status DataCoordinator::Renew(uint64_t lease_id, absl::string_view secret) {
+  absl::MutexLock lock(&mu_);
+  ReclaimExpired();
+  absl::StatusOr<Outstanding*> lease = FindLease(lease_id, secret);
+  if (!lease.ok()) return lease.status();
+  (*lease)->deadline = clock_->Now() + lease_;
   return absl::OkStatus();
 }
 
-absl::Status DataCoordinator::Complete(uint64_t lease_id) {
+absl::Status DataCoordinator::Complete(uint64_t lease_id, absl::string_view secret) {
   absl::MutexLock lock(&mu_);
   ReclaimExpired();
+  absl::StatusOr<Outstanding*> lease = FindLease(lease_id, secret);
+  if (!lease.ok()) return lease.status();
   auto it = leased_.find(lease_id);
-  if (it == leased_.end()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "data lease ", lease_id, " is unknown or expired; its shard was handed out again"));
-  }
   const Outstanding outstanding = it->second;
   const Item item = outstanding.item;
   const size_t index = IndexOf(item);
@@ -215,18 +245,20 @@ JobProgress DataCoordinator::Progress() {
 }
 
 // Format (text, one item per line):
-//   dcasgd-data-coordinator 2
+//   dcasgd-data-coordinator 3
 //   job <num_data_shards> <epochs> <reissued> <next lease id>
 //   epoch <e> <one '0'/'1' per data shard: done>        (one per epoch)
-//   lease <lease id> <epoch> <data shard> <worker name, C-escaped>  (one per lease out)
-// Version 1 had no next lease id and no lease lines.
+//   lease <lease id> <epoch> <data shard> <SHA-256 of its secret, 64 hex digits>
+//         <worker name, C-escaped>                        (one line per lease out)
+// Version 2 had no digest in lease lines; version 1 had no next lease id and
+// no lease lines.
 std::string DataCoordinator::SerializeProgress() {
   absl::MutexLock lock(&mu_);
   return SerializeLocked();
 }
 
 std::string DataCoordinator::SerializeLocked() const {
-  std::string out = "dcasgd-data-coordinator 2\n";
+  std::string out = "dcasgd-data-coordinator 3\n";
   if (!configured_) return out;
   absl::StrAppend(&out, "job ", num_data_shards_, " ", epochs_, " ", reissued_, " ", next_lease_id_,
                   "\n");
@@ -244,7 +276,7 @@ std::string DataCoordinator::SerializeLocked() const {
   for (uint64_t id : ids) {
     const Outstanding& o = leased_.at(id);
     absl::StrAppend(&out, "lease ", id, " ", o.item.epoch, " ", o.item.shard, " ",
-                    absl::CEscape(o.worker), "\n");
+                    absl::BytesToHexString(o.secret_digest), " ", absl::CEscape(o.worker), "\n");
   }
   return out;
 }
@@ -260,6 +292,7 @@ absl::Status DataCoordinator::RestoreProgress(absl::string_view text) {
   int format = 0;
   if (!lines.empty() && lines[0] == "dcasgd-data-coordinator 1") format = 1;
   if (!lines.empty() && lines[0] == "dcasgd-data-coordinator 2") format = 2;
+  if (!lines.empty() && lines[0] == "dcasgd-data-coordinator 3") format = 3;
   if (format == 0) return bad("missing or unknown header");
   if (lines.size() == 1) {  // saved before any worker fixed the job
     absl::MutexLock lock(&mu_);
@@ -275,7 +308,7 @@ absl::Status DataCoordinator::RestoreProgress(absl::string_view text) {
   if (job.size() != (format == 1 ? 4u : 5u) || job[0] != "job" ||
       !absl::SimpleAtoi(job[1], &shards) || !absl::SimpleAtoi(job[2], &epochs) ||
       !absl::SimpleAtoi(job[3], &reissued) ||
-      (format == 2 && (!absl::SimpleAtoi(job[4], &next_lease_id) || next_lease_id == 0)) ||
+      (format >= 2 && (!absl::SimpleAtoi(job[4], &next_lease_id) || next_lease_id == 0)) ||
       shards == 0 || epochs == 0 || shards > kMaxDataShards || epochs > kMaxEpochs ||
       uint64_t{shards} * epochs > kMaxWorkItems || lines.size() < 2 + size_t{epochs} ||
       (format == 1 && lines.size() != 2 + size_t{epochs})) {
@@ -297,28 +330,38 @@ absl::Status DataCoordinator::RestoreProgress(absl::string_view text) {
     }
   }
   // Leases out when the state was saved: their holders renew and complete
-  // them after the restart; their deadlines start again now.
+  // them after the restart with the same secrets; their deadlines start
+  // again now. Format 2 kept no secrets: those items are handed out again.
   const absl::Time deadline = clock_->Now() + lease_;
   absl::flat_hash_map<uint64_t, Outstanding> leased;
+  uint64_t dropped = 0;  // format-2 leases
   std::vector<bool> out(done.size(), false);
+  const size_t fields = format == 3 ? 6 : 5;
   for (size_t i = 2 + size_t{epochs}; i < lines.size(); ++i) {
-    std::vector<absl::string_view> parts = absl::StrSplit(lines[i], absl::MaxSplits(' ', 4));
+    std::vector<absl::string_view> parts =
+        absl::StrSplit(lines[i], absl::MaxSplits(' ', static_cast<int>(fields) - 1));
     uint64_t id = 0;
     uint32_t epoch = 0, shard = 0;
-    std::string worker;
-    if (parts.size() != 5 || parts[0] != "lease" || !absl::SimpleAtoi(parts[1], &id) ||
+    std::string worker, digest;
+    if (parts.size() != fields || parts[0] != "lease" || !absl::SimpleAtoi(parts[1], &id) ||
         !absl::SimpleAtoi(parts[2], &epoch) || !absl::SimpleAtoi(parts[3], &shard) || id == 0 ||
         id >= next_lease_id || epoch >= epochs || shard >= shards ||
-        !absl::CUnescape(parts[4], &worker) || worker.empty()) {
-      return bad(absl::StrCat("malformed lease line '", lines[i], "'"));
+        !absl::CUnescape(parts[fields - 1], &worker) || worker.empty() ||
+        (format == 3 && !ParseDigest(parts[4], &digest))) {
+      return bad(absl::StrCat("malformed lease line '", lines[i].substr(0, 200), "'"));
     }
     const size_t index = size_t{epoch} * shards + shard;
     if (done[index] || out[index] || leased.contains(id)) {
       return bad(absl::StrCat("lease ", id, " is of a data shard already done or leased"));
     }
-    out[index] = true;
-    leased.emplace(id, Outstanding{Item{epoch, shard}, std::move(worker), deadline});
-    if (leased.size() > kMaxLeases) return bad("more leases than a coordinator holds");
+    if (leased.size() + dropped >= kMaxLeases) return bad("more leases than a coordinator holds");
+    out[index] = true;  // also for a dropped lease: its line may not repeat the item
+    if (format == 2) {
+      // Neither leased nor done: the cursor hands the item out again.
+      ++dropped;
+      continue;
+    }
+    leased.emplace(id, Outstanding{Item{epoch, shard}, std::move(worker), deadline, digest});
   }
   absl::MutexLock lock(&mu_);
   configured_ = true;
@@ -330,9 +373,13 @@ absl::Status DataCoordinator::RestoreProgress(absl::string_view text) {
   completed_per_epoch_ = std::move(per_epoch);
   out_ = std::move(out);
   completed_ = 0;
+  reissued_ += dropped;
   returned_.clear();
   cursor_ = 0;  // TakePending skips the items done or leased
   leased_ = std::move(leased);
+  // Dropped format-2 leases were marked out only to catch repeated lines.
+  out_.assign(out_.size(), false);
+  for (const auto& [id, o] : leased_) out_[IndexOf(o.item)] = true;
   for (uint32_t e = 0; e < epochs; ++e) completed_ += completed_per_epoch_[e];
   return absl::OkStatus();
 }

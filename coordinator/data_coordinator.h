@@ -22,6 +22,10 @@ namespace dcasgd {
 // A data shard handed to a worker for one epoch.
 struct DataLease {
   uint64_t lease_id = 0;
+  // The lease's secret (base/secret.h, kSecretBytes): Renew and Complete
+  // need it, so a lease id guessed by another caller changes nothing. Never
+  // logged.
+  std::string secret;
   uint32_t data_shard = 0;
   uint32_t epoch = 0;
   absl::Duration lease;
@@ -60,6 +64,13 @@ struct JobProgress {
 // after a restart of the coordinator. Thread-safe; `save` runs under the
 // coordinator's lock (calls wait for it).
 //
+// Lease secrets: every lease gets a fresh secret from the kernel's CSPRNG.
+// Lease ids count up (easy to guess), so Renew and Complete need the secret
+// as well: a caller holding only the id gets UNAUTHENTICATED and changes
+// nothing. The coordinator keeps (and saves) only the secret's SHA-256, so a
+// restarted coordinator still accepts the secrets of the leases it restores,
+// and its state file does not give them away.
+//
 // Memory is bounded by the limits below whatever callers ask: the schedule
 // is a cursor over the items plus two bits per item, not a list of them.
 class DataCoordinator {
@@ -86,22 +97,26 @@ class DataCoordinator {
   // (none is granted).
   absl::StatusOr<AcquireResult> Acquire(const std::string& worker_name, uint32_t num_data_shards,
                                         uint32_t epochs);
-  // FAILED_PRECONDITION when the lease is unknown or has expired.
-  absl::Status Renew(uint64_t lease_id);
   // FAILED_PRECONDITION when the lease is unknown or has expired;
+  // UNAUTHENTICATED (nothing renewed) when `secret` is not the lease's.
+  absl::Status Renew(uint64_t lease_id, absl::string_view secret);
+  // FAILED_PRECONDITION when the lease is unknown or has expired;
+  // UNAUTHENTICATED (nothing done) when `secret` is not the lease's;
   // UNAVAILABLE when the completion cannot be saved (the lease stays).
-  absl::Status Complete(uint64_t lease_id);
+  absl::Status Complete(uint64_t lease_id, absl::string_view secret);
   JobProgress Progress();
   absl::Duration lease() const { return lease_; }
 
   // The durable state of the job (its shape, which (epoch, shard) items are
-  // done, the re-issue count, the leases out and their workers) as text, so
-  // shard 0 can restart without restarting the data schedule.
+  // done, the re-issue count, the leases out with their workers and the
+  // SHA-256 of their secrets) as text, so shard 0 can restart without
+  // restarting the data schedule.
   std::string SerializeProgress();
   // Replaces all state with a SerializeProgress() text (this version's or
-  // the previous one, which had no leases). Restored leases get a fresh
-  // deadline. DATA_LOSS (and no change) when the text is malformed or beyond
-  // the limits above.
+  // an earlier one). Restored leases get a fresh deadline. Leases of a
+  // format-2 text had no secret, so none could be checked: they go back to
+  // the front of the queue (counted as re-issued). DATA_LOSS (and no change)
+  // when the text is malformed or beyond the limits above.
   absl::Status RestoreProgress(absl::string_view text);
 
  private:
@@ -113,7 +128,12 @@ class DataCoordinator {
     Item item;
     std::string worker;
     absl::Time deadline;
+    std::string secret_digest;  // SecretDigest of the lease's secret
   };
+  // The lease `lease_id` if `secret` is its secret: FAILED_PRECONDITION when
+  // it is unknown or expired, UNAUTHENTICATED when the secret is wrong.
+  absl::StatusOr<Outstanding*> FindLease(uint64_t lease_id, absl::string_view secret)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReclaimExpired() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Back to no job: the shape and the schedule forgotten (leases and
   // counters are the caller's).

@@ -13,6 +13,7 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "base/clock.h"
@@ -140,9 +141,14 @@ class ShardStore : private SyncPolicy::Applier {
   absl::StatusOr<JoinResult> Join(const std::string& worker_name);
   // FAILED_PRECONDITION when the worker is unknown or its lease expired.
   absl::Status Heartbeat(WorkerId worker);
-  // The same check without renewing the lease (e.g. on a push's first
-  // message, before anything of it is buffered).
-  absl::Status CheckLease(WorkerId worker) const { return registry_.Check(worker); }
+  // Whether a request naming `worker` carries the session its Join returned
+  // (WorkerRegistry::Authenticate): FAILED_PRECONDITION for an unknown or
+  // expired worker, UNAUTHENTICATED for a missing or wrong session. Renews
+  // nothing. The service calls it before any call that acts as a worker (on
+  // a push's first message, before anything of it is buffered).
+  absl::Status Authenticate(WorkerId worker, absl::string_view session) const {
+    return registry_.Authenticate(worker, session);
+  }
   // One pushed chunk checked as it arrives, before it is buffered: NOT_FOUND
   // for an unknown tensor or chunk, or one owned by another shard;
   // INVALID_ARGUMENT when `bytes` is not the chunk's length. SubmitPush

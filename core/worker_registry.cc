@@ -6,11 +6,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/check.h"
+#include "base/secret.h"
 
 namespace dcasgd {
 
 struct WorkerRegistry::Worker {
   std::string name;
+  std::string session;  // secret: never in a message, log or metric
   std::shared_ptr<WorkerLiveness> liveness = std::make_shared<WorkerLiveness>();
   absl::Time deadline;
   uint64_t pull_version = 0;  // shard version at the last pull (or join)
@@ -91,8 +93,27 @@ absl::StatusOr<JoinResult> WorkerRegistry::Join(const std::string& name, uint64_
   // uses (one lease and one backup for two workers).
   WorkerId id = 0;
   while (id == 0 || workers_.contains(id)) id = random_->Next64();
+  // The session is drawn from the kernel's CSPRNG whatever `random_` is: a
+  // scripted or predictable session would be no secret.
+  worker->session = NewSecret(RandomSource::Secure());
+  JoinResult joined{id, worker->session, lease_};
   workers_.emplace(id, std::move(worker));
-  return JoinResult{id, lease_};
+  return joined;
+}
+
+absl::Status WorkerRegistry::Authenticate(WorkerId worker, absl::string_view session) const {
+  absl::MutexLock lock(&mu_);
+  auto it = workers_.find(worker);
+  if (it == workers_.end() || it->second->deadline < clock_->Now()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "worker ", worker, " is unknown or its lease expired (backups freed): Join again"));
+  }
+  if (!SecretMatches(session, it->second->session)) {
+    return absl::UnauthenticatedError(
+        absl::StrCat("session ", session.empty() ? "missing" : "wrong", " for worker ", worker,
+                     ": send the session its Join returned, or Join again"));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status WorkerRegistry::Heartbeat(WorkerId worker) {

@@ -11,6 +11,7 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "base/clock.h"
@@ -34,6 +35,9 @@ struct WorkerLiveness {
 
 struct JoinResult {
   WorkerId worker_id = 0;
+  // The worker's session (base/secret.h, kSecretBytes): the secret that
+  // proves a later request comes from the client that joined. Never logged.
+  std::string session;
   absl::Duration lease;
 };
 
@@ -52,6 +56,12 @@ struct StepClaim {
 // clocks and the last push step of each (for deduplicating retries). Holds no
 // tensors: freeing a departed worker's backups is the caller's job, with the
 // ids that Join, Leave and ExpireLeases report.
+//
+// Sessions: every Join draws a fresh secret session from the kernel's CSPRNG
+// (never from `random`, which tests script) and keeps it with the worker;
+// Authenticate checks it. A replacing Join ends the old worker and so its
+// session. Sessions live only in memory: a restarted shard knows no worker,
+// and its workers join again (FAILED_PRECONDITION tells them to).
 //
 // Thread-safe. Every call takes only the registry's own mutex, a leaf lock:
 // callers may hold the store's and the sync policy's locks while calling.
@@ -75,6 +85,13 @@ class WorkerRegistry {
   // Appends to `ended` the workers whose leases this ended.
   absl::StatusOr<JoinResult> Join(const std::string& name, uint64_t version,
                                   std::vector<WorkerId>* ended);
+  // Whether a request that names `worker` comes from the client that joined
+  // as it: OK when the worker holds a live lease and `session` is the session
+  // its Join returned (compared in constant time). FAILED_PRECONDITION when
+  // the worker is unknown or its lease expired (Join again, as before);
+  // UNAUTHENTICATED when the session is missing or wrong. Messages name the
+  // worker id, never a session. Changes nothing.
+  absl::Status Authenticate(WorkerId worker, absl::string_view session) const;
   // Renews the lease. FAILED_PRECONDITION when the worker is unknown or its
   // lease expired.
   absl::Status Heartbeat(WorkerId worker);

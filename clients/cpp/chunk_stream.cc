@@ -105,15 +105,16 @@ absl::Status ReceiveAndFinish(Stream* stream, grpc::ClientContext* context, Chun
   return receiver->Finish();
 }
 
-// Streams `chunks` as PushRequests and half-closes; the worker id and the
-// chunk count go in the first message only (the shard applies the push only
+// Streams `chunks` as PushRequests and half-closes; the worker id, its
+// session and the chunk count go in the first message only (the shard applies the push only
 // when exactly that many chunks arrive and the stream is half-closed). A
 // broken stream is left to Finish to report.
 template <typename Stream>
-void WriteGradients(Stream* stream, uint64_t worker_id, uint64_t step, const CallTensors& tensors,
-                    const std::vector<PlannedChunk>& chunks) {
+void WriteGradients(Stream* stream, const WorkerCredentials& worker, uint64_t step,
+                    const CallTensors& tensors, const std::vector<PlannedChunk>& chunks) {
   v1::PushRequest request;
-  request.set_worker_id(worker_id);
+  request.set_worker_id(worker.worker_id);
+  request.set_session(worker.session);
   request.set_chunk_count(static_cast<uint32_t>(chunks.size()));
   request.set_step(step);
   v1::Chunk* gradient = request.mutable_gradient();
@@ -126,6 +127,7 @@ void WriteGradients(Stream* stream, uint64_t worker_id, uint64_t step, const Cal
         c.length * sizeof(float));
     if (!stream->Write(request)) return;
     request.set_worker_id(0);
+    request.clear_session();
     request.set_chunk_count(0);
     request.set_step(0);
   }
@@ -141,10 +143,12 @@ CallTensors::CallTensors(std::vector<TensorLayout> tensor_layouts)
   for (size_t t = 0; t < layouts.size(); ++t) index.emplace(layouts[t].name, t);
 }
 
-absl::Status PullChunks(ShardSession& session, uint64_t worker_id, const CallTensors& tensors,
-                        const std::vector<PlannedChunk>& chunks, ShardReply* reply) {
+absl::Status PullChunks(ShardSession& session, const WorkerCredentials& worker,
+                        const CallTensors& tensors, const std::vector<PlannedChunk>& chunks,
+                        ShardReply* reply) {
   v1::PullRequest request;
-  request.set_worker_id(worker_id);
+  request.set_worker_id(worker.worker_id);
+  if (worker.worker_id != 0) request.set_session(worker.session);
   // Only the tensors this shard has chunks of.
   std::vector<bool> listed(tensors.layouts.size(), false);
   for (const PlannedChunk& c : chunks) {
@@ -160,7 +164,7 @@ absl::Status PullChunks(ShardSession& session, uint64_t worker_id, const CallTen
   return absl::OkStatus();
 }
 
-absl::Status PushChunks(ShardSession& session, uint64_t worker_id, uint64_t step,
+absl::Status PushChunks(ShardSession& session, const WorkerCredentials& worker, uint64_t step,
                         const CallTensors& tensors, const std::vector<PlannedChunk>& chunks,
                         bool pull_back, ShardReply* reply) {
   grpc::ClientContext context;
@@ -169,7 +173,7 @@ absl::Status PushChunks(ShardSession& session, uint64_t worker_id, uint64_t step
   if (!pull_back) {
     v1::PushResponse response;
     auto stream = session.stub()->Push(&context, &response);
-    WriteGradients(stream.get(), worker_id, step, tensors, chunks);
+    WriteGradients(stream.get(), worker, step, tensors, chunks);
     const absl::Time sent = absl::Now();
     RETURN_IF_ERROR(FromGrpcStatus(stream->Finish(), session.label()));
     reply->version = response.version();
@@ -180,7 +184,7 @@ absl::Status PushChunks(ShardSession& session, uint64_t worker_id, uint64_t step
   }
   ChunkReceiver receiver(tensors, chunks, session.label());
   auto stream = session.stub()->PushPull(&context);
-  WriteGradients(stream.get(), worker_id, step, tensors, chunks);
+  WriteGradients(stream.get(), worker, step, tensors, chunks);
   const absl::Time sent = absl::Now();
   absl::Time first_read = absl::InfinitePast();
   RETURN_IF_ERROR(

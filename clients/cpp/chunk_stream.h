@@ -45,13 +45,16 @@ struct ShardReply {
 // INTERNAL when the shard sends a chunk not asked for, twice, with the wrong
 // length, or not all of them; otherwise the call's status (prefixed with the
 // shard's label).
-absl::Status PullChunks(ShardSession& session, uint64_t worker_id, const CallTensors& tensors,
-                        const std::vector<PlannedChunk>& chunks, ShardReply* reply);
+// `worker` is the shard's credentials() (worker id 0: a pull that records
+// no backup).
+absl::Status PullChunks(ShardSession& session, const WorkerCredentials& worker,
+                        const CallTensors& tensors, const std::vector<PlannedChunk>& chunks,
+                        ShardReply* reply);
 
 // Streams the gradients of `chunks` as one push with `step`; with
 // `pull_back` the updated values of the same chunks come back into the
 // destinations (PushPull), checked as PullChunks does.
-absl::Status PushChunks(ShardSession& session, uint64_t worker_id, uint64_t step,
+absl::Status PushChunks(ShardSession& session, const WorkerCredentials& worker, uint64_t step,
                         const CallTensors& tensors, const std::vector<PlannedChunk>& chunks,
                         bool pull_back, ShardReply* reply);
 

@@ -224,7 +224,7 @@ absl::Status PsClient::Declare(const std::vector<TensorSpec>& specs) {
       ForEachShard(AllShards(), [&](uint32_t s) -> absl::Status {
         ShardSession& shard = *shards_[s];
         v1::DeclareTensorsResponse response;
-        RETURN_IF_ERROR(shard.Call(CallKind::kRead, [&](uint64_t) {
+        RETURN_IF_ERROR(shard.Call(CallKind::kRead, [&](const client::WorkerCredentials&) {
           grpc::ClientContext context;
           shard.SetDeadline(&context);
           return FromGrpcStatus(shard.stub()->DeclareTensors(&context, request, &response),
@@ -291,9 +291,9 @@ absl::Status PsClient::Pull(const std::vector<std::string>& names, TensorMap* ou
   }
   return ForEachShard(ShardsWithChunks(plan), [&](uint32_t s) {
     ShardSession& shard = *shards_[s];
-    return shard.Call(CallKind::kPull, [&](uint64_t worker_id) {
+    return shard.Call(CallKind::kPull, [&](const client::WorkerCredentials& worker) {
       ShardReply reply;
-      return PullChunks(shard, worker_id, tensors, plan[s], &reply);
+      return PullChunks(shard, worker, tensors, plan[s], &reply);
     });
   });
 }
@@ -366,8 +366,8 @@ absl::Status PsClient::DoPush(const TensorMap& gradients, TensorMap* weights, Pu
   std::vector<ShardReply> replies(shard_count());
   RETURN_IF_ERROR(ForEachShard(touched, [&](uint32_t s) {
     ShardSession& shard = *shards_[s];
-    return shard.Call(CallKind::kPush, [&](uint64_t worker_id) {
-      return PushChunks(shard, worker_id, step, tensors, plan[s],
+    return shard.Call(CallKind::kPush, [&](const client::WorkerCredentials& worker) {
+      return PushChunks(shard, worker, step, tensors, plan[s],
                         /*pull_back=*/weights != nullptr, &replies[s]);
     });
   }));
@@ -393,7 +393,7 @@ absl::StatusOr<std::vector<Response>> PsClient::UnaryOnEveryShard(Call call) {
   std::vector<Response> responses(shards_.size());
   RETURN_IF_ERROR(ForEachShard(AllShards(), [&](uint32_t s) {
     ShardSession& shard = *shards_[s];
-    return shard.Call(CallKind::kRead, [&](uint64_t) {
+    return shard.Call(CallKind::kRead, [&](const client::WorkerCredentials&) {
       grpc::ClientContext context;
       shard.SetDeadline(&context);
       return FromGrpcStatus(call(shard.stub(), &context, &responses[s]), shard.label());

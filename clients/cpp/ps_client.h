@@ -116,6 +116,10 @@ struct CheckpointResult {
 //   - FAILED_PRECONDITION from a shard (lease lost, unknown worker, no backup)
 //     makes the client re-join that shard and return FAILED_PRECONDITION
 //     ending in "re-joined; pull again": the caller pulls and recomputes.
+//   - UNAUTHENTICATED (the shard refused this worker's session) is returned
+//     as it is, not retried: the client sends the session each shard's Join
+//     gave it with every call that acts as the worker, so only a bug or
+//     another client's request meets it.
 //   - Other codes are returned as the shard sent them (see ps.proto).
 //   A push is applied shard by shard: when one shard fails, others may
 //   already have applied their part (each shard is an independent update).

@@ -28,6 +28,11 @@ uint64_t ShardSession::worker_id() const {
   return worker_id_;
 }
 
+WorkerCredentials ShardSession::credentials() const {
+  absl::MutexLock lock(&mu_);
+  return WorkerCredentials{worker_id_, session_};
+}
+
 absl::Duration ShardSession::lease() const {
   absl::MutexLock lock(&mu_);
   return absl::Milliseconds(lease_ms_);
@@ -37,17 +42,18 @@ void ShardSession::SetDeadline(grpc::ClientContext* context) const {
   context->set_deadline(absl::ToChronoTime(absl::Now() + policy_.rpc_timeout));
 }
 
-absl::Status ShardSession::Call(CallKind kind,
-                                absl::FunctionRef<absl::Status(uint64_t worker_id)> attempt) {
+absl::Status ShardSession::Call(
+    CallKind kind, absl::FunctionRef<absl::Status(const WorkerCredentials& worker)> attempt) {
   Backoff backoff({policy_.initial_backoff, policy_.max_backoff, 2.0, 0.2});
   bool retried_after_rejoin = false;
   for (int n = 1;; ++n) {
-    const uint64_t id = worker_id();
+    const WorkerCredentials worker = credentials();
+    const uint64_t id = worker.worker_id;
     if (kind == CallKind::kPush && id == 0) {
       return absl::FailedPreconditionError(
           absl::StrCat(label_, ": this client is not joined (evaluator, or after Leave)"));
     }
-    absl::Status status = attempt(id);
+    absl::Status status = attempt(worker);
     if (status.ok()) return status;
     if (IsTransient(status) && n < policy_.max_attempts) {
       WaitBeforeRetry(backoff.Next());
@@ -86,7 +92,7 @@ absl::Status ShardSession::Join() {
   v1::JoinRequest request;
   request.set_worker_name(worker_name_);
   v1::JoinResponse response;
-  RETURN_IF_ERROR(Call(CallKind::kRead, [&](uint64_t) {
+  RETURN_IF_ERROR(Call(CallKind::kRead, [&](const WorkerCredentials&) {
     grpc::ClientContext context;
     SetDeadline(&context);
     return FromGrpcStatus(stub_->Join(&context, request, &response), label_);
@@ -101,6 +107,7 @@ absl::Status ShardSession::Join() {
   }
   absl::MutexLock lock(&mu_);
   worker_id_ = response.worker_id();
+  session_ = response.session();
   lease_ms_ = response.lease_ms();
   return absl::OkStatus();
 }
@@ -116,10 +123,12 @@ absl::Status ShardSession::Rejoin(uint64_t failed_worker_id) {
 }
 
 void ShardSession::Beat(absl::Duration timeout) {
-  const uint64_t id = worker_id();
+  const WorkerCredentials worker = credentials();
+  const uint64_t id = worker.worker_id;
   if (id == 0) return;
   v1::HeartbeatRequest request;
   request.set_worker_id(id);
+  request.set_session(worker.session);
   v1::HeartbeatResponse response;
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
@@ -138,14 +147,16 @@ void ShardSession::Beat(absl::Duration timeout) {
 absl::Status ShardSession::Leave(int max_attempts) {
   absl::MutexLock join_lock(&join_mu_);
   uint64_t id;
+  v1::LeaveRequest request;
   {
     absl::MutexLock lock(&mu_);
     left_ = true;
     id = worker_id_;
     worker_id_ = 0;
+    request.set_session(std::move(session_));
+    session_.clear();
   }
   if (id == 0) return absl::OkStatus();
-  v1::LeaveRequest request;
   request.set_worker_id(id);
   Backoff backoff({policy_.initial_backoff, policy_.max_backoff, 2.0, 0.2});
   for (int n = 1;; ++n) {

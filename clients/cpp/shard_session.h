@@ -34,6 +34,14 @@ enum class CallKind {
   kPush,
 };
 
+// What a joined worker puts in its requests to one shard: its id and the
+// session its Join returned (a secret: never logged). worker_id 0 (an
+// evaluator, or not joined) has no session.
+struct WorkerCredentials {
+  uint64_t worker_id = 0;
+  std::string session;
+};
+
 // Retries of one call on one shard.
 struct CallPolicy {
   absl::Duration rpc_timeout = absl::Seconds(60);  // per attempt
@@ -43,8 +51,11 @@ struct CallPolicy {
 };
 
 // This client's session with one parameter shard: the channel, the worker id
-// the shard gave it, Join / re-Join / Leave, one heartbeat, and the retry and
-// re-join policy of every call to it.
+// and session secret the shard gave it, Join / re-Join / Leave, one
+// heartbeat, and the retry and re-join policy of every call to it.
+// UNAUTHENTICATED (a session the shard does not accept) is returned as it
+// is: re-joining cannot fix a credential the shard refuses, and an honest
+// client only meets it through a bug.
 //
 // Thread-safe: calls may run concurrently; Join, re-Join and Leave of one
 // session are serialised (concurrent failures re-join once). Blocking.
@@ -64,22 +75,25 @@ class ShardSession {
   v1::ParameterShard::Stub* stub() const { return stub_.get(); }
   // 0 when not joined (an evaluator, or after Leave).
   uint64_t worker_id() const;
+  // The worker id and session to send now.
+  WorkerCredentials credentials() const;
   // The lease the shard last reported; zero before the first Join.
   absl::Duration lease() const;
 
   // A fresh deadline of the policy's rpc_timeout on `context`.
   void SetDeadline(grpc::ClientContext* context) const;
 
-  // Runs attempt(worker_id) with the policy of `kind`: UNAVAILABLE,
+  // Runs attempt(credentials) with the policy of `kind`: UNAVAILABLE,
   // CANCELLED and DEADLINE_EXCEEDED are retried with backoff and jitter up
   // to max_attempts times (sooner when a disconnected channel reconnects);
   // FAILED_PRECONDITION as CallKind says. `attempt` must return its error
   // already prefixed with label() (wire/status.h FromGrpcStatus).
-  absl::Status Call(CallKind kind, absl::FunctionRef<absl::Status(uint64_t worker_id)> attempt);
+  absl::Status Call(CallKind kind,
+                    absl::FunctionRef<absl::Status(const WorkerCredentials& worker)> attempt);
 
   // Joins as the worker: checks that the shard reports this session's index
   // and count (FAILED_PRECONDITION otherwise) and records the worker id and
-  // lease.
+  // lease and session.
   absl::Status Join();
   // Joins again unless another call already did since `failed_worker_id`
   // failed; FAILED_PRECONDITION after Leave.
@@ -109,6 +123,7 @@ class ShardSession {
   absl::Mutex join_mu_;
   mutable absl::Mutex mu_;
   uint64_t worker_id_ ABSL_GUARDED_BY(mu_) = 0;  // 0: not joined
+  std::string session_ ABSL_GUARDED_BY(mu_);     // JoinResponse.session; secret
   uint64_t lease_ms_ ABSL_GUARDED_BY(mu_) = 0;
   bool left_ ABSL_GUARDED_BY(mu_) = false;  // Leave() was called: never re-join
 };

@@ -108,7 +108,9 @@ async function main() {
       throw new Error(`shard ${args.ps[s]} is shard ${reply.shard_index} of ` +
                       `${reply.shard_count}, not ${s} of ${shardCount}`);
     }
-    joined.push(reply.worker_id);
+    // The worker id and its session (a secret: every call that acts as the
+    // worker carries both; never log the session).
+    joined.push({ worker_id: reply.worker_id, session: reply.session });
   }
   try {
     const spec = {
@@ -120,11 +122,11 @@ async function main() {
     // Pull: every shard streams the chunks it owns; this records our backup.
     const pulled = new Array(initial.length).fill(NaN);
     await Promise.all(shards.map((shard, s) => collectChunks(
-      shard.Pull({ worker_id: joined[s], tensors: [args.tensor] },
+      shard.Pull({ ...joined[s], tensors: [args.tensor] },
                  { deadline: Date.now() + 30000 }), pulled, chunkElements, {})));
 
     // PushPull: to each shard, the gradient chunks it owns in one stream; the
-    // first message carries worker_id, chunk_count and the push step.
+    // first message carries worker_id, session, chunk_count and the push step.
     const owned = shards.map(() => []);
     for (let c = 0; c < numChunks; c++) owned[shardOfChunk(args.tensor, c, shardCount)].push(c);
     const after = new Array(initial.length).fill(NaN);
@@ -136,7 +138,7 @@ async function main() {
       owned[s].forEach((c, k) => {
         const values = gradient.slice(c * chunkElements, (c + 1) * chunkElements);
         const message = { gradient: { tensor: args.tensor, chunk_index: c, values: toBytes(values) } };
-        if (k === 0) Object.assign(message, { worker_id: joined[s], chunk_count: owned[s].length, step: 1 });
+        if (k === 0) Object.assign(message, { ...joined[s], chunk_count: owned[s].length, step: 1 });
         call.write(message);
       });
       call.end();
@@ -147,7 +149,7 @@ async function main() {
       staleness: perShard.map((p) => p.staleness), owned,
     }));
   } finally {
-    await Promise.all(shards.map((shard, s) => unary(shard, 'Leave', { worker_id: joined[s] })
+    await Promise.all(shards.map((shard, s) => unary(shard, 'Leave', joined[s])
       .catch(() => {})));
     shards.forEach((shard) => shard.close());
   }

@@ -170,16 +170,16 @@ def train_with_coordinator(trainer, x, y, args, address):
             renew_every = lease.lease_ms / 3000.0
             renewed = [time.monotonic()]
 
-            def keep_alive(lease_id=lease.lease_id, renew_every=renew_every, renewed=renewed):
+            def keep_alive(lease=lease, renew_every=renew_every, renewed=renewed):
                 if time.monotonic() - renewed[0] > renew_every:
-                    coordinator.renew(lease_id)
+                    coordinator.renew(lease)
                     renewed[0] = time.monotonic()
 
             lo, hi = bounds[lease.data_shard], bounds[lease.data_shard + 1]
             rng = np.random.default_rng([args.seed, lease.epoch, lease.data_shard])
             trainer.train_on(x[lo:hi], y[lo:hi], rng, keep_alive)
             try:
-                coordinator.complete(lease.lease_id)
+                coordinator.complete(lease)
             except dcasgd.Error as error:
                 # The lease expired and the shard went to someone else: the
                 # gradients were applied anyway; the epoch stays exact.

@@ -39,6 +39,7 @@ constexpr EnumName<absl::StatusCode> kRejectReasons[] = {
     {absl::StatusCode::kResourceExhausted, "resource_exhausted"},
     {absl::StatusCode::kAlreadyExists, "already_exists"},
     {absl::StatusCode::kUnavailable, "unavailable"},
+    {absl::StatusCode::kUnauthenticated, "unauthenticated"},
 };
 
 // The label of `code`, or null for codes that are not counted.

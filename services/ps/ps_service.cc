@@ -97,6 +97,7 @@ absl::Status ParameterShardService::DoJoin(const v1::JoinRequest& request,
   absl::StatusOr<JoinResult> joined = store_->Join(request.worker_name());
   if (!joined.ok()) return joined.status();
   response->set_worker_id(joined->worker_id);
+  response->set_session(joined->session);
   response->set_lease_ms(absl::ToInt64Milliseconds(joined->lease));
   response->set_shard_index(store_->config().shard_index);
   response->set_shard_count(store_->config().shard_count);
@@ -117,7 +118,8 @@ grpc::ServerUnaryReactor* ParameterShardService::Heartbeat(grpc::CallbackServerC
   return Unary<v1::HeartbeatRequest, v1::HeartbeatResponse>(
       context, request, response,
       [this](const v1::HeartbeatRequest& r, v1::HeartbeatResponse* out) {
-        absl::Status status = store_->Heartbeat(r.worker_id());
+        absl::Status status = store_->Authenticate(r.worker_id(), r.session());
+        if (status.ok()) status = store_->Heartbeat(r.worker_id());
         if (status.ok()) out->set_lease_ms(absl::ToInt64Milliseconds(store_->config().lease));
         return status;
       });
@@ -128,6 +130,7 @@ grpc::ServerUnaryReactor* ParameterShardService::Leave(grpc::CallbackServerConte
                                                        grpc::ByteBuffer* response) {
   return Unary<v1::LeaveRequest, v1::LeaveResponse>(
       context, request, response, [this](const v1::LeaveRequest& r, v1::LeaveResponse*) {
+        if (absl::Status s = store_->Authenticate(r.worker_id(), r.session()); !s.ok()) return s;
         return store_->Leave(r.worker_id());
       });
 }

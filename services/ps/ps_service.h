@@ -35,13 +35,18 @@ using ParameterShardBase = v1::ParameterShard::WithRawCallbackMethod_Heartbeat<
 // round, the SSP bound or room in the in-flight budget finishes later from
 // the thread that releases it.
 //
+// Worker sessions: Heartbeat, Leave, a Pull with a worker id and the first
+// message of a push are refused (UNAUTHENTICATED, nothing done) unless they
+// carry the session the worker's Join returned (ShardStore::Authenticate).
+//
 // Every method receives raw bytes and parses them here, so that a malformed
 // message (random bytes, a truncated field, a name that is not UTF-8) is
 // INVALID_ARGUMENT with a message instead of gRPC's bare UNIMPLEMENTED or
 // INTERNAL and, in a push stream, is never mistaken for its end.
 //
 // A push is all or nothing (docs/security.md). Its first message carries the
-// worker id, checked before anything is buffered, and the chunk count; it is
+// worker id and its session, checked before anything is buffered, and the
+// chunk count; it is
 // applied only when exactly that many chunks arrived, the client half-closed,
 // and the stream is still alive (initial metadata is sent before the update,
 // and a stream that was cancelled, reset or failed, e.g. by a message above

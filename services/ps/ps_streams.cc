@@ -140,8 +140,9 @@ class ParameterShardService::PushStream : public Base {
             "owning shard; nothing was applied",
             announced_, owned));
       }
-      // Before anything is buffered.
-      if (absl::Status s = store->CheckLease(worker_); !s.ok()) return s;
+      // Before anything is buffered: the worker's lease, and that this
+      // client is that worker (its session).
+      if (absl::Status s = store->Authenticate(worker_, message->session()); !s.ok()) return s;
       // What the announced chunks can carry at most on this shard.
       limit_ = std::min<uint64_t>(announced_ * stats.largest_chunk_bytes, stats.weight_bytes);
       limit_by_flag_ = static_cast<uint64_t>(service_->max_push_bytes_) < limit_;
@@ -251,6 +252,14 @@ class ParameterShardService::PullReactor final : public grpc::ServerWriteReactor
     if (absl::Status s = ParseMessage(raw_request, &request); !s.ok()) {
       Reject(s);
       return;
+    }
+    // A pull that records a backup acts as the worker: its session first.
+    if (request.worker_id() != 0) {
+      if (absl::Status s = service_->store_->Authenticate(request.worker_id(), request.session());
+          !s.ok()) {
+        Reject(s);
+        return;
+      }
     }
     std::vector<std::string> names;
     names.reserve(request.tensors_size());

@@ -61,7 +61,8 @@ void CopyBatch(const data::LabeledExamples& examples, absl::Span<const uint32_t>
 
 // Renews one data lease every third of its duration on its own thread until
 // destroyed. A FAILED_PRECONDITION answer (the lease expired and was handed
-// to another worker) is reported by Lost(); other errors (shard 0
+// to another worker), or UNAUTHENTICATED (the coordinator refuses the
+// lease's secret: it cannot be renewed either), is reported by Lost(); other errors (shard 0
 // restarting: its saved leases survive) are logged and retried at the next
 // interval.
 class DataLeaseRenewer {
@@ -70,6 +71,7 @@ class DataLeaseRenewer {
                    const std::string& worker_name)
       : coordinator_(coordinator),
         lease_id_(lease.lease_id),
+        secret_(lease.secret),
         interval_(std::max(absl::Milliseconds(10), lease.lease / 3)),
         worker_name_(worker_name),
         thread_([this] { Loop(); }) {}
@@ -96,9 +98,10 @@ class DataLeaseRenewer {
         absl::MutexLock lock(&mu_);
         if (mu_.AwaitWithTimeout(absl::Condition(&stop_), interval_)) return;
       }
-      absl::Status renewed = coordinator_->Renew(lease_id_);
+      absl::Status renewed = coordinator_->Renew(lease_id_, secret_);
       if (renewed.ok()) continue;
-      if (renewed.code() == absl::StatusCode::kFailedPrecondition) {
+      if (renewed.code() == absl::StatusCode::kFailedPrecondition ||
+          renewed.code() == absl::StatusCode::kUnauthenticated) {
         absl::MutexLock lock(&mu_);
         lost_ = std::string(renewed.message());
         return;
@@ -111,6 +114,7 @@ class DataLeaseRenewer {
 
   CoordinatorClient* const coordinator_;
   const uint64_t lease_id_;
+  const std::string secret_;  // the lease's secret: never logged
   const absl::Duration interval_;
   const std::string worker_name_;
   absl::Mutex mu_;
@@ -220,7 +224,7 @@ absl::Status Trainer::Run(const absl::Notification* stop) {
     if (finished) {
       // Retries while shard 0 restarts or cannot save (its leases survive a
       // restart, so the completion still counts afterwards).
-      absl::Status done = coordinator_->Complete(lease.lease_id);
+      absl::Status done = coordinator_->Complete(lease.lease_id, lease.secret);
       if (done.ok()) {
         std::fprintf(stderr, "[%s] trained data shard %u of epoch %u (lease %llu)\n",
                      options_.worker_name.c_str(), lease.data_shard, lease.epoch + 1,

@@ -56,14 +56,14 @@ TEST_F(CoordinatorRpcTest, AJobFromFirstLeaseToDone) {
   ASSERT_TRUE(std::holds_alternative<RetryLater>(*second));
   EXPECT_GT(std::get<RetryLater>(*second).after, absl::ZeroDuration());
 
-  EXPECT_TRUE(client_->Renew(lease.lease_id).ok());
+  EXPECT_TRUE(client_->Renew(lease.lease_id, lease.secret).ok());
   absl::StatusOr<JobProgress> mid = client_->JobStatus();
   ASSERT_TRUE(mid.ok()) << mid.status();
   EXPECT_TRUE(mid->configured);
   EXPECT_EQ(mid->leased, 1u);
   EXPECT_FALSE(mid->done);
 
-  ASSERT_TRUE(client_->Complete(lease.lease_id).ok());
+  ASSERT_TRUE(client_->Complete(lease.lease_id, lease.secret).ok());
   absl::StatusOr<JobProgress> done = client_->JobStatus();
   ASSERT_TRUE(done.ok()) << done.status();
   EXPECT_EQ(done->num_data_shards, 1u);
@@ -75,12 +75,28 @@ TEST_F(CoordinatorRpcTest, AJobFromFirstLeaseToDone) {
   EXPECT_TRUE(std::holds_alternative<JobDone>(*after));
 }
 
+// The lease secret crosses the wire; a guessed lease id without it is
+// refused (not retried) and renews nothing.
+TEST_F(CoordinatorRpcTest, ALeaseIsRenewedAndCompletedOnlyWithItsSecret) {
+  absl::StatusOr<AcquireResult> first = client_->Acquire("w0", 2, 1);
+  ASSERT_TRUE(first.ok()) << first.status();
+  const DataLease lease = std::get<DataLease>(*first);
+  EXPECT_EQ(lease.secret.size(), 16u);
+  const absl::Status guessed = client_->Complete(lease.lease_id, "guessed");
+  EXPECT_EQ(guessed.code(), absl::StatusCode::kUnauthenticated) << guessed;
+  EXPECT_THAT(guessed.message(), HasSubstr("CompleteDataShard"));
+  EXPECT_EQ(client_->Renew(lease.lease_id, "").code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(coordinator_.Progress().completed, 0u);
+  EXPECT_TRUE(client_->Complete(lease.lease_id, lease.secret).ok());
+  EXPECT_EQ(coordinator_.Progress().completed, 1u);
+}
+
 TEST_F(CoordinatorRpcTest, ErrorsKeepTheirCodeAndNameTheCoordinator) {
-  const absl::Status unknown = client_->Renew(12345);
+  const absl::Status unknown = client_->Renew(12345, "");
   EXPECT_EQ(unknown.code(), absl::StatusCode::kFailedPrecondition) << unknown;
   EXPECT_THAT(unknown.message(),
               HasSubstr("coordinator (shard 0, " + address_ + ") RenewDataLease"));
-  EXPECT_EQ(client_->Complete(12345).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(client_->Complete(12345, "").code(), absl::StatusCode::kFailedPrecondition);
 
   // Validated at the boundary: an empty worker name changes nothing.
   absl::StatusOr<AcquireResult> nameless = client_->Acquire("", 2, 1);

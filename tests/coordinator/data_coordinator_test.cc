@@ -5,6 +5,8 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/escaping.h"
+#include "base/secret.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -24,7 +26,7 @@ TEST(DataCoordinator, EveryEpochCoversEveryShardOnce) {
   for (int i = 0; i < 3 * 5; ++i) {
     DataLease l = MustLease(c.Acquire(i % 2 ? "a" : "b", 5, 3));
     seen[l.epoch].insert(l.data_shard);
-    ASSERT_TRUE(c.Complete(l.lease_id).ok());
+    ASSERT_TRUE(c.Complete(l.lease_id, l.secret).ok());
   }
   for (uint32_t e = 0; e < 3; ++e) {
     EXPECT_EQ(seen[e], (std::multiset<uint32_t>{0, 1, 2, 3, 4})) << "epoch " << e;
@@ -42,16 +44,16 @@ TEST(DataCoordinator, ExpiredLeaseIsReissuedFirst) {
   DataLease dead = MustLease(c.Acquire("dies", 3, 1));
   DataLease alive = MustLease(c.Acquire("lives", 3, 1));
   clock.Advance(absl::Seconds(6));
-  ASSERT_TRUE(c.Renew(alive.lease_id).ok());
+  ASSERT_TRUE(c.Renew(alive.lease_id, alive.secret).ok());
   clock.Advance(absl::Seconds(6));  // dead's deadline passed, alive renewed
   DataLease again = MustLease(c.Acquire("lives", 3, 1));
   EXPECT_EQ(again.data_shard, dead.data_shard);
-  EXPECT_EQ(c.Complete(dead.lease_id).code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(c.Renew(dead.lease_id).code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_TRUE(c.Complete(alive.lease_id).ok());
-  EXPECT_TRUE(c.Complete(again.lease_id).ok());
+  EXPECT_EQ(c.Complete(dead.lease_id, dead.secret).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(c.Renew(dead.lease_id, dead.secret).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(c.Complete(alive.lease_id, alive.secret).ok());
+  EXPECT_TRUE(c.Complete(again.lease_id, again.secret).ok());
   DataLease last = MustLease(c.Acquire("lives", 3, 1));
-  EXPECT_TRUE(c.Complete(last.lease_id).ok());
+  EXPECT_TRUE(c.Complete(last.lease_id, last.secret).ok());
   JobProgress p = c.Progress();
   EXPECT_TRUE(p.done);
   EXPECT_EQ(p.reissued, 1u);
@@ -92,7 +94,7 @@ TEST(DataCoordinator, ProgressAndLeasesSurviveARestart) {
   std::set<std::pair<uint32_t, uint32_t>> done;
   for (int i = 0; i < 4; ++i) {
     DataLease l = MustLease(before.Acquire("a", 3, 2));
-    ASSERT_TRUE(before.Complete(l.lease_id).ok());
+    ASSERT_TRUE(before.Complete(l.lease_id, l.secret).ok());
     done.insert({l.epoch, l.data_shard});
   }
   // Leased, not done, when shard 0 dies; a worker name with a space and a
@@ -113,8 +115,8 @@ TEST(DataCoordinator, ProgressAndLeasesSurviveARestart) {
   // The holder renews and completes its lease after the restart (with a
   // fresh deadline: 8 s had passed before the restart).
   clock.Advance(absl::Seconds(5));
-  ASSERT_TRUE(after.Renew(out.lease_id).ok());
-  ASSERT_TRUE(after.Complete(out.lease_id).ok());
+  ASSERT_TRUE(after.Renew(out.lease_id, out.secret).ok());
+  ASSERT_TRUE(after.Complete(out.lease_id, out.secret).ok());
   done.insert({out.epoch, out.data_shard});
   // The rest of the job hands out exactly the items not done, with new ids.
   while (true) {
@@ -124,7 +126,7 @@ TEST(DataCoordinator, ProgressAndLeasesSurviveARestart) {
     DataLease l = std::get<DataLease>(*r);
     EXPECT_GT(l.lease_id, out.lease_id) << "lease ids are not reused";
     EXPECT_TRUE(done.insert({l.epoch, l.data_shard}).second) << "item handed out twice";
-    ASSERT_TRUE(after.Complete(l.lease_id).ok());
+    ASSERT_TRUE(after.Complete(l.lease_id, l.secret).ok());
   }
   EXPECT_EQ(done.size(), 6u);
   EXPECT_EQ(after.Progress().reissued, 0u);
@@ -191,15 +193,15 @@ TEST(DataCoordinator, ALeaseThatCannotBeSavedIsNotGranted) {
   // A completion that cannot be saved leaves the lease with its worker, and
   // counts as a renewal (the worker is alive while it retries).
   clock.Advance(absl::Seconds(8));
-  EXPECT_EQ(c.Complete(l.lease_id).code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(c.Complete(l.lease_id, l.secret).code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(c.Progress().completed, 0u);
   clock.Advance(absl::Seconds(8));  // 16 s after the grant, 8 after the attempt
-  EXPECT_TRUE(c.Renew(l.lease_id).ok()) << "still held";
+  EXPECT_TRUE(c.Renew(l.lease_id, l.secret).ok()) << "still held";
   disk.failing = false;
-  EXPECT_TRUE(c.Complete(l.lease_id).ok());
+  EXPECT_TRUE(c.Complete(l.lease_id, l.secret).ok());
   DataLease next = MustLease(c.Acquire("b", 2, 1));
   EXPECT_EQ(next.data_shard, 1u);
-  EXPECT_TRUE(c.Complete(next.lease_id).ok());
+  EXPECT_TRUE(c.Complete(next.lease_id, next.secret).ok());
   EXPECT_TRUE(c.Progress().done);
   // The last save is the whole job, done.
   DataCoordinator restored(absl::Seconds(10), &clock);
@@ -214,7 +216,12 @@ TEST(DataCoordinator, MalformedProgressIsDataLossAndChangesNothing) {
   for (const char* text :
        {"", "garbage", "dcasgd-data-coordinator 1\njob 2 1 0\n",
         "dcasgd-data-coordinator 1\njob 2 1 0\nepoch 0 1\n",
-        "dcasgd-data-coordinator 1\njob 2 1 0\nepoch 0 1x\n", "dcasgd-data-coordinator 3\n",
+        "dcasgd-data-coordinator 1\njob 2 1 0\nepoch 0 1x\n", "dcasgd-data-coordinator 4\n",
+        // Format 3: a lease line without a digest, a short one, one not hex.
+        "dcasgd-data-coordinator 3\njob 2 1 0 5\nepoch 0 00\nlease 2 0 1 w\n",
+        "dcasgd-data-coordinator 3\njob 2 1 0 5\nepoch 0 00\nlease 2 0 1 abcd w\n",
+        "dcasgd-data-coordinator 3\njob 2 1 0 5\nepoch 0 00\nlease 2 0 1 "
+        "zz00000000000000000000000000000000000000000000000000000000000000 w\n",
         "dcasgd-data-coordinator 2\njob 2 1 0 5\nepoch 0 00\nlease 7 0 0 w\n",
         "dcasgd-data-coordinator 2\njob 2 1 0 5\nepoch 0 10\nlease 2 0 0 w\n",
         "dcasgd-data-coordinator 2\njob 2 1 0 5\nepoch 0 00\nlease 2 0 1 w\nlease 3 0 1 v\n",
@@ -263,6 +270,85 @@ TEST(DataCoordinator, LeasesOutAtOnceAreBounded) {
   clock.Advance(absl::Seconds(11));
   DataLease again = MustLease(c.Acquire("honest", 1u << 17, 1));
   EXPECT_EQ(again.data_shard, 0u);
+}
+
+}  // namespace
+}  // namespace dcasgd
+
+namespace dcasgd {
+namespace {
+
+// Lease ids count up, so another worker can guess one: without the lease's
+// secret it can neither renew nor complete it, and nothing changes.
+TEST(DataCoordinatorSecrets, ALeaseNeedsItsSecret) {
+  ManualClock clock;
+  DataCoordinator c(absl::Seconds(10), &clock);
+  const DataLease mine = MustLease(c.Acquire("a", 2, 1));
+  const DataLease theirs = MustLease(c.Acquire("b", 2, 1));
+  EXPECT_EQ(mine.secret.size(), kSecretBytes);
+  EXPECT_NE(mine.secret, theirs.secret);
+  clock.Advance(absl::Seconds(6));
+  std::string flipped = mine.secret;
+  flipped.back() ^= 1;
+  for (const std::string& forged : {std::string(), flipped, theirs.secret}) {
+    const absl::Status renewed = c.Renew(mine.lease_id, forged);
+    EXPECT_EQ(renewed.code(), absl::StatusCode::kUnauthenticated) << renewed;
+    EXPECT_THAT(renewed.message(), ::testing::HasSubstr("data lease"));
+    EXPECT_EQ(c.Complete(mine.lease_id, forged).code(), absl::StatusCode::kUnauthenticated);
+  }
+  EXPECT_EQ(c.Progress().completed, 0u);
+  EXPECT_EQ(c.Progress().leased, 2u);
+  // The forged renewals did not extend the lease: it expires 10 s after it
+  // was granted, and its item goes back to the queue.
+  ASSERT_TRUE(c.Renew(theirs.lease_id, theirs.secret).ok());
+  clock.Advance(absl::Seconds(5));
+  EXPECT_EQ(c.Renew(mine.lease_id, mine.secret).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(c.Progress().reissued, 1u);
+  EXPECT_TRUE(c.Complete(theirs.lease_id, theirs.secret).ok());
+}
+
+// The saved schedule holds the SHA-256 of each lease's secret, never the
+// secret: a restored coordinator accepts the same secret and refuses others.
+TEST(DataCoordinatorSecrets, TheSavedStateHoldsADigestThatSurvivesARestart) {
+  ManualClock clock;
+  DataCoordinator before(absl::Seconds(10), &clock);
+  const DataLease out = MustLease(before.Acquire("a", 2, 1));
+  const std::string saved = before.SerializeProgress();
+  EXPECT_THAT(saved, ::testing::HasSubstr("dcasgd-data-coordinator 3"));
+  EXPECT_THAT(saved, ::testing::HasSubstr(absl::BytesToHexString(SecretDigest(out.secret))));
+  for (const std::string& leaked : {out.secret, absl::BytesToHexString(out.secret),
+                                    absl::CEscape(out.secret), absl::Base64Escape(out.secret)}) {
+    EXPECT_THAT(saved, ::testing::Not(::testing::HasSubstr(leaked)));
+  }
+  DataCoordinator after(absl::Seconds(10), &clock);
+  ASSERT_TRUE(after.RestoreProgress(saved).ok());
+  EXPECT_EQ(after.Renew(out.lease_id, "guess").code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_TRUE(after.Renew(out.lease_id, out.secret).ok());
+  EXPECT_TRUE(after.Complete(out.lease_id, out.secret).ok());
+}
+
+// A format-2 state kept no secrets, so its leases cannot be checked: their
+// items are handed out again (as re-issued), each exactly once.
+TEST(DataCoordinatorSecrets, LeasesOfAFormat2StateGoBackToTheQueue) {
+  ManualClock clock;
+  DataCoordinator c(absl::Seconds(10), &clock);
+  ASSERT_TRUE(
+      c.RestoreProgress("dcasgd-data-coordinator 2\njob 3 1 0 5\nepoch 0 100\nlease 4 0 2 w\n")
+          .ok());
+  JobProgress p = c.Progress();
+  EXPECT_EQ(p.leased, 0u);
+  EXPECT_EQ(p.reissued, 1u);
+  EXPECT_EQ(p.completed, 1u);
+  std::set<uint32_t> handed;
+  for (int i = 0; i < 2; ++i) {
+    const DataLease l = MustLease(c.Acquire("a", 3, 1));
+    EXPECT_GE(l.lease_id, 5u);
+    EXPECT_TRUE(handed.insert(l.data_shard).second);
+  }
+  EXPECT_EQ(handed, (std::set<uint32_t>{1, 2}));
+  auto more = c.Acquire("a", 3, 1);
+  ASSERT_TRUE(more.ok());
+  EXPECT_TRUE(std::holds_alternative<RetryLater>(*more));
 }
 
 }  // namespace

@@ -46,15 +46,16 @@ TEST_F(ScheduleFileTest, WithoutADirectoryNothingIsWritten) {
 }
 
 TEST_F(ScheduleFileTest, EveryChangeIsSavedAndARestartRestoresIt) {
-  uint64_t out_lease = 0;
+  DataLease out_lease;
   {
     absl::StatusOr<OpenedCoordinator> opened =
         OpenDataCoordinator(absl::Seconds(10), &clock_, dir_);
     ASSERT_TRUE(opened.ok()) << opened.status();
     EXPECT_TRUE(opened->restored.empty()) << "no file yet";
     DataCoordinator& c = *opened->coordinator;
-    ASSERT_TRUE(c.Complete(MustLease(c.Acquire("a", 3, 2)).lease_id).ok());
-    out_lease = MustLease(c.Acquire("b", 3, 2)).lease_id;
+    const DataLease first = MustLease(c.Acquire("a", 3, 2));
+    ASSERT_TRUE(c.Complete(first.lease_id, first.secret).ok());
+    out_lease = MustLease(c.Acquire("b", 3, 2));
     // Saved before the lease took effect: the file already holds it.
     absl::StatusOr<std::string> saved = ReadWholeFile(path_);
     ASSERT_TRUE(saved.ok()) << saved.status();
@@ -67,8 +68,11 @@ TEST_F(ScheduleFileTest, EveryChangeIsSavedAndARestartRestoresIt) {
   const JobProgress p = reopened->coordinator->Progress();
   EXPECT_EQ(p.completed, 1u);
   EXPECT_EQ(p.leased, 1u);
-  // The lease out at the restart is still its holder's.
-  EXPECT_TRUE(reopened->coordinator->Complete(out_lease).ok());
+  // The lease out at the restart is still its holder's, and only its
+  // holder's: the secret from before the restart works, none other does.
+  EXPECT_EQ(reopened->coordinator->Complete(out_lease.lease_id, "").code(),
+            absl::StatusCode::kUnauthenticated);
+  EXPECT_TRUE(reopened->coordinator->Complete(out_lease.lease_id, out_lease.secret).ok());
 }
 
 TEST_F(ScheduleFileTest, ACorruptFileStopsTheStartNamingIt) {

@@ -1,6 +1,7 @@
 #include "core/worker_registry.h"
 
 #include <algorithm>
+#include <string>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -170,6 +171,42 @@ TEST_F(WorkerRegistryTest, StepsAreClaimedInOrderAndRepeatsReplayed) {
   EXPECT_THAT(late.status().message(), HasSubstr("older than its last applied step 2"));
   // An unknown worker's push goes on to validation, which refuses it.
   EXPECT_EQ(registry.ClaimStep(77, 1)->outcome, StepClaim::Outcome::kApply);
+}
+
+}  // namespace
+}  // namespace dcasgd
+
+namespace dcasgd {
+namespace {
+
+TEST(WorkerRegistrySessions, AuthenticateNeedsTheSessionOfThatWorker) {
+  ManualClock clock;
+  ListRandom random({7, 9, 11});  // ids only: sessions come from the CSPRNG
+  WorkerRegistry registry(absl::Seconds(10), 4, 0, &clock, &random);
+  std::vector<WorkerId> ended;
+  const JoinResult a = *registry.Join("a", 0, &ended);
+  const JoinResult b = *registry.Join("b", 0, &ended);
+  EXPECT_EQ(a.session.size(), 16u);
+  EXPECT_NE(a.session, b.session);
+  EXPECT_TRUE(registry.Authenticate(a.worker_id, a.session).ok());
+  for (const std::string& forged : {std::string(), b.session, a.session.substr(1)}) {
+    const absl::Status refused = registry.Authenticate(a.worker_id, forged);
+    EXPECT_EQ(refused.code(), absl::StatusCode::kUnauthenticated) << refused;
+    EXPECT_THAT(std::string(refused.message()), ::testing::HasSubstr("worker 7"));
+  }
+  // Unknown or expired: FAILED_PRECONDITION (re-join), whatever the session.
+  EXPECT_EQ(registry.Authenticate(12345, a.session).code(), absl::StatusCode::kFailedPrecondition);
+  // A replacing Join ends the old session; the new one works.
+  const JoinResult again = *registry.Join("a", 0, &ended);
+  EXPECT_NE(again.session, a.session);
+  EXPECT_EQ(registry.Authenticate(a.worker_id, a.session).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(registry.Authenticate(again.worker_id, a.session).code(),
+            absl::StatusCode::kUnauthenticated);
+  EXPECT_TRUE(registry.Authenticate(again.worker_id, again.session).ok());
+  clock.Advance(absl::Seconds(11));
+  EXPECT_EQ(registry.Authenticate(again.worker_id, again.session).code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 }  // namespace

@@ -148,10 +148,26 @@ grpc::Status Raw(grpc::GenericStub* stub, const std::string& method,
   return call.Wait();
 }
 
+// The sessions that HostileTest::Join got, by worker id, so that the
+// helpers below act as the worker that joined (ids are random: one map
+// serves every test). Tests of the session itself set sessions explicitly.
+absl::Mutex sessions_mu;
+std::map<uint64_t, std::string>& JoinedSessions() ABSL_EXCLUSIVE_LOCKS_REQUIRED(sessions_mu) {
+  static auto* sessions = new std::map<uint64_t, std::string>();  // never deleted
+  return *sessions;
+}
+std::string SessionOf(uint64_t worker) {
+  absl::MutexLock lock(&sessions_mu);
+  auto it = JoinedSessions().find(worker);
+  return it == JoinedSessions().end() ? std::string() : it->second;
+}
+
+// A push message; a first one (worker != 0) carries the worker's session.
 v1::PushRequest Gradient(uint64_t worker, uint32_t count, const std::string& tensor, uint64_t chunk,
                          const std::vector<float>& values) {
   v1::PushRequest request;
   request.set_worker_id(worker);
+  if (worker != 0) request.set_session(SessionOf(worker));
   request.set_chunk_count(count);
   request.mutable_gradient()->set_tensor(tensor);
   request.mutable_gradient()->set_chunk_index(chunk);
@@ -227,12 +243,15 @@ class HostileTest : public ::testing::Test {
     grpc::ClientContext context;
     const grpc::Status status = stub_->Join(&context, request, &response);
     EXPECT_TRUE(status.ok()) << status.error_message();
+    absl::MutexLock lock(&sessions_mu);
+    JoinedSessions()[response.worker_id()] = response.session();
     return response.worker_id();
   }
 
   grpc::Status Leave(uint64_t worker) {
     v1::LeaveRequest request;
     request.set_worker_id(worker);
+    request.set_session(SessionOf(worker));
     v1::LeaveResponse response;
     grpc::ClientContext context;
     return stub_->Leave(&context, request, &response);
@@ -242,6 +261,7 @@ class HostileTest : public ::testing::Test {
   std::map<uint64_t, std::vector<float>> Pull(uint64_t worker, const std::string& tensor) {
     v1::PullRequest request;
     request.set_worker_id(worker);
+    request.set_session(SessionOf(worker));
     request.add_tensors(tensor);
     grpc::ClientContext context;
     auto reader = stub_->Pull(&context, request);
@@ -349,6 +369,7 @@ TEST_F(HostileTest, PullOfAWorkerThatLeftLeavesNoBackup) {
     const uint64_t worker = Join("leaver");
     v1::PullRequest request;
     request.set_worker_id(worker);
+    request.set_session(SessionOf(worker));
     grpc::ClientContext context;
     auto reader = stub_->Pull(&context, request);
     v1::PullResponse message;
@@ -372,6 +393,7 @@ TEST_F(HostileTest, PullOfAWorkerWhoseLeaseExpiredLeavesNoBackup) {
   const uint64_t worker = Join("sleeper");
   v1::PullRequest request;
   request.set_worker_id(worker);
+  request.set_session(SessionOf(worker));
   grpc::ClientContext context;
   auto reader = stub_->Pull(&context, request);
   v1::PullResponse message;

@@ -177,6 +177,7 @@ TEST_F(PsObservabilityTest, MetricsPassPromtoolAndCountTraffic) {
   {
     v1::PullRequest pull;
     pull.set_worker_id(joined.worker_id());
+    pull.set_session(joined.session());
     grpc::ClientContext context;
     auto reader = stub_->Pull(&context, pull);
     v1::PullResponse message;
@@ -192,6 +193,7 @@ TEST_F(PsObservabilityTest, MetricsPassPromtoolAndCountTraffic) {
     auto writer = stub_->Push(&context, &response);
     v1::PushRequest push;
     push.set_worker_id(joined.worker_id());
+    push.set_session(joined.session());
     push.set_chunk_count(1);
     push.mutable_gradient()->set_tensor("w");
     push.mutable_gradient()->set_chunk_index(owned_chunk);

@@ -27,9 +27,11 @@ std::unique_ptr<v1::ParameterShard::Stub> Connect(const testing::PsProcess& ps) 
       grpc::CreateChannel(ps.address(), grpc::InsecureChannelCredentials()));
 }
 
-std::vector<float> PullAll(v1::ParameterShard::Stub* stub, uint64_t worker) {
+std::vector<float> PullAll(v1::ParameterShard::Stub* stub, uint64_t worker,
+                           const std::string& session = "") {
   v1::PullRequest request;
   request.set_worker_id(worker);
+  request.set_session(session);
   grpc::ClientContext context;
   auto reader = stub->Pull(&context, request);
   std::vector<float> values;
@@ -77,13 +79,15 @@ TEST_F(PsProcessTest, SigtermWritesTheFinalCheckpointWhichARestartRestores) {
     grpc::ClientContext context;
     ASSERT_TRUE(stub->Join(&context, join, &joined).ok());
   }
-  ASSERT_EQ(PullAll(stub.get(), joined.worker_id()), (std::vector<float>{2, 2, 2}));
+  ASSERT_EQ(PullAll(stub.get(), joined.worker_id(), joined.session()),
+            (std::vector<float>{2, 2, 2}));
   {
     v1::PushResponse response;
     grpc::ClientContext context;
     auto writer = stub->Push(&context, &response);
     v1::PushRequest push;
     push.set_worker_id(joined.worker_id());
+    push.set_session(joined.session());
     push.set_chunk_count(1);
     push.mutable_gradient()->set_tensor("w");
     const float g[3] = {1, 2, 4};

@@ -112,12 +112,20 @@ class PsServiceTest : public ::testing::Test {
     grpc::ClientContext context;
     grpc::Status status = stub_->Join(&context, request, &response);
     EXPECT_TRUE(status.ok()) << status.error_message();
+    sessions_[response.worker_id()] = response.session();
     return response.worker_id();
+  }
+
+  // The session Join gave `worker` (empty for one this fixture never joined).
+  std::string SessionOf(uint64_t worker) const {
+    auto it = sessions_.find(worker);
+    return it == sessions_.end() ? std::string() : it->second;
   }
 
   PullResult Pull(uint64_t worker, std::vector<std::string> tensors = {}) {
     v1::PullRequest request;
     request.set_worker_id(worker);
+    request.set_session(SessionOf(worker));
     for (const std::string& t : tensors) request.add_tensors(t);
     grpc::ClientContext context;
     auto reader = stub_->Pull(&context, request);
@@ -141,10 +149,12 @@ class PsServiceTest : public ::testing::Test {
   }
 
   // `messages` with the first one announcing `announce` chunks, or (-1) as
-  // many as there are, unless it already announces some.
-  static std::vector<v1::PushRequest> Announced(std::vector<v1::PushRequest> messages,
-                                                int announce) {
+  // many as there are, unless it already announces some; and carrying its
+  // worker's session.
+  std::vector<v1::PushRequest> Announced(std::vector<v1::PushRequest> messages,
+                                         int announce) const {
     if (messages.empty()) return messages;
+    messages[0].set_session(SessionOf(messages[0].worker_id()));
     if (announce >= 0) {
       messages[0].set_chunk_count(static_cast<uint32_t>(announce));
     } else if (messages[0].chunk_count() == 0) {
@@ -193,6 +203,7 @@ class PsServiceTest : public ::testing::Test {
             Gradient(worker, "w", 2, {g, g})};
   }
 
+  std::map<uint64_t, std::string> sessions_;  // by worker id, from Join
   std::string dir_;
   std::unique_ptr<PsServer> server_;
   std::shared_ptr<grpc::Channel> channel_;
@@ -230,6 +241,8 @@ TEST_F(PsServiceTest, JoinReportsLeaseAndShard) {
   grpc::ClientContext heartbeat_context;
   v1::HeartbeatRequest heartbeat;
   heartbeat.set_worker_id(response.worker_id());
+  heartbeat.set_session(response.session());
+  EXPECT_EQ(response.session().size(), 16u);
   v1::HeartbeatResponse renewed;
   EXPECT_TRUE(stub_->Heartbeat(&heartbeat_context, heartbeat, &renewed).ok());
   EXPECT_EQ(renewed.lease_ms(), 30000u);
@@ -514,6 +527,7 @@ TEST_F(PsServiceTest, LeaveEndsTheLeaseAndFreesBackups) {
   EXPECT_EQ(Status().backup_bytes(), 40u);
   v1::LeaveRequest leave;
   leave.set_worker_id(worker);
+  leave.set_session(SessionOf(worker));
   v1::LeaveResponse left;
   grpc::ClientContext context;
   ASSERT_TRUE(stub_->Leave(&context, leave, &left).ok());
@@ -578,6 +592,7 @@ TEST(PsServiceSsgd, APushWaitsForTheRoundAndShutdownReleasesIt) {
     ASSERT_TRUE(stub->DeclareTensors(&context, declare, &declared).ok());
   }
   uint64_t ids[2];
+  std::string sessions[2];
   for (int i = 0; i < 2; ++i) {
     v1::JoinRequest join;
     join.set_worker_name("w" + std::to_string(i));
@@ -585,6 +600,7 @@ TEST(PsServiceSsgd, APushWaitsForTheRoundAndShutdownReleasesIt) {
     grpc::ClientContext context;
     ASSERT_TRUE(stub->Join(&context, join, &joined).ok());
     ids[i] = joined.worker_id();
+    sessions[i] = joined.session();
   }
   // Worker 0 pushes alone: its push waits for worker 1's, which never comes.
   grpc::Status waited;
@@ -594,6 +610,7 @@ TEST(PsServiceSsgd, APushWaitsForTheRoundAndShutdownReleasesIt) {
     auto writer = stub->Push(&context, &response);
     v1::PushRequest only = Gradient(ids[0], "s", 0, {1});
     only.set_chunk_count(1);
+    only.set_session(sessions[0]);
     writer->Write(only);
     writer->WritesDone();
     waited = writer->Finish();
@@ -633,6 +650,7 @@ TEST(PsServiceLeases, AnExpiredLeaseIsReapedAndCounted) {
               HasSubstr("dcasgd_ps_lease_expirations_total{shard=\"0\"} 1"));
   v1::HeartbeatRequest heartbeat;
   heartbeat.set_worker_id(joined.worker_id());
+  heartbeat.set_session(joined.session());
   v1::HeartbeatResponse renewed;
   grpc::ClientContext heartbeat_context;
   EXPECT_EQ(stub->Heartbeat(&heartbeat_context, heartbeat, &renewed).error_code(),

@@ -4,6 +4,7 @@ knobs to inject UNAVAILABLE and forget workers, and a record of every chunk
 it received."""
 
 import concurrent.futures
+import os
 import threading
 
 import grpc
@@ -24,6 +25,7 @@ class FakeShard(ps_pb2_grpc.ParameterShardServicer):
         self.lock = threading.Lock()
         self.tensors = {}  # name -> (Layout, np.ndarray float32, spec)
         self.workers = {}  # worker id -> name
+        self.sessions = {}  # worker id -> the session its Join returned
         self.next_worker_id = 100 * (index + 1)
         self.version = 0
         self.fail_next = 0  # calls to answer with fail_code
@@ -68,11 +70,22 @@ class FakeShard(ps_pb2_grpc.ParameterShardServicer):
             worker_id = self.next_worker_id
             self.next_worker_id += 1
             self.workers[worker_id] = request.worker_name
-        return ps_pb2.JoinResponse(worker_id=worker_id, lease_ms=self.lease_ms,
+            session = os.urandom(16)
+            self.sessions[worker_id] = session
+        return ps_pb2.JoinResponse(worker_id=worker_id, session=session, lease_ms=self.lease_ms,
                                    shard_index=self.index, shard_count=self.count)
+
+    def _check_session(self, worker_id, session, context):
+        """Like a real shard: a known worker's request without its session is
+        UNAUTHENTICATED (unknown workers are left to the caller)."""
+        with self.lock:
+            expected = self.sessions.get(worker_id) if worker_id in self.workers else None
+        if expected is not None and session != expected:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "session missing or wrong")
 
     def Heartbeat(self, request, context):
         self._enter(context)
+        self._check_session(request.worker_id, request.session, context)
         with self.lock:
             known = request.worker_id in self.workers
             if known:
@@ -83,6 +96,7 @@ class FakeShard(ps_pb2_grpc.ParameterShardServicer):
 
     def Leave(self, request, context):
         self._enter(context)
+        self._check_session(request.worker_id, request.session, context)
         with self.lock:
             self.workers.pop(request.worker_id, None)
         return ps_pb2.LeaveResponse()
@@ -110,6 +124,8 @@ class FakeShard(ps_pb2_grpc.ParameterShardServicer):
 
     def Pull(self, request, context):
         self._enter(context)
+        if request.worker_id:
+            self._check_session(request.worker_id, request.session, context)
         with self.lock:
             unknown = [n for n in request.tensors if n not in self.tensors]
         if unknown:
@@ -122,6 +138,8 @@ class FakeShard(ps_pb2_grpc.ParameterShardServicer):
         it applies nothing unless the first message announces exactly the
         chunks the stream carries (chunk_count)."""
         requests = list(requests)
+        if requests:
+            self._check_session(requests[0].worker_id, requests[0].session, context)
         if requests and requests[0].chunk_count != len(requests):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           "chunk_count %d but %d chunks" % (requests[0].chunk_count,

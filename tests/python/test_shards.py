@@ -114,16 +114,49 @@ class AsgdRoundTripTest(unittest.TestCase):
             client.pull(["count/w"])
             owner = dcasgd.shard_of_chunk("count/w", 0, 3)
             worker = client.worker_id(owner)
+            session = client.session(owner)
             chunk = ps_pb2.Chunk(tensor="count/w", chunk_index=0,
                                  values=np.ones(4, "<f4").tobytes())
             for announced in (0, 2):  # missing, and more than the stream carries
                 with self.assertRaises(grpc.RpcError) as push:
                     client.stub(owner).Push(iter([ps_pb2.PushRequest(
-                        worker_id=worker, chunk_count=announced, gradient=chunk)]), timeout=10)
+                        worker_id=worker, session=session, chunk_count=announced,
+                        gradient=chunk)]), timeout=10)
                 self.assertEqual(push.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
                 self.assertIn("chunk", push.exception.details())
             np.testing.assert_array_equal(client.pull(["count/w"])["count/w"],
                                           np.ones(16, np.float32))
+
+    def test_another_client_cannot_act_as_a_worker(self):
+        # Worker B knows worker A's id on a shard, not A's session: its push,
+        # pull and heartbeat as A are UNAUTHENTICATED and change nothing.
+        with dcasgd.Client(self.cluster.addresses, "victim") as a, \
+                dcasgd.Client(self.cluster.addresses, "intruder") as b:
+            a.declare([dcasgd.TensorSpec("sess/w", (4,), 4, init=dcasgd.constant(1))])
+            a.pull(["sess/w"])
+            owner = dcasgd.shard_of_chunk("sess/w", 0, 3)
+            victim = a.worker_id(owner)
+            self.assertEqual(len(a.session(owner)), 16)
+            chunk = ps_pb2.Chunk(tensor="sess/w", chunk_index=0,
+                                 values=np.full(4, 100, "<f4").tobytes())
+            stub = b.stub(owner)
+            for forged in (b"", b.session(owner)):
+                with self.assertRaises(grpc.RpcError) as push:
+                    stub.Push(iter([ps_pb2.PushRequest(worker_id=victim, session=forged,
+                                                       chunk_count=1, gradient=chunk)]),
+                              timeout=10)
+                self.assertEqual(push.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+                self.assertIn("session", push.exception.details())
+                with self.assertRaises(grpc.RpcError) as beat:
+                    stub.Heartbeat(ps_pb2.HeartbeatRequest(worker_id=victim, session=forged),
+                                   timeout=10)
+                self.assertEqual(beat.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+                with self.assertRaises(grpc.RpcError) as pull:
+                    list(stub.Pull(ps_pb2.PullRequest(worker_id=victim, session=forged),
+                                   timeout=10))
+                self.assertEqual(pull.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+            np.testing.assert_array_equal(b.pull(["sess/w"])["sess/w"], np.ones(4, np.float32))
+            a.push({"sess/w": np.ones(4, np.float32)})  # A trains on
 
     def test_push_after_leave_is_failed_precondition(self):
         client = dcasgd.Client(self.cluster.addresses, "leaver")
@@ -212,7 +245,7 @@ class DataCoordinatorTest(unittest.TestCase):
                     break
                 self.assertEqual(kind, "lease")
                 seen.append((response.lease.epoch, response.lease.data_shard))
-                coordinator.complete(response.lease.lease_id)
+                coordinator.complete(response.lease)
             self.assertEqual(sorted(seen), [(e, d) for e in range(2) for d in range(3)])
             status = coordinator.job_status()
             self.assertTrue(status.done)
@@ -220,6 +253,23 @@ class DataCoordinatorTest(unittest.TestCase):
             with self.assertRaises(dcasgd.Error) as error:
                 coordinator.renew(123456789)
             self.assertEqual(error.exception.code, grpc.StatusCode.FAILED_PRECONDITION)
+
+    def test_a_lease_needs_its_secret(self):
+        with ShardCluster(1, ["--lease_seconds=30"]) as cluster, \
+                dcasgd.DataCoordinatorClient(cluster.addresses[0]) as coordinator:
+            lease = coordinator.acquire("holder", num_data_shards=2, epochs=1).lease
+            self.assertEqual(len(lease.lease_secret), 16)
+            for forged in (b"", b"x" * 16):
+                with self.assertRaises(dcasgd.Error) as error:
+                    coordinator.complete(lease.lease_id, forged)
+                self.assertEqual(error.exception.code, grpc.StatusCode.UNAUTHENTICATED)
+                with self.assertRaises(dcasgd.Error) as error:
+                    coordinator.renew(lease.lease_id, forged)
+                self.assertEqual(error.exception.code, grpc.StatusCode.UNAUTHENTICATED)
+            self.assertEqual(coordinator.job_status().completed, 0)
+            coordinator.renew(lease)
+            coordinator.complete(lease)
+            self.assertEqual(coordinator.job_status().completed, 1)
 
 
 if __name__ == "__main__":

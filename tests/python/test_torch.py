@@ -159,7 +159,8 @@ class ShardOptimizerTest(unittest.TestCase):
 
                 # Shard 1 forgets this worker (as after a lease expiry): the
                 # push fails there with FAILED_PRECONDITION; shard 0 applied it.
-                ps.stub(1).Leave(dcasgd.v1.ps_pb2.LeaveRequest(worker_id=ps.worker_id(1)))
+                ps.stub(1).Leave(dcasgd.v1.ps_pb2.LeaveRequest(worker_id=ps.worker_id(1),
+                                                               session=ps.session(1)))
                 opt.step(closure)
                 self.assertEqual(len(calls), 2)  # computed again after the pull
                 # Each shard applied the batch exactly once (same step).
@@ -168,7 +169,8 @@ class ShardOptimizerTest(unittest.TestCase):
                 self.assertEqual(opt.dropped_batches, 0)
 
                 # Without a closure the batch is dropped after the pull.
-                ps.stub(0).Leave(dcasgd.v1.ps_pb2.LeaveRequest(worker_id=ps.worker_id(0)))
+                ps.stub(0).Leave(dcasgd.v1.ps_pb2.LeaveRequest(worker_id=ps.worker_id(0),
+                                                               session=ps.session(0)))
                 closure()
                 opt.step()
                 self.assertEqual(opt.dropped_batches, 1)

@@ -50,6 +50,9 @@ class Client:
         pulled) makes the client re-join that shard; the error is raised with
         "re-joined; pull again" appended: pull and recompute. A pull that gets
         it re-joins and retries once.
+      - UNAUTHENTICATED (a shard refused this worker's session) is raised as
+        it is: the client sends each shard's session with every request that
+        acts as the worker, so only a bug or a forged request meets it.
       - Other codes are raised as the shard sent them.
       - Checks made before sending: NOT_FOUND for a tensor that is neither
         declared by this client nor known to the shards, INVALID_ARGUMENT for
@@ -104,6 +107,8 @@ class Client:
         # State below is guarded by self._lock.
         self._lock = threading.Lock()
         self._worker_ids = [0] * len(self._addresses)  # 0: not joined
+        # JoinResponse.session per shard: a secret, never logged.
+        self._sessions = [b""] * len(self._addresses)
         self._lease_ms = [0] * len(self._addresses)
         self._layouts = {}  # name -> Layout
         self._heartbeat_thread = None
@@ -132,6 +137,17 @@ class Client:
         with self._lock:
             return self._worker_ids[shard]
 
+    def session(self, shard):
+        """This client's session on `shard` (b"": not joined): the secret
+        every request that acts as the worker carries with its id
+        (ps.proto JoinResponse.session). Do not log it."""
+        with self._lock:
+            return self._sessions[shard]
+
+    def _credentials(self, shard):
+        with self._lock:
+            return self._worker_ids[shard], self._sessions[shard]
+
     def join(self):
         """Joins every shard as worker_name (replacing a live worker of that
         name) and starts the heartbeats. FAILED_PRECONDITION when a shard
@@ -153,12 +169,15 @@ class Client:
             thread.join()
         with self._lock:
             ids = list(self._worker_ids)
+            sessions = list(self._sessions)
             self._worker_ids = [0] * self.shard_count
+            self._sessions = [b""] * self.shard_count
         joined = [s for s in range(self.shard_count) if ids[s]]
 
         def leave_shard(s):
             try:
-                self._stubs[s].Leave(ps_pb2.LeaveRequest(worker_id=ids[s]), timeout=self._timeout)
+                self._stubs[s].Leave(ps_pb2.LeaveRequest(worker_id=ids[s], session=sessions[s]),
+                                     timeout=self._timeout)
             except grpc.RpcError as error:
                 # Unknown or expired (e.g. the shard restarted): already gone.
                 if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
@@ -224,7 +243,8 @@ class Client:
 
         def pull_shard(s):
             def attempt():
-                request = ps_pb2.PullRequest(worker_id=self.worker_id(s),
+                worker_id, session = self._credentials(s)
+                request = ps_pb2.PullRequest(worker_id=worker_id, session=session,
                                              tensors=[layout.name for layout, _ in plan[s]])
                 self._receive(s, plan[s], out,
                               self._stubs[s].Pull(request, timeout=self._timeout))
@@ -363,6 +383,7 @@ class Client:
                                    self.shard_count), s, self._addresses[s])
         with self._lock:
             self._worker_ids[s] = response.worker_id
+            self._sessions[s] = response.session
             self._lease_ms[s] = response.lease_ms
 
     def _start_heartbeats(self):
@@ -384,12 +405,12 @@ class Client:
     def _heartbeat_loop(self):
         while not self._stop_heartbeats.wait(self._heartbeat_interval()):
             for s in range(self.shard_count):
-                worker_id = self.worker_id(s)
+                worker_id, session = self._credentials(s)
                 if worker_id == 0 or self._stop_heartbeats.is_set():
                     continue
                 try:
                     response = self._stubs[s].Heartbeat(
-                        ps_pb2.HeartbeatRequest(worker_id=worker_id),
+                        ps_pb2.HeartbeatRequest(worker_id=worker_id, session=session),
                         timeout=self._heartbeat_interval())
                     with self._lock:
                         self._lease_ms[s] = response.lease_ms
@@ -479,10 +500,11 @@ class Client:
 
     def _push_requests(self, s, shard_plan, flats, step):
         """The request stream of one Push/PushPull to shard `s`: the worker id,
-        the push step and the number of chunks go in the first message (the
+        its session, the push step and the number of chunks go in the first
+        message (the
         shard applies the push only when exactly that many arrive and the
         stream ends normally, and a repeated step only once)."""
-        worker_id = self.worker_id(s)
+        worker_id, session = self._credentials(s)
         chunk_count = sum(len(indices) for _, indices in shard_plan)
         first = True
         for layout, chunk_indices in shard_plan:
@@ -494,6 +516,7 @@ class Client:
                     values=flat[offset:offset + length].tobytes()))
                 if first:
                     request.worker_id = worker_id
+                    request.session = session
                     request.chunk_count = chunk_count
                     request.step = step
                     first = False

@@ -15,7 +15,12 @@ class DataCoordinatorClient:
     (UNAVAILABLE, CANCELLED or DEADLINE_EXCEEDED after retries with backoff:
     shard 0 restarting, or unable to save its schedule, in which case nothing
     changed; FAILED_PRECONDITION for an unknown or expired lease, or a job
-    configured differently). Thread-safe.
+    configured differently; UNAUTHENTICATED for a lease renewed or completed
+    without its secret). Thread-safe.
+
+    A lease is renewed and completed with the DataLease that acquire()
+    returned: its lease_secret proves this worker acquired it (lease ids
+    count up and are easy to guess). Do not log the secret.
     """
 
     def __init__(self, address, timeout=30.0, max_attempts=8):
@@ -32,12 +37,19 @@ class DataCoordinatorClient:
             worker_name=worker_name, num_data_shards=num_data_shards, epochs=epochs)
         return self._call(lambda: self._stub.AcquireDataShard(request, timeout=self._timeout))
 
-    def renew(self, lease_id):
-        request = coordinator_pb2.RenewDataLeaseRequest(lease_id=lease_id)
+    def renew(self, lease, lease_secret=b""):
+        """Renews `lease`: the DataLease acquire() returned (or its lease_id,
+        with lease_secret)."""
+        lease_id, secret = _lease_key(lease, lease_secret)
+        request = coordinator_pb2.RenewDataLeaseRequest(lease_id=lease_id, lease_secret=secret)
         return self._call(lambda: self._stub.RenewDataLease(request, timeout=self._timeout))
 
-    def complete(self, lease_id):
-        request = coordinator_pb2.CompleteDataShardRequest(lease_id=lease_id)
+    def complete(self, lease, lease_secret=b""):
+        """Completes `lease`: the DataLease acquire() returned (or its
+        lease_id, with lease_secret)."""
+        lease_id, secret = _lease_key(lease, lease_secret)
+        request = coordinator_pb2.CompleteDataShardRequest(lease_id=lease_id,
+                                                           lease_secret=secret)
         return self._call(lambda: self._stub.CompleteDataShard(request, timeout=self._timeout))
 
     def job_status(self):
@@ -55,3 +67,11 @@ class DataCoordinatorClient:
 
     def _call(self, attempt):
         return _rpc.call(attempt, self._policy, address=self._address)
+
+
+def _lease_key(lease, lease_secret):
+    """(lease_id, lease_secret) of a DataLease message, or of an id and a
+    secret given apart."""
+    if isinstance(lease, coordinator_pb2.DataLease):
+        return lease.lease_id, lease.lease_secret
+    return int(lease), bytes(lease_secret)

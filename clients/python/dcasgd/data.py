@@ -250,11 +250,12 @@ class DataSet:
 class _LeaseRenewer:
     """Renews one data lease every third of its duration on a daemon thread
     until stopped. A FAILED_PRECONDITION answer (the lease expired and went to
-    another worker) sets `lost`; other errors (shard 0 restarting: its leases
+    another worker), or UNAUTHENTICATED (its secret refused), sets `lost`; other errors (shard 0 restarting: its leases
     survive) are logged and retried at the next interval."""
 
     def __init__(self, coordinator: DataCoordinatorClient, lease, worker_name: str):
         self._coordinator = coordinator
+        self._lease = lease  # carries the lease's secret: never logged
         self._lease_id = lease.lease_id
         self._interval = max(0.01, lease.lease_ms / 3000.0)
         self._worker_name = worker_name
@@ -267,9 +268,10 @@ class _LeaseRenewer:
     def _loop(self):
         while not self._stop.wait(self._interval):
             try:
-                self._coordinator.renew(self._lease_id)
+                self._coordinator.renew(self._lease)
             except Error as error:
-                if error.code == grpc.StatusCode.FAILED_PRECONDITION:
+                if error.code in (grpc.StatusCode.FAILED_PRECONDITION,
+                                  grpc.StatusCode.UNAUTHENTICATED):
                     self.lost = error.message
                     return
                 _LOG.info("[%s] renewing data lease %d failed, training on: %s",
@@ -367,7 +369,7 @@ class LeasedShards:
 
     def _complete(self, lease):
         try:
-            self.coordinator.complete(lease.lease_id)
+            self.coordinator.complete(lease)
         except Error as error:
             # FAILED_PRECONDITION: the lease expired meanwhile and the shard
             # went to someone else, who trains it again; else shard 0 stayed

@@ -43,10 +43,12 @@ class ShardSessionTest : public ::testing::Test {
     ASSERT_TRUE(started.ok()) << started.status();
     shard_ = std::move(started).value();
   }
-  // Heartbeat of `session`'s worker id, as the shard sees it.
+  // Heartbeat of `worker_id` with `session`'s current session secret, as the
+  // shard sees it.
   absl::Status BeatAs(ShardSession& session, uint64_t worker_id) {
     v1::HeartbeatRequest request;
     request.set_worker_id(worker_id);
+    request.set_session(session.credentials().session);
     v1::HeartbeatResponse response;
     grpc::ClientContext context;
     session.SetDeadline(&context);
@@ -86,7 +88,7 @@ TEST_F(ShardSessionTest, JoinRefusesAShardWithAnotherIndexOrCount) {
 TEST_F(ShardSessionTest, APushNeedsAWorkerId) {
   auto evaluator = Session(*shard_, 0, 1, "");
   int attempts = 0;
-  const absl::Status status = evaluator->Call(CallKind::kPush, [&](uint64_t) {
+  const absl::Status status = evaluator->Call(CallKind::kPush, [&](const WorkerCredentials&) {
     ++attempts;
     return absl::OkStatus();
   });
@@ -97,7 +99,7 @@ TEST_F(ShardSessionTest, APushNeedsAWorkerId) {
 TEST_F(ShardSessionTest, TransientErrorsAreRetriedUpToMaxAttempts) {
   auto session = Session(*shard_, 0, 1, "w");
   int attempts = 0;
-  const absl::Status status = session->Call(CallKind::kRead, [&](uint64_t) {
+  const absl::Status status = session->Call(CallKind::kRead, [&](const WorkerCredentials&) {
     ++attempts;
     return absl::UnavailableError("restarting");
   });
@@ -106,7 +108,7 @@ TEST_F(ShardSessionTest, TransientErrorsAreRetriedUpToMaxAttempts) {
   attempts = 0;
   EXPECT_EQ(session
                 ->Call(CallKind::kRead,
-                       [&](uint64_t) {
+                       [&](const WorkerCredentials&) {
                          ++attempts;
                          return absl::InvalidArgumentError("bad");
                        })
@@ -115,31 +117,55 @@ TEST_F(ShardSessionTest, TransientErrorsAreRetriedUpToMaxAttempts) {
   EXPECT_EQ(attempts, 1) << "other errors are not retried";
 }
 
+// A refused session is returned as it is: neither retried nor re-joined.
+TEST_F(ShardSessionTest, UnauthenticatedIsNeitherRetriedNorRejoined) {
+  auto session = Session(*shard_, 0, 1, "w");
+  ASSERT_TRUE(session->Join().ok());
+  const uint64_t id = session->worker_id();
+  for (CallKind kind : {CallKind::kRead, CallKind::kPull, CallKind::kPush}) {
+    int attempts = 0;
+    const absl::Status status = session->Call(kind, [&](const WorkerCredentials&) {
+      ++attempts;
+      return absl::UnauthenticatedError("session wrong");
+    });
+    EXPECT_EQ(status.code(), absl::StatusCode::kUnauthenticated);
+    EXPECT_EQ(attempts, 1);
+    EXPECT_EQ(session->worker_id(), id);
+  }
+}
+
 TEST_F(ShardSessionTest, ALostLeaseRejoinsPullsRetryAndPushesSayPullAgain) {
   auto session = Session(*shard_, 0, 1, "w");
   ASSERT_TRUE(session->Join().ok());
   const uint64_t first = session->worker_id();
-  std::vector<uint64_t> ids;
-  const absl::Status pulled = session->Call(CallKind::kPull, [&](uint64_t id) {
-    ids.push_back(id);
-    return ids.size() == 1 ? absl::FailedPreconditionError("lease lost") : absl::OkStatus();
+  const std::string first_session = session->credentials().session;
+  EXPECT_EQ(first_session.size(), 16u);
+  std::vector<WorkerCredentials> sent;
+  const absl::Status pulled = session->Call(CallKind::kPull, [&](const WorkerCredentials& worker) {
+    sent.push_back(worker);
+    return sent.size() == 1 ? absl::FailedPreconditionError("lease lost") : absl::OkStatus();
   });
   EXPECT_TRUE(pulled.ok()) << pulled;
-  ASSERT_EQ(ids.size(), 2u);
-  EXPECT_EQ(ids[0], first);
-  EXPECT_NE(ids[1], first) << "the retry runs with the new worker id";
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_EQ(sent[0].worker_id, first);
+  EXPECT_EQ(sent[0].session, first_session);
+  EXPECT_NE(sent[1].worker_id, first) << "the retry runs with the new worker id";
+  EXPECT_NE(sent[1].session, first_session) << "and the new session";
+  EXPECT_TRUE(BeatAs(*session, sent[1].worker_id).ok()) << "the shard accepts the new session";
 
-  const absl::Status pushed = session->Call(
-      CallKind::kPush, [&](uint64_t) { return absl::FailedPreconditionError("no backup"); });
+  const absl::Status pushed = session->Call(CallKind::kPush, [&](const WorkerCredentials&) {
+    return absl::FailedPreconditionError("no backup");
+  });
   EXPECT_EQ(pushed.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(pushed.message(), HasSubstr("re-joined; pull again"));
 
   // Reads never re-join.
   const uint64_t before_read = session->worker_id();
-  EXPECT_EQ(
-      session->Call(CallKind::kRead, [&](uint64_t) { return absl::FailedPreconditionError("x"); })
-          .code(),
-      absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(session
+                ->Call(CallKind::kRead,
+                       [&](const WorkerCredentials&) { return absl::FailedPreconditionError("x"); })
+                .code(),
+            absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(session->worker_id(), before_read);
 }
 
