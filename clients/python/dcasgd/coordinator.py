@@ -4,6 +4,7 @@ served by parameter shard 0."""
 import grpc
 
 from dcasgd import _rpc
+from dcasgd import security as security_lib
 from dcasgd.v1 import coordinator_pb2
 from dcasgd.v1 import coordinator_pb2_grpc
 
@@ -15,14 +16,18 @@ class DataCoordinatorClient:
     (UNAVAILABLE, CANCELLED or DEADLINE_EXCEEDED after retries with backoff:
     shard 0 restarting, or unable to save its schedule, in which case nothing
     changed; FAILED_PRECONDITION for an unknown or expired lease, or a job
-    configured differently). Thread-safe.
+    configured differently; UNAUTHENTICATED or PERMISSION_DENIED from a shard
+    with authentication: the lease calls need role worker, job_status role
+    reader). Security keyword arguments as dcasgd.Client (dcasgd.security).
+    Thread-safe.
     """
 
-    def __init__(self, address, timeout=30.0, max_attempts=8):
+    def __init__(self, address, timeout=30.0, max_attempts=8, credentials=None, **security):
         self._address = address
         self._timeout = timeout
         self._policy = _rpc.RetryPolicy(max_attempts=max_attempts)
-        self._channel = grpc.insecure_channel(address, options=_rpc.CHANNEL_OPTIONS)
+        self._channel = security_lib.credentials_from(credentials, **security).channel(
+            address, options=_rpc.CHANNEL_OPTIONS)
         self._stub = coordinator_pb2_grpc.DataCoordinatorStub(self._channel)
 
     def acquire(self, worker_name, num_data_shards, epochs):
