@@ -102,6 +102,14 @@ class SecureTraining(unittest.TestCase):
         self.assertGreater(int(python_worker.output().split("steps=")[1].split()[0]), 0)
 
         addresses = self.cluster.addresses().split(",")
+        # The harness's own stubs over TLS: health needs no token, status
+        # needs one.
+        ca = self.cert("ca.pem")
+        for address in addresses:
+            self.assertEqual(harness.health_status(address, tls_ca=ca), "SERVING")
+            self.assertEqual(harness.health_status(address), "UNAVAILABLE")
+            status = harness.shard_status(address, tls_ca=ca, token=TOKENS["reader"])
+            self.assertGreater(status.version, 0)
         # The job's status over TLS with the reader token.
         reader = dcasgd.Credentials(token_file=self.token_file("reader"),
                                     tls_ca=self.cert("ca.pem"))
