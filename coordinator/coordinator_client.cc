@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "auth/tls.h"
 #include "base/backoff.h"
 #include "clients/cpp/channel_args.h"
 #include "dcasgd/v1/coordinator.grpc.pb.h"
@@ -15,10 +16,12 @@ namespace dcasgd {
 
 namespace {
 
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address) {
+std::shared_ptr<grpc::Channel> MakeChannel(
+    const std::string& address, const std::shared_ptr<const auth::ClientCredentials>& credentials) {
   grpc::ChannelArguments args;
   client::SetResilienceArgs(&args);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  return (credentials != nullptr ? credentials : auth::ClientCredentials::Insecure())
+      ->NewChannel(address, args);
 }
 
 }  // namespace
@@ -27,10 +30,11 @@ struct CoordinatorClient::Stub {
   std::unique_ptr<v1::DataCoordinator::Stub> rpc;
 };
 
-CoordinatorClient::CoordinatorClient(const std::string& address, absl::Duration patience)
+CoordinatorClient::CoordinatorClient(const std::string& address, absl::Duration patience,
+                                     std::shared_ptr<const auth::ClientCredentials> credentials)
     : address_(address),
       patience_(patience),
-      stub_(new Stub{v1::DataCoordinator::NewStub(MakeChannel(address))}) {}
+      stub_(new Stub{v1::DataCoordinator::NewStub(MakeChannel(address, credentials))}) {}
 
 CoordinatorClient::~CoordinatorClient() = default;
 

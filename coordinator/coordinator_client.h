@@ -10,6 +10,12 @@
 #include "coordinator/data_coordinator.h"
 
 namespace dcasgd {
+namespace auth {
+class ClientCredentials;  // auth/tls.h
+}  // namespace auth
+}  // namespace dcasgd
+
+namespace dcasgd {
 
 // A client of the DataCoordinator on shard 0 (dcasgd.v1.DataCoordinator),
 // answering with the coordinator's own types (coordinator/data_coordinator.h)
@@ -22,7 +28,9 @@ namespace dcasgd {
 // thread-safe.
 class CoordinatorClient {
  public:
-  CoordinatorClient(const std::string& address, absl::Duration patience = absl::Minutes(5));
+  // `credentials`: TLS and the bearer token (auth/tls.h); null: plaintext.
+  CoordinatorClient(const std::string& address, absl::Duration patience = absl::Minutes(5),
+                    std::shared_ptr<const auth::ClientCredentials> credentials = nullptr);
   ~CoordinatorClient();
   CoordinatorClient(const CoordinatorClient&) = delete;
   CoordinatorClient& operator=(const CoordinatorClient&) = delete;

@@ -26,6 +26,11 @@ grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* context, const grpc
 
 }  // namespace
 
+absl::Status DataCoordinatorService::Authorize(grpc::CallbackServerContext* context,
+                                               auth::Action action) const {
+  return authorizer_ == nullptr ? absl::OkStatus() : authorizer_->Authorize(*context, action);
+}
+
 absl::Status DataCoordinatorService::DoAcquire(const v1::AcquireDataShardRequest& request,
                                                v1::AcquireDataShardResponse* response) {
   if (absl::Status s = ValidateName("worker_name", request.worker_name()); !s.ok()) return s;
@@ -51,6 +56,8 @@ absl::Status DataCoordinatorService::DoAcquire(const v1::AcquireDataShardRequest
 grpc::ServerUnaryReactor* DataCoordinatorService::AcquireDataShard(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
     grpc::ByteBuffer* response) {
+  if (absl::Status s = Authorize(context, auth::Action::kAcquireDataShard); !s.ok())
+    return Finish(context, s);
   return Unary<v1::AcquireDataShardRequest, v1::AcquireDataShardResponse>(
       context, request, response,
       [this](const v1::AcquireDataShardRequest& r, v1::AcquireDataShardResponse* out) {
@@ -61,6 +68,8 @@ grpc::ServerUnaryReactor* DataCoordinatorService::AcquireDataShard(
 grpc::ServerUnaryReactor* DataCoordinatorService::RenewDataLease(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
     grpc::ByteBuffer* response) {
+  if (absl::Status s = Authorize(context, auth::Action::kRenewDataLease); !s.ok())
+    return Finish(context, s);
   return Unary<v1::RenewDataLeaseRequest, v1::RenewDataLeaseResponse>(
       context, request, response,
       [this](const v1::RenewDataLeaseRequest& r, v1::RenewDataLeaseResponse* out) {
@@ -73,6 +82,8 @@ grpc::ServerUnaryReactor* DataCoordinatorService::RenewDataLease(
 grpc::ServerUnaryReactor* DataCoordinatorService::CompleteDataShard(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
     grpc::ByteBuffer* response) {
+  if (absl::Status s = Authorize(context, auth::Action::kCompleteDataShard); !s.ok())
+    return Finish(context, s);
   return Unary<v1::CompleteDataShardRequest, v1::CompleteDataShardResponse>(
       context, request, response,
       [this](const v1::CompleteDataShardRequest& r, v1::CompleteDataShardResponse*) {
@@ -85,6 +96,8 @@ grpc::ServerUnaryReactor* DataCoordinatorService::CompleteDataShard(
 grpc::ServerUnaryReactor* DataCoordinatorService::GetJobStatus(grpc::CallbackServerContext* context,
                                                                const grpc::ByteBuffer* request,
                                                                grpc::ByteBuffer* response) {
+  if (absl::Status s = Authorize(context, auth::Action::kGetJobStatus); !s.ok())
+    return Finish(context, s);
   return Unary<v1::GetJobStatusRequest, v1::JobStatus>(
       context, request, response, [this](const v1::GetJobStatusRequest&, v1::JobStatus* out) {
         JobProgress p = coordinator_->Progress();

@@ -1,6 +1,7 @@
 #ifndef DCASGD_COORDINATOR_COORDINATOR_SERVICE_H_
 #define DCASGD_COORDINATOR_COORDINATOR_SERVICE_H_
 
+#include "auth/authorizer.h"
 #include "coordinator/data_coordinator.h"
 #include "dcasgd/v1/coordinator.grpc.pb.h"
 
@@ -18,10 +19,14 @@ using DataCoordinatorBase = v1::DataCoordinator::WithRawCallbackMethod_AcquireDa
 // take one mutex briefly (and, for changes, the time to save the schedule
 // when the coordinator has a saver: it saves before a change takes effect).
 // Requests are parsed here, so a malformed one is INVALID_ARGUMENT with a
-// message. Thread-safe; `coordinator` must outlive the service.
+// message. Every call is first checked by `authorizer` (auth/roles.h: the
+// lease calls need role worker, GetJobStatus role reader); null: no checks.
+// Thread-safe; `coordinator` and `authorizer` must outlive the service.
 class DataCoordinatorService final : public DataCoordinatorBase {
  public:
-  explicit DataCoordinatorService(DataCoordinator* coordinator) : coordinator_(coordinator) {}
+  explicit DataCoordinatorService(DataCoordinator* coordinator,
+                                  const auth::Authorizer* authorizer = nullptr)
+      : coordinator_(coordinator), authorizer_(authorizer) {}
 
   grpc::ServerUnaryReactor* AcquireDataShard(grpc::CallbackServerContext* context,
                                              const grpc::ByteBuffer* request,
@@ -40,7 +45,11 @@ class DataCoordinatorService final : public DataCoordinatorBase {
   absl::Status DoAcquire(const v1::AcquireDataShardRequest& request,
                          v1::AcquireDataShardResponse* response);
 
+  // OK when the caller of `context` may do `action` (or checks are off).
+  absl::Status Authorize(grpc::CallbackServerContext* context, auth::Action action) const;
+
   DataCoordinator* const coordinator_;
+  const auth::Authorizer* const authorizer_;
 };
 
 }  // namespace dcasgd

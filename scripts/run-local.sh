@@ -110,6 +110,13 @@ for ((i = 0; i < shards; i++)); do
   addresses+=("127.0.0.1:$(port "$run/ps-$i.ports" grpc)")
 done
 ps_list=$(IFS=,; echo "${addresses[*]}")
+# Local runs serve plaintext without authentication on loopback, and each
+# shard says so at start (docs/security.md); show it here, not only in the log.
+for ((tries = 0; tries < 50; tries++)); do
+  grep -q "serving without" "$run/ps-0.log" && break
+  sleep 0.1
+done
+grep -h "serving without" "$run"/ps-*.log | sort -u >&2 || true
 
 common=(--ps_addresses="$ps_list" --data="$data" --model="$model" --epochs="$epochs"
         --batch_size="$batch" --metrics_address=127.0.0.1:0)

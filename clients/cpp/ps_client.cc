@@ -5,6 +5,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "auth/tls.h"
 #include "base/status_macros.h"
 #include "clients/cpp/channel_args.h"
 #include "clients/cpp/chunk_stream.h"
@@ -74,7 +75,8 @@ PsClient::PsClient(ClientOptions options) : options_(std::move(options)) {
   const uint32_t count = static_cast<uint32_t>(options_.shard_addresses.size());
   for (uint32_t i = 0; i < count; ++i) {
     shards_.push_back(std::make_unique<ShardSession>(i, count, options_.shard_addresses[i], args,
-                                                     options_.worker_name, policy));
+                                                     options_.worker_name, policy,
+                                                     options_.credentials));
   }
 }
 

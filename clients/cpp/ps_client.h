@@ -20,6 +20,9 @@ namespace dcasgd {
 namespace client {
 class ShardSession;  // shard_session.h
 }  // namespace client
+namespace auth {
+class ClientCredentials;  // auth/tls.h
+}  // namespace auth
 
 // Values of named tensors as flat float32 vectors (row-major, prod(shape)
 // elements), keyed by tensor name.
@@ -46,6 +49,9 @@ struct ClientOptions {
   bool heartbeats = true;
   // Largest message sent or received; chunks are 256 KiB by default.
   int max_message_bytes = 64 << 20;
+  // TLS and the bearer token (auth/tls.h ClientCredentials::Load); null:
+  // plaintext without a token.
+  std::shared_ptr<const auth::ClientCredentials> credentials;
 };
 
 // What a Push or PushPull did on the shards it touched.

@@ -14,13 +14,15 @@ namespace client {
 
 ShardSession::ShardSession(uint32_t index, uint32_t count, const std::string& address,
                            const grpc::ChannelArguments& args, std::string worker_name,
-                           CallPolicy policy)
+                           CallPolicy policy,
+                           const std::shared_ptr<const auth::ClientCredentials>& credentials)
     : index_(index),
       count_(count),
       label_(absl::StrCat("shard ", index, " (", address, ")")),
       worker_name_(std::move(worker_name)),
       policy_(policy),
-      channel_(grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args)),
+      channel_((credentials != nullptr ? credentials : auth::ClientCredentials::Insecure())
+                   ->NewChannel(address, args)),
       stub_(v1::ParameterShard::NewStub(channel_)) {}
 
 uint64_t ShardSession::worker_id() const {

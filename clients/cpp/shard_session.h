@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "auth/tls.h"
 #include "dcasgd/v1/ps.grpc.pb.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/client_context.h"
@@ -61,10 +62,12 @@ struct CallPolicy {
 // session are serialised (concurrent failures re-join once). Blocking.
 class ShardSession {
  public:
-  // Opens the channel (connects lazily). An empty `worker_name` is an
-  // evaluator: it never joins, and calls run with worker id 0.
+  // Opens the channel (connects lazily) with `credentials` (TLS, bearer
+  // token; null: plaintext). An empty `worker_name` is an evaluator: it never
+  // joins, and calls run with worker id 0.
   ShardSession(uint32_t index, uint32_t count, const std::string& address,
-               const grpc::ChannelArguments& args, std::string worker_name, CallPolicy policy);
+               const grpc::ChannelArguments& args, std::string worker_name, CallPolicy policy,
+               const std::shared_ptr<const auth::ClientCredentials>& credentials = nullptr);
 
   ShardSession(const ShardSession&) = delete;
   ShardSession& operator=(const ShardSession&) = delete;

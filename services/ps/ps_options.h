@@ -10,6 +10,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "auth/authorizer.h"
+#include "auth/tls.h"
 #include "base/flags.h"
 #include "core/shard_store.h"
 
@@ -39,6 +41,14 @@ struct PsOptions {
   int64_t max_push_bytes = int64_t{1} << 30;
   // After start, "grpc <port>\nmetrics <port>\n" is written here atomically.
   std::string port_file;
+  // host:port of a plaintext server with only grpc.health.v1 (and
+  // reflection), for probes that cannot speak TLS (Kubernetes' gRPC probes);
+  // empty: none.
+  std::string health_listen;
+  // TLS (mTLS with a client CA) on the gRPC port; empty: plaintext.
+  auth::ServerTlsFiles tls;
+  // Who may call (tokens, certificate identities); off when empty.
+  auth::AuthOptions auth;
   // Where shard.memory_budget_bytes came from (a flag, or the detected limit).
   std::string memory_budget_source;
 

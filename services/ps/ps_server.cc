@@ -4,7 +4,9 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -40,13 +42,17 @@ absl::Status PsServer::StartImpl() {
   ASSIGN_OR_RETURN(std::string restored, RestoreCheckpoint());
   inflight_ = std::make_unique<InflightBudget>(options_.shard.inflight_budget_bytes);
   metrics_->AttachInflightBudget(inflight_.get());
-  service_ = std::make_unique<ParameterShardService>(
-      store_.get(), metrics_.get(), checkpointer_.get(), options_.max_push_bytes, inflight_.get());
+  ASSIGN_OR_RETURN(authorizer_, auth::Authorizer::Create(options_.auth));
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
+                   auth::MakeServerCredentials(options_.tls));
+  service_ = std::make_unique<ParameterShardService>(store_.get(), metrics_.get(),
+                                                     checkpointer_.get(), options_.max_push_bytes,
+                                                     inflight_.get(), authorizer_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(), &grpc_port_);
+  builder.AddListeningPort(options_.listen, credentials, &grpc_port_);
   builder.RegisterService(service_.get());
   if (options_.shard.shard_index == 0) {
     // The job's data schedule and its leases survive a restart of shard 0
@@ -58,7 +64,8 @@ absl::Status PsServer::StartImpl() {
         OpenDataCoordinator(options_.shard.lease, Clock::Real(), options_.checkpoint_dir));
     coordinator_ = std::move(opened.coordinator);
     if (!opened.restored.empty()) absl::StrAppend(&restored, "; ", opened.restored);
-    coordinator_service_ = std::make_unique<DataCoordinatorService>(coordinator_.get());
+    coordinator_service_ =
+        std::make_unique<DataCoordinatorService>(coordinator_.get(), authorizer_.get());
     builder.RegisterService(coordinator_service_.get());
   }
   builder.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));
@@ -80,17 +87,37 @@ absl::Status PsServer::StartImpl() {
         absl::StrCat("cannot serve gRPC on '", options_.listen, "' (address in use or invalid)"));
   }
 
-  if (!options_.metrics_address.empty()) {
-    if (absl::Status s = metrics_->StartExposer(options_.metrics_address); !s.ok()) {
-      server_->Shutdown();
-      server_.reset();
-      return s;
-    }
+  absl::Status started = StartHealthServer();
+  if (started.ok() && !options_.metrics_address.empty()) {
+    started = metrics_->StartExposer(options_.metrics_address);
+  }
+  if (!started.ok()) {
+    server_->Shutdown();
+    server_.reset();
+    if (health_server_ != nullptr) health_server_->Shutdown();
+    health_server_.reset();
+    return started;
   }
 
   StartBackgroundTasks();
 
   return Announce(restored);
+}
+
+absl::Status PsServer::StartHealthServer() {
+  if (options_.health_listen.empty()) return absl::OkStatus();
+  // Only the default health service (and reflection): no dcasgd service is
+  // registered, so nothing but probes can be answered here.
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options_.health_listen, grpc::InsecureServerCredentials(),
+                           &health_port_);
+  health_server_ = builder.BuildAndStart();
+  if (health_server_ == nullptr || health_port_ == 0) {
+    health_server_.reset();
+    return absl::UnavailableError(absl::StrCat("cannot serve health on '", options_.health_listen,
+                                               "' (address in use or invalid)"));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> PsServer::RestoreCheckpoint() {
@@ -111,10 +138,9 @@ void PsServer::StartBackgroundTasks() {
     checkpointer_->Start(options_.checkpoint_interval, options_.checkpoint_min_interval);
   }
 
-  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
-  health->SetServingStatus("", true);
-  health->SetServingStatus(kServiceName, true);
-  health->SetServingStatus(kCheckpointHealthService, true);
+  SetHealth("", true);
+  SetHealth(kServiceName, true);
+  SetHealth(kCheckpointHealthService, true);
   if (checkpointer_ != nullptr) {
     // The shard keeps serving when checkpoints fail (training goes on; only
     // durability suffers), so only the named service says so, for
@@ -122,12 +148,12 @@ void PsServer::StartBackgroundTasks() {
     const absl::Duration max_age = options_.checkpoint_max_age;
     durability_watch_ = std::make_unique<PeriodicTask>(
         std::clamp(max_age / 10, absl::Milliseconds(100), absl::Seconds(1)),
-        [this, max_age, health, durable = true]() mutable {
+        [this, max_age, durable = true]() mutable {
           const absl::Duration age = checkpointer_->DurableAge();
           const bool now_durable = age <= max_age;
           if (now_durable == durable) return;
           durable = now_durable;
-          health->SetServingStatus(kCheckpointHealthService, durable);
+          SetHealth(kCheckpointHealthService, durable);
           if (durable) {
             std::fprintf(stderr,
                          "dcasgd-ps: the state is durable again: health service '%s' is "
@@ -145,15 +171,43 @@ void PsServer::StartBackgroundTasks() {
   }
 }
 
+void PsServer::SetHealth(const std::string& service, bool serving) {
+  server_->GetHealthCheckService()->SetServingStatus(service, serving);
+  if (health_server_ != nullptr) {
+    health_server_->GetHealthCheckService()->SetServingStatus(service, serving);
+  }
+}
+
 absl::Status PsServer::Announce(const std::string& restored) {
   if (!options_.port_file.empty()) {
-    RETURN_IF_ERROR(
-        WritePortFile(options_.port_file, {{"grpc", grpc_port_}, {"metrics", metrics_->port()}}));
+    std::vector<std::pair<std::string, int>> ports = {{"grpc", grpc_port_},
+                                                      {"metrics", metrics_->port()}};
+    if (health_server_ != nullptr) ports.emplace_back("health", health_port_);
+    RETURN_IF_ERROR(WritePortFile(options_.port_file, ports));
   }
   std::fprintf(stderr,
                "dcasgd-ps: serving shard %u/%u: grpc port %d, metrics port %d, restored %s; %s\n",
                options_.shard.shard_index, options_.shard.shard_count, grpc_port_, metrics_->port(),
                restored.c_str(), options_.DebugString().c_str());
+  // Said at every start, so that nobody runs an open shard by accident.
+  if (!options_.tls.enabled() && !options_.auth.enabled()) {
+    std::fprintf(stderr,
+                 "dcasgd-ps: WARNING: serving without TLS or authentication: anyone who reaches "
+                 "port %d can read and change the model (docs/security.md)\n",
+                 grpc_port_);
+  } else if (!options_.tls.enabled()) {
+    std::fprintf(stderr,
+                 "dcasgd-ps: WARNING: serving without TLS: bearer tokens and the model cross the "
+                 "network in plaintext on port %d (docs/security.md)\n",
+                 grpc_port_);
+  } else if (!options_.auth.enabled()) {
+    std::fprintf(stderr,
+                 "dcasgd-ps: WARNING: serving without authentication: %s on port %d can read "
+                 "and change the model (docs/security.md)\n",
+                 options_.tls.client_ca.empty() ? "anyone who reaches the port"
+                                                : "any holder of a client certificate",
+                 grpc_port_);
+  }
   return absl::OkStatus();
 }
 
@@ -174,9 +228,14 @@ absl::Status PsServer::Shutdown(absl::Duration grace) {
   // Stopped first so it cannot flip a service back to SERVING.
   if (durability_watch_ != nullptr) durability_watch_->Stop();
   server_->GetHealthCheckService()->SetServingStatus(false);
+  if (health_server_ != nullptr) health_server_->GetHealthCheckService()->SetServingStatus(false);
   service_->BeginShutdown();
   server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   server_->Wait();
+  if (health_server_ != nullptr) {
+    health_server_->Shutdown(absl::ToChronoTime(absl::Now()));
+    health_server_->Wait();
+  }
   if (lease_reaper_ != nullptr) lease_reaper_->Stop();
   if (checkpointer_ == nullptr) return absl::OkStatus();
   checkpointer_->Stop();

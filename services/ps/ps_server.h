@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "auth/authorizer.h"
 #include "base/periodic_task.h"
 #include "coordinator/coordinator_service.h"
 #include "coordinator/data_coordinator.h"
@@ -54,6 +55,8 @@ class PsServer {
   absl::Status Shutdown(absl::Duration grace);
 
   int grpc_port() const { return grpc_port_; }
+  // 0 without --health_listen.
+  int health_port() const { return health_port_; }
   // 0 when metrics are off.
   int metrics_port() const { return metrics_->port(); }
   // "127.0.0.1:<grpc_port>": where a local client reaches the server.
@@ -69,10 +72,16 @@ class PsServer {
   // Creates the checkpointer (if --checkpoint_dir) and restores the latest
   // checkpoint into the store; describes what was restored for the log.
   absl::StatusOr<std::string> RestoreCheckpoint();
+  // The plaintext health-only server of --health_listen (if set).
+  absl::Status StartHealthServer();
   // Once the server is up: the lease reaper, periodic checkpoints, the health
   // statuses and the durability watch.
   void StartBackgroundTasks();
-  // Writes the port file (if asked) and logs what is served.
+  // Sets the serving status of `service` on the gRPC server and on the
+  // health-only server (if any).
+  void SetHealth(const std::string& service, bool serving);
+  // Writes the port file (if asked) and logs what is served, loudly when
+  // anyone who reaches the port may call it.
   absl::Status Announce(const std::string& restored);
 
   // Constant after Start.
@@ -81,14 +90,18 @@ class PsServer {
   std::unique_ptr<ShardMetrics> metrics_;
   std::unique_ptr<Checkpointer> checkpointer_;  // null: checkpoints off
   std::unique_ptr<InflightBudget> inflight_;
+  std::unique_ptr<auth::Authorizer> authorizer_;
   std::unique_ptr<ParameterShardService> service_;
   std::unique_ptr<DataCoordinator> coordinator_;  // shard 0 only
   std::unique_ptr<DataCoordinatorService> coordinator_service_;
   std::unique_ptr<grpc::Server> server_;
+  // Plaintext, grpc.health.v1 only (--health_listen); null: none.
+  std::unique_ptr<grpc::Server> health_server_;
   std::unique_ptr<PeriodicTask> lease_reaper_;
   // Flips the health service kCheckpointHealthService (checkpoints on).
   std::unique_ptr<PeriodicTask> durability_watch_;
   int grpc_port_ = 0;
+  int health_port_ = 0;
 
   absl::Mutex shutdown_mu_;
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;

@@ -16,12 +16,25 @@ namespace dcasgd {
 
 ParameterShardService::ParameterShardService(ShardStore* store, ShardMetrics* metrics,
                                              Checkpointer* checkpointer, int64_t max_push_bytes,
-                                             InflightBudget* inflight)
+                                             InflightBudget* inflight,
+                                             const auth::Authorizer* authorizer)
     : store_(store),
       metrics_(metrics),
       checkpointer_(checkpointer),
       max_push_bytes_(max_push_bytes),
-      inflight_(inflight) {}
+      inflight_(inflight),
+      authorizer_(authorizer) {}
+
+absl::Status ParameterShardService::Authorize(grpc::CallbackServerContext* context,
+                                              auth::Action action) const {
+  return authorizer_ == nullptr ? absl::OkStatus() : authorizer_->Authorize(*context, action);
+}
+
+absl::StatusOr<auth::Caller> ParameterShardService::Authenticate(
+    grpc::CallbackServerContext* context) const {
+  if (authorizer_ == nullptr) return auth::Caller{auth::Role::kAdmin, "anonymous"};
+  return authorizer_->Authenticate(*context);
+}
 
 ParameterShardService::~ParameterShardService() = default;
 
@@ -84,6 +97,9 @@ absl::Status ParameterShardService::DoDeclare(const v1::DeclareTensorsRequest& r
 grpc::ServerUnaryReactor* ParameterShardService::DeclareTensors(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
     grpc::ByteBuffer* response) {
+  if (absl::Status s = Authorize(context, auth::Action::kDeclareTensors); !s.ok()) {
+    return Respond(context, s);
+  }
   return Unary<v1::DeclareTensorsRequest, v1::DeclareTensorsResponse>(
       context, request, response,
       [this](const v1::DeclareTensorsRequest& r, v1::DeclareTensorsResponse* out) {
@@ -107,6 +123,9 @@ absl::Status ParameterShardService::DoJoin(const v1::JoinRequest& request,
 grpc::ServerUnaryReactor* ParameterShardService::Join(grpc::CallbackServerContext* context,
                                                       const grpc::ByteBuffer* request,
                                                       grpc::ByteBuffer* response) {
+  if (absl::Status s = Authorize(context, auth::Action::kJoin); !s.ok()) {
+    return Respond(context, s);
+  }
   return Unary<v1::JoinRequest, v1::JoinResponse>(
       context, request, response,
       [this](const v1::JoinRequest& r, v1::JoinResponse* out) { return DoJoin(r, out); });
@@ -115,6 +134,9 @@ grpc::ServerUnaryReactor* ParameterShardService::Join(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* ParameterShardService::Heartbeat(grpc::CallbackServerContext* context,
                                                            const grpc::ByteBuffer* request,
                                                            grpc::ByteBuffer* response) {
+  if (absl::Status s = Authorize(context, auth::Action::kHeartbeat); !s.ok()) {
+    return Respond(context, s);
+  }
   return Unary<v1::HeartbeatRequest, v1::HeartbeatResponse>(
       context, request, response,
       [this](const v1::HeartbeatRequest& r, v1::HeartbeatResponse* out) {
@@ -128,6 +150,9 @@ grpc::ServerUnaryReactor* ParameterShardService::Heartbeat(grpc::CallbackServerC
 grpc::ServerUnaryReactor* ParameterShardService::Leave(grpc::CallbackServerContext* context,
                                                        const grpc::ByteBuffer* request,
                                                        grpc::ByteBuffer* response) {
+  if (absl::Status s = Authorize(context, auth::Action::kLeave); !s.ok()) {
+    return Respond(context, s);
+  }
   return Unary<v1::LeaveRequest, v1::LeaveResponse>(
       context, request, response, [this](const v1::LeaveRequest& r, v1::LeaveResponse*) {
         if (absl::Status s = store_->Authenticate(r.worker_id(), r.session()); !s.ok()) return s;
@@ -161,6 +186,9 @@ void ParameterShardService::DoGetStatus(v1::ShardStatus* response) {
 grpc::ServerUnaryReactor* ParameterShardService::GetStatus(grpc::CallbackServerContext* context,
                                                            const grpc::ByteBuffer* request,
                                                            grpc::ByteBuffer* response) {
+  if (absl::Status s = Authorize(context, auth::Action::kGetStatus); !s.ok()) {
+    return Respond(context, s);
+  }
   return Unary<v1::GetStatusRequest, v1::ShardStatus>(
       context, request, response, [this](const v1::GetStatusRequest&, v1::ShardStatus* out) {
         DoGetStatus(out);
@@ -171,6 +199,9 @@ grpc::ServerUnaryReactor* ParameterShardService::GetStatus(grpc::CallbackServerC
 grpc::ServerUnaryReactor* ParameterShardService::Checkpoint(grpc::CallbackServerContext* context,
                                                             const grpc::ByteBuffer* request,
                                                             grpc::ByteBuffer* response) {
+  if (absl::Status s = Authorize(context, auth::Action::kCheckpoint); !s.ok()) {
+    return Respond(context, s);
+  }
   v1::CheckpointRequest parsed;
   if (absl::Status s = ParseMessage(*request, &parsed); !s.ok()) return Respond(context, s);
   if (checkpointer_ == nullptr) {

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "absl/synchronization/mutex.h"
+#include "auth/authorizer.h"
 #include "core/shard_store.h"
 #include "dcasgd/v1/ps.grpc.pb.h"
 #include "grpcpp/support/byte_buffer.h"
@@ -61,13 +62,19 @@ using ParameterShardBase = v1::ParameterShard::WithRawCallbackMethod_Heartbeat<
 // bytes, from `inflight`; a stream that does not fit waits without reading
 // or writing until others release their bytes.
 //
-// Thread-safe. `store`, `metrics`, `checkpointer` (null: checkpoints off) and
-// `inflight` must outlive the service and the gRPC server it is registered
-// with.
+// Callers: every call is first checked by `authorizer` (auth/roles.h), before
+// its request is parsed (a Pull's role depends on its worker id, so it is
+// authenticated first and its role checked once parsed); a refused call is
+// UNAUTHENTICATED or PERMISSION_DENIED and touches nothing. Null: no checks.
+//
+// Thread-safe. `store`, `metrics`, `checkpointer` (null: checkpoints off),
+// `inflight` and `authorizer` must outlive the service and the gRPC server it
+// is registered with.
 class ParameterShardService final : public ParameterShardBase {
  public:
   ParameterShardService(ShardStore* store, ShardMetrics* metrics, Checkpointer* checkpointer,
-                        int64_t max_push_bytes, InflightBudget* inflight);
+                        int64_t max_push_bytes, InflightBudget* inflight,
+                        const auth::Authorizer* authorizer = nullptr);
   ~ParameterShardService() override;
 
   // Shutdown, step 1 (before grpc::Server::Shutdown): later pushes fail with
@@ -107,6 +114,11 @@ class ParameterShardService final : public ParameterShardBase {
   class PushReactor;
   class PushPullReactor;
 
+  // OK when the caller of `context` may do `action` (or checks are off).
+  absl::Status Authorize(grpc::CallbackServerContext* context, auth::Action action) const;
+  // Who calls (a full-rights caller when checks are off).
+  absl::StatusOr<auth::Caller> Authenticate(grpc::CallbackServerContext* context) const;
+
   // Finishes a unary call, counting a rejection.
   grpc::ServerUnaryReactor* Respond(grpc::CallbackServerContext* context,
                                     const absl::Status& status);
@@ -130,6 +142,7 @@ class ParameterShardService final : public ParameterShardBase {
   Checkpointer* const checkpointer_;
   const int64_t max_push_bytes_;
   InflightBudget* const inflight_;
+  const auth::Authorizer* const authorizer_;
 
   // Held shared while a push is handed to the store, exclusively to flip
   // shutting_down_, so no push starts waiting after CancelWaiting ran.

@@ -246,14 +246,29 @@ class ParameterShardService::PushStream : public Base {
 // each holding its bytes in the in-flight budget until written.
 class ParameterShardService::PullReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
-  PullReactor(ParameterShardService* service, const grpc::ByteBuffer& raw_request)
+  PullReactor(ParameterShardService* service, grpc::CallbackServerContext* context,
+              const grpc::ByteBuffer& raw_request)
       : service_(service) {
+    // Who calls is known before the request is parsed; what the call may do
+    // depends on its worker id (0: a read without a backup).
+    absl::StatusOr<auth::Caller> caller = service_->Authenticate(context);
+    if (!caller.ok()) {
+      Reject(caller.status());
+      return;
+    }
     v1::PullRequest request;
     if (absl::Status s = ParseMessage(raw_request, &request); !s.ok()) {
       Reject(s);
       return;
     }
-    // A pull that records a backup acts as the worker: its session first.
+    if (absl::Status s = auth::Authorizer::Check(*caller, request.worker_id() == 0
+                                                              ? auth::Action::kPullReadOnly
+                                                              : auth::Action::kPullAsWorker);
+        !s.ok()) {
+      Reject(s);
+      return;
+    }
+    // A pull that records a backup acts as the worker: its session too.
     if (request.worker_id() != 0) {
       if (absl::Status s = service_->store_->Authenticate(request.worker_id(), request.session());
           !s.ok()) {
@@ -370,6 +385,10 @@ class ParameterShardService::PushReactor final
   PushReactor(ParameterShardService* service, grpc::CallbackServerContext* context,
               grpc::ByteBuffer* response)
       : PushStream(service, context), response_(response) {
+    if (absl::Status s = service_->Authorize(context, auth::Action::kPush); !s.ok()) {
+      Reject(s);
+      return;
+    }
     Start();
   }
 
@@ -406,6 +425,10 @@ class ParameterShardService::PushPullReactor final
  public:
   PushPullReactor(ParameterShardService* service, grpc::CallbackServerContext* context)
       : PushStream(service, context) {
+    if (absl::Status s = service_->Authorize(context, auth::Action::kPushPull); !s.ok()) {
+      Reject(s);
+      return;
+    }
     Start();
   }
 
@@ -504,7 +527,7 @@ class ParameterShardService::PushPullReactor final
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* ParameterShardService::Pull(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
-  return new PullReactor(this, *request);
+  return new PullReactor(this, context, *request);
 }
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* ParameterShardService::Push(

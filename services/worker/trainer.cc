@@ -57,6 +57,13 @@ void CopyBatch(const data::LabeledExamples& examples, absl::Span<const uint32_t>
   }
 }
 
+// A Checkpoint request the shards may refuse at the end of the job without
+// anything being wrong: checkpoints off, or workers without role admin.
+bool IsExpectedCheckpointRefusal(const absl::Status& status) {
+  return status.code() == absl::StatusCode::kFailedPrecondition ||
+         status.code() == absl::StatusCode::kPermissionDenied;
+}
+
 }  // namespace
 
 // Renews one data lease every third of its duration on its own thread until
@@ -198,10 +205,10 @@ absl::Status Trainer::Run(const absl::Notification* stop) {
     if (std::holds_alternative<JobDone>(answer)) {
       std::fprintf(stderr, "[%s] job done after %lld steps of this worker\n",
                    options_.worker_name.c_str(), static_cast<long long>(steps_));
-      // The shards keep serving; have them checkpoint the finished model now
-      // rather than at the next interval (a no-op where checkpoints are off).
+      // Have the shards checkpoint the finished model now (a no-op where
+      // checkpoints are off; refused where workers lack role admin).
       auto written = ps_->Checkpoint();
-      if (!written.ok() && written.status().code() != absl::StatusCode::kFailedPrecondition) {
+      if (!written.ok() && !IsExpectedCheckpointRefusal(written.status())) {
         std::fprintf(stderr, "[%s] final checkpoint request failed: %s\n",
                      options_.worker_name.c_str(), std::string(written.status().message()).c_str());
       }

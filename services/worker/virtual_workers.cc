@@ -84,6 +84,7 @@ absl::Status RunVirtualWorkers(const WorkerOptions& options, const model::Model&
   ASSIGN_OR_RETURN(data::LabeledExamples test, test_source->LoadTest());
   ClientOptions eval_options;
   eval_options.shard_addresses = options.shard_addresses;
+  eval_options.credentials = options.credentials;
   ASSIGN_OR_RETURN(std::unique_ptr<PsClient> evaluator,
                    ConnectWithRetry(eval_options, name + "-eval", stop));
   ASSIGN_OR_RETURN(std::vector<ShardStatus> shards, evaluator->GetStatus());
@@ -104,8 +105,10 @@ absl::Status RunVirtualWorkers(const WorkerOptions& options, const model::Model&
     ClientOptions client;
     client.shard_addresses = options.shard_addresses;
     client.worker_name = w.options.worker_name;
+    client.credentials = options.credentials;
     ASSIGN_OR_RETURN(w.ps, ConnectWithRetry(client, w.options.worker_name, stop));
-    w.coordinator = std::make_unique<CoordinatorClient>(options.shard_addresses[0]);
+    w.coordinator = std::make_unique<CoordinatorClient>(options.shard_addresses[0],
+                                                        absl::Minutes(5), options.credentials);
     w.trainer = std::make_unique<Trainer>(w.options, w.ps.get(), w.coordinator.get(), w.data.get(),
                                           &model, metrics);
     if (schedule != nullptr) w.trainer->set_schedule(schedule.get(), i);

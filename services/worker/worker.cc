@@ -20,9 +20,10 @@
 
 namespace dcasgd {
 
-absl::Status CheckShardHealth(const std::string& address, absl::Duration timeout) {
-  auto stub = grpc::health::v1::Health::NewStub(
-      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+absl::Status CheckShardHealth(const std::string& address, absl::Duration timeout,
+                              const auth::ClientCredentials& credentials) {
+  auto stub =
+      grpc::health::v1::Health::NewStub(credentials.NewChannel(address, grpc::ChannelArguments()));
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
   grpc::health::v1::HealthCheckRequest request;
@@ -61,7 +62,7 @@ absl::StatusOr<std::unique_ptr<PsClient>> ConnectWithRetry(const ClientOptions& 
 absl::Status RunWorker(const WorkerOptions& options, const absl::Notification* stop) {
   if (options.role == WorkerRole::kHealthCheck) {
     for (const std::string& address : options.shard_addresses) {
-      RETURN_IF_ERROR(CheckShardHealth(address, absl::Seconds(5)));
+      RETURN_IF_ERROR(CheckShardHealth(address, absl::Seconds(5), *options.credentials));
       std::printf("%s SERVING\n", address.c_str());
     }
     return absl::OkStatus();
@@ -81,7 +82,8 @@ absl::Status RunWorker(const WorkerOptions& options, const absl::Notification* s
     // asking for checkpoints. Shard 0 unreachable for 10 s: connecting
     // below rides the outage out.
     absl::StatusOr<JobProgress> job =
-        CoordinatorClient(options.shard_addresses[0], absl::Seconds(10)).JobStatus();
+        CoordinatorClient(options.shard_addresses[0], absl::Seconds(10), options.credentials)
+            .JobStatus();
     if (job.ok() && job->done) {
       std::fprintf(stderr,
                    "[%s] the job finished before this worker started (%u data shards x %u "
@@ -99,8 +101,9 @@ absl::Status RunWorker(const WorkerOptions& options, const absl::Notification* s
   ClientOptions client_options;
   client_options.shard_addresses = options.shard_addresses;
   client_options.worker_name = eval ? "" : options.worker_name;
+  client_options.credentials = options.credentials;
   ASSIGN_OR_RETURN(std::unique_ptr<PsClient> ps, ConnectWithRetry(client_options, name, stop));
-  CoordinatorClient coordinator(options.shard_addresses[0]);
+  CoordinatorClient coordinator(options.shard_addresses[0], absl::Minutes(5), options.credentials);
   std::fprintf(stderr,
                "[%s] %s: model %s, %zu shards, %zu training data shards, metrics on port %d\n",
                name.c_str(), eval ? "evaluator" : "worker", model->name().c_str(),

@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/notification.h"
+#include "auth/tls.h"
 #include "clients/cpp/ps_client.h"
 #include "services/worker/worker_options.h"
 
@@ -25,8 +26,10 @@ absl::StatusOr<std::unique_ptr<PsClient>> ConnectWithRetry(const ClientOptions& 
                                                            const std::string& name,
                                                            const absl::Notification* stop);
 
-// One grpc.health.v1 Check of `address` (service ""); OK when SERVING.
-absl::Status CheckShardHealth(const std::string& address, absl::Duration timeout);
+// One grpc.health.v1 Check of `address` (service "") over `credentials`' TLS
+// (health needs no token); OK when SERVING.
+absl::Status CheckShardHealth(const std::string& address, absl::Duration timeout,
+                              const auth::ClientCredentials& credentials);
 
 }  // namespace dcasgd
 

@@ -46,6 +46,16 @@ ABSL_FLAG(std::string, schedule, "round-robin",
 ABSL_FLAG(int64_t, eval_every_steps, 0,
           "with --virtual_workers: evaluate the model on the test set after every this many "
           "pushes (while no worker pushes) and once at the end; 0: only at the end");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM CA bundle that signed the shards' certificates: connect with TLS; empty: "
+          "plaintext");
+ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate, for shards that require mutual TLS");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "name to verify in the shards' certificates instead of each address's host");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "file holding the bearer token sent with every call (a Kubernetes Secret key); empty: "
+          "none");
 
 namespace dcasgd {
 namespace {
@@ -139,6 +149,13 @@ absl::StatusOr<WorkerOptions> ParseWorkerOptions(const std::vector<std::string>&
   o.schedule = absl::GetFlag(FLAGS_schedule);
   o.eval_every_steps = absl::GetFlag(FLAGS_eval_every_steps);
   if (o.eval_every_steps < 0) return Invalid("eval_every_steps", "must be >= 0");
+  auth::ClientSecurity security;
+  security.ca = absl::GetFlag(FLAGS_tls_ca);
+  security.cert = absl::GetFlag(FLAGS_tls_cert);
+  security.key = absl::GetFlag(FLAGS_tls_key);
+  security.server_name = absl::GetFlag(FLAGS_tls_server_name);
+  security.token_file = absl::GetFlag(FLAGS_auth_token_file);
+  ASSIGN_OR_RETURN(o.credentials, auth::ClientCredentials::Load(security));
   return o;
 }
 

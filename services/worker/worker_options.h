@@ -7,6 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "auth/tls.h"
 #include "base/enum_names.h"
 #include "base/flags.h"
 
@@ -60,6 +61,9 @@ struct WorkerOptions {
   // With virtual workers: pushes between test-set evaluations (0: only at
   // the end).
   int64_t eval_every_steps = 0;
+  // TLS and the bearer token of every channel to the shards (--tls_*,
+  // --auth_token_file), loaded when the options are parsed; never null.
+  std::shared_ptr<const auth::ClientCredentials> credentials = auth::ClientCredentials::Insecure();
 };
 
 // Upper bound of --virtual_workers: each one holds a model copy, a data
@@ -68,8 +72,9 @@ inline constexpr int kMaxVirtualWorkers = 1024;
 
 // Parses flags (without the program name) and DCASGD_<FLAG> environment
 // variables (base/flags.h: a flag on the command line wins); the worker name
-// defaults to $HOSTNAME from `env`. INVALID_ARGUMENT with the flag name for an
-// unknown flag or a bad or missing value. Not thread-safe.
+// defaults to $HOSTNAME from `env`. The TLS files and the token file are read
+// here. INVALID_ARGUMENT with the flag name for an unknown flag, a bad or
+// missing value or an unreadable file. Not thread-safe.
 absl::StatusOr<WorkerOptions> ParseWorkerOptions(const std::vector<std::string>& args,
                                                  const EnvLookup& env);
 

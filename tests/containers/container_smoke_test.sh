@@ -19,7 +19,10 @@
 # --ps_address_template: one reads its data from S3, one the copy baked into
 # the image. Both train and exit 0; the shards' /metrics (published port)
 # count their pushes; on SIGTERM shard 0 exits 0 and leaves its checkpoint in
-# the mounted volume.
+# the mounted volume. As the chart does by default, everything runs with TLS
+# and bearer tokens (certificates made by tests/security/make-certs.sh with
+# the openssl CLI, mounted read-only as the chart mounts its Secrets): a
+# plaintext client gets no answer, a client without a token is refused.
 #
 # Usage: container_smoke_test.sh DCASGD_PREPARE_DATA
 #   (the host-built dcasgd-prepare-data is not used in a container: it only
@@ -147,14 +150,35 @@ readonly dns_template="dcasgd-ps-{i}.dcasgd-ps-headless.default.svc.cluster.loca
 mkdir "$work/checkpoints"
 chmod 0755 "$work"
 chmod 0777 "$work/checkpoints"  # uid 10001 in the container writes there
+# TLS and tokens as the chart's Secrets hold them: the shards' certificate
+# (tls.crt, tls.key, ca.crt) and the token file; the clients' CA and tokens.
+"$repo/tests/security/make-certs.sh" "$work/certs" || fail "making certificates failed"
+mkdir "$work/tls" "$work/auth" "$work/client-tls" "$work/worker-auth"
+cp "$work/certs/server.pem" "$work/tls/tls.crt"
+cp "$work/certs/server.key" "$work/tls/tls.key"
+cp "$work/certs/ca.pem" "$work/tls/ca.crt"
+cp "$work/certs/ca.pem" "$work/client-tls/ca.crt"
+worker_token="worker-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+reader_token="reader-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+printf '%s worker smoke-workers\n%s reader smoke-reader\n' "$worker_token" "$reader_token" \
+  >"$work/auth/tokens"
+printf '%s\n' "$worker_token" >"$work/worker-auth/token"
+chmod -R a+rX "$work/tls" "$work/auth" "$work/client-tls" "$work/worker-auth"
+tls_mounts=(-v "$work/tls:/etc/dcasgd/tls:ro" -v "$work/auth:/etc/dcasgd/auth:ro")
+client_mounts=(-v "$work/client-tls:/etc/dcasgd/tls:ro" -v "$work/worker-auth:/etc/dcasgd/auth:ro")
+client_flags=(--tls_ca=/etc/dcasgd/tls/ca.crt --auth_token_file=/etc/dcasgd/auth/token)
+
 podman network create "$net" >/dev/null || fail "podman network create failed"
 for i in $(seq 0 $((shard_count - 1))); do
   dns="${dns_template//\{i\}/$i}"
   podman run -d --name "${ps_names[$i]}" --network "$net" \
     --network-alias "$dns" --network-alias "dcasgd-ps-$i" "${hardened[@]}" \
-    -p 127.0.0.1::9100 -v "$work/checkpoints:/var/lib/dcasgd/checkpoints" \
+    -p 127.0.0.1::9100 -p 127.0.0.1::7000 -v "$work/checkpoints:/var/lib/dcasgd/checkpoints" \
+    "${tls_mounts[@]}" \
     "$ps_image" --shard_index="$i" --shard_count=$shard_count --update_rule=dcasgd-a \
     --lr=0.05 --checkpoint_dir=/var/lib/dcasgd/checkpoints --checkpoint_interval_seconds=3600 \
+    --tls_cert=/etc/dcasgd/tls/tls.crt --tls_key=/etc/dcasgd/tls/tls.key \
+    --auth_tokens_file=/etc/dcasgd/auth/tokens \
     >/dev/null || fail "could not start shard container $i"
 done
 
@@ -183,6 +207,32 @@ for i in $(seq 0 $((shard_count - 1))); do
   [[ "${pushes_before:-x}" == 0 ]] ||
     { dump_logs; fail "shard $i: dcasgd_ps_pushes_total before training is '${pushes_before}'"; }
 done
+
+# TLS and tokens are on: the published gRPC port of shard 0 answers a
+# plaintext health check with nothing, a TLS one (the chart's name verified)
+# with SERVING, and a TLS status call without a token with UNAUTHENTICATED.
+grpc_addr="$(podman port "${ps_names[0]}" 7000/tcp | head -n 1)"
+grep -q "serving without" <<<"$(podman logs "${ps_names[0]}" 2>&1)" &&
+  { dump_logs; fail "shard 0 says it serves without TLS or authentication"; }
+PYTHONPATH="$repo/clients/python" /usr/bin/python3 - "$grpc_addr" "$work/certs/ca.pem" \
+  "${dns_template//\{i\}/0}" <<'PY' || { dump_logs; fail "the shard's TLS and token checks"; }
+import sys
+import dcasgd
+address, ca, name = sys.argv[1:4]
+try:
+    dcasgd.health_check(address, timeout=3, credentials=dcasgd.Credentials(env={}))
+    sys.exit("a plaintext health check was answered")
+except dcasgd.Error as error:
+    assert error.code.name == "UNAVAILABLE", error
+tls = dcasgd.Credentials(tls_ca=ca, tls_server_name=name, env={})
+assert dcasgd.health_check(address, credentials=tls) == "SERVING"
+with dcasgd.Client([address], None, credentials=tls, max_attempts=1) as client:
+    try:
+        client.status()
+        sys.exit("a status call without a token was answered")
+    except dcasgd.Error as error:
+        assert error.code.name == "UNAUTHENTICATED", error
+PY
 
 # --- the S3 test server, reachable from the network -----------------------------
 # s3rver runs on the host, bound to the podman network's gateway address
@@ -227,7 +277,8 @@ podman run --name "$prep_name" --network "$net" "${hardened[@]}" "${s3_env[@]}" 
 start_worker() {  # $1 = container name, $2 = data, rest = podman run options
   local name="$1" data="$2"
   shift 2
-  podman run -d --name "$name" --network "$net" "${hardened[@]}" "$@" "$worker_image" \
+  podman run -d --name "$name" --network "$net" "${hardened[@]}" "${client_mounts[@]}" "$@" \
+    "$worker_image" "${client_flags[@]}" \
     --role=train --ps_address_template="$dns_template:7000" --shard_count=$shard_count \
     --data="$data" --model=softmax --batch_size=32 --max_steps=$steps --log_every=50 \
     --worker_name="$name" >/dev/null || fail "could not start the worker container $name"
@@ -263,6 +314,6 @@ owner="$(stat -c %u "$work/checkpoints/shard-0.ckpt")"
 [[ "$owner" == 10001 || $(id -u) -ne 0 ]] ||
   fail "the checkpoint is owned by uid $owner, want 10001 (the image user)"
 
-log "PASSED: images from docker/Dockerfile, shards by the chart's DNS names, data from S3; checkpoint $(stat -c %s "$work/checkpoints/shard-0.ckpt") bytes"
+log "PASSED: images from docker/Dockerfile, shards by the chart's DNS names with TLS and tokens, data from S3; checkpoint $(stat -c %s "$work/checkpoints/shard-0.ckpt") bytes"
 exit
 }

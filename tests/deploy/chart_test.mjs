@@ -4,6 +4,7 @@
 // labels, selectors, security, storage, monitoring, schema).
 // Run: node --test tests/deploy/chart_test.mjs
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -21,7 +22,14 @@ const configs = [
   {
     name: 'production',
     args: ['-f', prodValues, ...MONITORING],
-    values: { ...chartValues, ...prod, ps: { ...chartValues.ps, ...prod.ps } },
+    values: {
+      ...chartValues, ...prod, ps: { ...chartValues.ps, ...prod.ps },
+      security: {
+        tls: { ...chartValues.security.tls, ...prod.security.tls },
+        auth: { ...chartValues.security.auth, ...prod.security.auth },
+        networkPolicy: { ...chartValues.security.networkPolicy, ...prod.security.networkPolicy },
+      },
+    },
     fullname: 'mnist',
     namespace: 'training',
   },
@@ -76,8 +84,8 @@ function arg(container, flag) {
 // The Kubernetes versions the chart supports (Chart.yaml kubeVersion, up to
 // the newest kubectl/helm the tests run): both value files render for each and
 // every object passes the kubernetes-models schemas; older clusters are refused.
-// TLS values are not part of the production file yet (the security work has
-// not landed): it is validated as it is.
+// Both files turn TLS, tokens and the NetworkPolicy on (the production one
+// with mutual TLS).
 describe('supported Kubernetes versions', () => {
   for (const kubeVersion of ['1.27.0', '1.30.0', '1.35.0']) {
     for (const cfg of configs) {
@@ -171,17 +179,20 @@ for (const cfg of configs) {
       assert.equal(ports.metrics.port, ps.metricsPort);
       const c = sts.spec.template.spec.containers[0];
       const cports = Object.fromEntries(c.ports.map((p) => [p.name, p.containerPort]));
-      assert.deepEqual(cports, { grpc: ps.grpcPort, metrics: ps.metricsPort });
+      assert.deepEqual(cports, { grpc: ps.grpcPort, metrics: ps.metricsPort,
+        health: cfg.values.security.tls.healthPort });
       assert.equal(arg(c, 'listen'), `0.0.0.0:${ps.grpcPort}`);
       assert.equal(arg(c, 'metrics_address'), `0.0.0.0:${ps.metricsPort}`);
       assert.equal(arg(c, 'shard_index'), 'auto');
     });
 
-    test('shards: native gRPC startup, readiness and liveness probes on the gRPC port', () => {
+    test('shards: native gRPC probes on the plaintext health-only port (TLS is on)', () => {
       const c = one(objects, 'StatefulSet', stsName).spec.template.spec.containers[0];
+      const healthPort = cfg.values.security.tls.healthPort;
+      assert.equal(arg(c, 'health_listen'), `0.0.0.0:${healthPort}`);
       for (const probe of ['startupProbe', 'readinessProbe', 'livenessProbe']) {
         assert.ok(c[probe], `${probe} missing`);
-        assert.equal(c[probe].grpc?.port, ps.grpcPort, `${probe} is not a gRPC probe on the gRPC port`);
+        assert.equal(c[probe].grpc?.port, healthPort, `${probe} is not a gRPC probe on the health port`);
         assert.equal(c[probe].httpGet, undefined);
         assert.equal(c[probe].exec, undefined);
       }
@@ -340,6 +351,119 @@ for (const cfg of configs) {
       assert.equal(cm.metadata.labels.grafana_dashboard, '1');
       const file = JSON.parse(fs.readFileSync(path.join(chartDir, 'dashboards', 'dcasgd.json'), 'utf8'));
       assert.deepEqual(JSON.parse(cm.data['dcasgd.json']), file);
+    });
+
+    test('security: generated certificates name every shard and chain to the CA', () => {
+      const tls = one(objects, 'Secret', `${cfg.fullname}-tls`);
+      const pem = (secret, key) => Buffer.from(secret.data[key], 'base64').toString();
+      const ca = new crypto.X509Certificate(pem(tls, 'ca.crt'));
+      const server = new crypto.X509Certificate(pem(tls, 'tls.crt'));
+      assert.ok(server.verify(ca.publicKey), 'the server certificate is not signed by ca.crt');
+      assert.ok(server.checkPrivateKey(crypto.createPrivateKey(pem(tls, 'tls.key'))));
+      for (let i = 0; i < ps.shardCount; i++) {
+        const host = `${stsName}-${i}.${headlessName}.${cfg.namespace}.svc.cluster.local`;
+        assert.notEqual(server.checkHost(host), undefined, `the certificate does not name ${host}`);
+      }
+      // The CA's key lives in its own Secret, which no pod mounts.
+      const caSecret = one(objects, 'Secret', `${cfg.fullname}-ca`);
+      assert.equal(caSecret.metadata.annotations['helm.sh/resource-policy'], 'keep');
+      for (const { spec } of podSpecs(objects)) {
+        for (const v of spec.volumes ?? []) {
+          assert.notEqual(v.secret?.secretName, caSecret.metadata.name);
+        }
+      }
+      const client = find(objects, 'Secret', `${cfg.fullname}-client-tls`);
+      assert.equal(client.length, cfg.values.security.tls.mutual ? 1 : 0);
+      if (client.length === 1) {
+        const cert = new crypto.X509Certificate(pem(client[0], 'tls.crt'));
+        assert.ok(cert.verify(ca.publicKey), 'the client certificate is not signed by ca.crt');
+      }
+    });
+
+    test('security: a token per role, and the shards\' token file lists them', () => {
+      const auth = one(objects, 'Secret', `${cfg.fullname}-auth`);
+      const lines = auth.stringData.tokens.trim().split('\n').map((l) => l.trim().split(/\s+/));
+      assert.deepEqual(lines.map((l) => l[1]), ['worker', 'reader', 'admin']);
+      for (const [token, role] of lines) {
+        assert.equal(auth.stringData[role], token);
+        assert.match(token, /^[A-Za-z0-9]{48}$/);
+      }
+      assert.equal(new Set(lines.map((l) => l[0])).size, 3, 'tokens must differ');
+    });
+
+    test('security: shards serve TLS and check tokens from the mounted Secrets', () => {
+      const spec = one(objects, 'StatefulSet', stsName).spec.template.spec;
+      const c = spec.containers[0];
+      const tls = cfg.values.security.tls;
+      assert.equal(arg(c, 'tls_cert'), '/etc/dcasgd/tls/tls.crt');
+      assert.equal(arg(c, 'tls_key'), '/etc/dcasgd/tls/tls.key');
+      assert.equal(arg(c, 'tls_ca'), tls.mutual ? '/etc/dcasgd/tls/ca.crt' : undefined);
+      assert.equal(arg(c, 'tls_reload_seconds'), String(tls.reloadSeconds));
+      assert.equal(arg(c, 'auth_tokens_file'), '/etc/dcasgd/auth/tokens');
+      const mounts = Object.fromEntries(c.volumeMounts.map((m) => [m.name, m]));
+      assert.equal(mounts.tls.mountPath, '/etc/dcasgd/tls');
+      assert.equal(mounts.auth.mountPath, '/etc/dcasgd/auth');
+      // Directory mounts: renewed certificates and rotated tokens arrive.
+      assert.equal(mounts.tls.subPath, undefined);
+      assert.equal(mounts.auth.subPath, undefined);
+      const volumes = Object.fromEntries(spec.volumes.map((v) => [v.name, v]));
+      assert.equal(volumes.tls.secret.secretName, `${cfg.fullname}-tls`);
+      assert.deepEqual(volumes.auth.secret.items, [{ key: 'tokens', path: 'tokens' }]);
+      assert.equal(volumes.auth.secret.secretName, `${cfg.fullname}-auth`);
+    });
+
+    test('security: workers send the worker token, the evaluator the reader token, over TLS', () => {
+      const tls = cfg.values.security.tls;
+      for (const [name, role] of [['worker', 'worker'], ['evaluator', 'reader']]) {
+        const spec = one(objects, 'Deployment', `${cfg.fullname}-${name}`).spec.template.spec;
+        const c = spec.containers[0];
+        assert.equal(arg(c, 'tls_ca'), '/etc/dcasgd/tls/ca.crt', name);
+        assert.equal(arg(c, 'tls_cert'), tls.mutual ? '/etc/dcasgd/tls/tls.crt' : undefined, name);
+        assert.equal(arg(c, 'auth_token_file'), '/etc/dcasgd/auth/token', name);
+        const volumes = Object.fromEntries(spec.volumes.map((v) => [v.name, v]));
+        assert.deepEqual(volumes.auth.secret.items, [{ key: role, path: 'token' }], name);
+        // Clients never see the shards' private key.
+        const tlsVolume = volumes.tls.secret;
+        assert.equal(tlsVolume.secretName,
+          tls.mutual ? `${cfg.fullname}-client-tls` : `${cfg.fullname}-tls`, name);
+        assert.deepEqual(tlsVolume.items.map((i) => i.key),
+          tls.mutual ? ['ca.crt', 'tls.crt', 'tls.key'] : ['ca.crt'], name);
+        for (const m of c.volumeMounts.filter((m) => ['tls', 'auth'].includes(m.name))) {
+          assert.equal(m.readOnly, true, `${name} ${m.name}`);
+        }
+      }
+      // The helm test pod checks health over TLS, without a token.
+      const pod = one(objects, 'Pod');
+      assert.equal(arg(pod.spec.containers[0], 'tls_ca'), '/etc/dcasgd/tls/ca.crt');
+      assert.equal(arg(pod.spec.containers[0], 'auth_token_file'), undefined);
+    });
+
+    test('security: the NetworkPolicy admits only the job\'s pods and Prometheus', () => {
+      const np = one(objects, 'NetworkPolicy', stsName);
+      const sts = one(objects, 'StatefulSet', stsName);
+      assert.ok(matches(np.spec.podSelector, sts.spec.template.metadata.labels));
+      assert.deepEqual(np.spec.policyTypes, ['Ingress']);
+      const byPort = (port) => np.spec.ingress.filter((r) => r.ports.some((p) => p.port === port));
+      const grpcRules = byPort(ps.grpcPort);
+      assert.equal(grpcRules.length, 1);
+      const admitted = (labels) => grpcRules[0].from.some((f) => matches(f.podSelector, labels));
+      for (const name of ['worker', 'evaluator']) {
+        const d = one(objects, 'Deployment', `${cfg.fullname}-${name}`);
+        assert.ok(admitted(d.spec.template.metadata.labels), `${name} cannot reach the shards`);
+      }
+      assert.ok(admitted(one(objects, 'Pod').metadata.labels), 'the helm test pod is refused');
+      assert.ok(!admitted({ 'app.kubernetes.io/name': 'dcasgd', 'app.kubernetes.io/instance': 'other',
+        'app.kubernetes.io/component': 'worker' }), 'another release\'s workers are admitted');
+      for (const f of grpcRules[0].from) assert.equal(f.namespaceSelector, undefined);
+      const metricsRules = byPort(ps.metricsPort);
+      assert.equal(metricsRules.length, 1);
+      assert.deepEqual(metricsRules[0].from, [{
+        namespaceSelector: cfg.values.security.networkPolicy.prometheus.namespaceSelector,
+        podSelector: cfg.values.security.networkPolicy.prometheus.podSelector,
+      }]);
+      const healthRules = byPort(cfg.values.security.tls.healthPort);
+      assert.equal(healthRules.length, 1);
+      assert.equal(healthRules[0].from, undefined, 'the kubelet probes the health port');
     });
 
     test('helm test hook health-checks every shard', () => {
@@ -565,5 +689,74 @@ describe('values', () => {
     assert.match(notes, /port-forward pod\/dcasgd-ps-0 9100/);
     assert.match(notes, /dcasgd-ps-\{i\}\.dcasgd-ps-headless\.ml\.svc\.cluster\.local:7000/);
     assert.match(notes, /helm test dcasgd/);
+  });
+});
+
+describe('security values', () => {
+  test('each part can be turned off', async () => {
+    const objects = render(['--set', 'security.tls.enabled=false', '--set',
+      'security.auth.enabled=false', '--set', 'security.networkPolicy.enabled=false']);
+    for (const o of objects) await validateObject(o);
+    assert.equal(find(objects, 'Secret').length, 0);
+    assert.equal(find(objects, 'NetworkPolicy').length, 0);
+    const c = one(objects, 'StatefulSet', 'dcasgd-ps').spec.template.spec.containers[0];
+    for (const flag of ['tls_cert', 'tls_key', 'tls_ca', 'health_listen', 'auth_tokens_file']) {
+      assert.equal(arg(c, flag), undefined, flag);
+    }
+    assert.equal(c.readinessProbe.grpc.port, chartValues.ps.grpcPort);
+    for (const d of find(objects, 'Deployment')) {
+      const w = d.spec.template.spec.containers[0];
+      assert.equal(arg(w, 'tls_ca'), undefined);
+      assert.equal(arg(w, 'auth_token_file'), undefined);
+    }
+  });
+
+  test('existing Secrets are used as they are', () => {
+    const objects = render(['--set', 'security.tls.existingSecret=my-tls', '--set',
+      'security.auth.existingSecret=my-tokens']);
+    assert.equal(find(objects, 'Secret').length, 0);
+    const volumes = one(objects, 'StatefulSet', 'dcasgd-ps').spec.template.spec.volumes;
+    assert.equal(volumes.find((v) => v.name === 'tls').secret.secretName, 'my-tls');
+    assert.equal(volumes.find((v) => v.name === 'auth').secret.secretName, 'my-tokens');
+  });
+
+  test('cert-manager makes the certificates when the cluster serves its API', async () => {
+    for (const [args, mutual] of [[[], false], [['-f', prodValues], true]]) {
+      const objects = render([...args, '--api-versions', 'cert-manager.io/v1']);
+      for (const o of objects) await validateObject(o);
+      const fullname = mutual ? 'mnist' : 'dcasgd';
+      // No generated certificates; the tokens Secret stays.
+      assert.deepEqual(find(objects, 'Secret').map((s) => s.metadata.name), [`${fullname}-auth`]);
+      const server = one(objects, 'Certificate', `${fullname}-ps`);
+      assert.equal(server.spec.secretName, `${fullname}-tls`);
+      assert.ok(server.spec.dnsNames.includes(`*.${fullname}-ps-headless.ml.svc.cluster.local`));
+      assert.ok(server.spec.usages.includes('server auth'));
+      // The chart's own CA: a self-signed root and a CA Issuer.
+      assert.equal(one(objects, 'Issuer', `${fullname}-selfsigned`).spec.selfSigned !== undefined,
+        true);
+      assert.equal(one(objects, 'Certificate', `${fullname}-ca`).spec.isCA, true);
+      assert.equal(server.spec.issuerRef.name, `${fullname}-ca`);
+      const client = find(objects, 'Certificate', `${fullname}-client`);
+      assert.equal(client.length, mutual ? 1 : 0);
+      if (mutual) assert.equal(client[0].spec.secretName, `${fullname}-client-tls`);
+      const volumes = one(objects, 'StatefulSet', `${fullname}-ps`).spec.template.spec.volumes;
+      assert.equal(volumes.find((v) => v.name === 'tls').secret.secretName, `${fullname}-tls`);
+    }
+  });
+
+  test('cert-manager with an issuer of the cluster', () => {
+    const objects = render(['--api-versions', 'cert-manager.io/v1', '--set',
+      'security.tls.certManager.issuerRef.name=corp-ca', '--set',
+      'security.tls.certManager.issuerRef.kind=ClusterIssuer']);
+    assert.equal(find(objects, 'Issuer').length, 0);
+    assert.deepEqual(one(objects, 'Certificate', 'dcasgd-ps').spec.issuerRef,
+      { name: 'corp-ca', kind: 'ClusterIssuer', group: 'cert-manager.io' });
+  });
+
+  test('a wrong security value is refused by the schema', () => {
+    const out = helm(['template', 'dcasgd', chartDir, '--set', 'security.tls.healthPort=0']);
+    assert.notEqual(out.status, 0);
+    const unknown = helm(['template', 'dcasgd', chartDir, '--set', 'security.tls.bogus=1']);
+    assert.notEqual(unknown.status, 0);
   });
 });

@@ -75,6 +75,9 @@ function modelPath(apiVersion, kind) {
   if (apiVersion.startsWith('monitoring.coreos.com/')) {
     return path.join(modules, '@kubernetes-models', 'prometheus-operator', apiVersion, `${kind}.js`);
   }
+  if (apiVersion.startsWith('cert-manager.io/')) {
+    return path.join(modules, '@kubernetes-models', 'cert-manager', apiVersion, `${kind}.js`);
+  }
   return path.join(modules, 'kubernetes-models', apiVersion, `${kind}.js`);
 }
 

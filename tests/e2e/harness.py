@@ -242,16 +242,34 @@ class ScratchVolume:
         return self._run('ls -la "$0"').stdout
 
 
-def health_status(address, service=""):
+def channel(address, tls_ca=None, server_name=None):
+    """A channel to a shard: plaintext, or TLS trusting the CA file `tls_ca`
+    (and verifying `server_name` instead of the address's host)."""
+    import grpc
+    if tls_ca is None:
+        return grpc.insecure_channel(address)
+    with open(tls_ca, "rb") as f:
+        credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+    options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+    return grpc.secure_channel(address, credentials, options=options)
+
+
+def bearer(token):
+    """Call metadata carrying a bearer token (None: no metadata)."""
+    return None if token is None else [("authorization", "Bearer " + token)]
+
+
+def health_status(address, service="", tls_ca=None):
     """grpc.health.v1 Check of `service`: "SERVING", "NOT_SERVING", ... or the
-    error code name when the call fails. Raw bytes, so no health stubs are
-    needed: HealthCheckRequest{1: service}, HealthCheckResponse{1: status}."""
+    error code name when the call fails (over TLS with `tls_ca`). Raw bytes,
+    so no health stubs are needed: HealthCheckRequest{1: service},
+    HealthCheckResponse{1: status}."""
     import grpc
     names = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
     encoded = service.encode()
     request = (b"\x0a" + bytes([len(encoded)]) + encoded) if encoded else b""
-    with grpc.insecure_channel(address) as channel:
-        check = channel.unary_unary("/grpc.health.v1.Health/Check")
+    with channel(address, tls_ca) as channel_:
+        check = channel_.unary_unary("/grpc.health.v1.Health/Check")
         try:
             response = check(request, timeout=5)
         except grpc.RpcError as error:
@@ -294,20 +312,23 @@ def stubs():
     return _stubs
 
 
-def job_status(address):
-    import grpc
+def job_status(address, tls_ca=None, token=None):
+    """The data coordinator's JobStatus (TLS with `tls_ca`, a bearer token
+    with `token`)."""
     _, _, coordinator_pb2, coordinator_pb2_grpc = stubs()
-    with grpc.insecure_channel(address) as channel:
-        stub = coordinator_pb2_grpc.DataCoordinatorStub(channel)
-        return stub.GetJobStatus(coordinator_pb2.GetJobStatusRequest(), timeout=10)
+    with channel(address, tls_ca) as channel_:
+        stub = coordinator_pb2_grpc.DataCoordinatorStub(channel_)
+        return stub.GetJobStatus(coordinator_pb2.GetJobStatusRequest(), timeout=10,
+                                 metadata=bearer(token))
 
 
-def shard_status(address):
-    import grpc
+def shard_status(address, tls_ca=None, token=None):
+    """A shard's ShardStatus (TLS with `tls_ca`, a bearer token with
+    `token`)."""
     ps_pb2, ps_pb2_grpc, _, _ = stubs()
-    with grpc.insecure_channel(address) as channel:
-        stub = ps_pb2_grpc.ParameterShardStub(channel)
-        return stub.GetStatus(ps_pb2.GetStatusRequest(), timeout=10)
+    with channel(address, tls_ca) as channel_:
+        stub = ps_pb2_grpc.ParameterShardStub(channel_)
+        return stub.GetStatus(ps_pb2.GetStatusRequest(), timeout=10, metadata=bearer(token))
 
 
 def final_accuracy(output):

@@ -262,6 +262,8 @@ class Resilience(unittest.TestCase):
             self.assertIn(f"all {workers} workers failed; the job cannot finish", out)
             self.assertIn("DATA_LOSS", out)
             self.assertIn(f"lr {lr}, gap-aware damping {gap}, staleness-aware rate {aware})", out)
+            # Local runs are plaintext and open, and the script says so.
+            self.assertIn("serving without TLS or authentication: anyone who reaches port", out)
 
 if __name__ == "__main__":
     unittest.main()

@@ -45,9 +45,11 @@ def _read_port_file(path):
 class ShardCluster:
     """`shard_count` dcasgd-ps processes of one job, started in the
     constructor and stopped by stop() (SIGTERM, then SIGKILL after 10 s).
-    Use as a context manager. `flags` are passed to every shard."""
+    Use as a context manager. `flags` are passed to every shard;
+    `credentials` (dcasgd.security.Credentials) are what the start-up health
+    check connects with, for shards with TLS."""
 
-    def __init__(self, shard_count, flags=(), start_timeout=30.0):
+    def __init__(self, shard_count, flags=(), start_timeout=30.0, credentials=None):
         binary = ps_binary()
         if binary is None:
             raise unittest.SkipTest("no dcasgd-ps binary")
@@ -81,8 +83,9 @@ class ShardCluster:
                 self.addresses.append("127.0.0.1:%d" % ports["grpc"])
                 self.metrics_ports.append(ports["metrics"])
             for address in self.addresses:
-                dcasgd.wait_until_serving(address, timeout=max(1.0,
-                                                               deadline - time.monotonic()))
+                dcasgd.wait_until_serving(address,
+                                          timeout=max(1.0, deadline - time.monotonic()),
+                                          credentials=credentials)
         except BaseException:
             self.stop()
             raise

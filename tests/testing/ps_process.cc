@@ -39,8 +39,8 @@ std::string ReadFileOrEmpty(const std::string& path) {
   return text.str();
 }
 
-// Parses "grpc <port>\nmetrics <port>\n".
-bool ParsePortFile(const std::string& text, int* grpc_port, int* metrics_port) {
+// Parses "grpc <port>\nmetrics <port>\n" and an optional "health <port>".
+bool ParsePortFile(const std::string& text, int* grpc_port, int* metrics_port, int* health_port) {
   bool have_grpc = false;
   bool have_metrics = false;
   for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
@@ -48,6 +48,7 @@ bool ParsePortFile(const std::string& text, int* grpc_port, int* metrics_port) {
     if (words.size() != 2) return false;
     if (words[0] == "grpc") have_grpc = absl::SimpleAtoi(words[1], grpc_port);
     if (words[0] == "metrics") have_metrics = absl::SimpleAtoi(words[1], metrics_port);
+    if (words[0] == "health" && !absl::SimpleAtoi(words[1], health_port)) return false;
   }
   return have_grpc && have_metrics;
 }
@@ -140,7 +141,7 @@ absl::Status PsProcess::Launch(absl::Duration startup_timeout) {
       return absl::UnavailableError(absl::StrCat("dcasgd-ps exited with ", DecodeWaitStatus(status),
                                                  " before serving; its log:\n", Log()));
     }
-    if (ParsePortFile(ReadFileOrEmpty(port_file_), &grpc_port_, &metrics_port_)) {
+    if (ParsePortFile(ReadFileOrEmpty(port_file_), &grpc_port_, &metrics_port_, &health_port_)) {
       return absl::OkStatus();
     }
     if (absl::Now() > deadline) {
@@ -207,6 +208,7 @@ absl::Status PsProcess::Restart(absl::Duration startup_timeout) {
   }
   grpc_port_ = 0;
   metrics_port_ = 0;
+  health_port_ = 0;
   return Launch(startup_timeout);
 }
 

@@ -50,6 +50,7 @@ class PsProcess {
   std::string address() const;
   int grpc_port() const { return grpc_port_; }
   int metrics_port() const { return metrics_port_; }  // 0 when metrics are off
+  int health_port() const { return health_port_; }    // 0 without --health_listen
   pid_t pid() const { return pid_; }
   bool running() const { return pid_ > 0; }
   const std::string& log_path() const { return log_path_; }
@@ -80,6 +81,7 @@ class PsProcess {
   pid_t pid_ = -1;
   int grpc_port_ = 0;
   int metrics_port_ = 0;
+  int health_port_ = 0;
 };
 
 // Starts `shard_count` shards with --shard_index=i --shard_count=N plus

@@ -26,9 +26,10 @@ from dcasgd.specs import TensorSpec, constant, normal, uniform, values, zeros  #
 from dcasgd.client import Client, PushResult  # noqa: E402
 from dcasgd.coordinator import DataCoordinatorClient  # noqa: E402
 from dcasgd.introspect import health_check, list_services, wait_until_serving  # noqa: E402
+from dcasgd.security import Credentials  # noqa: E402
 
 __all__ = [
-    "Client", "DataCoordinatorClient", "DEFAULT_CHUNK_ELEMENTS", "Error", "Layout", "PushResult",
+    "Client", "Credentials", "DataCoordinatorClient", "DEFAULT_CHUNK_ELEMENTS", "Error", "Layout", "PushResult",
     "TensorSpec", "constant", "fnv1a64", "health_check", "list_services", "normal",
     "shard_of_chunk", "uniform", "values", "wait_until_serving", "zeros",
 ]

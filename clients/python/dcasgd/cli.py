@@ -33,6 +33,7 @@ import grpc
 from dcasgd.client import Client
 from dcasgd.coordinator import DataCoordinatorClient
 from dcasgd.errors import Error
+from dcasgd.security import Credentials
 from dcasgd.v1 import coordinator_pb2
 from dcasgd.v1 import ps_pb2
 
@@ -143,10 +144,11 @@ def print_status(rows: Sequence[ShardRow], out: TextIO) -> None:
             out.write("shard %d: no staleness: %s\n" % (index, row.metrics_error))
 
 
-def print_job(address: str, out: TextIO) -> None:
+def print_job(address: str, out: TextIO, credentials=None) -> None:
     """The data coordinator's progress (hosted by shard 0)."""
     try:
-        with DataCoordinatorClient(address, timeout=5.0, max_attempts=1) as coordinator:
+        with DataCoordinatorClient(address, timeout=5.0, max_attempts=1,
+                                   credentials=credentials) as coordinator:
             job: coordinator_pb2.JobStatus = coordinator.job_status()
     except Error as error:
         out.write("job: no answer from the data coordinator at %s: %s\n" % (address, error))
@@ -164,7 +166,7 @@ def _status(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     rows = collect(client, args.ps, args.metrics)
     print_status(rows, out)
     if rows[0].status is not None:
-        print_job(args.ps[0], out)
+        print_job(args.ps[0], out, client.credentials)
     return 0 if all(r.status is not None for r in rows) else 1
 
 
@@ -204,7 +206,7 @@ def _watch(args: argparse.Namespace, client: Client, out: TextIO,
                     rates.append("shard %d %.1f" % (index, rate))
             out.write("updates/s: %s\n" % ", ".join(rates))
         if rows[0].status is not None:
-            print_job(args.ps[0], out)
+            print_job(args.ps[0], out, client.credentials)
         out.flush()
         code = 0 if all(r.status is not None for r in rows) else 1
         previous, previous_time = rows, now
@@ -224,6 +226,20 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("--ps", required=True, type=_split_addresses,
                              metavar="ADDR[,ADDR...]",
                              help="gRPC host:port of every shard, in shard-index order")
+        command.add_argument("--token-file", metavar="FILE",
+                             help="file holding the bearer token (default: "
+                             "$DCASGD_AUTH_TOKEN_FILE); status needs role reader, checkpoint "
+                             "role admin")
+        command.add_argument("--tls-ca", metavar="PEM",
+                             help="CA that signed the shards' certificates: connect with TLS "
+                             "(default: $DCASGD_TLS_CA)")
+        command.add_argument("--tls-cert", metavar="PEM",
+                             help="client certificate for mutual TLS (default: $DCASGD_TLS_CERT)")
+        command.add_argument("--tls-key", metavar="PEM",
+                             help="its private key (default: $DCASGD_TLS_KEY)")
+        command.add_argument("--tls-server-name", metavar="NAME",
+                             help="name to verify in the shards' certificates (default: "
+                             "$DCASGD_TLS_SERVER_NAME)")
         if name != "checkpoint":
             command.add_argument(
                 "--metrics", type=_split_addresses, metavar="ADDR[,ADDR...]",
@@ -247,7 +263,13 @@ def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
     if getattr(args, "interval", 1.0) <= 0 or getattr(args, "count", 0) < 0:
         parser().error("--interval must be > 0 and --count >= 0")
     # An evaluator client (never joins): status calls change nothing.
-    with Client(args.ps, None, timeout=10.0, max_attempts=1) as client:
+    try:
+        credentials = Credentials(token_file=args.token_file, tls_ca=args.tls_ca,
+                                  tls_cert=args.tls_cert, tls_key=args.tls_key,
+                                  tls_server_name=args.tls_server_name)
+    except ValueError as error:
+        parser().error(str(error))
+    with Client(args.ps, None, timeout=10.0, max_attempts=1, credentials=credentials) as client:
         try:
             return {"status": _status, "checkpoint": _checkpoint,
                     "watch": _watch}[args.command](args, client, out)

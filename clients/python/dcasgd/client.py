@@ -9,6 +9,7 @@ import grpc
 import numpy as np
 
 from dcasgd import _rpc
+from dcasgd import security as security_lib
 from dcasgd import specs as specs_lib
 from dcasgd.errors import Error
 from dcasgd.placement import Layout
@@ -64,6 +65,13 @@ class Client:
       and the same step again on retry): shards that applied it answer with
       their recorded result, the others apply the new push.
 
+    Security (dcasgd.security): token= or token_file=, tls_ca=, tls_cert=,
+    tls_key=, tls_server_name= (each defaulting to its DCASGD_* environment
+    variable), or credentials= a dcasgd.security.Credentials. Shards with
+    authentication answer UNAUTHENTICATED without a known token and
+    PERMISSION_DENIED when its role may not make the call (an evaluator needs
+    role reader, a worker role worker, checkpoint() role admin).
+
     Channels reconnect to a returning shard at least every second and ping
     with keepalives (dcasgd._rpc.CHANNEL_OPTIONS). Pushes of one client run
     one at a time (steps must reach each shard in order).
@@ -77,7 +85,9 @@ class Client:
 
     def __init__(self, addresses, worker_name=None, *, timeout=60.0, max_attempts=8,
                  initial_backoff=0.05, max_backoff=1.0, heartbeats=True,
-                 max_message_bytes=64 << 20, join=True):
+                 max_message_bytes=64 << 20, join=True, credentials=None, token=None,
+                 token_file=None, tls_ca=None, tls_cert=None, tls_key=None,
+                 tls_server_name=None):
         # Versions and staleness of the last pushpull (see pushpull()).
         self.last_pushpull = None
         # Constant after construction.
@@ -94,7 +104,10 @@ class Client:
         channel_options = [("grpc.max_send_message_length", max_message_bytes),
                            ("grpc.max_receive_message_length", max_message_bytes)]
         channel_options += _rpc.CHANNEL_OPTIONS
-        self._channels = [grpc.insecure_channel(a, options=channel_options)
+        self.credentials = security_lib.credentials_from(
+            credentials, token=token, token_file=token_file, tls_ca=tls_ca, tls_cert=tls_cert,
+            tls_key=tls_key, tls_server_name=tls_server_name)
+        self._channels = [self.credentials.channel(a, options=channel_options)
                           for a in self._addresses]
         self._stubs = [ps_pb2_grpc.ParameterShardStub(c) for c in self._channels]
         self._waiters = [_rpc.channel_waiter(c) for c in self._channels]

@@ -4,6 +4,7 @@ served by parameter shard 0."""
 import grpc
 
 from dcasgd import _rpc
+from dcasgd import security as security_lib
 from dcasgd.v1 import coordinator_pb2
 from dcasgd.v1 import coordinator_pb2_grpc
 
@@ -16,18 +17,22 @@ class DataCoordinatorClient:
     shard 0 restarting, or unable to save its schedule, in which case nothing
     changed; FAILED_PRECONDITION for an unknown or expired lease, or a job
     configured differently; UNAUTHENTICATED for a lease renewed or completed
-    without its secret). Thread-safe.
+    without its secret; UNAUTHENTICATED or PERMISSION_DENIED from a shard
+    with authentication: the lease calls need role worker, job_status role
+    reader). Security keyword arguments as dcasgd.Client (dcasgd.security).
+    Thread-safe.
 
     A lease is renewed and completed with the DataLease that acquire()
     returned: its lease_secret proves this worker acquired it (lease ids
     count up and are easy to guess). Do not log the secret.
     """
 
-    def __init__(self, address, timeout=30.0, max_attempts=8):
+    def __init__(self, address, timeout=30.0, max_attempts=8, credentials=None, **security):
         self._address = address
         self._timeout = timeout
         self._policy = _rpc.RetryPolicy(max_attempts=max_attempts)
-        self._channel = grpc.insecure_channel(address, options=_rpc.CHANNEL_OPTIONS)
+        self._channel = security_lib.credentials_from(credentials, **security).channel(
+            address, options=_rpc.CHANNEL_OPTIONS)
         self._stub = coordinator_pb2_grpc.DataCoordinatorStub(self._channel)
 
     def acquire(self, worker_name, num_data_shards, epochs):

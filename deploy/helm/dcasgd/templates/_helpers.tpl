@@ -132,3 +132,90 @@ imagePullSecrets:
   {{- end }}
 {{- end }}
 {{- end -}}
+
+{{/*
+Security (docs/security.md). Secret names: the user's existing Secret, or the
+chart's own. The CA Secret (with its key) is never mounted.
+*/}}
+{{- define "dcasgd.tlsSecretName" -}}
+{{- default (printf "%s-tls" (include "dcasgd.fullname" .)) .Values.security.tls.existingSecret -}}
+{{- end -}}
+{{- define "dcasgd.clientTlsSecretName" -}}
+{{- default (printf "%s-client-tls" (include "dcasgd.fullname" .)) .Values.security.tls.existingClientSecret -}}
+{{- end -}}
+{{- define "dcasgd.caSecretName" -}}{{ include "dcasgd.fullname" . }}-ca{{- end -}}
+{{- define "dcasgd.authSecretName" -}}
+{{- default (printf "%s-auth" (include "dcasgd.fullname" .)) .Values.security.auth.existingSecret -}}
+{{- end -}}
+
+{{/* "true" when the chart makes its certificates with cert-manager. */}}
+{{- define "dcasgd.useCertManager" -}}
+{{- $tls := .Values.security.tls -}}
+{{- if and $tls.enabled (not $tls.existingSecret) $tls.certManager.enabled (.Capabilities.APIVersions.Has "cert-manager.io/v1") -}}true{{- end -}}
+{{- end -}}
+
+{{/* The names in the shards' certificate: every form of the per-shard DNS names. */}}
+{{- define "dcasgd.psDnsNames" -}}
+{{- $h := include "dcasgd.headlessName" . -}}
+{{- $ns := .Release.Namespace -}}
+{{- list (printf "*.%s" $h) (printf "*.%s.%s" $h $ns) (printf "*.%s.%s.svc" $h $ns) (printf "*.%s.%s.svc.%s" $h $ns .Values.clusterDomain) (printf "%s.%s.svc" $h $ns) "localhost" | toJson -}}
+{{- end -}}
+
+{{/*
+Client side of the shards' security for a worker-image container: flags.
+Call with (dict "root" $ "role" "worker"|"reader"); role "" sends no token.
+*/}}
+{{- define "dcasgd.clientSecurityArgs" -}}
+{{- $s := .root.Values.security -}}
+{{- if $s.tls.enabled }}
+- --tls_ca=/etc/dcasgd/tls/ca.crt
+{{- if $s.tls.mutual }}
+- --tls_cert=/etc/dcasgd/tls/tls.crt
+- --tls_key=/etc/dcasgd/tls/tls.key
+{{- end }}
+{{- end }}
+{{- if and $s.auth.enabled .role }}
+- --auth_token_file=/etc/dcasgd/auth/token
+{{- end }}
+{{- end -}}
+
+{{- define "dcasgd.clientSecurityMounts" -}}
+{{- $s := .root.Values.security -}}
+{{- if $s.tls.enabled }}
+- name: tls
+  mountPath: /etc/dcasgd/tls
+  readOnly: true
+{{- end }}
+{{- if and $s.auth.enabled .role }}
+- name: auth
+  mountPath: /etc/dcasgd/auth
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* Clients see the CA (and, with mutual TLS, their own certificate), never the shards' key. */}}
+{{- define "dcasgd.clientSecurityVolumes" -}}
+{{- $s := .root.Values.security -}}
+{{- if $s.tls.enabled }}
+- name: tls
+  secret:
+    {{- if $s.tls.mutual }}
+    secretName: {{ include "dcasgd.clientTlsSecretName" .root }}
+    items:
+      - {key: ca.crt, path: ca.crt}
+      - {key: tls.crt, path: tls.crt}
+      - {key: tls.key, path: tls.key}
+    {{- else }}
+    secretName: {{ include "dcasgd.tlsSecretName" .root }}
+    items:
+      - {key: ca.crt, path: ca.crt}
+    {{- end }}
+{{- end }}
+{{- if and $s.auth.enabled .role }}
+- name: auth
+  secret:
+    secretName: {{ include "dcasgd.authSecretName" .root }}
+    items:
+      - {key: {{ .role }}, path: token}
+{{- end }}
+{{- end -}}
