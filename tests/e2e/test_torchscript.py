@@ -13,6 +13,9 @@ import unittest
 import harness
 from harness import Cluster, wait_for
 
+# dcasgd-worker-torch: the worker with TorchScript models (dcasgd-worker
+# refuses them, see test_the_plain_worker_points_to_the_torch_worker).
+TORCH = harness.WORKER_TORCH_BINARY
 DATA_SHARDS = 12
 SAVE_MODULES = os.path.join(harness.SOURCE_DIR, "examples", "torchscript", "save_modules.py")
 STEPS = 250  # per worker, batch 32: 16,000 examples, about a quarter epoch
@@ -51,16 +54,17 @@ class TorchScriptTraining(unittest.TestCase):
         # it: the evaluator's first evaluation is of a near-untrained model,
         # whatever the machine's load.
         declare = self.cluster.start_worker("declare", self.data, model, "--batch_size=32",
-                                            "--max_steps=1")
+                                            "--max_steps=1", binary=TORCH)
         self.assertEqual(declare.wait(300), 0, declare.output()[-2000:])
         evaluator = self.cluster.start_worker("evaluator", self.data, model,
-                                              "--eval_interval_seconds=2", role="eval")
+                                              "--eval_interval_seconds=2", role="eval",
+                                              binary=TORCH)
         first = wait_for(lambda: evaluations(evaluator.output()), 120,
                          "the evaluator's first evaluation")[0]
         self.assertEqual(first[0], 2, "one push to each of the two shards")
         workers = [self.cluster.start_worker(f"worker-{i}", self.data, model,
                                              "--batch_size=32", f"--max_steps={STEPS}",
-                                             "--log_every=50")
+                                             "--log_every=50", binary=TORCH)
                    for i in range(2)]
         for w in workers:
             self.assertEqual(w.wait(600), 0, w.output()[-2000:])
@@ -87,11 +91,21 @@ class TorchScriptTraining(unittest.TestCase):
         modules = os.path.dirname(self.cnn)
         worker = self.cluster.start_worker(
             "worker-0", self.data,
-            f"--model=torchscript:{os.path.join(modules, 'broken_output_width.pt')}")
+            f"--model=torchscript:{os.path.join(modules, 'broken_output_width.pt')}",
+            binary=TORCH)
         self.assertEqual(worker.wait(120), 1, worker.output()[-2000:])
         self.assertIn("return one float32 tensor of N x 10 logits", worker.output())
         # Nothing was declared on the shard.
         self.assertEqual(len(harness.shard_status(self.cluster.addresses()).tensors), 0)
+
+    def test_the_plain_worker_points_to_the_torch_worker(self):
+        # dcasgd-worker never loads LibTorch (it would add seconds to every
+        # start); asked for a TorchScript model it names the program that can.
+        self.cluster.start_shards(1)
+        worker = self.cluster.start_worker("worker-0", self.data,
+                                           f"--model=torchscript:{self.cnn}")
+        self.assertEqual(worker.wait(120), 1, worker.output()[-2000:])
+        self.assertIn("built without LibTorch: run dcasgd-worker-torch", worker.output())
 
 
 if __name__ == "__main__":

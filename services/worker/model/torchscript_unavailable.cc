@@ -1,5 +1,7 @@
-// CreateTorchScriptModel in a build without LibTorch (DCASGD_WITH_TORCH=OFF,
-// the default): the Eigen models work, "torchscript:PATH" says how to get it.
+// CreateTorchScriptModel in executables without LibTorch (dcasgd-worker, and
+// every build with DCASGD_WITH_TORCH=OFF, the default): the Eigen models
+// work, "torchscript:PATH" says how to get it. dcasgd-worker-torch links
+// torchscript_model.cc instead (services/worker/model/CMakeLists.txt).
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -13,8 +15,9 @@ absl::StatusOr<std::unique_ptr<Model>> CreateTorchScriptModel(absl::string_view 
                                                               int num_classes) {
   return absl::FailedPreconditionError(
       absl::StrCat("model '", kTorchScriptPrefix, path,
-                   "': built without LibTorch: configure with -DDCASGD_WITH_TORCH=ON (LibTorch "
-                   "comes from Debian's libtorch-dev: scripts/install-deps.sh torch)"));
+                   "': this program is built without LibTorch: run dcasgd-worker-torch, built "
+                   "with -DDCASGD_WITH_TORCH=ON (LibTorch comes from Debian's libtorch-dev: "
+                   "scripts/install-deps.sh torch)"));
 }
 
 }  // namespace dcasgd::model

@@ -103,7 +103,8 @@ TEST(CreateModel, RejectsMalformedNames) {
 
 // "torchscript:PATH" reaches the TorchScript factory: in a LibTorch build a
 // missing file is NOT_FOUND (the module tests are torchscript_model_test.cc);
-// in a build without LibTorch the user is told how to configure one.
+// in a program without LibTorch (dcasgd-worker, this test) the user is told
+// which program has it.
 TEST(CreateModel, TorchScriptNamesReachTheTorchScriptFactory) {
   auto model = CreateModel("torchscript:/nonexistent/module.pt");
   ASSERT_FALSE(model.ok());
@@ -113,7 +114,7 @@ TEST(CreateModel, TorchScriptNamesReachTheTorchScriptFactory) {
   } else {
     EXPECT_EQ(model.status().code(), absl::StatusCode::kFailedPrecondition);
     EXPECT_THAT(model.status().message(),
-                HasSubstr("built without LibTorch: configure with -DDCASGD_WITH_TORCH=ON"));
+                HasSubstr("built without LibTorch: run dcasgd-worker-torch"));
   }
   model = CreateModel("torchscript:");
   EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
