@@ -67,13 +67,17 @@ function(dcasgd_proto_library name)
   target_link_libraries(${name} PUBLIC gRPC::grpc++ protobuf::libprotobuf)
 endfunction()
 
-# dcasgd_tests(DIR dir [LABEL label] DEPS ... TESTS name ...)
+# dcasgd_tests(DIR dir [LABEL label] [FIXTURE name] DEPS ... TESTS name ...)
 # One GoogleTest binary per tests/<dir>/<name>.cc, named <dir>_<name> ('/'
-# becomes '_'), registered with ctest under LABEL (default: dir). Tests find
-# the repository and the build tree through DCASGD_SOURCE_DIR and
-# DCASGD_BINARY_DIR.
+# becomes '_'), registered with ctest under LABEL (default: dir), each test
+# requiring the ctest fixture FIXTURE if given. Tests find the repository and
+# the build tree through DCASGD_SOURCE_DIR and DCASGD_BINARY_DIR.
 function(dcasgd_tests)
-  cmake_parse_arguments(ARG "" "DIR;LABEL" "DEPS;TESTS" ${ARGN})
+  cmake_parse_arguments(ARG "" "DIR;LABEL;FIXTURE" "DEPS;TESTS" ${ARGN})
+  set(fixture_properties)
+  if(ARG_FIXTURE)
+    set(fixture_properties FIXTURES_REQUIRED ${ARG_FIXTURE})
+  endif()
   if(NOT ARG_LABEL)
     set(ARG_LABEL ${ARG_DIR})
   endif()
@@ -87,6 +91,6 @@ function(dcasgd_tests)
       DCASGD_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
       DCASGD_BINARY_DIR="${PROJECT_BINARY_DIR}")
     gtest_discover_tests(${target} DISCOVERY_TIMEOUT 60
-      PROPERTIES LABELS ${ARG_LABEL} TIMEOUT 300)
+      PROPERTIES LABELS ${ARG_LABEL} TIMEOUT 300 ${fixture_properties})
   endforeach()
 endfunction()

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the container images dcasgd/ps and dcasgd/worker with podman.
+# Builds the container images dcasgd/ps and dcasgd/worker with podman (and,
+# on request, dcasgd/worker-torch: the worker with LibTorch).
 #
 # Steps (each one skipped when already done, so running it again is cheap):
 #   1. installs podman and its network stack from apt if missing
@@ -20,7 +21,10 @@
 # Usage: docker/build-images.sh [options]
 #   --tag TAG          image tag (default: the project version from CMakeLists.txt);
 #                      the default tag also gets :latest
-#   --only ps|worker   build one image
+#   --only ps|worker|worker-torch   build one image
+#   --torch            also build dcasgd/worker-torch (the worker with LibTorch
+#                      for --model=torchscript:PATH; about 0.8 GB larger than
+#                      dcasgd/worker, so not built by default)
 #   --jobs N           compile jobs in the build stage (default 2)
 #   --ccache DIR       host ccache directory to compile with (default: the
 #                      one `ccache -k cache_dir` names, if ccache is
@@ -49,11 +53,13 @@ ccache_dir=""
 jobs=2
 stop_after=""
 no_cache=()
+torch=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --tag) tag="$2"; shift 2 ;;
     --ccache) ccache_dir="$2"; shift 2 ;;
     --only) only="$2"; shift 2 ;;
+    --torch) torch=1; shift ;;
     --jobs) jobs="$2"; shift 2 ;;
     --refresh) no_cache=(--build-arg "REFRESH=$(date +%s)"); shift ;;
     --no-cache) no_cache=(--build-arg "REFRESH=$(date +%s)" --build-arg USE_CCACHE=0)
@@ -64,7 +70,10 @@ while [[ $# -gt 0 ]]; do
     *) echo "build-images: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
-case "$only" in ""|ps|worker) ;; *) echo "build-images: --only ps|worker" >&2; exit 2 ;; esac
+case "$only" in
+  ""|ps|worker|worker-torch) ;;
+  *) echo "build-images: --only ps|worker|worker-torch" >&2; exit 2 ;;
+esac
 
 log() { echo "build-images: $*" >&2; }
 sudo_cmd() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
@@ -194,6 +203,7 @@ labels=(--label "org.opencontainers.image.version=$tag"
         --label "org.opencontainers.image.licenses=NOASSERTION")
 
 targets=(ps worker)
+if [[ $torch == 1 ]]; then targets+=(worker-torch); fi
 if [[ -n "$only" ]]; then targets=("$only"); fi
 extra_tags=()
 if [[ "$tag" == "$version_default" ]]; then extra_tags=(latest); fi

@@ -6,7 +6,8 @@
 #   build       compile dcasgd
 #   test        build + what the tests need (data set, Prometheus, Python
 #               client runtime, Node.js and npm)
-#   torch       PyTorch for dcasgd.torch and its tests
+#   torch       PyTorch for dcasgd.torch and its tests, LibTorch for the
+#               worker's TorchScript model (-DDCASGD_WITH_TORCH=ON)
 #   containers  podman and its network stack (container images and their test)
 #   all         every group above (what scripts/test.sh installs)
 set -euo pipefail

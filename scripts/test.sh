@@ -11,7 +11,8 @@ if [[ -x scripts/s3rver/install.sh ]]; then scripts/s3rver/install.sh; fi
 examples/node/install.sh
 
 export CCACHE_BASEDIR="$root"
-cmake --preset release >/dev/null
+# With LibTorch: the TorchScript model and its tests (services/worker/model).
+cmake --preset release -DDCASGD_WITH_TORCH=ON >/dev/null
 cmake --build --preset release -j"$(nproc)"
 
 # Tests that start servers run in parallel on 2 cores; each picks free ports.

@@ -18,7 +18,9 @@ ABSL_FLAG(std::string, ps_address_template, "",
 ABSL_FLAG(int32_t, shard_count, 0, "number of shards (with --ps_address_template)");
 ABSL_FLAG(std::string, data, "",
           "data set root: s3://bucket/prefix or a directory (from dcasgd-prepare-data)");
-ABSL_FLAG(std::string, model, "mlp:256,128", "softmax | mlp:H1,H2,... | cnn | cnn:C1,C2,H");
+ABSL_FLAG(std::string, model, "mlp:256,128",
+          "softmax | mlp:H1,H2,... | cnn | cnn:C1,C2,H | torchscript:PATH (a module saved with "
+          "torch.jit.script; builds with -DDCASGD_WITH_TORCH=ON)");
 ABSL_FLAG(uint64_t, seed, 1, "seed of the parameter initialisation and shuffling");
 ABSL_FLAG(int32_t, batch_size, 64, "examples per gradient");
 ABSL_FLAG(uint32_t, epochs, 1, "passes over the training set (the whole job)");

@@ -567,6 +567,8 @@ describe('values', () => {
       [['--set', 'training.sync=sometimes'], /sync/],
       [['--set', 'training.model=resnet'], /model/],
       [['--set', 'training.model=cnn:8\\,16'], /model/],
+      [['--set', 'training.model=torchscript:'], /model/],
+      [['--set', 'training.model=torchscript:relative.pt'], /model/],
       [['--set', 'training.lr=-1'], /lr/],
       [['--set', 'worker.replica=3'], /replica/],
       [['--set', 'data.url=ftp://x/y'], /url/],
@@ -578,7 +580,8 @@ describe('values', () => {
       assert.match(out.stderr, where);
     }
     // helm's --set splits on commas unless they are escaped.
-    for (const model of ['mlp:64', 'mlp:256\\,128', 'cnn', 'cnn:16\\,32\\,128']) {
+    for (const model of ['mlp:64', 'mlp:256\\,128', 'cnn', 'cnn:16\\,32\\,128',
+      'torchscript:/models/cnn.pt']) {
       const good = helm(['template', 'dcasgd', chartDir, '--set', 'training.updateRule=asgd',
         '--set', 'ps.shardCount=3', '--set', `training.model=${model}`]);
       assert.equal(good.status, 0, `${model}: ${good.stderr}`);

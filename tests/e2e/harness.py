@@ -18,6 +18,8 @@ SOURCE_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")
 BUILD_DIR = os.environ.get("DCASGD_BUILD_DIR", os.path.join(SOURCE_DIR, "build", "release"))
 PS_BINARY = os.path.join(BUILD_DIR, "services", "ps", "dcasgd-ps")
 WORKER_BINARY = os.path.join(BUILD_DIR, "services", "worker", "dcasgd-worker")
+# The worker with TorchScript models (built with -DDCASGD_WITH_TORCH=ON).
+WORKER_TORCH_BINARY = os.path.join(BUILD_DIR, "services", "worker", "dcasgd-worker-torch")
 PREPARE_BINARY = os.path.join(BUILD_DIR, "services", "worker", "data", "dcasgd-prepare-data")
 S3RVER_DIR = os.path.join(SOURCE_DIR, "scripts", "s3rver")
 S3_KEY = "S3RVER"
@@ -166,9 +168,9 @@ class Cluster:
     def addresses(self):
         return ",".join(f"127.0.0.1:{g}" for _, g, _ in self.shards)
 
-    def start_worker(self, name, data, *flags, role="train", env=None):
+    def start_worker(self, name, data, *flags, role="train", env=None, binary=WORKER_BINARY):
         port_file = self.path(f"{name}.ports")
-        args = [WORKER_BINARY, f"--role={role}", f"--ps_addresses={self.addresses()}",
+        args = [binary, f"--role={role}", f"--ps_addresses={self.addresses()}",
                 f"--data={data}", "--metrics_address=127.0.0.1:0", f"--port_file={port_file}",
                 *flags]
         if role == "train":

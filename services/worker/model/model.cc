@@ -12,6 +12,7 @@
 #include "base/status_macros.h"
 #include "services/worker/model/conv_net.h"
 #include "services/worker/model/feed_forward.h"
+#include "services/worker/model/torchscript_model.h"
 
 namespace dcasgd::model {
 namespace {
@@ -25,7 +26,8 @@ constexpr int kDefaultCnn[3] = {8, 16, 128};
 constexpr absl::string_view kAcceptedForms =
     "expected \"softmax\", \"mlp:H1,H2,...\" with hidden sizes in [1, 65536], e.g. "
     "\"mlp:256,128\", or \"cnn\" (= \"cnn:8,16,128\") or \"cnn:C1,C2,H\" with channel counts "
-    "C1, C2 in [1, 1024] and a dense width H in [1, 65536]";
+    "C1, C2 in [1, 1024] and a dense width H in [1, 65536], or \"torchscript:PATH\" (a module "
+    "saved with torch.jit.script(module).save(PATH))";
 
 absl::Status BadName(absl::string_view name, absl::string_view why) {
   return absl::InvalidArgumentError(
@@ -98,6 +100,11 @@ absl::StatusOr<std::unique_ptr<Model>> CreateModel(absl::string_view name, int i
     absl::StatusOr<int> side = ConvNet::ImageSide(input_dim);
     if (!side.ok()) return BadName(name, side.status().message());
     return std::unique_ptr<Model>(new ConvNet(sizes[0], sizes[1], sizes[2], *side, num_classes));
+  }
+  if (absl::StartsWith(name, kTorchScriptPrefix)) {
+    const absl::string_view path = name.substr(kTorchScriptPrefix.size());
+    if (path.empty()) return BadName(name, "no path after 'torchscript:'");
+    return CreateTorchScriptModel(path, input_dim, num_classes);
   }
   return BadName(name, "unknown model");
 }

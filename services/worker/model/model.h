@@ -87,6 +87,10 @@ class Model {
 //   "softmax"        softmax regression, input_dim -> num_classes
 //   "mlp:H1,H2,..."  ReLU multi-layer perceptron with hidden sizes H1, H2, ...
 //                    (each in [1, 65536], at least one), e.g. "mlp:256,128"
+//   "cnn", "cnn:C1,C2,H"  the convolutional network of conv_net.h
+//   "torchscript:PATH"    a TorchScript module saved from Python
+//                    (torchscript_model.h: CreateTorchScriptModel and its
+//                    errors; FAILED_PRECONDITION in a build without LibTorch)
 // INVALID_ARGUMENT, quoting the string and the accepted forms, for anything
 // else, and when input_dim or num_classes is < 1 (num_classes < 2).
 absl::StatusOr<std::unique_ptr<Model>> CreateModel(absl::string_view name,

@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "services/worker/model/torchscript_model.h"
 #include "tests/worker/model/model_testing.h"
 
 namespace dcasgd::model {
@@ -98,6 +99,26 @@ TEST(CreateModel, RejectsMalformedNames) {
     EXPECT_THAT(model.status().message(), HasSubstr("'" + name + "'"));
     EXPECT_THAT(model.status().message(), HasSubstr("mlp:256,128"));
   }
+}
+
+// "torchscript:PATH" reaches the TorchScript factory: in a LibTorch build a
+// missing file is NOT_FOUND (the module tests are torchscript_model_test.cc);
+// in a program without LibTorch (dcasgd-worker, this test) the user is told
+// which program has it.
+TEST(CreateModel, TorchScriptNamesReachTheTorchScriptFactory) {
+  auto model = CreateModel("torchscript:/nonexistent/module.pt");
+  ASSERT_FALSE(model.ok());
+  if (TorchScriptAvailable()) {
+    EXPECT_EQ(model.status().code(), absl::StatusCode::kNotFound);
+    EXPECT_THAT(model.status().message(), HasSubstr("no file '/nonexistent/module.pt'"));
+  } else {
+    EXPECT_EQ(model.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_THAT(model.status().message(),
+                HasSubstr("built without LibTorch: run dcasgd-worker-torch"));
+  }
+  model = CreateModel("torchscript:");
+  EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(model.status().message(), HasSubstr("torchscript:PATH"));
 }
 
 TEST(CreateModel, AcceptsLargestHiddenSize) {
