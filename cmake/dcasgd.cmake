@@ -4,7 +4,14 @@
 # of sources and dependencies.
 
 # Project warnings apply to dcasgd's own targets only (generated code is exempt).
-set(DCASGD_WARNINGS -Wall -Wextra -Wpedantic -Wshadow=local -Wnon-virtual-dtor
+# GCC's -Wshadow=local is clang's -Wshadow-uncaptured-local (clang builds:
+# the fuzz preset).
+if(CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+  set(DCASGD_SHADOW_WARNING -Wshadow-uncaptured-local)
+else()
+  set(DCASGD_SHADOW_WARNING -Wshadow=local)
+endif()
+set(DCASGD_WARNINGS -Wall -Wextra -Wpedantic ${DCASGD_SHADOW_WARNING} -Wnon-virtual-dtor
     -Wno-unused-parameter)
 if(DCASGD_WERROR)
   list(APPEND DCASGD_WARNINGS -Werror)
@@ -26,6 +33,7 @@ function(dcasgd_executable name)
   cmake_parse_arguments(ARG "" "" "SOURCES;DEPS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
   target_link_libraries(${name} PRIVATE ${ARG_DEPS})
+  dcasgd_sanitizer_support(${name})
   target_compile_options(${name} PRIVATE ${DCASGD_WARNINGS})
 endfunction()
 
@@ -86,6 +94,7 @@ function(dcasgd_tests)
     add_executable(${target} ${CMAKE_CURRENT_SOURCE_DIR}/${ARG_DIR}/${name}.cc)
     target_link_libraries(${target} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gmock
                           GTest::gtest_main)
+    dcasgd_sanitizer_support(${target})
     target_compile_options(${target} PRIVATE ${DCASGD_WARNINGS})
     target_compile_definitions(${target} PRIVATE
       DCASGD_SOURCE_DIR="${PROJECT_SOURCE_DIR}"

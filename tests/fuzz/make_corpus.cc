@@ -1,0 +1,311 @@
+// Writes the seed corpus of the fuzz targets (tests/fuzz/corpus/<target>/
+// seed-*) from real requests, coordinator states and checkpoints, made with
+// the same code the services use. Deterministic: running it again rewrites
+// the same files. Usage: fuzz_make_corpus tests/fuzz/corpus
+// (tests/fuzz/README.md). Seeds the fuzzers found (crash-*) are kept beside
+// these by hand.
+
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "base/clock.h"
+#include "base/random.h"
+#include "coordinator/data_coordinator.h"
+#include "core/checkpoint.h"
+#include "core/shard_store.h"
+#include "dcasgd/v1/coordinator.pb.h"
+#include "dcasgd/v1/ps.pb.h"
+#include "tests/fuzz/fuzz_input.h"
+
+namespace dcasgd::fuzz {
+namespace {
+
+namespace fs = std::filesystem;
+
+void Write(const fs::path& dir, const std::string& name, const std::string& bytes) {
+  fs::create_directories(dir);
+  std::ofstream out(dir / name, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  if (!out) {
+    std::fprintf(stderr, "cannot write %s\n", (dir / name).c_str());
+    std::exit(1);
+  }
+}
+
+std::string FloatBytes(size_t n, float value) {
+  std::string s(n * sizeof(float), '\0');
+  for (size_t i = 0; i < n; ++i) std::memcpy(&s[i * sizeof(float)], &value, sizeof(float));
+  return s;
+}
+
+// ps_requests_fuzz.cc's selectors and shard configuration byte.
+enum PsRpc : uint8_t {
+  kDeclare,
+  kJoin,
+  kHeartbeat,
+  kLeave,
+  kPull,
+  kPush,
+  kPushPull,
+  kGetStatus,
+  kCheckpoint,
+  kAdvanceClock
+};
+
+v1::DeclareTensorsRequest Declaration(bool explicit_values) {
+  v1::DeclareTensorsRequest request;
+  v1::TensorSpec* w = request.add_tensors();
+  w->set_name("layer0/weights");
+  w->add_shape(4);
+  w->add_shape(3);
+  w->set_chunk_elements(5);
+  w->mutable_init()->mutable_uniform()->set_low(-0.1f);
+  w->mutable_init()->mutable_uniform()->set_high(0.1f);
+  w->mutable_init()->mutable_uniform()->set_seed(7);
+  v1::TensorSpec* b = request.add_tensors();
+  b->set_name("layer0/bias");
+  b->add_shape(3);
+  b->set_chunk_elements(2);
+  if (explicit_values) {
+    b->mutable_init()->set_values(FloatBytes(3, 0.5f));
+  } else {
+    b->mutable_init()->mutable_constant()->set_value(0.25f);
+  }
+  return request;
+}
+
+// The chunks a shard with `config` owns after `declaration`, as pushed by
+// worker 1: the stream's messages as records.
+std::string PushStream(const ShardConfig& config, const v1::DeclareTensorsRequest& declaration,
+                       uint64_t step, float gradient) {
+  ManualClock clock;
+  ShardStore store(config, &clock);
+  std::vector<TensorSpec> specs;
+  for (const v1::TensorSpec& proto : declaration.tensors()) {
+    TensorSpec spec;
+    spec.name = proto.name();
+    spec.shape.assign(proto.shape().begin(), proto.shape().end());
+    spec.chunk_elements = proto.chunk_elements();
+    specs.push_back(spec);
+  }
+  if (!store.Declare(specs).ok()) std::abort();
+  absl::StatusOr<PullPlan> plan = store.PlanPull(0, {});
+  if (!plan.ok()) std::abort();
+  std::string stream;
+  bool first = true;
+  for (const ChunkRef& ref : plan->chunks) {
+    v1::PushRequest message;
+    if (first) {
+      message.set_worker_id(1);
+      message.set_chunk_count(static_cast<uint32_t>(plan->chunks.size()));
+      message.set_step(step);
+      first = false;
+    }
+    message.mutable_gradient()->set_tensor(*ref.tensor);
+    message.mutable_gradient()->set_chunk_index(ref.chunk_index);
+    message.mutable_gradient()->set_values(FloatBytes(ref.elements, gradient));
+    AppendBytes(&stream, message.SerializeAsString());
+  }
+  return stream;
+}
+
+// ps_requests_fuzz.cc ShardConfigFor, for the shard the seeds talk to.
+ShardConfig PsConfig(uint8_t choice) {
+  ShardConfig config;
+  constexpr UpdateRule kRules[] = {UpdateRule::kAsgd, UpdateRule::kDcAsgdConstant,
+                                   UpdateRule::kDcAsgdAdaptive};
+  config.optimizer = OptimizerConfig::ForRule(kRules[choice % 3]);
+  config.shard_index = (choice & 0x80) ? 1 : 0;
+  config.shard_count = 2;
+  return config;
+}
+
+void PsSeeds(const fs::path& dir) {
+  auto id = [](uint64_t worker) {
+    v1::HeartbeatRequest r;
+    r.set_worker_id(worker);
+    return r.SerializeAsString();
+  };
+  v1::JoinRequest join;
+  join.set_worker_name("worker-0");
+  v1::PullRequest pull_all;
+  pull_all.set_worker_id(1);
+  v1::PullRequest pull_bias;
+  pull_bias.set_worker_id(1);
+  pull_bias.add_tensors("layer0/bias");
+  const std::string empty;
+
+  // A training step of each rule on each shard: declare, join, pull, push,
+  // PushPull (with a step, then its retry), status, leave.
+  for (uint8_t choice : {uint8_t{0x00}, uint8_t{0x01}, uint8_t{0x82}, uint8_t{0x32}}) {
+    const ShardConfig config = PsConfig(choice);
+    std::string s(1, static_cast<char>(choice));
+    AppendRecord(&s, kDeclare, Declaration(false).SerializeAsString());
+    AppendRecord(&s, kJoin, join.SerializeAsString());
+    AppendRecord(&s, kPull, pull_all.SerializeAsString());
+    AppendRecord(&s, kPush, PushStream(config, Declaration(false), 0, 0.5f));
+    AppendRecord(&s, kPushPull, PushStream(config, Declaration(false), 3, -0.25f));
+    AppendRecord(&s, kPushPull, PushStream(config, Declaration(false), 3, -0.25f));
+    AppendRecord(&s, kPull, pull_bias.SerializeAsString());
+    AppendRecord(&s, kHeartbeat, id(1));
+    AppendRecord(&s, kGetStatus, empty);
+    AppendRecord(&s, kCheckpoint, empty);
+    AppendRecord(&s, kLeave, id(1));
+    Write(dir, absl::StrFormat("seed-step-%02x", choice), s);
+  }
+  // Two workers, one of which lets its lease expire, then pushes.
+  {
+    const ShardConfig config = PsConfig(0x02);
+    std::string s(1, '\x02');
+    AppendRecord(&s, kDeclare, Declaration(true).SerializeAsString());
+    AppendRecord(&s, kJoin, join.SerializeAsString());
+    join.set_worker_name("worker-1");
+    AppendRecord(&s, kJoin, join.SerializeAsString());
+    AppendRecord(&s, kPull, pull_all.SerializeAsString());
+    AppendRecord(&s, kAdvanceClock, std::string(1, '\x14'));
+    AppendRecord(&s, kPush, PushStream(config, Declaration(true), 1, 1.0f));
+    AppendRecord(&s, kHeartbeat, id(2));
+    Write(dir, "seed-expired-lease", s);
+  }
+  // Rejections: a push with a chunk of the wrong length, a declaration
+  // repeated with another spec, an unknown tensor.
+  {
+    std::string s(1, '\x01');
+    AppendRecord(&s, kDeclare, Declaration(false).SerializeAsString());
+    AppendRecord(&s, kDeclare, Declaration(true).SerializeAsString());
+    AppendRecord(&s, kJoin, join.SerializeAsString());
+    v1::PushRequest bad;
+    bad.set_worker_id(1);
+    bad.set_chunk_count(1);
+    bad.mutable_gradient()->set_tensor("layer0/bias");
+    bad.mutable_gradient()->set_values(FloatBytes(7, 1.0f));
+    std::string stream;
+    AppendBytes(&stream, bad.SerializeAsString());
+    AppendRecord(&s, kPush, stream);
+    v1::PullRequest unknown;
+    unknown.add_tensors("no/such/tensor");
+    AppendRecord(&s, kPull, unknown.SerializeAsString());
+    Write(dir, "seed-rejections", s);
+  }
+}
+
+// coordinator_requests_fuzz.cc's selectors.
+enum CoordinatorRpc : uint8_t { kAcquire, kRenew, kComplete, kGetJobStatus, kAdvance, kFailSaves };
+
+void CoordinatorSeeds(const fs::path& dir) {
+  v1::AcquireDataShardRequest acquire;
+  acquire.set_worker_name("worker-0");
+  acquire.set_num_data_shards(3);
+  acquire.set_epochs(2);
+  auto lease = [](uint64_t id) {
+    v1::RenewDataLeaseRequest r;
+    r.set_lease_id(id);
+    return r.SerializeAsString();
+  };
+  std::string s;
+  AppendRecord(&s, kAcquire, acquire.SerializeAsString());
+  AppendRecord(&s, kRenew, lease(1));
+  AppendRecord(&s, kComplete, lease(1));
+  AppendRecord(&s, kAcquire, acquire.SerializeAsString());
+  AppendRecord(&s, kGetJobStatus, "");
+  AppendRecord(&s, kAdvance, std::string(1, '\x14'));
+  AppendRecord(&s, kAcquire, acquire.SerializeAsString());
+  AppendRecord(&s, kFailSaves, std::string(1, '\x01'));
+  AppendRecord(&s, kComplete, lease(3));
+  AppendRecord(&s, kFailSaves, std::string(1, '\x00'));
+  AppendRecord(&s, kComplete, lease(3));
+  Write(dir, "seed-leases", s);
+
+  // A whole small job, to done.
+  std::string done;
+  acquire.set_num_data_shards(2);
+  acquire.set_epochs(1);
+  for (uint64_t id = 1; id <= 2; ++id) {
+    AppendRecord(&done, kAcquire, acquire.SerializeAsString());
+    AppendRecord(&done, kComplete, lease(id));
+  }
+  AppendRecord(&done, kAcquire, acquire.SerializeAsString());
+  AppendRecord(&done, kGetJobStatus, "");
+  Write(dir, "seed-job-done", done);
+
+  // A job beyond the limits, then another job.
+  std::string big;
+  acquire.set_num_data_shards(4000000000u);
+  acquire.set_epochs(4000000000u);
+  AppendRecord(&big, kAcquire, acquire.SerializeAsString());
+  acquire.set_num_data_shards(5);
+  acquire.set_epochs(1);
+  AppendRecord(&big, kAcquire, acquire.SerializeAsString());
+  acquire.set_num_data_shards(6);
+  AppendRecord(&big, kAcquire, acquire.SerializeAsString());
+  Write(dir, "seed-limits", big);
+}
+
+void ScheduleSeeds(const fs::path& dir) {
+  ManualClock clock;
+  DataCoordinator coordinator(absl::Seconds(10), &clock);
+  Write(dir, "seed-unconfigured", coordinator.SerializeProgress());
+  uint64_t first = 0;
+  for (int i = 0; i < 4; ++i) {
+    absl::StatusOr<AcquireResult> r = coordinator.Acquire(absl::StrCat("worker-", i), 3, 2);
+    if (!r.ok() || !std::holds_alternative<DataLease>(*r)) std::abort();
+    if (i == 0) first = std::get<DataLease>(*r).lease_id;
+  }
+  if (!coordinator.Complete(first).ok()) std::abort();
+  Write(dir, "seed-leased", coordinator.SerializeProgress());
+  // The format of the previous version (no leases) is still read.
+  Write(dir, "seed-format-1", "dcasgd-data-coordinator 1\njob 2 1 0 3\nepoch 0 10\n");
+}
+
+void CheckpointSeeds(const fs::path& dir) {
+  const fs::path tmp = fs::temp_directory_path() / "dcasgd-make-corpus.ckpt";
+  constexpr UpdateRule kRules[] = {UpdateRule::kAsgd, UpdateRule::kDcAsgdConstant,
+                                   UpdateRule::kDcAsgdAdaptive};
+  for (uint8_t choice : {uint8_t{0x00}, uint8_t{0x02}, uint8_t{0x12}}) {
+    ShardConfig config = PsConfig(choice);
+    config.optimizer = OptimizerConfig::ForRule(kRules[choice % 3]);
+    config.optimizer.momentum = (choice & 0x10) ? 0.5f : 0.0f;
+    ManualClock clock;
+    ShardStore store(config, &clock);
+    std::vector<TensorSpec> specs(2);
+    specs[0].name = "w";
+    specs[0].shape = {3, 2};
+    specs[0].chunk_elements = 2;
+    specs[0].init.kind = Initializer::Kind::kNormal;
+    specs[0].init.b = 0.1f;
+    specs[1].name = "b";
+    specs[1].shape = {2};
+    specs[1].chunk_elements = 1;
+    if (!store.Declare(specs).ok()) std::abort();
+    if (!WriteCheckpoint(tmp.string(), store.Snapshot()).ok()) std::abort();
+    std::ifstream in(tmp, std::ios::binary);
+    std::string bytes(1, static_cast<char>(choice));
+    bytes.append(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    Write(dir, absl::StrFormat("seed-%02x", choice), bytes);
+  }
+  fs::remove(tmp);
+}
+
+}  // namespace
+}  // namespace dcasgd::fuzz
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: %s CORPUS_DIR (tests/fuzz/corpus)\n", argv[0]);
+    return 2;
+  }
+  const std::filesystem::path root(argv[1]);
+  dcasgd::fuzz::PsSeeds(root / "ps_requests");
+  dcasgd::fuzz::CoordinatorSeeds(root / "coordinator_requests");
+  dcasgd::fuzz::ScheduleSeeds(root / "schedule");
+  dcasgd::fuzz::CheckpointSeeds(root / "checkpoint");
+  return 0;
+}

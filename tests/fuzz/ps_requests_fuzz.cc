@@ -1,0 +1,356 @@
+// Fuzz target: every request of the ParameterShard service, decoded and
+// validated the way services/ps does it (wire/raw_message.h ParseMessage,
+// wire/tensor_spec.h, ValidateName) and applied to a real ShardStore
+// in-process, without gRPC. An input is a script of requests
+// (tests/fuzz/fuzz_input.h): the first byte picks the update rule and sync
+// mode, then each record is one RPC's request bytes (a Push or PushPull
+// record holds the stream's messages as records of their own).
+//
+// Beyond "no crash, no leak, no undefined behaviour" it checks what
+// docs/security.md promises for every request: an actionable error code with
+// a bounded message (fuzz_input.h CheckAnswer), a rejected declaration or
+// push changes nothing (version and weights), an accepted declaration reads
+// back as the layout it reported, and a PushPull returns every chunk it
+// pushed.
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "base/clock.h"
+#include "base/random.h"
+#include "core/shard_store.h"
+#include "dcasgd/v1/ps.pb.h"
+#include "grpc/grpc.h"
+#include "grpcpp/support/byte_buffer.h"
+#include "grpcpp/support/slice.h"
+#include "tests/fuzz/fuzz_input.h"
+#include "wire/raw_message.h"
+#include "wire/tensor_spec.h"
+
+namespace dcasgd::fuzz {
+namespace {
+
+enum Rpc : uint8_t {
+  kDeclare,
+  kJoin,
+  kHeartbeat,
+  kLeave,
+  kPull,
+  kPush,
+  kPushPull,
+  kGetStatus,
+  kCheckpoint,
+  kAdvanceClock,  // not an RPC: lets leases expire (the service's reaper)
+  kNumRpcs
+};
+
+// Worker ids 1, 2, 3, ... so that scripts (and the fuzzer) can name them.
+class CountingRandom final : public RandomSource {
+ public:
+  uint64_t Next64() override { return ++next_; }
+
+ private:
+  uint64_t next_ = 0;
+};
+
+// The raw request bytes as gRPC hands them to a raw callback method.
+grpc::ByteBuffer Raw(absl::string_view bytes) {
+  grpc::Slice slice(bytes.data(), bytes.size());
+  return grpc::ByteBuffer(&slice, 1);
+}
+
+template <typename Message>
+absl::Status Parse(absl::string_view bytes, Message* message) {
+  return ParseMessage(Raw(bytes), message);
+}
+
+// The store's observable state: what a rejected request must leave as it was.
+struct Observed {
+  uint64_t version = 0;
+  size_t tensors = 0;
+  std::vector<std::vector<float>> weights;
+
+  bool operator==(const Observed& o) const {
+    return version == o.version && tensors == o.tensors && weights == o.weights;
+  }
+};
+
+Observed Observe(const ShardStore& store) {
+  Observed o;
+  ShardSnapshot snapshot = store.Snapshot();
+  o.version = snapshot.version;
+  o.tensors = store.ListTensors().size();
+  for (TensorState& t : snapshot.tensors) {
+    for (ChunkState& c : t.chunks) o.weights.push_back(std::move(c.weights));
+  }
+  return o;
+}
+
+// What ps_streams.cc checks as a push stream's messages arrive, before the
+// push is submitted (PushReactor::Add and EndOfReads).
+absl::StatusOr<std::vector<GradientChunk>> CollectPush(ShardStore& store, FuzzInput& stream,
+                                                       WorkerId* worker, uint64_t* step) {
+  std::vector<GradientChunk> chunks;
+  bool started = false;
+  uint64_t announced = 0;
+  uint64_t limit = 0;
+  uint64_t bytes = 0;
+  while (!stream.empty()) {
+    v1::PushRequest message;
+    if (absl::Status s = Parse(stream.Record(), &message); !s.ok()) return s;
+    v1::Chunk* gradient = message.mutable_gradient();
+    if (!started) {
+      started = true;
+      *worker = message.worker_id();
+      *step = message.step();
+      announced = message.chunk_count();
+      if (*worker == 0) return absl::InvalidArgumentError("no worker_id");
+      if (announced == 0) return absl::InvalidArgumentError("no chunk_count");
+      const ShardStats stats = store.Stats();
+      if (announced > std::max<uint64_t>(1, stats.owned_chunks)) {
+        return absl::ResourceExhaustedError("more chunks announced than owned");
+      }
+      if (absl::Status s = store.CheckLease(*worker); !s.ok()) return s;
+      limit = std::min<uint64_t>(announced * stats.largest_chunk_bytes, stats.weight_bytes);
+    } else if (chunks.size() >= announced) {
+      return absl::InvalidArgumentError("more chunks than announced");
+    }
+    if (absl::Status s = ValidateName("gradient chunk tensor name", gradient->tensor()); !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = store.CheckChunk(gradient->tensor(), gradient->chunk_index(),
+                                          gradient->values().size());
+        !s.ok()) {
+      return s;
+    }
+    bytes += gradient->values().size();
+    if (bytes > limit) return absl::ResourceExhaustedError("more bytes than announced chunks");
+    GradientChunk& chunk = chunks.emplace_back();
+    chunk.tensor.swap(*gradient->mutable_tensor());
+    chunk.chunk_index = gradient->chunk_index();
+    chunk.values.swap(*gradient->mutable_values());
+  }
+  if (!started) return absl::InvalidArgumentError("empty push stream");
+  if (chunks.size() != announced) return absl::InvalidArgumentError("fewer chunks than announced");
+  return chunks;
+}
+
+// A push or PushPull: collected, submitted, and checked all or nothing.
+void Push(ShardStore& store, absl::string_view record, bool pull_after) {
+  FuzzInput stream(reinterpret_cast<const uint8_t*>(record.data()), record.size());
+  WorkerId worker = 0;
+  uint64_t step = 0;
+  absl::StatusOr<std::vector<GradientChunk>> chunks = CollectPush(store, stream, &worker, &step);
+  if (!chunks.ok()) {
+    CheckAnswer(chunks.status());
+    return;
+  }
+  const size_t pushed = chunks->size();
+  const Observed before = Observe(store);
+  std::optional<absl::StatusOr<PushResult>> result;
+  size_t sent_back = 0;
+  store.SubmitPush(
+      worker, step, *std::move(chunks), pull_after,
+      [&result](absl::StatusOr<PushResult> r) { result = std::move(r); },
+      pull_after ? ShardStore::ChunkSink([&sent_back](AppliedChunk) { ++sent_back; }) : nullptr);
+  if (!result.has_value()) {
+    // Waits for an SSGD round or the SSP bound: it completes (or is
+    // cancelled) later, from another push or at the end; `result` must not
+    // be touched then, so waiting pushes are not allowed here (see
+    // ShardConfigFor: one worker per round is never left waiting).
+    Fail("a push waited although no sync mode here makes it wait");
+  }
+  CheckAnswer(result->status());
+  if (!result->ok()) {
+    if (!(Observe(store) == before)) Fail("a rejected push changed the shard", result->status());
+    return;
+  }
+  if (pull_after && sent_back != pushed) Fail("a PushPull did not return every pushed chunk");
+}
+
+void Declare(ShardStore& store, absl::string_view record) {
+  v1::DeclareTensorsRequest request;
+  absl::Status status = Parse(record, &request);
+  std::vector<TensorSpec> specs;
+  for (const v1::TensorSpec& proto : request.tensors()) {
+    if (!status.ok()) break;
+    absl::StatusOr<TensorSpec> spec = TensorSpecFromProto(proto);
+    if (!spec.ok())
+      status = spec.status();
+    else
+      specs.push_back(*std::move(spec));
+  }
+  if (!status.ok()) {
+    CheckAnswer(status);
+    return;
+  }
+  const Observed before = Observe(store);
+  absl::StatusOr<std::vector<TensorSpec>> declared = store.Declare(std::move(specs));
+  CheckAnswer(declared.status());
+  if (!declared.ok()) {
+    if (!(Observe(store) == before)) Fail("a rejected declaration changed the shard");
+    return;
+  }
+  v1::DeclareTensorsResponse response;
+  for (const TensorSpec& spec : *declared) {
+    v1::TensorSpec* proto = response.add_tensors();
+    TensorSpecToProto(spec, proto);
+    // What a client computes its chunks from must be what the shard holds.
+    absl::StatusOr<TensorLayout> layout = LayoutFromProto(*proto);
+    if (!layout.ok()) Fail("a declared spec does not read back as a layout", layout.status());
+    if (layout->num_elements != spec.num_elements() ||
+        layout->chunk_elements != spec.chunk_elements || layout->name != spec.name) {
+      Fail("a declared spec reads back as another layout");
+    }
+  }
+  grpc::ByteBuffer out;
+  SerializeMessage(response, &out);
+}
+
+void Pull(ShardStore& store, absl::string_view record) {
+  v1::PullRequest request;
+  absl::Status status = Parse(record, &request);
+  std::vector<std::string> names;
+  for (const std::string& name : request.tensors()) {
+    if (!status.ok()) break;
+    status = ValidateName("pulled tensor name", name);
+    names.push_back(name);
+  }
+  if (!status.ok()) {
+    CheckAnswer(status);
+    return;
+  }
+  absl::StatusOr<PullPlan> plan = store.PlanPull(request.worker_id(), names);
+  CheckAnswer(plan.status());
+  if (!plan.ok()) return;
+  std::string values;
+  for (const ChunkRef& ref : plan->chunks) {
+    store.ReadChunk(*plan, ref, &values);
+    if (values.size() != ref.elements * sizeof(float)) Fail("a pulled chunk has the wrong size");
+  }
+}
+
+void GetStatus(ShardStore& store, absl::string_view record) {
+  v1::GetStatusRequest request;
+  absl::Status status = Parse(record, &request);
+  CheckAnswer(status);
+  if (!status.ok()) return;
+  v1::ShardStatus response;
+  const ShardStats stats = store.Stats();
+  response.set_version(stats.version);
+  response.set_active_workers(stats.active_workers);
+  for (const TensorSpec& spec : store.ListTensors()) {
+    v1::TensorStatus* tensor = response.add_tensors();
+    TensorSpecToProto(spec, tensor->mutable_spec());
+    tensor->set_owned_chunks(store.OwnedChunks(spec.name));
+  }
+  grpc::ByteBuffer out;
+  SerializeMessage(response, &out);
+}
+
+// Small budgets, so that the largest declaration the fuzzer can make is
+// quick to build and every size limit is reachable.
+ShardConfig ShardConfigFor(uint8_t choice) {
+  ShardConfig config;
+  constexpr UpdateRule kRules[] = {UpdateRule::kAsgd, UpdateRule::kDcAsgdConstant,
+                                   UpdateRule::kDcAsgdAdaptive};
+  config.optimizer = OptimizerConfig::ForRule(kRules[choice % 3]);
+  config.optimizer.momentum = (choice & 0x10) ? 0.5f : 0.0f;
+  // Async, or SSP whose waits are rejections (a waiting push would complete
+  // on another push's call, outside the request that made it).
+  if (choice & 0x20) {
+    config.sync = SyncMode::kSsp;
+    config.ssp_bound = 1;
+    config.ssp_policy = SspPolicy::kReject;
+  }
+  if (choice & 0x40) config.max_staleness = 2;
+  config.shard_index = (choice & 0x80) ? 1 : 0;
+  config.shard_count = 2;
+  config.lease = absl::Seconds(10);
+  config.max_workers = 4;
+  // The sizing rule's fixed base (core/shard_memory.h) is 48 MiB: 64 MiB
+  // leaves 16 MiB of tensors, and the in-flight budget bounds the owned
+  // weights to 256 KiB anyway.
+  config.memory_budget_bytes = uint64_t{64} << 20;
+  config.inflight_budget_bytes = uint64_t{1} << 18;
+  return config;
+}
+
+void Run(const uint8_t* data, size_t size) {
+  static const bool grpc_ready = [] {
+    grpc_init();  // byte buffers and slices are gRPC core objects
+    return true;
+  }();
+  (void)grpc_ready;
+  FuzzInput in(data, size);
+  ManualClock clock;
+  CountingRandom random;
+  const ShardConfig config = ShardConfigFor(in.Byte());
+  if (absl::Status s = config.Validate(); !s.ok()) Fail("the fuzz shard config is invalid", s);
+  ShardStore store(config, &clock, &random);
+  for (int i = 0; i < 64 && !in.empty(); ++i) {
+    const uint8_t rpc = in.Byte() % kNumRpcs;
+    const absl::string_view record = in.Record();
+    switch (rpc) {
+      case kDeclare:
+        Declare(store, record);
+        break;
+      case kJoin: {
+        v1::JoinRequest request;
+        absl::Status status = Parse(record, &request);
+        if (status.ok()) status = ValidateName("worker_name", request.worker_name());
+        if (status.ok()) status = store.Join(request.worker_name()).status();
+        CheckAnswer(status);
+        break;
+      }
+      case kHeartbeat: {
+        v1::HeartbeatRequest request;
+        absl::Status status = Parse(record, &request);
+        if (status.ok()) status = store.Heartbeat(request.worker_id());
+        CheckAnswer(status);
+        break;
+      }
+      case kLeave: {
+        v1::LeaveRequest request;
+        absl::Status status = Parse(record, &request);
+        if (status.ok()) status = store.Leave(request.worker_id());
+        CheckAnswer(status);
+        break;
+      }
+      case kPull:
+        Pull(store, record);
+        break;
+      case kPush:
+      case kPushPull:
+        Push(store, record, rpc == kPushPull);
+        break;
+      case kGetStatus:
+        GetStatus(store, record);
+        break;
+      case kCheckpoint: {
+        v1::CheckpointRequest request;
+        CheckAnswer(Parse(record, &request));
+        break;
+      }
+      case kAdvanceClock:
+        clock.Advance(absl::Seconds(record.empty() ? 1 : static_cast<uint8_t>(record[0])));
+        store.ExpireLeases();
+        break;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace dcasgd::fuzz
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  dcasgd::fuzz::Run(data, size);
+  return 0;
+}
