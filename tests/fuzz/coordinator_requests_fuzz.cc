@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <variant>
 
@@ -89,6 +90,14 @@ void Run(const uint8_t* data, size_t size) {
   Saver saver;
   DataCoordinator coordinator(absl::Seconds(10), &clock,
                               [&saver](const std::string& text) { return saver.Save(text); });
+  // The secrets of the leases granted, by lease id. A renew or complete with
+  // an empty secret is sent with the real one (the fuzzed client plays the
+  // holder, so those paths stay reachable); any other secret goes as it is.
+  std::map<uint64_t, std::string> secrets;
+  auto secret_for = [&secrets](uint64_t lease_id, const std::string& given) {
+    auto it = secrets.find(lease_id);
+    return given.empty() && it != secrets.end() ? it->second : given;
+  };
   for (int i = 0; i < 64 && !in.empty(); ++i) {
     const uint8_t rpc = in.Byte() % kNumRpcs;
     const absl::string_view record = in.Record();
@@ -107,6 +116,7 @@ void Run(const uint8_t* data, size_t size) {
               if (!result.ok()) return result.status();
               if (const auto* lease = std::get_if<DataLease>(&*result)) {
                 out->mutable_lease()->set_lease_id(lease->lease_id);
+                secrets[lease->lease_id] = lease->secret;
                 if (lease->data_shard >= r.num_data_shards() || lease->epoch >= r.epochs()) {
                   Fail("a lease outside the job");
                 }
@@ -119,14 +129,14 @@ void Run(const uint8_t* data, size_t size) {
       case kRenew:
         status = HandleRawUnary<v1::RenewDataLeaseRequest, v1::RenewDataLeaseResponse>(
             raw, &response, [&](const v1::RenewDataLeaseRequest& r, v1::RenewDataLeaseResponse*) {
-              return coordinator.Renew(r.lease_id());
+              return coordinator.Renew(r.lease_id(), secret_for(r.lease_id(), r.lease_secret()));
             });
         break;
       case kComplete:
         status = HandleRawUnary<v1::CompleteDataShardRequest, v1::CompleteDataShardResponse>(
             raw, &response,
             [&](const v1::CompleteDataShardRequest& r, v1::CompleteDataShardResponse*) {
-              return coordinator.Complete(r.lease_id());
+              return coordinator.Complete(r.lease_id(), secret_for(r.lease_id(), r.lease_secret()));
             });
         break;
       case kGetJobStatus:

@@ -92,6 +92,7 @@ inline void CheckAnswer(const absl::Status& status) {
     case absl::StatusCode::kOutOfRange:
     case absl::StatusCode::kAborted:
     case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kUnauthenticated:  // a worker session or lease secret
       break;
     default:
       Fail("a request got an error code no client can act on", status);

@@ -253,13 +253,13 @@ void ScheduleSeeds(const fs::path& dir) {
   ManualClock clock;
   DataCoordinator coordinator(absl::Seconds(10), &clock);
   Write(dir, "seed-unconfigured", coordinator.SerializeProgress());
-  uint64_t first = 0;
+  DataLease first;
   for (int i = 0; i < 4; ++i) {
     absl::StatusOr<AcquireResult> r = coordinator.Acquire(absl::StrCat("worker-", i), 3, 2);
     if (!r.ok() || !std::holds_alternative<DataLease>(*r)) std::abort();
-    if (i == 0) first = std::get<DataLease>(*r).lease_id;
+    if (i == 0) first = std::get<DataLease>(*r);
   }
-  if (!coordinator.Complete(first).ok()) std::abort();
+  if (!coordinator.Complete(first.lease_id, first.secret).ok()) std::abort();
   Write(dir, "seed-leased", coordinator.SerializeProgress());
   // The format of the previous version (no leases) is still read.
   Write(dir, "seed-format-1", "dcasgd-data-coordinator 1\njob 2 1 0 3\nepoch 0 10\n");

@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -50,6 +51,19 @@ enum Rpc : uint8_t {
   kAdvanceClock,  // not an RPC: lets leases expire (the service's reaper)
   kNumRpcs
 };
+
+// The sessions Join gave, by worker id. A request that names a joined worker
+// with an empty session is sent with that worker's real one (the fuzzed
+// client plays the worker that joined, so the push and pull paths stay
+// reachable); any other session is sent as it is, and the shard's check
+// refuses it.
+using Sessions = std::map<WorkerId, std::string>;
+
+std::string SessionFor(const Sessions& sessions, WorkerId worker, const std::string& given) {
+  if (!given.empty()) return given;
+  auto it = sessions.find(worker);
+  return it == sessions.end() ? given : it->second;
+}
 
 // Worker ids 1, 2, 3, ... so that scripts (and the fuzzer) can name them.
 class CountingRandom final : public RandomSource {
@@ -95,8 +109,9 @@ Observed Observe(const ShardStore& store) {
 
 // What ps_streams.cc checks as a push stream's messages arrive, before the
 // push is submitted (PushReactor::Add and EndOfReads).
-absl::StatusOr<std::vector<GradientChunk>> CollectPush(ShardStore& store, FuzzInput& stream,
-                                                       WorkerId* worker, uint64_t* step) {
+absl::StatusOr<std::vector<GradientChunk>> CollectPush(ShardStore& store, const Sessions& sessions,
+                                                       FuzzInput& stream, WorkerId* worker,
+                                                       uint64_t* step) {
   std::vector<GradientChunk> chunks;
   bool started = false;
   uint64_t announced = 0;
@@ -117,7 +132,11 @@ absl::StatusOr<std::vector<GradientChunk>> CollectPush(ShardStore& store, FuzzIn
       if (announced > std::max<uint64_t>(1, stats.owned_chunks)) {
         return absl::ResourceExhaustedError("more chunks announced than owned");
       }
-      if (absl::Status s = store.CheckLease(*worker); !s.ok()) return s;
+      if (absl::Status s =
+              store.Authenticate(*worker, SessionFor(sessions, *worker, message.session()));
+          !s.ok()) {
+        return s;
+      }
       limit = std::min<uint64_t>(announced * stats.largest_chunk_bytes, stats.weight_bytes);
     } else if (chunks.size() >= announced) {
       return absl::InvalidArgumentError("more chunks than announced");
@@ -143,11 +162,12 @@ absl::StatusOr<std::vector<GradientChunk>> CollectPush(ShardStore& store, FuzzIn
 }
 
 // A push or PushPull: collected, submitted, and checked all or nothing.
-void Push(ShardStore& store, absl::string_view record, bool pull_after) {
+void Push(ShardStore& store, const Sessions& sessions, absl::string_view record, bool pull_after) {
   FuzzInput stream(reinterpret_cast<const uint8_t*>(record.data()), record.size());
   WorkerId worker = 0;
   uint64_t step = 0;
-  absl::StatusOr<std::vector<GradientChunk>> chunks = CollectPush(store, stream, &worker, &step);
+  absl::StatusOr<std::vector<GradientChunk>> chunks =
+      CollectPush(store, sessions, stream, &worker, &step);
   if (!chunks.ok()) {
     CheckAnswer(chunks.status());
     return;
@@ -214,9 +234,14 @@ void Declare(ShardStore& store, absl::string_view record) {
   SerializeMessage(response, &out);
 }
 
-void Pull(ShardStore& store, absl::string_view record) {
+void Pull(ShardStore& store, const Sessions& sessions, absl::string_view record) {
   v1::PullRequest request;
   absl::Status status = Parse(record, &request);
+  // A pull that records a backup acts as the worker: its session first.
+  if (status.ok() && request.worker_id() != 0) {
+    status = store.Authenticate(request.worker_id(),
+                                SessionFor(sessions, request.worker_id(), request.session()));
+  }
   std::vector<std::string> names;
   for (const std::string& name : request.tensors()) {
     if (!status.ok()) break;
@@ -295,6 +320,7 @@ void Run(const uint8_t* data, size_t size) {
   const ShardConfig config = ShardConfigFor(in.Byte());
   if (absl::Status s = config.Validate(); !s.ok()) Fail("the fuzz shard config is invalid", s);
   ShardStore store(config, &clock, &random);
+  Sessions sessions;
   for (int i = 0; i < 64 && !in.empty(); ++i) {
     const uint8_t rpc = in.Byte() % kNumRpcs;
     const absl::string_view record = in.Record();
@@ -306,13 +332,21 @@ void Run(const uint8_t* data, size_t size) {
         v1::JoinRequest request;
         absl::Status status = Parse(record, &request);
         if (status.ok()) status = ValidateName("worker_name", request.worker_name());
-        if (status.ok()) status = store.Join(request.worker_name()).status();
+        if (status.ok()) {
+          absl::StatusOr<JoinResult> joined = store.Join(request.worker_name());
+          if (joined.ok()) sessions[joined->worker_id] = joined->session;
+          status = joined.status();
+        }
         CheckAnswer(status);
         break;
       }
       case kHeartbeat: {
         v1::HeartbeatRequest request;
         absl::Status status = Parse(record, &request);
+        if (status.ok()) {
+          status = store.Authenticate(request.worker_id(),
+                                      SessionFor(sessions, request.worker_id(), request.session()));
+        }
         if (status.ok()) status = store.Heartbeat(request.worker_id());
         CheckAnswer(status);
         break;
@@ -320,16 +354,20 @@ void Run(const uint8_t* data, size_t size) {
       case kLeave: {
         v1::LeaveRequest request;
         absl::Status status = Parse(record, &request);
+        if (status.ok()) {
+          status = store.Authenticate(request.worker_id(),
+                                      SessionFor(sessions, request.worker_id(), request.session()));
+        }
         if (status.ok()) status = store.Leave(request.worker_id());
         CheckAnswer(status);
         break;
       }
       case kPull:
-        Pull(store, record);
+        Pull(store, sessions, record);
         break;
       case kPush:
       case kPushPull:
-        Push(store, record, rpc == kPushPull);
+        Push(store, sessions, record, rpc == kPushPull);
         break;
       case kGetStatus:
         GetStatus(store, record);

@@ -78,7 +78,7 @@ void Run(const uint8_t* data, size_t size) {
     CheckAnswer(acquired.status());
     if (acquired.ok()) {
       if (const auto* lease = std::get_if<DataLease>(&*acquired)) {
-        CheckAnswer(coordinator.Complete(lease->lease_id));
+        CheckAnswer(coordinator.Complete(lease->lease_id, lease->secret));
       }
     }
   }

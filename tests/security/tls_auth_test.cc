@@ -378,7 +378,8 @@ TEST_F(SecurityTest, WorkerTrainsButMayNotCheckpointAndAdminMay) {
   absl::StatusOr<AcquireResult> lease = coordinator.Acquire("trainer-0", 2, 1);
   ASSERT_TRUE(lease.ok()) << lease.status();
   ASSERT_TRUE(std::holds_alternative<DataLease>(*lease));
-  EXPECT_TRUE(coordinator.Complete(std::get<DataLease>(*lease).lease_id).ok());
+  const DataLease& granted = std::get<DataLease>(*lease);
+  EXPECT_TRUE(coordinator.Complete(granted.lease_id, granted.secret).ok());
 
   absl::StatusOr<std::vector<CheckpointResult>> refused = (*worker)->Checkpoint();
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kPermissionDenied) << refused.status();
