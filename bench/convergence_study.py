@@ -68,10 +68,11 @@ RULES = {
 }
 
 QUICK = dict(models=["mlp:256,128"], workers=[1, 4, 16, 32],
-             rules=["ssgd", "asgd", "dcasgd-a", "asgd-sa"], lrs=[0.05, 0.1], seeds=[1],
+             rules=["ssgd", "asgd", "dcasgd-a", "dcasgd-a-ga"], lrs=[0.05, 0.1], seeds=[1],
              schedules=["round-robin"], epochs=1)
 FULL = dict(models=["mlp:256,128", "cnn"], workers=[1, 4, 8, 16, 32, 64],
-            rules=["ssgd", "asgd", "dcasgd-c", "dcasgd-a", "asgd-sa", "dcasgd-a-sa"],
+            rules=["ssgd", "asgd", "dcasgd-c", "dcasgd-a", "asgd-sa", "dcasgd-a-sa", "asgd-ga",
+                   "dcasgd-a-ga"],
             lrs=[0.025, 0.05, 0.1, 0.2], seeds=[1, 2, 3], schedules=["round-robin", "random"],
             epochs=3)
 
