@@ -7,6 +7,9 @@
 // child process (like the shards) echoes the chunks after the half-close.
 // Both copy the values from and into float buffers, as any client must.
 //
+// BM_RoundTrip: one worker, one shard, small models: a PushPull's latency
+// beside a bare unary call of the same bytes (see there).
+//
 // Counters per configuration (model floats / shards / workers):
 //   MB/s, rounds/s          PsClient::PushPull, payload bytes up + down
 //   raw_MB/s, raw_rounds/s  the baseline with the same shards and workers
@@ -169,6 +172,14 @@ class EchoService final : public bench::RawStream::CallbackService {
       grpc::CallbackServerContext*) override {
     return new EchoReactor();
   }
+  grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* context,
+                                 const bench::RawChunk* request,
+                                 bench::RawChunk* response) override {
+    *response->mutable_data() = request->data();
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
 };
 
 int RunRawServer(const std::string& port_file) {
@@ -313,6 +324,42 @@ absl::StatusOr<RawResult> MeasureRaw(const Config& config) {
   return result;
 }
 
+// Microseconds per bare unary call carrying `elements` floats each way to a
+// raw server child (at least 2 s of calls after a warm-up).
+absl::StatusOr<double> MeasureUnary(uint64_t elements) {
+  const std::string port_file = absl::StrCat(TempDir(), "/ping.port");
+  ASSIGN_OR_RETURN(auto child,
+                   ChildProcess::Start({SelfPath(), "--raw_server", port_file}, port_file));
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  auto stub = bench::RawStream::NewStub(
+      grpc::CreateCustomChannel(child->address(), grpc::InsecureChannelCredentials(), args));
+  const std::vector<float> gradient(elements, 0.001f);
+  std::vector<float> weights(elements);
+  auto call = [&]() -> absl::Status {
+    bench::RawChunk request, response;
+    request.mutable_data()->assign(reinterpret_cast<const char*>(gradient.data()),
+                                   elements * sizeof(float));
+    grpc::ClientContext context;
+    const grpc::Status status = stub->Ping(&context, request, &response);
+    if (!status.ok()) return absl::UnavailableError(status.error_message());
+    if (response.data().size() != elements * sizeof(float)) {
+      return absl::InternalError("ping answered the wrong size");
+    }
+    std::memcpy(weights.data(), response.data().data(), response.data().size());
+    return absl::OkStatus();
+  };
+  for (int i = 0; i < 20; ++i) RETURN_IF_ERROR(call());
+  const absl::Time start = absl::Now();
+  int calls = 0;
+  while (calls < 100 || absl::Now() - start < absl::Seconds(2)) {
+    RETURN_IF_ERROR(call());
+    ++calls;
+  }
+  return absl::ToDoubleMicroseconds(absl::Now() - start) / calls;
+}
+
 // The shards, the worker clients and their buffers of one configuration.
 struct PsSetup {
   Config config;
@@ -321,6 +368,7 @@ struct PsSetup {
   std::vector<TensorMap> gradients;
   std::vector<TensorMap> weights;
   RawResult raw;
+  double unary_us = 0;  // BM_RoundTrip's baseline, once measured
 };
 
 absl::StatusOr<std::unique_ptr<PsSetup>> StartPs(const Config& config) {
@@ -434,6 +482,61 @@ BENCHMARK(BM_PushPull)
     ->ArgNames({"floats", "shards", "workers"})
     ->ArgsProduct({{1 << 20, 10 << 20}, {1, 2}, {1, 4}})
     ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->MinTime(3.0);
+
+// Round-trip latency of one worker against one shard, beside a bare unary
+// call moving the same bytes both ways in the same run (a float buffer
+// copied into the request and out of the answer, as the worker does).
+//   us/round      PsClient::PushPull, synchronous
+//   unary_us      bench.RawStream/Ping on a raw server child
+//   ratio         us/round / unary_us (target <= 1.2)
+void BM_RoundTrip(benchmark::State& state) {
+  const Config config{static_cast<uint64_t>(state.range(0)), 1, 1};
+  std::unique_ptr<PsSetup>& setup = CurrentSetup();
+  if (setup == nullptr || !(setup->config == config)) {
+    setup.reset();
+    absl::StatusOr<std::unique_ptr<PsSetup>> started = StartPs(config);
+    if (!started.ok()) {
+      state.SkipWithError(started.status().ToString().c_str());
+      return;
+    }
+    setup = std::move(started).value();
+  }
+  // Measured once per configuration (the library calls this function
+  // several times while it picks an iteration count).
+  if (setup->unary_us == 0) {
+    absl::StatusOr<double> measured = MeasureUnary(config.elements);
+    if (!measured.ok()) {
+      state.SkipWithError(measured.status().ToString().c_str());
+      return;
+    }
+    setup->unary_us = *measured;
+  }
+  const double* unary_us = &setup->unary_us;
+  const absl::Time start = absl::Now();
+  int64_t rounds = 0;
+  for (auto _ : state) {
+    const absl::Status status =
+        setup->clients[0]->PushPull(setup->gradients[0], &setup->weights[0]);
+    if (!status.ok()) {
+      state.SkipWithError(status.ToString().c_str());
+      return;
+    }
+    ++rounds;
+  }
+  const double us = absl::ToDoubleMicroseconds(absl::Now() - start) / std::max<int64_t>(1, rounds);
+  state.counters["us/round"] = us;
+  state.counters["unary_us"] = *unary_us;
+  state.counters["ratio"] = us / *unary_us;
+}
+
+// 7850 floats: the softmax model (31 KB); 262144: 1 MiB.
+BENCHMARK(BM_RoundTrip)
+    ->ArgNames({"floats"})
+    ->Arg(7850)
+    ->Arg(1 << 18)
+    ->Unit(benchmark::kMicrosecond)
     ->UseRealTime()
     ->MinTime(3.0);
 

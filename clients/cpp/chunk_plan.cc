@@ -21,5 +21,13 @@ std::vector<std::vector<PlannedChunk>> PlanChunks(absl::Span<const TensorLayout>
   return plan;
 }
 
+std::vector<uint32_t> ShardsWithChunks(const std::vector<std::vector<PlannedChunk>>& plan) {
+  std::vector<uint32_t> shards;
+  for (uint32_t s = 0; s < plan.size(); ++s) {
+    if (!plan[s].empty()) shards.push_back(s);
+  }
+  return shards;
+}
+
 }  // namespace client
 }  // namespace dcasgd

@@ -27,6 +27,9 @@ struct PlannedChunk {
 std::vector<std::vector<PlannedChunk>> PlanChunks(absl::Span<const TensorLayout> tensors,
                                                   uint32_t shard_count);
 
+// The shards that own at least one chunk of `plan` (PlanChunks), ascending.
+std::vector<uint32_t> ShardsWithChunks(const std::vector<std::vector<PlannedChunk>>& plan);
+
 }  // namespace client
 }  // namespace dcasgd
 

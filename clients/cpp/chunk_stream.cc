@@ -14,76 +14,6 @@ namespace dcasgd {
 namespace client {
 namespace {
 
-// Checks the chunks one shard streams back against what was asked of it and
-// copies their values into the destination tensors. One per stream attempt.
-class ChunkReceiver {
- public:
-  ChunkReceiver(const CallTensors& tensors, const std::vector<PlannedChunk>& expected,
-                absl::string_view shard_label)
-      : tensors_(tensors),
-        shard_label_(shard_label),
-        expected_count_(expected.size()),
-        wanted_(tensors.layouts.size()) {
-    for (size_t t = 0; t < wanted_.size(); ++t) {
-      wanted_[t].assign(tensors.layouts[t].num_chunks(), 0);
-    }
-    for (const PlannedChunk& c : expected) wanted_[c.tensor][c.index] = 1;
-  }
-
-  // Copies one received chunk. INTERNAL when the shard sent a chunk that was
-  // not asked for, twice, or with the wrong length.
-  absl::Status Accept(const v1::PullResponse& response) {
-    const v1::Chunk& chunk = response.chunk();
-    auto it = tensors_.index.find(chunk.tensor());
-    if (it == tensors_.index.end()) {
-      return Error(absl::StrCat("sent unrequested tensor '", chunk.tensor(), "'"));
-    }
-    const size_t t = it->second;
-    const TensorLayout& layout = tensors_.layouts[t];
-    const uint64_t index = chunk.chunk_index();
-    if (index >= wanted_[t].size() || wanted_[t][index] != 1) {
-      return Error(
-          absl::StrCat("sent unrequested or duplicate chunk ", index, " of '", layout.name, "'"));
-    }
-    const uint64_t length = layout.chunk_length(index);
-    if (chunk.values().size() != length * sizeof(float)) {
-      return Error(absl::StrCat("sent ", chunk.values().size(), " bytes for chunk ", index, " of '",
-                                layout.name, "'; expected ", length * sizeof(float)));
-    }
-    std::memcpy(tensors_.destinations[t] + layout.chunk_offset(index), chunk.values().data(),
-                chunk.values().size());
-    wanted_[t][index] = 2;
-    ++received_;
-    version_ = std::max<uint64_t>(version_, response.version());
-    staleness_ = std::max<uint64_t>(staleness_, response.staleness());
-    return absl::OkStatus();
-  }
-
-  // INTERNAL unless every expected chunk arrived.
-  absl::Status Finish() const {
-    if (received_ == expected_count_) return absl::OkStatus();
-    return Error(absl::StrCat("sent ", received_, " of ", expected_count_, " chunks"));
-  }
-
-  uint64_t version() const { return version_; }
-  // PushPull replies: the staleness the shard observed for the push.
-  uint64_t staleness() const { return staleness_; }
-
- private:
-  absl::Status Error(absl::string_view what) const {
-    return absl::InternalError(absl::StrCat(shard_label_, ": ", what));
-  }
-
-  const CallTensors& tensors_;
-  const absl::string_view shard_label_;
-  const size_t expected_count_;
-  // Per tensor and chunk: 0 not asked, 1 expected, 2 received.
-  std::vector<std::vector<uint8_t>> wanted_;
-  size_t received_ = 0;
-  uint64_t version_ = 0;
-  uint64_t staleness_ = 0;
-};
-
 // Reads a response stream to its end into `receiver`, then finishes it. A
 // bad chunk cancels the stream and is the result.
 template <typename Stream>
@@ -93,7 +23,7 @@ absl::Status ReceiveAndFinish(Stream* stream, grpc::ClientContext* context, Chun
   absl::Status accepted;
   while (stream->Read(&response)) {
     if (first_read != nullptr && *first_read == absl::InfinitePast()) *first_read = absl::Now();
-    accepted = receiver->Accept(response);
+    accepted = receiver->Accept(response.chunk(), response.version(), response.staleness());
     if (!accepted.ok()) {
       context->TryCancel();
       break;
@@ -135,6 +65,53 @@ void WriteGradients(Stream* stream, const WorkerCredentials& worker, uint64_t st
 }
 
 }  // namespace
+
+ChunkReceiver::ChunkReceiver(const CallTensors& tensors, const std::vector<PlannedChunk>& expected,
+                             absl::string_view shard_label)
+    : tensors_(tensors),
+      shard_label_(shard_label),
+      expected_count_(expected.size()),
+      wanted_(tensors.layouts.size()) {
+  for (size_t t = 0; t < wanted_.size(); ++t) {
+    wanted_[t].assign(tensors.layouts[t].num_chunks(), 0);
+  }
+  for (const PlannedChunk& c : expected) wanted_[c.tensor][c.index] = 1;
+}
+
+absl::Status ChunkReceiver::Accept(const v1::Chunk& chunk, uint64_t version, uint64_t staleness) {
+  auto it = tensors_.index.find(chunk.tensor());
+  if (it == tensors_.index.end()) {
+    return Error(absl::StrCat("sent unrequested tensor '", chunk.tensor(), "'"));
+  }
+  const size_t t = it->second;
+  const TensorLayout& layout = tensors_.layouts[t];
+  const uint64_t index = chunk.chunk_index();
+  if (index >= wanted_[t].size() || wanted_[t][index] != 1) {
+    return Error(
+        absl::StrCat("sent unrequested or duplicate chunk ", index, " of '", layout.name, "'"));
+  }
+  const uint64_t length = layout.chunk_length(index);
+  if (chunk.values().size() != length * sizeof(float)) {
+    return Error(absl::StrCat("sent ", chunk.values().size(), " bytes for chunk ", index, " of '",
+                              layout.name, "'; expected ", length * sizeof(float)));
+  }
+  std::memcpy(tensors_.destinations[t] + layout.chunk_offset(index), chunk.values().data(),
+              chunk.values().size());
+  wanted_[t][index] = 2;
+  ++received_;
+  version_ = std::max<uint64_t>(version_, version);
+  staleness_ = std::max<uint64_t>(staleness_, staleness);
+  return absl::OkStatus();
+}
+
+absl::Status ChunkReceiver::Finish() const {
+  if (received_ == expected_count_) return absl::OkStatus();
+  return Error(absl::StrCat("sent ", received_, " of ", expected_count_, " chunks"));
+}
+
+absl::Status ChunkReceiver::Error(absl::string_view what) const {
+  return absl::InternalError(absl::StrCat(shard_label_, ": ", what));
+}
 
 CallTensors::CallTensors(std::vector<TensorLayout> tensor_layouts)
     : layouts(std::move(tensor_layouts)),

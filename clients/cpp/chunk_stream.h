@@ -41,6 +41,39 @@ struct ShardReply {
   absl::Duration send_time, wait_time, receive_time;
 };
 
+// Checks the chunks one shard sends back against what was asked of it and
+// copies their values into the destination tensors. One per attempt.
+// `tensors`, `expected` and the label must outlive it.
+class ChunkReceiver {
+ public:
+  ChunkReceiver(const CallTensors& tensors, const std::vector<PlannedChunk>& expected,
+                absl::string_view shard_label);
+
+  // Copies one received chunk; `version` and `staleness` are what its
+  // message reported. INTERNAL when the shard sent a chunk that was not
+  // asked for, twice, or with the wrong length.
+  absl::Status Accept(const v1::Chunk& chunk, uint64_t version, uint64_t staleness);
+
+  // INTERNAL unless every expected chunk arrived.
+  absl::Status Finish() const;
+
+  uint64_t version() const { return version_; }
+  // PushPull replies: the staleness the shard observed for the push.
+  uint64_t staleness() const { return staleness_; }
+
+ private:
+  absl::Status Error(absl::string_view what) const;
+
+  const CallTensors& tensors_;
+  const absl::string_view shard_label_;
+  const size_t expected_count_;
+  // Per tensor and chunk: 0 not asked, 1 expected, 2 received.
+  std::vector<std::vector<uint8_t>> wanted_;
+  size_t received_ = 0;
+  uint64_t version_ = 0;
+  uint64_t staleness_ = 0;
+};
+
 // Pulls `chunks` (all owned by `session`'s shard) into their destinations.
 // INTERNAL when the shard sends a chunk not asked for, twice, with the wrong
 // length, or not all of them; otherwise the call's status (prefixed with the

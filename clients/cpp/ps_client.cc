@@ -25,14 +25,6 @@ using client::ShardSession;
 
 namespace {
 
-std::vector<uint32_t> ShardsWithChunks(const std::vector<std::vector<PlannedChunk>>& plan) {
-  std::vector<uint32_t> shards;
-  for (uint32_t s = 0; s < plan.size(); ++s) {
-    if (!plan[s].empty()) shards.push_back(s);
-  }
-  return shards;
-}
-
 bool SameLayout(const TensorLayout& a, const TensorLayout& b) {
   return a.name == b.name && a.num_elements == b.num_elements &&
          a.chunk_elements == b.chunk_elements;
@@ -113,6 +105,13 @@ absl::StatusOr<std::unique_ptr<PsClient>> PsClient::Connect(ClientOptions option
 }
 
 PsClient::~PsClient() {
+  PushTicket last;
+  {
+    absl::MutexLock lock(&push_mu_);
+    last = last_ticket_;
+  }
+  // Pushes still out write into their callers' buffers until answered.
+  if (last > 0) Wait(last).IgnoreError();
   StopHeartbeats();
   LeaveShards(/*max_attempts=*/1).IgnoreError();
 }
@@ -291,7 +290,7 @@ absl::Status PsClient::Pull(const std::vector<std::string>& names, TensorMap* ou
     values.resize(tensors.layouts[t].num_elements);
     tensors.destinations[t] = values.data();
   }
-  return ForEachShard(ShardsWithChunks(plan), [&](uint32_t s) {
+  return ForEachShard(client::ShardsWithChunks(plan), [&](uint32_t s) {
     ShardSession& shard = *shards_[s];
     return shard.Call(CallKind::kPull, [&](const client::WorkerCredentials& worker) {
       ShardReply reply;
@@ -317,75 +316,6 @@ absl::Status PsClient::PrepareGradients(const TensorMap& gradients,
     }
     layouts->push_back(it->second);
     sources->push_back(values.data());
-  }
-  return absl::OkStatus();
-}
-
-uint64_t PsClient::NextStep() { return last_step_.fetch_add(1, std::memory_order_relaxed) + 1; }
-
-absl::Status PsClient::Push(const TensorMap& gradients, PushStats* stats, uint64_t step) {
-  return DoPush(gradients, nullptr, stats, step);
-}
-
-absl::Status PsClient::PushPull(const TensorMap& gradients, TensorMap* weights, PushStats* stats,
-                                uint64_t step) {
-  if (weights == nullptr) return absl::InvalidArgumentError("PushPull: weights is null");
-  return DoPush(gradients, weights, stats, step);
-}
-
-absl::Status PsClient::DoPush(const TensorMap& gradients, TensorMap* weights, PushStats* stats,
-                              uint64_t step) {
-  if (!is_worker()) {
-    return absl::FailedPreconditionError("an evaluator (no worker_name) cannot push");
-  }
-  absl::MutexLock push_lock(&push_mu_);
-  if (step == 0) {
-    step = NextStep();
-  } else {
-    // Later NextStep() calls stay above a step the caller chose itself.
-    uint64_t last = last_step_.load(std::memory_order_relaxed);
-    while (last < step && !last_step_.compare_exchange_weak(last, step)) {
-    }
-  }
-  if (stats != nullptr) {
-    *stats = PushStats();
-    stats->step = step;
-  }
-  std::vector<TensorLayout> layouts;
-  std::vector<const float*> sources;
-  RETURN_IF_ERROR(PrepareGradients(gradients, &layouts, &sources));
-  CallTensors tensors(std::move(layouts));
-  tensors.sources = std::move(sources);
-  const auto plan = client::PlanChunks(tensors.layouts, shard_count());
-  if (weights != nullptr) {
-    for (size_t t = 0; t < tensors.layouts.size(); ++t) {
-      std::vector<float>& values = (*weights)[tensors.layouts[t].name];
-      values.resize(tensors.layouts[t].num_elements);
-      tensors.destinations[t] = values.data();
-    }
-  }
-  const std::vector<uint32_t> touched = ShardsWithChunks(plan);
-  std::vector<ShardReply> replies(shard_count());
-  RETURN_IF_ERROR(ForEachShard(touched, [&](uint32_t s) {
-    ShardSession& shard = *shards_[s];
-    return shard.Call(CallKind::kPush, [&](const client::WorkerCredentials& worker) {
-      return PushChunks(shard, worker, step, tensors, plan[s],
-                        /*pull_back=*/weights != nullptr, &replies[s]);
-    });
-  }));
-  if (stats != nullptr) {
-    stats->versions.assign(shard_count(), 0);
-    uint64_t sum = 0;
-    for (uint32_t s : touched) {
-      stats->versions[s] = replies[s].version;
-      stats->max_staleness = std::max(stats->max_staleness, replies[s].staleness);
-      sum += replies[s].staleness;
-      stats->send_time = std::max(stats->send_time, replies[s].send_time);
-      stats->wait_time = std::max(stats->wait_time, replies[s].wait_time);
-      stats->receive_time = std::max(stats->receive_time, replies[s].receive_time);
-    }
-    stats->shards_touched = static_cast<uint32_t>(touched.size());
-    stats->mean_staleness = touched.empty() ? 0.0 : static_cast<double>(sum) / touched.size();
   }
   return absl::OkStatus();
 }

@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <thread>
@@ -96,6 +97,10 @@ struct ShardStatus {
   std::vector<Tensor> tensors;
 };
 
+// A push started by PushAsync or PushPullAsync, finished by Wait. Tickets
+// are numbered from 1 in the order the pushes started.
+using PushTicket = uint64_t;
+
 // A checkpoint one shard wrote on request (ps.proto CheckpointResponse).
 struct CheckpointResult {
   std::string path;
@@ -110,8 +115,17 @@ struct CheckpointResult {
 //
 // Placement: chunk i of tensor T goes to ShardOfChunk(T, i, N) (core/
 // placement.h); calls touch only the shards that own chunks of the tensors
-// involved, all of them in parallel (one thread per shard), each over one
-// stream per call.
+// involved, all of them in parallel. Pushes travel over one long-lived
+// Exchange stream per shard (round_stream.h), reused from push to push and
+// opened again after it broke, with no thread of their own; pulls and the
+// unary calls run one thread per extra shard and one stream per call.
+//
+// Asynchronous pushes (ps-lite's ticket and Wait): PushAsync/PushPullAsync
+// send the push to every shard and return a ticket at once; Wait(ticket)
+// blocks until it was answered, retrying as the synchronous calls do. A
+// worker can compute its next gradient meanwhile. Pushes finish in the order
+// they started (Wait finishes every earlier ticket first), so steps reach
+// each shard in order even when a retry is needed.
 //
 // Errors (absl codes, message prefixed with the shard and its address):
 //   - UNAVAILABLE, CANCELLED and DEADLINE_EXCEEDED (a shard restarting,
@@ -133,9 +147,9 @@ struct CheckpointResult {
 //   (PushStats::step, or one reserved with NextStep()): shards that applied
 //   it answer with their recorded result, the others apply the new push.
 //
-// Thread-safe: calls may come from several threads; each call blocks until
-// every shard it touched has answered. Pushes of one client run one at a
-// time (steps must reach each shard in order).
+// Thread-safe: calls may come from several threads; each synchronous call
+// blocks until every shard it touched has answered. Pushes of one client
+// are started and finished in step order.
 class PsClient {
  public:
   // Opens one channel per shard. A worker (non-empty worker_name) joins every
@@ -185,6 +199,31 @@ class PsClient {
   absl::Status PushPull(const TensorMap& gradients, TensorMap* weights, PushStats* stats = nullptr,
                         uint64_t step = 0);
 
+  // Starts Push / PushPull and returns at once; the result is Wait's.
+  // `gradients`, `weights` and `stats` (may be null) must stay alive and
+  // `gradients` unchanged until Wait(ticket) returned; `weights` is written
+  // until then. Errors found before sending (unknown tensor, wrong size, an
+  // evaluator) are also Wait's. Every ticket must be waited for exactly once
+  // (the destructor finishes the ones left).
+  PushTicket PushAsync(const TensorMap& gradients, PushStats* stats = nullptr, uint64_t step = 0);
+  PushTicket PushPullAsync(const TensorMap& gradients, TensorMap* weights,
+                           PushStats* stats = nullptr, uint64_t step = 0);
+
+  // Blocks until the push of `ticket`, and every push started before it, was
+  // answered (with the retries and re-joins of the synchronous calls); its
+  // status, as Push/PushPull would return it. NOT_FOUND for a ticket never
+  // issued or already waited for.
+  absl::Status Wait(PushTicket ticket);
+
+  // Gives up on the push of `ticket`: it is not retried any more, and a
+  // round of it still in flight is cancelled (with the stream it travels on;
+  // other pushes on that stream are sent again, as after any broken stream).
+  // Its Wait then returns CANCELLED, unless it had already finished. The
+  // shards may or may not have applied it: to make sure a cancelled batch is
+  // applied exactly once, push it again with its step (PushStats::step).
+  // Returns at once; NOT_FOUND for a ticket that is not outstanding.
+  absl::Status Cancel(PushTicket ticket);
+
   // GetStatus of every shard, in shard order. INVALID_ARGUMENT when a shard
   // reports a layout that cannot be (a dimension < 1, no chunk size).
   absl::StatusOr<std::vector<ShardStatus>> GetStatus();
@@ -230,8 +269,15 @@ class PsClient {
   // the same order.
   absl::Status PrepareGradients(const TensorMap& gradients, std::vector<TensorLayout>* layouts,
                                 std::vector<const float*>* sources) const;
-  absl::Status DoPush(const TensorMap& gradients, TensorMap* weights, PushStats* stats,
-                      uint64_t step);
+  // ps_client_push.cc: one push from its start to its answer.
+  struct PendingPush;
+  PushTicket StartPush(const TensorMap& gradients, TensorMap* weights, PushStats* stats,
+                       uint64_t step);
+  // Prepares `push` and sends its rounds; its error is kept for Wait.
+  absl::Status SendPush(const TensorMap& gradients, PendingPush* push)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(push_mu_);
+  // Waits for every round of `push` and retries what failed.
+  absl::Status FinishPush(PendingPush* push);
 
   // Constant after construction.
   const ClientOptions options_;
@@ -239,8 +285,15 @@ class PsClient {
 
   // The last step handed out; atomic so NextStep never waits for a push.
   std::atomic<uint64_t> last_step_{0};
-  // Held for a whole push, so steps reach each shard in order.
+  // Held while a push is started, so rounds reach each shard in step order.
   absl::Mutex push_mu_;
+  PushTicket last_ticket_ ABSL_GUARDED_BY(push_mu_) = 0;
+  // Started and not yet finished, in ticket order.
+  std::deque<std::shared_ptr<PendingPush>> unfinished_ ABSL_GUARDED_BY(push_mu_);
+  // Held while pushes are finished (in ticket order); taken before push_mu_.
+  absl::Mutex finish_mu_;
+  // Finished, not yet waited for: ticket -> status.
+  absl::flat_hash_map<PushTicket, absl::Status> finished_ ABSL_GUARDED_BY(finish_mu_);
 
   mutable absl::Mutex layouts_mu_;
   absl::flat_hash_map<std::string, TensorLayout> layouts_ ABSL_GUARDED_BY(layouts_mu_);

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/backoff.h"
 #include "base/status_macros.h"
+#include "clients/cpp/round_stream.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "wire/status.h"
@@ -24,6 +25,23 @@ ShardSession::ShardSession(uint32_t index, uint32_t count, const std::string& ad
       channel_((credentials != nullptr ? credentials : auth::ClientCredentials::Insecure())
                    ->NewChannel(address, args)),
       stub_(v1::ParameterShard::NewStub(channel_)) {}
+
+ShardSession::~ShardSession() {
+  std::shared_ptr<RoundStream> stream;
+  {
+    absl::MutexLock lock(&exchange_mu_);
+    stream = std::move(exchange_);
+  }
+  if (stream != nullptr) stream->Close(absl::Seconds(1));
+}
+
+std::shared_ptr<RoundStream> ShardSession::Exchange(bool reopen) {
+  absl::MutexLock lock(&exchange_mu_);
+  if (reopen && (exchange_ == nullptr || exchange_->ended())) {
+    exchange_ = RoundStream::Open(stub_.get(), label_, policy_.max_message_bytes);
+  }
+  return exchange_;
+}
 
 uint64_t ShardSession::worker_id() const {
   absl::MutexLock lock(&mu_);
@@ -147,6 +165,12 @@ void ShardSession::Beat(absl::Duration timeout) {
 }
 
 absl::Status ShardSession::Leave(int max_attempts) {
+  std::shared_ptr<RoundStream> stream;
+  {
+    absl::MutexLock lock(&exchange_mu_);
+    stream = std::move(exchange_);
+  }
+  if (stream != nullptr) stream->Close(absl::Seconds(1));
   absl::MutexLock join_lock(&join_mu_);
   uint64_t id;
   v1::LeaveRequest request;

@@ -49,7 +49,11 @@ struct CallPolicy {
   int max_attempts = 8;                            // >= 1
   absl::Duration initial_backoff = absl::Milliseconds(50);
   absl::Duration max_backoff = absl::Seconds(1);
+  // Largest message sent (the push stream cuts rounds below it).
+  size_t max_message_bytes = size_t{64} << 20;
 };
+
+class RoundStream;  // round_stream.h
 
 // This client's session with one parameter shard: the channel, the worker id
 // and session secret the shard gave it, Join / re-Join / Leave, one
@@ -69,6 +73,9 @@ class ShardSession {
                const grpc::ChannelArguments& args, std::string worker_name, CallPolicy policy,
                const std::shared_ptr<const auth::ClientCredentials>& credentials = nullptr);
 
+  // Closes the push stream (waiting at most a second for the shard).
+  ~ShardSession();
+
   ShardSession(const ShardSession&) = delete;
   ShardSession& operator=(const ShardSession&) = delete;
 
@@ -82,6 +89,14 @@ class ShardSession {
   WorkerCredentials credentials() const;
   // The lease the shard last reported; zero before the first Join.
   absl::Duration lease() const;
+
+  // The push stream to this shard (round_stream.h): the open one, or a new
+  // one when it ended (the shard restarted, a timeout, a protocol error).
+  // With `reopen` false an ended stream is returned as it is (null before
+  // the first), so that a round started behind unfinished ones fails and is
+  // retried after them, in step order.
+  std::shared_ptr<RoundStream> Exchange(bool reopen = true);
+  const CallPolicy& policy() const { return policy_; }
 
   // A fresh deadline of the policy's rpc_timeout on `context`.
   void SetDeadline(grpc::ClientContext* context) const;
@@ -129,6 +144,9 @@ class ShardSession {
   std::string session_ ABSL_GUARDED_BY(mu_);     // JoinResponse.session; secret
   uint64_t lease_ms_ ABSL_GUARDED_BY(mu_) = 0;
   bool left_ ABSL_GUARDED_BY(mu_) = false;  // Leave() was called: never re-join
+
+  absl::Mutex exchange_mu_;
+  std::shared_ptr<RoundStream> exchange_ ABSL_GUARDED_BY(exchange_mu_);
 };
 
 }  // namespace client

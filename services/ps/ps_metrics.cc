@@ -189,6 +189,12 @@ ShardMetrics::ShardMetrics(uint32_t shard_index, const ShardStore* store)
                          .Labels(shard)
                          .Register(r)
                          .Add({});
+  exchange_streams_ = &prometheus::BuildCounter()
+                           .Name("dcasgd_ps_exchange_streams_total")
+                           .Help("Exchange streams opened (workers' long-lived push streams).")
+                           .Labels(shard)
+                           .Register(r)
+                           .Add({});
   inflight_bytes_ = &prometheus::BuildGauge()
                          .Name("dcasgd_ps_inflight_bytes")
                          .Help("Bytes held by push, PushPull and pull streams in flight.")
@@ -266,6 +272,8 @@ void ShardMetrics::CountLeaseExpirations(int n) {
 }
 
 void ShardMetrics::CountInflightWait() { inflight_waits_->Increment(); }
+
+void ShardMetrics::CountExchangeStream() { exchange_streams_->Increment(); }
 
 void ShardMetrics::AttachInflightBudget(const InflightBudget* budget) { inflight_ = budget; }
 

@@ -62,6 +62,9 @@ class ShardMetrics {
   void CountLeaseExpirations(int n);
   // A stream that had to wait for room in the in-flight budget.
   void CountInflightWait();
+  // An Exchange stream was opened (a worker's long-lived push stream; a
+  // steady rise means clients reconnect).
+  void CountExchangeStream();
   // The budget whose bytes in use the dcasgd_ps_inflight_bytes gauge shows.
   // Call once, before StartExposer; it must outlive this object.
   void AttachInflightBudget(const InflightBudget* budget);
@@ -92,6 +95,7 @@ class ShardMetrics {
   prometheus::Gauge* checkpoint_durable_time_;
   prometheus::Counter* lease_expirations_;
   prometheus::Counter* inflight_waits_;
+  prometheus::Counter* exchange_streams_;
   prometheus::Gauge* inflight_bytes_;
   prometheus::Gauge* memory_rule_bytes_;
   prometheus::Gauge* memory_budget_bytes_;

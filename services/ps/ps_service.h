@@ -26,7 +26,8 @@ using ParameterShardBase = v1::ParameterShard::WithRawCallbackMethod_Heartbeat<
                         v1::ParameterShard::WithRawCallbackMethod_Pull<
                             v1::ParameterShard::WithRawCallbackMethod_Push<
                                 v1::ParameterShard::WithRawCallbackMethod_PushPull<
-                                    v1::ParameterShard::Service>>>>>>>>>;
+                                    v1::ParameterShard::WithRawCallbackMethod_Exchange<
+                                        v1::ParameterShard::Service>>>>>>>>>>;
 
 // dcasgd.v1.ParameterShard over one ShardStore, with the gRPC callback API.
 // It validates requests at the boundary (names, sizes, first-message rules),
@@ -100,6 +101,9 @@ class ParameterShardService final : public ParameterShardBase {
                                                   grpc::ByteBuffer* response) override;
   grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* PushPull(
       grpc::CallbackServerContext* context) override;
+  // ps_exchange.cc.
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Exchange(
+      grpc::CallbackServerContext* context) override;
   grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* context,
                                       const grpc::ByteBuffer* request,
                                       grpc::ByteBuffer* response) override;
@@ -113,6 +117,7 @@ class ParameterShardService final : public ParameterShardBase {
   class PushStream;
   class PushReactor;
   class PushPullReactor;
+  class ExchangeReactor;
 
   // OK when the caller of `context` may do `action` (or checks are off).
   absl::Status Authorize(grpc::CallbackServerContext* context, auth::Action action) const;

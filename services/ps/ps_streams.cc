@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "services/ps/ps_service.h"
+#include "services/ps/push_collector.h"
 #include "wire/raw_message.h"
 #include "wire/status.h"
 #include "wire/tensor_spec.h"
@@ -38,7 +39,10 @@ template <typename Base>
 class ParameterShardService::PushStream : public Base {
  public:
   PushStream(ParameterShardService* service, grpc::CallbackServerContext* context)
-      : service_(service), context_(context) {}
+      : service_(service),
+        context_(context),
+        collector_(service->store_, service->metrics_,
+                   static_cast<uint64_t>(service->max_push_bytes_)) {}
 
   ~PushStream() override { service_->inflight_->Release(reserved_); }
 
@@ -78,7 +82,7 @@ class ParameterShardService::PushStream : public Base {
       }
       service_->inflight_->Release(reserved);
     }
-    Submit(worker_, step_, std::move(chunks_));
+    Submit(collector_.worker(), collector_.step(), collector_.TakeChunks());
   }
 
   void OnCancel() override {
@@ -113,77 +117,23 @@ class ParameterShardService::PushStream : public Base {
   // Collects one message. Sets *wait when the stream must wait for the
   // budget before reading on (the grant starts the next read).
   absl::Status Add(v1::PushRequest* message, bool* wait) {
-    v1::Chunk* gradient = message->mutable_gradient();
-    service_->metrics_->AddReceivedBytes(gradient->values().size());
-    ShardStore* store = service_->store_;
-    if (!started_) {
-      started_ = true;
-      worker_ = message->worker_id();
-      announced_ = message->chunk_count();
-      step_ = message->step();
-      if (worker_ == 0) {
-        return absl::InvalidArgumentError(
-            "the first PushRequest of a stream must carry the worker_id returned by Join");
+    if (!collector_.started()) {
+      if (absl::Status s = collector_.Begin(message->worker_id(), message->chunk_count(),
+                                            message->step(), message->session());
+          !s.ok()) {
+        service_->metrics_->AddReceivedBytes(message->gradient().values().size());
+        return s;
       }
-      if (announced_ == 0) {
-        return absl::InvalidArgumentError(
-            "the first PushRequest of a stream must carry chunk_count, the number of gradient "
-            "chunks the push sends (>= 1)");
-      }
-      const ShardStats stats = store->Stats();
-      // Unknown tensors are left to the chunk check below (NOT_FOUND), so
-      // the cap is at least one chunk.
-      const uint64_t owned = std::max<uint64_t>(1, stats.owned_chunks);
-      if (announced_ > owned) {
-        return absl::ResourceExhaustedError(absl::StrFormat(
-            "the push announces %d chunks but this shard owns %d; send each chunk once, to its "
-            "owning shard; nothing was applied",
-            announced_, owned));
-      }
-      // Before anything is buffered: the worker's lease, and that this
-      // client is that worker (its session).
-      if (absl::Status s = store->Authenticate(worker_, message->session()); !s.ok()) return s;
-      // What the announced chunks can carry at most on this shard.
-      limit_ = std::min<uint64_t>(announced_ * stats.largest_chunk_bytes, stats.weight_bytes);
-      limit_by_flag_ = static_cast<uint64_t>(service_->max_push_bytes_) < limit_;
-      limit_ = std::min<uint64_t>(limit_, service_->max_push_bytes_);
-    } else if (chunks_.size() >= announced_) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "the push carries more chunks than the %d its first message announced (chunk_count); "
-          "nothing was applied",
-          announced_));
     }
-    if (absl::Status s = ValidateName("gradient chunk tensor name", gradient->tensor()); !s.ok()) {
-      return s;
-    }
-    if (absl::Status s = store->CheckChunk(gradient->tensor(), gradient->chunk_index(),
-                                           gradient->values().size());
-        !s.ok()) {
-      return s;
-    }
-    bytes_ += gradient->values().size();
-    if (bytes_ > limit_) {
-      return absl::ResourceExhaustedError(
-          limit_by_flag_
-              ? absl::StrFormat("the push carries more than %d gradient bytes (the server's "
-                                "--max_push_bytes); nothing was applied",
-                                limit_)
-              : absl::StrFormat("the push carries more than the %d gradient bytes its %d "
-                                "announced chunks can hold on this shard; nothing was applied",
-                                limit_, announced_));
-    }
-    GradientChunk& chunk = chunks_.emplace_back();
-    chunk.tensor.swap(*gradient->mutable_tensor());
-    chunk.chunk_index = gradient->chunk_index();
-    chunk.values.swap(*gradient->mutable_values());
-    if (chunks_.size() == 1) *wait = !Reserve();
+    if (absl::Status s = collector_.Add(message->mutable_gradient()); !s.ok()) return s;
+    if (collector_.received() == 1) *wait = !Reserve();
     return absl::OkStatus();
   }
 
-  // Reserves the push's bytes (`limit_`, which also covers its PushPull
+  // Reserves the push's bytes (`collector_.limit()`, which also covers its PushPull
   // replies); false when the stream must wait for them.
   bool Reserve() {
-    const uint64_t bytes = std::min(limit_, service_->inflight_->capacity());
+    const uint64_t bytes = std::min(collector_.limit(), service_->inflight_->capacity());
     absl::MutexLock lock(&mu_);
     ticket_ = service_->inflight_->AcquireOrWait(bytes, [this, bytes] {
       {
@@ -207,16 +157,16 @@ class ParameterShardService::PushStream : public Base {
       this->Finish(Cancelled());
       return;
     }
-    if (!started_) {
+    if (!collector_.started()) {
       Reject(absl::InvalidArgumentError(
           "the push stream carried no message; send at least one gradient chunk"));
       return;
     }
-    if (chunks_.size() != announced_) {
+    if (!collector_.complete()) {
       Reject(absl::InvalidArgumentError(absl::StrFormat(
           "the push announced %d chunks (chunk_count) but the stream ended after %d; nothing "
           "was applied",
-          announced_, chunks_.size())));
+          collector_.announced(), collector_.received())));
       return;
     }
     this->StartSendInitialMetadata();
@@ -226,14 +176,7 @@ class ParameterShardService::PushStream : public Base {
   // grant, which starts the next read) touch these.
   grpc::ByteBuffer buffer_;
   v1::PushRequest request_;
-  bool started_ = false;
-  WorkerId worker_ = 0;
-  uint32_t announced_ = 0;
-  uint64_t step_ = 0;  // PushRequest.step: 0, or the push's sequence number
-  uint64_t limit_ = 0;
-  bool limit_by_flag_ = false;
-  uint64_t bytes_ = 0;
-  std::vector<GradientChunk> chunks_;
+  PushCollector collector_;
 
   // Shared with OnCancel and the budget's grant.
   absl::Mutex mu_;

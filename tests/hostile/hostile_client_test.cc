@@ -291,6 +291,24 @@ class HostileTest : public ::testing::Test {
 
 constexpr char kPush[] = "/dcasgd.v1.ParameterShard/Push";
 constexpr char kPushPull[] = "/dcasgd.v1.ParameterShard/PushPull";
+constexpr char kExchange[] = "/dcasgd.v1.ParameterShard/Exchange";
+
+// A message of round `round` of an Exchange stream: the push message
+// `push` (worker id, session, chunk count, step when its first) as a round.
+v1::ExchangeRequest AsRound(uint64_t round, const v1::PushRequest& push, bool pull_back) {
+  v1::ExchangeRequest request;
+  request.set_round(round);
+  if (push.worker_id() != 0) {
+    v1::RoundHeader* header = request.mutable_header();
+    header->set_worker_id(push.worker_id());
+    header->set_session(push.session());
+    header->set_chunk_count(push.chunk_count());
+    header->set_step(push.step());
+    header->set_pull_back(pull_back);
+  }
+  *request.add_gradients() = push.gradient();
+  return request;
+}
 
 // --- 1. a push is all or nothing --------------------------------------------
 
@@ -355,6 +373,48 @@ TEST_F(HostileTest, CancelledOrExpiredPushAppliesNothing) {
   writer->WritesDone();
   ASSERT_TRUE(writer->Finish().ok());
   EXPECT_EQ(response.version(), 1u);
+}
+
+// The same for a round of an Exchange stream: a round is applied only when
+// every announced chunk arrived; a stream that breaks first (a message above
+// the size limit, a cancel, its deadline) applies nothing of it.
+TEST_F(HostileTest, ExchangeAppliesNoIncompleteRound) {
+  Start({"--update_rule=asgd", "--max_message_bytes=1048576"});
+  Declare("w", 2048, 1024);
+  const uint64_t worker = Join("w0");
+  const auto before = Pull(worker, "w");
+  const v1::PushRequest first = Gradient(worker, 2, "w", 0, std::vector<float>(1024, 1.0f));
+  v1::PushRequest big = Gradient(0, 0, "w", 1, {});
+  big.mutable_gradient()->set_values(std::string(2 << 20, 'x'));
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    const grpc::Status status =
+        Raw(generic_.get(), kExchange,
+            {Serialized(AsRound(1, first, attempt % 2 == 1)), Serialized(AsRound(1, big, false))});
+    EXPECT_FALSE(status.ok()) << "attempt " << attempt;
+    ASSERT_EQ(Status().version(), 0u) << "attempt " << attempt << ": part of a round applied";
+  }
+  const grpc::Status cancelled =
+      Raw(generic_.get(), kExchange, {Serialized(AsRound(1, first, true))},
+          /*cancel_instead=*/true);
+  EXPECT_EQ(cancelled.error_code(), grpc::StatusCode::CANCELLED) << cancelled.error_message();
+  {
+    // One of two chunks, then silence until the deadline.
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Milliseconds(300)));
+    auto stream = stub_->Exchange(&context);
+    ASSERT_TRUE(stream->Write(AsRound(1, first, true)));
+    v1::ExchangeResponse answer;
+    EXPECT_FALSE(stream->Read(&answer)) << "an incomplete round was answered";
+    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  }
+  EXPECT_EQ(Status().version(), 0u);
+  EXPECT_EQ(Pull(0, "w"), before);
+  // The shard sees the ends of the streams a little after the client.
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (Metric(*ps_, "dcasgd_ps_inflight_bytes") != 0 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_EQ(Metric(*ps_, "dcasgd_ps_inflight_bytes"), 0) << "every reservation was returned";
 }
 
 // --- 2. no backups for workers that are gone ---------------------------------
@@ -629,6 +689,7 @@ TEST_F(HostileTest, MalformedBodiesAreInvalidArgumentWithAMessage) {
                                             "/dcasgd.v1.ParameterShard/Pull",
                                             kPush,
                                             kPushPull,
+                                            kExchange,
                                             "/dcasgd.v1.ParameterShard/GetStatus",
                                             "/dcasgd.v1.ParameterShard/Checkpoint",
                                             "/dcasgd.v1.DataCoordinator/AcquireDataShard",
@@ -747,7 +808,9 @@ TEST_F(HostileTest, ConcurrentPushesBeyondTheInflightBudgetWaitAndSucceed) {
   Start({"--update_rule=asgd", "--max_inflight_bytes=1048576"});
   constexpr int kClients = 8;
   constexpr int kRounds = 4;
-  constexpr int64_t kElements = 1 << 17;  // 512 KiB per push
+  // 1 MiB per push, the whole budget: each push holds all of it from its
+  // first message to its last answer, so pushes that overlap must wait.
+  constexpr int64_t kElements = 1 << 18;
   std::vector<std::unique_ptr<PsClient>> clients;
   for (int i = 0; i < kClients; ++i) {
     ClientOptions options;
@@ -761,7 +824,8 @@ TEST_F(HostileTest, ConcurrentPushesBeyondTheInflightBudgetWaitAndSucceed) {
   spec.name = "w";
   spec.shape = {kElements};
   spec.chunk_elements = 1 << 14;
-  ASSERT_TRUE(clients[0]->Declare({spec}).ok());
+  const absl::Status declared = clients[0]->Declare({spec});
+  ASSERT_TRUE(declared.ok()) << declared;
   std::vector<std::thread> threads;
   std::atomic<int> failures{0};
   for (int i = 0; i < kClients; ++i) {

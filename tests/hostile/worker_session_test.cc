@@ -158,6 +158,30 @@ class WorkerSessionTest : public ::testing::Test {
     return stream->Finish();
   }
 
+  // The same push as one round of an Exchange stream: the stream's status
+  // when refused, else the round's.
+  grpc::Status ExchangeRound(const Credentials& as, float g) {
+    grpc::ClientContext context;
+    auto stream = stub_->Exchange(&context);
+    v1::ExchangeRequest request;
+    request.set_round(1);
+    const std::vector<v1::PushRequest> messages = Gradient(as, g);
+    request.mutable_header()->set_worker_id(as.worker_id);
+    request.mutable_header()->set_session(as.session);
+    request.mutable_header()->set_chunk_count(2);
+    request.mutable_header()->set_pull_back(true);
+    for (const v1::PushRequest& m : messages) *request.add_gradients() = m.gradient();
+    stream->Write(request);
+    stream->WritesDone();
+    v1::ExchangeResponse message, last;
+    while (stream->Read(&message)) {
+      if (message.last()) last = message;
+    }
+    const grpc::Status status = stream->Finish();
+    if (!status.ok()) return status;
+    return grpc::Status(static_cast<grpc::StatusCode>(last.code()), last.message());
+  }
+
   static std::vector<v1::PushRequest> Gradient(const Credentials& as, float g) {
     std::vector<v1::PushRequest> messages(2);
     for (uint64_t c = 0; c < 2; ++c) {
@@ -217,6 +241,7 @@ TEST_F(WorkerSessionTest, AnotherWorkerCannotActAsAWorkerWhoseIdItKnows) {
     std::vector<std::pair<std::string, grpc::Status>> calls = {
         {"Push", Push(forged, 100.0f, &response)},
         {"PushPull", PushPull(forged, 100.0f)},
+        {"Exchange", ExchangeRound(forged, 100.0f)},
         {"Pull", Pull(forged)},
         {"Heartbeat", Heartbeat(forged)},
         {"Leave", Leave(forged)},

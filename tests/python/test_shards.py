@@ -50,6 +50,28 @@ class AsgdRoundTripTest(unittest.TestCase):
         with dcasgd.Client(self.cluster.addresses) as evaluator:
             np.testing.assert_array_equal(evaluator.pull(["rt/w"])["rt/w"], (w0 - g) - g)
 
+    def test_async_pushes_finish_in_order_and_raise_at_result(self):
+        w0 = np.zeros(12, dtype=np.float32)
+        with dcasgd.Client(self.cluster.addresses, "async") as client:
+            client.declare([dcasgd.TensorSpec("as/w", (12,), chunk_elements=5,
+                                              init=dcasgd.values(w0))])
+            client.pull(["as/w"])
+            g = np.ones(12, dtype=np.float32)
+            futures = [client.pushpull_async({"as/w": g * k}) for k in (1, 2, 3)]
+            g[:] = 100  # copied when started: this changes nothing
+            results = [f.result(timeout=60) for f in futures]
+            applied = 0
+            for k, (weights, result) in zip((1, 2, 3), results):
+                applied += k
+                np.testing.assert_array_equal(weights["as/w"], w0 - applied)
+                self.assertEqual(result.step, k)
+            pushed = client.push_async({"as/w": np.ones(12, dtype=np.float32)}).result(60)
+            self.assertTrue(all(v >= 4 for v in pushed.versions if v))
+            with self.assertRaises(dcasgd.Error) as raised:
+                client.pushpull_async({"as/nope": np.ones(3, dtype=np.float32)}).result(60)
+            self.assertEqual(raised.exception.code, grpc.StatusCode.NOT_FOUND)
+            np.testing.assert_array_equal(client.pull(["as/w"])["as/w"], w0 - 7)
+
     def test_default_chunking_matches_the_shards_ownership(self):
         elements = 2 * 65536 + 5
         with dcasgd.Client(self.cluster.addresses, "chunking") as client:

@@ -152,6 +152,28 @@ grpc::Status PushStream(v1::ParameterShard::Stub* stub, bool push_pull, const Re
   return stream->Finish();
 }
 
+// One Exchange round as worker 12345: the stream's status when the call was
+// refused, else the round's.
+grpc::Status ExchangeRound(v1::ParameterShard::Stub* stub) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  auto stream = stub->Exchange(&context);
+  v1::ExchangeRequest request;
+  request.set_round(1);
+  request.mutable_header()->set_worker_id(12345);
+  request.mutable_header()->set_chunk_count(1);
+  request.add_gradients()->set_tensor("t");
+  stream->Write(request);
+  stream->WritesDone();
+  v1::ExchangeResponse reply, last;
+  while (stream->Read(&reply)) {
+    if (reply.last()) last = reply;
+  }
+  const grpc::Status status = stream->Finish();
+  if (!status.ok()) return status;
+  return grpc::Status(static_cast<grpc::StatusCode>(last.code()), last.message());
+}
+
 grpc::Status Pull(v1::ParameterShard::Stub* stub, uint64_t worker_id) {
   grpc::ClientContext context;
   SetDeadline(&context);
@@ -243,6 +265,7 @@ std::map<std::string, grpc::StatusCode> CallEverything(
   push.mutable_gradient()->set_tensor("t");
   codes["Push"] = PushStream(shard.get(), /*push_pull=*/false, push).error_code();
   codes["PushPull"] = PushStream(shard.get(), /*push_pull=*/true, push).error_code();
+  codes["Exchange"] = ExchangeRound(shard.get()).error_code();
   return codes;
 }
 
@@ -274,7 +297,7 @@ TEST_F(SecurityTest, WithoutATokenEveryCallButHealthIsUnauthenticated) {
   const std::shared_ptr<grpc::Channel> channel = Channel(ps->address(), Tls());
   EXPECT_TRUE(HealthCheck(channel).ok());
   const std::map<std::string, grpc::StatusCode> codes = CallEverything(channel);
-  EXPECT_EQ(codes.size(), 14u);
+  EXPECT_EQ(codes.size(), 15u);
   for (const auto& [rpc, code] : codes) {
     EXPECT_EQ(code, grpc::StatusCode::UNAUTHENTICATED) << rpc;
   }
@@ -306,7 +329,7 @@ TEST_F(SecurityTest, ReaderMayOnlyRead) {
   }
   for (const std::string rpc :
        {"DeclareTensors", "Join", "Heartbeat", "Leave", "Pull(worker_id 12345)", "Push", "PushPull",
-        "Checkpoint", "AcquireDataShard", "RenewDataLease", "CompleteDataShard"}) {
+        "Exchange", "Checkpoint", "AcquireDataShard", "RenewDataLease", "CompleteDataShard"}) {
     EXPECT_EQ(codes[rpc], grpc::StatusCode::PERMISSION_DENIED) << rpc;
   }
   // Nothing a reader tried changed the shard.

@@ -17,6 +17,7 @@ namespace dcasgd::testing {
 namespace {
 
 constexpr int kHttp2FrameHeader = 9;
+constexpr uint8_t kDataFrame = 0;
 constexpr uint8_t kHeadersFrame = 1;
 
 bool WriteAll(int fd, const char* data, size_t size) {
@@ -113,7 +114,9 @@ void TcpProxy::Forward(int client, int server) {
         break;
       }
       from_server.append(buffer, static_cast<size_t>(n));
-      // Forward whole frames; cut before an answer's HEADERS when armed.
+      // Forward whole frames; cut before an answer's first frame when armed:
+      // HEADERS on a new stream, DATA on a long-lived one (a round of an
+      // Exchange stream).
       size_t start = 0;
       while (from_server.size() - start >= kHttp2FrameHeader) {
         const auto* h = reinterpret_cast<const uint8_t*>(from_server.data() + start);
@@ -121,7 +124,8 @@ void TcpProxy::Forward(int client, int server) {
         const uint32_t stream =
             ((uint32_t{h[5]} & 0x7f) << 24) | (uint32_t{h[6]} << 16) | (uint32_t{h[7]} << 8) | h[8];
         if (from_server.size() - start < kHttp2FrameHeader + length) break;
-        if (h[3] == kHeadersFrame && stream != 0 && armed_.exchange(false)) {
+        if ((h[3] == kHeadersFrame || h[3] == kDataFrame) && stream != 0 &&
+            armed_.exchange(false)) {
           cuts_.fetch_add(1);
           open = false;
           break;

@@ -11,8 +11,9 @@
 //   (*proxy)->CutAtNextReply();  // the next answer is lost
 //
 // The server-to-client direction is read as HTTP/2 frames (9-byte header:
-// 24-bit length, type, flags, stream id); a HEADERS frame (type 1) on a
-// stream is the start of an answer. Heartbeats or other calls in flight
+// 24-bit length, type, flags, stream id); a HEADERS (type 1) or DATA (type
+// 0) frame on a stream is the start of an answer (DATA alone for a round of
+// a long-lived Exchange stream). Heartbeats or other calls in flight
 // would also count as answers: tests that arm the proxy make one call at a
 // time.
 

@@ -116,6 +116,9 @@ class Client:
         self._stop_heartbeats = threading.Event()
         # Held for a whole push, so steps reach each shard in order.
         self._push_lock = threading.Lock()
+        # push_async/pushpull_async: one thread, so asynchronous pushes run
+        # in the order they were started (created on first use).
+        self._async_pool = None
 
         # State below is guarded by self._lock.
         self._lock = threading.Lock()
@@ -205,6 +208,9 @@ class Client:
             if self._closed:
                 return
             self._closed = True
+            pool = self._async_pool
+        if pool is not None:
+            pool.shutdown(wait=True)  # asynchronous pushes finish before leaving
         try:
             self.leave()
         except Error as error:
@@ -307,12 +313,42 @@ class Client:
             self._parallel(sorted(plan), push_shard)
         return PushResult(versions, staleness, step)
 
+    def push_async(self, gradients, step=None):
+        """push() in the background, like ps-lite's ticket and Wait: returns a
+        concurrent.futures.Future whose result() is push()'s PushResult (or
+        raises its Error). The step is reserved now and the gradients copied
+        before this returns; asynchronous pushes run one at a time, in the
+        order they were started, so steps reach each shard in order."""
+        return self._submit_async(self.push, gradients, step)
+
+    def pushpull_async(self, gradients, step=None):
+        """pushpull() in the background: a Future whose result() is the pair
+        (weights, PushResult). A worker computes its next gradient meanwhile.
+        Ordering and copies as push_async()."""
+        return self._submit_async(self._pushpull, gradients, step)
+
+    def _submit_async(self, fn, gradients, step):
+        copied = {name: np.array(value, dtype=np.float32, copy=True)
+                  for name, value in gradients.items()}
+        step = self._use_step(step)
+        with self._lock:
+            if self._closed:
+                raise Error(grpc.StatusCode.FAILED_PRECONDITION, "the client is closed")
+            if self._async_pool is None:
+                self._async_pool = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="dcasgd-push")
+            return self._async_pool.submit(fn, copied, step)
+
     def pushpull(self, gradients, step=None):
         """Push of `gradients` fused with a pull of the same tensors: returns
         {name: updated np.ndarray}, which the shards keep as this worker's
         backup. `step`: see next_step() (None: a new one). The shards'
         versions and staleness of this push are in `self.last_pushpull` (a
         PushResult) afterwards."""
+        weights, self.last_pushpull = self._pushpull(gradients, step)
+        return weights
+
+    def _pushpull(self, gradients, step):
         layouts, flats = self._prepare_push(gradients)
         plan = self._plan(layouts)
         out = {layout.name: np.empty(layout.num_elements, dtype=np.float32)
@@ -333,8 +369,8 @@ class Client:
                 self._call_as_worker(s, attempt, retry_after_rejoin=False)
 
             self._parallel(sorted(plan), pushpull_shard)
-        self.last_pushpull = PushResult(versions, staleness, step)
-        return {layout.name: out[layout.name].reshape(layout.shape) for layout in layouts}
+        weights = {layout.name: out[layout.name].reshape(layout.shape) for layout in layouts}
+        return weights, PushResult(versions, staleness, step)
 
     def status(self):
         """GetStatus of every shard (ps_pb2.ShardStatus), in shard order."""
@@ -360,6 +396,8 @@ class Client:
     # ----- internals ---------------------------------------------------------
 
     def _release(self):
+        if self._async_pool is not None:
+            self._async_pool.shutdown(wait=True)  # pushes started still finish
         self._stop_heartbeats.set()
         self._pool.shutdown(wait=True)
         for channel in self._channels:

@@ -112,6 +112,27 @@ TEST(PsClientFaults, APushWhoseAnswerIsLostIsRetriedAndAppliedOnce) {
   EXPECT_EQ(Metric((*shard)->metrics_port(), "dcasgd_ps_pushes_total"), 6);
 }
 
+TEST(PsClientFaults, OnePushStreamPerShardServesEveryPush) {
+  auto shard = testing::PsProcess::Start(
+      {"--update_rule=asgd", "--lr=0.5", "--metrics_address=127.0.0.1:0"});
+  ASSERT_TRUE(shard.ok()) << shard.status();
+  ClientOptions options;
+  options.shard_addresses = {absl::StrCat("127.0.0.1:", (*shard)->grpc_port())};
+  options.worker_name = "w0";
+  auto client = PsClient::Connect(options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  ASSERT_TRUE((*client)->Declare(Specs()).ok());
+  TensorMap weights;
+  ASSERT_TRUE((*client)->Pull({"w"}, &weights).ok());
+  for (int i = 1; i <= 20; ++i) {
+    ASSERT_TRUE(i % 5 == 0 ? (*client)->Push(Gradient(1)).ok()
+                           : (*client)->PushPull(Gradient(1), &weights).ok());
+  }
+  EXPECT_EQ(Metric((*shard)->metrics_port(), "dcasgd_ps_pushes_total"), 20);
+  EXPECT_EQ(Metric((*shard)->metrics_port(), "dcasgd_ps_exchange_streams_total"), 1)
+      << "pushes reuse one stream";
+}
+
 // Pushes in a loop on its own thread, pulling again after errors, and
 // records when pushes succeed.
 class Pusher {

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <csignal>
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -439,6 +440,150 @@ TEST(PsClient, ConnectRejectsBadOptions) {
   options.shard_addresses = {"127.0.0.1:1"};
   options.max_attempts = 0;
   EXPECT_EQ(PsClient::Connect(options).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// ps-lite's ticket and Wait: pushes start at once and finish in order.
+TEST(PsClient, AsyncPushesFinishInTicketOrder) {
+  auto shards = StartOrDie(2);
+  ASSERT_EQ(shards.size(), 2u);
+  auto client = ConnectOrDie(Options(shards, "async"));
+  ASSERT_NE(client, nullptr);
+  ASSERT_TRUE(client->Declare(Specs()).ok());
+  TensorMap weights;
+  ASSERT_TRUE(client->Pull({}, &weights).ok());
+  std::vector<TensorMap> gradients(3), answers(3);
+  std::vector<PushStats> stats(3);
+  std::vector<PushTicket> tickets;
+  for (int i = 0; i < 3; ++i) {
+    gradients[i]["w"] = std::vector<float>(10, static_cast<float>(i + 1));
+    tickets.push_back(client->PushPullAsync(gradients[i], &answers[i], &stats[i]));
+  }
+  EXPECT_LT(tickets[0], tickets[1]);
+  EXPECT_LT(tickets[1], tickets[2]);
+  // Waiting for the last finishes the others first; their results are kept.
+  ASSERT_TRUE(client->Wait(tickets[2]).ok());
+  ASSERT_TRUE(client->Wait(tickets[0]).ok());
+  ASSERT_TRUE(client->Wait(tickets[1]).ok());
+  float applied = 0;
+  for (int i = 0; i < 3; ++i) {
+    applied += static_cast<float>(i + 1);
+    std::vector<float> expected;
+    for (int e = 0; e < 10; ++e) expected.push_back(static_cast<float>(e) - applied);
+    EXPECT_EQ(answers[i]["w"], expected) << "push " << i;
+    EXPECT_EQ(stats[i].step, static_cast<uint64_t>(i + 1));
+    for (uint64_t version : stats[i].versions) {
+      if (version != 0) {
+        EXPECT_EQ(version, static_cast<uint64_t>(i + 1));
+      }
+    }
+  }
+  EXPECT_EQ(client->Wait(tickets[0]).code(), absl::StatusCode::kNotFound)
+      << "a ticket is waited for once";
+  EXPECT_EQ(client->Wait(999).code(), absl::StatusCode::kNotFound);
+  // The synchronous calls go on after asynchronous ones.
+  ASSERT_TRUE(client->PushPull(gradients[0], &weights).ok());
+  EXPECT_EQ(weights["w"][0], -7.0f);
+}
+
+TEST(PsClient, AsyncPushErrorsArriveAtWait) {
+  auto shards = StartOrDie(2);
+  ASSERT_EQ(shards.size(), 2u);
+  auto client = ConnectOrDie(Options(shards, "async"));
+  ASSERT_NE(client, nullptr);
+  ASSERT_TRUE(client->Declare(Specs()).ok());
+  TensorMap weights;
+  ASSERT_TRUE(client->Pull({}, &weights).ok());
+  TensorMap unknown = {{"nope", {1}}};
+  TensorMap short_gradient = {{"w", {1, 2}}};
+  TensorMap good = {{"w", std::vector<float>(10, 1.0f)}};
+  const PushTicket a = client->PushPullAsync(unknown, &weights);
+  const PushTicket b = client->PushAsync(short_gradient);
+  const PushTicket c = client->PushPullAsync(good, nullptr);
+  const PushTicket d = client->PushPullAsync(good, &weights);
+  EXPECT_EQ(client->Wait(a).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(client->Wait(b).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(client->Wait(c).code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(client->Wait(d).ok());
+  EXPECT_EQ(weights["w"][0], -1.0f) << "only the good push was applied";
+
+  auto evaluator = ConnectOrDie(Options(shards, ""));
+  ASSERT_NE(evaluator, nullptr);
+  EXPECT_EQ(evaluator->Wait(evaluator->PushAsync(good)).code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(PsClient, AsyncPushRejoinsWhenTheLeaseWasLostInFlight) {
+  std::vector<std::string> flags = kAsgdFlags;
+  flags.push_back("--lease_seconds=0.5");
+  auto shards = StartOrDie(2, flags);
+  ASSERT_EQ(shards.size(), 2u);
+  ClientOptions options = Options(shards, "sleepy");
+  options.heartbeats = false;
+  auto client = ConnectOrDie(options);
+  ASSERT_NE(client, nullptr);
+  ASSERT_TRUE(client->Declare(Specs()).ok());
+  TensorMap weights;
+  ASSERT_TRUE(client->Pull({}, &weights).ok());
+  TensorMap gradients = {{"w", std::vector<float>(10, 1.0f)}};
+  ASSERT_TRUE(client->Wait(client->PushPullAsync(gradients, &weights)).ok());
+  const uint64_t old_id = client->worker_id(0);
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  bool expired = false;
+  while (!expired && absl::Now() < deadline) {
+    const auto statuses = client->GetStatus();
+    ASSERT_TRUE(statuses.ok()) << statuses.status();
+    expired = (*statuses)[0].active_workers == 0 && (*statuses)[1].active_workers == 0;
+    if (!expired) absl::SleepFor(absl::Milliseconds(50));
+  }
+  ASSERT_TRUE(expired);
+  // Two pushes in flight over the open streams when the lease is gone.
+  TensorMap first, second;
+  const PushTicket t1 = client->PushPullAsync(gradients, &first);
+  const PushTicket t2 = client->PushPullAsync(gradients, &second);
+  const absl::Status lost = client->Wait(t1);
+  EXPECT_EQ(lost.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(lost.message(), HasSubstr("re-joined; pull again"));
+  EXPECT_NE(client->worker_id(0), old_id);
+  // The second was sent with the old id too: also refused, nothing applied.
+  EXPECT_EQ(client->Wait(t2).code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(client->Pull({"w"}, &weights).ok());
+  EXPECT_EQ(weights["w"], (std::vector<float>{-1, 0, 1, 2, 3, 4, 5, 6, 7, 8}));
+  ASSERT_TRUE(client->Wait(client->PushPullAsync(gradients, &weights)).ok());
+  EXPECT_EQ(weights["w"], (std::vector<float>{-2, -1, 0, 1, 2, 3, 4, 5, 6, 7}));
+}
+
+// A push stuck on a stopped shard is given up at once by Cancel; pushed
+// again with its step once the shard runs, it is applied exactly once.
+TEST(PsClient, AsyncPushCanBeCancelledAndPushedAgainWithItsStep) {
+  auto shards = StartOrDie(1);
+  ASSERT_EQ(shards.size(), 1u);
+  ClientOptions options = Options(shards, "canceller");
+  options.heartbeats = false;
+  auto client = ConnectOrDie(options);
+  ASSERT_NE(client, nullptr);
+  ASSERT_TRUE(client->Declare(Specs()).ok());
+  TensorMap weights;
+  ASSERT_TRUE(client->Pull({}, &weights).ok());
+  TensorMap gradients = {{"w", std::vector<float>(10, 1.0f)}};
+  ASSERT_TRUE(client->Wait(client->PushPullAsync(gradients, &weights)).ok());
+
+  ASSERT_TRUE(shards[0]->Kill(SIGSTOP).ok());
+  PushStats stats;
+  const PushTicket stuck = client->PushPullAsync(gradients, &weights, &stats);
+  EXPECT_EQ(client->Cancel(stuck), absl::OkStatus());
+  const absl::Time before = absl::Now();
+  const absl::Status cancelled = client->Wait(stuck);
+  EXPECT_EQ(cancelled.code(), absl::StatusCode::kCancelled) << cancelled;
+  EXPECT_THAT(cancelled.message(), HasSubstr("may or may not have applied"));
+  EXPECT_LT(absl::Now() - before, absl::Seconds(10)) << "Wait waited for the stopped shard";
+  EXPECT_EQ(client->Cancel(stuck).code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(shards[0]->Kill(SIGCONT).ok());
+
+  // The same batch again, with the cancelled push's step.
+  const absl::Status again = client->PushPull(gradients, &weights, nullptr, stats.step);
+  ASSERT_TRUE(again.ok()) << again;
+  EXPECT_EQ(weights["w"], (std::vector<float>{-2, -1, 0, 1, 2, 3, 4, 5, 6, 7}))
+      << "applied exactly once";
 }
 
 }  // namespace

@@ -1,0 +1,325 @@
+#include "clients/cpp/round_stream.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "wire/status.h"
+
+namespace dcasgd {
+namespace client {
+namespace {
+
+// A round's gradients are cut into messages of at most this many bytes of
+// values (or one chunk, if larger): many small chunks travel together, while
+// a default 256 KiB chunk still travels alone, so the shard buffers no more
+// per stream than one chunk (the transport term of its sizing rule).
+constexpr size_t kRoundMessageBytes = size_t{256} << 10;
+
+absl::StatusCode CodeFromWire(int32_t code) {
+  if (code < 1 || code > 16) return absl::StatusCode::kUnknown;
+  return static_cast<absl::StatusCode>(code);
+}
+
+}  // namespace
+
+PendingRound::PendingRound(const CallTensors& tensors, const std::vector<PlannedChunk>& chunks,
+                           absl::string_view label, bool pull_back)
+    : receiver_(tensors, chunks, label), label_(label), pull_back_(pull_back) {}
+
+absl::Status PendingRound::Wait(absl::Duration timeout, ShardReply* reply) {
+  std::shared_ptr<RoundStream> stream;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!mu_.AwaitWithTimeout(absl::Condition(&done_), timeout)) stream = stream_;
+  }
+  // Past the timeout: cancel the stream; its end fails this round, after
+  // which nothing writes into the destinations any more.
+  if (stream != nullptr) stream->Cancel(/*deadline=*/true);
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(&done_));
+  if (status_.ok() && reply != nullptr) *reply = reply_;
+  return status_;
+}
+
+void PendingRound::Cancel() {
+  std::shared_ptr<RoundStream> stream;
+  {
+    absl::MutexLock lock(&mu_);
+    stream = stream_;
+  }
+  if (stream != nullptr) stream->Cancel(/*deadline=*/false);
+}
+
+void PendingRound::MarkSent() {
+  absl::MutexLock lock(&mu_);
+  sent_ = absl::Now();
+}
+
+absl::Status PendingRound::Accept(const v1::ExchangeResponse& response) {
+  const absl::Time now = absl::Now();
+  if (first_reply_ == absl::InfinitePast()) first_reply_ = now;
+  if (!pull_back_ && response.weights_size() > 0) {
+    return absl::InternalError(
+        absl::StrCat(label_, ": sent weights in the answer to a push without pull_back"));
+  }
+  for (const v1::Chunk& chunk : response.weights()) {
+    RETURN_IF_ERROR(receiver_.Accept(chunk, response.version(), response.staleness()));
+  }
+  if (!response.last()) return absl::OkStatus();
+  absl::Status status;
+  if (response.code() != 0) {
+    status =
+        absl::Status(CodeFromWire(response.code()), absl::StrCat(label_, ": ", response.message()));
+  } else if (pull_back_) {
+    status = receiver_.Finish();
+  }
+  ShardReply reply;
+  reply.version = response.version();
+  reply.staleness = response.staleness();
+  {
+    // The answer may be read before the write callback of the round's last
+    // message ran: then the first answer bounds the send.
+    absl::MutexLock lock(&mu_);
+    const absl::Time sent =
+        std::clamp(sent_ == absl::InfinitePast() ? queued_ : sent_, start_, first_reply_);
+    reply.send_time = sent - start_;
+    reply.wait_time = first_reply_ - sent;
+    reply.receive_time = now - first_reply_;
+  }
+  Complete(std::move(status), reply);
+  return absl::OkStatus();
+}
+
+void PendingRound::Complete(absl::Status status, const ShardReply& reply) {
+  std::shared_ptr<RoundStream> stream;
+  absl::MutexLock lock(&mu_);
+  if (done_) return;
+  done_ = true;
+  status_ = std::move(status);
+  reply_ = reply;
+  // Breaks the stream -> pending map -> round cycle; dropped after the lock.
+  stream = std::move(stream_);
+}
+
+RoundStream::RoundStream(std::string label, size_t max_message_bytes)
+    : label_(std::move(label)),
+      message_bytes_(std::max<size_t>(1, std::min(kRoundMessageBytes, max_message_bytes / 2))) {}
+
+std::shared_ptr<RoundStream> RoundStream::Open(v1::ParameterShard::Stub* stub, std::string label,
+                                               size_t max_message_bytes) {
+  std::shared_ptr<RoundStream> stream(new RoundStream(std::move(label), max_message_bytes));
+  {
+    absl::MutexLock lock(&stream->mu_);
+    stream->self_ = stream;
+  }
+  stub->async()->Exchange(&stream->context_, stream.get());
+  // The hold keeps OnDone away while this client may still start writes
+  // from its own threads; it goes once reads ended and no write is out.
+  stream->AddHold();
+  stream->StartRead(&stream->response_);
+  stream->StartCall();
+  return stream;
+}
+
+std::shared_ptr<PendingRound> RoundStream::Start(const WorkerCredentials& worker, uint64_t step,
+                                                 const CallTensors& tensors,
+                                                 const std::vector<PlannedChunk>& chunks,
+                                                 bool pull_back) {
+  auto round = std::make_shared<PendingRound>(tensors, chunks, label_, pull_back);
+  absl::MutexLock start_lock(&start_mu_);
+  uint64_t id;
+  {
+    absl::MutexLock lock(&mu_);
+    if (ended_ || reads_ended_ || half_closed_) {
+      round->Complete(absl::UnavailableError(absl::StrCat(
+                          label_, ": the push stream ended before the round was sent")),
+                      {});
+      return round;
+    }
+    id = ++last_round_;
+  }
+  // The messages are built without the reactor's lock (a large push takes a
+  // while to copy); start_mu_ keeps rounds in order.
+  std::deque<Outgoing> messages;
+  messages.emplace_back();
+  v1::ExchangeRequest* message = &messages.back().message;
+  message->set_round(id);
+  v1::RoundHeader* header = message->mutable_header();
+  header->set_worker_id(worker.worker_id);
+  header->set_session(worker.session);
+  header->set_step(step);
+  header->set_chunk_count(static_cast<uint32_t>(chunks.size()));
+  header->set_pull_back(pull_back);
+  size_t bytes = 0;
+  for (const PlannedChunk& c : chunks) {
+    if (bytes > 0 && bytes + c.length * sizeof(float) > message_bytes_) {
+      messages.emplace_back();
+      message = &messages.back().message;
+      message->set_round(id);
+      bytes = 0;
+    }
+    v1::Chunk* gradient = message->add_gradients();
+    gradient->set_tensor(tensors.layouts[c.tensor].name);
+    gradient->set_chunk_index(c.index);
+    gradient->mutable_values()->assign(
+        reinterpret_cast<const char*>(tensors.sources[c.tensor] + c.offset),
+        c.length * sizeof(float));
+    bytes += c.length * sizeof(float);
+  }
+  messages.back().last_of = round;
+  {
+    absl::MutexLock round_lock(&round->mu_);
+    round->queued_ = absl::Now();
+  }
+  const v1::ExchangeRequest* next = nullptr;
+  {
+    absl::MutexLock lock(&mu_);
+    if (ended_ || reads_ended_) {
+      // Ended meanwhile: its end failed every pending round, not this one.
+      round->Complete(absl::UnavailableError(absl::StrCat(
+                          label_, ": the push stream ended before the round was sent")),
+                      {});
+      return round;
+    }
+    {
+      absl::MutexLock round_lock(&round->mu_);
+      round->stream_ = shared_from_this();
+    }
+    pending_.emplace(id, round);
+    for (Outgoing& outgoing : messages) queue_.push_back(std::move(outgoing));
+    next = TakeNextWriteLocked();
+  }
+  if (next != nullptr) StartWrite(next);
+  return round;
+}
+
+const v1::ExchangeRequest* RoundStream::TakeNextWriteLocked() {
+  if (writing_ || queue_.empty()) return nullptr;
+  writing_ = true;
+  in_flight_ = std::move(queue_.front());
+  queue_.pop_front();
+  return &in_flight_.message;
+}
+
+bool RoundStream::ended() const {
+  absl::MutexLock lock(&mu_);
+  return ended_ || reads_ended_ || half_closed_;
+}
+
+void RoundStream::Cancel(bool deadline) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (ended_) return;
+    if (deadline) deadline_ = true;
+  }
+  context_.TryCancel();
+}
+
+void RoundStream::Close(absl::Duration timeout) {
+  bool writes_done = false;
+  {
+    absl::MutexLock lock(&mu_);
+    if (ended_) return;
+    if (!half_closed_ && !reads_ended_ && !writing_ && queue_.empty()) {
+      half_closed_ = true;
+      writes_done = true;
+    }
+  }
+  if (writes_done) StartWritesDone();
+  absl::MutexLock lock(&mu_);
+  if (writes_done && mu_.AwaitWithTimeout(absl::Condition(&ended_), timeout)) return;
+  mu_.Unlock();
+  context_.TryCancel();
+  mu_.Lock();
+  mu_.Await(absl::Condition(&ended_));
+}
+
+void RoundStream::OnWriteDone(bool ok) {
+  std::shared_ptr<PendingRound> sent;
+  const v1::ExchangeRequest* next = nullptr;
+  bool remove_hold = false;
+  {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    sent = std::move(in_flight_.last_of);
+    in_flight_ = Outgoing();
+    if (!ok) queue_.clear();  // the stream broke: OnDone fails the rounds
+    next = TakeNextWriteLocked();
+    remove_hold = next == nullptr && reads_ended_ && !hold_removed_;
+    if (remove_hold) hold_removed_ = true;
+  }
+  if (ok && sent != nullptr) sent->MarkSent();
+  if (next != nullptr) StartWrite(next);
+  if (remove_hold) RemoveHold();
+}
+
+void RoundStream::OnReadDone(bool ok) {
+  if (!ok) {
+    bool remove_hold = false;
+    {
+      absl::MutexLock lock(&mu_);
+      reads_ended_ = true;
+      queue_.clear();
+      remove_hold = !writing_ && !hold_removed_;
+      if (remove_hold) hold_removed_ = true;
+    }
+    if (remove_hold) RemoveHold();
+    return;
+  }
+  std::shared_ptr<PendingRound> round;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = pending_.find(response_.round());
+    if (it != pending_.end()) {
+      round = it->second;
+      if (response_.last()) pending_.erase(it);
+    }
+  }
+  absl::Status bad;
+  if (round == nullptr) {
+    bad = absl::InternalError(
+        absl::StrCat(label_, ": answered round ", response_.round(), ", which is not pending"));
+  } else {
+    bad = round->Accept(response_);
+  }
+  if (!bad.ok()) {
+    // A reply that cannot be trusted ends the stream; its rounds fail.
+    {
+      absl::MutexLock lock(&mu_);
+      if (protocol_error_.ok()) protocol_error_ = bad;
+    }
+    context_.TryCancel();
+  }
+  // After a cancel this read fails, which ends the reads (and the hold).
+  StartRead(&response_);
+}
+
+void RoundStream::OnDone(const grpc::Status& status) {
+  std::shared_ptr<RoundStream> self;
+  absl::flat_hash_map<uint64_t, std::shared_ptr<PendingRound>> pending;
+  absl::Status failure;
+  {
+    absl::MutexLock lock(&mu_);
+    ended_ = true;
+    pending.swap(pending_);
+    if (!protocol_error_.ok()) {
+      failure = protocol_error_;
+    } else if (deadline_) {
+      failure = absl::DeadlineExceededError(absl::StrCat(
+          label_, ": no answer to a push within the RPC timeout; the stream was cancelled"));
+    } else if (status.ok()) {
+      failure = absl::UnavailableError(
+          absl::StrCat(label_, ": the shard ended the push stream before answering"));
+    } else {
+      failure = FromGrpcStatus(status, label_);
+    }
+    self = std::move(self_);
+  }
+  for (auto& [id, round] : pending) round->Complete(failure, {});
+  // `self` may hold the last reference: this object is deleted on return.
+}
+
+}  // namespace client
+}  // namespace dcasgd

@@ -1,0 +1,160 @@
+#ifndef DCASGD_CLIENTS_CPP_ROUND_STREAM_H_
+#define DCASGD_CLIENTS_CPP_ROUND_STREAM_H_
+
+// Internal to clients/cpp: a worker's long-lived Exchange stream to one
+// shard (ps.proto ParameterShard.Exchange), over which its pushes travel as
+// numbered rounds with no per-call setup and no thread of their own (gRPC's
+// callback API).
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "clients/cpp/chunk_stream.h"
+#include "clients/cpp/shard_session.h"
+#include "dcasgd/v1/ps.grpc.pb.h"
+#include "grpcpp/client_context.h"
+#include "grpcpp/support/client_callback.h"
+
+namespace dcasgd {
+namespace client {
+
+class RoundStream;
+
+// One round (one push) on one shard, from the moment it is queued until the
+// shard answered it or its stream ended.
+class PendingRound {
+ public:
+  PendingRound(const CallTensors& tensors, const std::vector<PlannedChunk>& chunks,
+               absl::string_view label, bool pull_back);
+
+  PendingRound(const PendingRound&) = delete;
+  PendingRound& operator=(const PendingRound&) = delete;
+
+  // Blocks until the round is answered or its stream ended: the shard's
+  // status (prefixed with the shard's label), INTERNAL for a bad reply
+  // (ChunkReceiver). After `timeout` the stream is cancelled and the result
+  // is DEADLINE_EXCEEDED. On return nothing writes into the destinations any
+  // more. On success `reply` holds the version, staleness and timings.
+  absl::Status Wait(absl::Duration timeout, ShardReply* reply);
+
+  // Cancels the stream the round travels on (its Wait then returns
+  // CANCELLED unless it was answered first). Does not wait.
+  void Cancel();
+
+ private:
+  friend class RoundStream;
+
+  // The reactor's side (its read callbacks run one at a time): one answer
+  // message; the round completes with its last one. An error is a reply
+  // that cannot be trusted (it ends the stream).
+  absl::Status Accept(const v1::ExchangeResponse& response);
+  // Records the result once (later calls are ignored).
+  void Complete(absl::Status status, const ShardReply& reply);
+  // The round's last message was written.
+  void MarkSent();
+
+  // Read callbacks only.
+  ChunkReceiver receiver_;
+  const std::string label_;
+  const bool pull_back_;
+  const absl::Time start_ = absl::Now();
+  absl::Time first_reply_ = absl::InfinitePast();
+
+  absl::Mutex mu_;
+  // Set once queued, dropped on completion; cancelled on timeout.
+  std::shared_ptr<RoundStream> stream_ ABSL_GUARDED_BY(mu_);
+  // When its messages were queued, and when the last one was written.
+  absl::Time queued_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  absl::Time sent_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status status_ ABSL_GUARDED_BY(mu_);
+  ShardReply reply_ ABSL_GUARDED_BY(mu_);
+};
+
+// The stream itself. Open() starts the call; Start() queues a round and
+// returns at once; the reactor writes queued messages one at a time, reads
+// the answers and hands them to their rounds. When the stream ends (the
+// shard restarted, a cancel, a protocol error) every round still pending
+// fails with the stream's status, and the owner opens a new stream for the
+// next round (ShardSession::Exchange).
+//
+// Thread-safe. Owned by shared pointers: the stream keeps itself alive until
+// gRPC's last callback (OnDone), so it may outlive its owner briefly.
+class RoundStream final : public grpc::ClientBidiReactor<v1::ExchangeRequest, v1::ExchangeResponse>,
+                          public std::enable_shared_from_this<RoundStream> {
+ public:
+  // Opens the stream on `stub` (which must outlive it). `label` prefixes
+  // every error. `max_message_bytes` bounds the messages it sends.
+  static std::shared_ptr<RoundStream> Open(v1::ParameterShard::Stub* stub, std::string label,
+                                           size_t max_message_bytes);
+
+  // Queues the round of `chunks` with `step` as `worker`; `tensors` and
+  // `chunks` must stay alive (and the destinations untouched) until the
+  // round's Wait returned. Never blocks. A stream that already ended fails
+  // the round at once (UNAVAILABLE).
+  std::shared_ptr<PendingRound> Start(const WorkerCredentials& worker, uint64_t step,
+                                      const CallTensors& tensors,
+                                      const std::vector<PlannedChunk>& chunks, bool pull_back);
+
+  // True once the stream ended: open a new one.
+  bool ended() const;
+  // Cancels the call (pending rounds fail with DEADLINE_EXCEEDED when
+  // `deadline`, CANCELLED otherwise). Does not wait.
+  void Cancel(bool deadline);
+  // Half-closes (the shard answers what it has and ends the call) and waits
+  // until the call ended, at most `timeout`; then cancels it and waits.
+  void Close(absl::Duration timeout);
+
+  // gRPC callbacks.
+  void OnWriteDone(bool ok) override;
+  void OnReadDone(bool ok) override;
+  void OnDone(const grpc::Status& status) override;
+
+ private:
+  // A message to write; the last one of a round points at it.
+  struct Outgoing {
+    v1::ExchangeRequest message;
+    std::shared_ptr<PendingRound> last_of;
+  };
+
+  RoundStream(std::string label, size_t max_message_bytes);
+
+  // Takes the next queued message if no write is outstanding.
+  const v1::ExchangeRequest* TakeNextWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const std::string label_;
+  const size_t message_bytes_;  // cut a round's gradients into messages of this size
+  grpc::ClientContext context_;
+  // Read side: gRPC's read callbacks only.
+  v1::ExchangeResponse response_;
+
+  // Serialises Start, so rounds are queued in the order of their numbers.
+  absl::Mutex start_mu_;
+  mutable absl::Mutex mu_;
+  uint64_t last_round_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_map<uint64_t, std::shared_ptr<PendingRound>> pending_ ABSL_GUARDED_BY(mu_);
+  std::deque<Outgoing> queue_ ABSL_GUARDED_BY(mu_);
+  Outgoing in_flight_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool half_closed_ ABSL_GUARDED_BY(mu_) = false;
+  bool reads_ended_ ABSL_GUARDED_BY(mu_) = false;
+  bool hold_removed_ ABSL_GUARDED_BY(mu_) = false;
+  bool deadline_ ABSL_GUARDED_BY(mu_) = false;  // cancelled by a round's timeout
+  // A reply that could not be trusted: the stream was cancelled for it.
+  absl::Status protocol_error_ ABSL_GUARDED_BY(mu_);
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;
+  // Keeps the reactor alive until OnDone.
+  std::shared_ptr<RoundStream> self_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace client
+}  // namespace dcasgd
+
+#endif  // DCASGD_CLIENTS_CPP_ROUND_STREAM_H_
