@@ -54,6 +54,19 @@ void Float16ToFloat(absl::Span<const uint16_t> in, absl::Span<float> out);
 void FloatTo16(Dtype dtype, absl::Span<const float> in, absl::Span<uint16_t> out);
 void FloatFrom16(Dtype dtype, absl::Span<const uint16_t> in, absl::Span<float> out);
 
+// Whether float16 conversions use the CPU's F16C instructions (x86-64 with
+// AVX and F16C) rather than the portable code (Eigen's scalar conversion).
+// Both give the same bits.
+bool Float16HardwareConversion();
+
+// The portable conversions (no AVX2, no F16C), for tests that compare both
+// paths.
+namespace dtype_internal {
+void FloatToBfloat16Portable(absl::Span<const float> in, absl::Span<uint16_t> out);
+void FloatToFloat16Portable(absl::Span<const float> in, absl::Span<uint16_t> out);
+void Float16ToFloatPortable(absl::Span<const uint16_t> in, absl::Span<float> out);
+}  // namespace dtype_internal
+
 // One value, for tests and messages.
 uint16_t FloatToBits16(Dtype dtype, float value);
 float FloatFromBits16(Dtype dtype, uint16_t bits);

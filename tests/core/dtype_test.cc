@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "Eigen/Core"
 #include "gtest/gtest.h"
 
 namespace dcasgd {
@@ -153,6 +154,64 @@ TEST(Bfloat16, KeepsFloat32RangeAndSubnormals) {
   // Rounding the largest float32 overflows to infinity (above bf16's max
   // plus half a unit).
   EXPECT_EQ(FloatToBits16(Dtype::kBfloat16, std::numeric_limits<float>::max()), 0x7f80);
+}
+
+// The fast paths (integer arithmetic for bfloat16, 8 wide with AVX2; F16C
+// for float16 where the CPU has it) and the portable ones give exactly
+// Eigen's bits: every 16-bit pattern widened, and
+// every 61st float32 bit pattern (70 million, all exponents) narrowed; NaNs
+// only need to stay NaN.
+TEST(Dtype, FastPathsMatchEigen) {
+  const std::vector<uint16_t> all = AllPatterns();
+  std::vector<float> bf(all.size()), fp(all.size()), fp_portable(all.size());
+  Bfloat16ToFloat(all, absl::MakeSpan(bf));
+  Float16ToFloat(all, absl::MakeSpan(fp));
+  dtype_internal::Float16ToFloatPortable(all, absl::MakeSpan(fp_portable));
+  for (size_t b = 0; b < all.size(); ++b) {
+    const float eigen_bf = static_cast<float>(Eigen::numext::bit_cast<Eigen::bfloat16>(all[b]));
+    const float eigen_fp = static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(all[b]));
+    if (std::isnan(eigen_bf)) {
+      ASSERT_TRUE(std::isnan(bf[b]));
+    } else {
+      ASSERT_EQ(bf[b], eigen_bf) << b;
+    }
+    if (std::isnan(eigen_fp)) {
+      ASSERT_TRUE(std::isnan(fp[b]) && std::isnan(fp_portable[b]));
+    } else {
+      ASSERT_EQ(fp[b], eigen_fp) << b;
+      ASSERT_EQ(fp_portable[b], eigen_fp) << b;
+    }
+  }
+  constexpr size_t kBatch = 1 << 16;
+  std::vector<float> in(kBatch);
+  std::vector<uint16_t> out_bf(kBatch), out_fp(kBatch), out_portable(kBatch);
+  std::vector<uint16_t> out_bf_portable(kBatch);
+  size_t checked = 0;
+  for (uint64_t start = 0; start < (uint64_t{1} << 32); start += 61 * kBatch) {
+    for (size_t i = 0; i < kBatch; ++i) {
+      in[i] = Bits32(static_cast<uint32_t>(start + 61 * i));
+    }
+    FloatToBfloat16(in, absl::MakeSpan(out_bf));
+    FloatToFloat16(in, absl::MakeSpan(out_fp));
+    dtype_internal::FloatToFloat16Portable(in, absl::MakeSpan(out_portable));
+    dtype_internal::FloatToBfloat16Portable(in, absl::MakeSpan(out_bf_portable));
+    for (size_t i = 0; i < kBatch; ++i) {
+      if (std::isnan(in[i])) {
+        ASSERT_TRUE(std::isnan(FloatFromBits16(Dtype::kBfloat16, out_bf[i])));
+        ASSERT_EQ(out_bf_portable[i], out_bf[i]);
+        ASSERT_TRUE(std::isnan(FloatFromBits16(Dtype::kFloat16, out_fp[i])));
+        ASSERT_TRUE(std::isnan(FloatFromBits16(Dtype::kFloat16, out_portable[i])));
+        continue;
+      }
+      ASSERT_EQ(out_bf[i], Eigen::numext::bit_cast<uint16_t>(Eigen::bfloat16(in[i]))) << in[i];
+      ASSERT_EQ(out_bf_portable[i], out_bf[i]) << in[i];
+      const uint16_t eigen_fp = Eigen::numext::bit_cast<uint16_t>(Eigen::half(in[i]));
+      ASSERT_EQ(out_fp[i], eigen_fp) << in[i];
+      ASSERT_EQ(out_portable[i], eigen_fp) << in[i];
+    }
+    checked += kBatch;
+  }
+  EXPECT_GT(checked, size_t{70000000});
 }
 
 TEST(Dtype, NamesAndSizes) {
