@@ -23,6 +23,10 @@ Rules (names used in the results):
   asgd-ga      asgd with gap-aware damping (--gap_aware: each gradient
                coordinate divided by its gap since the pull, in mean steps)
   dcasgd-a-ga  dcasgd-a with gap-aware damping
+  dcasgd-a-bf16, dcasgd-a-ga-bf16
+               the same with each worker's backup kept in bfloat16 on the
+               shards (--backup_dtype=bfloat16): the accuracy cost of
+               16-bit backups
 
 Results are appended, one JSON object per cell, to --results (cells already
 there are skipped, so an interrupted study resumes). --report reads them and
@@ -65,6 +69,9 @@ RULES = {
     "dcasgd-a-sa": (["--update_rule=dcasgd-a", "--staleness_aware"], None),
     "asgd-ga": (["--update_rule=asgd", "--gap_aware"], None),
     "dcasgd-a-ga": (["--update_rule=dcasgd-a", "--gap_aware"], None),
+    "dcasgd-a-bf16": (["--update_rule=dcasgd-a", "--backup_dtype=bfloat16"], None),
+    "dcasgd-a-ga-bf16": (["--update_rule=dcasgd-a", "--gap_aware", "--backup_dtype=bfloat16"],
+                         None),
 }
 
 QUICK = dict(models=["mlp:256,128"], workers=[1, 4, 16, 32],

@@ -50,7 +50,7 @@ ShardMemory ShardMemoryFor(const ShardFootprint& footprint, const ShardMemoryCon
   m.base = kShardBaseBytes;
   m.weights = weight_bytes;
   m.optimizer_state = Mul(weight_bytes, config.state_vectors);
-  m.backups = Mul(weight_bytes, workers);
+  m.backups = Mul(Mul(footprint.weight_elements, config.backup_element_bytes), workers);
   m.waiting = config.waiting_pushes ? Mul(weight_bytes, config.max_workers) : 0;
   m.chunk_overhead =
       Mul(footprint.chunks, Add(kChunkOverheadBytes, Mul(workers, kBackupOverheadBytes)));

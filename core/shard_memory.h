@@ -27,6 +27,9 @@ struct ShardMemoryConfig {
   // Whether the rule keeps a backup per worker (DC-ASGD or gap-aware damping
   // in async or SSP modes; plain ASGD and SSGD never read one).
   bool backups = false;
+  // Bytes of one backup element: 4 for float32, 2 for bfloat16 / float16
+  // (--backup_dtype).
+  uint32_t backup_element_bytes = 4;
   uint32_t max_workers = 0;
   // Whether pushes wait in the shard (SSGD rounds, SSP bound): then each
   // worker may have one push's gradients parked there.
@@ -40,7 +43,7 @@ struct ShardMemory {
   uint64_t base = 0;             // the process without tensors: code, gRPC, allocator
   uint64_t weights = 0;          // 4 B per owned weight
   uint64_t optimizer_state = 0;  // 4 B per weight per state vector
-  uint64_t backups = 0;          // 4 B per weight per worker, up to max_workers
+  uint64_t backups = 0;          // 4 B (or 2 B in 16 bits) per weight per worker, up to max_workers
   uint64_t waiting = 0;          // SSGD/SSP: one parked push per worker, 4 B per weight
   uint64_t chunk_overhead = 0;   // bookkeeping per chunk and per backup of a chunk
   uint64_t specs = 0;            // explicit initial values, kept for re-declaration

@@ -159,10 +159,7 @@ void ShardStore::FreeBackups(const std::vector<WorkerId>& workers) {
       for (const auto& [index, chunk] : tensor->owned) {
         absl::MutexLock lock(&chunk->mu);
         for (WorkerId w : workers) {
-          auto it = chunk->backups.find(w);
-          if (it == chunk->backups.end()) continue;
-          freed += FloatBytes(it->second.size());
-          chunk->backups.erase(it);
+          freed += chunk->backups.Erase(w);
         }
       }
     }
@@ -184,15 +181,14 @@ absl::Status ShardStore::ServeChunk(Chunk* chunk, const ChunkUpdate* update, con
     reply = reinterpret_cast<float*>(to->values->data());
   }
   if (to != nullptr && to->resend_backup) {
-    // A repeated push step: what the worker was sent the first time.
-    auto backup = chunk->backups.find(to->worker);
-    if (backup == chunk->backups.end()) {
+    // A repeated push step: what the worker was sent the first time (its
+    // rounding, with a 16-bit backup dtype).
+    if (!chunk->backups.Read(to->worker, absl::MakeSpan(reply, chunk->length))) {
       return absl::FailedPreconditionError(
           absl::StrCat("repeated push step of worker ", to->worker, ": it holds no backup of ",
                        ChunkName(*chunk->tensor, chunk->index),
                        " (its first push was not a PushPull of that chunk): Pull"));
     }
-    std::memcpy(reply, backup->second.data(), FloatBytes(chunk->length));
     return absl::OkStatus();
   }
   if (update != nullptr) {
@@ -204,20 +200,20 @@ absl::Status ShardStore::ServeChunk(Chunk* chunk, const ChunkUpdate* update, con
     v.momentum = chunk->momentum.empty() ? nullptr : chunk->momentum.data();
     v.gap_scale = chunk->gap_scale.empty() ? nullptr : chunk->gap_scale.data();
     std::vector<float> unchanged;
-    if (update->rule->uses_backup()) {
-      auto backup = chunk->backups.find(update->pusher);
-      if (backup != chunk->backups.end()) {
-        v.backup = backup->second.data();
-      } else {
-        // The backup vanished after validation (lease expired, or Join
-        // replaced the worker): compensate nothing rather than use w - 0.
-        unchanged.assign(chunk->weights.begin(), chunk->weights.end());
-        v.backup = unchanged.data();
-      }
+    const OptimizerConfig* rule = update->rule;
+    OptimizerConfig float32_backup;
+    if (rule->uses_backup() && !chunk->backups.Attach(update->pusher, &v)) {
+      // The backup vanished after validation (lease expired, or Join
+      // replaced the worker): compensate nothing rather than use w - 0.
+      unchanged.assign(chunk->weights.begin(), chunk->weights.end());
+      v.backup = unchanged.data();
+      float32_backup = *rule;
+      float32_backup.backup_dtype = Dtype::kFloat32;
+      rule = &float32_backup;
     }
     // The kernel writes the new weights into the reply as it goes.
     v.weights_copy = reply;
-    ApplyUpdate(*update->rule, update->lr, v);
+    ApplyUpdate(*rule, update->lr, v);
   } else if (reply != nullptr) {
     std::memcpy(reply, chunk->weights.data(), FloatBytes(chunk->length));
   }
@@ -225,11 +221,10 @@ absl::Status ShardStore::ServeChunk(Chunk* chunk, const ChunkUpdate* update, con
       !to->liveness->live.load(std::memory_order_acquire)) {
     return absl::OkStatus();
   }
-  // The values sent become the worker's backup: a copy, taken under the same
-  // lock as the reply (never a reference to the weights).
-  auto [it, inserted] = chunk->backups.try_emplace(to->worker);
-  if (inserted) *added += FloatBytes(chunk->length);
-  it->second.assign(chunk->weights.begin(), chunk->weights.end());
+  // The values sent become the worker's backup: a copy (rounded to the
+  // backup dtype), taken under the same lock as the reply (never a reference
+  // to the weights).
+  *added += chunk->backups.Write(to->worker, chunk->weights);
   return absl::OkStatus();
 }
 

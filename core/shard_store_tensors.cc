@@ -85,7 +85,8 @@ absl::Status CheckRestored(std::vector<float>& v, const char* what, float clamp,
 std::unique_ptr<ShardStore::Chunk> ShardStore::MakeChunk(const TensorSpec& spec,
                                                          uint64_t index) const {
   // The name pointer is fixed up by the caller once the Tensor exists.
-  auto chunk = std::make_unique<Chunk>(nullptr, index, spec.chunk_length(index));
+  auto chunk = std::make_unique<Chunk>(nullptr, index, spec.chunk_length(index),
+                                       config_.optimizer.backup_dtype);
   absl::MutexLock lock(&chunk->mu);
   chunk->weights.resize(chunk->length);
   InitializeChunk(spec, index, absl::MakeSpan(chunk->weights));
@@ -249,6 +250,7 @@ ShardMemory ShardStore::MemoryFor(const ShardFootprint& footprint) const {
   ShardMemoryConfig config;
   config.state_vectors = config_.optimizer.state_vectors();
   config.backups = keeps_backups_;
+  config.backup_element_bytes = static_cast<uint32_t>(DtypeBytes(config_.optimizer.backup_dtype));
   config.waiting_pushes = config_.sync != SyncMode::kAsync;
   config.max_workers = config_.max_workers;
   config.inflight_bytes = config_.inflight_budget_bytes;
@@ -341,7 +343,8 @@ absl::StatusOr<std::unique_ptr<ShardStore::Tensor>> ShardStore::RestoreTensor(
           CheckRestored(cs.gap_scale, "gap scale", 2 * max_weight, false, name, cs.index)}) {
       if (!bad.ok()) return bad;
     }
-    auto chunk = std::make_unique<Chunk>(nullptr, cs.index, cs.weights.size());
+    auto chunk = std::make_unique<Chunk>(nullptr, cs.index, cs.weights.size(),
+                                         config_.optimizer.backup_dtype);
     absl::MutexLock lock(&chunk->mu);
     chunk->weights = std::move(cs.weights);
     // Optimizer state of another rule is dropped / zero-filled, so a shard

@@ -12,8 +12,10 @@
 #endif
 
 #include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
 #include "base/check.h"
 #include "base/status_macros.h"
+#include "core/dtype.h"
 
 namespace dcasgd {
 
@@ -41,7 +43,8 @@ struct Scalars {
   bool gap_aware;
   float gap_decay;
   float one_minus_gap_decay;
-  float gap_epsilon;  // keeps |w - w_bak| / C finite where C = 0
+  float gap_epsilon;   // keeps |w - w_bak| / C finite where C = 0
+  Dtype backup_dtype;  // float32: ChunkVectors::backup; else backup16
 };
 
 }  // namespace
@@ -116,6 +119,25 @@ absl::Status OptimizerConfig::Validate() const {
                              "max_gradient_abs", max_gradient_abs, "finite and > 0"));
   RETURN_IF_ERROR(CheckField(max_weight_abs > 0.0f && std::isfinite(max_weight_abs),
                              "max_weight_abs", max_weight_abs, "finite and > 0"));
+  switch (backup_dtype) {
+    case Dtype::kFloat32:
+    case Dtype::kBfloat16:
+      break;
+    case Dtype::kFloat16:
+      // A backup beyond 65504 would round to infinity, and w - w_bak with it.
+      if (!(max_weight_abs <= DtypeMaxFinite(Dtype::kFloat16))) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "float16 backups hold |w| <= 65504 only, but max_weight_abs is ", max_weight_abs,
+            ": lower max_weight_abs to at most 65504, or keep backups in bfloat16 (float32's "
+            "range)"));
+      }
+      break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("optimizer backup_dtype has unknown value ",
+                                                     static_cast<int>(backup_dtype)));
+  }
+  // A 16-bit backup may exceed max_weight_abs by its rounding (at most 2^-8
+  // relative): the 2^10 margin below covers it.
   // A factor of 2^10 below FLT_MAX leaves room for the roundings of the
   // float kernels, which the double bounds do not see.
   constexpr double kSafe = std::numeric_limits<float>::max() / 1024.0;
@@ -176,6 +198,9 @@ std::string OptimizerConfig::DebugString() const {
     absl::StrAppend(&out, " decay_factor=", decay_factor, " decay_every=", decay_every);
   }
   absl::StrAppend(&out, " max_gradient_abs=", max_gradient_abs, " max_weight_abs=", max_weight_abs);
+  if (backup_dtype != Dtype::kFloat32) {
+    absl::StrAppend(&out, " backup_dtype=", NameOf(kDtypeNames, backup_dtype));
+  }
   return out;
 }
 
@@ -211,7 +236,9 @@ void ApplyUpdateWithIsa(KernelIsa isa, const OptimizerConfig& config, float lr,
   if (v.n == 0) return;
   // Missing vectors are programmer errors of the shard store, not input.
   DCASGD_CHECK(v.weights != nullptr && v.gradient != nullptr);
-  DCASGD_CHECK(!config.uses_backup() || v.backup != nullptr);
+  DCASGD_CHECK(
+      !config.uses_backup() ||
+      (config.backup_dtype == Dtype::kFloat32 ? v.backup != nullptr : v.backup16 != nullptr));
   DCASGD_CHECK(!config.uses_mean_square() || v.mean_square != nullptr);
   DCASGD_CHECK(!config.uses_momentum() || v.momentum != nullptr);
   DCASGD_CHECK(!config.uses_gap_scale() || v.gap_scale != nullptr);
@@ -230,7 +257,8 @@ void ApplyUpdateWithIsa(KernelIsa isa, const OptimizerConfig& config, float lr,
                   config.gap_aware,
                   config.gap_decay,
                   1.0f - config.gap_decay,
-                  1e-12f};
+                  1e-12f,
+                  config.backup_dtype};
 #ifdef DCASGD_HAVE_AVX2_KERNELS
   if (isa == KernelIsa::kAvx2) {
     kernels_avx2::Run(s, config.rule, v);

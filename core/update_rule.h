@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "base/enum_names.h"
+#include "core/dtype.h"
 
 namespace dcasgd {
 
@@ -56,11 +57,21 @@ struct OptimizerConfig {
   // hyper-parameters above, Validate() proves no intermediate can overflow.
   float max_gradient_abs = 1e6f;
   float max_weight_abs = 1e6f;
+  // How the shard keeps each worker's backup w_bak (--backup_dtype): float32,
+  // or rounded to bfloat16 / float16 (to nearest even, core/dtype.h), half the
+  // memory. The kernels read a 16-bit backup through ChunkVectors::backup16,
+  // converted exactly to float32, so the update is the float32 update on the
+  // rounded backup: w - w_bak is off by the rounding of w_bak (relative 2^-8
+  // for bfloat16, 2^-11 for float16; docs/algorithm.md). float16 holds
+  // |w| <= 65504 only, so it needs max_weight_abs <= 65504. Weights and
+  // optimizer state stay float32.
+  Dtype backup_dtype = Dtype::kFloat32;
 
   // INVALID_ARGUMENT naming the offending field when a value is out of range
   // (lr > 0, lambda0 >= 0, 0 <= ms_decay < 1, eps > 0, 0 <= momentum < 1,
   // weight_decay >= 0, step decay with decay_every > 0 and 0 < factor <= 1,
-  // finite positive bounds), or when the worst case of UpdateBounds() is not
+  // finite positive bounds, max_weight_abs <= 65504 with float16 backups),
+  // or when the worst case of UpdateBounds() is not
   // safely finite in float32 (the message names the flags to lower).
   absl::Status Validate() const;
   // A configuration for `rule` with the rule-dependent defaults: lambda0 is
@@ -130,8 +141,11 @@ struct ChunkVectors {
   float* weights = nullptr;         // w, updated in place
   const float* gradient = nullptr;  // g
   const float* backup = nullptr;    // w_bak(m); may be null for kAsgd
-  float* mean_square = nullptr;     // MS; required iff uses_mean_square()
-  float* momentum = nullptr;        // mom; required iff uses_momentum()
+  // w_bak(m) in config.backup_dtype when that is a 16-bit format: then it is
+  // read instead of `backup` (and required iff uses_backup()).
+  const uint16_t* backup16 = nullptr;
+  float* mean_square = nullptr;  // MS; required iff uses_mean_square()
+  float* momentum = nullptr;     // mom; required iff uses_momentum()
   // C of gap-aware damping; required iff uses_gap_scale(). A negative value
   // means "no step yet" (a new chunk holds kGapScaleUnset): no damping, and
   // the first step sets C = |step|.

@@ -8,13 +8,16 @@
 #          [--shards 2] [--workers 4] [--epochs 5] [--model mlp:256,128|softmax|cnn|cnn:C1,C2,H]
 #          [--lr 0.1] [--lambda0 X] [--batch-size 64] [--data DIR|s3://bucket/prefix]
 #          [--gap-aware on|off] [--staleness-aware auto|on|off]
+#          [--backup-dtype float32|bfloat16|float16]
 # --gap-aware on (the default, async and ssp) damps each stale gradient
 # coordinate by how far it moved since the worker pulled, and then uses lr 0.2
 # unless --lr is given: the most accurate rule measured at every worker count,
 # with no per-count tuning (docs/convergence.md). --staleness-aware auto
 # divides the rate by the staleness from 16 workers on when gap-aware damping
 # is off (plain DC-ASGD and ASGD there need a rate so small that they barely
-# train in a few epochs), and also uses lr 0.2.
+# train in a few epochs), and also uses lr 0.2. --backup-dtype keeps each
+# worker's backup on the shards in 16 bits (half their memory; float16 also
+# sets --max_weight_abs=65504, its range; docs/operations.md).
 # Exits non-zero, saying why, when no worker can make progress (e.g. every
 # worker diverged). DCASGD_PREBUILT=1 skips installing and building (tests).
 set -euo pipefail
@@ -22,7 +25,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 rule=dcasgd-a sync=async shards=2 workers=4 epochs=5 model=mlp:256,128 lr= batch=64
-staleness_aware=auto gap_aware=on
+staleness_aware=auto gap_aware=on backup_dtype=float32
 lambda0=()
 data="$root/.cache/data/fashion-mnist"
 while [[ $# -gt 0 ]]; do
@@ -39,7 +42,8 @@ while [[ $# -gt 0 ]]; do
     --data) data=$2; shift 2 ;;
     --staleness-aware) staleness_aware=$2; shift 2 ;;
     --gap-aware) gap_aware=$2; shift 2 ;;
-    -h|--help) sed -n 2,21p "$0"; exit 0 ;;
+    --backup-dtype) backup_dtype=$2; shift 2 ;;
+    -h|--help) sed -n 2,22p "$0"; exit 0 ;;
     *) echo "run-local: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -54,6 +58,12 @@ case "$staleness_aware" in
           staleness_aware=on; else staleness_aware=off; fi ;;
   on|off) ;;
   *) echo "run-local: --staleness-aware takes auto, on or off" >&2; exit 2 ;;
+esac
+backup_flags=(--backup_dtype="$backup_dtype")
+case "$backup_dtype" in
+  float32|bfloat16) ;;
+  float16) backup_flags+=(--max_weight_abs=65504) ;;  # float16's largest value
+  *) echo "run-local: --backup-dtype takes float32, bfloat16 or float16" >&2; exit 2 ;;
 esac
 if [[ -z "$lr" ]]; then
   if [[ "$staleness_aware" == on || "$gap_aware" == on ]]; then lr=0.2; else lr=0.1; fi
@@ -95,13 +105,13 @@ port() { awk -v k="$2" '$1 == k {print $2}' "$1"; }
 # Decay the learning rate in the last part of training so the final model is
 # not a noisy iterate of constant-rate SGD (versions ~ steps per shard).
 decay_every=$(( 60000 / batch * epochs / 3 ))
-echo "== starting $shards shards (rule $rule, sync $sync, lr $lr, gap-aware damping $gap_aware, staleness-aware rate $staleness_aware), logs in $run"
+echo "== starting $shards shards (rule $rule, sync $sync, lr $lr, gap-aware damping $gap_aware, staleness-aware rate $staleness_aware), backups in $backup_dtype, logs in $run"
 addresses=()
 shard_pids=()
 for ((i = 0; i < shards; i++)); do
   "$bin/ps/dcasgd-ps" --listen=127.0.0.1:0 --metrics_address=127.0.0.1:0 \
     --port_file="$run/ps-$i.ports" --shard_index="$i" --shard_count="$shards" \
-    --update_rule="$rule" --sync="$sync" --lr="$lr" "${lambda0[@]}" "${sa_flag[@]}" --lr_schedule=step \
+    --update_rule="$rule" --sync="$sync" --lr="$lr" "${lambda0[@]}" "${sa_flag[@]}" "${backup_flags[@]}" --lr_schedule=step \
     --lr_decay_every="$decay_every" --lr_decay_factor=0.3 \
     --checkpoint_dir="$run/checkpoints" --checkpoint_interval_seconds=30 \
     >"$run/ps-$i.log" 2>&1 &

@@ -13,6 +13,7 @@
 #include "base/enum_names.h"
 #include "base/flags.h"
 #include "base/status_macros.h"
+#include "core/dtype.h"
 #include "core/shard_memory.h"
 #include "services/ps/memory_limit.h"
 
@@ -88,6 +89,10 @@ ABSL_FLAG(std::string, auth_cert_roles, "",
           "with --tls_ca: roles of client-certificate identities (SAN or CN), "
           "'identity=role,...'; turns authentication on");
 ABSL_FLAG(double, max_weight_abs, 1e6, "weights are clamped to [-this, this] after each update");
+ABSL_FLAG(std::string, backup_dtype, "float32",
+          "float32 | bfloat16 | float16: how each worker's backup w_bak is kept; 16 bits halve the "
+          "backups' memory, rounding w_bak by 2^-8 (bfloat16) or 2^-11 (float16) relative; "
+          "float16 needs --max_weight_abs <= 65504. Weights and optimizer state stay float32");
 
 namespace dcasgd {
 namespace {
@@ -192,6 +197,8 @@ absl::Status ParseOptimizer(const std::set<std::string>& given, OptimizerConfig*
   opt->decay_every = static_cast<uint64_t>(decay_every);
   opt->max_gradient_abs = static_cast<float>(absl::GetFlag(FLAGS_max_gradient_abs));
   opt->max_weight_abs = static_cast<float>(absl::GetFlag(FLAGS_max_weight_abs));
+  RETURN_IF_ERROR(ParseEnumFlag("backup_dtype", "backup dtype", kDtypeNames,
+                                absl::GetFlag(FLAGS_backup_dtype), &opt->backup_dtype));
   return absl::OkStatus();
 }
 
@@ -334,7 +341,7 @@ absl::StatusOr<PsOptions> ParsePsOptions(const std::vector<std::string>& args,
     return absl::Status(s.code(), absl::StrCat(s.message(),
                                                " (flags --lr, --lambda0, --ms_decay, --epsilon, "
                                                "--momentum, --max_gradient_abs, "
-                                               "--max_weight_abs)"));
+                                               "--max_weight_abs, --backup_dtype)"));
   }
   RETURN_IF_ERROR(ParseCheckpoints(&options));
   RETURN_IF_ERROR(ParseServing(&options));

@@ -35,6 +35,40 @@ TEST(ShardMemoryFor, EveryTermOfTheRule) {
   EXPECT_THAT(m.DebugString(), HasSubstr("backups 32.0 MiB"));
 }
 
+// --backup_dtype=bfloat16|float16: 2 bytes per backup element, nothing else
+// changes; for a large model the same budget then holds about twice the
+// workers (the per-worker stream window and bookkeeping do not shrink).
+TEST(ShardMemoryFor, SixteenBitBackupsHalveTheBackupsTerm) {
+  ShardFootprint footprint;
+  footprint.weight_elements = uint64_t{1} << 28;  // a 1 GiB model
+  footprint.chunks = 4096;
+  ShardMemoryConfig config;
+  config.state_vectors = 1;
+  config.backups = true;
+  config.max_workers = 8;
+  config.inflight_bytes = 256 << 20;
+  const ShardMemory full = ShardMemoryFor(footprint, config);
+  config.backup_element_bytes = 2;
+  const ShardMemory half = ShardMemoryFor(footprint, config);
+  EXPECT_EQ(half.backups, full.backups / 2);
+  EXPECT_EQ(half.total(), full.total() - full.backups / 2);
+  // The most workers a 16 GiB budget admits, per backup dtype.
+  auto most_workers = [&](uint32_t element_bytes) {
+    config.backup_element_bytes = element_bytes;
+    uint32_t workers = 0;
+    for (uint32_t m = 1; m <= 256; ++m) {
+      config.max_workers = m;
+      if (ShardMemoryFor(footprint, config).total() <= (uint64_t{16} << 30)) workers = m;
+    }
+    return workers;
+  };
+  const uint32_t f32 = most_workers(4), b16 = most_workers(2);
+  // 16 GiB - 48 MiB base - 1 GiB weights - 1 GiB mean square - 256 MiB in
+  // flight leaves 13.7 GiB: 13 backups of 1 GiB, 27 of 512 MiB.
+  EXPECT_EQ(f32, 13u);
+  EXPECT_EQ(b16, 27u);
+}
+
 TEST(ShardMemoryFor, NoBackupsWhenTheRuleReadsNone) {
   ShardFootprint footprint;
   footprint.weight_elements = 1000;

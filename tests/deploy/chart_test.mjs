@@ -237,6 +237,7 @@ for (const cfg of configs) {
       assert.equal(arg(c, 'memory_budget_bytes'), String(ps.memoryBudgetBytes));
       assert.equal(arg(c, 'max_workers'), String(ps.maxWorkers));
       assert.equal(arg(c, 'max_inflight_bytes'), String(ps.maxInflightBytes));
+      assert.equal(arg(c, 'backup_dtype'), ps.backupDtype);
     });
 
     test('shards: PodDisruptionBudget covers exactly the shard pods', () => {
@@ -595,6 +596,21 @@ describe('values', () => {
       assert.notEqual(out.status, 0, bad);
       assert.match(out.stderr, /schema/, `${bad}: ${out.stderr}`);
     }
+  });
+
+  test('ps.backupDtype reaches the shards; float16 needs maxWeightAbs within its range', () => {
+    const c = (args) => one(render(args), 'StatefulSet', 'dcasgd-ps').spec.template.spec.containers[0];
+    assert.equal(arg(c([]), 'backup_dtype'), 'float32');
+    assert.equal(arg(c(['--set', 'ps.backupDtype=bfloat16']), 'backup_dtype'), 'bfloat16');
+    assert.equal(arg(c(['--set', 'ps.backupDtype=float16', '--set', 'training.maxWeightAbs=65504']),
+      'backup_dtype'), 'float16');
+    const wide = helm(['template', 'dcasgd', chartDir, '--set', 'ps.backupDtype=float16']);
+    assert.notEqual(wide.status, 0, 'float16 with maxWeightAbs 1e6 must fail');
+    assert.match(wide.stderr, /ps.backupDtype=float16 holds \|w\| <= 65504 only/);
+    const bad = helm(['template', 'dcasgd', chartDir, '--set', 'ps.backupDtype=int8']);
+    assert.notEqual(bad.status, 0);
+    assert.match(bad.stderr, /schema/);
+    assert.match(bad.stderr, /backupDtype/);
   });
 
   test('a grace period too short for the final checkpoint fails the render', () => {

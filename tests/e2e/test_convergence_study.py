@@ -1,6 +1,7 @@
 """The convergence study's script (bench/convergence_study.py) on a tiny grid,
 so that it cannot rot: two workers, one epoch, softmax. Checks the results it
-records (accuracy, per-epoch accuracy, the staleness the shards reported),
+records (accuracy, per-epoch accuracy, the staleness the shards reported;
+dcasgd-a also with bfloat16 backups on the shards),
 that a finished cell is not run again, and the report (tables and PNGs)."""
 
 import json
@@ -20,14 +21,14 @@ class ConvergenceStudySmoke(unittest.TestCase):
         out = tempfile.mkdtemp(prefix="dcasgd-study-smoke-")
         results = os.path.join(out, "results.jsonl")
         args = [sys.executable, SCRIPT, "--models", "softmax", "--workers", "1,2",
-                "--rules", "asgd,dcasgd-a", "--lrs", "0.05", "--seeds", "1", "--epochs", "1",
+                "--rules", "asgd,dcasgd-a,dcasgd-a-bf16", "--lrs", "0.05", "--seeds", "1", "--epochs", "1",
                 "--results", results, "--out", out, "--report"]
         run = subprocess.run(args, capture_output=True, text=True, timeout=600)
         self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
         with open(results) as f:
             cells = [json.loads(line) for line in f]
         self.assertEqual(sorted((c["workers"], c["rule"]) for c in cells),
-                         [(1, "sgd"), (2, "asgd"), (2, "dcasgd-a")])
+                         [(1, "sgd"), (2, "asgd"), (2, "dcasgd-a"), (2, "dcasgd-a-bf16")])
         for c in cells:
             self.assertGreater(c["final_accuracy"], 0.6, c)
             self.assertEqual(len(c["epoch_accuracy"]), 1, c)
@@ -50,7 +51,7 @@ class ConvergenceStudySmoke(unittest.TestCase):
         # Resuming: every cell is done, nothing runs again.
         again = subprocess.run(args[:-1], capture_output=True, text=True, timeout=120)
         self.assertEqual(again.returncode, 0, again.stderr)
-        self.assertIn("0 cells to run (3 already", again.stdout)
+        self.assertIn("0 cells to run (4 already", again.stdout)
 
 
 if __name__ == "__main__":

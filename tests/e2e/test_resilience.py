@@ -250,9 +250,13 @@ class Resilience(unittest.TestCase):
         # Also the defaults docs/convergence.md recommends: gap-aware damping
         # with lr 0.2; without it, the staleness-aware rate (auto) from 16
         # workers on, also with lr 0.2; neither with fewer workers (lr 0.1).
-        for workers, extra, gap, aware, lr in ((3, [], "on", "off", "0.2"),
-                                               (16, ["--gap-aware", "off"], "off", "on", "0.2"),
-                                               (3, ["--gap-aware", "off"], "off", "off", "0.1")):
+        # The last case also keeps the backups in bfloat16 (--backup-dtype):
+        # the shards accept the flag and the script says so.
+        for workers, extra, gap, aware, lr, dtype in (
+                (3, [], "on", "off", "0.2", "float32"),
+                (16, ["--gap-aware", "off"], "off", "on", "0.2", "float32"),
+                (3, ["--gap-aware", "off", "--backup-dtype", "bfloat16"], "off", "off", "0.1",
+                 "bfloat16")):
             result = subprocess.run(
                 [script, "--shards", "1", "--workers", str(workers), "--epochs", "1",
                  "--model", "softmax", "--data", self.data, *extra],
@@ -261,7 +265,8 @@ class Resilience(unittest.TestCase):
             self.assertNotEqual(result.returncode, 0, out[-3000:])
             self.assertIn(f"all {workers} workers failed; the job cannot finish", out)
             self.assertIn("DATA_LOSS", out)
-            self.assertIn(f"lr {lr}, gap-aware damping {gap}, staleness-aware rate {aware})", out)
+            self.assertIn(f"lr {lr}, gap-aware damping {gap}, staleness-aware rate {aware}), "
+                          f"backups in {dtype},", out)
             # Local runs are plaintext and open, and the script says so.
             self.assertIn("serving without TLS or authentication: anyone who reaches port", out)
 

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "core/dtype.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -209,7 +210,31 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{{"--max_weight_abs=inf"}, {}, "max_weight_abs"},
         BadCase{{"--update_rule=dcasgd-c", "--lambda0=1e30"}, {}, "overflow float32"},
         BadCase{{"--gap_aware", "--gap_decay=1"}, {}, "gap_decay"},
-        BadCase{{"--gap_aware", "--sync=ssgd"}, {}, "gap-aware damping needs asynchronous"}));
+        BadCase{{"--gap_aware", "--sync=ssgd"}, {}, "gap-aware damping needs asynchronous"},
+        BadCase{{"--backup_dtype=int8"},
+                {},
+                "--backup_dtype: unknown backup dtype 'int8': use one of float32 | bfloat16 | "
+                "float16"},
+        BadCase{{}, {{"DCASGD_BACKUP_DTYPE", "half"}}, "unknown backup dtype 'half'"},
+        BadCase{{"--backup_dtype=float16"},
+                {},
+                "float16 backups hold |w| <= 65504 only, but max_weight_abs is 1e+06: lower "
+                "max_weight_abs to at most 65504"}));
+
+TEST(PsOptions, BackupDtype) {
+  absl::StatusOr<PsOptions> defaults = Parse({});
+  ASSERT_TRUE(defaults.ok()) << defaults.status();
+  EXPECT_EQ(defaults->shard.optimizer.backup_dtype, Dtype::kFloat32);
+  absl::StatusOr<PsOptions> bf16 = Parse({"--backup_dtype=bfloat16"});
+  ASSERT_TRUE(bf16.ok()) << bf16.status();
+  EXPECT_EQ(bf16->shard.optimizer.backup_dtype, Dtype::kBfloat16);
+  EXPECT_THAT(bf16->DebugString(), HasSubstr("backup_dtype=bfloat16"));
+  absl::StatusOr<PsOptions> fp16 =
+      Parse({"--max_weight_abs=1000"}, {{"DCASGD_BACKUP_DTYPE", "float16"}});
+  ASSERT_TRUE(fp16.ok()) << fp16.status();
+  EXPECT_EQ(fp16->shard.optimizer.backup_dtype, Dtype::kFloat16);
+  EXPECT_THAT(PsOptionsUsage(), HasSubstr("backup_dtype"));
+}
 
 TEST(PsOptions, MemoryLimitsAndBounds) {
   absl::StatusOr<PsOptions> defaults = Parse({});

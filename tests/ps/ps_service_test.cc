@@ -5,6 +5,7 @@
 #include <limits>
 #include <thread>
 
+#include "core/dtype.h"
 #include "tests/ps/ps_service_fixture.h"
 
 namespace dcasgd {
@@ -111,6 +112,39 @@ TEST_F(PsServiceTest, PushPullReturnsTheNewValuesWhichBecomeTheBackup) {
   result = PushPull(FullGradient(worker, 1.0f));
   ASSERT_TRUE(result.status.ok()) << result.status.error_message();
   for (float v : Weights()) EXPECT_FLOAT_EQ(v, 1.0f - kLr * 3.0f);
+}
+
+// --backup_dtype=bfloat16: the shard keeps 2 bytes per backup element,
+// sends float32 weights, and compensates with the rounding of what it sent.
+class PsServiceBfloat16BackupTest : public PsServiceTest {
+ protected:
+  void SetUp() override { StartServer({"--backup_dtype=bfloat16"}); }
+};
+
+TEST_F(PsServiceBfloat16BackupTest, BackupsTakeTwoBytesAndCompensateWithTheRounding) {
+  const uint64_t worker = Join("a");
+  ASSERT_TRUE(Pull(worker).status.ok());
+  EXPECT_EQ(Status().backup_bytes(), 20u) << "10 elements, 2 bytes each";
+  PullResult result = PushPull(FullGradient(worker, 2.0f));
+  ASSERT_TRUE(result.status.ok()) << result.status.error_message();
+  std::vector<float> returned;
+  for (const auto& m : result.messages) {
+    for (float v : Floats(m.chunk().values())) returned.push_back(v);
+  }
+  ASSERT_EQ(returned.size(), 10u);
+  // w == w_bak == 1 (a bfloat16 value): plain SGD, and the worker gets the
+  // float32 result, 0.8, which bfloat16 cannot hold.
+  const float w = 1.0f - kLr * 2.0f;
+  for (float v : returned) EXPECT_EQ(v, w);
+  const float bak = FloatFromBits16(Dtype::kBfloat16, FloatToBits16(Dtype::kBfloat16, w));
+  ASSERT_NE(bak, w);
+  // The next push is compensated with w - round(w): DC-ASGD-c, lambda0 0.04.
+  result = PushPull(FullGradient(worker, 1.0f));
+  ASSERT_TRUE(result.status.ok()) << result.status.error_message();
+  const float expected = w - kLr * (1.0f + 0.04f * 1.0f * 1.0f * (w - bak));
+  EXPECT_GT(std::fabs(expected - (w - kLr)), 1e-6f) << "the rounding is visible";
+  for (float v : Weights()) EXPECT_FLOAT_EQ(v, expected);
+  EXPECT_EQ(Status().backup_bytes(), 20u);
 }
 
 // One bad push: the expected code, a message, and nothing applied.
