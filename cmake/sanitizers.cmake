@@ -2,9 +2,10 @@
 # in the top-level CMakeLists.txt).
 #
 # DCASGD_TSAN (preset `tsan`): ThreadSanitizer on every target. Debian's
-# abseil is not built with TSan, so every executable also links
+# abseil and gRPC are not built with TSan, so every executable also links
 # tests/tsan/absl_sync_annotations.cc, which tells TSan about absl::Mutex,
-# CondVar and Notification (tests/tsan/README.md); suppressions for
+# CondVar and Notification, and tests/tsan/grpc_callback_annotations.cc, which
+# tells it about gRPC's callback hand-offs (tests/tsan/README.md); suppressions for
 # third-party code are in tests/tsan/suppressions.txt.
 if(DCASGD_TSAN)
   if(DCASGD_SANITIZE)
@@ -12,7 +13,8 @@ if(DCASGD_TSAN)
   endif()
   add_compile_options(-fsanitize=thread -fno-omit-frame-pointer)
   add_link_options(-fsanitize=thread)
-  add_library(dcasgd_tsan_annotations OBJECT ${PROJECT_SOURCE_DIR}/tests/tsan/absl_sync_annotations.cc)
+  add_library(dcasgd_tsan_annotations OBJECT ${PROJECT_SOURCE_DIR}/tests/tsan/absl_sync_annotations.cc
+              ${PROJECT_SOURCE_DIR}/tests/tsan/grpc_callback_annotations.cc)
   target_link_libraries(dcasgd_tsan_annotations INTERFACE ${CMAKE_DL_LIBS})
 endif()
 

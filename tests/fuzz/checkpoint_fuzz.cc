@@ -10,11 +10,8 @@
 // is checkpointed again, and that checkpoint reads and restores to the same
 // weights.
 
-#include <unistd.h>
-
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 
 #include "absl/status/status.h"
@@ -27,22 +24,6 @@
 
 namespace dcasgd::fuzz {
 namespace {
-
-const std::string& Dir() {
-  static const std::string* dir = [] {
-    const char* tmp = std::getenv("TMPDIR");
-    std::string pattern = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/dcasgd-fuzz-XXXXXX");
-    if (mkdtemp(pattern.data()) == nullptr) Fail("mkdtemp");
-    auto* d = new std::string(pattern);
-    std::atexit([] {
-      unlink(absl::StrCat(Dir(), "/in.ckpt").c_str());
-      unlink(absl::StrCat(Dir(), "/out.ckpt").c_str());
-      rmdir(Dir().c_str());
-    });
-    return d;
-  }();
-  return *dir;
-}
 
 std::vector<std::vector<float>> Weights(const ShardSnapshot& snapshot) {
   std::vector<std::vector<float>> out;
@@ -57,7 +38,7 @@ void Run(const uint8_t* data, size_t size) {
   constexpr UpdateRule kRules[] = {UpdateRule::kAsgd, UpdateRule::kDcAsgdConstant,
                                    UpdateRule::kDcAsgdAdaptive};
   const uint8_t choice = in.Byte();
-  const std::string path = absl::StrCat(Dir(), "/in.ckpt");
+  const std::string path = absl::StrCat(ScratchDir(), "/in.ckpt");
   if (!WriteFileAtomically(path, in.Rest(), /*durable=*/false).ok()) {
     Fail("cannot write the fuzz input");
   }
@@ -87,7 +68,7 @@ void Run(const uint8_t* data, size_t size) {
   }
   // What a restored shard checkpoints next must restore to the same state.
   const ShardSnapshot snapshot = store.Snapshot();
-  const std::string out = absl::StrCat(Dir(), "/out.ckpt");
+  const std::string out = absl::StrCat(ScratchDir(), "/out.ckpt");
   if (absl::StatusOr<uint64_t> written = WriteCheckpoint(out, snapshot); !written.ok()) {
     Fail("a restored shard cannot checkpoint", written.status());
   }

@@ -21,30 +21,14 @@
 #include "base/clock.h"
 #include "coordinator/data_coordinator.h"
 #include "dcasgd/v1/coordinator.pb.h"
-#include "grpc/grpc.h"
 #include "grpcpp/support/byte_buffer.h"
-#include "grpcpp/support/slice.h"
 #include "tests/fuzz/fuzz_input.h"
+#include "tests/fuzz/fuzz_rpcs.h"
 #include "wire/raw_message.h"
 #include "wire/tensor_spec.h"
 
 namespace dcasgd::fuzz {
 namespace {
-
-enum Rpc : uint8_t {
-  kAcquire,
-  kRenew,
-  kComplete,
-  kGetJobStatus,
-  kAdvanceClock,
-  kFailSaves,  // the next saves fail while the record's first byte is odd
-  kNumRpcs
-};
-
-grpc::ByteBuffer Raw(absl::string_view bytes) {
-  grpc::Slice slice(bytes.data(), bytes.size());
-  return grpc::ByteBuffer(&slice, 1);
-}
 
 bool SameProgress(const JobProgress& a, const JobProgress& b) {
   return a.configured == b.configured && a.num_data_shards == b.num_data_shards &&
@@ -80,11 +64,7 @@ class Saver {
 };
 
 void Run(const uint8_t* data, size_t size) {
-  static const bool grpc_ready = [] {
-    grpc_init();  // byte buffers and slices are gRPC core objects
-    return true;
-  }();
-  (void)grpc_ready;
+  InitGrpcOnce();
   FuzzInput in(data, size);
   ManualClock clock;
   Saver saver;
@@ -99,14 +79,14 @@ void Run(const uint8_t* data, size_t size) {
     return given.empty() && it != secrets.end() ? it->second : given;
   };
   for (int i = 0; i < 64 && !in.empty(); ++i) {
-    const uint8_t rpc = in.Byte() % kNumRpcs;
+    const CoordinatorRpc rpc = NextCoordinatorRpc(in);
     const absl::string_view record = in.Record();
-    const grpc::ByteBuffer raw = Raw(record);
+    const grpc::ByteBuffer raw = RawRequest(record);
     grpc::ByteBuffer response;
     const JobProgress before = coordinator.Progress();
     absl::Status status;
     switch (rpc) {
-      case kAcquire:
+      case CoordinatorRpc::kAcquire:
         status = HandleRawUnary<v1::AcquireDataShardRequest, v1::AcquireDataShardResponse>(
             raw, &response,
             [&](const v1::AcquireDataShardRequest& r, v1::AcquireDataShardResponse* out) {
@@ -126,20 +106,20 @@ void Run(const uint8_t* data, size_t size) {
               return absl::OkStatus();
             });
         break;
-      case kRenew:
+      case CoordinatorRpc::kRenew:
         status = HandleRawUnary<v1::RenewDataLeaseRequest, v1::RenewDataLeaseResponse>(
             raw, &response, [&](const v1::RenewDataLeaseRequest& r, v1::RenewDataLeaseResponse*) {
               return coordinator.Renew(r.lease_id(), secret_for(r.lease_id(), r.lease_secret()));
             });
         break;
-      case kComplete:
+      case CoordinatorRpc::kComplete:
         status = HandleRawUnary<v1::CompleteDataShardRequest, v1::CompleteDataShardResponse>(
             raw, &response,
             [&](const v1::CompleteDataShardRequest& r, v1::CompleteDataShardResponse*) {
               return coordinator.Complete(r.lease_id(), secret_for(r.lease_id(), r.lease_secret()));
             });
         break;
-      case kGetJobStatus:
+      case CoordinatorRpc::kGetJobStatus:
         status = HandleRawUnary<v1::GetJobStatusRequest, v1::JobStatus>(
             raw, &response, [&](const v1::GetJobStatusRequest&, v1::JobStatus* out) {
               const JobProgress p = coordinator.Progress();
@@ -148,10 +128,10 @@ void Run(const uint8_t* data, size_t size) {
               return absl::OkStatus();
             });
         break;
-      case kAdvanceClock:
+      case CoordinatorRpc::kAdvanceClock:
         clock.Advance(absl::Seconds(record.empty() ? 1 : static_cast<uint8_t>(record[0])));
         break;
-      case kFailSaves:
+      case CoordinatorRpc::kFailSaves:
         saver.set_fail(!record.empty() && (record[0] & 1));
         break;
     }

@@ -14,9 +14,13 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
+#include <system_error>
+#include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "wire/status.h"
 
@@ -67,6 +71,25 @@ inline void AppendRecord(std::string* script, uint8_t selector, absl::string_vie
 [[noreturn]] inline void Fail(const char* what, const absl::Status& status = absl::OkStatus()) {
   std::fprintf(stderr, "fuzz invariant broken: %s (status: %s)\n", what, status.ToString().c_str());
   std::abort();
+}
+
+// A directory of this process for the files a target reads and writes
+// (checkpoint_fuzz.cc, schedule_fuzz.cc): made under $TMPDIR (or /tmp) on
+// the first call, removed with what it holds when the process exits.
+// Thread-safe (a function-local static); a directory that cannot be made is
+// a broken invariant (Fail).
+inline const std::string& ScratchDir() {
+  static const std::string* const dir = [] {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string pattern = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/dcasgd-fuzz-XXXXXX");
+    if (mkdtemp(pattern.data()) == nullptr) Fail("mkdtemp");
+    std::atexit([] {
+      std::error_code ignored;  // nothing to do about a directory that will not go
+      std::filesystem::remove_all(ScratchDir(), ignored);
+    });
+    return new std::string(std::move(pattern));
+  }();
+  return *dir;
 }
 
 // The longest status message any answer may carry: error messages quote

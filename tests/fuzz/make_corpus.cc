@@ -24,6 +24,7 @@
 #include "dcasgd/v1/coordinator.pb.h"
 #include "dcasgd/v1/ps.pb.h"
 #include "tests/fuzz/fuzz_input.h"
+#include "tests/fuzz/fuzz_rpcs.h"
 
 namespace dcasgd::fuzz {
 namespace {
@@ -45,20 +46,6 @@ std::string FloatBytes(size_t n, float value) {
   for (size_t i = 0; i < n; ++i) std::memcpy(&s[i * sizeof(float)], &value, sizeof(float));
   return s;
 }
-
-// ps_requests_fuzz.cc's selectors and shard configuration byte.
-enum PsRpc : uint8_t {
-  kDeclare,
-  kJoin,
-  kHeartbeat,
-  kLeave,
-  kPull,
-  kPush,
-  kPushPull,
-  kGetStatus,
-  kCheckpoint,
-  kAdvanceClock
-};
 
 v1::DeclareTensorsRequest Declaration(bool explicit_values) {
   v1::DeclareTensorsRequest request;
@@ -148,40 +135,40 @@ void PsSeeds(const fs::path& dir) {
   for (uint8_t choice : {uint8_t{0x00}, uint8_t{0x01}, uint8_t{0x82}, uint8_t{0x32}}) {
     const ShardConfig config = PsConfig(choice);
     std::string s(1, static_cast<char>(choice));
-    AppendRecord(&s, kDeclare, Declaration(false).SerializeAsString());
-    AppendRecord(&s, kJoin, join.SerializeAsString());
-    AppendRecord(&s, kPull, pull_all.SerializeAsString());
-    AppendRecord(&s, kPush, PushStream(config, Declaration(false), 0, 0.5f));
-    AppendRecord(&s, kPushPull, PushStream(config, Declaration(false), 3, -0.25f));
-    AppendRecord(&s, kPushPull, PushStream(config, Declaration(false), 3, -0.25f));
-    AppendRecord(&s, kPull, pull_bias.SerializeAsString());
-    AppendRecord(&s, kHeartbeat, id(1));
-    AppendRecord(&s, kGetStatus, empty);
-    AppendRecord(&s, kCheckpoint, empty);
-    AppendRecord(&s, kLeave, id(1));
+    AppendRecord(&s, PsRpc::kDeclare, Declaration(false).SerializeAsString());
+    AppendRecord(&s, PsRpc::kJoin, join.SerializeAsString());
+    AppendRecord(&s, PsRpc::kPull, pull_all.SerializeAsString());
+    AppendRecord(&s, PsRpc::kPush, PushStream(config, Declaration(false), 0, 0.5f));
+    AppendRecord(&s, PsRpc::kPushPull, PushStream(config, Declaration(false), 3, -0.25f));
+    AppendRecord(&s, PsRpc::kPushPull, PushStream(config, Declaration(false), 3, -0.25f));
+    AppendRecord(&s, PsRpc::kPull, pull_bias.SerializeAsString());
+    AppendRecord(&s, PsRpc::kHeartbeat, id(1));
+    AppendRecord(&s, PsRpc::kGetStatus, empty);
+    AppendRecord(&s, PsRpc::kCheckpoint, empty);
+    AppendRecord(&s, PsRpc::kLeave, id(1));
     Write(dir, absl::StrFormat("seed-step-%02x", choice), s);
   }
   // Two workers, one of which lets its lease expire, then pushes.
   {
     const ShardConfig config = PsConfig(0x02);
     std::string s(1, '\x02');
-    AppendRecord(&s, kDeclare, Declaration(true).SerializeAsString());
-    AppendRecord(&s, kJoin, join.SerializeAsString());
+    AppendRecord(&s, PsRpc::kDeclare, Declaration(true).SerializeAsString());
+    AppendRecord(&s, PsRpc::kJoin, join.SerializeAsString());
     join.set_worker_name("worker-1");
-    AppendRecord(&s, kJoin, join.SerializeAsString());
-    AppendRecord(&s, kPull, pull_all.SerializeAsString());
-    AppendRecord(&s, kAdvanceClock, std::string(1, '\x14'));
-    AppendRecord(&s, kPush, PushStream(config, Declaration(true), 1, 1.0f));
-    AppendRecord(&s, kHeartbeat, id(2));
+    AppendRecord(&s, PsRpc::kJoin, join.SerializeAsString());
+    AppendRecord(&s, PsRpc::kPull, pull_all.SerializeAsString());
+    AppendRecord(&s, PsRpc::kAdvanceClock, std::string(1, '\x14'));
+    AppendRecord(&s, PsRpc::kPush, PushStream(config, Declaration(true), 1, 1.0f));
+    AppendRecord(&s, PsRpc::kHeartbeat, id(2));
     Write(dir, "seed-expired-lease", s);
   }
   // Rejections: a push with a chunk of the wrong length, a declaration
   // repeated with another spec, an unknown tensor.
   {
     std::string s(1, '\x01');
-    AppendRecord(&s, kDeclare, Declaration(false).SerializeAsString());
-    AppendRecord(&s, kDeclare, Declaration(true).SerializeAsString());
-    AppendRecord(&s, kJoin, join.SerializeAsString());
+    AppendRecord(&s, PsRpc::kDeclare, Declaration(false).SerializeAsString());
+    AppendRecord(&s, PsRpc::kDeclare, Declaration(true).SerializeAsString());
+    AppendRecord(&s, PsRpc::kJoin, join.SerializeAsString());
     v1::PushRequest bad;
     bad.set_worker_id(1);
     bad.set_chunk_count(1);
@@ -189,16 +176,13 @@ void PsSeeds(const fs::path& dir) {
     bad.mutable_gradient()->set_values(FloatBytes(7, 1.0f));
     std::string stream;
     AppendBytes(&stream, bad.SerializeAsString());
-    AppendRecord(&s, kPush, stream);
+    AppendRecord(&s, PsRpc::kPush, stream);
     v1::PullRequest unknown;
     unknown.add_tensors("no/such/tensor");
-    AppendRecord(&s, kPull, unknown.SerializeAsString());
+    AppendRecord(&s, PsRpc::kPull, unknown.SerializeAsString());
     Write(dir, "seed-rejections", s);
   }
 }
-
-// coordinator_requests_fuzz.cc's selectors.
-enum CoordinatorRpc : uint8_t { kAcquire, kRenew, kComplete, kGetJobStatus, kAdvance, kFailSaves };
 
 void CoordinatorSeeds(const fs::path& dir) {
   v1::AcquireDataShardRequest acquire;
@@ -211,17 +195,17 @@ void CoordinatorSeeds(const fs::path& dir) {
     return r.SerializeAsString();
   };
   std::string s;
-  AppendRecord(&s, kAcquire, acquire.SerializeAsString());
-  AppendRecord(&s, kRenew, lease(1));
-  AppendRecord(&s, kComplete, lease(1));
-  AppendRecord(&s, kAcquire, acquire.SerializeAsString());
-  AppendRecord(&s, kGetJobStatus, "");
-  AppendRecord(&s, kAdvance, std::string(1, '\x14'));
-  AppendRecord(&s, kAcquire, acquire.SerializeAsString());
-  AppendRecord(&s, kFailSaves, std::string(1, '\x01'));
-  AppendRecord(&s, kComplete, lease(3));
-  AppendRecord(&s, kFailSaves, std::string(1, '\x00'));
-  AppendRecord(&s, kComplete, lease(3));
+  AppendRecord(&s, CoordinatorRpc::kAcquire, acquire.SerializeAsString());
+  AppendRecord(&s, CoordinatorRpc::kRenew, lease(1));
+  AppendRecord(&s, CoordinatorRpc::kComplete, lease(1));
+  AppendRecord(&s, CoordinatorRpc::kAcquire, acquire.SerializeAsString());
+  AppendRecord(&s, CoordinatorRpc::kGetJobStatus, "");
+  AppendRecord(&s, CoordinatorRpc::kAdvanceClock, std::string(1, '\x14'));
+  AppendRecord(&s, CoordinatorRpc::kAcquire, acquire.SerializeAsString());
+  AppendRecord(&s, CoordinatorRpc::kFailSaves, std::string(1, '\x01'));
+  AppendRecord(&s, CoordinatorRpc::kComplete, lease(3));
+  AppendRecord(&s, CoordinatorRpc::kFailSaves, std::string(1, '\x00'));
+  AppendRecord(&s, CoordinatorRpc::kComplete, lease(3));
   Write(dir, "seed-leases", s);
 
   // A whole small job, to done.
@@ -229,23 +213,23 @@ void CoordinatorSeeds(const fs::path& dir) {
   acquire.set_num_data_shards(2);
   acquire.set_epochs(1);
   for (uint64_t id = 1; id <= 2; ++id) {
-    AppendRecord(&done, kAcquire, acquire.SerializeAsString());
-    AppendRecord(&done, kComplete, lease(id));
+    AppendRecord(&done, CoordinatorRpc::kAcquire, acquire.SerializeAsString());
+    AppendRecord(&done, CoordinatorRpc::kComplete, lease(id));
   }
-  AppendRecord(&done, kAcquire, acquire.SerializeAsString());
-  AppendRecord(&done, kGetJobStatus, "");
+  AppendRecord(&done, CoordinatorRpc::kAcquire, acquire.SerializeAsString());
+  AppendRecord(&done, CoordinatorRpc::kGetJobStatus, "");
   Write(dir, "seed-job-done", done);
 
   // A job beyond the limits, then another job.
   std::string big;
   acquire.set_num_data_shards(4000000000u);
   acquire.set_epochs(4000000000u);
-  AppendRecord(&big, kAcquire, acquire.SerializeAsString());
+  AppendRecord(&big, CoordinatorRpc::kAcquire, acquire.SerializeAsString());
   acquire.set_num_data_shards(5);
   acquire.set_epochs(1);
-  AppendRecord(&big, kAcquire, acquire.SerializeAsString());
+  AppendRecord(&big, CoordinatorRpc::kAcquire, acquire.SerializeAsString());
   acquire.set_num_data_shards(6);
-  AppendRecord(&big, kAcquire, acquire.SerializeAsString());
+  AppendRecord(&big, CoordinatorRpc::kAcquire, acquire.SerializeAsString());
   Write(dir, "seed-limits", big);
 }
 

@@ -28,29 +28,14 @@
 #include "base/random.h"
 #include "core/shard_store.h"
 #include "dcasgd/v1/ps.pb.h"
-#include "grpc/grpc.h"
 #include "grpcpp/support/byte_buffer.h"
-#include "grpcpp/support/slice.h"
 #include "tests/fuzz/fuzz_input.h"
+#include "tests/fuzz/fuzz_rpcs.h"
 #include "wire/raw_message.h"
 #include "wire/tensor_spec.h"
 
 namespace dcasgd::fuzz {
 namespace {
-
-enum Rpc : uint8_t {
-  kDeclare,
-  kJoin,
-  kHeartbeat,
-  kLeave,
-  kPull,
-  kPush,
-  kPushPull,
-  kGetStatus,
-  kCheckpoint,
-  kAdvanceClock,  // not an RPC: lets leases expire (the service's reaper)
-  kNumRpcs
-};
 
 // The sessions Join gave, by worker id. A request that names a joined worker
 // with an empty session is sent with that worker's real one (the fuzzed
@@ -74,15 +59,9 @@ class CountingRandom final : public RandomSource {
   uint64_t next_ = 0;
 };
 
-// The raw request bytes as gRPC hands them to a raw callback method.
-grpc::ByteBuffer Raw(absl::string_view bytes) {
-  grpc::Slice slice(bytes.data(), bytes.size());
-  return grpc::ByteBuffer(&slice, 1);
-}
-
 template <typename Message>
 absl::Status Parse(absl::string_view bytes, Message* message) {
-  return ParseMessage(Raw(bytes), message);
+  return ParseMessage(RawRequest(bytes), message);
 }
 
 // The store's observable state: what a rejected request must leave as it was.
@@ -309,11 +288,7 @@ ShardConfig ShardConfigFor(uint8_t choice) {
 }
 
 void Run(const uint8_t* data, size_t size) {
-  static const bool grpc_ready = [] {
-    grpc_init();  // byte buffers and slices are gRPC core objects
-    return true;
-  }();
-  (void)grpc_ready;
+  InitGrpcOnce();
   FuzzInput in(data, size);
   ManualClock clock;
   CountingRandom random;
@@ -322,13 +297,13 @@ void Run(const uint8_t* data, size_t size) {
   ShardStore store(config, &clock, &random);
   Sessions sessions;
   for (int i = 0; i < 64 && !in.empty(); ++i) {
-    const uint8_t rpc = in.Byte() % kNumRpcs;
+    const PsRpc rpc = NextPsRpc(in);
     const absl::string_view record = in.Record();
     switch (rpc) {
-      case kDeclare:
+      case PsRpc::kDeclare:
         Declare(store, record);
         break;
-      case kJoin: {
+      case PsRpc::kJoin: {
         v1::JoinRequest request;
         absl::Status status = Parse(record, &request);
         if (status.ok()) status = ValidateName("worker_name", request.worker_name());
@@ -340,7 +315,7 @@ void Run(const uint8_t* data, size_t size) {
         CheckAnswer(status);
         break;
       }
-      case kHeartbeat: {
+      case PsRpc::kHeartbeat: {
         v1::HeartbeatRequest request;
         absl::Status status = Parse(record, &request);
         if (status.ok()) {
@@ -351,7 +326,7 @@ void Run(const uint8_t* data, size_t size) {
         CheckAnswer(status);
         break;
       }
-      case kLeave: {
+      case PsRpc::kLeave: {
         v1::LeaveRequest request;
         absl::Status status = Parse(record, &request);
         if (status.ok()) {
@@ -362,22 +337,22 @@ void Run(const uint8_t* data, size_t size) {
         CheckAnswer(status);
         break;
       }
-      case kPull:
+      case PsRpc::kPull:
         Pull(store, sessions, record);
         break;
-      case kPush:
-      case kPushPull:
-        Push(store, sessions, record, rpc == kPushPull);
+      case PsRpc::kPush:
+      case PsRpc::kPushPull:
+        Push(store, sessions, record, rpc == PsRpc::kPushPull);
         break;
-      case kGetStatus:
+      case PsRpc::kGetStatus:
         GetStatus(store, record);
         break;
-      case kCheckpoint: {
+      case PsRpc::kCheckpoint: {
         v1::CheckpointRequest request;
         CheckAnswer(Parse(record, &request));
         break;
       }
-      case kAdvanceClock:
+      case PsRpc::kAdvanceClock:
         clock.Advance(absl::Seconds(record.empty() ? 1 : static_cast<uint8_t>(record[0])));
         store.ExpireLeases();
         break;

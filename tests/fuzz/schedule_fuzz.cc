@@ -9,11 +9,8 @@
 // restored into a coordinator that serialises back to a text which restores
 // again to the same text and keeps serving requests.
 
-#include <unistd.h>
-
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 
 #include "absl/status/status.h"
@@ -27,24 +24,8 @@
 namespace dcasgd::fuzz {
 namespace {
 
-// One directory per process (removed at exit), holding the file under test.
-const std::string& Dir() {
-  static const std::string* dir = [] {
-    const char* tmp = std::getenv("TMPDIR");
-    std::string pattern = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/dcasgd-fuzz-XXXXXX");
-    if (mkdtemp(pattern.data()) == nullptr) Fail("mkdtemp");
-    auto* d = new std::string(pattern);
-    std::atexit([] {
-      unlink(absl::StrCat(Dir(), "/", kScheduleFileName).c_str());
-      rmdir(Dir().c_str());
-    });
-    return d;
-  }();
-  return *dir;
-}
-
 void Run(const uint8_t* data, size_t size) {
-  const std::string path = absl::StrCat(Dir(), "/", kScheduleFileName);
+  const std::string path = absl::StrCat(ScratchDir(), "/", kScheduleFileName);
   // Not durable: the file is read back at once (and fsync costs runs).
   if (!WriteFileAtomically(path, absl::string_view(reinterpret_cast<const char*>(data), size),
                            /*durable=*/false)
@@ -52,7 +33,8 @@ void Run(const uint8_t* data, size_t size) {
     Fail("cannot write the fuzz input");
   }
   ManualClock clock;
-  absl::StatusOr<OpenedCoordinator> opened = OpenDataCoordinator(absl::Seconds(10), &clock, Dir());
+  absl::StatusOr<OpenedCoordinator> opened =
+      OpenDataCoordinator(absl::Seconds(10), &clock, ScratchDir());
   if (!opened.ok()) {
     // An empty file is "nothing saved yet" (OpenDataCoordinator); any other
     // refusal is DATA_LOSS naming the file.

@@ -23,6 +23,11 @@
 #include <cstdio>
 #include <cstdlib>
 
+// Only for absl::Condition's layout and inline constructors: every call into
+// the library goes through Real() below, so that this file links into every
+// executable without a dependency of its own.
+#include "absl/synchronization/mutex.h"
+
 extern "C" {
 void __tsan_acquire(void* addr);
 void __tsan_release(void* addr);
@@ -54,6 +59,39 @@ F Real(const char* mangled) {
 // after the next lock of the same mutex.
 void Acquired(void* mu) { __tsan_acquire(mu); }
 void Releasing(void* mu) { __tsan_release(mu); }
+
+// A waiter's condition is evaluated inside the library with the mutex held
+// but before the wrappers below can say so: by the waiter when it wakes up
+// inside Await or LockWhen, and by whichever thread unlocks the mutex (absl
+// evaluates the waiters' conditions on Unlock), and the library may release
+// the mutex again right after (the condition was false). The wrappers
+// therefore pass the library an AcquiringCondition instead, which tells TSan
+// about the acquire, evaluates the caller's condition and tells it about the
+// release. Without it every
+// field a condition reads is reported as a race with the writer that made it
+// true (seen on Checkpointer::Loop's wake-up condition).
+class AcquiringCondition {
+ public:
+  AcquiringCondition(void* mu, const void* cond)
+      : mu_(mu), cond_(cond), wrapped_(&AcquiringCondition::Eval, this) {}
+  const void* get() const { return &wrapped_; }
+
+ private:
+  static bool Eval(AcquiringCondition* self) {
+    static const auto eval = Real<bool (*)(const void*)>("_ZNK4absl7debian39Condition4EvalEv");
+    Acquired(self->mu_);
+    const bool r = eval(self->cond_);
+    // The library may release the mutex again without returning (the
+    // condition was false): what the condition read happens before the next
+    // holder's writes.
+    Releasing(self->mu_);
+    return r;
+  }
+
+  void* const mu_;
+  const void* const cond_;
+  const absl::Condition wrapped_;
+};
 
 }  // namespace
 
@@ -101,7 +139,7 @@ bool _ZN4absl7debian35Mutex13ReaderTryLockEv(void* mu) {
 void _ZN4absl7debian35Mutex5AwaitERKNS0_9ConditionE(void* mu, const void* cond) {
   DCASGD_REAL(void (*)(void*, const void*), _ZN4absl7debian35Mutex5AwaitERKNS0_9ConditionE);
   Releasing(mu);
-  real(mu, cond);
+  real(mu, AcquiringCondition(mu, cond).get());
   Acquired(mu);
 }
 bool _ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE(void* mu,
@@ -110,7 +148,7 @@ bool _ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE(vo
   DCASGD_REAL(bool (*)(void*, const void*, Duration),
               _ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE);
   Releasing(mu);
-  const bool r = real(mu, cond, d);
+  const bool r = real(mu, AcquiringCondition(mu, cond).get(), d);
   Acquired(mu);
   return r;
 }
@@ -120,27 +158,27 @@ bool _ZN4absl7debian35Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE(void*
   DCASGD_REAL(bool (*)(void*, const void*, Duration),
               _ZN4absl7debian35Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE);
   Releasing(mu);
-  const bool r = real(mu, cond, t);
+  const bool r = real(mu, AcquiringCondition(mu, cond).get(), t);
   Acquired(mu);
   return r;
 }
 void _ZN4absl7debian35Mutex8LockWhenERKNS0_9ConditionE(void* mu, const void* cond) {
   DCASGD_REAL(void (*)(void*, const void*), _ZN4absl7debian35Mutex8LockWhenERKNS0_9ConditionE);
-  real(mu, cond);
+  real(mu, AcquiringCondition(mu, cond).get());
   Acquired(mu);
 }
 void _ZN4absl7debian35Mutex14ReaderLockWhenERKNS0_9ConditionE(void* mu, const void* cond) {
   DCASGD_REAL(void (*)(void*, const void*),
               _ZN4absl7debian35Mutex14ReaderLockWhenERKNS0_9ConditionE);
-  real(mu, cond);
+  real(mu, AcquiringCondition(mu, cond).get());
   Acquired(mu);
 }
-#define DCASGD_LOCK_WHEN_TIMED(name)                           \
-  bool name(void* mu, const void* cond, Duration d) {          \
-    DCASGD_REAL(bool (*)(void*, const void*, Duration), name); \
-    const bool r = real(mu, cond, d);                          \
-    Acquired(mu);                                              \
-    return r;                                                  \
+#define DCASGD_LOCK_WHEN_TIMED(name)                                \
+  bool name(void* mu, const void* cond, Duration d) {               \
+    DCASGD_REAL(bool (*)(void*, const void*, Duration), name);      \
+    const bool r = real(mu, AcquiringCondition(mu, cond).get(), d); \
+    Acquired(mu);                                                   \
+    return r;                                                       \
   }
 DCASGD_LOCK_WHEN_TIMED(_ZN4absl7debian35Mutex19LockWhenWithTimeoutERKNS0_9ConditionENS0_8DurationE)
 DCASGD_LOCK_WHEN_TIMED(_ZN4absl7debian35Mutex20LockWhenWithDeadlineERKNS0_9ConditionENS0_4TimeE)
