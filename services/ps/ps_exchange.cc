@@ -143,8 +143,7 @@ class ParameterShardService::ExchangeReactor final
   struct Round {
     Round(uint64_t round_id, ParameterShardService* service)
         : id(round_id),
-          collector(service->store_, service->metrics_,
-                    static_cast<uint64_t>(service->max_push_bytes_)) {}
+          collector(service->store_, static_cast<uint64_t>(service->max_push_bytes_)) {}
     const uint64_t id;
     PushCollector collector;
     bool pull_back = false;
@@ -182,7 +181,7 @@ class ParameterShardService::ExchangeReactor final
                                       header.session());
     }
     if (!status.ok()) {
-      service_->metrics_->AddReceivedBytes(GradientBytes());
+      service_->metrics_->AddReceivedBytes(GradientBytes());  // AddChunks counts the others
       RejectRound(round.get(), status);
       discarding_ = round->id;
       StartRead(&buffer_);
@@ -213,6 +212,7 @@ class ParameterShardService::ExchangeReactor final
   // Adds request_'s chunks to the collecting round; submits it when
   // complete; reads on unless the stream must pause.
   void AddChunks() {
+    service_->metrics_->AddReceivedBytes(GradientBytes());
     for (v1::Chunk& gradient : *request_.mutable_gradients()) {
       if (absl::Status s = collecting_->collector.Add(&gradient); !s.ok()) {
         RejectRound(collecting_.get(), s);

@@ -41,8 +41,7 @@ class ParameterShardService::PushStream : public Base {
   PushStream(ParameterShardService* service, grpc::CallbackServerContext* context)
       : service_(service),
         context_(context),
-        collector_(service->store_, service->metrics_,
-                   static_cast<uint64_t>(service->max_push_bytes_)) {}
+        collector_(service->store_, static_cast<uint64_t>(service->max_push_bytes_)) {}
 
   ~PushStream() override { service_->inflight_->Release(reserved_); }
 
@@ -117,11 +116,11 @@ class ParameterShardService::PushStream : public Base {
   // Collects one message. Sets *wait when the stream must wait for the
   // budget before reading on (the grant starts the next read).
   absl::Status Add(v1::PushRequest* message, bool* wait) {
+    service_->metrics_->AddReceivedBytes(message->gradient().values().size());
     if (!collector_.started()) {
       if (absl::Status s = collector_.Begin(message->worker_id(), message->chunk_count(),
                                             message->step(), message->session());
           !s.ok()) {
-        service_->metrics_->AddReceivedBytes(message->gradient().values().size());
         return s;
       }
     }

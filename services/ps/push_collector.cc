@@ -8,8 +8,8 @@
 
 namespace dcasgd {
 
-PushCollector::PushCollector(ShardStore* store, ShardMetrics* metrics, uint64_t max_push_bytes)
-    : store_(store), metrics_(metrics), max_push_bytes_(max_push_bytes) {}
+PushCollector::PushCollector(ShardStore* store, uint64_t max_push_bytes)
+    : store_(store), max_push_bytes_(max_push_bytes) {}
 
 absl::Status PushCollector::Begin(WorkerId worker, uint32_t chunk_count, uint64_t step,
                                   const std::string& session) {
@@ -47,7 +47,6 @@ absl::Status PushCollector::Begin(WorkerId worker, uint32_t chunk_count, uint64_
 }
 
 absl::Status PushCollector::Add(v1::Chunk* gradient) {
-  if (metrics_ != nullptr) metrics_->AddReceivedBytes(gradient->values().size());
   if (chunks_.size() >= announced_) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "the push carries more chunks than the %d its first message announced (chunk_count); "

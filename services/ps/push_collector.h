@@ -9,7 +9,6 @@
 #include "core/push.h"
 #include "core/shard_store.h"
 #include "dcasgd/v1/ps.pb.h"
-#include "services/ps/ps_metrics.h"
 
 namespace dcasgd {
 
@@ -17,16 +16,17 @@ namespace dcasgd {
 // handed to the store: the head (worker id and session, chunk count, step),
 // then every gradient chunk (name, owner, length, the announced count, the
 // byte limits). Shared by the Push/PushPull streams and the rounds of an
-// Exchange stream (services/ps/ps_streams.cc, ps_exchange.cc), so the rules
-// of docs/security.md are written once. Every error leaves nothing applied:
-// the caller drops the collector.
+// Exchange stream (services/ps/ps_streams.cc, ps_exchange.cc) and by the
+// fuzz target, so the rules of docs/security.md are written once. Every error leaves nothing
+// applied: the caller drops the collector.
 //
 // Not thread-safe: one push, fed by one stream's read callbacks.
 class PushCollector {
  public:
-  // `store` and `metrics` (null: nothing counted, as in the fuzz target)
-  // must outlive the collector.
-  PushCollector(ShardStore* store, ShardMetrics* metrics, uint64_t max_push_bytes);
+  // `store` must outlive the collector. Counting the bytes received is the
+  // caller's (the fuzz target, tests/fuzz/ps_requests_fuzz.cc, has no
+  // metrics).
+  PushCollector(ShardStore* store, uint64_t max_push_bytes);
 
   // The push's head. INVALID_ARGUMENT without a worker id or chunk count;
   // RESOURCE_EXHAUSTED for more chunks than this shard owns; the worker's
@@ -57,7 +57,6 @@ class PushCollector {
 
  private:
   ShardStore* const store_;
-  ShardMetrics* const metrics_;
   const uint64_t max_push_bytes_;
 
   bool started_ = false;

@@ -5,7 +5,8 @@
 // coordinator_requests_fuzz.cc) and of the seeds make_corpus.cc writes for
 // them: the selector byte of each record, and the gRPC byte buffers the
 // records are parsed from. The selectors' values are the corpus format
-// (fuzz_input.h): append new ones before the kNum* count, never reorder.
+// (fuzz_input.h): append new ones at the end (and move the kNum* count to
+// them), never reorder.
 
 #include <cstdint>
 #include <string>
@@ -30,8 +31,9 @@ enum class PsRpc : uint8_t {
   kGetStatus,
   kCheckpoint,
   kAdvanceClock,  // not an RPC: lets leases expire (the service's reaper)
+  kExchange,      // the rounds of one Exchange stream
 };
-inline constexpr uint8_t kNumPsRpcs = static_cast<uint8_t>(PsRpc::kAdvanceClock) + 1;
+inline constexpr uint8_t kNumPsRpcs = static_cast<uint8_t>(PsRpc::kExchange) + 1;
 
 // A record of a DataCoordinator script (the selector byte modulo
 // kNumCoordinatorRpcs).

@@ -182,6 +182,45 @@ void PsSeeds(const fs::path& dir) {
     AppendRecord(&s, PsRpc::kPull, unknown.SerializeAsString());
     Write(dir, "seed-rejections", s);
   }
+
+  // An Exchange stream: two rounds made of a push's messages (the second a
+  // PushPull), then a rejected round (a chunk of the wrong length) whose
+  // stream goes on.
+  {
+    const ShardConfig config = PsConfig(0x01);
+    std::string s(1, '\x01');
+    AppendRecord(&s, PsRpc::kDeclare, Declaration(false).SerializeAsString());
+    AppendRecord(&s, PsRpc::kJoin, join.SerializeAsString());
+    AppendRecord(&s, PsRpc::kPull, pull_all.SerializeAsString());
+    std::string rounds;
+    for (uint64_t r = 1; r <= 2; ++r) {
+      const std::string bytes = PushStream(config, Declaration(false), r, 0.5f);
+      FuzzInput push(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+      v1::ExchangeRequest message;
+      message.set_round(r);
+      while (!push.empty()) {
+        v1::PushRequest part;
+        if (!part.ParseFromString(std::string(push.Record()))) std::abort();
+        if (part.worker_id() != 0) {
+          message.mutable_header()->set_worker_id(part.worker_id());
+          message.mutable_header()->set_chunk_count(part.chunk_count());
+          message.mutable_header()->set_step(part.step());
+          message.mutable_header()->set_pull_back(r == 2);
+        }
+        *message.add_gradients() = part.gradient();
+      }
+      AppendBytes(&rounds, message.SerializeAsString());
+    }
+    v1::ExchangeRequest bad;
+    bad.set_round(3);
+    bad.mutable_header()->set_worker_id(1);
+    bad.mutable_header()->set_chunk_count(1);
+    bad.add_gradients()->set_tensor("layer0/bias");
+    bad.mutable_gradients(0)->set_values(FloatBytes(7, 1.0f));
+    AppendBytes(&rounds, bad.SerializeAsString());
+    AppendRecord(&s, PsRpc::kExchange, rounds);
+    Write(dir, "seed-exchange", s);
+  }
 }
 
 void CoordinatorSeeds(const fs::path& dir) {

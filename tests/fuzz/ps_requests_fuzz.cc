@@ -3,8 +3,8 @@
 // wire/tensor_spec.h, ValidateName) and applied to a real ShardStore
 // in-process, without gRPC. An input is a script of requests
 // (tests/fuzz/fuzz_input.h): the first byte picks the update rule and sync
-// mode, then each record is one RPC's request bytes (a Push or PushPull
-// record holds the stream's messages as records of their own).
+// mode, then each record is one RPC's request bytes (a Push, PushPull or
+// Exchange record holds the stream's messages as records of their own).
 //
 // Beyond "no crash, no leak, no undefined behaviour" it checks what
 // docs/security.md promises for every request: an actionable error code with
@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -29,6 +30,7 @@
 #include "core/shard_store.h"
 #include "dcasgd/v1/ps.pb.h"
 #include "grpcpp/support/byte_buffer.h"
+#include "services/ps/push_collector.h"
 #include "tests/fuzz/fuzz_input.h"
 #include "tests/fuzz/fuzz_rpcs.h"
 #include "wire/raw_message.h"
@@ -86,77 +88,45 @@ Observed Observe(const ShardStore& store) {
   return o;
 }
 
-// What ps_streams.cc checks as a push stream's messages arrive, before the
-// push is submitted (PushReactor::Add and EndOfReads).
+// Pushes are checked by the shard's own PushCollector (services/ps/
+// push_collector.h); the fuzzer has no byte limit of its own beyond the
+// announced chunks'.
+constexpr uint64_t kNoPushByteLimit = std::numeric_limits<uint64_t>::max();
+
+// The messages of a Push or PushPull stream, collected as ps_streams.cc does
+// before the push is submitted (PushStream::Add and EndOfReads).
 absl::StatusOr<std::vector<GradientChunk>> CollectPush(ShardStore& store, const Sessions& sessions,
                                                        FuzzInput& stream, WorkerId* worker,
                                                        uint64_t* step) {
-  std::vector<GradientChunk> chunks;
-  bool started = false;
-  uint64_t announced = 0;
-  uint64_t limit = 0;
-  uint64_t bytes = 0;
+  PushCollector collector(&store, kNoPushByteLimit);
   while (!stream.empty()) {
     v1::PushRequest message;
     if (absl::Status s = Parse(stream.Record(), &message); !s.ok()) return s;
-    v1::Chunk* gradient = message.mutable_gradient();
-    if (!started) {
-      started = true;
-      *worker = message.worker_id();
-      *step = message.step();
-      announced = message.chunk_count();
-      if (*worker == 0) return absl::InvalidArgumentError("no worker_id");
-      if (announced == 0) return absl::InvalidArgumentError("no chunk_count");
-      const ShardStats stats = store.Stats();
-      if (announced > std::max<uint64_t>(1, stats.owned_chunks)) {
-        return absl::ResourceExhaustedError("more chunks announced than owned");
-      }
+    if (!collector.started()) {
       if (absl::Status s =
-              store.Authenticate(*worker, SessionFor(sessions, *worker, message.session()));
+              collector.Begin(message.worker_id(), message.chunk_count(), message.step(),
+                              SessionFor(sessions, message.worker_id(), message.session()));
           !s.ok()) {
         return s;
       }
-      limit = std::min<uint64_t>(announced * stats.largest_chunk_bytes, stats.weight_bytes);
-    } else if (chunks.size() >= announced) {
-      return absl::InvalidArgumentError("more chunks than announced");
     }
-    if (absl::Status s = ValidateName("gradient chunk tensor name", gradient->tensor()); !s.ok()) {
-      return s;
-    }
-    if (absl::Status s = store.CheckChunk(gradient->tensor(), gradient->chunk_index(),
-                                          gradient->values().size());
-        !s.ok()) {
-      return s;
-    }
-    bytes += gradient->values().size();
-    if (bytes > limit) return absl::ResourceExhaustedError("more bytes than announced chunks");
-    GradientChunk& chunk = chunks.emplace_back();
-    chunk.tensor.swap(*gradient->mutable_tensor());
-    chunk.chunk_index = gradient->chunk_index();
-    chunk.values.swap(*gradient->mutable_values());
+    if (absl::Status s = collector.Add(message.mutable_gradient()); !s.ok()) return s;
   }
-  if (!started) return absl::InvalidArgumentError("empty push stream");
-  if (chunks.size() != announced) return absl::InvalidArgumentError("fewer chunks than announced");
-  return chunks;
+  if (!collector.started()) return absl::InvalidArgumentError("empty push stream");
+  if (!collector.complete()) return absl::InvalidArgumentError("fewer chunks than announced");
+  *worker = collector.worker();
+  *step = collector.step();
+  return collector.TakeChunks();
 }
 
-// A push or PushPull: collected, submitted, and checked all or nothing.
-void Push(ShardStore& store, const Sessions& sessions, absl::string_view record, bool pull_after) {
-  FuzzInput stream(reinterpret_cast<const uint8_t*>(record.data()), record.size());
-  WorkerId worker = 0;
-  uint64_t step = 0;
-  absl::StatusOr<std::vector<GradientChunk>> chunks =
-      CollectPush(store, sessions, stream, &worker, &step);
-  if (!chunks.ok()) {
-    CheckAnswer(chunks.status());
-    return;
-  }
-  const size_t pushed = chunks->size();
-  const Observed before = Observe(store);
+// Submits a collected push and checks it all or nothing against `before`.
+void SubmitAndCheck(ShardStore& store, WorkerId worker, uint64_t step,
+                    std::vector<GradientChunk> chunks, bool pull_after, const Observed& before) {
+  const size_t pushed = chunks.size();
   std::optional<absl::StatusOr<PushResult>> result;
   size_t sent_back = 0;
   store.SubmitPush(
-      worker, step, *std::move(chunks), pull_after,
+      worker, step, std::move(chunks), pull_after,
       [&result](absl::StatusOr<PushResult> r) { result = std::move(r); },
       pull_after ? ShardStore::ChunkSink([&sent_back](AppliedChunk) { ++sent_back; }) : nullptr);
   if (!result.has_value()) {
@@ -172,6 +142,85 @@ void Push(ShardStore& store, const Sessions& sessions, absl::string_view record,
     return;
   }
   if (pull_after && sent_back != pushed) Fail("a PushPull did not return every pushed chunk");
+}
+
+// A push or PushPull: collected, submitted, and checked all or nothing.
+void Push(ShardStore& store, const Sessions& sessions, absl::string_view record, bool pull_after) {
+  FuzzInput stream(reinterpret_cast<const uint8_t*>(record.data()), record.size());
+  WorkerId worker = 0;
+  uint64_t step = 0;
+  absl::StatusOr<std::vector<GradientChunk>> chunks =
+      CollectPush(store, sessions, stream, &worker, &step);
+  if (!chunks.ok()) {
+    CheckAnswer(chunks.status());
+    return;
+  }
+  SubmitAndCheck(store, worker, step, *std::move(chunks), pull_after, Observe(store));
+}
+
+// The rounds of an Exchange stream, as ps_exchange.cc reads them: each round
+// is collected and applied once complete; a rejected round changes nothing
+// and its later messages are dropped; a message that does not parse or a
+// round number that does not increase ends the stream; an incomplete round
+// at the end applies nothing.
+void Exchange(ShardStore& store, const Sessions& sessions, absl::string_view record) {
+  FuzzInput stream(reinterpret_cast<const uint8_t*>(record.data()), record.size());
+  uint64_t last_round = 0;
+  uint64_t discarding = 0;
+  std::optional<PushCollector> round;
+  uint64_t round_id = 0;
+  bool pull_back = false;
+  Observed before;
+  auto reject = [&](const absl::Status& status) {
+    CheckAnswer(status);
+    if (!(Observe(store) == before)) Fail("a rejected round changed the shard", status);
+    discarding = round_id;
+    round.reset();
+  };
+  while (!stream.empty()) {
+    v1::ExchangeRequest message;
+    if (absl::Status s = Parse(stream.Record(), &message); !s.ok()) {
+      CheckAnswer(s);
+      break;
+    }
+    const uint64_t id = message.round();
+    if (!(round.has_value() && id == round_id)) {
+      if (id != 0 && id == discarding) continue;
+      if (id <= last_round) {
+        CheckAnswer(absl::InvalidArgumentError("round numbers must increase"));
+        break;
+      }
+      if (round.has_value()) reject(absl::InvalidArgumentError("a round began before the last"));
+      last_round = round_id = id;
+      before = Observe(store);
+      round.emplace(&store, kNoPushByteLimit);
+      const v1::RoundHeader& header = message.header();
+      pull_back = header.pull_back();
+      const absl::Status begun =
+          message.has_header()
+              ? round->Begin(header.worker_id(), header.chunk_count(), header.step(),
+                             SessionFor(sessions, header.worker_id(), header.session()))
+              : absl::InvalidArgumentError("a round without its header");
+      if (!begun.ok()) {
+        reject(begun);
+        continue;
+      }
+    }
+    for (v1::Chunk& gradient : *message.mutable_gradients()) {
+      if (absl::Status s = round->Add(&gradient); !s.ok()) {
+        reject(s);
+        break;
+      }
+    }
+    if (round.has_value() && round->complete()) {
+      const WorkerId worker = round->worker();
+      const uint64_t step = round->step();
+      SubmitAndCheck(store, worker, step, round->TakeChunks(), pull_back, before);
+      round.reset();
+    }
+  }
+  if (round.has_value() && !(Observe(store) == before))
+    Fail("an incomplete round changed the shard");
 }
 
 void Declare(ShardStore& store, absl::string_view record) {
@@ -352,6 +401,9 @@ void Run(const uint8_t* data, size_t size) {
         CheckAnswer(Parse(record, &request));
         break;
       }
+      case PsRpc::kExchange:
+        Exchange(store, sessions, record);
+        break;
       case PsRpc::kAdvanceClock:
         clock.Advance(absl::Seconds(record.empty() ? 1 : static_cast<uint8_t>(record[0])));
         store.ExpireLeases();
