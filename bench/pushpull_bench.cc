@@ -369,6 +369,8 @@ struct PsSetup {
   std::vector<TensorMap> weights;
   RawResult raw;
   double unary_us = 0;  // BM_RoundTrip's baseline, once measured
+  ClientOptions options;  // of the clients (BM_RoundTrip's per-call client)
+  double per_call_us = 0;  // BM_RoundTrip: PushPull without the stream
 };
 
 absl::StatusOr<std::unique_ptr<PsSetup>> StartPs(const Config& config) {
@@ -394,6 +396,7 @@ absl::StatusOr<std::unique_ptr<PsSetup>> StartPs(const Config& config) {
     setup->shards.push_back(std::move(child));
   }
   options.max_message_bytes = kMaxMessageBytes;
+  setup->options = options;
   TensorSpec spec;
   spec.name = "model";
   spec.shape = {static_cast<int64_t>(config.elements)};
@@ -491,6 +494,9 @@ BENCHMARK(BM_PushPull)
 //   us/round      PsClient::PushPull, synchronous
 //   unary_us      bench.RawStream/Ping on a raw server child
 //   ratio         us/round / unary_us (target <= 1.2)
+//   per_call_us   the same PushPull with one call per push (the client
+//                 before the Exchange stream: ClientOptions.push_stream false)
+//   vs_per_call   us/round / per_call_us
 void BM_RoundTrip(benchmark::State& state) {
   const Config config{static_cast<uint64_t>(state.range(0)), 1, 1};
   std::unique_ptr<PsSetup>& setup = CurrentSetup();
@@ -514,6 +520,27 @@ void BM_RoundTrip(benchmark::State& state) {
     setup->unary_us = *measured;
   }
   const double* unary_us = &setup->unary_us;
+  // The same PushPull with one call per push (ClientOptions.push_stream
+  // false, the client before the Exchange stream), at least 2 s of rounds.
+  if (setup->per_call_us == 0) {
+    ClientOptions options = setup->options;
+    options.worker_name = "bench-per-call";
+    options.push_stream = false;
+    absl::StatusOr<std::unique_ptr<PsClient>> client = PsClient::Connect(options);
+    TensorMap weights;
+    absl::Status status = client.ok() ? (*client)->Pull({"model"}, &weights) : client.status();
+    const absl::Time begin = absl::Now();
+    int calls = 0;
+    while (status.ok() && (calls < 100 || absl::Now() - begin < absl::Seconds(2))) {
+      status = (*client)->PushPull(setup->gradients[0], &weights);
+      ++calls;
+    }
+    if (!status.ok()) {
+      state.SkipWithError(status.ToString().c_str());
+      return;
+    }
+    setup->per_call_us = absl::ToDoubleMicroseconds(absl::Now() - begin) / calls;
+  }
   const absl::Time start = absl::Now();
   int64_t rounds = 0;
   for (auto _ : state) {
@@ -529,6 +556,8 @@ void BM_RoundTrip(benchmark::State& state) {
   state.counters["us/round"] = us;
   state.counters["unary_us"] = *unary_us;
   state.counters["ratio"] = us / *unary_us;
+  state.counters["per_call_us"] = setup->per_call_us;
+  state.counters["vs_per_call"] = us / setup->per_call_us;
 }
 
 // 7850 floats: the softmax model (31 KB); 262144: 1 MiB.

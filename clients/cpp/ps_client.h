@@ -50,6 +50,12 @@ struct ClientOptions {
   bool heartbeats = true;
   // Largest message sent or received; chunks are 256 KiB by default.
   int max_message_bytes = 64 << 20;
+  // Pushes over one long-lived Exchange stream per shard (round_stream.h).
+  // false: one Push/PushPull call per push and shard, as before the stream
+  // existed (for servers behind proxies that cut long-lived streams, and the
+  // baseline of bench/pushpull_bench.cc); asynchronous pushes then send at
+  // Wait.
+  bool push_stream = true;
   // TLS and the bearer token (auth/tls.h ClientCredentials::Load); null:
   // plaintext without a token.
   std::shared_ptr<const auth::ClientCredentials> credentials;

@@ -132,6 +132,7 @@ absl::Status PsClient::SendPush(const TensorMap& gradients, PendingPush* push) {
   // round then fails and is sent again when this push is finished, after
   // theirs.
   const bool reopen = unfinished_.empty();
+  if (!options_.push_stream) return absl::OkStatus();  // sent by FinishPush
   for (uint32_t s : push->touched) {
     ShardSession& shard = *shards_[s];
     const client::WorkerCredentials worker = shard.credentials();
@@ -200,6 +201,11 @@ absl::Status PsClient::FinishPush(PendingPush* push) {
     ShardSession& shard = *shards_[s];
     absl::Status result = shard.Call(CallKind::kPush, [&](const client::WorkerCredentials& worker) {
       std::shared_ptr<PendingRound> round = std::move(push->rounds[s]);
+      if (!options_.push_stream) {
+        if (push->cancelled.load()) return GaveUp();
+        return client::PushChunks(shard, worker, push->step, *push->tensors, push->plan[s],
+                                  push->pull_back, &replies[s]);
+      }
       if (push->cancelled.load()) {
         if (round != nullptr) {
           round->Cancel();
