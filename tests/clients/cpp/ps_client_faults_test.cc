@@ -133,6 +133,26 @@ TEST(PsClientFaults, OnePushStreamPerShardServesEveryPush) {
       << "pushes reuse one stream";
 }
 
+TEST(PsClientFaults, WithoutThePushStreamEveryPushIsACallOfItsOwn) {
+  auto shard = testing::PsProcess::Start(
+      {"--update_rule=asgd", "--lr=0.5", "--metrics_address=127.0.0.1:0"});
+  ASSERT_TRUE(shard.ok()) << shard.status();
+  ClientOptions options;
+  options.shard_addresses = {absl::StrCat("127.0.0.1:", (*shard)->grpc_port())};
+  options.worker_name = "w0";
+  options.push_stream = false;
+  auto client = PsClient::Connect(options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  ASSERT_TRUE((*client)->Declare(Specs()).ok());
+  TensorMap weights;
+  ASSERT_TRUE((*client)->Pull({"w"}, &weights).ok());
+  ASSERT_TRUE((*client)->Push(Gradient(1)).ok());
+  ASSERT_TRUE((*client)->Wait((*client)->PushPullAsync(Gradient(1), &weights)).ok());
+  EXPECT_EQ(weights["w"], std::vector<float>(6, -1.0f));
+  EXPECT_EQ(Metric((*shard)->metrics_port(), "dcasgd_ps_pushes_total"), 2);
+  EXPECT_EQ(Metric((*shard)->metrics_port(), "dcasgd_ps_exchange_streams_total"), 0);
+}
+
 // Pushes in a loop on its own thread, pulling again after errors, and
 // records when pushes succeed.
 class Pusher {
