@@ -368,8 +368,8 @@ struct PsSetup {
   std::vector<TensorMap> gradients;
   std::vector<TensorMap> weights;
   RawResult raw;
-  double unary_us = 0;  // BM_RoundTrip's baseline, once measured
-  ClientOptions options;  // of the clients (BM_RoundTrip's per-call client)
+  double unary_us = 0;     // BM_RoundTrip's baseline, once measured
+  ClientOptions options;   // of the clients (BM_RoundTrip's per-call client)
   double per_call_us = 0;  // BM_RoundTrip: PushPull without the stream
 };
 
