@@ -432,19 +432,27 @@ std::unique_ptr<PsSetup>& CurrentSetup() {
   return *setup;
 }
 
-void BM_PushPull(benchmark::State& state) {
-  const Config config{static_cast<uint64_t>(state.range(0)), static_cast<int>(state.range(1)),
-                      static_cast<int>(state.range(2))};
+// The current configuration's setup, started if it is another one; null
+// (and the benchmark skipped) when it cannot start.
+PsSetup* SetupFor(const Config& config, benchmark::State& state) {
   std::unique_ptr<PsSetup>& setup = CurrentSetup();
   if (setup == nullptr || !(setup->config == config)) {
     setup.reset();
     absl::StatusOr<std::unique_ptr<PsSetup>> started = StartPs(config);
     if (!started.ok()) {
       state.SkipWithError(started.status().ToString().c_str());
-      return;
+      return nullptr;
     }
     setup = std::move(started).value();
   }
+  return setup.get();
+}
+
+void BM_PushPull(benchmark::State& state) {
+  const Config config{static_cast<uint64_t>(state.range(0)), static_cast<int>(state.range(1)),
+                      static_cast<int>(state.range(2))};
+  PsSetup* setup = SetupFor(config, state);
+  if (setup == nullptr) return;
   // With one worker, where a round's time goes (PushStats phases).
   double send_ms = 0, wait_ms = 0, receive_ms = 0;
   PushStats stats;
@@ -499,16 +507,8 @@ BENCHMARK(BM_PushPull)
 //   vs_per_call   us/round / per_call_us
 void BM_RoundTrip(benchmark::State& state) {
   const Config config{static_cast<uint64_t>(state.range(0)), 1, 1};
-  std::unique_ptr<PsSetup>& setup = CurrentSetup();
-  if (setup == nullptr || !(setup->config == config)) {
-    setup.reset();
-    absl::StatusOr<std::unique_ptr<PsSetup>> started = StartPs(config);
-    if (!started.ok()) {
-      state.SkipWithError(started.status().ToString().c_str());
-      return;
-    }
-    setup = std::move(started).value();
-  }
+  PsSetup* setup = SetupFor(config, state);
+  if (setup == nullptr) return;
   // Measured once per configuration (the library calls this function
   // several times while it picks an iteration count).
   if (setup->unary_us == 0) {

@@ -66,6 +66,19 @@ std::vector<TensorSpec> Specs() {
   return {w};
 }
 
+// One ASGD shard (lr 0.5) with metrics, and a worker talking to it directly.
+absl::StatusOr<std::unique_ptr<testing::PsProcess>> StartAsgdShard() {
+  return testing::PsProcess::Start(
+      {"--update_rule=asgd", "--lr=0.5", "--metrics_address=127.0.0.1:0"});
+}
+
+ClientOptions DirectOptions(const testing::PsProcess& shard) {
+  ClientOptions options;
+  options.shard_addresses = {absl::StrCat("127.0.0.1:", shard.grpc_port())};
+  options.worker_name = "w0";
+  return options;
+}
+
 TensorMap Gradient(float g) { return {{"w", std::vector<float>(6, g)}}; }
 
 TEST(PsClientFaults, APushWhoseAnswerIsLostIsRetriedAndAppliedOnce) {
@@ -113,12 +126,9 @@ TEST(PsClientFaults, APushWhoseAnswerIsLostIsRetriedAndAppliedOnce) {
 }
 
 TEST(PsClientFaults, OnePushStreamPerShardServesEveryPush) {
-  auto shard = testing::PsProcess::Start(
-      {"--update_rule=asgd", "--lr=0.5", "--metrics_address=127.0.0.1:0"});
+  auto shard = StartAsgdShard();
   ASSERT_TRUE(shard.ok()) << shard.status();
-  ClientOptions options;
-  options.shard_addresses = {absl::StrCat("127.0.0.1:", (*shard)->grpc_port())};
-  options.worker_name = "w0";
+  ClientOptions options = DirectOptions(**shard);
   auto client = PsClient::Connect(options);
   ASSERT_TRUE(client.ok()) << client.status();
   ASSERT_TRUE((*client)->Declare(Specs()).ok());
@@ -134,12 +144,9 @@ TEST(PsClientFaults, OnePushStreamPerShardServesEveryPush) {
 }
 
 TEST(PsClientFaults, WithoutThePushStreamEveryPushIsACallOfItsOwn) {
-  auto shard = testing::PsProcess::Start(
-      {"--update_rule=asgd", "--lr=0.5", "--metrics_address=127.0.0.1:0"});
+  auto shard = StartAsgdShard();
   ASSERT_TRUE(shard.ok()) << shard.status();
-  ClientOptions options;
-  options.shard_addresses = {absl::StrCat("127.0.0.1:", (*shard)->grpc_port())};
-  options.worker_name = "w0";
+  ClientOptions options = DirectOptions(**shard);
   options.push_stream = false;
   auto client = PsClient::Connect(options);
   ASSERT_TRUE(client.ok()) << client.status();

@@ -72,6 +72,35 @@ std::vector<TensorSpec> Specs() {
   return {w, b};
 }
 
+// Shards whose leases last half a second, and a worker that sends no
+// heartbeats: the shards' reapers drop it unless it pushes.
+std::vector<std::string> ShortLeaseFlags() {
+  std::vector<std::string> flags = kAsgdFlags;
+  flags.push_back("--lease_seconds=0.5");
+  return flags;
+}
+
+ClientOptions SleepyOptions(const std::vector<std::unique_ptr<testing::PsProcess>>& shards) {
+  ClientOptions options = Options(shards, "sleepy");
+  options.heartbeats = false;
+  return options;
+}
+
+// Polls (up to 20 s) until no shard counts an active worker: the leases of
+// a worker without heartbeats were reaped.
+bool LeasesExpired(PsClient* client) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (absl::Now() < deadline) {
+    const auto statuses = client->GetStatus();
+    if (!statuses.ok()) return false;
+    bool none = true;
+    for (const ShardStatus& shard : *statuses) none = none && shard.active_workers == 0;
+    if (none) return true;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  return false;
+}
+
 std::vector<float> Minus(std::vector<float> a, const std::vector<float>& b) {
   for (size_t i = 0; i < a.size(); ++i) a[i] -= b[i];
   return a;
@@ -306,13 +335,9 @@ TEST(PsClient, ShardsListedInTheWrongOrderAreRejected) {
 }
 
 TEST(PsClient, RejoinsAfterTheLeaseExpired) {
-  std::vector<std::string> flags = kAsgdFlags;
-  flags.push_back("--lease_seconds=0.5");
-  auto shards = StartOrDie(2, flags);
+  auto shards = StartOrDie(2, ShortLeaseFlags());
   ASSERT_EQ(shards.size(), 2u);
-  ClientOptions options = Options(shards, "sleepy");
-  options.heartbeats = false;
-  auto client = ConnectOrDie(options);
+  auto client = ConnectOrDie(SleepyOptions(shards));
   ASSERT_NE(client, nullptr);
   ASSERT_TRUE(client->Declare(Specs()).ok());
   TensorMap weights;
@@ -320,15 +345,7 @@ TEST(PsClient, RejoinsAfterTheLeaseExpired) {
   const uint64_t old_id = client->worker_id(0);
 
   // Without heartbeats the shards' lease reapers drop the worker.
-  const absl::Time deadline = absl::Now() + absl::Seconds(20);
-  bool expired = false;
-  while (!expired && absl::Now() < deadline) {
-    const auto statuses = client->GetStatus();
-    ASSERT_TRUE(statuses.ok()) << statuses.status();
-    expired = (*statuses)[0].active_workers == 0 && (*statuses)[1].active_workers == 0;
-    if (!expired) absl::SleepFor(absl::Milliseconds(50));
-  }
-  ASSERT_TRUE(expired);
+  ASSERT_TRUE(LeasesExpired(client.get()));
 
   TensorMap gradients;
   gradients["w"] = std::vector<float>(10, 1.0f);
@@ -345,9 +362,7 @@ TEST(PsClient, RejoinsAfterTheLeaseExpired) {
 }
 
 TEST(PsClient, HeartbeatsKeepTheLease) {
-  std::vector<std::string> flags = kAsgdFlags;
-  flags.push_back("--lease_seconds=0.5");
-  auto shards = StartOrDie(2, flags);
+  auto shards = StartOrDie(2, ShortLeaseFlags());
   ASSERT_EQ(shards.size(), 2u);
   auto client = ConnectOrDie(Options(shards, "alive"));
   ASSERT_NE(client, nullptr);
@@ -513,13 +528,9 @@ TEST(PsClient, AsyncPushErrorsArriveAtWait) {
 }
 
 TEST(PsClient, AsyncPushRejoinsWhenTheLeaseWasLostInFlight) {
-  std::vector<std::string> flags = kAsgdFlags;
-  flags.push_back("--lease_seconds=0.5");
-  auto shards = StartOrDie(2, flags);
+  auto shards = StartOrDie(2, ShortLeaseFlags());
   ASSERT_EQ(shards.size(), 2u);
-  ClientOptions options = Options(shards, "sleepy");
-  options.heartbeats = false;
-  auto client = ConnectOrDie(options);
+  auto client = ConnectOrDie(SleepyOptions(shards));
   ASSERT_NE(client, nullptr);
   ASSERT_TRUE(client->Declare(Specs()).ok());
   TensorMap weights;
@@ -527,15 +538,7 @@ TEST(PsClient, AsyncPushRejoinsWhenTheLeaseWasLostInFlight) {
   TensorMap gradients = {{"w", std::vector<float>(10, 1.0f)}};
   ASSERT_TRUE(client->Wait(client->PushPullAsync(gradients, &weights)).ok());
   const uint64_t old_id = client->worker_id(0);
-  const absl::Time deadline = absl::Now() + absl::Seconds(20);
-  bool expired = false;
-  while (!expired && absl::Now() < deadline) {
-    const auto statuses = client->GetStatus();
-    ASSERT_TRUE(statuses.ok()) << statuses.status();
-    expired = (*statuses)[0].active_workers == 0 && (*statuses)[1].active_workers == 0;
-    if (!expired) absl::SleepFor(absl::Milliseconds(50));
-  }
-  ASSERT_TRUE(expired);
+  ASSERT_TRUE(LeasesExpired(client.get()));
   // Two pushes in flight over the open streams when the lease is gone.
   TensorMap first, second;
   const PushTicket t1 = client->PushPullAsync(gradients, &first);
