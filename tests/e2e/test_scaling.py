@@ -17,7 +17,10 @@ import harness
 from harness import Cluster, wait_for
 
 DATA_SHARDS = 12
-EPOCHS = 3
+# Enough epochs that w0, left alone after the first, is still training when
+# the removed workers' sessions expire and w3 joins (an epoch of softmax takes
+# about a second of one worker since pushes share one stream).
+EPOCHS = 10
 # Short leases: the SIGKILLed worker's session and data lease come back in
 # seconds (the chart's training.leaseSeconds).
 PS_FLAGS = ["--update_rule=dcasgd-a", "--lr=0.1", "--lease_seconds=2"]
