@@ -55,17 +55,33 @@ void DataCoordinator::UnconfigureLocked() {
   out_.clear();
 }
 
+void DataCoordinator::AddLease(uint64_t lease_id, Outstanding outstanding) {
+  deadlines_.emplace(outstanding.deadline, lease_id);
+  leased_.emplace(lease_id, std::move(outstanding));
+}
+
+void DataCoordinator::EraseLease(uint64_t lease_id) {
+  auto it = leased_.find(lease_id);
+  if (it == leased_.end()) return;
+  deadlines_.erase({it->second.deadline, lease_id});
+  leased_.erase(it);
+}
+
+void DataCoordinator::ClearLeases() {
+  leased_.clear();
+  deadlines_.clear();
+}
+
 void DataCoordinator::ReclaimExpired() {
   const absl::Time now = clock_->Now();
   std::vector<Item> expired;
-  for (auto it = leased_.begin(); it != leased_.end();) {
-    if (it->second.deadline < now) {
-      expired.push_back(it->second.item);
-      out_[IndexOf(it->second.item)] = false;
-      leased_.erase(it++);
-    } else {
-      ++it;
-    }
+  while (!deadlines_.empty() && deadlines_.begin()->first < now) {
+    const uint64_t lease_id = deadlines_.begin()->second;
+    deadlines_.erase(deadlines_.begin());
+    auto it = leased_.find(lease_id);
+    expired.push_back(it->second.item);
+    out_[IndexOf(it->second.item)] = false;
+    leased_.erase(it);
   }
   // Oldest work first, so the epoch in progress is finished before the next.
   std::sort(expired.begin(), expired.end(), [](const Item& a, const Item& b) {
@@ -144,13 +160,13 @@ absl::StatusOr<AcquireResult> DataCoordinator::Acquire(const std::string& worker
     lease.data_shard = item.shard;
     lease.epoch = item.epoch;
     lease.lease = lease_;
-    leased_.emplace(lease.lease_id, Outstanding{item, worker_name, clock_->Now() + lease_,
-                                                SecretDigest(lease.secret)});
+    AddLease(lease.lease_id,
+             Outstanding{item, worker_name, clock_->Now() + lease_, SecretDigest(lease.secret)});
     out_[IndexOf(item)] = true;
     // Durable before it is granted: a lease a restart would forget is handed
     // out again while its holder still trains on it.
     if (absl::Status saved = Commit("no data shard was leased"); !saved.ok()) {
-      leased_.erase(lease.lease_id);
+      EraseLease(lease.lease_id);
       out_[IndexOf(item)] = false;
       returned_.push_front(item);  // handed out first next time
       if (configures) UnconfigureLocked();
@@ -160,8 +176,7 @@ absl::StatusOr<AcquireResult> DataCoordinator::Acquire(const std::string& worker
   }
   if (leased_.empty()) return AcquireResult(JobDone{});
   // Everything is out: the earliest deadline is when work may come back.
-  absl::Time earliest = absl::InfiniteFuture();
-  for (const auto& [id, o] : leased_) earliest = std::min(earliest, o.deadline);
+  const absl::Time earliest = deadlines_.begin()->first;
   absl::Duration after =
       std::clamp(earliest - clock_->Now(), absl::Milliseconds(100), absl::Seconds(1));
   return AcquireResult(RetryLater{after});
@@ -189,7 +204,9 @@ absl::Status DataCoordinator::Renew(uint64_t lease_id, absl::string_view secret)
   ReclaimExpired();
   absl::StatusOr<Outstanding*> lease = FindLease(lease_id, secret);
   if (!lease.ok()) return lease.status();
+  deadlines_.erase({(*lease)->deadline, lease_id});
   (*lease)->deadline = clock_->Now() + lease_;
+  deadlines_.emplace((*lease)->deadline, lease_id);
   return absl::OkStatus();
 }
 
@@ -198,15 +215,14 @@ absl::Status DataCoordinator::Complete(uint64_t lease_id, absl::string_view secr
   ReclaimExpired();
   absl::StatusOr<Outstanding*> lease = FindLease(lease_id, secret);
   if (!lease.ok()) return lease.status();
-  auto it = leased_.find(lease_id);
-  const Outstanding outstanding = it->second;
+  const Outstanding outstanding = **lease;
   const Item item = outstanding.item;
   const size_t index = IndexOf(item);
   ++completed_per_epoch_[item.epoch];
   done_[index] = true;
   out_[index] = false;
   ++completed_;
-  leased_.erase(it);
+  EraseLease(lease_id);
   if (absl::Status saved = Commit(absl::StrCat("the completion of data lease ", lease_id));
       !saved.ok()) {
     // The lease stays with its worker, which retries; the attempt shows the
@@ -217,7 +233,7 @@ absl::Status DataCoordinator::Complete(uint64_t lease_id, absl::string_view secr
     --completed_;
     Outstanding renewed = outstanding;
     renewed.deadline = clock_->Now() + lease_;
-    leased_.emplace(lease_id, std::move(renewed));
+    AddLease(lease_id, std::move(renewed));
     return saved;
   }
   return absl::OkStatus();
@@ -297,7 +313,7 @@ absl::Status DataCoordinator::RestoreProgress(absl::string_view text) {
   if (lines.size() == 1) {  // saved before any worker fixed the job
     absl::MutexLock lock(&mu_);
     UnconfigureLocked();
-    leased_.clear();
+    ClearLeases();
     completed_ = reissued_ = 0;
     next_lease_id_ = 1;
     return absl::OkStatus();
@@ -376,7 +392,8 @@ absl::Status DataCoordinator::RestoreProgress(absl::string_view text) {
   reissued_ += dropped;
   returned_.clear();
   cursor_ = 0;  // TakePending skips the items done or leased
-  leased_ = std::move(leased);
+  ClearLeases();
+  for (auto& [id, o] : leased) AddLease(id, std::move(o));
   // Dropped format-2 leases were marked out only to catch repeated lines.
   out_.assign(out_.size(), false);
   for (const auto& [id, o] : leased_) out_[IndexOf(o.item)] = true;

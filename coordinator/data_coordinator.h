@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <deque>
 #include <optional>
+#include <set>
 #include <string>
 #include <variant>
 #include <vector>
@@ -135,6 +136,10 @@ class DataCoordinator {
   absl::StatusOr<Outstanding*> FindLease(uint64_t lease_id, absl::string_view secret)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReclaimExpired() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // leased_ and deadlines_ change together, through these three only.
+  void AddLease(uint64_t lease_id, Outstanding outstanding) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EraseLease(uint64_t lease_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ClearLeases() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Back to no job: the shape and the schedule forgotten (leases and
   // counters are the caller's).
   void UnconfigureLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -162,6 +167,10 @@ class DataCoordinator {
   // Items e * num_data_shards_ + s below this were handed out (or done).
   uint64_t cursor_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_map<uint64_t, Outstanding> leased_ ABSL_GUARDED_BY(mu_);
+  // (deadline, lease id) of every entry of leased_, earliest first: finding
+  // what expired costs what expired, not a scan of every lease (up to
+  // kMaxLeases) on every call.
+  std::set<std::pair<absl::Time, uint64_t>> deadlines_ ABSL_GUARDED_BY(mu_);
   // completed_per_epoch_[e]: shards of epoch e done.
   std::vector<uint32_t> completed_per_epoch_ ABSL_GUARDED_BY(mu_);
   // done_[e * num_data_shards_ + s]: item (e, s) is done; out_[...]: leased.

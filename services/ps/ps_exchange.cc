@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "services/ps/cancel_fence.h"
 #include "services/ps/ps_service.h"
 #include "services/ps/push_collector.h"
 #include "wire/raw_message.h"
@@ -134,9 +135,13 @@ class ParameterShardService::ExchangeReactor final
       ticket_ = 0;
     }
     if (ticket != 0 && service_->inflight_->Cancel(ticket)) EndReads(std::nullopt);
+    cancel_fence_.Leave();
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    cancel_fence_.Pass();
+    delete this;
+  }
 
  private:
   // A round from its header to its last answer.
@@ -385,6 +390,8 @@ class ParameterShardService::ExchangeReactor final
   uint64_t last_round_ = 0;
   uint64_t discarding_ = 0;  // a rejected round whose later messages are dropped
   std::unique_ptr<Round> collecting_;
+
+  CancelFence cancel_fence_;  // left by OnCancel, passed by OnDone
 
   // Shared by the read callbacks, the applying thread and the write
   // callbacks.

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "services/ps/cancel_fence.h"
 #include "services/ps/ps_service.h"
 #include "services/ps/push_collector.h"
 #include "wire/raw_message.h"
@@ -95,9 +96,13 @@ class ParameterShardService::PushStream : public Base {
       ticket_ = 0;
     }
     if (ticket != 0 && service_->inflight_->Cancel(ticket)) this->Finish(Cancelled());
+    cancel_fence_.Leave();
   }
 
  protected:
+  // Left by OnCancel, passed by the subclass's OnDone.
+  CancelFence cancel_fence_;
+
   // Starts the update of the complete push (on the thread that saw the
   // initial metadata sent).
   virtual void Submit(WorkerId worker, uint64_t step, std::vector<GradientChunk> chunks) = 0;
@@ -257,9 +262,13 @@ class ParameterShardService::PullReactor final : public grpc::ServerWriteReactor
       ticket_ = 0;
     }
     if (ticket != 0 && service_->inflight_->Cancel(ticket)) Finish(Cancelled());
+    cancel_fence_.Leave();
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    cancel_fence_.Pass();
+    delete this;
+  }
 
  private:
   void NextWrite() {
@@ -316,6 +325,8 @@ class ParameterShardService::PullReactor final : public grpc::ServerWriteReactor
 
   absl::Mutex mu_;
   InflightBudget::Ticket ticket_ ABSL_GUARDED_BY(mu_) = 0;
+
+  CancelFence cancel_fence_;  // left by OnCancel, passed by OnDone
 };
 
 // Push: collects every chunk until the client half-closes, then submits the
@@ -334,7 +345,10 @@ class ParameterShardService::PushReactor final
     Start();
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    this->cancel_fence_.Pass();
+    delete this;
+  }
 
  private:
   void Submit(WorkerId worker, uint64_t step, std::vector<GradientChunk> chunks) override {
@@ -388,7 +402,10 @@ class ParameterShardService::PushPullReactor final
     if (finish.has_value()) Finish(*finish);
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    this->cancel_fence_.Pass();
+    delete this;
+  }
 
  private:
   void Submit(WorkerId worker, uint64_t step, std::vector<GradientChunk> chunks) override {

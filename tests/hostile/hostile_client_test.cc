@@ -34,6 +34,7 @@
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/channel_arguments.h"
 #include "gtest/gtest.h"
+#include "tests/testing/exchange_round.h"
 #include "tests/testing/ps_process.h"
 
 namespace dcasgd {
@@ -296,18 +297,7 @@ constexpr char kExchange[] = "/dcasgd.v1.ParameterShard/Exchange";
 // A message of round `round` of an Exchange stream: the push message
 // `push` (worker id, session, chunk count, step when its first) as a round.
 v1::ExchangeRequest AsRound(uint64_t round, const v1::PushRequest& push, bool pull_back) {
-  v1::ExchangeRequest request;
-  request.set_round(round);
-  if (push.worker_id() != 0) {
-    v1::RoundHeader* header = request.mutable_header();
-    header->set_worker_id(push.worker_id());
-    header->set_session(push.session());
-    header->set_chunk_count(push.chunk_count());
-    header->set_step(push.step());
-    header->set_pull_back(pull_back);
-  }
-  *request.add_gradients() = push.gradient();
-  return request;
+  return testing::RoundOf(round, {push}, pull_back, /*header=*/push.worker_id() != 0);
 }
 
 // --- 1. a push is all or nothing --------------------------------------------

@@ -23,6 +23,7 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
+#include "tests/testing/exchange_round.h"
 #include "tests/testing/ps_process.h"
 
 namespace dcasgd {
@@ -162,24 +163,9 @@ class WorkerSessionTest : public ::testing::Test {
   // when refused, else the round's.
   grpc::Status ExchangeRound(const Credentials& as, float g) {
     grpc::ClientContext context;
-    auto stream = stub_->Exchange(&context);
-    v1::ExchangeRequest request;
-    request.set_round(1);
-    const std::vector<v1::PushRequest> messages = Gradient(as, g);
-    request.mutable_header()->set_worker_id(as.worker_id);
-    request.mutable_header()->set_session(as.session);
-    request.mutable_header()->set_chunk_count(2);
-    request.mutable_header()->set_pull_back(true);
-    for (const v1::PushRequest& m : messages) *request.add_gradients() = m.gradient();
-    stream->Write(request);
-    stream->WritesDone();
-    v1::ExchangeResponse message, last;
-    while (stream->Read(&message)) {
-      if (message.last()) last = message;
-    }
-    const grpc::Status status = stream->Finish();
-    if (!status.ok()) return status;
-    return grpc::Status(static_cast<grpc::StatusCode>(last.code()), last.message());
+    return testing::ExchangeAll(stub_.get(), &context,
+                                {testing::RoundOf(1, Gradient(as, g), /*pull_back=*/true)})
+        .RoundStatus(1);
   }
 
   static std::vector<v1::PushRequest> Gradient(const Credentials& as, float g) {

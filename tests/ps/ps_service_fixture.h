@@ -22,6 +22,7 @@
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
 #include "services/ps/ps_server.h"
+#include "tests/testing/exchange_round.h"
 #include "tests/testing/ps_process.h"
 
 namespace dcasgd {
@@ -49,12 +50,7 @@ inline v1::PushRequest Gradient(uint64_t worker, const std::string& tensor, uint
   return request;
 }
 
-// What one Exchange stream returned.
-struct ExchangeResult {
-  grpc::Status status;  // of the stream
-  std::vector<v1::ExchangeResponse> messages;
-  std::map<uint64_t, v1::ExchangeResponse> last;  // each round's final answer
-};
+using testing::ExchangeResult;
 
 struct PullResult {
   grpc::Status status;
@@ -203,36 +199,13 @@ class PsServiceTest : public ::testing::Test {
   // announced as Announced does), every chunk in one message.
   v1::ExchangeRequest Round(uint64_t round, const std::vector<v1::PushRequest>& unannounced,
                             bool pull_back, int announce = -1) const {
-    const std::vector<v1::PushRequest> messages = Announced(unannounced, announce);
-    v1::ExchangeRequest request;
-    request.set_round(round);
-    if (messages.empty()) return request;
-    v1::RoundHeader* header = request.mutable_header();
-    header->set_worker_id(messages[0].worker_id());
-    header->set_session(messages[0].session());
-    header->set_step(messages[0].step());
-    header->set_chunk_count(messages[0].chunk_count());
-    header->set_pull_back(pull_back);
-    for (const v1::PushRequest& m : messages) *request.add_gradients() = m.gradient();
-    return request;
+    return testing::RoundOf(round, Announced(unannounced, announce), pull_back);
   }
 
   // One Exchange stream: writes `requests`, half-closes, reads to the end.
   ExchangeResult Exchange(const std::vector<v1::ExchangeRequest>& requests) {
     grpc::ClientContext context;
-    auto stream = stub_->Exchange(&context);
-    for (const v1::ExchangeRequest& r : requests) {
-      if (!stream->Write(r)) break;
-    }
-    stream->WritesDone();
-    ExchangeResult result;
-    v1::ExchangeResponse message;
-    while (stream->Read(&message)) {
-      result.messages.push_back(message);
-      if (message.last()) result.last[message.round()] = message;
-    }
-    result.status = stream->Finish();
-    return result;
+    return testing::ExchangeAll(stub_.get(), &context, requests);
   }
 
   v1::ShardStatus Status() {

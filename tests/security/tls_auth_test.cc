@@ -26,6 +26,7 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
+#include "tests/testing/exchange_round.h"
 #include "tests/testing/ps_process.h"
 
 namespace dcasgd {
@@ -157,21 +158,12 @@ grpc::Status PushStream(v1::ParameterShard::Stub* stub, bool push_pull, const Re
 grpc::Status ExchangeRound(v1::ParameterShard::Stub* stub) {
   grpc::ClientContext context;
   SetDeadline(&context);
-  auto stream = stub->Exchange(&context);
-  v1::ExchangeRequest request;
-  request.set_round(1);
-  request.mutable_header()->set_worker_id(12345);
-  request.mutable_header()->set_chunk_count(1);
-  request.add_gradients()->set_tensor("t");
-  stream->Write(request);
-  stream->WritesDone();
-  v1::ExchangeResponse reply, last;
-  while (stream->Read(&reply)) {
-    if (reply.last()) last = reply;
-  }
-  const grpc::Status status = stream->Finish();
-  if (!status.ok()) return status;
-  return grpc::Status(static_cast<grpc::StatusCode>(last.code()), last.message());
+  v1::PushRequest push;
+  push.set_worker_id(12345);
+  push.set_chunk_count(1);
+  push.mutable_gradient()->set_tensor("t");
+  return testing::ExchangeAll(stub, &context, {testing::RoundOf(1, {push}, /*pull_back=*/false)})
+      .RoundStatus(1);
 }
 
 grpc::Status Pull(v1::ParameterShard::Stub* stub, uint64_t worker_id) {
