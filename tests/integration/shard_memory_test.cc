@@ -93,7 +93,8 @@ TEST(ShardMemory, SixtyFourClientsStayWithinTheSizingRuleAndLeavingReturnsMemory
   for (int i = 0; i < kClients; ++i) {
     workers.emplace_back([&, i] {
       TensorMap weights;
-      ASSERT_TRUE(clients[i]->Pull({"model"}, &weights).ok());
+      const absl::Status pulled = clients[i]->Pull({"model"}, &weights);
+      ASSERT_TRUE(pulled.ok()) << pulled;
       TensorMap gradient = {{"model", std::vector<float>(kElements, 1e-4f)}};
       for (int r = 0; r < kRounds; ++r) {
         const absl::Status s =

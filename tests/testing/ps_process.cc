@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -161,6 +162,13 @@ PsProcess::~PsProcess() {
     kill(pid_, SIGKILL);
     int status = 0;
     waitpid(pid_, &status, 0);
+  }
+  // A sanitizer build's shard writes its reports to this log, which is about
+  // to go: keep them in the test's output (ctest shows it for a failure).
+  const std::string log = Log();
+  if (absl::StrContains(log, "Sanitizer") || absl::StrContains(log, "runtime error:")) {
+    std::fprintf(stderr, "--- log of dcasgd-ps %s, which reported a sanitizer error ---\n%s\n",
+                 address().c_str(), log.c_str());
   }
   RemoveTree(temp_dir_);
 }

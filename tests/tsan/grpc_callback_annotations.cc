@@ -35,6 +35,17 @@
 // its last OnWriteDone or OnReadDone wrote. The closure's callback is
 // wrapped like a tag's functor_run above: release when scheduled, acquire
 // when it runs.
+//
+// And it defines grpc::internal::ServerCallbackCall::ScheduleOnDone (called
+// through the PLT, from dcasgd's binaries and inside libgrpc++), which runs
+// once a server call's count of outstanding reactions reached zero. The
+// count's decrements in gRPC's inline code are atomics TSan sees; those in
+// libgrpc++'s own copy of MaybeDone (after OnCancel) are not, so when the
+// last decrement was libgrpc++'s, what other threads did before their
+// decrements (e.g. the completion op's callback reading its std::function)
+// was reported as racing with CallOnDone freeing it. An acquire on the
+// count, before the call's OnDone is run or scheduled, is the edge TSan
+// misses.
 #include <dlfcn.h>
 
 #include <cstddef>
@@ -45,6 +56,7 @@
 #include "absl/status/status.h"
 #include "grpc/grpc.h"
 #include "grpcpp/support/callback_common.h"
+#include "grpcpp/support/server_callback.h"
 
 extern "C" {
 void __tsan_acquire(void* addr);
@@ -153,6 +165,25 @@ void _ZN4grpc6Server18UnrefAndWaitLockedEv(void* server) {
   }
   real(server);
   __tsan_acquire(server);
+}
+
+// ServerCallbackCall is a vtable pointer, then two std::atomic_int:
+// on_cancel_conditions_remaining_ and callbacks_outstanding_ (private; gRPC
+// 1.51's grpcpp/support/server_callback.h). The size pins that layout.
+static_assert(sizeof(grpc::internal::ServerCallbackCall) == sizeof(void*) + 2 * sizeof(int),
+              "grpc::internal::ServerCallbackCall changed: re-read its members");
+
+void _ZN4grpc8internal18ServerCallbackCall14ScheduleOnDoneEb(void* call, bool inline_ondone) {
+  using Real = void (*)(void*, bool);
+  static const Real real = reinterpret_cast<Real>(
+      dlsym(RTLD_NEXT, "_ZN4grpc8internal18ServerCallbackCall14ScheduleOnDoneEb"));
+  if (real == nullptr) {
+    std::fprintf(stderr, "tsan gRPC annotations: ServerCallbackCall::ScheduleOnDone not found\n");
+    std::abort();
+  }
+  void* callbacks_outstanding = static_cast<char*>(call) + sizeof(void*) + sizeof(int);
+  __tsan_acquire(callbacks_outstanding);
+  real(call, inline_ondone);
 }
 
 DCASGD_GRPC_OWNED void
