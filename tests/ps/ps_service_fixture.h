@@ -15,6 +15,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "core/dtype.h"
 #include "dcasgd/v1/ps.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "grpcpp/create_channel.h"
@@ -47,6 +48,34 @@ inline v1::PushRequest Gradient(uint64_t worker, const std::string& tensor, uint
   request.mutable_gradient()->set_chunk_index(chunk);
   request.mutable_gradient()->set_values(Bytes(values));
   return request;
+}
+
+// A gradient chunk encoded in a 16-bit `dtype` (rounded to nearest even).
+inline v1::PushRequest Gradient16(uint64_t worker, const std::string& tensor, uint64_t chunk,
+                                  Dtype dtype, const std::vector<float>& values) {
+  v1::PushRequest request = Gradient(worker, tensor, chunk, {});
+  std::string bytes(values.size() * 2, '\0');
+  for (size_t i = 0; i < values.size(); ++i) {
+    const uint16_t bits = FloatToBits16(dtype, values[i]);
+    std::memcpy(bytes.data() + 2 * i, &bits, 2);
+  }
+  request.mutable_gradient()->set_values(bytes);
+  request.mutable_gradient()->set_dtype(dtype == Dtype::kBfloat16 ? v1::DTYPE_BFLOAT16
+                                                                  : v1::DTYPE_FLOAT16);
+  return request;
+}
+
+// A chunk's values as float32, decoded from its Chunk.dtype.
+inline std::vector<float> Decoded(const v1::Chunk& chunk) {
+  if (chunk.dtype() == v1::DTYPE_FLOAT32) return Floats(chunk.values());
+  const Dtype dtype = chunk.dtype() == v1::DTYPE_BFLOAT16 ? Dtype::kBfloat16 : Dtype::kFloat16;
+  std::vector<float> values(chunk.values().size() / 2);
+  for (size_t i = 0; i < values.size(); ++i) {
+    uint16_t bits;
+    std::memcpy(&bits, chunk.values().data() + 2 * i, 2);
+    values[i] = FloatFromBits16(dtype, bits);
+  }
+  return values;
 }
 
 // What one Exchange stream returned.
@@ -213,6 +242,7 @@ class PsServiceTest : public ::testing::Test {
     header->set_step(messages[0].step());
     header->set_chunk_count(messages[0].chunk_count());
     header->set_pull_back(pull_back);
+    header->set_wire_dtype(messages[0].wire_dtype());
     for (const v1::PushRequest& m : messages) *request.add_gradients() = m.gradient();
     return request;
   }
