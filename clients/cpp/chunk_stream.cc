@@ -95,9 +95,10 @@ absl::Status ChunkReceiver::Accept(const v1::Chunk& chunk, uint64_t version, uin
   }
   const uint64_t length = layout.chunk_length(index);
   absl::StatusOr<Dtype> dtype = DtypeFromProto(chunk.dtype(), "Chunk.dtype");
-  if (!dtype.ok())
+  if (!dtype.ok()) {
     return Error(
         absl::StrCat("sent chunk ", index, " of '", layout.name, "': ", dtype.status().message()));
+  }
   if (absl::Status s = DecodeValues(
           *dtype, chunk.values(),
           absl::MakeSpan(tensors_.destinations[t] + layout.chunk_offset(index), length));
