@@ -10,6 +10,9 @@
 // BM_RoundTrip: one worker, one shard, small models: a PushPull's latency
 // beside a bare unary call of the same bytes (see there).
 //
+// BM_WireDtype: one shard, float32 against bfloat16 on the wire
+// (ClientOptions.wire_dtype), rounds interleaved in the same run (see there).
+//
 // Counters per configuration (model floats / shards / workers):
 //   MB/s, rounds/s          PsClient::PushPull, payload bytes up + down
 //   raw_MB/s, raw_rounds/s  the baseline with the same shards and workers
@@ -371,6 +374,9 @@ struct PsSetup {
   double unary_us = 0;     // BM_RoundTrip's baseline, once measured
   ClientOptions options;   // of the clients (BM_RoundTrip's per-call client)
   double per_call_us = 0;  // BM_RoundTrip: PushPull without the stream
+  // BM_WireDtype: a second worker whose values travel as bfloat16.
+  std::unique_ptr<PsClient> bf16_client;
+  TensorMap bf16_weights;
 };
 
 absl::StatusOr<std::unique_ptr<PsSetup>> StartPs(const Config& config) {
@@ -559,6 +565,70 @@ void BM_RoundTrip(benchmark::State& state) {
   state.counters["per_call_us"] = setup->per_call_us;
   state.counters["vs_per_call"] = us / setup->per_call_us;
 }
+
+// One worker of float32 and one of bfloat16 on the wire, against the same
+// shard, taking turns round by round (so that the machine's load, which
+// varies, weighs on both alike):
+//   f32_rounds/s, bf16_rounds/s   PushPull rounds per second of each
+//   rounds_ratio                  bf16_rounds/s / f32_rounds/s
+//   f32_MB/s, bf16_MB/s           payload bytes on the wire per second, up +
+//                                 down (4 or 2 bytes per value)
+//   bf16_model_MB/s               bfloat16 rounds counted in float32 bytes:
+//                                 the model moved per second
+void BM_WireDtype(benchmark::State& state) {
+  const Config config{static_cast<uint64_t>(state.range(0)), 1, 1};
+  PsSetup* setup = SetupFor(config, state);
+  if (setup == nullptr) return;
+  if (setup->bf16_client == nullptr) {
+    ClientOptions options = setup->options;
+    options.worker_name = "bench-bf16";
+    options.wire_dtype = Dtype::kBfloat16;
+    absl::StatusOr<std::unique_ptr<PsClient>> client = PsClient::Connect(options);
+    absl::Status status =
+        client.ok() ? (*client)->Pull({"model"}, &setup->bf16_weights) : client.status();
+    if (!status.ok()) {
+      state.SkipWithError(status.ToString().c_str());
+      return;
+    }
+    setup->bf16_client = *std::move(client);
+  }
+  absl::Duration f32_time, bf16_time;
+  int64_t rounds = 0;
+  for (auto _ : state) {
+    absl::Time start = absl::Now();
+    absl::Status status = setup->clients[0]->PushPull(setup->gradients[0], &setup->weights[0]);
+    const absl::Time middle = absl::Now();
+    if (status.ok()) {
+      status = setup->bf16_client->PushPull(setup->gradients[0], &setup->bf16_weights);
+    }
+    if (!status.ok()) {
+      state.SkipWithError(status.ToString().c_str());
+      return;
+    }
+    f32_time += middle - start;
+    bf16_time += absl::Now() - middle;
+    ++rounds;
+  }
+  if (rounds == 0) return;
+  const double f32_rounds_per_s = rounds / absl::ToDoubleSeconds(f32_time);
+  const double bf16_rounds_per_s = rounds / absl::ToDoubleSeconds(bf16_time);
+  const double values_per_round = 2.0 * config.elements;  // up + down
+  state.counters["f32_rounds/s"] = f32_rounds_per_s;
+  state.counters["bf16_rounds/s"] = bf16_rounds_per_s;
+  state.counters["rounds_ratio"] = bf16_rounds_per_s / f32_rounds_per_s;
+  state.counters["f32_MB/s"] = f32_rounds_per_s * values_per_round * 4 / 1e6;
+  state.counters["bf16_MB/s"] = bf16_rounds_per_s * values_per_round * 2 / 1e6;
+  state.counters["bf16_model_MB/s"] = bf16_rounds_per_s * values_per_round * 4 / 1e6;
+}
+
+// Model floats (1 Mi and 10 Mi), one shard, one worker of each dtype.
+BENCHMARK(BM_WireDtype)
+    ->ArgNames({"floats"})
+    ->Arg(1 << 20)
+    ->Arg(10 << 20)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->MinTime(3.0);
 
 // 7850 floats: the softmax model (31 KB); 262144: 1 MiB.
 BENCHMARK(BM_RoundTrip)

@@ -8,7 +8,7 @@
 #          [--shards 2] [--workers 4] [--epochs 5] [--model mlp:256,128|softmax|cnn|cnn:C1,C2,H]
 #          [--lr 0.1] [--lambda0 X] [--batch-size 64] [--data DIR|s3://bucket/prefix]
 #          [--gap-aware on|off] [--staleness-aware auto|on|off]
-#          [--backup-dtype float32|bfloat16|float16]
+#          [--backup-dtype float32|bfloat16|float16] [--wire-dtype float32|bfloat16|float16]
 # --gap-aware on (the default, async and ssp) damps each stale gradient
 # coordinate by how far it moved since the worker pulled, and then uses lr 0.2
 # unless --lr is given: the most accurate rule measured at every worker count,
@@ -17,7 +17,9 @@
 # is off (plain DC-ASGD and ASGD there need a rate so small that they barely
 # train in a few epochs), and also uses lr 0.2. --backup-dtype keeps each
 # worker's backup on the shards in 16 bits (half their memory; float16 also
-# sets --max_weight_abs=65504, its range; docs/operations.md).
+# sets --max_weight_abs=65504, its range; docs/operations.md). --wire-dtype
+# sends gradients and weights between workers and shards in 16 bits (half the
+# bytes; float16 also sets --max_weight_abs=65504; docs/api.md).
 # Exits non-zero, saying why, when no worker can make progress (e.g. every
 # worker diverged). DCASGD_PREBUILT=1 skips installing and building (tests).
 set -euo pipefail
@@ -25,7 +27,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 rule=dcasgd-a sync=async shards=2 workers=4 epochs=5 model=mlp:256,128 lr= batch=64
-staleness_aware=auto gap_aware=on backup_dtype=float32
+staleness_aware=auto gap_aware=on backup_dtype=float32 wire_dtype=float32
 lambda0=()
 data="$root/.cache/data/fashion-mnist"
 while [[ $# -gt 0 ]]; do
@@ -43,7 +45,8 @@ while [[ $# -gt 0 ]]; do
     --staleness-aware) staleness_aware=$2; shift 2 ;;
     --gap-aware) gap_aware=$2; shift 2 ;;
     --backup-dtype) backup_dtype=$2; shift 2 ;;
-    -h|--help) sed -n 2,22p "$0"; exit 0 ;;
+    --wire-dtype) wire_dtype=$2; shift 2 ;;
+    -h|--help) sed -n 2,24p "$0"; exit 0 ;;
     *) echo "run-local: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -64,6 +67,11 @@ case "$backup_dtype" in
   float32|bfloat16) ;;
   float16) backup_flags+=(--max_weight_abs=65504) ;;  # float16's largest value
   *) echo "run-local: --backup-dtype takes float32, bfloat16 or float16" >&2; exit 2 ;;
+esac
+case "$wire_dtype" in
+  float32|bfloat16) ;;
+  float16) [[ "$backup_dtype" == float16 ]] || backup_flags+=(--max_weight_abs=65504) ;;
+  *) echo "run-local: --wire-dtype takes float32, bfloat16 or float16" >&2; exit 2 ;;
 esac
 if [[ -z "$lr" ]]; then
   if [[ "$staleness_aware" == on || "$gap_aware" == on ]]; then lr=0.2; else lr=0.1; fi
@@ -105,7 +113,7 @@ port() { awk -v k="$2" '$1 == k {print $2}' "$1"; }
 # Decay the learning rate in the last part of training so the final model is
 # not a noisy iterate of constant-rate SGD (versions ~ steps per shard).
 decay_every=$(( 60000 / batch * epochs / 3 ))
-echo "== starting $shards shards (rule $rule, sync $sync, lr $lr, gap-aware damping $gap_aware, staleness-aware rate $staleness_aware), backups in $backup_dtype, logs in $run"
+echo "== starting $shards shards (rule $rule, sync $sync, lr $lr, gap-aware damping $gap_aware, staleness-aware rate $staleness_aware), backups in $backup_dtype, wire $wire_dtype, logs in $run"
 addresses=()
 shard_pids=()
 for ((i = 0; i < shards; i++)); do
@@ -129,7 +137,7 @@ done
 grep -h "serving without" "$run"/ps-*.log | sort -u >&2 || true
 
 common=(--ps_addresses="$ps_list" --data="$data" --model="$model" --epochs="$epochs"
-        --batch_size="$batch" --metrics_address=127.0.0.1:0)
+        --batch_size="$batch" --metrics_address=127.0.0.1:0 --wire_dtype="$wire_dtype")
 "$bin/worker/dcasgd-worker" --role=eval "${common[@]}" --eval_interval_seconds=5 \
   --stall_timeout_seconds=120 \
   --port_file="$run/evaluator.ports" >"$run/evaluator.out" 2> >(tee "$run/evaluator.log" >&2) &

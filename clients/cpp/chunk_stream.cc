@@ -5,9 +5,9 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "base/endian.h"  // chunk values are copied as float32 bytes
 #include "base/status_macros.h"
 #include "grpcpp/client_context.h"
+#include "wire/chunk_values.h"
 #include "wire/status.h"
 
 namespace dcasgd {
@@ -47,19 +47,22 @@ void WriteGradients(Stream* stream, const WorkerCredentials& worker, uint64_t st
   request.set_session(worker.session);
   request.set_chunk_count(static_cast<uint32_t>(chunks.size()));
   request.set_step(step);
+  request.set_wire_dtype(DtypeToProto(tensors.wire_dtype));
   v1::Chunk* gradient = request.mutable_gradient();
+  gradient->set_dtype(DtypeToProto(tensors.wire_dtype));
   for (const PlannedChunk& c : chunks) {
     gradient->set_tensor(tensors.layouts[c.tensor].name);
     gradient->set_chunk_index(c.index);
-    // assign() reuses the buffer of the previous chunk.
-    gradient->mutable_values()->assign(
-        reinterpret_cast<const char*>(tensors.sources[c.tensor] + c.offset),
-        c.length * sizeof(float));
+    // Straight into the message's bytes, reusing the previous chunk's buffer.
+    EncodeValues(tensors.wire_dtype,
+                 absl::MakeConstSpan(tensors.sources[c.tensor] + c.offset, c.length),
+                 gradient->mutable_values());
     if (!stream->Write(request)) return;
     request.set_worker_id(0);
     request.clear_session();
     request.set_chunk_count(0);
     request.set_step(0);
+    request.set_wire_dtype(v1::DTYPE_FLOAT32);
   }
   stream->WritesDone();
 }
@@ -91,12 +94,17 @@ absl::Status ChunkReceiver::Accept(const v1::Chunk& chunk, uint64_t version, uin
         absl::StrCat("sent unrequested or duplicate chunk ", index, " of '", layout.name, "'"));
   }
   const uint64_t length = layout.chunk_length(index);
-  if (chunk.values().size() != length * sizeof(float)) {
-    return Error(absl::StrCat("sent ", chunk.values().size(), " bytes for chunk ", index, " of '",
-                              layout.name, "'; expected ", length * sizeof(float)));
+  absl::StatusOr<Dtype> dtype = DtypeFromProto(chunk.dtype(), "Chunk.dtype");
+  if (!dtype.ok()) {
+    return Error(
+        absl::StrCat("sent chunk ", index, " of '", layout.name, "': ", dtype.status().message()));
   }
-  std::memcpy(tensors_.destinations[t] + layout.chunk_offset(index), chunk.values().data(),
-              chunk.values().size());
+  if (absl::Status s = DecodeValues(
+          *dtype, chunk.values(),
+          absl::MakeSpan(tensors_.destinations[t] + layout.chunk_offset(index), length));
+      !s.ok()) {
+    return Error(absl::StrCat("sent chunk ", index, " of '", layout.name, "' with ", s.message()));
+  }
   wanted_[t][index] = 2;
   ++received_;
   version_ = std::max<uint64_t>(version_, version);
@@ -126,6 +134,7 @@ absl::Status PullChunks(ShardSession& session, const WorkerCredentials& worker,
   v1::PullRequest request;
   request.set_worker_id(worker.worker_id);
   if (worker.worker_id != 0) request.set_session(worker.session);
+  request.set_wire_dtype(DtypeToProto(tensors.wire_dtype));
   // Only the tensors this shard has chunks of.
   std::vector<bool> listed(tensors.layouts.size(), false);
   for (const PlannedChunk& c : chunks) {

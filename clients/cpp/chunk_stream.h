@@ -15,6 +15,7 @@
 #include "absl/time/time.h"
 #include "clients/cpp/chunk_plan.h"
 #include "clients/cpp/shard_session.h"
+#include "core/dtype.h"
 
 namespace dcasgd {
 namespace client {
@@ -32,6 +33,9 @@ struct CallTensors {
   // num_elements floats to fill (Pull, PushPull); null where unused.
   std::vector<const float*> sources;
   std::vector<float*> destinations;
+  // What gradients travel as, and the weights asked back in (ps.proto Dtype;
+  // ClientOptions.wire_dtype). Replies are decoded by their own Chunk.dtype.
+  Dtype wire_dtype = Dtype::kFloat32;
 };
 
 // What one shard answered, and where the time went.
@@ -49,9 +53,10 @@ class ChunkReceiver {
   ChunkReceiver(const CallTensors& tensors, const std::vector<PlannedChunk>& expected,
                 absl::string_view shard_label);
 
-  // Copies one received chunk; `version` and `staleness` are what its
-  // message reported. INTERNAL when the shard sent a chunk that was not
-  // asked for, twice, or with the wrong length.
+  // Decodes one received chunk (from its Chunk.dtype) into its destination;
+  // `version` and `staleness` are what its message reported. INTERNAL when
+  // the shard sent a chunk that was not asked for, twice, with an unknown
+  // dtype or with the wrong length.
   absl::Status Accept(const v1::Chunk& chunk, uint64_t version, uint64_t staleness);
 
   // INTERNAL unless every expected chunk arrived.

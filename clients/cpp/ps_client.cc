@@ -284,6 +284,7 @@ absl::Status PsClient::Pull(const std::vector<std::string>& names, TensorMap* ou
   }
   RETURN_IF_ERROR(found.status());
   CallTensors tensors(*std::move(found));
+  tensors.wire_dtype = options_.wire_dtype;
   const auto plan = client::PlanChunks(tensors.layouts, shard_count());
   for (size_t t = 0; t < tensors.layouts.size(); ++t) {
     std::vector<float>& values = (*out)[tensors.layouts[t].name];

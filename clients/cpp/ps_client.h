@@ -15,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "clients/cpp/chunk_plan.h"
+#include "core/dtype.h"
 #include "core/tensor.h"
 
 namespace dcasgd {
@@ -56,6 +57,13 @@ struct ClientOptions {
   // baseline of bench/pushpull_bench.cc); asynchronous pushes then send at
   // Wait.
   bool push_stream = true;
+  // What gradients travel as and weights come back in (ps.proto Dtype):
+  // float32, or bfloat16 / float16 for half the bytes. Weights arrive rounded
+  // to nearest even and are handed out as float32 (exact widening); the
+  // shard decodes gradients to float32 before applying them. float16 holds
+  // |x| <= 65504 only: a gradient element beyond that becomes Inf and the
+  // push is rejected (INVALID_ARGUMENT, non-finite).
+  Dtype wire_dtype = Dtype::kFloat32;
   // TLS and the bearer token (auth/tls.h ClientCredentials::Load); null:
   // plaintext without a token.
   std::shared_ptr<const auth::ClientCredentials> credentials;

@@ -117,6 +117,7 @@ absl::Status PsClient::SendPush(const TensorMap& gradients, PendingPush* push) {
   RETURN_IF_ERROR(PrepareGradients(gradients, &layouts, &sources));
   push->tensors = std::make_unique<CallTensors>(std::move(layouts));
   CallTensors& tensors = *push->tensors;
+  tensors.wire_dtype = options_.wire_dtype;
   tensors.sources = std::move(sources);
   push->plan = client::PlanChunks(tensors.layouts, shard_count());
   if (push->weights != nullptr) {

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "wire/chunk_values.h"
 #include "wire/status.h"
 
 namespace dcasgd {
@@ -156,9 +157,11 @@ std::shared_ptr<PendingRound> RoundStream::Start(const WorkerCredentials& worker
   header->set_step(step);
   header->set_chunk_count(static_cast<uint32_t>(chunks.size()));
   header->set_pull_back(pull_back);
+  header->set_wire_dtype(DtypeToProto(tensors.wire_dtype));
+  const size_t element_bytes = DtypeBytes(tensors.wire_dtype);
   size_t bytes = 0;
   for (const PlannedChunk& c : chunks) {
-    if (bytes > 0 && bytes + c.length * sizeof(float) > message_bytes_) {
+    if (bytes > 0 && bytes + c.length * element_bytes > message_bytes_) {
       messages.emplace_back();
       message = &messages.back().message;
       message->set_round(id);
@@ -167,10 +170,12 @@ std::shared_ptr<PendingRound> RoundStream::Start(const WorkerCredentials& worker
     v1::Chunk* gradient = message->add_gradients();
     gradient->set_tensor(tensors.layouts[c.tensor].name);
     gradient->set_chunk_index(c.index);
-    gradient->mutable_values()->assign(
-        reinterpret_cast<const char*>(tensors.sources[c.tensor] + c.offset),
-        c.length * sizeof(float));
-    bytes += c.length * sizeof(float);
+    gradient->set_dtype(DtypeToProto(tensors.wire_dtype));
+    // Straight into the message's bytes.
+    EncodeValues(tensors.wire_dtype,
+                 absl::MakeConstSpan(tensors.sources[c.tensor] + c.offset, c.length),
+                 gradient->mutable_values());
+    bytes += c.length * element_bytes;
   }
   messages.back().last_of = round;
   {

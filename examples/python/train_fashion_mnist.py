@@ -205,6 +205,8 @@ def parse_args(argv):
     parser.add_argument("--bias_name", default="softmax/b")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--log_every", type=int, default=0)
+    parser.add_argument("--wire_dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="what gradients and weights travel as (dcasgd.Client wire_dtype)")
     return parser.parse_args(argv)
 
 
@@ -213,7 +215,7 @@ def main(argv):
     addresses = [a for a in args.shards.split(",") if a]
     x_train, y_train = load_split(args.data_dir, "train", args.train_limit)
     x_test, y_test = load_split(args.data_dir, "t10k")
-    with dcasgd.Client(addresses, args.worker_name) as client:
+    with dcasgd.Client(addresses, args.worker_name, wire_dtype=args.wire_dtype) as client:
         declare(client, args)
         trainer = Trainer(client, args)
         trainer.pull()

@@ -12,6 +12,7 @@
 #include "services/ps/cancel_fence.h"
 #include "services/ps/ps_service.h"
 #include "services/ps/push_collector.h"
+#include "wire/chunk_values.h"
 #include "wire/raw_message.h"
 #include "wire/status.h"
 
@@ -183,7 +184,7 @@ class ParameterShardService::ExchangeReactor final
       const v1::RoundHeader& header = request_.header();
       round->pull_back = header.pull_back();
       status = round->collector.Begin(header.worker_id(), header.chunk_count(), header.step(),
-                                      header.session());
+                                      header.session(), header.wire_dtype());
     }
     if (!status.ok()) {
       service_->metrics_->AddReceivedBytes(GradientBytes());  // AddChunks counts the others
@@ -267,6 +268,10 @@ class ParameterShardService::ExchangeReactor final
   // On the applying thread, with store locks held: batch the chunk, and
   // queue the batch once it is large enough.
   void AddReply(Round* round, AppliedChunk applied) {
+    // Encoded in place in the round's wire dtype; messages are cut by wire
+    // bytes. A replayed round goes the same way: its retry's dtype.
+    const Dtype dtype = round->collector.wire_dtype();
+    EncodeValuesInPlace(dtype, &applied.values.values);
     const size_t bytes = applied.values.values.size();
     service_->metrics_->AddSentBytes(bytes);
     if (round->reply_bytes > 0 && round->reply_bytes + bytes > kReplyMessageBytes) {
@@ -279,6 +284,7 @@ class ParameterShardService::ExchangeReactor final
     v1::Chunk* chunk = round->reply.add_weights();
     chunk->mutable_tensor()->swap(applied.values.tensor);
     chunk->set_chunk_index(applied.values.chunk_index);
+    chunk->set_dtype(DtypeToProto(dtype));
     chunk->mutable_values()->swap(applied.values.values);
   }
 

@@ -13,6 +13,7 @@
 #include "services/ps/cancel_fence.h"
 #include "services/ps/ps_service.h"
 #include "services/ps/push_collector.h"
+#include "wire/chunk_values.h"
 #include "wire/raw_message.h"
 #include "wire/status.h"
 #include "wire/tensor_spec.h"
@@ -109,6 +110,9 @@ class ParameterShardService::PushStream : public Base {
 
   void Start() { this->StartRead(&buffer_); }
 
+  // The dtype the push's replies travel in (its first message).
+  Dtype wire_dtype() const { return collector_.wire_dtype(); }
+
   void Reject(const absl::Status& status) {
     service_->metrics_->CountRejected(status.code());
     this->Finish(ToGrpcStatus(status));
@@ -123,8 +127,9 @@ class ParameterShardService::PushStream : public Base {
   absl::Status Add(v1::PushRequest* message, bool* wait) {
     service_->metrics_->AddReceivedBytes(message->gradient().values().size());
     if (!collector_.started()) {
-      if (absl::Status s = collector_.Begin(message->worker_id(), message->chunk_count(),
-                                            message->step(), message->session());
+      if (absl::Status s =
+              collector_.Begin(message->worker_id(), message->chunk_count(), message->step(),
+                               message->session(), message->wire_dtype());
           !s.ok()) {
         return s;
       }
@@ -208,6 +213,13 @@ class ParameterShardService::PullReactor final : public grpc::ServerWriteReactor
       Reject(s);
       return;
     }
+    absl::StatusOr<Dtype> wire_dtype =
+        DtypeFromProto(request.wire_dtype(), "PullRequest.wire_dtype");
+    if (!wire_dtype.ok()) {
+      Reject(wire_dtype.status());
+      return;
+    }
+    wire_dtype_ = *wire_dtype;
     if (absl::Status s = auth::Authorizer::Check(*caller, request.worker_id() == 0
                                                               ? auth::Action::kPullReadOnly
                                                               : auth::Action::kPullAsWorker);
@@ -276,7 +288,8 @@ class ParameterShardService::PullReactor final : public grpc::ServerWriteReactor
       Finish(grpc::Status::OK);
       return;
     }
-    const uint64_t bytes = std::min<uint64_t>(plan_.chunks[next_].elements * sizeof(float),
+    // The message in flight holds the chunk in its wire dtype.
+    const uint64_t bytes = std::min<uint64_t>(WireBytes(wire_dtype_, plan_.chunks[next_].elements),
                                               service_->inflight_->capacity());
     {
       absl::MutexLock lock(&mu_);
@@ -302,7 +315,11 @@ class ParameterShardService::PullReactor final : public grpc::ServerWriteReactor
     v1::Chunk* chunk = response_.mutable_chunk();
     chunk->set_tensor(*ref.tensor);
     chunk->set_chunk_index(ref.chunk_index);
+    chunk->set_dtype(DtypeToProto(wire_dtype_));
     response_.set_version(service_->store_->ReadChunk(plan_, ref, chunk->mutable_values()));
+    // The backup is the float32 values just read (ps.proto Dtype); the
+    // worker gets their rounding, converted in the same buffer.
+    EncodeValuesInPlace(wire_dtype_, chunk->mutable_values());
     service_->metrics_->AddSentBytes(chunk->values().size());
     SerializeMessage(response_, &bytes_);
     // One copy in flight (the serialised one), not two.
@@ -316,6 +333,7 @@ class ParameterShardService::PullReactor final : public grpc::ServerWriteReactor
   }
 
   ParameterShardService* const service_;
+  Dtype wire_dtype_ = Dtype::kFloat32;  // set by the constructor
   PullPlan plan_;
   // Writes happen one at a time: only the write path touches these.
   size_t next_ = 0;
@@ -412,14 +430,18 @@ class ParameterShardService::PushPullReactor final
     service_->Submit(
         worker, step, std::move(chunks), /*pull_after=*/true,
         [this](absl::StatusOr<PushResult> result) { OnApplied(std::move(result)); },
-        [this](AppliedChunk chunk) { Enqueue(std::move(chunk)); });
+        [this, dtype = wire_dtype()](AppliedChunk chunk) { Enqueue(dtype, std::move(chunk)); });
   }
 
-  // On the applying thread, with store locks held: serialise and queue.
-  void Enqueue(AppliedChunk applied) {
+  // On the applying thread, with store locks held: encode in the dtype the
+  // push asked for (in place), serialise and queue. A replayed step goes the
+  // same way, so it is answered in the dtype its retry asks for.
+  void Enqueue(Dtype dtype, AppliedChunk applied) {
+    EncodeValuesInPlace(dtype, &applied.values.values);
     service_->metrics_->AddSentBytes(applied.values.values.size());
     v1::PullResponse response;
     v1::Chunk* chunk = response.mutable_chunk();
+    chunk->set_dtype(DtypeToProto(dtype));
     chunk->mutable_tensor()->swap(applied.values.tensor);
     chunk->set_chunk_index(applied.values.chunk_index);
     chunk->mutable_values()->swap(applied.values.values);

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_format.h"
+#include "wire/chunk_values.h"
 #include "wire/tensor_spec.h"
 
 namespace dcasgd {
@@ -12,7 +13,7 @@ PushCollector::PushCollector(ShardStore* store, uint64_t max_push_bytes)
     : store_(store), max_push_bytes_(max_push_bytes) {}
 
 absl::Status PushCollector::Begin(WorkerId worker, uint32_t chunk_count, uint64_t step,
-                                  const std::string& session) {
+                                  const std::string& session, int wire_dtype) {
   started_ = true;
   worker_ = worker;
   announced_ = chunk_count;
@@ -26,6 +27,9 @@ absl::Status PushCollector::Begin(WorkerId worker, uint32_t chunk_count, uint64_
         "the first PushRequest of a stream must carry chunk_count, the number of gradient "
         "chunks the push sends (>= 1)");
   }
+  absl::StatusOr<Dtype> dtype = DtypeFromProto(wire_dtype, "the push's wire_dtype");
+  if (!dtype.ok()) return dtype.status();
+  wire_dtype_ = *dtype;
   const ShardStats stats = store_->Stats();
   // Unknown tensors are left to the chunk check (NOT_FOUND), so the cap is at
   // least one chunk.
@@ -56,12 +60,28 @@ absl::Status PushCollector::Add(v1::Chunk* gradient) {
   if (absl::Status s = ValidateName("gradient chunk tensor name", gradient->tensor()); !s.ok()) {
     return s;
   }
-  if (absl::Status s = store_->CheckChunk(gradient->tensor(), gradient->chunk_index(),
-                                          gradient->values().size());
-      !s.ok()) {
-    return s;
+  absl::StatusOr<Dtype> dtype = DtypeFromProto(gradient->dtype(), "gradient Chunk.dtype");
+  if (!dtype.ok()) return dtype.status();
+  // The store counts float32 bytes: a 16-bit chunk is checked at its decoded
+  // length (an odd length cannot be one).
+  const size_t wire_bytes = gradient->values().size();
+  if (*dtype != Dtype::kFloat32 && wire_bytes % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "a %s gradient chunk (Chunk.dtype) holds 2 bytes per element; got %d bytes; nothing was "
+        "applied",
+        NameOf(kDtypeNames, *dtype), wire_bytes));
   }
-  bytes_ += gradient->values().size();
+  const size_t float_bytes = wire_bytes / DtypeBytes(*dtype) * sizeof(float);
+  if (absl::Status s = store_->CheckChunk(gradient->tensor(), gradient->chunk_index(), float_bytes);
+      !s.ok()) {
+    if (*dtype == Dtype::kFloat32 || !absl::IsInvalidArgument(s)) return s;
+    return absl::InvalidArgumentError(
+        absl::StrFormat("a %s gradient chunk (Chunk.dtype) holds 2 bytes per element; its %d "
+                        "bytes count as %d float32 bytes: %s",
+                        NameOf(kDtypeNames, *dtype), wire_bytes, float_bytes, s.message()));
+  }
+  // The limit bounds what the push holds here: its gradients as float32.
+  bytes_ += float_bytes;
   if (bytes_ > limit_) {
     return absl::ResourceExhaustedError(
         limit_by_flag_
@@ -76,7 +96,10 @@ absl::Status PushCollector::Add(v1::Chunk* gradient) {
   chunk.tensor.swap(*gradient->mutable_tensor());
   chunk.chunk_index = gradient->chunk_index();
   chunk.values.swap(*gradient->mutable_values());
-  return absl::OkStatus();
+  // Decoded at the boundary: everything after this sees float32 (the
+  // non-finite and max_gradient_abs checks included), exactly the values
+  // the worker sent.
+  return DecodeToFloat32InPlace(*dtype, &chunk.values);
 }
 
 }  // namespace dcasgd

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "core/dtype.h"
 #include "core/push.h"
 #include "core/shard_store.h"
 #include "dcasgd/v1/ps.pb.h"
@@ -28,16 +29,20 @@ class PushCollector {
   // metrics).
   PushCollector(ShardStore* store, uint64_t max_push_bytes);
 
-  // The push's head. INVALID_ARGUMENT without a worker id or chunk count;
+  // The push's head. INVALID_ARGUMENT without a worker id or chunk count, or
+  // for an unknown `wire_dtype` (the dtype of its replies, ps.proto Dtype);
   // RESOURCE_EXHAUSTED for more chunks than this shard owns; the worker's
   // lease and session (ShardStore::Authenticate) before anything is kept.
   absl::Status Begin(WorkerId worker, uint32_t chunk_count, uint64_t step,
-                     const std::string& session);
+                     const std::string& session, int wire_dtype = v1::DTYPE_FLOAT32);
 
   // One gradient chunk, after Begin; its strings are moved out of
-  // `gradient`. INVALID_ARGUMENT beyond the announced count or for a bad
-  // name; the errors of ShardStore::CheckChunk; RESOURCE_EXHAUSTED beyond the
-  // byte limit (limit()).
+  // `gradient`, and its values decoded to float32 from their wire dtype
+  // (Chunk.dtype; wire/chunk_values.h). INVALID_ARGUMENT beyond the
+  // announced count, for a bad name, an unknown dtype or a length that is
+  // not the chunk's elements times the dtype's size; the other errors of
+  // ShardStore::CheckChunk; RESOURCE_EXHAUSTED beyond the byte limit
+  // (limit(), counted in decoded float32 bytes: what the push holds here).
   absl::Status Add(v1::Chunk* gradient);
 
   bool started() const { return started_; }
@@ -47,7 +52,10 @@ class PushCollector {
   size_t received() const { return chunks_.size(); }
   WorkerId worker() const { return worker_; }
   uint64_t step() const { return step_; }
-  // The most gradient bytes the push may carry here (known after Begin):
+  // The dtype its replies travel in (PushPull, pull_back rounds).
+  Dtype wire_dtype() const { return wire_dtype_; }
+  // The most gradient bytes (float32, as decoded) the push may hold here
+  // (known after Begin):
   // what its announced chunks can hold, capped by max_push_bytes. It also
   // bounds its PushPull replies, so it is what a push reserves in flight.
   uint64_t limit() const { return limit_; }
@@ -63,6 +71,7 @@ class PushCollector {
   WorkerId worker_ = 0;
   uint32_t announced_ = 0;
   uint64_t step_ = 0;
+  Dtype wire_dtype_ = Dtype::kFloat32;
   uint64_t limit_ = 0;
   bool limit_by_flag_ = false;
   uint64_t bytes_ = 0;

@@ -85,6 +85,7 @@ absl::Status RunVirtualWorkers(const WorkerOptions& options, const model::Model&
   ClientOptions eval_options;
   eval_options.shard_addresses = options.shard_addresses;
   eval_options.credentials = options.credentials;
+  eval_options.wire_dtype = options.wire_dtype;
   ASSIGN_OR_RETURN(std::unique_ptr<PsClient> evaluator,
                    ConnectWithRetry(eval_options, name + "-eval", stop));
   ASSIGN_OR_RETURN(std::vector<ShardStatus> shards, evaluator->GetStatus());
@@ -106,6 +107,7 @@ absl::Status RunVirtualWorkers(const WorkerOptions& options, const model::Model&
     client.shard_addresses = options.shard_addresses;
     client.worker_name = w.options.worker_name;
     client.credentials = options.credentials;
+    client.wire_dtype = options.wire_dtype;
     ASSIGN_OR_RETURN(w.ps, ConnectWithRetry(client, w.options.worker_name, stop));
     w.coordinator = std::make_unique<CoordinatorClient>(options.shard_addresses[0],
                                                         absl::Minutes(5), options.credentials);

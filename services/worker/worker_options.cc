@@ -59,6 +59,10 @@ ABSL_FLAG(std::string, auth_token_file, "",
           "file holding the bearer token sent with every call (a Kubernetes Secret key); empty: "
           "none");
 
+ABSL_FLAG(std::string, wire_dtype, "float32",
+          "float32 | bfloat16 | float16: what gradients and weights travel as between this "
+          "process and the shards (16 bits: half the bytes, rounded to nearest even)");
+
 namespace dcasgd {
 namespace {
 
@@ -147,6 +151,13 @@ absl::StatusOr<WorkerOptions> ParseWorkerOptions(const std::vector<std::string>&
   }
   if (o.virtual_workers > 0 && o.role != WorkerRole::kTrain) {
     return Invalid("virtual_workers", "only with --role=train");
+  }
+  if (absl::StatusOr<Dtype> wire =
+          ParseEnum("wire dtype", kDtypeNames, absl::GetFlag(FLAGS_wire_dtype));
+      wire.ok()) {
+    o.wire_dtype = *wire;
+  } else {
+    return Invalid("wire_dtype", wire.status().message());
   }
   o.schedule = absl::GetFlag(FLAGS_schedule);
   o.eval_every_steps = absl::GetFlag(FLAGS_eval_every_steps);

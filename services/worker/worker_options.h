@@ -10,6 +10,7 @@
 #include "auth/tls.h"
 #include "base/enum_names.h"
 #include "base/flags.h"
+#include "core/dtype.h"
 
 namespace dcasgd {
 
@@ -64,6 +65,9 @@ struct WorkerOptions {
   // TLS and the bearer token of every channel to the shards (--tls_*,
   // --auth_token_file), loaded when the options are parsed; never null.
   std::shared_ptr<const auth::ClientCredentials> credentials = auth::ClientCredentials::Insecure();
+  // What gradients and weights travel as on every connection of this process
+  // to the shards (--wire_dtype; ClientOptions.wire_dtype).
+  Dtype wire_dtype = Dtype::kFloat32;
 };
 
 // Upper bound of --virtual_workers: each one holds a model copy, a data

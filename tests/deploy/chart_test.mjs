@@ -598,6 +598,24 @@ describe('values', () => {
     }
   });
 
+  test('worker.wireDtype reaches the workers; float16 needs maxWeightAbs within its range', () => {
+    const c = (args) =>
+      one(render(args), 'Deployment', 'dcasgd-worker').spec.template.spec.containers[0];
+    assert.equal(arg(c([]), 'wire_dtype'), 'float32');
+    assert.equal(arg(c(['--set', 'worker.wireDtype=bfloat16']), 'wire_dtype'), 'bfloat16');
+    assert.equal(arg(c(['--set', 'worker.wireDtype=float16', '--set', 'training.maxWeightAbs=65504']),
+      'wire_dtype'), 'float16');
+    const evaluator = one(render(['--set', 'worker.wireDtype=bfloat16']), 'Deployment',
+      'dcasgd-evaluator').spec.template.spec.containers[0];
+    assert.equal(arg(evaluator, 'wire_dtype'), undefined, 'the evaluator reads float32 weights');
+    const wide = helm(['template', 'dcasgd', chartDir, '--set', 'worker.wireDtype=float16']);
+    assert.notEqual(wide.status, 0, 'float16 with maxWeightAbs 1e6 must fail');
+    assert.match(wide.stderr, /worker.wireDtype=float16 holds \|w\| <= 65504 only/);
+    const bad = helm(['template', 'dcasgd', chartDir, '--set', 'worker.wireDtype=int8']);
+    assert.notEqual(bad.status, 0);
+    assert.match(bad.stderr, /schema/);
+  });
+
   test('ps.backupDtype reaches the shards; float16 needs maxWeightAbs within its range', () => {
     const c = (args) => one(render(args), 'StatefulSet', 'dcasgd-ps').spec.template.spec.containers[0];
     assert.equal(arg(c([]), 'backup_dtype'), 'float32');

@@ -250,13 +250,14 @@ class Resilience(unittest.TestCase):
         # Also the defaults docs/convergence.md recommends: gap-aware damping
         # with lr 0.2; without it, the staleness-aware rate (auto) from 16
         # workers on, also with lr 0.2; neither with fewer workers (lr 0.1).
-        # The last case also keeps the backups in bfloat16 (--backup-dtype):
-        # the shards accept the flag and the script says so.
+        # The last case also keeps the backups in bfloat16 (--backup-dtype)
+        # and sends bfloat16 on the wire (--wire-dtype): the shards and
+        # workers accept the flags and the script says so.
         for workers, extra, gap, aware, lr, dtype in (
                 (3, [], "on", "off", "0.2", "float32"),
                 (16, ["--gap-aware", "off"], "off", "on", "0.2", "float32"),
-                (3, ["--gap-aware", "off", "--backup-dtype", "bfloat16"], "off", "off", "0.1",
-                 "bfloat16")):
+                (3, ["--gap-aware", "off", "--backup-dtype", "bfloat16", "--wire-dtype",
+                     "bfloat16"], "off", "off", "0.1", "bfloat16")):
             result = subprocess.run(
                 [script, "--shards", "1", "--workers", str(workers), "--epochs", "1",
                  "--model", "softmax", "--data", self.data, *extra],
@@ -266,7 +267,7 @@ class Resilience(unittest.TestCase):
             self.assertIn(f"all {workers} workers failed; the job cannot finish", out)
             self.assertIn("DATA_LOSS", out)
             self.assertIn(f"lr {lr}, gap-aware damping {gap}, staleness-aware rate {aware}), "
-                          f"backups in {dtype},", out)
+                          f"backups in {dtype}, wire {dtype},", out)
             # Local runs are plaintext and open, and the script says so.
             self.assertIn("serving without TLS or authentication: anyone who reaches port", out)
 

@@ -279,16 +279,20 @@ class LocalData(unittest.TestCase):
                                               os.path.join(harness.BUILD_DIR, "python")])}
         # The Python worker joins the same job through the coordinator (same
         # data shards and epochs as the C++ workers) and starts first, so it
-        # is training when the C++ workers join.
+        # is training when the C++ workers join. Wire dtypes are per worker:
+        # the Python worker and cpp-0 send and receive bfloat16, cpp-1
+        # float32, on the same shards (ps.proto Dtype).
         python_worker = self.cluster.spawn(
             [sys.executable, example, f"--shards={self.cluster.addresses()}",
              "--worker_name=python-0", "--epochs=2", "--batch_size=32", "--coordinator",
-             "--num_data_shards=4", "--log_every=10"],
+             "--num_data_shards=4", "--log_every=10", "--wire_dtype=bfloat16"],
             "python-0", env)
         wait_for(lambda: "step 10 " in python_worker.output() or python_worker.poll() is not None,
                  120, "the Python worker to train")
         cpp = [self.cluster.start_worker(f"cpp-{i}", self.data, "--model=softmax",
-                                         "--batch_size=32", "--epochs=2") for i in range(2)]
+                                         "--batch_size=32", "--epochs=2",
+                                         f"--wire_dtype={dtype}")
+               for i, dtype in enumerate(["bfloat16", "float32"])]
         for w in cpp:
             self.assertEqual(w.wait(300), 0, w.output()[-2000:])
         self.assertEqual(python_worker.wait(300), 0, python_worker.output()[-3000:])

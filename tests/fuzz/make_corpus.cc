@@ -25,6 +25,7 @@
 #include "dcasgd/v1/ps.pb.h"
 #include "tests/fuzz/fuzz_input.h"
 #include "tests/fuzz/fuzz_rpcs.h"
+#include "wire/chunk_values.h"
 
 namespace dcasgd::fuzz {
 namespace {
@@ -220,6 +221,45 @@ void PsSeeds(const fs::path& dir) {
     AppendBytes(&rounds, bad.SerializeAsString());
     AppendRecord(&s, PsRpc::kExchange, rounds);
     Write(dir, "seed-exchange", s);
+  }
+  // 16-bit wire dtypes (ps.proto Dtype): a bfloat16 pull, a PushPull of
+  // bfloat16 gradients asking for float16 weights, then a rejected push (a
+  // bfloat16 chunk of odd length).
+  {
+    const ShardConfig config = PsConfig(0x01);
+    std::string s(1, '\x01');
+    AppendRecord(&s, PsRpc::kDeclare, Declaration(false).SerializeAsString());
+    AppendRecord(&s, PsRpc::kJoin, join.SerializeAsString());
+    v1::PullRequest pull16 = pull_all;
+    pull16.set_wire_dtype(v1::DTYPE_BFLOAT16);
+    AppendRecord(&s, PsRpc::kPull, pull16.SerializeAsString());
+    const std::string bytes = PushStream(config, Declaration(false), 1, 0.3f);
+    FuzzInput push(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+    std::string stream;
+    while (!push.empty()) {
+      v1::PushRequest part;
+      if (!part.ParseFromString(std::string(push.Record()))) std::abort();
+      if (part.worker_id() != 0) part.set_wire_dtype(v1::DTYPE_FLOAT16);
+      v1::Chunk* gradient = part.mutable_gradient();
+      std::vector<float> values(gradient->values().size() / sizeof(float));
+      if (!DecodeValues(Dtype::kFloat32, gradient->values(), absl::MakeSpan(values)).ok()) {
+        std::abort();
+      }
+      EncodeValues(Dtype::kBfloat16, values, gradient->mutable_values());
+      gradient->set_dtype(v1::DTYPE_BFLOAT16);
+      AppendBytes(&stream, part.SerializeAsString());
+    }
+    AppendRecord(&s, PsRpc::kPushPull, stream);
+    v1::PushRequest bad;
+    bad.set_worker_id(1);
+    bad.set_chunk_count(1);
+    bad.mutable_gradient()->set_tensor("layer0/bias");
+    bad.mutable_gradient()->set_dtype(v1::DTYPE_BFLOAT16);
+    bad.mutable_gradient()->set_values(std::string(5, '\x3f'));
+    std::string rejected;
+    AppendBytes(&rejected, bad.SerializeAsString());
+    AppendRecord(&s, PsRpc::kPush, rejected);
+    Write(dir, "seed-wire-dtypes", s);
   }
 }
 

@@ -33,6 +33,7 @@
 #include "services/ps/push_collector.h"
 #include "tests/fuzz/fuzz_input.h"
 #include "tests/fuzz/fuzz_rpcs.h"
+#include "wire/chunk_values.h"
 #include "wire/raw_message.h"
 #include "wire/tensor_spec.h"
 
@@ -97,15 +98,15 @@ constexpr uint64_t kNoPushByteLimit = std::numeric_limits<uint64_t>::max();
 // before the push is submitted (PushStream::Add and EndOfReads).
 absl::StatusOr<std::vector<GradientChunk>> CollectPush(ShardStore& store, const Sessions& sessions,
                                                        FuzzInput& stream, WorkerId* worker,
-                                                       uint64_t* step) {
+                                                       uint64_t* step, Dtype* reply_dtype) {
   PushCollector collector(&store, kNoPushByteLimit);
   while (!stream.empty()) {
     v1::PushRequest message;
     if (absl::Status s = Parse(stream.Record(), &message); !s.ok()) return s;
     if (!collector.started()) {
-      if (absl::Status s =
-              collector.Begin(message.worker_id(), message.chunk_count(), message.step(),
-                              SessionFor(sessions, message.worker_id(), message.session()));
+      if (absl::Status s = collector.Begin(
+              message.worker_id(), message.chunk_count(), message.step(),
+              SessionFor(sessions, message.worker_id(), message.session()), message.wire_dtype());
           !s.ok()) {
         return s;
       }
@@ -116,19 +117,30 @@ absl::StatusOr<std::vector<GradientChunk>> CollectPush(ShardStore& store, const 
   if (!collector.complete()) return absl::InvalidArgumentError("fewer chunks than announced");
   *worker = collector.worker();
   *step = collector.step();
+  *reply_dtype = collector.wire_dtype();
   return collector.TakeChunks();
 }
 
-// Submits a collected push and checks it all or nothing against `before`.
+// Submits a collected push and checks it all or nothing against `before`;
+// a PushPull's chunks are encoded in `reply_dtype` as the services do.
 void SubmitAndCheck(ShardStore& store, WorkerId worker, uint64_t step,
-                    std::vector<GradientChunk> chunks, bool pull_after, const Observed& before) {
+                    std::vector<GradientChunk> chunks, bool pull_after, Dtype reply_dtype,
+                    const Observed& before) {
   const size_t pushed = chunks.size();
   std::optional<absl::StatusOr<PushResult>> result;
   size_t sent_back = 0;
+  auto sink = [&sent_back, reply_dtype](AppliedChunk applied) {
+    const size_t elements = applied.values.values.size() / sizeof(float);
+    EncodeValuesInPlace(reply_dtype, &applied.values.values);
+    if (applied.values.values.size() != WireBytes(reply_dtype, elements)) {
+      Fail("a reply chunk was encoded at the wrong length");
+    }
+    ++sent_back;
+  };
   store.SubmitPush(
       worker, step, std::move(chunks), pull_after,
       [&result](absl::StatusOr<PushResult> r) { result = std::move(r); },
-      pull_after ? ShardStore::ChunkSink([&sent_back](AppliedChunk) { ++sent_back; }) : nullptr);
+      pull_after ? ShardStore::ChunkSink(sink) : nullptr);
   if (!result.has_value()) {
     // Waits for an SSGD round or the SSP bound: it completes (or is
     // cancelled) later, from another push or at the end; `result` must not
@@ -149,13 +161,14 @@ void Push(ShardStore& store, const Sessions& sessions, absl::string_view record,
   FuzzInput stream(reinterpret_cast<const uint8_t*>(record.data()), record.size());
   WorkerId worker = 0;
   uint64_t step = 0;
+  Dtype reply_dtype = Dtype::kFloat32;
   absl::StatusOr<std::vector<GradientChunk>> chunks =
-      CollectPush(store, sessions, stream, &worker, &step);
+      CollectPush(store, sessions, stream, &worker, &step, &reply_dtype);
   if (!chunks.ok()) {
     CheckAnswer(chunks.status());
     return;
   }
-  SubmitAndCheck(store, worker, step, *std::move(chunks), pull_after, Observe(store));
+  SubmitAndCheck(store, worker, step, *std::move(chunks), pull_after, reply_dtype, Observe(store));
 }
 
 // The rounds of an Exchange stream, as ps_exchange.cc reads them: each round
@@ -199,7 +212,8 @@ void Exchange(ShardStore& store, const Sessions& sessions, absl::string_view rec
       const absl::Status begun =
           message.has_header()
               ? round->Begin(header.worker_id(), header.chunk_count(), header.step(),
-                             SessionFor(sessions, header.worker_id(), header.session()))
+                             SessionFor(sessions, header.worker_id(), header.session()),
+                             header.wire_dtype())
               : absl::InvalidArgumentError("a round without its header");
       if (!begun.ok()) {
         reject(begun);
@@ -215,7 +229,8 @@ void Exchange(ShardStore& store, const Sessions& sessions, absl::string_view rec
     if (round.has_value() && round->complete()) {
       const WorkerId worker = round->worker();
       const uint64_t step = round->step();
-      SubmitAndCheck(store, worker, step, round->TakeChunks(), pull_back, before);
+      SubmitAndCheck(store, worker, step, round->TakeChunks(), pull_back, round->wire_dtype(),
+                     before);
       round.reset();
     }
   }
@@ -265,6 +280,12 @@ void Declare(ShardStore& store, absl::string_view record) {
 void Pull(ShardStore& store, const Sessions& sessions, absl::string_view record) {
   v1::PullRequest request;
   absl::Status status = Parse(record, &request);
+  Dtype wire_dtype = Dtype::kFloat32;
+  if (status.ok()) {
+    absl::StatusOr<Dtype> dtype = DtypeFromProto(request.wire_dtype(), "PullRequest.wire_dtype");
+    status = dtype.status();
+    if (dtype.ok()) wire_dtype = *dtype;
+  }
   // A pull that records a backup acts as the worker: its session first.
   if (status.ok() && request.worker_id() != 0) {
     status = store.Authenticate(request.worker_id(),
@@ -287,6 +308,10 @@ void Pull(ShardStore& store, const Sessions& sessions, absl::string_view record)
   for (const ChunkRef& ref : plan->chunks) {
     store.ReadChunk(*plan, ref, &values);
     if (values.size() != ref.elements * sizeof(float)) Fail("a pulled chunk has the wrong size");
+    EncodeValuesInPlace(wire_dtype, &values);
+    if (values.size() != WireBytes(wire_dtype, ref.elements)) {
+      Fail("a pulled chunk was encoded at the wrong length");
+    }
   }
 }
 

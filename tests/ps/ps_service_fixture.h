@@ -15,6 +15,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "core/dtype.h"
 #include "dcasgd/v1/ps.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "grpcpp/create_channel.h"
@@ -51,6 +52,34 @@ inline v1::PushRequest Gradient(uint64_t worker, const std::string& tensor, uint
 }
 
 using testing::ExchangeResult;
+
+// A gradient chunk encoded in a 16-bit `dtype` (rounded to nearest even).
+inline v1::PushRequest Gradient16(uint64_t worker, const std::string& tensor, uint64_t chunk,
+                                  Dtype dtype, const std::vector<float>& values) {
+  v1::PushRequest request = Gradient(worker, tensor, chunk, {});
+  std::string bytes(values.size() * 2, '\0');
+  for (size_t i = 0; i < values.size(); ++i) {
+    const uint16_t bits = FloatToBits16(dtype, values[i]);
+    std::memcpy(bytes.data() + 2 * i, &bits, 2);
+  }
+  request.mutable_gradient()->set_values(bytes);
+  request.mutable_gradient()->set_dtype(dtype == Dtype::kBfloat16 ? v1::DTYPE_BFLOAT16
+                                                                  : v1::DTYPE_FLOAT16);
+  return request;
+}
+
+// A chunk's values as float32, decoded from its Chunk.dtype.
+inline std::vector<float> Decoded(const v1::Chunk& chunk) {
+  if (chunk.dtype() == v1::DTYPE_FLOAT32) return Floats(chunk.values());
+  const Dtype dtype = chunk.dtype() == v1::DTYPE_BFLOAT16 ? Dtype::kBfloat16 : Dtype::kFloat16;
+  std::vector<float> values(chunk.values().size() / 2);
+  for (size_t i = 0; i < values.size(); ++i) {
+    uint16_t bits;
+    std::memcpy(&bits, chunk.values().data() + 2 * i, 2);
+    values[i] = FloatFromBits16(dtype, bits);
+  }
+  return values;
+}
 
 struct PullResult {
   grpc::Status status;

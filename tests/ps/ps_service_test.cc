@@ -304,6 +304,54 @@ INSTANTIATE_TEST_SUITE_P(
                 [](uint64_t w) {
                   return std::vector{Gradient(w, "w", 2, {std::numeric_limits<float>::max(), 1})};
                 },
+                grpc::StatusCode::INVALID_ARGUMENT},
+        // Wire dtypes (ps.proto Dtype): decoded at the boundary, so their
+        // errors and the non-finite check happen before anything is applied.
+        BadPush{"UnknownChunkDtype",
+                [](uint64_t w) {
+                  auto m = Gradient(w, "w", 2, {1, 1});
+                  m.mutable_gradient()->set_dtype(static_cast<v1::Dtype>(7));
+                  return std::vector{Gradient(w, "w", 0, {1, 1, 1, 1}), m};
+                },
+                grpc::StatusCode::INVALID_ARGUMENT},
+        BadPush{"UnknownWireDtype",
+                [](uint64_t w) {
+                  auto m = Gradient(w, "w", 2, {1, 1});
+                  m.set_wire_dtype(static_cast<v1::Dtype>(3));
+                  return std::vector{m};
+                },
+                grpc::StatusCode::INVALID_ARGUMENT},
+        BadPush{"Bfloat16ShorterThanTheChunk",
+                [](uint64_t w) {
+                  return std::vector{Gradient16(w, "w", 0, Dtype::kBfloat16, {1, 1, 1})};
+                },
+                grpc::StatusCode::INVALID_ARGUMENT},
+        BadPush{"Bfloat16WithFloat32Length",
+                [](uint64_t w) {
+                  // 16 bytes: right for 4 float32 values, 8 bfloat16 ones.
+                  auto m = Gradient(w, "w", 0, {1, 1, 1, 1});
+                  m.mutable_gradient()->set_dtype(v1::DTYPE_BFLOAT16);
+                  return std::vector{m};
+                },
+                grpc::StatusCode::INVALID_ARGUMENT},
+        BadPush{"Float16OddLength",
+                [](uint64_t w) {
+                  auto m = Gradient16(w, "w", 2, Dtype::kFloat16, {1, 1});
+                  m.mutable_gradient()->mutable_values()->push_back('\0');
+                  return std::vector{m};
+                },
+                grpc::StatusCode::INVALID_ARGUMENT},
+        BadPush{"Float16OverflowIsInf",
+                [](uint64_t w) {
+                  // 70000 is finite in float32 but beyond float16: Inf.
+                  return std::vector{Gradient(w, "w", 0, {1, 1, 1, 1}),
+                                     Gradient16(w, "w", 2, Dtype::kFloat16, {70000.0f, 1})};
+                },
+                grpc::StatusCode::INVALID_ARGUMENT},
+        BadPush{"Bfloat16Nan",
+                [](uint64_t w) {
+                  return std::vector{Gradient16(w, "w", 2, Dtype::kBfloat16, {1, kNan})};
+                },
                 grpc::StatusCode::INVALID_ARGUMENT}),
     [](const ::testing::TestParamInfo<BadPush>& p) { return p.param.name; });
 

@@ -11,6 +11,7 @@ import numpy as np
 from dcasgd import _rpc
 from dcasgd import security as security_lib
 from dcasgd import specs as specs_lib
+from dcasgd import wire
 from dcasgd.errors import Error
 from dcasgd.placement import Layout
 from dcasgd.v1 import ps_pb2
@@ -39,7 +40,11 @@ class Client:
     the shards owning chunks of the tensors involved, all of them in parallel
     (one thread per shard), one stream per shard and call. Values travel as
     little-endian float32; arrays are converted with np.frombuffer/tobytes,
-    one copy per chunk.
+    one copy per chunk. wire_dtype="bfloat16" or "float16" sends gradients
+    and receives weights in 16 bits instead (half the bytes; ps.proto
+    Dtype): values are rounded to nearest even (dcasgd.wire), arrays handed
+    out are still float32, and float16 turns elements beyond 65504 into Inf,
+    which the shards refuse as a non-finite gradient (INVALID_ARGUMENT).
 
     Errors are raised as dcasgd.Error (code = grpc.StatusCode):
       - UNAVAILABLE, CANCELLED and DEADLINE_EXCEEDED (a shard restarting,
@@ -87,7 +92,7 @@ class Client:
                  initial_backoff=0.05, max_backoff=1.0, heartbeats=True,
                  max_message_bytes=64 << 20, join=True, credentials=None, token=None,
                  token_file=None, tls_ca=None, tls_cert=None, tls_key=None,
-                 tls_server_name=None):
+                 tls_server_name=None, wire_dtype="float32"):
         # Versions and staleness of the last pushpull (see pushpull()).
         self.last_pushpull = None
         # Constant after construction.
@@ -97,6 +102,7 @@ class Client:
         if worker_name is not None and not worker_name:
             raise ValueError("worker_name must be non-empty (or None for an evaluator)")
         self._worker_name = worker_name
+        self._wire_dtype = wire.dtype_value(wire_dtype)
         self._timeout = timeout
         self._policy = _rpc.RetryPolicy(max_attempts=max_attempts,
                                         initial_backoff=initial_backoff, max_backoff=max_backoff)
@@ -264,7 +270,8 @@ class Client:
             def attempt():
                 worker_id, session = self._credentials(s)
                 request = ps_pb2.PullRequest(worker_id=worker_id, session=session,
-                                             tensors=[layout.name for layout, _ in plan[s]])
+                                             tensors=[layout.name for layout, _ in plan[s]],
+                                             wire_dtype=self._wire_dtype)
                 self._receive(s, plan[s], out,
                               self._stubs[s].Pull(request, timeout=self._timeout))
 
@@ -563,13 +570,14 @@ class Client:
             for index in chunk_indices:
                 offset, length = layout.chunk_range(int(index))
                 request = ps_pb2.PushRequest(gradient=ps_pb2.Chunk(
-                    tensor=layout.name, chunk_index=int(index),
-                    values=flat[offset:offset + length].tobytes()))
+                    tensor=layout.name, chunk_index=int(index), dtype=self._wire_dtype,
+                    values=wire.encode(flat[offset:offset + length], self._wire_dtype)))
                 if first:
                     request.worker_id = worker_id
                     request.session = session
                     request.chunk_count = chunk_count
                     request.step = step
+                    request.wire_dtype = self._wire_dtype
                     first = False
                 yield request
 
@@ -588,13 +596,19 @@ class Client:
                             s, self._addresses[s])
             layout, pending = entry
             offset, length = layout.chunk_range(chunk.chunk_index)
-            if len(chunk.values) != 4 * length:
+            if chunk.dtype not in wire.DTYPES.values():
+                raise Error(grpc.StatusCode.INTERNAL,
+                            "chunk %d of tensor %r has unknown dtype %d" %
+                            (chunk.chunk_index, chunk.tensor, chunk.dtype), s,
+                            self._addresses[s])
+            size = wire.element_bytes(chunk.dtype) * length
+            if len(chunk.values) != size:
                 raise Error(grpc.StatusCode.INTERNAL,
                             "chunk %d of tensor %r has %d bytes, expected %d" %
-                            (chunk.chunk_index, chunk.tensor, len(chunk.values), 4 * length), s,
+                            (chunk.chunk_index, chunk.tensor, len(chunk.values), size), s,
                             self._addresses[s])
-            out[layout.name][offset:offset + length] = np.frombuffer(chunk.values,
-                                                                     dtype=_FLOAT32_LE)
+            # Decoded by the chunk's own dtype (the one asked for).
+            out[layout.name][offset:offset + length] = wire.decode(chunk.values, chunk.dtype)
             pending.discard(chunk.chunk_index)
             last = response
         missing = sum(len(pending) for _, pending in expected.values())
