@@ -179,7 +179,7 @@ absl::Status ShardStore::CheckBudgets(DeclarePlan& plan) const {
                      HumanBytes(config_.inflight_budget_bytes),
                      "): raise --max_inflight_bytes or use more shards; nothing was declared"));
   }
-  plan.need = MemoryFor(after);
+  plan.need = MemoryFor(after, registry_.ExtraBackups());
   const ShardMemory& need = plan.need;
   if (config_.memory_budget_bytes > 0 && need.total() > config_.memory_budget_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
@@ -246,23 +246,29 @@ void ShardStore::InsertTensors(std::vector<PendingTensor> built, const DeclarePl
   }
 }
 
-ShardMemory ShardStore::MemoryFor(const ShardFootprint& footprint) const {
+ShardMemory ShardStore::MemoryFor(const ShardFootprint& footprint,
+                                  uint64_t extra_backups) const {
   ShardMemoryConfig config;
   config.state_vectors = config_.optimizer.state_vectors();
   config.backups = keeps_backups_;
   config.backup_element_bytes = static_cast<uint32_t>(DtypeBytes(config_.optimizer.backup_dtype));
   config.waiting_pushes = config_.sync != SyncMode::kAsync;
   config.max_workers = config_.max_workers;
+  config.extra_backups = extra_backups;
   config.inflight_bytes = config_.inflight_budget_bytes;
   return ShardMemoryFor(footprint, config);
 }
 
-ShardMemory ShardStore::MemoryRule() const {
+ShardFootprint ShardStore::Footprint() const {
   ShardFootprint footprint;
   footprint.weight_elements = weight_bytes_.load(std::memory_order_relaxed) / sizeof(float);
   footprint.chunks = owned_chunks_.load(std::memory_order_relaxed);
   footprint.spec_bytes = spec_bytes_.load(std::memory_order_relaxed);
-  return MemoryFor(footprint);
+  return footprint;
+}
+
+ShardMemory ShardStore::MemoryRule() const {
+  return MemoryFor(Footprint(), registry_.ExtraBackups());
 }
 
 std::vector<TensorSpec> ShardStore::ListTensors() const {
