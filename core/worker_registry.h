@@ -38,10 +38,6 @@ struct WorkerLiveness {
   std::atomic<bool> live{true};
 };
 
-// The deepest pipeline a worker may ask for (ps.proto JoinRequest): each
-// level is one more backup of the whole model per worker on every shard.
-inline constexpr uint32_t kMaxPipelineDepth = 4;
-
 struct JoinResult {
   WorkerId worker_id = 0;
   // The worker's session (base/secret.h, kSecretBytes): the secret that

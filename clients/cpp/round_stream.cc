@@ -126,7 +126,7 @@ std::shared_ptr<RoundStream> RoundStream::Open(v1::ParameterShard::Stub* stub, s
 std::shared_ptr<PendingRound> RoundStream::Start(const WorkerCredentials& worker, uint64_t step,
                                                  const CallTensors& tensors,
                                                  const std::vector<PlannedChunk>& chunks,
-                                                 bool pull_back) {
+                                                 bool pull_back, uint64_t base_step) {
   auto round = std::make_shared<PendingRound>(tensors, chunks, label_, pull_back);
   absl::MutexLock start_lock(&start_mu_);
   uint64_t id;
@@ -152,6 +152,7 @@ std::shared_ptr<PendingRound> RoundStream::Start(const WorkerCredentials& worker
   header->set_step(step);
   header->set_chunk_count(static_cast<uint32_t>(chunks.size()));
   header->set_pull_back(pull_back);
+  header->set_base_step(base_step);
   size_t bytes = 0;
   for (const PlannedChunk& c : chunks) {
     if (bytes > 0 && bytes + c.length * sizeof(float) > message_bytes_) {

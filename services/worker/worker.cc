@@ -102,6 +102,7 @@ absl::Status RunWorker(const WorkerOptions& options, const absl::Notification* s
   client_options.shard_addresses = options.shard_addresses;
   client_options.worker_name = eval ? "" : options.worker_name;
   client_options.credentials = options.credentials;
+  if (!eval) client_options.pipeline_depth = options.pipeline_depth;
   ASSIGN_OR_RETURN(std::unique_ptr<PsClient> ps, ConnectWithRetry(client_options, name, stop));
   CoordinatorClient coordinator(options.shard_addresses[0], absl::Minutes(5), options.credentials);
   std::fprintf(stderr,
