@@ -161,11 +161,19 @@ class LocalData(unittest.TestCase):
         self.assertEqual(staleness["sum"], staleness["count"] - leases, staleness)
 
     def test_worker_rides_out_a_shard_restart(self):
+        self.rides_out_a_shard_restart()
+
+    def test_pipelined_worker_rides_out_a_shard_restart(self):
+        # The failed push and the one behind it are pushed again after a pull.
+        self.rides_out_a_shard_restart("--pipeline_depth=1")
+
+    def rides_out_a_shard_restart(self, *worker_flags):
         checkpoints = self.cluster.path("checkpoints")
         self.cluster.start_shards(2, *SOFTMAX_PS_FLAGS, f"--checkpoint_dir={checkpoints}",
                                   "--checkpoint_interval_seconds=0.5", fixed_ports=True)
         # (0.5 s so shard 1 has a checkpoint to restore soon after training starts.)
-        worker = self.cluster.start_worker("w", self.data, "--model=softmax", "--epochs=3")
+        worker = self.cluster.start_worker("w", self.data, "--model=softmax", "--epochs=3",
+                                           *worker_flags)
         ports = wait_for(lambda: harness.read_port_file(worker.port_file), 30, "worker metrics")
         wait_for(lambda: harness.metric_value(ports["metrics"], "dcasgd_worker_steps_total") >= 50,
                  60, "the worker to train")
