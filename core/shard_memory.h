@@ -50,11 +50,11 @@ struct ShardMemory {
   // 4 B (or 2 B in 16 bits) per weight per backup: one per worker up to
   // max_workers, plus the extra backups of pipelined workers.
   uint64_t backups = 0;
-  uint64_t waiting = 0;          // SSGD/SSP: one parked push per worker, 4 B per weight
-  uint64_t chunk_overhead = 0;   // bookkeeping per chunk and per backup of a chunk
-  uint64_t specs = 0;            // explicit initial values, kept for re-declaration
-  uint64_t inflight = 0;         // the in-flight budget
-  uint64_t transport = 0;        // HTTP/2 windows: one per worker's stream
+  uint64_t waiting = 0;         // SSGD/SSP: one parked push per worker, 4 B per weight
+  uint64_t chunk_overhead = 0;  // bookkeeping per chunk and per backup of a chunk
+  uint64_t specs = 0;           // explicit initial values, kept for re-declaration
+  uint64_t inflight = 0;        // the in-flight budget
+  uint64_t transport = 0;       // HTTP/2 windows: one per worker's stream
 
   uint64_t total() const;
   // "1.23 GiB = base 64.0 MiB + weights ... + in flight ...", for messages.

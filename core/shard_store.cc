@@ -392,8 +392,7 @@ absl::StatusOr<ShardStore::ValidatedPush> ShardStore::Validate(
 }
 
 void ShardStore::SubmitPush(WorkerId worker, uint64_t step, std::vector<GradientChunk> chunks,
-                            bool pull_after, PushDone done, ChunkSink sink,
-                            uint64_t base_step) {
+                            bool pull_after, PushDone done, ChunkSink sink, uint64_t base_step) {
   // The new values of a PushPull go to the sink only (no other copy is made).
   DCASGD_CHECK(!pull_after || sink != nullptr);
   if (step != 0) {
@@ -497,8 +496,7 @@ PushResult ShardStore::Apply(HeldPush& held) {
   // Staleness counts from the base the gradient was computed on; should it
   // have left the ring since validation (a pull meanwhile), from the newest.
   absl::StatusOr<uint64_t> base_version = registry_.BaseVersion(p.worker, p.push.base_step);
-  const uint64_t pull_version =
-      base_version.ok() ? *base_version : registry_.PullVersion(p.worker);
+  const uint64_t pull_version = base_version.ok() ? *base_version : registry_.PullVersion(p.worker);
   const auto start = std::chrono::steady_clock::now();
   uint64_t backup_added = 0;
   {

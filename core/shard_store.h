@@ -204,8 +204,7 @@ class ShardStore : private SyncPolicy::Applier {
   // An older step is ALREADY_EXISTS; a step whose first push is still being
   // applied (or waits) is UNAVAILABLE (retry); nothing is applied for either.
   void SubmitPush(WorkerId worker, uint64_t step, std::vector<GradientChunk> chunks,
-                  bool pull_after, PushDone done, ChunkSink sink = nullptr,
-                  uint64_t base_step = 0);
+                  bool pull_after, PushDone done, ChunkSink sink = nullptr, uint64_t base_step = 0);
 
   // Fails every waiting push with UNAVAILABLE (shutdown).
   void CancelWaiting() { policy_.CancelWaiting(); }

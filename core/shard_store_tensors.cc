@@ -246,8 +246,7 @@ void ShardStore::InsertTensors(std::vector<PendingTensor> built, const DeclarePl
   }
 }
 
-ShardMemory ShardStore::MemoryFor(const ShardFootprint& footprint,
-                                  uint64_t extra_backups) const {
+ShardMemory ShardStore::MemoryFor(const ShardFootprint& footprint, uint64_t extra_backups) const {
   ShardMemoryConfig config;
   config.state_vectors = config_.optimizer.state_vectors();
   config.backups = keeps_backups_;

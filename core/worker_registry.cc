@@ -40,7 +40,7 @@ struct WorkerRegistry::Worker {
   // Oldest first; the last is the pull version (shard version at the last
   // pull, reply or join). Never empty.
   std::vector<Base> bases;
-  uint64_t clock = 0;         // SSP: pushes applied
+  uint64_t clock = 0;  // SSP: pushes applied
   // Push deduplication: the last step applied, the version and staleness it
   // got, and the step of a push being applied or waiting (0: none).
   uint64_t last_step = 0;
@@ -225,9 +225,8 @@ absl::StatusOr<uint64_t> WorkerRegistry::BaseVersion(WorkerId worker, uint64_t b
     absl::StrAppend(&kept, kept.empty() ? "" : ", ", b.step);
   }
   return absl::FailedPreconditionError(absl::StrCat(
-      "push of worker ", worker, " names base step ", base_step,
-      ", which shard ", shard_index_, " does not keep (pipeline depth ",
-      w.liveness->pipeline_depth, "; kept bases: ", kept,
+      "push of worker ", worker, " names base step ", base_step, ", which shard ", shard_index_,
+      " does not keep (pipeline depth ", w.liveness->pipeline_depth, "; kept bases: ", kept,
       ", 0 being the last pull): nothing applied; Pull and recompute"));
 }
 

@@ -148,8 +148,8 @@ absl::Status PsClient::SendPush(const TensorMap& gradients, PendingPush* push) {
     if (worker.worker_id == 0) continue;  // FinishPush reports it
     std::shared_ptr<client::RoundStream> stream = shard.Exchange(reopen);
     if (stream == nullptr) continue;
-    push->rounds[s] = stream->Start(worker, push->step, tensors, push->plan[s], push->pull_back,
-                                    push->base_step);
+    push->rounds[s] =
+        stream->Start(worker, push->step, tensors, push->plan[s], push->pull_back, push->base_step);
   }
   return absl::OkStatus();
 }

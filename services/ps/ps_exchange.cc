@@ -256,8 +256,8 @@ class ParameterShardService::ExchangeReactor final
       sink = [this, raw](AppliedChunk applied) { AddReply(raw, std::move(applied)); };
     }
     service_->Submit(
-        raw->collector.worker(), raw->collector.step(), raw->base_step,
-        raw->collector.TakeChunks(), raw->pull_back,
+        raw->collector.worker(), raw->collector.step(), raw->base_step, raw->collector.TakeChunks(),
+        raw->pull_back,
         [this, round](absl::StatusOr<PushResult> result) { OnApplied(round, std::move(result)); },
         std::move(sink));
   }

@@ -111,8 +111,7 @@ grpc::ServerUnaryReactor* ParameterShardService::DeclareTensors(
 absl::Status ParameterShardService::DoJoin(const v1::JoinRequest& request,
                                            v1::JoinResponse* response) {
   if (absl::Status s = ValidateName("worker_name", request.worker_name()); !s.ok()) return s;
-  absl::StatusOr<JoinResult> joined =
-      store_->Join(request.worker_name(), request.pipeline_depth());
+  absl::StatusOr<JoinResult> joined = store_->Join(request.worker_name(), request.pipeline_depth());
   if (!joined.ok()) return joined.status();
   response->set_worker_id(joined->worker_id);
   response->set_session(joined->session);

@@ -139,9 +139,8 @@ class ParameterShardService final : public ParameterShardBase {
   // Hands a collected push to the store unless shutting down; `done` runs
   // exactly once (maybe later, on another thread). `base_step` as
   // ShardStore::SubmitPush.
-  void Submit(WorkerId worker, uint64_t step, uint64_t base_step,
-              std::vector<GradientChunk> chunks, bool pull_after, ShardStore::PushDone done,
-              ShardStore::ChunkSink sink = nullptr);
+  void Submit(WorkerId worker, uint64_t step, uint64_t base_step, std::vector<GradientChunk> chunks,
+              bool pull_after, ShardStore::PushDone done, ShardStore::ChunkSink sink = nullptr);
 
   // Constant after construction.
   ShardStore* const store_;

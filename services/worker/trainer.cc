@@ -494,8 +494,7 @@ absl::Status Trainer::TrainShardPipelined(const DataLease& lease,
     }
     auto p = std::make_unique<InFlight>();
     p->n = std::min(batch, examples.count - begin);
-    CopyBatch(examples, absl::MakeConstSpan(order).subspan(begin, p->n), &p->features,
-              &p->labels);
+    CopyBatch(examples, absl::MakeConstSpan(order).subspan(begin, p->n), &p->features, &p->labels);
     // On the latest weights received, while the pushes before it are in
     // flight; a pull meanwhile (a failed push) means computing it again.
     bool resynced = true;

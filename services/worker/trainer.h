@@ -100,8 +100,8 @@ class Trainer {
   // *stopped when `stop` (or the schedule) ended it.
   absl::Status PushBatch(const DataLease& lease, const std::vector<float>& features,
                          const std::vector<int32_t>& labels, size_t n, uint64_t step,
-                         absl::Status failed, const absl::Notification* stop,
-                         bool* pushed_batch, bool* stopped);
+                         absl::Status failed, const absl::Notification* stop, bool* pushed_batch,
+                         bool* stopped);
   // After a failed push of `step` (attempt number `attempt`): logs it,
   // counts the retry and pulls. OK to go on (*give_up says whether the batch
   // is skipped); an error that is not recoverable ends the worker.

@@ -86,9 +86,7 @@ std::vector<float> Pull(ShardStore& store, WorkerId worker) {
   return Floats(values);
 }
 
-std::vector<float> Gradient(uint32_t seed) {
-  return update_reference::RandomChunk(kN, seed).g;
-}
+std::vector<float> Gradient(uint32_t seed) { return update_reference::RandomChunk(kN, seed).g; }
 
 // `values` as the shard keeps a backup of them in `dtype`.
 std::vector<float> AsBackup(Dtype dtype, const std::vector<float>& values) {

@@ -18,8 +18,8 @@ using ::testing::HasSubstr;
 
 constexpr float kLr = 0.5f;
 constexpr float kLambda = 2.0f;
-const std::vector<std::string> kDcAsgdFlags = {"--update_rule=dcasgd-c", "--lr=0.5",
-                                               "--lambda0=2", "--metrics_address="};
+const std::vector<std::string> kDcAsgdFlags = {"--update_rule=dcasgd-c", "--lr=0.5", "--lambda0=2",
+                                               "--metrics_address="};
 
 std::vector<std::unique_ptr<testing::PsProcess>> StartOrDie(int shards) {
   auto started = testing::StartShards(shards, kDcAsgdFlags);
@@ -70,8 +70,8 @@ void ExpectNear(const std::vector<float>& actual, const std::vector<double>& exp
                 const std::string& what) {
   ASSERT_EQ(actual.size(), expected.size()) << what;
   for (size_t i = 0; i < actual.size(); ++i) {
-    EXPECT_NEAR(actual[i], expected[i], 1e-6 * (1 + std::fabs(expected[i]))) << what << "[" << i
-                                                                             << "]";
+    EXPECT_NEAR(actual[i], expected[i], 1e-6 * (1 + std::fabs(expected[i])))
+        << what << "[" << i << "]";
   }
 }
 
@@ -107,7 +107,8 @@ TEST(PsClientPipeline, TwoPushesInFlightOnOneBaseAreCompensatedFromIt) {
   // Compensated from the newest backup (w1) instead, it would differ.
   const std::vector<double> newest = Update(r1["w"], g2.at("w"), r1["w"]);
   double gap = 0;
-  for (size_t i = 0; i < newest.size(); ++i) gap = std::max(gap, std::fabs(newest[i] - expected2[i]));
+  for (size_t i = 0; i < newest.size(); ++i)
+    gap = std::max(gap, std::fabs(newest[i] - expected2[i]));
   EXPECT_GT(gap, 1e-3);
 }
 
