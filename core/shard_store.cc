@@ -127,7 +127,9 @@ absl::StatusOr<JoinResult> ShardStore::Join(const std::string& worker_name,
                                             uint32_t pipeline_depth) {
   std::vector<WorkerId> ended;
   absl::StatusOr<JoinResult> joined;
-  if (pipeline_depth > 0 && keeps_backups_ && config_.memory_budget_bytes > 0) {
+  // (A depth above the limit is the registry's INVALID_ARGUMENT.)
+  if (pipeline_depth > 0 && pipeline_depth <= kMaxPipelineDepth && keeps_backups_ &&
+      config_.memory_budget_bytes > 0) {
     // The ring's extra backups must fit the budget, as the declarations'
     // did; declare_mu_ keeps a declaration from counting without them.
     absl::MutexLock declaring(&declare_mu_);
