@@ -127,26 +127,12 @@ absl::StatusOr<JoinResult> ShardStore::Join(const std::string& worker_name,
                                             uint32_t pipeline_depth) {
   std::vector<WorkerId> ended;
   absl::StatusOr<JoinResult> joined;
-  // (A depth above the limit is the registry's INVALID_ARGUMENT.)
-  if (pipeline_depth > 0 && pipeline_depth <= kMaxPipelineDepth && keeps_backups_ &&
-      config_.memory_budget_bytes > 0) {
-    // The ring's extra backups must fit the budget, as the declarations'
-    // did; declare_mu_ keeps a declaration from counting without them.
-    absl::MutexLock declaring(&declare_mu_);
-    const uint64_t extra = registry_.ExtraBackups(worker_name) + pipeline_depth;
-    const ShardMemory need = MemoryFor(Footprint(), extra);
-    if (need.total() > config_.memory_budget_bytes) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "joining with pipeline_depth ", pipeline_depth, " (", pipeline_depth,
-          " more backups of the model) would need ", need.DebugString(), " on shard ",
-          config_.shard_index, " (with --max_workers=", config_.max_workers, " and ", extra,
-          " extra backups of pipelined workers), above its memory budget of ",
-          HumanBytes(config_.memory_budget_bytes),
-          ": join with a smaller pipeline_depth, raise --memory_budget_bytes, or use more "
-          "shards"));
-    }
-    joined = registry_.Join(worker_name, version(), &ended, pipeline_depth);
+  if (pipeline_depth == 0) {
+    joined = registry_.Join(worker_name, version(), &ended);
   } else {
+    // Serialised with declarations, which count the rings of live workers.
+    absl::MutexLock declaring(&declare_mu_);
+    if (absl::Status s = CheckJoinBudget(worker_name, pipeline_depth); !s.ok()) return s;
     joined = registry_.Join(worker_name, version(), &ended, pipeline_depth);
   }
   EndWorkers(ended);

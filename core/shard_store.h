@@ -273,6 +273,10 @@ class ShardStore : private SyncPolicy::Applier {
   // without state_mu_; inserting them.
   absl::StatusOr<DeclarePlan> PlanDeclare(const std::vector<TensorSpec>& specs) const;
   absl::Status CheckBudgets(DeclarePlan& plan) const;
+  // Join: whether the `pipeline_depth` extra backups of `worker_name` fit the
+  // memory budget (RESOURCE_EXHAUSTED with the rule's terms otherwise).
+  absl::Status CheckJoinBudget(const std::string& worker_name, uint32_t pipeline_depth) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(declare_mu_);
   absl::StatusOr<std::vector<PendingTensor>> BuildTensors(const DeclarePlan& plan) const;
   void InsertTensors(std::vector<PendingTensor> built, const DeclarePlan& plan);
   std::unique_ptr<Chunk> MakeChunk(const TensorSpec& spec, uint64_t index) const;

@@ -192,6 +192,27 @@ absl::Status ShardStore::CheckBudgets(DeclarePlan& plan) const {
   return absl::OkStatus();
 }
 
+absl::Status ShardStore::CheckJoinBudget(const std::string& worker_name,
+                                         uint32_t pipeline_depth) const {
+  // A depth above the limit is the registry's INVALID_ARGUMENT; without
+  // backups or a budget there is nothing to check.
+  if (pipeline_depth == 0 || pipeline_depth > kMaxPipelineDepth || !keeps_backups_ ||
+      config_.memory_budget_bytes == 0) {
+    return absl::OkStatus();
+  }
+  // A replacing Join ends the worker of the same name, and its ring.
+  const uint64_t extra = registry_.ExtraBackups(worker_name) + pipeline_depth;
+  const ShardMemory need = MemoryFor(Footprint(), extra);
+  if (need.total() <= config_.memory_budget_bytes) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "joining with pipeline_depth ", pipeline_depth, " (", pipeline_depth,
+      " more backups of the model) would need ", need.DebugString(), " on shard ",
+      config_.shard_index, " (with --max_workers=", config_.max_workers, " and ", extra,
+      " extra backups of pipelined workers), above its memory budget of ",
+      HumanBytes(config_.memory_budget_bytes),
+      ": join with a smaller pipeline_depth, raise --memory_budget_bytes, or use more shards"));
+}
+
 absl::StatusOr<std::vector<ShardStore::PendingTensor>> ShardStore::BuildTensors(
     const DeclarePlan& plan) const {
   std::vector<PendingTensor> built;
