@@ -20,8 +20,12 @@ The local baseline is local_sgd_bench's BM_LocalSgdStep (Model::Gradient plus
 an in-place SGD step, batch 64), items_per_second from its JSON output.
 Each configuration runs --repeats times; the table shows the median run.
 
+With --pipeline_depths 0,1 each configuration also runs with the worker's
+--pipeline_depth=1 (the next gradient computed while the PushPull is in
+flight); communication is then the time the worker waits for an answer.
+
   python3 bench/worker_throughput.py [--repeats 3] [--softmax_steps 2000]
-      [--mlp_steps 500] [--data DIR]
+      [--mlp_steps 500] [--pipeline_depths 0] [--data DIR]
 Environment: DCASGD_BUILD_DIR (default build/release).
 """
 
@@ -73,8 +77,9 @@ def local_sgd_rates(min_time):
     return rates
 
 
-def run_worker(data, model, shards, steps):
-    """One worker training `steps` steps against `shards` fresh shards."""
+def run_worker(data, model, shards, steps, depth=0):
+    """One worker training `steps` steps against `shards` fresh shards, with
+    `depth` pushes in flight (--pipeline_depth)."""
     cluster = harness.Cluster("throughput")
     try:
         cluster.start_shards(shards, *PS_FLAGS)
@@ -82,7 +87,7 @@ def run_worker(data, model, shards, steps):
         epochs = steps * BATCH // 60000 + 2
         worker = cluster.start_worker("w0", data, f"--model={model}", f"--batch_size={BATCH}",
                                       f"--max_steps={steps}", f"--epochs={epochs}",
-                                      "--log_every=1000000")
+                                      "--log_every=1000000", f"--pipeline_depth={depth}")
         ports = harness.wait_for(lambda: harness.read_port_file(worker.port_file) or
                                  (worker.poll() is not None and {"exited": 1}),
                                  30, "the worker's port file")
@@ -128,6 +133,8 @@ def main():
     parser.add_argument("--mlp_steps", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--shards", default="1,2", help="comma-separated shard counts")
+    parser.add_argument("--pipeline_depths", default="0",
+                        help="comma-separated worker --pipeline_depth values")
     parser.add_argument("--data", help="prepared data directory (default: prepared here)")
     parser.add_argument("--local_min_time", type=float, default=1.0,
                         help="local_sgd_bench --benchmark_min_time")
@@ -148,29 +155,32 @@ def main():
         rows = []
         for model, steps in [("softmax", args.softmax_steps), ("mlp:256,128", args.mlp_steps)]:
             for shards in [int(s) for s in args.shards.split(",")]:
-                runs = []
-                for r in range(args.repeats):
-                    load = os.getloadavg()[0]
-                    result = run_worker(data, model, shards, steps)
-                    result["load"] = load
-                    runs.append(result)
-                    print(f"{model} shards={shards} run {r + 1}: {result['wall']:.0f} examples/s "
-                          f"(wall), {result['busy']:.0f} (busy), compute "
-                          f"{result['compute_pct']:.0f}%, load {load:.2f}", file=sys.stderr)
-                median = sorted(runs, key=lambda x: x["wall"])[len(runs) // 2]
-                spread = (min(x["wall"] for x in runs), max(x["wall"] for x in runs))
-                rows.append((model, shards, steps, median, spread, local[model],
-                             statistics.mean(x["load"] for x in runs)))
+                for depth in [int(d) for d in args.pipeline_depths.split(",")]:
+                    runs = []
+                    for r in range(args.repeats):
+                        load = os.getloadavg()[0]
+                        result = run_worker(data, model, shards, steps, depth)
+                        result["load"] = load
+                        runs.append(result)
+                        print(f"{model} shards={shards} depth={depth} run {r + 1}: "
+                              f"{result['wall']:.0f} examples/s (wall), {result['busy']:.0f} "
+                              f"(busy), compute {result['compute_pct']:.0f}%, load {load:.2f}",
+                              file=sys.stderr)
+                    median = sorted(runs, key=lambda x: x["wall"])[len(runs) // 2]
+                    spread = (min(x["wall"] for x in runs), max(x["wall"] for x in runs))
+                    rows.append((model, shards, depth, steps, median, spread, local[model],
+                                 statistics.mean(x["load"] for x in runs)))
 
         print(f"\nWorker throughput, batch {BATCH}, {args.repeats} run(s) per row (median; "
               f"range in brackets), shards on loopback, update rule DC-ASGD-a.\n")
-        print("| model | shards | steps | worker examples/s (wall) | worker examples/s (busy) "
+        print("| model | shards | pipeline depth | steps | worker examples/s (wall) "
+              "| worker examples/s (busy) "
               "| local SGD examples/s | ratio wall/local | ratio busy/local | step ms "
               "| communication ms/step | compute % | compute-only examples/s "
               "| load avg (1 min) |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-        for model, shards, steps, m, spread, base, load in rows:
-            print(f"| {model} | {shards} | {steps} | {m['wall']:,.0f} "
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for model, shards, depth, steps, m, spread, base, load in rows:
+            print(f"| {model} | {shards} | {depth} | {steps} | {m['wall']:,.0f} "
                   f"[{spread[0]:,.0f}–{spread[1]:,.0f}] | {m['busy']:,.0f} | {base:,.0f} "
                   f"| {m['wall'] / base:.2f} | {m['busy'] / base:.2f} | {m['step_ms']:.2f} "
                   f"| {m['comm_ms']:.2f} | {m['compute_pct']:.0f}% | {m['compute_only']:,.0f} "

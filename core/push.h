@@ -13,6 +13,10 @@ namespace dcasgd {
 // (core/worker_registry.h).
 using WorkerId = uint64_t;
 
+// The deepest pipeline a worker may ask for (ps.proto JoinRequest): each
+// level is one more backup of the whole model per worker on every shard.
+inline constexpr uint32_t kMaxPipelineDepth = 4;
+
 // One chunk of a pushed gradient: little-endian float32 bytes.
 struct GradientChunk {
   std::string tensor;

@@ -45,7 +45,7 @@ std::string ShardMemory::DebugString() const {
 
 ShardMemory ShardMemoryFor(const ShardFootprint& footprint, const ShardMemoryConfig& config) {
   const uint64_t weight_bytes = Mul(footprint.weight_elements, sizeof(float));
-  const uint64_t workers = config.backups ? config.max_workers : 0;
+  const uint64_t workers = config.backups ? Add(config.max_workers, config.extra_backups) : 0;
   ShardMemory m;
   m.base = kShardBaseBytes;
   m.weights = weight_bytes;

@@ -31,6 +31,10 @@ struct ShardMemoryConfig {
   // (--backup_dtype).
   uint32_t backup_element_bytes = 4;
   uint32_t max_workers = 0;
+  // Backups kept beyond one per worker: the sum of the pipeline depths of
+  // the live workers (ps.proto JoinRequest.pipeline_depth; a worker of depth
+  // d keeps d + 1).
+  uint64_t extra_backups = 0;
   // Whether pushes wait in the shard (SSGD rounds, SSP bound): then each
   // worker may have one push's gradients parked there.
   bool waiting_pushes = false;
@@ -43,12 +47,14 @@ struct ShardMemory {
   uint64_t base = 0;             // the process without tensors: code, gRPC, allocator
   uint64_t weights = 0;          // 4 B per owned weight
   uint64_t optimizer_state = 0;  // 4 B per weight per state vector
-  uint64_t backups = 0;          // 4 B (or 2 B in 16 bits) per weight per worker, up to max_workers
-  uint64_t waiting = 0;          // SSGD/SSP: one parked push per worker, 4 B per weight
-  uint64_t chunk_overhead = 0;   // bookkeeping per chunk and per backup of a chunk
-  uint64_t specs = 0;            // explicit initial values, kept for re-declaration
-  uint64_t inflight = 0;         // the in-flight budget
-  uint64_t transport = 0;        // HTTP/2 windows: one per worker's stream
+  // 4 B (or 2 B in 16 bits) per weight per backup: one per worker up to
+  // max_workers, plus the extra backups of pipelined workers.
+  uint64_t backups = 0;
+  uint64_t waiting = 0;         // SSGD/SSP: one parked push per worker, 4 B per weight
+  uint64_t chunk_overhead = 0;  // bookkeeping per chunk and per backup of a chunk
+  uint64_t specs = 0;           // explicit initial values, kept for re-declaration
+  uint64_t inflight = 0;        // the in-flight budget
+  uint64_t transport = 0;       // HTTP/2 windows: one per worker's stream
 
   uint64_t total() const;
   // "1.23 GiB = base 64.0 MiB + weights ... + in flight ...", for messages.

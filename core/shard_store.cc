@@ -41,6 +41,7 @@ absl::Status ShardConfig::Validate() const {
 }
 
 struct ShardStore::ValidatedPush {
+  uint64_t base_step = 0;  // PushRequest.base_step
   std::vector<Chunk*> chunks;
   std::vector<GradientChunk> gradients;  // same order as chunks
   std::shared_ptr<WorkerLiveness> liveness;
@@ -48,6 +49,7 @@ struct ShardStore::ValidatedPush {
 
 // A validated push handed to the sync policy.
 struct ShardStore::PendingPush : HeldPush {
+  uint64_t step = 0;  // PushRequest.step: the key of the backup a PushPull writes
   ValidatedPush push;
   bool pull_after = false;
   ChunkSink sink;
@@ -121,9 +123,18 @@ ShardStore::~ShardStore() { CancelWaiting(); }
 // ---------------------------------------------------------------------------
 // Membership
 
-absl::StatusOr<JoinResult> ShardStore::Join(const std::string& worker_name) {
+absl::StatusOr<JoinResult> ShardStore::Join(const std::string& worker_name,
+                                            uint32_t pipeline_depth) {
   std::vector<WorkerId> ended;
-  absl::StatusOr<JoinResult> joined = registry_.Join(worker_name, version(), &ended);
+  absl::StatusOr<JoinResult> joined;
+  if (pipeline_depth == 0) {
+    joined = registry_.Join(worker_name, version(), &ended);
+  } else {
+    // Serialised with declarations, which count the rings of live workers.
+    absl::MutexLock declaring(&declare_mu_);
+    if (absl::Status s = CheckJoinBudget(worker_name, pipeline_depth); !s.ok()) return s;
+    joined = registry_.Join(worker_name, version(), &ended, pipeline_depth);
+  }
   EndWorkers(ended);
   return joined;
 }
@@ -183,7 +194,7 @@ absl::Status ShardStore::ServeChunk(Chunk* chunk, const ChunkUpdate* update, con
   if (to != nullptr && to->resend_backup) {
     // A repeated push step: what the worker was sent the first time (its
     // rounding, with a 16-bit backup dtype).
-    if (!chunk->backups.Read(to->worker, absl::MakeSpan(reply, chunk->length))) {
+    if (!chunk->backups.Read(to->worker, to->step, absl::MakeSpan(reply, chunk->length))) {
       return absl::FailedPreconditionError(
           absl::StrCat("repeated push step of worker ", to->worker, ": it holds no backup of ",
                        ChunkName(*chunk->tensor, chunk->index),
@@ -202,7 +213,7 @@ absl::Status ShardStore::ServeChunk(Chunk* chunk, const ChunkUpdate* update, con
     std::vector<float> unchanged;
     const OptimizerConfig* rule = update->rule;
     OptimizerConfig float32_backup;
-    if (rule->uses_backup() && !chunk->backups.Attach(update->pusher, &v)) {
+    if (rule->uses_backup() && !chunk->backups.Attach(update->pusher, update->base_step, &v)) {
       // The backup vanished after validation (lease expired, or Join
       // replaced the worker): compensate nothing rather than use w - 0.
       unchanged.assign(chunk->weights.begin(), chunk->weights.end());
@@ -224,7 +235,8 @@ absl::Status ShardStore::ServeChunk(Chunk* chunk, const ChunkUpdate* update, con
   // The values sent become the worker's backup: a copy (rounded to the
   // backup dtype), taken under the same lock as the reply (never a reference
   // to the weights).
-  *added += chunk->backups.Write(to->worker, chunk->weights);
+  *added += chunk->backups.Write(to->worker, to->step, chunk->weights,
+                                 size_t{to->liveness->pipeline_depth} + 1);
   return absl::OkStatus();
 }
 
@@ -319,13 +331,17 @@ absl::Status ShardStore::CheckChunk(const std::string& tensor, uint64_t chunk_in
 }
 
 absl::StatusOr<ShardStore::ValidatedPush> ShardStore::Validate(
-    WorkerId worker, std::vector<GradientChunk> chunks) const {
+    WorkerId worker, uint64_t base_step, std::vector<GradientChunk> chunks) const {
   absl::Status s = registry_.Check(worker);
   if (!s.ok()) return s;
   if (chunks.empty()) {
     return absl::InvalidArgumentError("the push carries no gradient chunks");
   }
+  if (absl::StatusOr<uint64_t> base = registry_.BaseVersion(worker, base_step); !base.ok()) {
+    return base.status();
+  }
   ValidatedPush push;
+  push.base_step = base_step;
   push.liveness = registry_.Liveness(worker);
   if (push.liveness == nullptr) return registry_.Check(worker);  // left meanwhile
   push.chunks.reserve(chunks.size());
@@ -350,9 +366,10 @@ absl::StatusOr<ShardStore::ValidatedPush> ShardStore::Validate(
     }
     if (keeps_backups_) {
       absl::MutexLock lock(&chunk->mu);
-      if (!chunk->backups.contains(worker)) {
+      if (!chunk->backups.contains(worker, base_step)) {
         return absl::FailedPreconditionError(absl::StrCat(
             "worker ", worker, " has no backup of ", ChunkName(g.tensor, g.chunk_index),
+            base_step == 0 ? std::string() : absl::StrCat(" from the reply to step ", base_step),
             " (delay compensation needs the weights it pulled): Pull before pushing"));
       }
     }
@@ -363,7 +380,7 @@ absl::StatusOr<ShardStore::ValidatedPush> ShardStore::Validate(
 }
 
 void ShardStore::SubmitPush(WorkerId worker, uint64_t step, std::vector<GradientChunk> chunks,
-                            bool pull_after, PushDone done, ChunkSink sink) {
+                            bool pull_after, PushDone done, ChunkSink sink, uint64_t base_step) {
   // The new values of a PushPull go to the sink only (no other copy is made).
   DCASGD_CHECK(!pull_after || sink != nullptr);
   if (step != 0) {
@@ -378,13 +395,15 @@ void ShardStore::SubmitPush(WorkerId worker, uint64_t step, std::vector<Gradient
     };
     done = std::move(recording);
   }
-  absl::StatusOr<ValidatedPush> validated = Validate(worker, std::move(chunks));
+  absl::StatusOr<ValidatedPush> validated = Validate(worker, base_step, std::move(chunks));
   if (!validated.ok()) {
     done(validated.status());
     return;
   }
   PendingPush pending;
   pending.worker = worker;
+  pending.base_step = base_step;
+  pending.step = step;
   pending.done = std::move(done);
   pending.push = *std::move(validated);
   pending.pull_after = pull_after;
@@ -406,7 +425,7 @@ bool ShardStore::ClaimStep(WorkerId worker, uint64_t step, const std::vector<Gra
   if (claim->outcome == StepClaim::Outcome::kApply) return true;
   // The same step again: its acknowledgement was lost. Answer as before.
   if (pull_after) {
-    if (absl::Status s = Replay(worker, chunks, *claim, sink); !s.ok()) {
+    if (absl::Status s = Replay(worker, step, chunks, *claim, sink); !s.ok()) {
       done(s);
       return false;
     }
@@ -419,8 +438,9 @@ bool ShardStore::ClaimStep(WorkerId worker, uint64_t step, const std::vector<Gra
   return false;
 }
 
-absl::Status ShardStore::Replay(WorkerId worker, const std::vector<GradientChunk>& chunks,
-                                const StepClaim& claim, ChunkSink& sink) {
+absl::Status ShardStore::Replay(WorkerId worker, uint64_t step,
+                                const std::vector<GradientChunk>& chunks, const StepClaim& claim,
+                                ChunkSink& sink) {
   // Without backups the answer is a pull of the current weights: their version
   // is taken before any is copied, as PlanPull does.
   const uint64_t pull_version = version();
@@ -447,7 +467,8 @@ absl::Status ShardStore::Replay(WorkerId worker, const std::vector<GradientChunk
       reply.values.chunk_index = g.chunk_index;
       // Rules without backups (ASGD, SSGD) answer with the current weights,
       // as a pull would (and no backup is written: liveness is null).
-      const Recipient to{worker, nullptr, &reply.values.values, /*resend_backup=*/keeps_backups_};
+      const Recipient to{worker, nullptr, &reply.values.values, /*resend_backup=*/keeps_backups_,
+                         step};
       uint64_t unused = 0;
       if (absl::Status s = ServeChunk(chunk, nullptr, &to, &unused); !s.ok()) return s;
     }
@@ -460,7 +481,10 @@ absl::Status ShardStore::Replay(WorkerId worker, const std::vector<GradientChunk
 PushResult ShardStore::Apply(HeldPush& held) {
   PendingPush& p = static_cast<PendingPush&>(held);
   PushResult result;
-  const uint64_t pull_version = registry_.PullVersion(p.worker);
+  // Staleness counts from the base the gradient was computed on; should it
+  // have left the ring since validation (a pull meanwhile), from the newest.
+  absl::StatusOr<uint64_t> base_version = registry_.BaseVersion(p.worker, p.push.base_step);
+  const uint64_t pull_version = base_version.ok() ? *base_version : registry_.PullVersion(p.worker);
   const auto start = std::chrono::steady_clock::now();
   uint64_t backup_added = 0;
   {
@@ -475,11 +499,13 @@ PushResult ShardStore::Apply(HeldPush& held) {
     update.rule = &config_.optimizer;
     update.lr = EffectiveLearningRate(config_.optimizer, before, result.staleness);
     update.pusher = p.worker;
+    update.base_step = p.push.base_step;
     for (size_t i = 0; i < p.push.chunks.size(); ++i) {
       Chunk* chunk = p.push.chunks[i];
       update.gradient = reinterpret_cast<const float*>(p.push.gradients[i].values.data());
       AppliedChunk applied;
-      const Recipient to{p.worker, p.push.liveness.get(), &applied.values.values};
+      const Recipient to{p.worker, p.push.liveness.get(), &applied.values.values,
+                         /*resend_backup=*/false, p.step};
       DCASGD_CHECK(ServeChunk(chunk, &update, p.pull_after ? &to : nullptr, &backup_added).ok());
       // Applied: its memory is not needed any more (a PushPull's replies
       // take its place, so the push's bytes in flight do not double).
@@ -495,7 +521,7 @@ PushResult ShardStore::Apply(HeldPush& held) {
   }
   if (backup_added) backup_bytes_.fetch_add(backup_added, std::memory_order_relaxed);
   result.apply_seconds = SecondsSince(start);
-  registry_.RecordApplied(p.worker, result.version, p.pull_after);
+  registry_.RecordApplied(p.worker, result.version, p.pull_after, p.step);
   return result;
 }
 
@@ -550,7 +576,8 @@ std::vector<PushResult> ShardStore::ApplyRound(std::vector<std::unique_ptr<HeldP
       applied.version = after;
       applied.values.tensor = *chunk->tensor;
       applied.values.chunk_index = chunk->index;
-      const Recipient to{p.worker, p.push.liveness.get(), &applied.values.values};
+      const Recipient to{p.worker, p.push.liveness.get(), &applied.values.values,
+                         /*resend_backup=*/false, p.step};
       DCASGD_CHECK(ServeChunk(chunk, nullptr, &to, &backup_added).ok());
       p.sink(std::move(applied));
     }
@@ -558,7 +585,7 @@ std::vector<PushResult> ShardStore::ApplyRound(std::vector<std::unique_ptr<HeldP
   if (backup_added) backup_bytes_.fetch_add(backup_added, std::memory_order_relaxed);
   for (const auto& held : round) {
     const PendingPush& p = static_cast<const PendingPush&>(*held);
-    registry_.RecordApplied(p.worker, after, p.pull_after);
+    registry_.RecordApplied(p.worker, after, p.pull_after, p.step);
   }
   return results;
 }

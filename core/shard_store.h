@@ -134,11 +134,14 @@ class ShardStore : private SyncPolicy::Applier {
   uint64_t OwnedChunks(const std::string& name) const;
 
   // Membership (WorkerRegistry::Join, Heartbeat, Leave). Join replaces a live
-  // worker of the same name; INVALID_ARGUMENT for an empty name;
-  // RESOURCE_EXHAUSTED when max_workers live workers already hold leases.
-  // Workers whose leases end lose their backups, and waiting pushes are
-  // re-examined (an SSGD round may complete without them).
-  absl::StatusOr<JoinResult> Join(const std::string& worker_name);
+  // worker of the same name; INVALID_ARGUMENT for an empty name or a
+  // pipeline depth above kMaxPipelineDepth; RESOURCE_EXHAUSTED when
+  // max_workers live workers already hold leases, or (with a memory budget)
+  // when the sizing rule with the `pipeline_depth` extra backups of this
+  // worker would exceed it (the message has the numbers). Workers whose
+  // leases end lose their backups (all of a pipelined worker's ring), and
+  // waiting pushes are re-examined (an SSGD round may complete without them).
+  absl::StatusOr<JoinResult> Join(const std::string& worker_name, uint32_t pipeline_depth = 0);
   // FAILED_PRECONDITION when the worker is unknown or its lease expired.
   absl::Status Heartbeat(WorkerId worker);
   // Whether a request naming `worker` carries the session its Join returned
@@ -184,16 +187,24 @@ class ShardStore : private SyncPolicy::Applier {
   // into the store or block), all before `done` runs; they become the
   // worker's backup.
   //
+  // `base_step` (ps.proto PushRequest.base_step) names the backup the
+  // gradient was computed on: the reply to that push step of the worker, or
+  // 0 its last pull (a worker of pipeline depth 0 has one backup, named by 0
+  // or its step). The compensation and gap-aware damping use it, and the
+  // staleness is counted from its version. FAILED_PRECONDITION, nothing
+  // applied, for a base the worker does not have (on any pushed chunk).
+  //
   // `step` (ps.proto PushRequest.step; 0: none) deduplicates retries: the
   // store remembers, per worker, the last step it applied with its version
   // and staleness. The same step again is not applied: the result is the
   // recorded one, marked `replayed`, and with `pull_after` the sink receives
-  // the worker's current backup of the pushed chunks (what it was sent; for
-  // rules that keep no backups, the current weights, as a pull).
+  // the worker's backup of the pushed chunks written by that step (what it
+  // was sent; depth 0: its one backup; for rules that keep no backups, the
+  // current weights, as a pull).
   // An older step is ALREADY_EXISTS; a step whose first push is still being
   // applied (or waits) is UNAVAILABLE (retry); nothing is applied for either.
   void SubmitPush(WorkerId worker, uint64_t step, std::vector<GradientChunk> chunks,
-                  bool pull_after, PushDone done, ChunkSink sink = nullptr);
+                  bool pull_after, PushDone done, ChunkSink sink = nullptr, uint64_t base_step = 0);
 
   // Fails every waiting push with UNAVAILABLE (shutdown).
   void CancelWaiting() { policy_.CancelWaiting(); }
@@ -235,14 +246,18 @@ class ShardStore : private SyncPolicy::Applier {
     // A repeated push step: send the worker's backup (what it was sent the
     // first time) instead of the weights, and write no backup.
     bool resend_backup = false;
+    // The key of the backup written (the push step of a PushPull, 0 for a
+    // pull) or resent.
+    uint64_t step = 0;
   };
   // An update for ServeChunk: `gradient` (the chunk's length) with `rule`
-  // at rate `lr`, compensated with the backup of `pusher`.
+  // at rate `lr`, compensated with the backup of `pusher` of `base_step`.
   struct ChunkUpdate {
     const OptimizerConfig* rule = nullptr;
     float lr = 0;
     const float* gradient = nullptr;
     WorkerId pusher = 0;
+    uint64_t base_step = 0;
   };
 
   // The one place that changes a chunk for a push and writes what a worker
@@ -258,6 +273,10 @@ class ShardStore : private SyncPolicy::Applier {
   // without state_mu_; inserting them.
   absl::StatusOr<DeclarePlan> PlanDeclare(const std::vector<TensorSpec>& specs) const;
   absl::Status CheckBudgets(DeclarePlan& plan) const;
+  // Join: whether the `pipeline_depth` extra backups of `worker_name` fit the
+  // memory budget (RESOURCE_EXHAUSTED with the rule's terms otherwise).
+  absl::Status CheckJoinBudget(const std::string& worker_name, uint32_t pipeline_depth) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(declare_mu_);
   absl::StatusOr<std::vector<PendingTensor>> BuildTensors(const DeclarePlan& plan) const;
   void InsertTensors(std::vector<PendingTensor> built, const DeclarePlan& plan);
   std::unique_ptr<Chunk> MakeChunk(const TensorSpec& spec, uint64_t index) const;
@@ -271,9 +290,10 @@ class ShardStore : private SyncPolicy::Applier {
   // The answer to a repeated step: with `pull_after`, the worker's backups of
   // `chunks` (for rules without backups: the current weights, recorded as a
   // pull) go to `sink`, all or nothing.
-  absl::Status Replay(WorkerId worker, const std::vector<GradientChunk>& chunks,
+  absl::Status Replay(WorkerId worker, uint64_t step, const std::vector<GradientChunk>& chunks,
                       const StepClaim& claim, ChunkSink& sink);
-  absl::StatusOr<ValidatedPush> Validate(WorkerId worker, std::vector<GradientChunk> chunks) const;
+  absl::StatusOr<ValidatedPush> Validate(WorkerId worker, uint64_t base_step,
+                                         std::vector<GradientChunk> chunks) const;
   // The chunk a pushed gradient is for, if it is declared, owned here and
   // `bytes` long (the errors of CheckChunk).
   absl::StatusOr<const Chunk*> FindPushedChunk(const std::string& tensor, uint64_t chunk_index,
@@ -286,8 +306,11 @@ class ShardStore : private SyncPolicy::Applier {
   // release what their departure unblocks.
   void EndWorkers(const std::vector<WorkerId>& workers);
   void FreeBackups(const std::vector<WorkerId>& workers);
-  // The sizing rule for `footprint` with this shard's configuration.
-  ShardMemory MemoryFor(const ShardFootprint& footprint) const;
+  // The sizing rule for `footprint` with this shard's configuration and
+  // `extra_backups` backups of pipelined workers beyond one per worker.
+  ShardMemory MemoryFor(const ShardFootprint& footprint, uint64_t extra_backups) const;
+  // What the sizing rule counts now.
+  ShardFootprint Footprint() const;
 
   // Constant after construction.
   const ShardConfig config_;

@@ -24,78 +24,121 @@ namespace dcasgd {
 // Bytes held by `n` floats.
 inline uint64_t FloatBytes(size_t n) { return static_cast<uint64_t>(n) * sizeof(float); }
 
-// The backups w_bak(m) of one chunk, one per worker, in the shard's backup
-// dtype (--backup_dtype): float32, or rounded to 16 bits (to nearest even),
-// half the memory. Thread-compatible: the chunk's mutex guards it.
+// The backups w_bak(m) of one chunk, in the shard's backup dtype
+// (--backup_dtype): float32, or rounded to 16 bits (to nearest even), half
+// the memory. Per worker a ring of its last `capacity` backups (its pipeline
+// depth + 1, ps.proto JoinRequest), each keyed by the push step whose reply
+// wrote it (0: a pull). A ring of capacity 1 (depth 0) is the one backup of
+// the values last sent, whatever its key: every lookup finds it. A ring of
+// capacity > 1 finds only the exact key; a write of a new key evicts the
+// oldest. Thread-compatible: the chunk's mutex guards it.
 class ChunkBackups {
  public:
   explicit ChunkBackups(Dtype dtype) : dtype_(dtype) {}
 
-  bool contains(WorkerId worker) const {
-    return dtype_ == Dtype::kFloat32 ? f32_.contains(worker) : b16_.contains(worker);
-  }
-  // Drops `worker`'s backup; returns the bytes it held (0 if none).
+  bool contains(WorkerId worker, uint64_t step = 0) const { return Find(worker, step) != nullptr; }
+  // Drops `worker`'s backups; returns the bytes they held (0 if none).
   uint64_t Erase(WorkerId worker) {
-    if (dtype_ == Dtype::kFloat32) return EraseFrom(f32_, worker);
-    return EraseFrom(b16_, worker);
+    auto it = rings_.find(worker);
+    if (it == rings_.end()) return 0;
+    uint64_t bytes = 0;
+    for (const Entry& e : it->second.entries) bytes += Bytes(e.length());
+    rings_.erase(it);
+    return bytes;
   }
-  // Stores `values` (rounded to the dtype) as `worker`'s backup. Returns the
-  // bytes a new backup adds (0 when it replaces one of the same length).
-  uint64_t Write(WorkerId worker, absl::Span<const float> values) {
-    if (dtype_ == Dtype::kFloat32) {
-      auto [it, inserted] = f32_.try_emplace(worker);
-      it->second.assign(values.begin(), values.end());
-      return inserted ? Bytes(values.size()) : 0;
+  // Stores `values` (rounded to the dtype) as `worker`'s backup of `step`,
+  // in a ring of `capacity` (>= 1, constant per worker). Returns the bytes a
+  // new backup adds (0 when it takes the place of one of the same length).
+  uint64_t Write(WorkerId worker, uint64_t step, absl::Span<const float> values,
+                 size_t capacity = 1) {
+    Ring& ring = rings_[worker];
+    ring.capacity = std::max<size_t>(capacity, 1);
+    std::vector<Entry>& entries = ring.entries;
+    // The entry to overwrite, moved to the back (newest).
+    auto it = entries.end();
+    if (ring.capacity == 1 && !entries.empty()) {
+      it = entries.begin();
+    } else {
+      it = std::find_if(entries.begin(), entries.end(),
+                        [step](const Entry& e) { return e.step == step; });
+      if (it == entries.end() && entries.size() >= ring.capacity) it = entries.begin();
     }
-    auto [it, inserted] = b16_.try_emplace(worker);
-    it->second.resize(values.size());
-    FloatTo16(dtype_, values, absl::MakeSpan(it->second));
-    return inserted ? Bytes(values.size()) : 0;
+    uint64_t added = 0;
+    if (it == entries.end()) {
+      entries.emplace_back();
+      added = Bytes(values.size());
+    } else {
+      std::rotate(it, it + 1, entries.end());
+    }
+    Entry& e = entries.back();
+    e.step = step;
+    if (dtype_ == Dtype::kFloat32) {
+      e.f32.assign(values.begin(), values.end());
+    } else {
+      e.b16.resize(values.size());
+      FloatTo16(dtype_, values, absl::MakeSpan(e.b16));
+    }
+    return added;
   }
-  // `worker`'s backup as float32 into `out` (of its length); false if none.
-  bool Read(WorkerId worker, absl::Span<float> out) const {
+  // `worker`'s backup of `step` as float32 into `out` (of its length); false
+  // if none.
+  bool Read(WorkerId worker, uint64_t step, absl::Span<float> out) const {
+    const Entry* e = Find(worker, step);
+    if (e == nullptr) return false;
     if (dtype_ == Dtype::kFloat32) {
-      auto it = f32_.find(worker);
-      if (it == f32_.end()) return false;
-      std::copy(it->second.begin(), it->second.end(), out.begin());
-      return true;
+      std::copy(e->f32.begin(), e->f32.end(), out.begin());
+    } else {
+      FloatFrom16(dtype_, e->b16, out);
     }
-    auto it = b16_.find(worker);
-    if (it == b16_.end()) return false;
-    FloatFrom16(dtype_, it->second, out);
     return true;
   }
   // Points the kernel's backup view (v->backup, or v->backup16 for 16 bits)
-  // at `worker`'s backup; false if none. Valid until the next change.
-  bool Attach(WorkerId worker, ChunkVectors* v) const {
+  // at `worker`'s backup of `step`; false if none. Valid until the next
+  // change.
+  bool Attach(WorkerId worker, uint64_t step, ChunkVectors* v) const {
+    const Entry* e = Find(worker, step);
+    if (e == nullptr) return false;
     if (dtype_ == Dtype::kFloat32) {
-      auto it = f32_.find(worker);
-      if (it == f32_.end()) return false;
-      v->backup = it->second.data();
-      return true;
+      v->backup = e->f32.data();
+    } else {
+      v->backup16 = e->b16.data();
     }
-    auto it = b16_.find(worker);
-    if (it == b16_.end()) return false;
-    v->backup16 = it->second.data();
     return true;
+  }
+  // How many backups `worker` has of this chunk.
+  size_t count(WorkerId worker) const {
+    auto it = rings_.find(worker);
+    return it == rings_.end() ? 0 : it->second.entries.size();
   }
   // The bytes of one backup of `n` elements.
   uint64_t Bytes(size_t n) const { return static_cast<uint64_t>(n) * DtypeBytes(dtype_); }
 
  private:
-  template <typename Map>
-  uint64_t EraseFrom(Map& map, WorkerId worker) {
-    auto it = map.find(worker);
-    if (it == map.end()) return 0;
-    const uint64_t bytes = Bytes(it->second.size());
-    map.erase(it);
-    return bytes;
+  struct Entry {
+    uint64_t step = 0;
+    // Only the vector of dtype_ is used.
+    std::vector<float> f32;
+    std::vector<uint16_t> b16;
+    size_t length() const { return f32.size() + b16.size(); }
+  };
+  struct Ring {
+    size_t capacity = 1;
+    std::vector<Entry> entries;  // oldest first, at most `capacity`
+  };
+
+  const Entry* Find(WorkerId worker, uint64_t step) const {
+    auto it = rings_.find(worker);
+    if (it == rings_.end() || it->second.entries.empty()) return nullptr;
+    const Ring& ring = it->second;
+    if (ring.capacity == 1) return &ring.entries.front();
+    for (const Entry& e : ring.entries) {
+      if (e.step == step) return &e;
+    }
+    return nullptr;
   }
 
   const Dtype dtype_;
-  // Only the map of dtype_ is used.
-  absl::flat_hash_map<WorkerId, std::vector<float>> f32_;
-  absl::flat_hash_map<WorkerId, std::vector<uint16_t>> b16_;
+  absl::flat_hash_map<WorkerId, Ring> rings_;
 };
 
 // One chunk of a tensor owned by this shard. Never moves once created.
@@ -115,7 +158,8 @@ struct ShardStore::Chunk {
   std::vector<float> momentum ABSL_GUARDED_BY(mu);     // empty unless momentum
   std::vector<float> gap_scale ABSL_GUARDED_BY(mu);    // empty unless gap-aware
   // w_bak(m): the values last sent to worker m (paper Alg. 1), exactly in
-  // float32, or rounded to the 16-bit backup dtype.
+  // float32, or rounded to the 16-bit backup dtype; the last depth + 1 of
+  // them for a pipelined worker.
   ChunkBackups backups ABSL_GUARDED_BY(mu);
 };
 

@@ -179,7 +179,7 @@ absl::Status ShardStore::CheckBudgets(DeclarePlan& plan) const {
                      HumanBytes(config_.inflight_budget_bytes),
                      "): raise --max_inflight_bytes or use more shards; nothing was declared"));
   }
-  plan.need = MemoryFor(after);
+  plan.need = MemoryFor(after, registry_.ExtraBackups());
   const ShardMemory& need = plan.need;
   if (config_.memory_budget_bytes > 0 && need.total() > config_.memory_budget_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
@@ -190,6 +190,27 @@ absl::Status ShardStore::CheckBudgets(DeclarePlan& plan) const {
         "more shards; nothing was declared"));
   }
   return absl::OkStatus();
+}
+
+absl::Status ShardStore::CheckJoinBudget(const std::string& worker_name,
+                                         uint32_t pipeline_depth) const {
+  // A depth above the limit is the registry's INVALID_ARGUMENT; without
+  // backups or a budget there is nothing to check.
+  if (pipeline_depth == 0 || pipeline_depth > kMaxPipelineDepth || !keeps_backups_ ||
+      config_.memory_budget_bytes == 0) {
+    return absl::OkStatus();
+  }
+  // A replacing Join ends the worker of the same name, and its ring.
+  const uint64_t extra = registry_.ExtraBackups(worker_name) + pipeline_depth;
+  const ShardMemory need = MemoryFor(Footprint(), extra);
+  if (need.total() <= config_.memory_budget_bytes) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "joining with pipeline_depth ", pipeline_depth, " (", pipeline_depth,
+      " more backups of the model) would need ", need.DebugString(), " on shard ",
+      config_.shard_index, " (with --max_workers=", config_.max_workers, " and ", extra,
+      " extra backups of pipelined workers), above its memory budget of ",
+      HumanBytes(config_.memory_budget_bytes),
+      ": join with a smaller pipeline_depth, raise --memory_budget_bytes, or use more shards"));
 }
 
 absl::StatusOr<std::vector<ShardStore::PendingTensor>> ShardStore::BuildTensors(
@@ -246,23 +267,28 @@ void ShardStore::InsertTensors(std::vector<PendingTensor> built, const DeclarePl
   }
 }
 
-ShardMemory ShardStore::MemoryFor(const ShardFootprint& footprint) const {
+ShardMemory ShardStore::MemoryFor(const ShardFootprint& footprint, uint64_t extra_backups) const {
   ShardMemoryConfig config;
   config.state_vectors = config_.optimizer.state_vectors();
   config.backups = keeps_backups_;
   config.backup_element_bytes = static_cast<uint32_t>(DtypeBytes(config_.optimizer.backup_dtype));
   config.waiting_pushes = config_.sync != SyncMode::kAsync;
   config.max_workers = config_.max_workers;
+  config.extra_backups = extra_backups;
   config.inflight_bytes = config_.inflight_budget_bytes;
   return ShardMemoryFor(footprint, config);
 }
 
-ShardMemory ShardStore::MemoryRule() const {
+ShardFootprint ShardStore::Footprint() const {
   ShardFootprint footprint;
   footprint.weight_elements = weight_bytes_.load(std::memory_order_relaxed) / sizeof(float);
   footprint.chunks = owned_chunks_.load(std::memory_order_relaxed);
   footprint.spec_bytes = spec_bytes_.load(std::memory_order_relaxed);
-  return MemoryFor(footprint);
+  return footprint;
+}
+
+ShardMemory ShardStore::MemoryRule() const {
+  return MemoryFor(Footprint(), registry_.ExtraBackups());
 }
 
 std::vector<TensorSpec> ShardStore::ListTensors() const {

@@ -21,8 +21,10 @@ SyncPolicy::~SyncPolicy() { CancelWaiting(); }
 void SyncPolicy::ApplyNow(HeldPush& push, uint64_t version) {
   DCASGD_CHECK(!holds_pushes());
   if (config_.max_staleness >= 0) {
-    uint64_t pull_version = 0;
-    absl::Status s = registry_->Check(push.worker, &pull_version);
+    // Counted from the weights the gradient was computed on (its base).
+    absl::StatusOr<uint64_t> base_version = registry_->BaseVersion(push.worker, push.base_step);
+    absl::Status s = base_version.status();
+    const uint64_t pull_version = base_version.ok() ? *base_version : 0;
     const uint64_t staleness = version >= pull_version ? version - pull_version : 0;
     if (s.ok() && staleness > static_cast<uint64_t>(config_.max_staleness)) {
       s = absl::AbortedError(absl::StrCat("gradient of worker ", push.worker, " is ", staleness,

@@ -50,6 +50,9 @@ struct HeldPush {
   HeldPush& operator=(HeldPush&&) = default;
   virtual ~HeldPush() = default;
   WorkerId worker = 0;
+  // The weights the gradient was computed on (ps.proto PushRequest.base_step):
+  // the max_staleness check counts from them.
+  uint64_t base_step = 0;
   PushDone done;  // run exactly once, by the policy, never under its lock
 };
 

@@ -11,12 +11,36 @@
 namespace dcasgd {
 
 struct WorkerRegistry::Worker {
+  // The weights a worker was sent: by the reply to push `step`, or (0) by
+  // its last pull or its join, at shard version `version`.
+  struct Base {
+    uint64_t step = 0;
+    uint64_t version = 0;
+  };
+
+  explicit Worker(uint32_t depth) : liveness(std::make_shared<WorkerLiveness>(depth)) {}
+
+  // Makes `version` the base of `step`, the newest; keeps depth + 1.
+  void Keep(uint64_t step, uint64_t version) {
+    if (liveness->pipeline_depth == 0) {
+      bases.assign(1, Base{step, version});
+      return;
+    }
+    bases.erase(std::remove_if(bases.begin(), bases.end(),
+                               [step](const Base& b) { return b.step == step; }),
+                bases.end());
+    bases.push_back(Base{step, version});
+    if (bases.size() > liveness->pipeline_depth + size_t{1}) bases.erase(bases.begin());
+  }
+
   std::string name;
   std::string session;  // secret: never in a message, log or metric
-  std::shared_ptr<WorkerLiveness> liveness = std::make_shared<WorkerLiveness>();
+  std::shared_ptr<WorkerLiveness> liveness;
   absl::Time deadline;
-  uint64_t pull_version = 0;  // shard version at the last pull (or join)
-  uint64_t clock = 0;         // SSP: pushes applied
+  // Oldest first; the last is the pull version (shard version at the last
+  // pull, reply or join). Never empty.
+  std::vector<Base> bases;
+  uint64_t clock = 0;  // SSP: pushes applied
   // Push deduplication: the last step applied, the version and staleness it
   // got, and the step of a push being applied or waiting (0: none).
   uint64_t last_step = 0;
@@ -46,9 +70,15 @@ void WorkerRegistry::EndLease(WorkerMap& workers, WorkerMap::iterator it,
 }
 
 absl::StatusOr<JoinResult> WorkerRegistry::Join(const std::string& name, uint64_t version,
-                                                std::vector<WorkerId>* ended) {
+                                                std::vector<WorkerId>* ended,
+                                                uint32_t pipeline_depth) {
   if (name.empty()) {
     return absl::InvalidArgumentError("worker_name must not be empty (use the pod name)");
+  }
+  if (pipeline_depth > kMaxPipelineDepth) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("pipeline_depth ", pipeline_depth, " is above the limit of ",
+                     kMaxPipelineDepth, " (each level is one more backup of the model)"));
   }
   absl::MutexLock lock(&mu_);
   // At most max_workers records (and so backups): make room from expired
@@ -79,10 +109,10 @@ absl::StatusOr<JoinResult> WorkerRegistry::Join(const std::string& name, uint64_
       ++it;
     }
   }
-  auto worker = std::make_unique<Worker>();
+  auto worker = std::make_unique<Worker>(pipeline_depth);
   worker->name = name;
   worker->deadline = clock_->Now() + lease_;
-  worker->pull_version = version;
+  worker->Keep(0, version);
   // A newcomer starts at the slowest active clock, so SSP does not make the
   // others wait while it catches up from zero.
   uint64_t min_clock = std::numeric_limits<uint64_t>::max();
@@ -162,7 +192,7 @@ absl::Status WorkerRegistry::Check(WorkerId worker, uint64_t* pull_version) cons
                      " is unknown or its lease expired (backups freed): Join again, "
                      "pull, and recompute the gradient"));
   }
-  if (pull_version != nullptr) *pull_version = it->second->pull_version;
+  if (pull_version != nullptr) *pull_version = it->second->bases.back().version;
   return absl::OkStatus();
 }
 
@@ -175,21 +205,52 @@ std::shared_ptr<WorkerLiveness> WorkerRegistry::Liveness(WorkerId worker) const 
 uint64_t WorkerRegistry::PullVersion(WorkerId worker) const {
   absl::MutexLock lock(&mu_);
   auto it = workers_.find(worker);
-  return it == workers_.end() ? 0 : it->second->pull_version;
+  return it == workers_.end() ? 0 : it->second->bases.back().version;
+}
+
+absl::StatusOr<uint64_t> WorkerRegistry::BaseVersion(WorkerId worker, uint64_t base_step) const {
+  absl::MutexLock lock(&mu_);
+  auto it = workers_.find(worker);
+  if (it == workers_.end() || it->second->deadline < clock_->Now()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "worker ", worker, " is unknown or its lease expired (backups freed): Join again"));
+  }
+  const Worker& w = *it->second;
+  if (w.liveness->pipeline_depth == 0 && (base_step == 0 || base_step == w.bases.back().step)) {
+    return w.bases.back().version;
+  }
+  std::string kept;
+  for (const Worker::Base& b : w.bases) {
+    if (w.liveness->pipeline_depth > 0 && b.step == base_step) return b.version;
+    absl::StrAppend(&kept, kept.empty() ? "" : ", ", b.step);
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "push of worker ", worker, " names base step ", base_step, ", which shard ", shard_index_,
+      " does not keep (pipeline depth ", w.liveness->pipeline_depth, "; kept bases: ", kept,
+      ", 0 being the last pull): nothing applied; Pull and recompute"));
+}
+
+uint64_t WorkerRegistry::ExtraBackups(absl::string_view except) const {
+  absl::MutexLock lock(&mu_);
+  uint64_t extra = 0;
+  for (const auto& [id, w] : workers_) {
+    if (w->name != except) extra += w->liveness->pipeline_depth;
+  }
+  return extra;
 }
 
 void WorkerRegistry::RecordPull(WorkerId worker, uint64_t version) {
   absl::MutexLock lock(&mu_);
   auto it = workers_.find(worker);
-  if (it != workers_.end()) it->second->pull_version = version;
+  if (it != workers_.end()) it->second->Keep(0, version);
 }
 
-void WorkerRegistry::RecordApplied(WorkerId worker, uint64_t version, bool pulled) {
+void WorkerRegistry::RecordApplied(WorkerId worker, uint64_t version, bool pulled, uint64_t step) {
   absl::MutexLock lock(&mu_);
   auto it = workers_.find(worker);
   if (it == workers_.end()) return;
   ++it->second->clock;
-  if (pulled) it->second->pull_version = version;
+  if (pulled) it->second->Keep(step, version);
 }
 
 uint32_t WorkerRegistry::size() const {

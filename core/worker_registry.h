@@ -27,6 +27,11 @@ namespace dcasgd {
 // chunk's lock afterwards), so a backup written after that is impossible and
 // one written before is freed.
 struct WorkerLiveness {
+  WorkerLiveness() = default;
+  explicit WorkerLiveness(uint32_t depth) : pipeline_depth(depth) {}
+  // The worker's JoinRequest.pipeline_depth: it keeps depth + 1 backups per
+  // chunk. Constant for the lease.
+  const uint32_t pipeline_depth = 0;
   // Atomic: read under chunk locks by any thread, written once under the
   // registry's lock; the chunk locks order the write before the store's
   // freeing visit.
@@ -75,16 +80,23 @@ class WorkerRegistry {
   WorkerRegistry(const WorkerRegistry&) = delete;
   WorkerRegistry& operator=(const WorkerRegistry&) = delete;
 
-  // Registers `name` with a fresh lease and `version` as its pull version.
+  // Registers `name` with a fresh lease and `version` as its pull version
+  // (the base of step 0), keeping the versions of its last
+  // `pipeline_depth` + 1 bases (see BaseVersion).
   // Replaces a live worker of the same name. Ids are random, non-zero and
   // unique among live workers, so an id handed out before a restart of the
   // shard is (with overwhelming probability) never handed out again to
   // another worker after it. A newcomer's SSP clock is the slowest live one.
-  // INVALID_ARGUMENT for an empty name; RESOURCE_EXHAUSTED when max_workers
-  // other workers hold live leases (expired ones are ended to make room).
-  // Appends to `ended` the workers whose leases this ended.
+  // INVALID_ARGUMENT for an empty name or a depth above kMaxPipelineDepth;
+  // RESOURCE_EXHAUSTED when max_workers other workers hold live leases
+  // (expired ones are ended to make room). Appends to `ended` the workers
+  // whose leases this ended.
   absl::StatusOr<JoinResult> Join(const std::string& name, uint64_t version,
-                                  std::vector<WorkerId>* ended);
+                                  std::vector<WorkerId>* ended, uint32_t pipeline_depth = 0);
+  // The backups beyond one per worker that live workers other than `except`
+  // (a name; a replacing Join ends that one) keep: the sum of their
+  // pipeline depths. A term of the sizing rule.
+  uint64_t ExtraBackups(absl::string_view except = {}) const;
   // Whether a request that names `worker` comes from the client that joined
   // as it: OK when the worker holds a live lease and `session` is the session
   // its Join returned (compared in constant time). FAILED_PRECONDITION when
@@ -105,13 +117,21 @@ class WorkerRegistry {
   absl::Status Check(WorkerId worker, uint64_t* pull_version = nullptr) const;
   // The liveness of the worker's lease; null when the worker is unknown.
   std::shared_ptr<WorkerLiveness> Liveness(WorkerId worker) const;
-  // The worker's pull version; 0 when it is unknown.
+  // The worker's pull version (of its newest base); 0 when it is unknown.
   uint64_t PullVersion(WorkerId worker) const;
-  // Records `version` as the worker's pull version (nothing when unknown).
+  // The version of the weights the worker's base `base_step` carried (the
+  // reply to that push step, or 0: its last pull), for staleness. A worker
+  // of pipeline depth 0 keeps one base, which 0 or its own step names.
+  // FAILED_PRECONDITION when the worker is unknown or expired, or when the
+  // base is not among its last depth + 1.
+  absl::StatusOr<uint64_t> BaseVersion(WorkerId worker, uint64_t base_step) const;
+  // Records `version` as the worker's pull version: its base of step 0
+  // (nothing when unknown).
   void RecordPull(WorkerId worker, uint64_t version);
   // A push of the worker was applied as `version`: its SSP clock advances and,
-  // when the reply carried the new weights (`pulled`), they are its pull.
-  void RecordApplied(WorkerId worker, uint64_t version, bool pulled);
+  // when the reply carried the new weights (`pulled`), they are its pull and
+  // its base of `step`.
+  void RecordApplied(WorkerId worker, uint64_t version, bool pulled, uint64_t step = 0);
 
   uint32_t size() const;
   // SSP: the clock (pushes applied) of every live worker.

@@ -66,9 +66,9 @@ PsClient::PsClient(ClientOptions options) : options_(std::move(options)) {
                                   options_.initial_backoff, options_.max_backoff};
   const uint32_t count = static_cast<uint32_t>(options_.shard_addresses.size());
   for (uint32_t i = 0; i < count; ++i) {
-    shards_.push_back(std::make_unique<ShardSession>(i, count, options_.shard_addresses[i], args,
-                                                     options_.worker_name, policy,
-                                                     options_.credentials));
+    shards_.push_back(std::make_unique<ShardSession>(
+        i, count, options_.shard_addresses[i], args, options_.worker_name, policy,
+        options_.credentials, options_.pipeline_depth));
   }
 }
 
@@ -91,6 +91,11 @@ absl::StatusOr<std::unique_ptr<PsClient>> PsClient::Connect(ClientOptions option
   }
   if (options.max_message_bytes < (1 << 20)) {
     return absl::InvalidArgumentError("ClientOptions.max_message_bytes must be >= 1 MiB");
+  }
+  if (options.pipeline_depth > kMaxPipelineDepth) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ClientOptions.pipeline_depth must be <= ", kMaxPipelineDepth, ", got ",
+                     options.pipeline_depth));
   }
   std::unique_ptr<PsClient> ps(new PsClient(std::move(options)));
   if (ps->is_worker()) {

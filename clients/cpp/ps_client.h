@@ -16,6 +16,7 @@
 #include "absl/time/time.h"
 #include "clients/cpp/chunk_plan.h"
 #include "core/dtype.h"
+#include "core/push.h"
 #include "core/tensor.h"
 
 namespace dcasgd {
@@ -64,6 +65,12 @@ struct ClientOptions {
   // |x| <= 65504 only: a gradient element beyond that becomes Inf and the
   // push is rejected (INVALID_ARGUMENT, non-finite).
   Dtype wire_dtype = Dtype::kFloat32;
+  // How many pushes ahead of its weights this worker computes (ps.proto
+  // JoinRequest.pipeline_depth, 0 to kMaxPipelineDepth): the shards keep
+  // that many more backups of it, so that a push may name as its base
+  // (`base_step` of Push/PushPull) any of its last depth + 1 replies or its
+  // last pull. 0: one backup, as before.
+  uint32_t pipeline_depth = 0;
   // TLS and the bearer token (auth/tls.h ClientCredentials::Load); null:
   // plaintext without a token.
   std::shared_ptr<const auth::ClientCredentials> credentials;
@@ -203,15 +210,22 @@ class PsClient {
   // sent: NOT_FOUND for an unknown tensor, INVALID_ARGUMENT naming the tensor
   // and the expected length when a size is wrong, FAILED_PRECONDITION for an
   // evaluator. `stats` may be null. `step` 0 takes the next step; the step
-  // used is stats->step, also after an error.
-  absl::Status Push(const TensorMap& gradients, PushStats* stats = nullptr, uint64_t step = 0);
+  // used is stats->step, also after an error. `base_step` names the weights
+  // the gradients were computed on (ps.proto PushRequest.base_step): the
+  // step of the PushPull whose reply carried them, or 0 the last Pull (with
+  // pipeline_depth 0: the last weights received, as before); a base a shard
+  // does not keep is FAILED_PRECONDITION (re-joined: pull again). A
+  // non-zero base needs push_stream (INVALID_ARGUMENT otherwise: the
+  // per-call path sends none).
+  absl::Status Push(const TensorMap& gradients, PushStats* stats = nullptr, uint64_t step = 0,
+                    uint64_t base_step = 0);
 
   // Push and pull of the same tensors in one stream per shard: on success
   // (*weights)[name] holds the updated values of each pushed tensor (which
   // the shards keep as this worker's backup). Errors and `step` as Push; on
   // error `weights` may hold partial values.
   absl::Status PushPull(const TensorMap& gradients, TensorMap* weights, PushStats* stats = nullptr,
-                        uint64_t step = 0);
+                        uint64_t step = 0, uint64_t base_step = 0);
 
   // Starts Push / PushPull and returns at once; the result is Wait's.
   // `gradients`, `weights` and `stats` (may be null) must stay alive and
@@ -219,9 +233,10 @@ class PsClient {
   // until then. Errors found before sending (unknown tensor, wrong size, an
   // evaluator) are also Wait's. Every ticket must be waited for exactly once
   // (the destructor finishes the ones left).
-  PushTicket PushAsync(const TensorMap& gradients, PushStats* stats = nullptr, uint64_t step = 0);
+  PushTicket PushAsync(const TensorMap& gradients, PushStats* stats = nullptr, uint64_t step = 0,
+                       uint64_t base_step = 0);
   PushTicket PushPullAsync(const TensorMap& gradients, TensorMap* weights,
-                           PushStats* stats = nullptr, uint64_t step = 0);
+                           PushStats* stats = nullptr, uint64_t step = 0, uint64_t base_step = 0);
 
   // Blocks until the push of `ticket`, and every push started before it, was
   // answered (with the retries and re-joins of the synchronous calls); its
@@ -286,7 +301,7 @@ class PsClient {
   // ps_client_push.cc: one push from its start to its answer.
   struct PendingPush;
   PushTicket StartPush(const TensorMap& gradients, TensorMap* weights, PushStats* stats,
-                       uint64_t step);
+                       uint64_t step, uint64_t base_step);
   // Prepares `push` and sends its rounds; its error is kept for Wait.
   absl::Status SendPush(const TensorMap& gradients, PendingPush* push)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(push_mu_);

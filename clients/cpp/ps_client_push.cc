@@ -26,6 +26,7 @@ using client::ShardSession;
 struct PsClient::PendingPush {
   PushTicket ticket = 0;
   uint64_t step = 0;
+  uint64_t base_step = 0;  // PushRequest.base_step
   bool pull_back = false;
   PushStats* stats = nullptr;
   TensorMap* weights = nullptr;
@@ -54,22 +55,24 @@ absl::Status GaveUp() { return absl::AbortedError("cancelled by the caller"); }
 
 uint64_t PsClient::NextStep() { return last_step_.fetch_add(1, std::memory_order_relaxed) + 1; }
 
-absl::Status PsClient::Push(const TensorMap& gradients, PushStats* stats, uint64_t step) {
-  return Wait(StartPush(gradients, nullptr, stats, step));
+absl::Status PsClient::Push(const TensorMap& gradients, PushStats* stats, uint64_t step,
+                            uint64_t base_step) {
+  return Wait(StartPush(gradients, nullptr, stats, step, base_step));
 }
 
 absl::Status PsClient::PushPull(const TensorMap& gradients, TensorMap* weights, PushStats* stats,
-                                uint64_t step) {
+                                uint64_t step, uint64_t base_step) {
   if (weights == nullptr) return absl::InvalidArgumentError("PushPull: weights is null");
-  return Wait(StartPush(gradients, weights, stats, step));
+  return Wait(StartPush(gradients, weights, stats, step, base_step));
 }
 
-PushTicket PsClient::PushAsync(const TensorMap& gradients, PushStats* stats, uint64_t step) {
-  return StartPush(gradients, nullptr, stats, step);
+PushTicket PsClient::PushAsync(const TensorMap& gradients, PushStats* stats, uint64_t step,
+                               uint64_t base_step) {
+  return StartPush(gradients, nullptr, stats, step, base_step);
 }
 
 PushTicket PsClient::PushPullAsync(const TensorMap& gradients, TensorMap* weights, PushStats* stats,
-                                   uint64_t step) {
+                                   uint64_t step, uint64_t base_step) {
   auto push = std::make_shared<PendingPush>();
   if (weights == nullptr) {
     // Still a ticket, so that the caller's Wait reports the error.
@@ -79,11 +82,11 @@ PushTicket PsClient::PushPullAsync(const TensorMap& gradients, TensorMap* weight
     unfinished_.push_back(push);
     return push->ticket;
   }
-  return StartPush(gradients, weights, stats, step);
+  return StartPush(gradients, weights, stats, step, base_step);
 }
 
 PushTicket PsClient::StartPush(const TensorMap& gradients, TensorMap* weights, PushStats* stats,
-                               uint64_t step) {
+                               uint64_t step, uint64_t base_step) {
   auto push = std::make_shared<PendingPush>();
   push->pull_back = weights != nullptr;
   push->weights = weights;
@@ -99,6 +102,7 @@ PushTicket PsClient::StartPush(const TensorMap& gradients, TensorMap* weights, P
     }
   }
   push->step = step;
+  push->base_step = base_step;
   if (stats != nullptr) {
     *stats = PushStats();
     stats->step = step;
@@ -114,6 +118,11 @@ absl::Status PsClient::SendPush(const TensorMap& gradients, PendingPush* push) {
   }
   std::vector<TensorLayout> layouts;
   std::vector<const float*> sources;
+  if (push->base_step != 0 && !options_.push_stream) {
+    // The per-call path (chunk_stream.h) sends no base step.
+    return absl::InvalidArgumentError(
+        "a push naming a base step needs ClientOptions.push_stream (the Exchange stream)");
+  }
   RETURN_IF_ERROR(PrepareGradients(gradients, &layouts, &sources));
   push->tensors = std::make_unique<CallTensors>(std::move(layouts));
   CallTensors& tensors = *push->tensors;
@@ -140,7 +149,8 @@ absl::Status PsClient::SendPush(const TensorMap& gradients, PendingPush* push) {
     if (worker.worker_id == 0) continue;  // FinishPush reports it
     std::shared_ptr<client::RoundStream> stream = shard.Exchange(reopen);
     if (stream == nullptr) continue;
-    push->rounds[s] = stream->Start(worker, push->step, tensors, push->plan[s], push->pull_back);
+    push->rounds[s] =
+        stream->Start(worker, push->step, tensors, push->plan[s], push->pull_back, push->base_step);
   }
   return absl::OkStatus();
 }
@@ -216,7 +226,7 @@ absl::Status PsClient::FinishPush(PendingPush* push) {
       }
       if (round == nullptr) {
         round = shard.Exchange()->Start(worker, push->step, *push->tensors, push->plan[s],
-                                        push->pull_back);
+                                        push->pull_back, push->base_step);
       }
       {
         absl::MutexLock lock(&push->in_flight_mu);

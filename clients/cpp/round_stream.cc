@@ -131,7 +131,7 @@ std::shared_ptr<RoundStream> RoundStream::Open(v1::ParameterShard::Stub* stub, s
 std::shared_ptr<PendingRound> RoundStream::Start(const WorkerCredentials& worker, uint64_t step,
                                                  const CallTensors& tensors,
                                                  const std::vector<PlannedChunk>& chunks,
-                                                 bool pull_back) {
+                                                 bool pull_back, uint64_t base_step) {
   auto round = std::make_shared<PendingRound>(tensors, chunks, label_, pull_back);
   absl::MutexLock start_lock(&start_mu_);
   uint64_t id;
@@ -159,6 +159,7 @@ std::shared_ptr<PendingRound> RoundStream::Start(const WorkerCredentials& worker
   header->set_pull_back(pull_back);
   header->set_wire_dtype(DtypeToProto(tensors.wire_dtype));
   const size_t element_bytes = DtypeBytes(tensors.wire_dtype);
+  header->set_base_step(base_step);
   size_t bytes = 0;
   for (const PlannedChunk& c : chunks) {
     if (bytes > 0 && bytes + c.length * element_bytes > message_bytes_) {

@@ -95,13 +95,15 @@ class RoundStream final : public grpc::ClientBidiReactor<v1::ExchangeRequest, v1
   static std::shared_ptr<RoundStream> Open(v1::ParameterShard::Stub* stub, std::string label,
                                            size_t max_message_bytes);
 
-  // Queues the round of `chunks` with `step` as `worker`; `tensors` and
+  // Queues the round of `chunks` with `step` (and `base_step`, ps.proto
+  // RoundHeader) as `worker`; `tensors` and
   // `chunks` must stay alive (and the destinations untouched) until the
   // round's Wait returned. Never blocks. A stream that already ended fails
   // the round at once (UNAVAILABLE).
   std::shared_ptr<PendingRound> Start(const WorkerCredentials& worker, uint64_t step,
                                       const CallTensors& tensors,
-                                      const std::vector<PlannedChunk>& chunks, bool pull_back);
+                                      const std::vector<PlannedChunk>& chunks, bool pull_back,
+                                      uint64_t base_step = 0);
 
   // True once the stream ended: open a new one.
   bool ended() const;

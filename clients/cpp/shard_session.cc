@@ -16,11 +16,13 @@ namespace client {
 ShardSession::ShardSession(uint32_t index, uint32_t count, const std::string& address,
                            const grpc::ChannelArguments& args, std::string worker_name,
                            CallPolicy policy,
-                           const std::shared_ptr<const auth::ClientCredentials>& credentials)
+                           const std::shared_ptr<const auth::ClientCredentials>& credentials,
+                           uint32_t pipeline_depth)
     : index_(index),
       count_(count),
       label_(absl::StrCat("shard ", index, " (", address, ")")),
       worker_name_(std::move(worker_name)),
+      pipeline_depth_(pipeline_depth),
       policy_(policy),
       channel_((credentials != nullptr ? credentials : auth::ClientCredentials::Insecure())
                    ->NewChannel(address, args)),
@@ -111,6 +113,7 @@ void ShardSession::WaitBeforeRetry(absl::Duration delay) {
 absl::Status ShardSession::Join() {
   v1::JoinRequest request;
   request.set_worker_name(worker_name_);
+  request.set_pipeline_depth(pipeline_depth_);
   v1::JoinResponse response;
   RETURN_IF_ERROR(Call(CallKind::kRead, [&](const WorkerCredentials&) {
     grpc::ClientContext context;

@@ -68,10 +68,12 @@ class ShardSession {
  public:
   // Opens the channel (connects lazily) with `credentials` (TLS, bearer
   // token; null: plaintext). An empty `worker_name` is an evaluator: it never
-  // joins, and calls run with worker id 0.
+  // joins, and calls run with worker id 0. Every Join asks for
+  // `pipeline_depth` (ps.proto JoinRequest.pipeline_depth).
   ShardSession(uint32_t index, uint32_t count, const std::string& address,
                const grpc::ChannelArguments& args, std::string worker_name, CallPolicy policy,
-               const std::shared_ptr<const auth::ClientCredentials>& credentials = nullptr);
+               const std::shared_ptr<const auth::ClientCredentials>& credentials = nullptr,
+               uint32_t pipeline_depth = 0);
 
   // Closes the push stream (waiting at most a second for the shard).
   ~ShardSession();
@@ -132,6 +134,7 @@ class ShardSession {
   const uint32_t count_;
   const std::string label_;
   const std::string worker_name_;
+  const uint32_t pipeline_depth_;
   const CallPolicy policy_;
   const std::shared_ptr<grpc::Channel> channel_;
   const std::unique_ptr<v1::ParameterShard::Stub> stub_;

@@ -153,6 +153,7 @@ class ParameterShardService::ExchangeReactor final
     const uint64_t id;
     PushCollector collector;
     bool pull_back = false;
+    uint64_t base_step = 0;  // RoundHeader.base_step
     // In-flight budget bytes held, released with the round's last answer.
     uint64_t reserved = 0;
     // The answer being filled by the store's sink (applying thread only).
@@ -183,6 +184,7 @@ class ParameterShardService::ExchangeReactor final
     } else {
       const v1::RoundHeader& header = request_.header();
       round->pull_back = header.pull_back();
+      round->base_step = header.base_step();
       status = round->collector.Begin(header.worker_id(), header.chunk_count(), header.step(),
                                       header.session(), header.wire_dtype());
     }
@@ -260,7 +262,8 @@ class ParameterShardService::ExchangeReactor final
       sink = [this, raw](AppliedChunk applied) { AddReply(raw, std::move(applied)); };
     }
     service_->Submit(
-        raw->collector.worker(), raw->collector.step(), raw->collector.TakeChunks(), raw->pull_back,
+        raw->collector.worker(), raw->collector.step(), raw->base_step, raw->collector.TakeChunks(),
+        raw->pull_back,
         [this, round](absl::StatusOr<PushResult> result) { OnApplied(round, std::move(result)); },
         std::move(sink));
   }

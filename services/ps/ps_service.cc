@@ -46,7 +46,7 @@ void ParameterShardService::BeginShutdown() {
   store_->CancelWaiting();
 }
 
-void ParameterShardService::Submit(WorkerId worker, uint64_t step,
+void ParameterShardService::Submit(WorkerId worker, uint64_t step, uint64_t base_step,
                                    std::vector<GradientChunk> chunks, bool pull_after,
                                    ShardStore::PushDone done, ShardStore::ChunkSink sink) {
   absl::ReaderMutexLock lock(&submit_mu_);
@@ -54,7 +54,8 @@ void ParameterShardService::Submit(WorkerId worker, uint64_t step,
     done(absl::UnavailableError("the shard is shutting down; retry when it is back"));
     return;
   }
-  store_->SubmitPush(worker, step, std::move(chunks), pull_after, std::move(done), std::move(sink));
+  store_->SubmitPush(worker, step, std::move(chunks), pull_after, std::move(done), std::move(sink),
+                     base_step);
 }
 
 grpc::ServerUnaryReactor* ParameterShardService::Respond(grpc::CallbackServerContext* context,
@@ -110,7 +111,7 @@ grpc::ServerUnaryReactor* ParameterShardService::DeclareTensors(
 absl::Status ParameterShardService::DoJoin(const v1::JoinRequest& request,
                                            v1::JoinResponse* response) {
   if (absl::Status s = ValidateName("worker_name", request.worker_name()); !s.ok()) return s;
-  absl::StatusOr<JoinResult> joined = store_->Join(request.worker_name());
+  absl::StatusOr<JoinResult> joined = store_->Join(request.worker_name(), request.pipeline_depth());
   if (!joined.ok()) return joined.status();
   response->set_worker_id(joined->worker_id);
   response->set_session(joined->session);

@@ -137,9 +137,10 @@ class ParameterShardService final : public ParameterShardBase {
   absl::Status DoJoin(const v1::JoinRequest& request, v1::JoinResponse* response);
   void DoGetStatus(v1::ShardStatus* response);
   // Hands a collected push to the store unless shutting down; `done` runs
-  // exactly once (maybe later, on another thread).
-  void Submit(WorkerId worker, uint64_t step, std::vector<GradientChunk> chunks, bool pull_after,
-              ShardStore::PushDone done, ShardStore::ChunkSink sink = nullptr);
+  // exactly once (maybe later, on another thread). `base_step` as
+  // ShardStore::SubmitPush.
+  void Submit(WorkerId worker, uint64_t step, uint64_t base_step, std::vector<GradientChunk> chunks,
+              bool pull_after, ShardStore::PushDone done, ShardStore::ChunkSink sink = nullptr);
 
   // Constant after construction.
   ShardStore* const store_;

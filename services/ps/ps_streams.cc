@@ -83,7 +83,7 @@ class ParameterShardService::PushStream : public Base {
       }
       service_->inflight_->Release(reserved);
     }
-    Submit(collector_.worker(), collector_.step(), collector_.TakeChunks());
+    Submit(collector_.worker(), collector_.step(), base_step_, collector_.TakeChunks());
   }
 
   void OnCancel() override {
@@ -106,7 +106,8 @@ class ParameterShardService::PushStream : public Base {
 
   // Starts the update of the complete push (on the thread that saw the
   // initial metadata sent).
-  virtual void Submit(WorkerId worker, uint64_t step, std::vector<GradientChunk> chunks) = 0;
+  virtual void Submit(WorkerId worker, uint64_t step, uint64_t base_step,
+                      std::vector<GradientChunk> chunks) = 0;
 
   void Start() { this->StartRead(&buffer_); }
 
@@ -133,6 +134,7 @@ class ParameterShardService::PushStream : public Base {
           !s.ok()) {
         return s;
       }
+      base_step_ = message->base_step();
     }
     if (absl::Status s = collector_.Add(message->mutable_gradient()); !s.ok()) return s;
     if (collector_.received() == 1) *wait = !Reserve();
@@ -186,6 +188,8 @@ class ParameterShardService::PushStream : public Base {
   grpc::ByteBuffer buffer_;
   v1::PushRequest request_;
   PushCollector collector_;
+  // The first message's base_step (read on the reactor's read path only).
+  uint64_t base_step_ = 0;
 
   // Shared with OnCancel and the budget's grant.
   absl::Mutex mu_;
@@ -369,8 +373,9 @@ class ParameterShardService::PushReactor final
   }
 
  private:
-  void Submit(WorkerId worker, uint64_t step, std::vector<GradientChunk> chunks) override {
-    service_->Submit(worker, step, std::move(chunks), /*pull_after=*/false,
+  void Submit(WorkerId worker, uint64_t step, uint64_t base_step,
+              std::vector<GradientChunk> chunks) override {
+    service_->Submit(worker, step, base_step, std::move(chunks), /*pull_after=*/false,
                      [this](absl::StatusOr<PushResult> result) {
                        if (!result.ok()) {
                          Reject(result.status());
@@ -426,9 +431,10 @@ class ParameterShardService::PushPullReactor final
   }
 
  private:
-  void Submit(WorkerId worker, uint64_t step, std::vector<GradientChunk> chunks) override {
+  void Submit(WorkerId worker, uint64_t step, uint64_t base_step,
+              std::vector<GradientChunk> chunks) override {
     service_->Submit(
-        worker, step, std::move(chunks), /*pull_after=*/true,
+        worker, step, base_step, std::move(chunks), /*pull_after=*/true,
         [this](absl::StatusOr<PushResult> result) { OnApplied(std::move(result)); },
         [this, dtype = wire_dtype()](AppliedChunk chunk) { Enqueue(dtype, std::move(chunk)); });
   }

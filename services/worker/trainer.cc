@@ -167,6 +167,8 @@ absl::Status Trainer::PullWithRetry(const absl::Notification* stop) {
                      std::string(error.message()).c_str());
       },
       stop);
+  // The weights of the last pull: the base of step 0.
+  if (pulled.ok()) weights_step_ = 0;
   // Stopped while waiting: the caller sees `stop` and ends the step.
   if (!pulled.ok() && stop->HasBeenNotified()) return absl::OkStatus();
   return pulled;
@@ -302,6 +304,12 @@ absl::Status Trainer::TrainShard(const DataLease& lease, DataLeaseRenewer* renew
   std::mt19937_64 rng(options_.seed * 1000003 + lease.epoch * 7919 + lease.data_shard);
   std::shuffle(order.begin(), order.end(), rng);
 
+  if (options_.pipeline_depth > 0 && schedule_ == nullptr) {
+    RETURN_IF_ERROR(TrainShardPipelined(lease, examples, order, renewer, stop));
+    *finished = !stop->HasBeenNotified() && renewer->Lost() == std::nullopt &&
+                !(options_.max_steps > 0 && steps_ >= options_.max_steps);
+    return absl::OkStatus();
+  }
   const size_t batch = static_cast<size_t>(options_.batch_size);
   std::vector<float> features;
   std::vector<int32_t> labels;
@@ -309,56 +317,12 @@ absl::Status Trainer::TrainShard(const DataLease& lease, DataLeaseRenewer* renew
     if (stop->HasBeenNotified()) return absl::OkStatus();
     const size_t n = std::min(batch, examples.count - begin);
     CopyBatch(examples, absl::MakeConstSpan(order).subspan(begin, n), &features, &labels);
-    // The batch is pushed until a push of it succeeds: after an error the
-    // worker pulls and computes the gradient again, and pushes it with the
-    // same step, so shards that applied the failed push answer without
-    // applying it twice and the others apply the new one.
-    uint64_t step = 0;  // 0: the client takes a new one
-    float loss = 0;
-    double compute = 0, comm = 0;
-    PushStats stats;
-    bool pushed_batch = false;
-    for (int attempt = 1; !pushed_batch; ++attempt) {
-      const auto t0 = std::chrono::steady_clock::now();
-      ASSIGN_OR_RETURN(loss, model_->Gradient(weights_, features, labels, &gradients_));
-      compute = Since(t0);
-      // Not finite (the shards would refuse the gradient) or exploding (the
-      // shards keep weights finite by clamping them): say why and stop.
-      if (!std::isfinite(loss) || loss > options_.max_loss) return Diverged(loss, lease);
-      // A logical worker pushes only in its turn (stopped: end the shard).
-      if (schedule_ != nullptr && !schedule_->AwaitTurn(slot_)) return absl::OkStatus();
-      const auto t1 = std::chrono::steady_clock::now();
-      absl::Status pushed = ps_->PushPull(gradients_, &weights_, &stats, step);
-      if (schedule_ != nullptr) schedule_->EndTurn(slot_, pushed.ok(), stats.max_staleness);
-      comm = Since(t1);
-      step = stats.step;
-      if (pushed.ok()) {
-        pushed_batch = true;
-        break;
-      }
-      if (pushed.code() == absl::StatusCode::kAlreadyExists) {
-        // A later step was applied already: this one is superseded.
-        std::fprintf(stderr, "[%s] %s\n", options_.worker_name.c_str(),
-                     std::string(pushed.message()).c_str());
-      } else if (!Recoverable(pushed)) {
-        return pushed;
-      }
-      metrics_->CountRetry();
-      if (attempt >= kMaxBatchAttempts) {
-        std::fprintf(stderr, "[%s] batch skipped after %d failed pushes: %s\n",
-                     options_.worker_name.c_str(), attempt, std::string(pushed.message()).c_str());
-      } else {
-        std::fprintf(stderr, "[%s] step %llu failed, pulling and pushing its batch again: %s\n",
-                     options_.worker_name.c_str(), static_cast<unsigned long long>(step),
-                     std::string(pushed.message()).c_str());
-      }
-      RETURN_IF_ERROR(PullWithRetry(stop));
-      if (stop->HasBeenNotified()) return absl::OkStatus();
-      if (attempt >= kMaxBatchAttempts || pushed.code() == absl::StatusCode::kAlreadyExists) break;
-    }
-    if (pushed_batch) {
-      RecordStep(lease, n, compute, comm, loss, stats);
-      if (options_.max_steps > 0 && steps_ >= options_.max_steps) return absl::OkStatus();
+    bool pushed_batch = false, stopped = false;
+    RETURN_IF_ERROR(PushBatch(lease, features, labels, n, /*step=*/0, absl::OkStatus(), stop,
+                              &pushed_batch, &stopped));
+    if (stopped) return absl::OkStatus();
+    if (pushed_batch && options_.max_steps > 0 && steps_ >= options_.max_steps) {
+      return absl::OkStatus();
     }
     if (std::optional<std::string> lost = renewer->Lost()) {
       // Handed to another worker: stop training on it.
@@ -368,6 +332,195 @@ absl::Status Trainer::TrainShard(const DataLease& lease, DataLeaseRenewer* renew
   }
   *finished = true;
   return absl::OkStatus();
+}
+
+absl::Status Trainer::AfterFailedPush(const absl::Status& pushed, int attempt, uint64_t step,
+                                      const absl::Notification* stop, bool* give_up) {
+  if (pushed.code() == absl::StatusCode::kAlreadyExists) {
+    // A later step was applied already: this one is superseded.
+    std::fprintf(stderr, "[%s] %s\n", options_.worker_name.c_str(),
+                 std::string(pushed.message()).c_str());
+  } else if (!Recoverable(pushed)) {
+    return pushed;
+  }
+  metrics_->CountRetry();
+  if (attempt >= kMaxBatchAttempts) {
+    std::fprintf(stderr, "[%s] batch skipped after %d failed pushes: %s\n",
+                 options_.worker_name.c_str(), attempt, std::string(pushed.message()).c_str());
+  } else {
+    std::fprintf(stderr, "[%s] step %llu failed, pulling and pushing its batch again: %s\n",
+                 options_.worker_name.c_str(), static_cast<unsigned long long>(step),
+                 std::string(pushed.message()).c_str());
+  }
+  RETURN_IF_ERROR(PullWithRetry(stop));
+  *give_up = attempt >= kMaxBatchAttempts || pushed.code() == absl::StatusCode::kAlreadyExists;
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::PushBatch(const DataLease& lease, const std::vector<float>& features,
+                                const std::vector<int32_t>& labels, size_t n, uint64_t step,
+                                absl::Status failed, const absl::Notification* stop,
+                                bool* pushed_batch, bool* stopped) {
+  // The batch is pushed until a push of it succeeds: after an error the
+  // worker pulls and computes the gradient again, and pushes it with the
+  // same step, so shards that applied the failed push answer without
+  // applying it twice and the others apply the new one.
+  *pushed_batch = false;
+  *stopped = false;
+  int attempt = 1;
+  if (!failed.ok()) {
+    bool give_up = false;
+    RETURN_IF_ERROR(AfterFailedPush(failed, attempt, step, stop, &give_up));
+    *stopped = stop->HasBeenNotified();
+    if (*stopped || give_up) return absl::OkStatus();
+    ++attempt;
+  }
+  for (;; ++attempt) {
+    const auto t0 = std::chrono::steady_clock::now();
+    float loss = 0;
+    ASSIGN_OR_RETURN(loss, model_->Gradient(weights_, features, labels, &gradients_));
+    const double compute = Since(t0);
+    // Not finite (the shards would refuse the gradient) or exploding (the
+    // shards keep weights finite by clamping them): say why and stop.
+    if (!std::isfinite(loss) || loss > options_.max_loss) return Diverged(loss, lease);
+    // A logical worker pushes only in its turn (stopped: end the shard).
+    if (schedule_ != nullptr && !schedule_->AwaitTurn(slot_)) {
+      *stopped = true;
+      return absl::OkStatus();
+    }
+    const auto t1 = std::chrono::steady_clock::now();
+    // Depth 0: the shards keep one backup, the weights last sent (base 0).
+    const uint64_t base = options_.pipeline_depth > 0 ? weights_step_ : 0;
+    PushStats stats;
+    absl::Status pushed = ps_->PushPull(gradients_, &weights_, &stats, step, base);
+    if (schedule_ != nullptr) schedule_->EndTurn(slot_, pushed.ok(), stats.max_staleness);
+    const double comm = Since(t1);
+    step = stats.step;
+    if (pushed.ok()) {
+      weights_step_ = step;
+      *pushed_batch = true;
+      RecordStep(lease, n, compute, comm, loss, stats);
+      return absl::OkStatus();
+    }
+    bool give_up = false;
+    RETURN_IF_ERROR(AfterFailedPush(pushed, attempt, step, stop, &give_up));
+    *stopped = stop->HasBeenNotified();
+    if (*stopped || give_up) return absl::OkStatus();
+  }
+}
+
+// One batch of the pipeline. Its buffers stay put (it is held by pointer)
+// while the client reads the gradients and writes the reply.
+struct Trainer::InFlight {
+  std::vector<float> features;
+  std::vector<int32_t> labels;
+  size_t n = 0;
+  float loss = 0;
+  double compute = 0;
+  TensorMap gradients;
+  TensorMap reply;
+  PushStats stats;
+  uint64_t step = 0;
+  PushTicket ticket = 0;
+};
+
+absl::Status Trainer::FinishOldest(const DataLease& lease,
+                                   std::deque<std::unique_ptr<InFlight>>* flight,
+                                   const absl::Notification* stop, bool* resynced) {
+  std::unique_ptr<InFlight> p = std::move(flight->front());
+  flight->pop_front();
+  // Communication is the time the worker waits, not the time the push was
+  // in flight (most of which overlapped the next gradient).
+  const auto t = std::chrono::steady_clock::now();
+  absl::Status pushed = ps_->Wait(p->ticket);
+  const double comm = Since(t);
+  if (pushed.ok()) {
+    // The newest weights the worker has; pushes behind it are answered later.
+    for (auto& [name, values] : p->reply) weights_[name].swap(values);
+    weights_step_ = p->step;
+    RecordStep(lease, p->n, p->compute, comm, p->loss, p->stats);
+    return absl::OkStatus();
+  }
+  // Every push behind it is answered first (the client finishes pushes in
+  // order); then the failed batch is pushed again from pulled weights, and
+  // the failed ones behind it after it, in step order.
+  *resynced = true;
+  std::vector<std::pair<std::unique_ptr<InFlight>, absl::Status>> behind;
+  while (!flight->empty()) {
+    std::unique_ptr<InFlight> q = std::move(flight->front());
+    flight->pop_front();
+    absl::Status status = ps_->Wait(q->ticket);
+    behind.emplace_back(std::move(q), std::move(status));
+  }
+  bool pushed_batch = false, stopped = false;
+  RETURN_IF_ERROR(PushBatch(lease, p->features, p->labels, p->n, p->step, pushed, stop,
+                            &pushed_batch, &stopped));
+  for (auto& [q, status] : behind) {
+    if (status.ok()) {
+      // Applied; its reply is older than the weights pulled since.
+      RecordStep(lease, q->n, q->compute, 0, q->loss, q->stats);
+      continue;
+    }
+    if (stopped) continue;
+    RETURN_IF_ERROR(PushBatch(lease, q->features, q->labels, q->n, q->step, status, stop,
+                              &pushed_batch, &stopped));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::TrainShardPipelined(const DataLease& lease,
+                                          const data::LabeledExamples& examples,
+                                          const std::vector<uint32_t>& order,
+                                          DataLeaseRenewer* renewer,
+                                          const absl::Notification* stop) {
+  const size_t depth = options_.pipeline_depth;
+  const size_t batch = static_cast<size_t>(options_.batch_size);
+  std::deque<std::unique_ptr<InFlight>> flight;
+  auto drain = [&]() -> absl::Status {
+    bool resynced = false;
+    while (!flight.empty()) RETURN_IF_ERROR(FinishOldest(lease, &flight, stop, &resynced));
+    return absl::OkStatus();
+  };
+  // However this ends (an error, divergence), no push in flight outlives
+  // the buffers it reads and writes.
+  absl::Cleanup answered = [&] {
+    for (const std::unique_ptr<InFlight>& p : flight) ps_->Wait(p->ticket).IgnoreError();
+  };
+  for (size_t begin = 0; begin < examples.count; begin += batch) {
+    if (stop->HasBeenNotified()) return drain();
+    if (options_.max_steps > 0 &&
+        steps_ + static_cast<int64_t>(flight.size()) >= options_.max_steps) {
+      return drain();
+    }
+    auto p = std::make_unique<InFlight>();
+    p->n = std::min(batch, examples.count - begin);
+    CopyBatch(examples, absl::MakeConstSpan(order).subspan(begin, p->n), &p->features, &p->labels);
+    // On the latest weights received, while the pushes before it are in
+    // flight; a pull meanwhile (a failed push) means computing it again.
+    bool resynced = true;
+    uint64_t base = 0;
+    while (resynced) {
+      resynced = false;
+      const auto t0 = std::chrono::steady_clock::now();
+      ASSIGN_OR_RETURN(p->loss, model_->Gradient(weights_, p->features, p->labels, &p->gradients));
+      p->compute = Since(t0);
+      if (!std::isfinite(p->loss) || p->loss > options_.max_loss) return Diverged(p->loss, lease);
+      base = weights_step_;
+      while (flight.size() >= depth && !resynced) {
+        RETURN_IF_ERROR(FinishOldest(lease, &flight, stop, &resynced));
+      }
+      if (stop->HasBeenNotified()) return drain();
+    }
+    p->step = ps_->NextStep();
+    p->ticket = ps_->PushPullAsync(p->gradients, &p->reply, &p->stats, p->step, base);
+    flight.push_back(std::move(p));
+    if (std::optional<std::string> lost = renewer->Lost()) {
+      // Handed to another worker: stop training on it.
+      std::fprintf(stderr, "[%s] %s\n", options_.worker_name.c_str(), lost->c_str());
+      return drain();
+    }
+  }
+  return drain();
 }
 
 }  // namespace dcasgd

@@ -3,6 +3,9 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
+#include <memory>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/synchronization/notification.h"
@@ -34,6 +37,15 @@ class DataLeaseRenewer;  // trainer.cc
 // longer than 5 minutes, a corrupt data shard or a rejected S3 request end
 // Run with that error. Not thread-safe; all pointers must outlive the
 // trainer.
+//
+// Pipelined (options.pipeline_depth d > 0, not with virtual workers): the
+// gradient of the next batch is computed on the latest weights received
+// while up to d PushPulls are in flight (PushPullAsync), and each push names
+// the step of the reply its gradient was computed on (0: the last pull) as
+// its base, so the shards compensate from exactly those weights. A push that
+// fails is retried as above (pull, recompute, push with its step) after the
+// pushes behind it were answered; the pipeline then starts again from the
+// pulled weights.
 class Trainer {
  public:
   Trainer(const WorkerOptions& options, PsClient* ps, CoordinatorClient* coordinator,
@@ -69,6 +81,32 @@ class Trainer {
                           const absl::Notification* stop, bool* finished);
   // FAILED_PRECONDITION "training diverged" with where and what to change.
   absl::Status Diverged(float loss, const DataLease& lease) const;
+  // One batch of the pipeline, from its gradient to its answer.
+  struct InFlight;
+  // TrainShard with options.pipeline_depth pushes in flight.
+  absl::Status TrainShardPipelined(const DataLease& lease, const data::LabeledExamples& examples,
+                                   const std::vector<uint32_t>& order, DataLeaseRenewer* renewer,
+                                   const absl::Notification* stop);
+  // Waits for the oldest push in flight and takes its reply as the weights;
+  // a failed push has its batch pushed again synchronously (PushBatch).
+  // Sets *resynced when it pulled (the weights are no longer the replies'
+  // sequence, and every push in flight was answered).
+  absl::Status FinishOldest(const DataLease& lease, std::deque<std::unique_ptr<InFlight>>* flight,
+                            const absl::Notification* stop, bool* resynced);
+  // Pushes one batch until a push of it succeeds (computing its gradient
+  // on the current weights each attempt), is superseded, or has failed 10
+  // times. `step` 0: a new one; `failed`: the error of an earlier attempt of
+  // it (handled first: pull, then push again). Sets *pushed_batch, and
+  // *stopped when `stop` (or the schedule) ended it.
+  absl::Status PushBatch(const DataLease& lease, const std::vector<float>& features,
+                         const std::vector<int32_t>& labels, size_t n, uint64_t step,
+                         absl::Status failed, const absl::Notification* stop, bool* pushed_batch,
+                         bool* stopped);
+  // After a failed push of `step` (attempt number `attempt`): logs it,
+  // counts the retry and pulls. OK to go on (*give_up says whether the batch
+  // is skipped); an error that is not recoverable ends the worker.
+  absl::Status AfterFailedPush(const absl::Status& pushed, int attempt, uint64_t step,
+                               const absl::Notification* stop, bool* give_up);
   // Counts a pushed batch of `n` examples (metrics, and the progress line
   // every options.log_every steps).
   void RecordStep(const DataLease& lease, size_t n, double compute, double comm, float loss,
@@ -86,6 +124,9 @@ class Trainer {
   std::vector<TensorSpec> specs_;  // as declared, for re-declaring
   std::vector<std::string> names_;
   TensorMap weights_;
+  // The step of the PushPull whose reply weights_ holds; 0 after a pull (the
+  // base of a push computed on them, ps.proto PushRequest.base_step).
+  uint64_t weights_step_ = 0;
   TensorMap gradients_;
   int64_t steps_ = 0;
   // For the progress line.

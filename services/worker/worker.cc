@@ -103,6 +103,7 @@ absl::Status RunWorker(const WorkerOptions& options, const absl::Notification* s
   client_options.worker_name = eval ? "" : options.worker_name;
   client_options.credentials = options.credentials;
   client_options.wire_dtype = options.wire_dtype;
+  if (!eval) client_options.pipeline_depth = options.pipeline_depth;
   ASSIGN_OR_RETURN(std::unique_ptr<PsClient> ps, ConnectWithRetry(client_options, name, stop));
   CoordinatorClient coordinator(options.shard_addresses[0], absl::Minutes(5), options.credentials);
   std::fprintf(stderr,

@@ -9,6 +9,7 @@
 #include "absl/strings/strip.h"
 #include "base/flags.h"
 #include "base/status_macros.h"
+#include "core/push.h"
 
 ABSL_FLAG(std::string, role, "train", "train | eval | healthcheck");
 ABSL_FLAG(std::string, ps_addresses, "", "comma-separated shard addresses, in shard order");
@@ -37,6 +38,11 @@ ABSL_FLAG(int64_t, max_steps, 0, "train: stop after this many steps (0: the whol
 ABSL_FLAG(double, max_loss, 1000,
           "train: stop with 'training diverged' when a batch's loss exceeds this (the shards "
           "keep the weights finite, so divergence shows as an exploding loss); 0: off");
+ABSL_FLAG(int32_t, pipeline_depth, 0,
+          "train: compute the gradient of step t+1 while the PushPull of step t is in flight, "
+          "up to this many pushes ahead (0-4; the shards keep depth+1 backups of this worker "
+          "and compensate each push from the weights it was computed on); 0: compute, push, "
+          "wait. Not with --virtual_workers");
 ABSL_FLAG(int32_t, virtual_workers, 0,
           "train: run this many logical workers in this process, each a full worker to the "
           "shards (own join, backup, leases), taking turns to push as --schedule says, so the "
@@ -158,6 +164,15 @@ absl::StatusOr<WorkerOptions> ParseWorkerOptions(const std::vector<std::string>&
     o.wire_dtype = *wire;
   } else {
     return Invalid("wire_dtype", wire.status().message());
+  }
+  const int32_t depth = absl::GetFlag(FLAGS_pipeline_depth);
+  if (depth < 0 || depth > static_cast<int32_t>(kMaxPipelineDepth)) {
+    return Invalid("pipeline_depth", absl::StrCat("must be in [0, ", kMaxPipelineDepth, "]"));
+  }
+  o.pipeline_depth = static_cast<uint32_t>(depth);
+  if (o.pipeline_depth > 0 && o.virtual_workers > 0) {
+    return Invalid("pipeline_depth",
+                   "virtual workers push in turns and run at depth 0: drop one of the flags");
   }
   o.schedule = absl::GetFlag(FLAGS_schedule);
   o.eval_every_steps = absl::GetFlag(FLAGS_eval_every_steps);

@@ -53,6 +53,11 @@ struct WorkerOptions {
   // "training diverged". The shards clamp weights to a finite range, so a
   // diverging model shows as an exploding loss, not as NaN.
   double max_loss = 1000;
+  // Train: pushes in flight while the next gradient is computed (ps.proto
+  // JoinRequest.pipeline_depth; 0: compute, push, wait). The worker does not
+  // know the shards' update rule, so the default is 0 for every rule; 1 is
+  // what DC-ASGD compensates for (docs/algorithm.md, "Pipelined workers").
+  uint32_t pipeline_depth = 0;
   // Train: logical workers in this process (0: this process is one ordinary
   // worker). See services/worker/virtual_workers.h.
   int virtual_workers = 0;

@@ -138,12 +138,42 @@ class LocalData(unittest.TestCase):
             self.assertEqual(harness.shard_status(f"127.0.0.1:{grpc_port}").active_workers, 0)
             self.assertEqual(harness.shard_status(f"127.0.0.1:{grpc_port}").backup_bytes, 0)
 
+    def test_pipelined_worker_converges_with_every_push_one_step_stale(self):
+        # --pipeline_depth=1: the gradient of step t+1 is computed while step
+        # t's PushPull is in flight, on the reply to step t-1. The shard counts
+        # the staleness from that base: 1 for every push but the first of each
+        # data lease (the pipeline drains before a lease is completed).
+        self.cluster.start_shards(1, *SOFTMAX_PS_FLAGS)
+        evaluator = self.cluster.start_worker("evaluator", self.data, "--model=softmax",
+                                              "--eval_interval_seconds=1", role="eval")
+        worker = self.cluster.start_worker("w", self.data, "--model=softmax", "--batch_size=32",
+                                           "--epochs=1", "--pipeline_depth=1")
+        self.assertEqual(worker.wait(300), 0, worker.output()[-2000:])
+        self.assertEqual(evaluator.wait(120), 0, evaluator.output()[-2000:])
+        accuracy = harness.final_accuracy(evaluator.output())
+        self.assertIsNotNone(accuracy, evaluator.output()[-2000:])
+        self.assertGreaterEqual(accuracy, 0.80)
+        self.assertNotIn("failed", worker.output())
+        leases = worker.output().count("trained data shard")
+        self.assertEqual(leases, 4, worker.output()[-2000:])
+        staleness = harness.metric_histogram(self.cluster.shards[0][2], "dcasgd_ps_staleness")
+        self.assertGreater(staleness["count"], 1000)
+        self.assertEqual(staleness["sum"], staleness["count"] - leases, staleness)
+
     def test_worker_rides_out_a_shard_restart(self):
+        self.rides_out_a_shard_restart()
+
+    def test_pipelined_worker_rides_out_a_shard_restart(self):
+        # The failed push and the one behind it are pushed again after a pull.
+        self.rides_out_a_shard_restart("--pipeline_depth=1")
+
+    def rides_out_a_shard_restart(self, *worker_flags):
         checkpoints = self.cluster.path("checkpoints")
         self.cluster.start_shards(2, *SOFTMAX_PS_FLAGS, f"--checkpoint_dir={checkpoints}",
                                   "--checkpoint_interval_seconds=0.5", fixed_ports=True)
         # (0.5 s so shard 1 has a checkpoint to restore soon after training starts.)
-        worker = self.cluster.start_worker("w", self.data, "--model=softmax", "--epochs=3")
+        worker = self.cluster.start_worker("w", self.data, "--model=softmax", "--epochs=3",
+                                           *worker_flags)
         ports = wait_for(lambda: harness.read_port_file(worker.port_file), 30, "worker metrics")
         wait_for(lambda: harness.metric_value(ports["metrics"], "dcasgd_worker_steps_total") >= 50,
                  60, "the worker to train")

@@ -18,7 +18,7 @@ namespace testing {
 
 // One message of round `round` carrying every gradient of `messages`, the
 // messages of one Push stream. With `header`, the round's header (worker id,
-// session, step, chunk count, wire dtype) is the first message's; without,
+// session, step, chunk count, wire dtype, base) is the first message's; without,
 // the message is a later one of its round.
 inline v1::ExchangeRequest RoundOf(uint64_t round, const std::vector<v1::PushRequest>& messages,
                                    bool pull_back, bool header = true) {
@@ -34,6 +34,7 @@ inline v1::ExchangeRequest RoundOf(uint64_t round, const std::vector<v1::PushReq
     h->set_chunk_count(first.chunk_count());
     h->set_pull_back(pull_back);
     h->set_wire_dtype(first.wire_dtype());
+    h->set_base_step(first.base_step());
   }
   for (const v1::PushRequest& m : messages) *request.add_gradients() = m.gradient();
   return request;
