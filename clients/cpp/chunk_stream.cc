@@ -41,12 +41,14 @@ absl::Status ReceiveAndFinish(Stream* stream, grpc::ClientContext* context, Chun
 // broken stream is left to Finish to report.
 template <typename Stream>
 void WriteGradients(Stream* stream, const WorkerCredentials& worker, uint64_t step,
-                    const CallTensors& tensors, const std::vector<PlannedChunk>& chunks) {
+                    uint64_t base_step, const CallTensors& tensors,
+                    const std::vector<PlannedChunk>& chunks) {
   v1::PushRequest request;
   request.set_worker_id(worker.worker_id);
   request.set_session(worker.session);
   request.set_chunk_count(static_cast<uint32_t>(chunks.size()));
   request.set_step(step);
+  request.set_base_step(base_step);
   request.set_wire_dtype(DtypeToProto(tensors.wire_dtype));
   v1::Chunk* gradient = request.mutable_gradient();
   gradient->set_dtype(DtypeToProto(tensors.wire_dtype));
@@ -62,6 +64,7 @@ void WriteGradients(Stream* stream, const WorkerCredentials& worker, uint64_t st
     request.clear_session();
     request.set_chunk_count(0);
     request.set_step(0);
+    request.set_base_step(0);
     request.set_wire_dtype(v1::DTYPE_FLOAT32);
   }
   stream->WritesDone();
@@ -151,15 +154,16 @@ absl::Status PullChunks(ShardSession& session, const WorkerCredentials& worker,
 }
 
 absl::Status PushChunks(ShardSession& session, const WorkerCredentials& worker, uint64_t step,
-                        const CallTensors& tensors, const std::vector<PlannedChunk>& chunks,
-                        bool pull_back, ShardReply* reply) {
+                        uint64_t base_step, const CallTensors& tensors,
+                        const std::vector<PlannedChunk>& chunks, bool pull_back,
+                        ShardReply* reply) {
   grpc::ClientContext context;
   session.SetDeadline(&context);
   const absl::Time start = absl::Now();
   if (!pull_back) {
     v1::PushResponse response;
     auto stream = session.stub()->Push(&context, &response);
-    WriteGradients(stream.get(), worker, step, tensors, chunks);
+    WriteGradients(stream.get(), worker, step, base_step, tensors, chunks);
     const absl::Time sent = absl::Now();
     RETURN_IF_ERROR(FromGrpcStatus(stream->Finish(), session.label()));
     reply->version = response.version();
@@ -170,7 +174,7 @@ absl::Status PushChunks(ShardSession& session, const WorkerCredentials& worker, 
   }
   ChunkReceiver receiver(tensors, chunks, session.label());
   auto stream = session.stub()->PushPull(&context);
-  WriteGradients(stream.get(), worker, step, tensors, chunks);
+  WriteGradients(stream.get(), worker, step, base_step, tensors, chunks);
   const absl::Time sent = absl::Now();
   absl::Time first_read = absl::InfinitePast();
   RETURN_IF_ERROR(

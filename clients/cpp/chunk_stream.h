@@ -89,12 +89,13 @@ absl::Status PullChunks(ShardSession& session, const WorkerCredentials& worker,
                         const CallTensors& tensors, const std::vector<PlannedChunk>& chunks,
                         ShardReply* reply);
 
-// Streams the gradients of `chunks` as one push with `step`; with
+// Streams the gradients of `chunks` as one push with `step`, computed on
+// the weights `base_step` names (ps.proto PushRequest.base_step); with
 // `pull_back` the updated values of the same chunks come back into the
 // destinations (PushPull), checked as PullChunks does.
 absl::Status PushChunks(ShardSession& session, const WorkerCredentials& worker, uint64_t step,
-                        const CallTensors& tensors, const std::vector<PlannedChunk>& chunks,
-                        bool pull_back, ShardReply* reply);
+                        uint64_t base_step, const CallTensors& tensors,
+                        const std::vector<PlannedChunk>& chunks, bool pull_back, ShardReply* reply);
 
 }  // namespace client
 }  // namespace dcasgd

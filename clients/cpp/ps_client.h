@@ -214,9 +214,8 @@ class PsClient {
   // the gradients were computed on (ps.proto PushRequest.base_step): the
   // step of the PushPull whose reply carried them, or 0 the last Pull (with
   // pipeline_depth 0: the last weights received, as before); a base a shard
-  // does not keep is FAILED_PRECONDITION (re-joined: pull again). A
-  // non-zero base needs push_stream (INVALID_ARGUMENT otherwise: the
-  // per-call path sends none).
+  // does not keep is FAILED_PRECONDITION (re-joined: pull again). Both push
+  // paths (push_stream true or false) send it.
   absl::Status Push(const TensorMap& gradients, PushStats* stats = nullptr, uint64_t step = 0,
                     uint64_t base_step = 0);
 

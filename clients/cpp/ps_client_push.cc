@@ -118,11 +118,6 @@ absl::Status PsClient::SendPush(const TensorMap& gradients, PendingPush* push) {
   }
   std::vector<TensorLayout> layouts;
   std::vector<const float*> sources;
-  if (push->base_step != 0 && !options_.push_stream) {
-    // The per-call path (chunk_stream.h) sends no base step.
-    return absl::InvalidArgumentError(
-        "a push naming a base step needs ClientOptions.push_stream (the Exchange stream)");
-  }
   RETURN_IF_ERROR(PrepareGradients(gradients, &layouts, &sources));
   push->tensors = std::make_unique<CallTensors>(std::move(layouts));
   CallTensors& tensors = *push->tensors;
@@ -214,8 +209,8 @@ absl::Status PsClient::FinishPush(PendingPush* push) {
       std::shared_ptr<PendingRound> round = std::move(push->rounds[s]);
       if (!options_.push_stream) {
         if (push->cancelled.load()) return GaveUp();
-        return client::PushChunks(shard, worker, push->step, *push->tensors, push->plan[s],
-                                  push->pull_back, &replies[s]);
+        return client::PushChunks(shard, worker, push->step, push->base_step, *push->tensors,
+                                  push->plan[s], push->pull_back, &replies[s]);
       }
       if (push->cancelled.load()) {
         if (round != nullptr) {

@@ -75,10 +75,16 @@ void ExpectNear(const std::vector<float>& actual, const std::vector<double>& exp
   }
 }
 
-TEST(PsClientPipeline, TwoPushesInFlightOnOneBaseAreCompensatedFromIt) {
+// On the Exchange stream and on the per-call path (push_stream = false),
+// which both carry the base.
+class PsClientPipelinePaths : public ::testing::TestWithParam<bool> {};
+
+TEST_P(PsClientPipelinePaths, TwoPushesInFlightOnOneBaseAreCompensatedFromIt) {
   auto shards = StartOrDie(2);
   ASSERT_EQ(shards.size(), 2u);
-  auto connected = PsClient::Connect(Options(shards, /*depth=*/1));
+  ClientOptions options = Options(shards, /*depth=*/1);
+  options.push_stream = GetParam();
+  auto connected = PsClient::Connect(options);
   ASSERT_TRUE(connected.ok()) << connected.status();
   PsClient& client = **connected;
   ASSERT_TRUE(client.Declare(Specs()).ok());
@@ -111,6 +117,11 @@ TEST(PsClientPipeline, TwoPushesInFlightOnOneBaseAreCompensatedFromIt) {
     gap = std::max(gap, std::fabs(newest[i] - expected2[i]));
   EXPECT_GT(gap, 1e-3);
 }
+
+INSTANTIATE_TEST_SUITE_P(PsClientPipeline, PsClientPipelinePaths, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& param) {
+                           return param.param ? "ExchangeStream" : "PerCall";
+                         });
 
 // Pushes as the pipelined trainer makes them (step t+1 computed on the reply
 // to step t-1) and returns the staleness each push reported.
