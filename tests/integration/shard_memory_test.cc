@@ -41,6 +41,16 @@ uint64_t ProcStatusBytes(pid_t pid, const std::string& field) {
   return 0;
 }
 
+// A sanitizer's shadow memory and allocator are resident too, so the RSS
+// bounds hold for the release build only; under ThreadSanitizer or
+// AddressSanitizer the test still runs 64 clients against one shard and
+// checks the backups, versions and leaves, but not the bytes.
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+constexpr bool kChecksResidentMemory = false;
+#else
+constexpr bool kChecksResidentMemory = true;
+#endif
+
 constexpr int kClients = 64;
 constexpr int kRounds = 4;
 constexpr int64_t kElements = int64_t{1} << 20;  // a 1M-float model
@@ -49,7 +59,10 @@ constexpr uint64_t kInflight = uint64_t{32} << 20;
 TEST(ShardMemory, SixtyFourClientsStayWithinTheSizingRuleAndLeavingReturnsMemory) {
   absl::StatusOr<std::unique_ptr<testing::PsProcess>> ps =
       testing::PsProcess::Start({"--update_rule=dcasgd-a", absl::StrCat("--max_workers=", kClients),
-                                 absl::StrCat("--max_inflight_bytes=", kInflight)});
+                                 absl::StrCat("--max_inflight_bytes=", kInflight),
+                                 // Leases and deadlines far above what 64
+                                 // clients take, even under a sanitizer.
+                                 "--lease_seconds=300"});
   ASSERT_TRUE(ps.ok()) << ps.status();
   const pid_t pid = (*ps)->pid();
 
@@ -73,6 +86,7 @@ TEST(ShardMemory, SixtyFourClientsStayWithinTheSizingRuleAndLeavingReturnsMemory
         ClientOptions options;
         options.shard_addresses = {(*ps)->address()};
         options.worker_name = absl::StrCat("worker-", i);
+        options.rpc_timeout = absl::Minutes(5);
         absl::StatusOr<std::unique_ptr<PsClient>> client = PsClient::Connect(options);
         ASSERT_TRUE(client.ok()) << client.status();
         clients[i] = *std::move(client);
@@ -116,11 +130,17 @@ TEST(ShardMemory, SixtyFourClientsStayWithinTheSizingRuleAndLeavingReturnsMemory
               rule.DebugString().c_str(), HumanBytes(idle).c_str(), kClients,
               HumanBytes(busy).c_str(), HumanBytes(peak).c_str(),
               static_cast<double>(peak) / static_cast<double>(rule.total()));
-  EXPECT_LE(peak, rule.total() * 13 / 10) << "peak RSS above 1.3x the sizing rule";
-  // The backups are really resident: the rule is not just a loose bound.
-  EXPECT_GE(busy, idle + backups * 9 / 10);
+  if (kChecksResidentMemory) {
+    EXPECT_LE(peak, rule.total() * 13 / 10) << "peak RSS above 1.3x the sizing rule";
+    // The backups are really resident: the rule is not just a loose bound.
+    EXPECT_GE(busy, idle + backups * 9 / 10);
+  }
 
   for (auto& client : clients) ASSERT_TRUE(client->Leave().ok());
+  auto left = clients[0]->GetStatus();
+  ASSERT_TRUE(left.ok()) << left.status();
+  EXPECT_EQ((*left)[0].active_workers, 0u);
+  EXPECT_EQ((*left)[0].backup_bytes, 0u) << "every backup freed when its worker left";
   // Closing the connections also releases the transport's per-connection
   // buffers, which the idle measurement (taken before any traffic) did not
   // include; they are not what this checks.
@@ -134,7 +154,9 @@ TEST(ShardMemory, SixtyFourClientsStayWithinTheSizingRuleAndLeavingReturnsMemory
     after = ProcStatusBytes(pid, "VmRSS");
   }
   std::printf("after every worker left: %s\n", HumanBytes(after).c_str());
-  EXPECT_LE(after, idle + backups / 10) << "freed backups stayed resident";
+  if (kChecksResidentMemory) {
+    EXPECT_LE(after, idle + backups / 10) << "freed backups stayed resident";
+  }
 }
 
 }  // namespace
