@@ -11,23 +11,15 @@
 #include "core/placement.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/float_bytes.h"
 
 namespace dcasgd {
 namespace {
 
 using ::testing::HasSubstr;
 
-std::string Bytes(const std::vector<float>& v) {
-  std::string s(v.size() * sizeof(float), '\0');
-  std::memcpy(s.data(), v.data(), s.size());
-  return s;
-}
-
-std::vector<float> Floats(const std::string& s) {
-  std::vector<float> v(s.size() / sizeof(float));
-  std::memcpy(v.data(), s.data(), s.size());
-  return v;
-}
+using testing::Bytes;
+using testing::Floats;
 
 TensorSpec Spec(const std::string& name, std::vector<int64_t> shape, uint32_t chunk = 4,
                 float constant = 1.0f) {

@@ -35,6 +35,7 @@
 #include "grpcpp/support/channel_arguments.h"
 #include "gtest/gtest.h"
 #include "tests/testing/exchange_round.h"
+#include "tests/testing/float_bytes.h"
 #include "tests/testing/ps_process.h"
 
 namespace dcasgd {
@@ -45,15 +46,8 @@ using testing::PsProcess;
 
 // --- helpers ----------------------------------------------------------------
 
-std::string Bytes(const std::vector<float>& values) {
-  return std::string(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float));
-}
-
-std::vector<float> Floats(const std::string& bytes) {
-  std::vector<float> values(bytes.size() / sizeof(float));
-  if (!values.empty()) std::memcpy(values.data(), bytes.data(), values.size() * sizeof(float));
-  return values;
-}
+using testing::Bytes;
+using testing::Floats;
 
 grpc::ByteBuffer Buffer(const std::string& bytes) {
   grpc::Slice slice(bytes);

@@ -24,6 +24,7 @@
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
 #include "tests/testing/exchange_round.h"
+#include "tests/testing/float_bytes.h"
 #include "tests/testing/ps_process.h"
 
 namespace dcasgd {
@@ -33,9 +34,7 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 using testing::PsProcess;
 
-std::string Bytes(const std::vector<float>& values) {
-  return std::string(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float));
-}
+using testing::Bytes;
 
 // What a worker sends: its id and a session (right, wrong or missing).
 struct Credentials {

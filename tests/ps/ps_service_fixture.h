@@ -24,6 +24,7 @@
 #include "gtest/gtest.h"
 #include "services/ps/ps_server.h"
 #include "tests/testing/exchange_round.h"
+#include "tests/testing/float_bytes.h"
 #include "tests/testing/ps_process.h"
 
 namespace dcasgd {
@@ -31,15 +32,8 @@ namespace ps_test {
 
 inline constexpr float kLr = 0.1f;
 
-inline std::string Bytes(const std::vector<float>& values) {
-  return std::string(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float));
-}
-
-inline std::vector<float> Floats(const std::string& bytes) {
-  std::vector<float> values(bytes.size() / sizeof(float));
-  std::memcpy(values.data(), bytes.data(), values.size() * sizeof(float));
-  return values;
-}
+using testing::Bytes;
+using testing::Floats;
 
 inline v1::PushRequest Gradient(uint64_t worker, const std::string& tensor, uint64_t chunk,
                                 const std::vector<float>& values) {
