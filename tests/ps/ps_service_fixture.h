@@ -150,10 +150,12 @@ class PsServiceTest : public ::testing::Test {
     return it == sessions_.end() ? std::string() : it->second;
   }
 
-  PullResult Pull(uint64_t worker, std::vector<std::string> tensors = {}) {
+  PullResult Pull(uint64_t worker, std::vector<std::string> tensors = {},
+                  v1::Dtype wire_dtype = v1::DTYPE_FLOAT32) {
     v1::PullRequest request;
     request.set_worker_id(worker);
     request.set_session(SessionOf(worker));
+    request.set_wire_dtype(wire_dtype);
     for (const std::string& t : tensors) request.add_tensors(t);
     grpc::ClientContext context;
     auto reader = stub_->Pull(&context, request);

@@ -58,19 +58,8 @@ class PsWireDtypeTest : public PsServiceTest {
     ASSERT_NE(Rounded(Dtype::kFloat16, w), w);
   }
 
-  PullResult PullAs(uint64_t worker, v1::Dtype dtype) {
-    v1::PullRequest request;
-    request.set_worker_id(worker);
-    request.set_session(SessionOf(worker));
-    request.set_wire_dtype(dtype);
-    grpc::ClientContext context;
-    auto reader = stub_->Pull(&context, request);
-    PullResult result;
-    v1::PullResponse message;
-    while (reader->Read(&message)) result.messages.push_back(message);
-    result.status = reader->Finish();
-    return result;
-  }
+  // Every tensor, with the replies in `dtype`.
+  PullResult PullAs(uint64_t worker, v1::Dtype dtype) { return Pull(worker, {}, dtype); }
 
   // `messages` asking for their replies in `dtype`, with `step`.
   static std::vector<v1::PushRequest> Asking(std::vector<v1::PushRequest> messages, v1::Dtype dtype,
