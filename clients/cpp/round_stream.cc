@@ -186,7 +186,7 @@ std::shared_ptr<PendingRound> RoundStream::Start(const WorkerCredentials& worker
   const v1::ExchangeRequest* next = nullptr;
   {
     absl::MutexLock lock(&mu_);
-    if (ended_ || reads_ended_) {
+    if (ended_ || reads_ended_ || half_closed_) {
       // Ended meanwhile: its end failed every pending round, not this one.
       round->Complete(absl::UnavailableError(absl::StrCat(
                           label_, ": the push stream ended before the round was sent")),
@@ -235,6 +235,10 @@ void RoundStream::Close(absl::Duration timeout) {
     if (!half_closed_ && !reads_ended_ && !writing_ && queue_.empty()) {
       half_closed_ = true;
       writes_done = true;
+      // The half-close is a write operation too: until OnWritesDoneDone the
+      // hold stays, so the reads ending meanwhile (the shard closed the
+      // call) cannot let OnDone free the call before StartWritesDone below.
+      writing_ = true;
     }
   }
   if (writes_done) StartWritesDone();
@@ -262,6 +266,17 @@ void RoundStream::OnWriteDone(bool ok) {
   }
   if (ok && sent != nullptr) sent->MarkSent();
   if (next != nullptr) StartWrite(next);
+  if (remove_hold) RemoveHold();
+}
+
+void RoundStream::OnWritesDoneDone(bool /*ok*/) {
+  bool remove_hold = false;
+  {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    remove_hold = reads_ended_ && !hold_removed_;
+    if (remove_hold) hold_removed_ = true;
+  }
   if (remove_hold) RemoveHold();
 }
 

@@ -116,6 +116,7 @@ class RoundStream final : public grpc::ClientBidiReactor<v1::ExchangeRequest, v1
 
   // gRPC callbacks.
   void OnWriteDone(bool ok) override;
+  void OnWritesDoneDone(bool ok) override;
   void OnReadDone(bool ok) override;
   void OnDone(const grpc::Status& status) override;
 
@@ -144,6 +145,7 @@ class RoundStream final : public grpc::ClientBidiReactor<v1::ExchangeRequest, v1
   absl::flat_hash_map<uint64_t, std::shared_ptr<PendingRound>> pending_ ABSL_GUARDED_BY(mu_);
   std::deque<Outgoing> queue_ ABSL_GUARDED_BY(mu_);
   Outgoing in_flight_ ABSL_GUARDED_BY(mu_);
+  // A write or the half-close is outstanding (the hold stays meanwhile).
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool half_closed_ ABSL_GUARDED_BY(mu_) = false;
   bool reads_ended_ ABSL_GUARDED_BY(mu_) = false;
