@@ -9,6 +9,7 @@
 #          [--lr 0.1] [--lambda0 X] [--batch-size 64] [--data DIR|s3://bucket/prefix]
 #          [--gap-aware on|off] [--staleness-aware auto|on|off]
 #          [--backup-dtype float32|bfloat16|float16] [--wire-dtype float32|bfloat16|float16]
+#          [--pipeline-depth auto|0|1|2|3|4]
 # --gap-aware on (the default, async and ssp) damps each stale gradient
 # coordinate by how far it moved since the worker pulled, and then uses lr 0.2
 # unless --lr is given: the most accurate rule measured at every worker count,
@@ -20,6 +21,9 @@
 # sets --max_weight_abs=65504, its range; docs/operations.md). --wire-dtype
 # sends gradients and weights between workers and shards in 16 bits (half the
 # bytes; float16 also sets --max_weight_abs=65504; docs/api.md).
+# --pipeline-depth is the workers' --pipeline_depth: PushPulls in flight while
+# the next gradient is computed; auto (the default) is 1 under dcasgd-c and
+# dcasgd-a with --sync async, else 0 (docs/algorithm.md, "Pipelined workers").
 # Exits non-zero, saying why, when no worker can make progress (e.g. every
 # worker diverged). DCASGD_PREBUILT=1 skips installing and building (tests).
 set -euo pipefail
@@ -27,7 +31,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 rule=dcasgd-a sync=async shards=2 workers=4 epochs=5 model=mlp:256,128 lr= batch=64
-staleness_aware=auto gap_aware=on backup_dtype=float32 wire_dtype=float32
+staleness_aware=auto gap_aware=on backup_dtype=float32 wire_dtype=float32 pipeline_depth=auto
 lambda0=()
 data="$root/.cache/data/fashion-mnist"
 while [[ $# -gt 0 ]]; do
@@ -46,7 +50,8 @@ while [[ $# -gt 0 ]]; do
     --gap-aware) gap_aware=$2; shift 2 ;;
     --backup-dtype) backup_dtype=$2; shift 2 ;;
     --wire-dtype) wire_dtype=$2; shift 2 ;;
-    -h|--help) sed -n 2,24p "$0"; exit 0 ;;
+    --pipeline-depth) pipeline_depth=$2; shift 2 ;;
+    -h|--help) sed -n 2,28p "$0"; exit 0 ;;
     *) echo "run-local: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -72,6 +77,10 @@ case "$wire_dtype" in
   float32|bfloat16) ;;
   float16) [[ "$backup_dtype" == float16 ]] || backup_flags+=(--max_weight_abs=65504) ;;
   *) echo "run-local: --wire-dtype takes float32, bfloat16 or float16" >&2; exit 2 ;;
+esac
+case "$pipeline_depth" in
+  auto|0|1|2|3|4) ;;
+  *) echo "run-local: --pipeline-depth takes auto or 0 to 4" >&2; exit 2 ;;
 esac
 if [[ -z "$lr" ]]; then
   if [[ "$staleness_aware" == on || "$gap_aware" == on ]]; then lr=0.2; else lr=0.1; fi
@@ -113,7 +122,7 @@ port() { awk -v k="$2" '$1 == k {print $2}' "$1"; }
 # Decay the learning rate in the last part of training so the final model is
 # not a noisy iterate of constant-rate SGD (versions ~ steps per shard).
 decay_every=$(( 60000 / batch * epochs / 3 ))
-echo "== starting $shards shards (rule $rule, sync $sync, lr $lr, gap-aware damping $gap_aware, staleness-aware rate $staleness_aware), backups in $backup_dtype, wire $wire_dtype, logs in $run"
+echo "== starting $shards shards (rule $rule, sync $sync, lr $lr, gap-aware damping $gap_aware, staleness-aware rate $staleness_aware), backups in $backup_dtype, wire $wire_dtype, worker pipeline depth $pipeline_depth, logs in $run"
 addresses=()
 shard_pids=()
 for ((i = 0; i < shards; i++)); do
@@ -145,7 +154,8 @@ eval_pid=$!; pids+=($eval_pid)
 worker_pids=()
 for ((w = 0; w < workers; w++)); do
   "$bin/worker/dcasgd-worker" --role=train "${common[@]}" --worker_name="worker-$w" \
-    --log_every=200 --port_file="$run/worker-$w.ports" 2> >(tee "$run/worker-$w.log" >&2) &
+    --log_every=200 --pipeline_depth="$pipeline_depth" --port_file="$run/worker-$w.ports" \
+    2> >(tee "$run/worker-$w.log" >&2) &
   pids+=($!); worker_pids+=($!)
 done
 

@@ -40,6 +40,8 @@ absl::StatusOr<ShardStatus> FromProto(const v1::ShardStatus& proto) {
   status.backup_bytes = proto.backup_bytes();
   status.optimizer_state_bytes = proto.optimizer_state_bytes();
   status.update_rule = proto.update_rule();
+  status.rule = proto.rule();
+  status.sync = proto.sync();
   status.checkpoint_version = proto.checkpoint_version();
   for (const v1::TensorStatus& tensor : proto.tensors()) {
     ASSIGN_OR_RETURN(TensorLayout layout, LayoutFromProto(tensor.spec()));

@@ -107,6 +107,8 @@ struct ShardStatus {
   uint64_t backup_bytes = 0;
   uint64_t optimizer_state_bytes = 0;  // mean-square and momentum vectors
   std::string update_rule;             // the rule and its hyper-parameters, readable
+  std::string rule;                    // the --update_rule name: "asgd", "dcasgd-c", "dcasgd-a"
+  std::string sync;                    // the --sync name: "async", "ssgd", "ssp"
   // Version of the last checkpoint written or restored (0: none).
   uint64_t checkpoint_version = 0;
   // The declared tensors (as chunked by the shards) and how many chunks of

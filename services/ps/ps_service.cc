@@ -173,6 +173,8 @@ void ParameterShardService::DoGetStatus(v1::ShardStatus* response) {
   response->set_optimizer_state_bytes(stats.optimizer_state_bytes);
   response->set_update_rule(
       absl::StrCat(config.optimizer.DebugString(), " sync=", NameOf(kSyncModeNames, config.sync)));
+  response->set_rule(NameOf(kUpdateRuleNames, config.optimizer.rule));
+  response->set_sync(NameOf(kSyncModeNames, config.sync));
   for (const TensorSpec& spec : store_->ListTensors()) {
     v1::TensorStatus* tensor = response->add_tensors();
     TensorSpecToProto(spec, tensor->mutable_spec());

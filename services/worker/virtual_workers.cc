@@ -6,7 +6,6 @@
 #include <thread>
 #include <vector>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -90,7 +89,7 @@ absl::Status RunVirtualWorkers(const WorkerOptions& options, const model::Model&
                    ConnectWithRetry(eval_options, name + "-eval", stop));
   ASSIGN_OR_RETURN(std::vector<ShardStatus> shards, evaluator->GetStatus());
   for (const ShardStatus& shard : shards) {
-    if (schedule != nullptr && absl::StrContains(shard.update_rule, "sync=ssgd")) {
+    if (schedule != nullptr && shard.sync == "ssgd") {
       return absl::FailedPreconditionError(absl::StrCat(
           "shard ", shard.shard_index, " runs SSGD rounds (", shard.update_rule,
           "), which wait for every worker: turns would deadlock; use --schedule=free"));

@@ -2,6 +2,7 @@
 
 #include <cstdio>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "base/backoff.h"
 #include "base/port_file.h"
@@ -59,6 +60,24 @@ absl::StatusOr<std::unique_ptr<PsClient>> ConnectWithRetry(const ClientOptions& 
   return ps;
 }
 
+uint32_t AutoPipelineDepth(const std::vector<ShardStatus>& shards, std::string* why) {
+  for (const ShardStatus& shard : shards) {
+    const bool compensated = shard.rule == "dcasgd-c" || shard.rule == "dcasgd-a";
+    if (!compensated || shard.sync != "async") {
+      *why = absl::StrCat("shard ", shard.shard_index, " runs ", shard.rule, " with sync ",
+                          shard.sync, "; pipelining pays off under DC-ASGD with sync async");
+      return 0;
+    }
+  }
+  if (shards.empty()) {
+    *why = "no shard reported its rule";
+    return 0;
+  }
+  *why = absl::StrCat("the shards run ", shards[0].rule,
+                      " with sync async, which compensates the extra step of staleness");
+  return 1;
+}
+
 absl::Status RunWorker(const WorkerOptions& options, const absl::Notification* stop) {
   if (options.role == WorkerRole::kHealthCheck) {
     for (const std::string& address : options.shard_addresses) {
@@ -103,8 +122,40 @@ absl::Status RunWorker(const WorkerOptions& options, const absl::Notification* s
   client_options.worker_name = eval ? "" : options.worker_name;
   client_options.credentials = options.credentials;
   client_options.wire_dtype = options.wire_dtype;
-  if (!eval) client_options.pipeline_depth = options.pipeline_depth;
-  ASSIGN_OR_RETURN(std::unique_ptr<PsClient> ps, ConnectWithRetry(client_options, name, stop));
+  WorkerOptions resolved = options;
+  if (!eval && options.pipeline_depth_auto) {
+    // The depth goes into Join, so it is decided before joining, from the
+    // rule the shards report to a reader connection.
+    ClientOptions reader = client_options;
+    reader.worker_name.clear();
+    ASSIGN_OR_RETURN(std::unique_ptr<PsClient> status_client, ConnectWithRetry(reader, name, stop));
+    // Declared before joining, so that the shards check the Join's extra
+    // backups against the model's size (and an automatic depth can give
+    // way, below) rather than the declaration against the Join's backups.
+    // The trainer declares again (a no-op) and reports any error of it.
+    status_client->Declare(model->ParameterSpecs(options.seed)).IgnoreError();
+    ASSIGN_OR_RETURN(std::vector<ShardStatus> shards, status_client->GetStatus());
+    std::string why;
+    resolved.pipeline_depth = AutoPipelineDepth(shards, &why);
+    resolved.pipeline_depth_auto = false;
+    std::fprintf(stderr, "[%s] pipeline depth %u (--pipeline_depth=auto: %s)\n", name.c_str(),
+                 resolved.pipeline_depth, why.c_str());
+  }
+  if (!eval) client_options.pipeline_depth = resolved.pipeline_depth;
+  absl::StatusOr<std::unique_ptr<PsClient>> connected =
+      ConnectWithRetry(client_options, name, stop);
+  if (options.pipeline_depth_auto && resolved.pipeline_depth > 0 &&
+      absl::IsResourceExhausted(connected.status()) &&
+      absl::StrContains(connected.status().message(), "pipeline_depth")) {
+    // The extra backups do not fit a shard's memory budget: an automatic
+    // depth gives way, where an explicit one is the operator's to change.
+    std::fprintf(stderr, "[%s] pipeline depth 0 instead: %s\n", name.c_str(),
+                 std::string(connected.status().message()).c_str());
+    resolved.pipeline_depth = 0;
+    client_options.pipeline_depth = 0;
+    connected = ConnectWithRetry(client_options, name, stop);
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<PsClient> ps, std::move(connected));
   CoordinatorClient coordinator(options.shard_addresses[0], absl::Minutes(5), options.credentials);
   std::fprintf(stderr,
                "[%s] %s: model %s, %zu shards, %zu training data shards, metrics on port %d\n",
@@ -114,7 +165,7 @@ absl::Status RunWorker(const WorkerOptions& options, const absl::Notification* s
   if (eval) {
     return RunEvaluator(options, ps.get(), &coordinator, data.get(), model.get(), &metrics, stop);
   }
-  Trainer trainer(options, ps.get(), &coordinator, data.get(), model.get(), &metrics);
+  Trainer trainer(resolved, ps.get(), &coordinator, data.get(), model.get(), &metrics);
   absl::Status trained = trainer.Run(stop);
   // A shard that cannot be told (down at the very end) lets the lease expire
   // instead: nothing is lost, so this does not fail the worker.

@@ -3,6 +3,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -25,6 +26,13 @@ absl::Status RunWorker(const WorkerOptions& options, const absl::Notification* s
 absl::StatusOr<std::unique_ptr<PsClient>> ConnectWithRetry(const ClientOptions& options,
                                                            const std::string& name,
                                                            const absl::Notification* stop);
+
+// --pipeline_depth=auto from what the shards report (ShardStatus.rule and
+// .sync): 1 when every shard runs dcasgd-c or dcasgd-a with sync "async" (the
+// one extra step of staleness is what those rules compensate), else 0 (ASGD
+// would apply it uncompensated; SSGD and SSP count their own clocks). Sets
+// `why` to a line for the log.
+uint32_t AutoPipelineDepth(const std::vector<ShardStatus>& shards, std::string* why);
 
 // One grpc.health.v1 Check of `address` (service "") over `credentials`' TLS
 // (health needs no token); OK when SERVING.

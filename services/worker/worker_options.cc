@@ -3,6 +3,7 @@
 #include <limits>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
@@ -38,11 +39,12 @@ ABSL_FLAG(int64_t, max_steps, 0, "train: stop after this many steps (0: the whol
 ABSL_FLAG(double, max_loss, 1000,
           "train: stop with 'training diverged' when a batch's loss exceeds this (the shards "
           "keep the weights finite, so divergence shows as an exploding loss); 0: off");
-ABSL_FLAG(int32_t, pipeline_depth, 0,
+ABSL_FLAG(std::string, pipeline_depth, "auto",
           "train: compute the gradient of step t+1 while the PushPull of step t is in flight, "
           "up to this many pushes ahead (0-4; the shards keep depth+1 backups of this worker "
           "and compensate each push from the weights it was computed on); 0: compute, push, "
-          "wait. Not with --virtual_workers");
+          "wait; auto: 1 when every shard runs a DC-ASGD rule (dcasgd-c, dcasgd-a) with "
+          "--sync=async, else 0 (and 0 with --virtual_workers)");
 ABSL_FLAG(int32_t, virtual_workers, 0,
           "train: run this many logical workers in this process, each a full worker to the "
           "shards (own join, backup, leases), taking turns to push as --schedule says, so the "
@@ -165,11 +167,20 @@ absl::StatusOr<WorkerOptions> ParseWorkerOptions(const std::vector<std::string>&
   } else {
     return Invalid("wire_dtype", wire.status().message());
   }
-  const int32_t depth = absl::GetFlag(FLAGS_pipeline_depth);
-  if (depth < 0 || depth > static_cast<int32_t>(kMaxPipelineDepth)) {
-    return Invalid("pipeline_depth", absl::StrCat("must be in [0, ", kMaxPipelineDepth, "]"));
+  const std::string depth = absl::GetFlag(FLAGS_pipeline_depth);
+  if (depth == "auto") {
+    // Resolved from the shards' rule before joining (ResolvePipelineDepth);
+    // virtual workers push in turns and always run at depth 0.
+    o.pipeline_depth_auto = o.virtual_workers == 0 && o.role == WorkerRole::kTrain;
+    o.pipeline_depth = 0;
+  } else {
+    uint32_t value = 0;
+    if (!absl::SimpleAtoi(depth, &value) || value > kMaxPipelineDepth) {
+      return Invalid("pipeline_depth", absl::StrCat("must be auto or in [0, ", kMaxPipelineDepth,
+                                                    "], got '", depth, "'"));
+    }
+    o.pipeline_depth = value;
   }
-  o.pipeline_depth = static_cast<uint32_t>(depth);
   if (o.pipeline_depth > 0 && o.virtual_workers > 0) {
     return Invalid("pipeline_depth",
                    "virtual workers push in turns and run at depth 0: drop one of the flags");

@@ -54,10 +54,15 @@ struct WorkerOptions {
   // diverging model shows as an exploding loss, not as NaN.
   double max_loss = 1000;
   // Train: pushes in flight while the next gradient is computed (ps.proto
-  // JoinRequest.pipeline_depth; 0: compute, push, wait). The worker does not
-  // know the shards' update rule, so the default is 0 for every rule; 1 is
-  // what DC-ASGD compensates for (docs/algorithm.md, "Pipelined workers").
+  // JoinRequest.pipeline_depth; 0: compute, push, wait). 1 is the extra step
+  // of staleness DC-ASGD compensates for (docs/algorithm.md, "Pipelined
+  // workers").
   uint32_t pipeline_depth = 0;
+  // --pipeline_depth=auto (the default) for a trainer: pipeline_depth is
+  // decided by ResolvePipelineDepth (services/worker/worker.h) from the
+  // shards' rule before the worker joins: 1 under dcasgd-c or dcasgd-a with
+  // --sync=async on every shard, else 0.
+  bool pipeline_depth_auto = false;
   // Train: logical workers in this process (0: this process is one ordinary
   // worker). See services/worker/virtual_workers.h.
   int virtual_workers = 0;

@@ -616,6 +616,22 @@ describe('values', () => {
     assert.match(bad.stderr, /schema/);
   });
 
+  test('worker.pipelineDepth reaches the workers, auto by default, and only 0-4', () => {
+    const c = (args) =>
+      one(render(args), 'Deployment', 'dcasgd-worker').spec.template.spec.containers[0];
+    assert.equal(arg(c([]), 'pipeline_depth'), 'auto');
+    assert.equal(arg(c(['--set-string', 'worker.pipelineDepth=0']), 'pipeline_depth'), '0');
+    assert.equal(arg(c(['--set-string', 'worker.pipelineDepth=2']), 'pipeline_depth'), '2');
+    const evaluator = one(render([]), 'Deployment', 'dcasgd-evaluator').spec.template.spec
+      .containers[0];
+    assert.equal(arg(evaluator, 'pipeline_depth'), undefined, 'the evaluator does not push');
+    for (const bad of ['5', 'one']) {
+      const out = helm(['template', 'dcasgd', chartDir, '--set-string', `worker.pipelineDepth=${bad}`]);
+      assert.notEqual(out.status, 0, bad);
+      assert.match(out.stderr, /schema/, `${bad}: ${out.stderr}`);
+    }
+  });
+
   test('ps.backupDtype reaches the shards; float16 needs maxWeightAbs within its range', () => {
     const c = (args) => one(render(args), 'StatefulSet', 'dcasgd-ps').spec.template.spec.containers[0];
     assert.equal(arg(c([]), 'backup_dtype'), 'float32');

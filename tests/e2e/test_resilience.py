@@ -253,11 +253,13 @@ class Resilience(unittest.TestCase):
         # The last case also keeps the backups in bfloat16 (--backup-dtype)
         # and sends bfloat16 on the wire (--wire-dtype): the shards and
         # workers accept the flags and the script says so.
-        for workers, extra, gap, aware, lr, dtype in (
-                (3, [], "on", "off", "0.2", "float32"),
-                (16, ["--gap-aware", "off"], "off", "on", "0.2", "float32"),
+        # The second case sets the workers' --pipeline_depth (--pipeline-depth).
+        for workers, extra, gap, aware, lr, dtype, depth in (
+                (3, [], "on", "off", "0.2", "float32", "auto"),
+                (16, ["--gap-aware", "off", "--pipeline-depth", "0"], "off", "on", "0.2",
+                 "float32", "0"),
                 (3, ["--gap-aware", "off", "--backup-dtype", "bfloat16", "--wire-dtype",
-                     "bfloat16"], "off", "off", "0.1", "bfloat16")):
+                     "bfloat16"], "off", "off", "0.1", "bfloat16", "auto")):
             result = subprocess.run(
                 [script, "--shards", "1", "--workers", str(workers), "--epochs", "1",
                  "--model", "softmax", "--data", self.data, *extra],
@@ -267,7 +269,8 @@ class Resilience(unittest.TestCase):
             self.assertIn(f"all {workers} workers failed; the job cannot finish", out)
             self.assertIn("DATA_LOSS", out)
             self.assertIn(f"lr {lr}, gap-aware damping {gap}, staleness-aware rate {aware}), "
-                          f"backups in {dtype}, wire {dtype},", out)
+                          f"backups in {dtype}, wire {dtype}, worker pipeline depth {depth},",
+                          out)
             # Local runs are plaintext and open, and the script says so.
             self.assertIn("serving without TLS or authentication: anyone who reaches port", out)
 

@@ -139,16 +139,19 @@ class LocalData(unittest.TestCase):
             self.assertEqual(harness.shard_status(f"127.0.0.1:{grpc_port}").backup_bytes, 0)
 
     def test_pipelined_worker_converges_with_every_push_one_step_stale(self):
-        # --pipeline_depth=1: the gradient of step t+1 is computed while step
-        # t's PushPull is in flight, on the reply to step t-1. The shard counts
-        # the staleness from that base: 1 for every push but the first of each
-        # data lease (the pipeline drains before a lease is completed).
+        # Under DC-ASGD the worker's default, --pipeline_depth=auto, is 1: the
+        # gradient of step t+1 is computed while step t's PushPull is in
+        # flight, on the reply to step t-1. The shard counts the staleness
+        # from that base: 1 for every push but the first of each data lease
+        # (the pipeline drains before a lease is completed).
         self.cluster.start_shards(1, *SOFTMAX_PS_FLAGS)
         evaluator = self.cluster.start_worker("evaluator", self.data, "--model=softmax",
                                               "--eval_interval_seconds=1", role="eval")
         worker = self.cluster.start_worker("w", self.data, "--model=softmax", "--batch_size=32",
-                                           "--epochs=1", "--pipeline_depth=1")
+                                           "--epochs=1")
         self.assertEqual(worker.wait(300), 0, worker.output()[-2000:])
+        self.assertIn("pipeline depth 1 (--pipeline_depth=auto: the shards run dcasgd-a",
+                      worker.output())
         self.assertEqual(evaluator.wait(120), 0, evaluator.output()[-2000:])
         accuracy = harness.final_accuracy(evaluator.output())
         self.assertIsNotNone(accuracy, evaluator.output()[-2000:])
@@ -160,12 +163,36 @@ class LocalData(unittest.TestCase):
         self.assertGreater(staleness["count"], 1000)
         self.assertEqual(staleness["sum"], staleness["count"] - leases, staleness)
 
+    def test_automatic_pipeline_depth_gives_way_to_the_memory_budget(self):
+        # mlp:2048 is 6.5 MB of weights. With one worker allowed, the sizing
+        # rule (docs/operations.md) is 82.9 MiB at depth 0 and 89.1 MiB with
+        # the depth-1 worker's second backup: a 90 MB (85.8 MiB) budget
+        # admits only the former. The automatic depth falls back to 0; an explicit 1 is
+        # refused with the numbers.
+        self.cluster.start_shards(1, *SOFTMAX_PS_FLAGS, "--max_workers=1",
+                                  "--memory_budget_bytes=90000000",
+                                  "--max_inflight_bytes=16777216")
+        explicit = self.cluster.start_worker("explicit", self.data, "--model=mlp:2048",
+                                             "--max_steps=3", "--pipeline_depth=1")
+        self.assertNotEqual(explicit.wait(120), 0, explicit.output()[-2000:])
+        self.assertIn("RESOURCE_EXHAUSTED", explicit.output())
+        # Two backups of the 6.2 MiB model: the worker's and its second one.
+        self.assertIn("backups 12.4 MiB", explicit.output())
+        self.assertIn("above its memory budget of 85.8 MiB", explicit.output())
+        worker = self.cluster.start_worker("auto", self.data, "--model=mlp:2048",
+                                           "--max_steps=3")
+        self.assertEqual(worker.wait(120), 0, worker.output()[-2000:])
+        out = worker.output()
+        self.assertIn("pipeline depth 1 (--pipeline_depth=auto", out)
+        self.assertIn("pipeline depth 0 instead: ", out)
+        self.assertIn("left after 3 steps", out)
+
     def test_worker_rides_out_a_shard_restart(self):
-        self.rides_out_a_shard_restart()
+        self.rides_out_a_shard_restart("--pipeline_depth=0")
 
     def test_pipelined_worker_rides_out_a_shard_restart(self):
         # The failed push and the one behind it are pushed again after a pull.
-        self.rides_out_a_shard_restart("--pipeline_depth=1")
+        self.rides_out_a_shard_restart()  # auto: 1 under dcasgd-a
 
     def rides_out_a_shard_restart(self, *worker_flags):
         checkpoints = self.cluster.path("checkpoints")

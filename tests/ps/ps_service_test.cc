@@ -447,6 +447,8 @@ TEST_F(PsServiceTest, GetStatusDescribesTheShard) {
   EXPECT_EQ(status.shard_count(), 1u);
   EXPECT_EQ(status.weight_bytes(), 40u);
   EXPECT_THAT(status.update_rule(), HasSubstr("dcasgd-c"));
+  EXPECT_EQ(status.rule(), "dcasgd-c");
+  EXPECT_EQ(status.sync(), "async");
   ASSERT_EQ(status.tensors_size(), 1);
   EXPECT_EQ(status.tensors(0).spec().name(), "w");
   EXPECT_EQ(status.tensors(0).owned_chunks(), 3u);
@@ -494,6 +496,14 @@ TEST(PsServiceSsgd, APushWaitsForTheRoundAndShutdownReleasesIt) {
     v1::DeclareTensorsResponse declared;
     grpc::ClientContext context;
     ASSERT_TRUE(stub->DeclareTensors(&context, declare, &declared).ok());
+  }
+  {
+    v1::GetStatusRequest request;
+    v1::ShardStatus status;
+    grpc::ClientContext context;
+    ASSERT_TRUE(stub->GetStatus(&context, request, &status).ok());
+    EXPECT_EQ(status.rule(), "asgd");
+    EXPECT_EQ(status.sync(), "ssgd");
   }
   uint64_t ids[2];
   std::string sessions[2];

@@ -6,6 +6,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "services/worker/worker.h"
 
 namespace dcasgd {
 namespace {
@@ -39,6 +40,78 @@ TEST(WorkerOptions, UnknownWireDtypeNamesTheFlagAndTheChoices) {
   EXPECT_THAT(o.status().message(), HasSubstr("--wire_dtype"));
   EXPECT_THAT(o.status().message(), HasSubstr("'int8'"));
   EXPECT_THAT(o.status().message(), HasSubstr("float32 | bfloat16 | float16"));
+}
+
+TEST(WorkerOptions, PipelineDepthIsAutoForATrainerByDefault) {
+  absl::StatusOr<WorkerOptions> o = Parse({});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_TRUE(o->pipeline_depth_auto);
+  EXPECT_EQ(o->pipeline_depth, 0u);
+  o = Parse({"--pipeline_depth=auto"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_TRUE(o->pipeline_depth_auto);
+}
+
+TEST(WorkerOptions, AutoPipelineDepthIsZeroForVirtualWorkersAndTheEvaluator) {
+  absl::StatusOr<WorkerOptions> o = Parse({"--virtual_workers=4"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_FALSE(o->pipeline_depth_auto);
+  EXPECT_EQ(o->pipeline_depth, 0u);
+  o = Parse({"--role=eval"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_FALSE(o->pipeline_depth_auto);
+}
+
+TEST(WorkerOptions, AnExplicitPipelineDepthIsKept) {
+  for (uint32_t depth = 0; depth <= kMaxPipelineDepth; ++depth) {
+    const absl::StatusOr<WorkerOptions> o = Parse({"--pipeline_depth=" + std::to_string(depth)});
+    ASSERT_TRUE(o.ok()) << depth << ": " << o.status();
+    EXPECT_FALSE(o->pipeline_depth_auto);
+    EXPECT_EQ(o->pipeline_depth, depth);
+  }
+}
+
+TEST(WorkerOptions, BadPipelineDepthNamesTheFlagAndTheRange) {
+  for (const std::string bad : {"5", "-1", "one", "", "1.5"}) {
+    const absl::StatusOr<WorkerOptions> o = Parse({"--pipeline_depth=" + bad});
+    ASSERT_EQ(o.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(o.status().message(), HasSubstr("--pipeline_depth")) << bad;
+    EXPECT_THAT(o.status().message(), HasSubstr("auto or in [0, 4]")) << bad;
+  }
+  const absl::StatusOr<WorkerOptions> o = Parse({"--pipeline_depth=1", "--virtual_workers=2"});
+  ASSERT_EQ(o.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(o.status().message(), HasSubstr("virtual workers"));
+}
+
+ShardStatus Shard(uint32_t index, std::string rule, std::string sync) {
+  ShardStatus status;
+  status.shard_index = index;
+  status.rule = std::move(rule);
+  status.sync = std::move(sync);
+  return status;
+}
+
+TEST(AutoPipelineDepth, OneUnderDcasgdWithAsyncOnEveryShard) {
+  std::string why;
+  EXPECT_EQ(AutoPipelineDepth({Shard(0, "dcasgd-a", "async"), Shard(1, "dcasgd-a", "async")}, &why),
+            1u);
+  EXPECT_THAT(why, HasSubstr("dcasgd-a"));
+  EXPECT_EQ(AutoPipelineDepth({Shard(0, "dcasgd-c", "async")}, &why), 1u);
+}
+
+TEST(AutoPipelineDepth, ZeroForAnyOtherRuleOrSyncModeNamingTheShard) {
+  std::string why;
+  EXPECT_EQ(AutoPipelineDepth({Shard(0, "asgd", "async")}, &why), 0u);
+  EXPECT_THAT(why, HasSubstr("shard 0 runs asgd with sync async"));
+  EXPECT_EQ(AutoPipelineDepth({Shard(0, "dcasgd-a", "ssgd")}, &why), 0u);
+  EXPECT_THAT(why, HasSubstr("sync ssgd"));
+  EXPECT_EQ(AutoPipelineDepth({Shard(0, "dcasgd-a", "ssp")}, &why), 0u);
+  EXPECT_EQ(AutoPipelineDepth({Shard(0, "dcasgd-a", "async"), Shard(1, "asgd", "async")}, &why),
+            0u);
+  EXPECT_THAT(why, HasSubstr("shard 1"));
+  // An older shard that does not report its rule: stay at today's behaviour.
+  EXPECT_EQ(AutoPipelineDepth({Shard(0, "", "")}, &why), 0u);
+  EXPECT_EQ(AutoPipelineDepth({}, &why), 0u);
 }
 
 }  // namespace
