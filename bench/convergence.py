@@ -16,8 +16,15 @@ final accuracy is recorded as well.
 Also reported: the mean staleness of the pushes the shards applied up to the
 stop (dcasgd_ps_staleness_sum / _count over both shards).
 
+With --pipeline_depths 0,1 each cell also runs with the workers'
+--pipeline_depth=1 (the next gradient computed while the PushPull is in
+flight: one more step of staleness, which DC-ASGD compensates and ASGD does
+not); --seeds runs each cell with several worker seeds (data order and
+initial weights).
+
   python3 bench/convergence.py [--workers 1,2,4] [--rules dcasgd-a,asgd]
       [--target 0.85] [--cap_seconds 150] [--finish] [--data DIR]
+      [--pipeline_depths 0] [--seeds 1]
 Environment: DCASGD_BUILD_DIR (default build/release).
 """
 
@@ -54,8 +61,8 @@ def ps_flags(args, rule):
             f"--lr_decay_every={args.lr_decay_every}", f"--lr_decay_factor={args.lr_decay_factor}"]
 
 
-def run(args, data, rule, workers):
-    cluster = harness.Cluster(f"convergence-{rule}-{workers}")
+def run(args, data, rule, workers, depth, seed):
+    cluster = harness.Cluster(f"convergence-{rule}-{workers}-d{depth}-s{seed}")
     try:
         cluster.start_shards(SHARDS, *ps_flags(args, rule))
         evaluator = cluster.start_worker("evaluator", data, f"--model={MODEL}",
@@ -64,7 +71,8 @@ def run(args, data, rule, workers):
         start = time.monotonic()
         trainers = [cluster.start_worker(f"worker-{i}", data, f"--model={MODEL}",
                                          f"--batch_size={args.batch_size}",
-                                         f"--epochs={args.epochs}", "--log_every=200")
+                                         f"--epochs={args.epochs}", "--log_every=200",
+                                         f"--pipeline_depth={depth}", f"--seed={seed}")
                     for i in range(workers)]
         reached = None  # (seconds, version, accuracy)
         best = (0.0, 0)  # (accuracy, version)
@@ -128,6 +136,9 @@ def main():
     parser.add_argument("--lr_decay_every", type=int, default=60000 // 64 * 5 // 3)
     parser.add_argument("--lr_decay_factor", type=float, default=0.3)
     parser.add_argument("--data", help="prepared data directory (default: prepared here)")
+    parser.add_argument("--pipeline_depths", default="0",
+                        help="comma-separated worker --pipeline_depth values")
+    parser.add_argument("--seeds", default="1", help="comma-separated worker --seed values")
     args = parser.parse_args()
 
     data_cluster = harness.Cluster("convergence-data")
@@ -139,13 +150,16 @@ def main():
         results = []
         for workers in [int(w) for w in args.workers.split(",")]:
             for rule in args.rules.split(","):
-                r = run(args, data, rule, workers)
-                results.append((workers, rule, r))
-                what = (f"{args.target:.0%} after {r['reached'][0]:.1f} s at version "
-                        f"{r['reached'][1]}" if r["reached"] else "target not reached")
-                print(f"{rule} workers={workers}: {what}; best {r['best'][0]:.4f}; final "
-                      f"{r['final']}; staleness {r['staleness']:.2f}; load {r['load']:.2f}",
-                      file=sys.stderr)
+                for depth in [int(d) for d in args.pipeline_depths.split(",")]:
+                    for seed in [int(x) for x in args.seeds.split(",")]:
+                        r = run(args, data, rule, workers, depth, seed)
+                        r["depth"], r["seed"] = depth, seed
+                        results.append((workers, rule, r))
+                        what = (f"{args.target:.0%} after {r['reached'][0]:.1f} s at version "
+                                f"{r['reached'][1]}" if r["reached"] else "target not reached")
+                        print(f"{rule} workers={workers} depth={depth} seed={seed}: {what}; "
+                              f"best {r['best'][0]:.4f}; final {r['final']}; staleness "
+                              f"{r['staleness']:.2f}; load {r['load']:.2f}", file=sys.stderr)
 
         cores = os.cpu_count()
         print(f"\nTime to {args.target:.0%} test accuracy, {MODEL}, {SHARDS} shards, lr {args.lr}, "
@@ -153,11 +167,13 @@ def main():
               f"{args.lr_decay_every} shard versions, {args.epochs} epochs, evaluator every 0.5 s. "
               f"{cores} CPU cores: {SHARDS} shards + evaluator + N workers share them "
               f"(4 workers oversubscribe the machine).\n")
-        header = ("| workers | rule | time to target (s) | time / ASGD time "
+        header = ("| workers | rule | pipeline depth | seed | time to target (s) "
+                  "| time / ASGD time "
                   "| model version at target | best accuracy seen (version) | mean staleness "
                   "| load avg (1 min) |")
-        sep = "|---|---|---|---|---|---|---|---|"
-        asgd_time = {w: r["reached"][0] for w, rule, r in results
+        sep = "|---|---|---|---|---|---|---|---|---|---|"
+        # The baseline: ASGD at the same worker count, depth and seed.
+        asgd_time = {(w, r["depth"], r["seed"]): r["reached"][0] for w, rule, r in results
                      if rule == "asgd" and r["reached"]}
         if args.finish:
             header += " final accuracy | run time (s) |"
@@ -169,9 +185,10 @@ def main():
                 t, v = f"{r['reached'][0]:.1f}", str(r["reached"][1])
             else:
                 t, v = f"not reached in {r['elapsed']:.0f} s", "–"
-            ratio = (f"{r['reached'][0] / asgd_time[workers]:.2f}"
-                     if r["reached"] and workers in asgd_time else "–")
-            line = (f"| {workers} | {rule} | {t} | {ratio} | {v} "
+            key = (workers, r["depth"], r["seed"])
+            ratio = (f"{r['reached'][0] / asgd_time[key]:.2f}"
+                     if r["reached"] and key in asgd_time else "–")
+            line = (f"| {workers} | {rule} | {r['depth']} | {r['seed']} | {t} | {ratio} | {v} "
                     f"| {r['best'][0]:.4f} ({r['best'][1]}) | {r['staleness']:.2f} "
                     f"| {r['load']:.2f} |")
             if args.finish:
