@@ -138,9 +138,7 @@ std::shared_ptr<PendingRound> RoundStream::Start(const WorkerCredentials& worker
   {
     absl::MutexLock lock(&mu_);
     if (ended_ || reads_ended_ || half_closed_) {
-      round->Complete(absl::UnavailableError(absl::StrCat(
-                          label_, ": the push stream ended before the round was sent")),
-                      {});
+      round->Complete(EndedBeforeSentLocked(), {});
       return round;
     }
     id = ++last_round_;
@@ -188,9 +186,7 @@ std::shared_ptr<PendingRound> RoundStream::Start(const WorkerCredentials& worker
     absl::MutexLock lock(&mu_);
     if (ended_ || reads_ended_ || half_closed_) {
       // Ended meanwhile: its end failed every pending round, not this one.
-      round->Complete(absl::UnavailableError(absl::StrCat(
-                          label_, ": the push stream ended before the round was sent")),
-                      {});
+      round->Complete(EndedBeforeSentLocked(), {});
       return round;
     }
     {
@@ -203,6 +199,14 @@ std::shared_ptr<PendingRound> RoundStream::Start(const WorkerCredentials& worker
   }
   if (next != nullptr) StartWrite(next);
   return round;
+}
+
+absl::Status RoundStream::EndedBeforeSentLocked() const {
+  // UNAVAILABLE whatever ended the stream: the round was never sent, so a
+  // fresh stream may take it (another round's error is not this one's).
+  return absl::UnavailableError(
+      absl::StrCat(label_, ": the push stream ended before the round was sent",
+                   ended_ ? absl::StrCat(" (it ended with ", end_status_.ToString(), ")") : ""));
 }
 
 const v1::ExchangeRequest* RoundStream::TakeNextWriteLocked() {
@@ -340,6 +344,7 @@ void RoundStream::OnDone(const grpc::Status& status) {
     } else {
       failure = FromGrpcStatus(status, label_);
     }
+    end_status_ = failure;
     self = std::move(self_);
   }
   for (auto& [id, round] : pending) round->Complete(failure, {});

@@ -129,6 +129,9 @@ class RoundStream final : public grpc::ClientBidiReactor<v1::ExchangeRequest, v1
 
   RoundStream(std::string label, size_t max_message_bytes);
 
+  // The status of a round that came after the stream's reads or writes
+  // ended: UNAVAILABLE, with how the stream ended once it did.
+  absl::Status EndedBeforeSentLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Takes the next queued message if no write is outstanding.
   const v1::ExchangeRequest* TakeNextWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -154,6 +157,8 @@ class RoundStream final : public grpc::ClientBidiReactor<v1::ExchangeRequest, v1
   // A reply that could not be trusted: the stream was cancelled for it.
   absl::Status protocol_error_ ABSL_GUARDED_BY(mu_);
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
+  // What the pending rounds failed with at OnDone.
+  absl::Status end_status_ ABSL_GUARDED_BY(mu_);
   // Keeps the reactor alive until OnDone.
   std::shared_ptr<RoundStream> self_ ABSL_GUARDED_BY(mu_);
 };

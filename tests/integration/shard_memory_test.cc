@@ -87,6 +87,11 @@ TEST(ShardMemory, SixtyFourClientsStayWithinTheSizingRuleAndLeavingReturnsMemory
         options.shard_addresses = {(*ps)->address()};
         options.worker_name = absl::StrCat("worker-", i);
         options.rpc_timeout = absl::Minutes(5);
+        // This test is about memory. Under a sanitizer's slowdown, 64
+        // clients in one process can see their streams break and more than
+        // the default 8 attempts fail in a row; a worker retries for minutes
+        // (services/worker), so the clients here do too.
+        options.max_attempts = 300;
         absl::StatusOr<std::unique_ptr<PsClient>> client = PsClient::Connect(options);
         ASSERT_TRUE(client.ok()) << client.status();
         clients[i] = *std::move(client);
