@@ -30,11 +30,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <random>
 #include <sstream>
@@ -620,6 +622,102 @@ void BM_WireDtype(benchmark::State& state) {
   state.counters["bf16_MB/s"] = bf16_rounds_per_s * values_per_round * 2 / 1e6;
   state.counters["bf16_model_MB/s"] = bf16_rounds_per_s * values_per_round * 4 / 1e6;
 }
+
+// Rounds per second and the spread of one round's latency when `workers`
+// threads each run rounds back to back for `duration` (no barrier between
+// workers, as real asynchronous workers run).
+struct FreeRun {
+  double rounds_per_s = 0;
+  double p50_ms = 0;
+  double p99_ms = 0;
+};
+
+absl::StatusOr<FreeRun> RunFree(int workers, absl::Duration duration,
+                                const std::function<absl::Status(int)>& round) {
+  std::vector<std::vector<double>> latencies(workers);
+  std::vector<absl::Status> results(workers);
+  const absl::Time start = absl::Now();
+  const absl::Time end = start + duration;
+  std::vector<std::thread> threads;
+  for (int w = 0; w < workers; ++w) {
+    threads.emplace_back([&, w] {
+      while (absl::Now() < end) {
+        const absl::Time t0 = absl::Now();
+        results[w] = round(w);
+        if (!results[w].ok()) return;
+        latencies[w].push_back(absl::ToDoubleMilliseconds(absl::Now() - t0));
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  for (const absl::Status& s : results) RETURN_IF_ERROR(s);
+  std::vector<double> all;
+  for (const std::vector<double>& l : latencies) all.insert(all.end(), l.begin(), l.end());
+  if (all.empty()) return absl::DeadlineExceededError("no round finished in time");
+  std::sort(all.begin(), all.end());
+  FreeRun run;
+  run.rounds_per_s = all.size() / seconds;
+  run.p50_ms = all[all.size() / 2];
+  run.p99_ms = all[std::min(all.size() - 1, all.size() * 99 / 100)];
+  return run;
+}
+
+// Many asynchronous workers on 1 or 2 shards: total rounds/s and p50/p99
+// of one round, for PsClient::PushPull against the dcasgd-ps shards and, in
+// the same run just before, for the raw echo stream with as many workers.
+void BM_ManyWorkers(benchmark::State& state) {
+  const Config config{static_cast<uint64_t>(state.range(0)), static_cast<int>(state.range(1)),
+                      static_cast<int>(state.range(2))};
+  PsSetup* setup = SetupFor(config, state);
+  if (setup == nullptr) return;
+  constexpr absl::Duration kRun = absl::Seconds(4);
+  for (auto _ : state) {
+    std::vector<std::unique_ptr<ChildProcess>> servers;
+    std::vector<std::string> addresses;
+    for (int s = 0; s < config.shards; ++s) {
+      const std::string port_file = absl::StrCat(TempDir(), "/many-raw-", s, ".port");
+      absl::StatusOr<std::unique_ptr<ChildProcess>> child =
+          ChildProcess::Start({SelfPath(), "--raw_server", port_file}, port_file);
+      if (!child.ok()) {
+        state.SkipWithError(child.status().ToString().c_str());
+        return;
+      }
+      addresses.push_back((*child)->address());
+      servers.push_back(*std::move(child));
+    }
+    std::vector<std::unique_ptr<RawWorker>> raw_workers;
+    for (int w = 0; w < config.workers; ++w) {
+      raw_workers.push_back(std::make_unique<RawWorker>(addresses, config.elements));
+    }
+    absl::StatusOr<FreeRun> raw =
+        RunFree(config.workers, kRun, [&](int w) { return raw_workers[w]->Round(); });
+    servers.clear();
+    absl::StatusOr<FreeRun> ps = RunFree(config.workers, kRun, [&](int w) {
+      return setup->clients[w]->PushPull(setup->gradients[w], &setup->weights[w]);
+    });
+    if (!raw.ok() || !ps.ok()) {
+      state.SkipWithError((raw.ok() ? ps.status() : raw.status()).ToString().c_str());
+      return;
+    }
+    state.counters["rounds/s"] = ps->rounds_per_s;
+    state.counters["p50_ms"] = ps->p50_ms;
+    state.counters["p99_ms"] = ps->p99_ms;
+    state.counters["raw_rounds/s"] = raw->rounds_per_s;
+    state.counters["raw_p50_ms"] = raw->p50_ms;
+    state.counters["raw_p99_ms"] = raw->p99_ms;
+    state.counters["ratio"] = ps->rounds_per_s / raw->rounds_per_s;
+  }
+}
+
+// 7850 floats (softmax, 31 KB) and 1 Mi floats; 1 and 2 shards; 4 and 16
+// workers. One measured iteration of 4 s per side.
+BENCHMARK(BM_ManyWorkers)
+    ->ArgNames({"floats", "shards", "workers"})
+    ->ArgsProduct({{7850, 1 << 20}, {1, 2}, {4, 16}})
+    ->Iterations(1)
+    ->Unit(benchmark::kSecond)
+    ->UseRealTime();
 
 // Model floats (1 Mi and 10 Mi), one shard, one worker of each dtype.
 BENCHMARK(BM_WireDtype)
