@@ -24,7 +24,7 @@ initial weights).
 
   python3 bench/convergence.py [--workers 1,2,4] [--rules dcasgd-a,asgd]
       [--target 0.85] [--cap_seconds 150] [--finish] [--data DIR]
-      [--pipeline_depths 0] [--seeds 1]
+      [--pipeline_depths 0] [--seeds 1] [--ps_flags "--gap_aware=true"]
 Environment: DCASGD_BUILD_DIR (default build/release).
 """
 
@@ -58,7 +58,8 @@ def metric_sum(port, name):
 
 def ps_flags(args, rule):
     return [f"--update_rule={rule}", f"--lr={args.lr}", "--lr_schedule=step",
-            f"--lr_decay_every={args.lr_decay_every}", f"--lr_decay_factor={args.lr_decay_factor}"]
+            f"--lr_decay_every={args.lr_decay_every}", f"--lr_decay_factor={args.lr_decay_factor}",
+            *args.ps_flags.split()]
 
 
 def run(args, data, rule, workers, depth, seed):
@@ -139,6 +140,8 @@ def main():
     parser.add_argument("--pipeline_depths", default="0",
                         help="comma-separated worker --pipeline_depth values")
     parser.add_argument("--seeds", default="1", help="comma-separated worker --seed values")
+    parser.add_argument("--ps_flags", default="",
+                        help="more dcasgd-ps flags, space-separated (e.g. --gap_aware=true)")
     args = parser.parse_args()
 
     data_cluster = harness.Cluster("convergence-data")
