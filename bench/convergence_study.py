@@ -27,6 +27,10 @@ Rules (names used in the results):
                the same with each worker's backup kept in bfloat16 on the
                shards (--backup_dtype=bfloat16): the accuracy cost of
                16-bit backups
+  dcasgd-a-wbf16, dcasgd-a-ga-wbf16
+               the same with gradients and weights sent as bfloat16 between
+               the workers and the shards (the worker's --wire_dtype): the
+               accuracy cost of the 16-bit wire
 
 Results are appended, one JSON object per cell, to --results (cells already
 there are skipped, so an interrupted study resumes). --report reads them and
@@ -72,6 +76,13 @@ RULES = {
     "dcasgd-a-bf16": (["--update_rule=dcasgd-a", "--backup_dtype=bfloat16"], None),
     "dcasgd-a-ga-bf16": (["--update_rule=dcasgd-a", "--gap_aware", "--backup_dtype=bfloat16"],
                          None),
+    "dcasgd-a-wbf16": (["--update_rule=dcasgd-a"], None),
+    "dcasgd-a-ga-wbf16": (["--update_rule=dcasgd-a", "--gap_aware"], None),
+}
+# Worker flags of the rules that need some (the rest: none).
+WORKER_FLAGS = {
+    "dcasgd-a-wbf16": ["--wire_dtype=bfloat16"],
+    "dcasgd-a-ga-wbf16": ["--wire_dtype=bfloat16"],
 }
 
 QUICK = dict(models=["mlp:256,128"], workers=[1, 4, 16, 32],
@@ -124,7 +135,7 @@ def run_cell(c, data, timeout):
             "study", data, f"--virtual_workers={c['workers']}", f"--schedule={schedule}",
             f"--model={c['model']}", f"--epochs={c['epochs']}", f"--seed={c['seed']}",
             f"--batch_size={BATCH}", f"--eval_every_steps={STEPS_PER_EPOCH}",
-            "--log_every=1000000")
+            "--log_every=1000000", *WORKER_FLAGS.get(c["rule"], []))
         try:
             code = worker.wait(timeout)
         except TimeoutError:
