@@ -4,6 +4,7 @@
 // before the test below, it is undefined there and the trim silently does
 // nothing.
 #include <cstdlib>
+#include <cstring>
 
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -14,6 +15,18 @@ namespace dcasgd {
 void ReturnFreeMemoryToSystem() {
 #if defined(__GLIBC__)
   malloc_trim(0);
+#endif
+}
+
+void TuneAllocatorForLargeMessages() {
+#if defined(__GLIBC__)
+  const char* defaults = std::getenv("DCASGD_MALLOC_DEFAULTS");
+  if (defaults != nullptr && std::strcmp(defaults, "1") == 0) return;
+  // The largest threshold glibc accepts on 64-bit (HEAP_MAX_SIZE / 2):
+  // only allocations above 32 MiB are mapped on their own.
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  // The heap top is returned only by ReturnFreeMemoryToSystem's trim.
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
 #endif
 }
 

@@ -16,6 +16,13 @@ uint64_t InflightBudget::in_use() const {
   return in_use_;
 }
 
+bool InflightBudget::IdleAfterRelease(uint64_t* mark) const {
+  absl::MutexLock lock(&mu_);
+  if (in_use_ != 0 || released_total_ == *mark) return false;
+  *mark = released_total_;
+  return true;
+}
+
 InflightBudget::Ticket InflightBudget::AcquireOrWait(uint64_t bytes,
                                                      absl::AnyInvocable<void()> granted) {
   DCASGD_CHECK(bytes <= capacity_);
@@ -58,6 +65,7 @@ void InflightBudget::Release(uint64_t bytes) {
     absl::MutexLock lock(&mu_);
     DCASGD_CHECK(bytes <= in_use_);
     in_use_ -= bytes;
+    released_total_ += bytes;
     while (!waiters_.empty() && in_use_ + waiters_.front().bytes <= capacity_) {
       in_use_ += waiters_.front().bytes;
       run.push_back(std::move(waiters_.front().granted));

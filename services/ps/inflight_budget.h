@@ -43,6 +43,12 @@ class InflightBudget {
   // Returns bytes taken earlier and grants the waiters that now fit.
   void Release(uint64_t bytes);
 
+  // True when nothing is in flight and bytes were released since the last
+  // call that returned true (`*mark`, 0 at first, is that call's count):
+  // the buffers of a burst of requests were freed, and the shard may hand
+  // the memory back (ReturnFreeMemoryToSystem).
+  bool IdleAfterRelease(uint64_t* mark) const;
+
  private:
   struct Waiter {
     Ticket ticket;
@@ -55,6 +61,8 @@ class InflightBudget {
 
   mutable absl::Mutex mu_;
   uint64_t in_use_ ABSL_GUARDED_BY(mu_) = 0;
+  // Bytes released since construction (IdleAfterRelease).
+  uint64_t released_total_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<Waiter> waiters_ ABSL_GUARDED_BY(mu_);
   Ticket next_ticket_ ABSL_GUARDED_BY(mu_) = 1;
 };

@@ -8,6 +8,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "base/flags.h"
+#include "base/memory.h"
 #include "base/signals.h"
 #include "services/ps/ps_options.h"
 #include "services/ps/ps_server.h"
@@ -20,6 +21,7 @@ int main(int argc, char** argv) {
   // RESOURCE_EXHAUSTED (tests/hostile). Lock order is the sanitizer builds'
   // and the thread-safety annotations' job, not the production shard's.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  dcasgd::TuneAllocatorForLargeMessages();
   const std::vector<std::string> args(argv + 1, argv + argc);
   if (dcasgd::WantsHelp(args)) {
     std::fputs(dcasgd::PsOptionsUsage().c_str(), stdout);

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/memory.h"
 #include "base/port_file.h"
 #include "base/status_macros.h"
 #include "coordinator/schedule_file.h"
@@ -134,6 +135,15 @@ void PsServer::StartBackgroundTasks() {
   const absl::Duration lease = options_.shard.lease;
   lease_reaper_ = std::make_unique<PeriodicTask>(
       lease / 4, [this] { metrics_->CountLeaseExpirations(store_->ExpireLeases()); });
+  // Each second: trim after a burst of requests ended, and every 5 s while
+  // idle (closed connections free their transport buffers, which the budget
+  // does not see).
+  memory_trimmer_ = std::make_unique<PeriodicTask>(
+      absl::Seconds(1), [this, mark = uint64_t{0}, idle_ticks = 0]() mutable {
+        const bool burst_ended = inflight_->IdleAfterRelease(&mark);
+        idle_ticks = inflight_->in_use() == 0 ? idle_ticks + 1 : 0;
+        if (burst_ended || (idle_ticks > 0 && idle_ticks % 5 == 0)) ReturnFreeMemoryToSystem();
+      });
   if (checkpointer_ != nullptr) {
     checkpointer_->Start(options_.checkpoint_interval, options_.checkpoint_min_interval);
   }
@@ -237,6 +247,7 @@ absl::Status PsServer::Shutdown(absl::Duration grace) {
     health_server_->Wait();
   }
   if (lease_reaper_ != nullptr) lease_reaper_->Stop();
+  if (memory_trimmer_ != nullptr) memory_trimmer_->Stop();
   if (checkpointer_ == nullptr) return absl::OkStatus();
   checkpointer_->Stop();
   absl::StatusOr<CheckpointInfo> info =

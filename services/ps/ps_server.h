@@ -100,6 +100,9 @@ class PsServer {
   std::unique_ptr<PeriodicTask> lease_reaper_;
   // Flips the health service kCheckpointHealthService (checkpoints on).
   std::unique_ptr<PeriodicTask> durability_watch_;
+  // Hands freed message buffers back to the system once a burst of requests
+  // ended (the allocator keeps them otherwise: TuneAllocatorForLargeMessages).
+  std::unique_ptr<PeriodicTask> memory_trimmer_;
   int grpc_port_ = 0;
   int health_port_ = 0;
 

@@ -51,5 +51,21 @@ TEST(InflightBudget, AWholeBudgetRequestWaitsForEverything) {
   EXPECT_EQ(budget.in_use(), 64u);
 }
 
+TEST(InflightBudget, IdleAfterReleaseOncePerBurstWhenNothingIsInFlight) {
+  InflightBudget budget(100);
+  uint64_t mark = 0;
+  EXPECT_FALSE(budget.IdleAfterRelease(&mark)) << "nothing was ever released";
+  EXPECT_EQ(budget.AcquireOrWait(60, [] {}), 0u);
+  EXPECT_EQ(budget.AcquireOrWait(30, [] {}), 0u);
+  budget.Release(60);
+  EXPECT_FALSE(budget.IdleAfterRelease(&mark)) << "30 bytes still in flight";
+  budget.Release(30);
+  EXPECT_TRUE(budget.IdleAfterRelease(&mark));
+  EXPECT_FALSE(budget.IdleAfterRelease(&mark)) << "the same burst again";
+  EXPECT_EQ(budget.AcquireOrWait(10, [] {}), 0u);
+  budget.Release(10);
+  EXPECT_TRUE(budget.IdleAfterRelease(&mark));
+}
+
 }  // namespace
 }  // namespace dcasgd
