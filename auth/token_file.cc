@@ -49,7 +49,7 @@ absl::StatusOr<TokenTable> TokenTable::Parse(absl::string_view text) {
     const auto error = [line_number](absl::string_view why) {
       return absl::InvalidArgumentError(
           absl::StrCat("token file line ", line_number, ": ", why,
-                       " (each line is 'token role [name]', role reader|worker|admin)"));
+                       " (each line is 'token role [name]', role reader|worker|admin|replication)"));
     };
     if (fields.size() < 2 || fields.size() > 3) {
       return error(absl::StrCat("has ", fields.size(), " fields"));
