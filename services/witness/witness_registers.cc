@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <limits>
+#include <system_error>
 #include <utility>
 
 #include "absl/strings/escaping.h"
@@ -263,6 +265,12 @@ absl::StatusOr<std::vector<WitnessRegister>> WitnessRegisters::Parse(absl::strin
 absl::StatusOr<std::unique_ptr<WitnessRegisters>> OpenWitnessRegisters(const std::string& state_dir,
                                                                        uint32_t shard_count,
                                                                        std::string* restored) {
+  std::error_code error;
+  std::filesystem::create_directories(state_dir, error);
+  if (error) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot create --state_dir '", state_dir, "': ", error.message()));
+  }
   const std::string path = absl::StrCat(state_dir, "/", kWitnessStateFileName);
   RegisterSaver saver = [path](const std::string& text) { return WriteFileAtomically(path, text); };
   absl::StatusOr<std::string> saved = ReadWholeFile(path);

@@ -162,7 +162,8 @@ absl::Status CheckMember(absl::string_view field, Member member);
 inline constexpr char kWitnessStateFileName[] = "witness.state";
 
 // The registers of a job of `shard_count` shards kept in
-// <state_dir>/witness.state: restored when the file exists, else created
+// <state_dir>/witness.state (the directory is created if missing):
+// restored when the file exists, else created
 // (empty registers) and written at once, so a state directory that cannot be
 // written stops the start rather than the first claim. Every later change is
 // written atomically and fsynced (base/file.h) before it takes effect.

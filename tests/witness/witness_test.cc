@@ -313,9 +313,19 @@ TEST_F(WitnessFileTest, AnotherShardCountIsRefused) {
   EXPECT_THAT(std::string(status.message()), HasSubstr("registers of 2 shards"));
 }
 
-TEST_F(WitnessFileTest, UnwritableDirectoryFailsTheStart) {
+TEST_F(WitnessFileTest, MissingDirectoryIsCreated) {
   std::string restored;
-  EXPECT_FALSE(OpenWitnessRegisters(dir_ + "/missing", 2, &restored).ok());
+  ASSERT_TRUE(OpenWitnessRegisters(dir_ + "/new/state", 2, &restored).ok());
+  EXPECT_TRUE(ReadWholeFile(dir_ + "/new/state/" + kWitnessStateFileName).ok());
+}
+
+TEST_F(WitnessFileTest, UnusableDirectoryFailsTheStart) {
+  // A directory that cannot be made (a file is in the way).
+  ASSERT_TRUE(WriteFileAtomically(dir_ + "/file", "x").ok());
+  std::string restored;
+  const absl::Status status = OpenWitnessRegisters(dir_ + "/file/state", 2, &restored).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("cannot create --state_dir"));
 }
 
 TEST(WitnessOptions, ParsesInit) {
