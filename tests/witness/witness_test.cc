@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/barrier.h"
 #include "absl/synchronization/mutex.h"
 #include "auth/tls.h"
 #include "base/file.h"
@@ -464,10 +465,15 @@ TEST_F(WitnessProcessTest, ConcurrentClaimsGrantEachEpochOnce) {
   absl::Mutex mu;
   std::map<uint64_t, int> grants;  // epoch -> how many clients were granted it
   std::atomic<int> refusals{0};    // counted from several threads
+  // Every client connects before any claims, so that they all race.
+  absl::Barrier* start = new absl::Barrier(kClients);
   std::vector<std::thread> threads;
   for (int c = 0; c < kClients; ++c) {
     threads.emplace_back([&, c] {
       WitnessClient client(witness_->address());
+      v1::WitnessRegister first;
+      EXPECT_TRUE(client.Get(1, &first).ok());  // connected
+      if (start->Block()) delete start;
       const v1::Member member = c % 2 == 0 ? v1::MEMBER_A : v1::MEMBER_B;
       while (true) {
         v1::WitnessRegister reg;
