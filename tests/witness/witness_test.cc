@@ -4,8 +4,10 @@
 // per epoch under concurrent claims, registers kept across SIGKILL, role
 // checks, health and metrics.
 #include <signal.h>
+#include <sys/wait.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -524,6 +526,12 @@ TEST_F(WitnessProcessTest, ConcurrentClaimsGrantEachEpochOnce) {
   EXPECT_THAT(*metrics,
               HasSubstr(absl::StrCat("dcasgd_witness_epoch{shard=\"1\"} ", kLastEpoch, "\n")));
   EXPECT_THAT(*metrics, HasSubstr("dcasgd_witness_epoch{shard=\"0\"} 0\n"));
+  // The exposition passes Prometheus' own lint.
+  const std::string file = dir_ + "/metrics.txt";
+  std::ofstream(file) << *metrics;
+  const int lint = std::system(("promtool check metrics < " + file + " 2>&1").c_str());
+  ASSERT_TRUE(WIFEXITED(lint));
+  EXPECT_EQ(WEXITSTATUS(lint), 0) << "promtool check metrics failed on:\n" << *metrics;
 }
 
 TEST_F(WitnessProcessTest, RegistersSurviveSigkill) {
