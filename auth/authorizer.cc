@@ -52,8 +52,9 @@ absl::StatusOr<absl::flat_hash_map<std::string, Role>> ParseCertRoles(absl::stri
     item = absl::StripAsciiWhitespace(item);
     const std::vector<absl::string_view> parts = absl::StrSplit(item, absl::MaxSplits('=', 1));
     if (parts.size() != 2 || parts[0].empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--auth_cert_roles: '", item, "' is not identity=role (role reader|worker|admin)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--auth_cert_roles: '", item,
+                       "' is not identity=role (role reader|worker|admin|replication)"));
     }
     absl::StatusOr<Role> role = ParseEnum("role", kRoleNames, parts[1]);
     if (!role.ok()) {
@@ -134,8 +135,8 @@ absl::StatusOr<Caller> Authorizer::Authenticate(const grpc::ServerContextBase& c
     const Caller* caller = tokens == nullptr ? nullptr : tokens->Find(value.substr(kBearer.size()));
     if (caller == nullptr) {
       return absl::UnauthenticatedError(
-          "this shard does not know the bearer token sent: check the caller's token file "
-          "against the shard's --auth_tokens_file (a rotated token is refused once the shard "
+          "this server does not know the bearer token sent: check the caller's token file "
+          "against the server's --auth_tokens_file (a rotated token is refused once the server "
           "reloads the file)");
     }
     return *caller;
@@ -155,17 +156,18 @@ absl::StatusOr<Caller> Authorizer::Authenticate(const grpc::ServerContextBase& c
                      "--auth_cert_roles"));
   }
   return absl::UnauthenticatedError(
-      "no credentials: this shard requires a bearer token (metadata 'authorization: Bearer "
+      "no credentials: this server requires a bearer token (metadata 'authorization: Bearer "
       "<token>'; dcasgd-worker --auth_token_file, Python token_file=) or a client certificate "
       "with a role");
 }
 
 absl::Status Authorizer::Check(const Caller& caller, Action action) {
   if (RoleAllows(caller.role, action)) return absl::OkStatus();
-  return absl::PermissionDeniedError(
-      absl::StrCat("'", caller.name, "' has role ", NameOf(kRoleNames, caller.role),
-                   ", which may not call ", ActionName(action), "; that needs role ",
-                   NameOf(kRoleNames, RequiredRole(action)), " (docs/security.md, \"Roles\")"));
+  return absl::PermissionDeniedError(absl::StrCat(
+      "'", caller.name, "' has role ", NameOf(kRoleNames, caller.role), ", which may not call ",
+      ActionName(action), "; that needs role ", NameOf(kRoleNames, RequiredRole(action)),
+      RequiredRole(action) == Role::kReplication ? " or admin" : "",
+      " (docs/security.md, \"Roles\")"));
 }
 
 absl::Status Authorizer::Authorize(const grpc::ServerContextBase& context, Action action) const {

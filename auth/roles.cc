@@ -21,9 +21,24 @@ Role RequiredRole(Action action) {
     case Action::kCompleteDataShard:
       return Role::kWorker;
     case Action::kCheckpoint:
+    case Action::kWitnessForce:
       return Role::kAdmin;
+    case Action::kReplicate:
+    case Action::kWitnessClaim:
+    case Action::kWitnessSetPaired:
+    case Action::kWitnessGetRegister:
+      return Role::kReplication;
   }
   return Role::kAdmin;  // unreachable: every action is listed above
+}
+
+bool RoleAllows(Role role, Action action) {
+  const Role needed = RequiredRole(action);
+  if (role == Role::kAdmin) return true;
+  // Outside the chain: replication does its own actions only, and the chain
+  // below admin none of them.
+  if (role == Role::kReplication || needed == Role::kReplication) return role == needed;
+  return static_cast<int>(role) >= static_cast<int>(needed);
 }
 
 const char* ActionName(Action action) {
@@ -56,6 +71,16 @@ const char* ActionName(Action action) {
       return "CompleteDataShard";
     case Action::kGetJobStatus:
       return "GetJobStatus";
+    case Action::kReplicate:
+      return "Replicate";
+    case Action::kWitnessClaim:
+      return "Claim (witness)";
+    case Action::kWitnessSetPaired:
+      return "SetPaired (witness)";
+    case Action::kWitnessGetRegister:
+      return "GetRegister (witness)";
+    case Action::kWitnessForce:
+      return "Force (witness)";
   }
   return "?";
 }

@@ -47,9 +47,9 @@ absl::StatusOr<TokenTable> TokenTable::Parse(absl::string_view text) {
     const std::vector<absl::string_view> fields =
         absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
     const auto error = [line_number](absl::string_view why) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("token file line ", line_number, ": ", why,
-                       " (each line is 'token role [name]', role reader|worker|admin)"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "token file line ", line_number, ": ", why,
+          " (each line is 'token role [name]', role reader|worker|admin|replication)"));
     };
     if (fields.size() < 2 || fields.size() > 3) {
       return error(absl::StrCat("has ", fields.size(), " fields"));

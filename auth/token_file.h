@@ -29,7 +29,8 @@ struct Caller {
 // The callers of a token file, by token. The file has one caller per line,
 // `token role [name]`, separated by blanks; '#' starts a comment line, blank
 // lines are skipped. A token is 16 to 512 visible ASCII characters (it
-// travels in an HTTP/2 header); the role is reader, worker or admin.
+// travels in an HTTP/2 header); the role is reader, worker, admin or
+// replication (roles.h).
 //
 // Tokens are kept as SHA-256 digests only: a lookup compares digests, so its
 // timing says nothing useful about a token, and a memory dump holds no token.

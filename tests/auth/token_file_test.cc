@@ -92,6 +92,41 @@ TEST(Roles, EachRoleIncludesTheOneBefore) {
   EXPECT_TRUE(RoleAllows(Role::kAdmin, Action::kJoin));
 }
 
+TEST(Roles, ReplicationStandsOutsideTheChain) {
+  // The members' role: the stream and the witness's Claim, SetPaired and
+  // GetRegister, nothing a worker or a reader does.
+  for (Action action : {Action::kReplicate, Action::kWitnessClaim, Action::kWitnessSetPaired,
+                        Action::kWitnessGetRegister}) {
+    EXPECT_TRUE(RoleAllows(Role::kReplication, action)) << ActionName(action);
+    EXPECT_TRUE(RoleAllows(Role::kAdmin, action)) << ActionName(action);
+    EXPECT_FALSE(RoleAllows(Role::kWorker, action)) << ActionName(action);
+    EXPECT_FALSE(RoleAllows(Role::kReader, action)) << ActionName(action);
+  }
+  for (Action action : {Action::kPullReadOnly, Action::kGetStatus, Action::kJoin, Action::kPush,
+                        Action::kAcquireDataShard, Action::kCheckpoint}) {
+    EXPECT_FALSE(RoleAllows(Role::kReplication, action)) << ActionName(action);
+  }
+  // Force overrides the witness's rule: an operator's act, admin only.
+  EXPECT_FALSE(RoleAllows(Role::kReplication, Action::kWitnessForce));
+  EXPECT_FALSE(RoleAllows(Role::kWorker, Action::kWitnessForce));
+  EXPECT_TRUE(RoleAllows(Role::kAdmin, Action::kWitnessForce));
+}
+
+TEST(Roles, DeniedReplicationCallSaysAdminWouldDo) {
+  const absl::Status denied =
+      Authorizer::Check(Caller{Role::kWorker, "worker-1"}, Action::kWitnessClaim);
+  EXPECT_EQ(denied.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(std::string(denied.message()), HasSubstr("needs role replication or admin"));
+  EXPECT_TRUE(Authorizer::Check(Caller{Role::kReplication, "ps-1"}, Action::kWitnessClaim).ok());
+}
+
+TEST(TokenTable, ReadsTheReplicationRole) {
+  absl::StatusOr<TokenTable> table =
+      TokenTable::Parse("replication-token-0123 replication shards\n");
+  ASSERT_TRUE(table.ok()) << table.status();
+  EXPECT_EQ(table->Find("replication-token-0123")->role, Role::kReplication);
+}
+
 TEST(CertRoles, ParsesIdentityRolePairs) {
   auto roles = ParseCertRoles(" worker-1=worker , dash.example.com=reader");
   ASSERT_TRUE(roles.ok()) << roles.status();

@@ -140,6 +140,11 @@ for f in train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-
   t10k-labels-idx1-ubyte.gz manifest.json train test; do
   grep -qx "$f" <<<"$out" || fail "$worker_image lacks /usr/share/datasets/fashion-mnist/$f"
 done
+# The witness of replicated shards ships in the shard image
+# (services/witness/README.md) and starts there with its libraries.
+out="$(podman run --rm "${hardened[@]}" --entrypoint dcasgd-witness "$ps_image" --help 2>&1)" ||
+  fail "dcasgd-witness does not run in $ps_image: $out"
+grep -q -- '--state_dir' <<<"$out" || fail "dcasgd-witness --help in $ps_image: $out"
 
 # --- the shards, as the chart's StatefulSet names them -----------------------
 # The chart (deploy/helm/dcasgd, release "dcasgd" in namespace "default")

@@ -23,6 +23,7 @@
 #include "core/shard_store.h"
 #include "dcasgd/v1/coordinator.pb.h"
 #include "dcasgd/v1/ps.pb.h"
+#include "services/witness/witness_registers.h"
 #include "tests/fuzz/fuzz_input.h"
 #include "tests/fuzz/fuzz_rpcs.h"
 #include "wire/chunk_values.h"
@@ -328,6 +329,14 @@ void ScheduleSeeds(const fs::path& dir) {
   Write(dir, "seed-format-1", "dcasgd-data-coordinator 1\njob 2 1 0 3\nepoch 0 10\n");
 }
 
+void WitnessStateSeeds(const fs::path& dir) {
+  Write(dir, "seed-empty", WitnessRegisters::Serialize(3, {}));
+  std::vector<WitnessRegister> registers(3);
+  registers[0] = WitnessRegister{4, Member::kB, true};
+  registers[2] = WitnessRegister{1, Member::kA, false};
+  Write(dir, "seed-held", WitnessRegisters::Serialize(3, registers));
+}
+
 void CheckpointSeeds(const fs::path& dir) {
   const fs::path tmp = fs::temp_directory_path() / "dcasgd-make-corpus.ckpt";
   constexpr UpdateRule kRules[] = {UpdateRule::kAsgd, UpdateRule::kDcAsgdConstant,
@@ -370,5 +379,6 @@ int main(int argc, char** argv) {
   dcasgd::fuzz::CoordinatorSeeds(root / "coordinator_requests");
   dcasgd::fuzz::ScheduleSeeds(root / "schedule");
   dcasgd::fuzz::CheckpointSeeds(root / "checkpoint");
+  dcasgd::fuzz::WitnessStateSeeds(root / "witness_state");
   return 0;
 }

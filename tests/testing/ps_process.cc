@@ -69,6 +69,13 @@ std::string PsBinaryPath() {
   return DCASGD_BINARY_DIR "/services/ps/dcasgd-ps";
 }
 
+std::string WitnessBinaryPath() {
+  if (const char* path = std::getenv("DCASGD_WITNESS_BINARY"); path != nullptr && *path != '\0') {
+    return path;
+  }
+  return DCASGD_BINARY_DIR "/services/witness/dcasgd-witness";
+}
+
 absl::StatusOr<std::string> MakeTempDir(const std::string& prefix) {
   const char* tmp = std::getenv("TMPDIR");
   std::string pattern =
@@ -87,7 +94,14 @@ void RemoveTree(const std::string& path) {
 
 absl::StatusOr<std::unique_ptr<PsProcess>> PsProcess::Start(std::vector<std::string> flags,
                                                             absl::Duration startup_timeout) {
+  return StartBinary("", std::move(flags), startup_timeout);
+}
+
+absl::StatusOr<std::unique_ptr<PsProcess>> PsProcess::StartBinary(std::string binary,
+                                                                  std::vector<std::string> flags,
+                                                                  absl::Duration startup_timeout) {
   std::unique_ptr<PsProcess> process(new PsProcess());
+  process->binary_ = std::move(binary);
   absl::StatusOr<std::string> dir = MakeTempDir("dcasgd-ps");
   if (!dir.ok()) return dir.status();
   process->temp_dir_ = *dir;
@@ -100,10 +114,11 @@ absl::StatusOr<std::unique_ptr<PsProcess>> PsProcess::Start(std::vector<std::str
 
 absl::Status PsProcess::Launch(absl::Duration startup_timeout) {
   std::remove(port_file_.c_str());
-  const std::string binary = PsBinaryPath();
+  const std::string binary = binary_.empty() ? PsBinaryPath() : binary_;
+  const std::string program = binary.substr(binary.rfind('/') + 1);
   if (access(binary.c_str(), X_OK) != 0) {
     return absl::FailedPreconditionError(
-        absl::StrCat("dcasgd-ps not built at '", binary, "': build the dcasgd-ps target"));
+        absl::StrCat(program, " not built at '", binary, "': build the ", program, " target"));
   }
   std::vector<std::string> args = {binary, "--listen=127.0.0.1:0", "--metrics_address=127.0.0.1:0",
                                    absl::StrCat("--port_file=", port_file_)};
@@ -139,7 +154,7 @@ absl::Status PsProcess::Launch(absl::Duration startup_timeout) {
     int status = 0;
     if (waitpid(pid_, &status, WNOHANG) == pid_) {
       pid_ = -1;
-      return absl::UnavailableError(absl::StrCat("dcasgd-ps exited with ", DecodeWaitStatus(status),
+      return absl::UnavailableError(absl::StrCat(program, " exited with ", DecodeWaitStatus(status),
                                                  " before serving; its log:\n", Log()));
     }
     if (ParsePortFile(ReadFileOrEmpty(port_file_), &grpc_port_, &metrics_port_, &health_port_)) {
@@ -149,7 +164,7 @@ absl::Status PsProcess::Launch(absl::Duration startup_timeout) {
       kill(pid_, SIGKILL);
       waitpid(pid_, &status, 0);
       pid_ = -1;
-      return absl::UnavailableError(absl::StrCat("dcasgd-ps did not write its port file within ",
+      return absl::UnavailableError(absl::StrCat(program, " did not write its port file within ",
                                                  absl::FormatDuration(startup_timeout),
                                                  "; its log:\n", Log()));
     }

@@ -26,6 +26,9 @@ namespace dcasgd::testing {
 
 // DCASGD_BINARY_DIR "/services/ps/dcasgd-ps", or $DCASGD_PS_BINARY when set.
 std::string PsBinaryPath();
+// DCASGD_BINARY_DIR "/services/witness/dcasgd-witness", or
+// $DCASGD_WITNESS_BINARY when set.
+std::string WitnessBinaryPath();
 
 // One dcasgd-ps child process. Not thread-safe.
 class PsProcess {
@@ -38,6 +41,11 @@ class PsProcess {
   // to log_path().
   static absl::StatusOr<std::unique_ptr<PsProcess>> Start(
       std::vector<std::string> flags, absl::Duration startup_timeout = absl::Seconds(30));
+  // As Start, for another dcasgd server binary with the same --listen,
+  // --metrics_address and --port_file flags (dcasgd-witness).
+  static absl::StatusOr<std::unique_ptr<PsProcess>> StartBinary(
+      std::string binary, std::vector<std::string> flags,
+      absl::Duration startup_timeout = absl::Seconds(30));
 
   PsProcess(const PsProcess&) = delete;
   PsProcess& operator=(const PsProcess&) = delete;
@@ -74,6 +82,7 @@ class PsProcess {
   PsProcess() = default;
   absl::Status Launch(absl::Duration startup_timeout);
 
+  std::string binary_;  // empty: PsBinaryPath()
   std::vector<std::string> flags_;
   std::string temp_dir_;
   std::string port_file_;
