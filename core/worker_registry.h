@@ -57,6 +57,37 @@ struct StepClaim {
   uint64_t staleness = 0;
 };
 
+// One live worker as the registry holds it, without its lease deadline (not
+// replicated: a member that loads records gives each a full lease). What a
+// replica's worker table must equal, bit for bit (docs/design.md,
+// "Replicated shards").
+struct WorkerRecord {
+  // The weights a worker was sent: by the reply to push `step`, or (0) by its
+  // last pull or its join, at shard version `version`.
+  struct Base {
+    uint64_t step = 0;
+    uint64_t version = 0;
+    bool operator==(const Base& o) const { return step == o.step && version == o.version; }
+  };
+  WorkerId worker_id = 0;
+  std::string worker_name;
+  std::string session;  // a secret: never logged
+  uint32_t pipeline_depth = 0;
+  std::vector<Base> bases;  // oldest first; the last is the pull version
+  uint64_t ssp_clock = 0;
+  // The last push step applied and what it was answered (0: none).
+  uint64_t last_step = 0;
+  uint64_t last_step_version = 0;
+  uint64_t last_step_staleness = 0;
+
+  bool operator==(const WorkerRecord& o) const {
+    return worker_id == o.worker_id && worker_name == o.worker_name && session == o.session &&
+           pipeline_depth == o.pipeline_depth && bases == o.bases && ssp_clock == o.ssp_clock &&
+           last_step == o.last_step && last_step_version == o.last_step_version &&
+           last_step_staleness == o.last_step_staleness;
+  }
+};
+
 // The workers of one shard: joins, leases, pull versions (for staleness), SSP
 // clocks and the last push step of each (for deduplicating retries). Holds no
 // tensors: freeing a departed worker's backups is the caller's job, with the
