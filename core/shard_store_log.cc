@@ -74,9 +74,10 @@ uint64_t ShardStore::FreeBackupsAt(const std::vector<WorkerId>& workers, uint64_
   size_t i = 0;
   for (const auto& [name, tensor] : tensors_) {
     for (const auto& [index, chunk] : tensor->owned) {
+      Chunk* c = chunk.get();
       const ChunkTurn turn{seq, turns[i++]};
-      ChunkLock lock(chunk.get(), &turn);
-      for (WorkerId w : workers) freed += chunk->backups.Erase(w);
+      ChunkLock lock(c, &turn);
+      for (WorkerId w : workers) freed += c->backups.Erase(w);
     }
   }
   return freed;

@@ -325,15 +325,16 @@ ReplicationSnapshot ShardStore::TakeReplicationSnapshot() const {
   for (const auto& [name, tensor] : tensors_) {
     header.tensors.push_back(tensor->spec);
     for (const auto& [index, chunk] : tensor->owned) {
-      ChunkLock lock(chunk.get(), nullptr);
+      const Chunk* c = chunk.get();
+      ChunkLock lock(c, nullptr);
       LogSnapshotChunk& copy = snapshot.chunks.emplace_back();
       copy.tensor = name;
       copy.state.index = index;
-      copy.state.weights = chunk->weights;
-      copy.state.mean_square = chunk->mean_square;
-      copy.state.momentum = chunk->momentum;
-      copy.state.gap_scale = chunk->gap_scale;
-      copy.backups = chunk->backups.Export();
+      copy.state.weights = c->weights;
+      copy.state.mean_square = c->mean_square;
+      copy.state.momentum = c->momentum;
+      copy.state.gap_scale = c->gap_scale;
+      copy.backups = c->backups.Export();
     }
   }
   header.chunk_count = snapshot.chunks.size();
