@@ -96,8 +96,9 @@ struct PullPlan {
 //
 // Backups are kept only when the rule reads them (DC-ASGD in async and SSP
 // modes; not for ASGD or SSGD), and only for workers whose lease lives when
-// the backup is written: a pull or PushPull still streaming when its worker
-// leaves or expires writes nothing after that. Freed backups go back to the
+// the write is ordered (below): a pull or PushPull still streaming when its
+// worker leaves or expires writes nothing ordered after that, and what was
+// ordered before is freed by the lease end. Freed backups go back to the
 // operating system (malloc_trim). Pull versions, and so staleness, are
 // recorded for every worker either way. One function (ServeChunk) applies an
 // update to a chunk and alone writes what a worker is sent and its backup.
@@ -189,13 +190,14 @@ class ShardStore : private SyncPolicy::Applier {
 
   // Pull, step 1: resolves tensor names (empty = all) to this shard's chunks
   // and, for a worker (id != 0), records the current version as its pull
-  // version. NOT_FOUND for an unknown tensor, FAILED_PRECONDITION for an
+  // version (a RecordPull entry). NOT_FOUND for an unknown tensor, FAILED_PRECONDITION for an
   // unknown worker.
   absl::StatusOr<PullPlan> PlanPull(WorkerId worker, const std::vector<std::string>& tensors);
   // Pull, step 2: copies the chunk's current weights into `values` (resized)
   // and, for a worker whose lease still lives and when the rule keeps
   // backups, stores exactly those values as its backup of the chunk under the
-  // chunk's lock. Returns the shard version.
+  // chunk's lock (a PullChunk entry: the copy waits for the chunk work
+  // ordered before it). Returns the shard version.
   uint64_t ReadChunk(const PullPlan& plan, const ChunkRef& ref, std::string* values);
 
   // Validates the whole push (worker known; every chunk declared, owned here,

@@ -1,9 +1,11 @@
 #ifndef DCASGD_CORE_SHARD_STORE_INTERNAL_H_
 #define DCASGD_CORE_SHARD_STORE_INTERNAL_H_
 
-// The store's own structures, shared by its two source files
-// (shard_store.cc: workers, pulls and pushes; shard_store_tensors.cc:
-// declarations, statistics, snapshots). Not for other users.
+// The store's own structures, shared by its source files (shard_store.cc:
+// pulls and pushes; shard_store_tensors.cc: declarations, statistics,
+// snapshots; shard_store_log.cc: the sequencer, membership and the order of
+// changes; shard_store_replica.cc: applied entries and replication
+// snapshots). Not for other users.
 
 #include <algorithm>
 #include <cstdint>
