@@ -411,6 +411,62 @@ TEST(ShardStoreReplicationApply, GapsAndUnknownsAreRefusedWithNothingApplied) {
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
 }
 
+// SnapshotChunk entries (a streamed catch-up) replace a chunk's state and
+// backups at their turn; one that does not fit is refused with nothing
+// applied.
+TEST(ShardStoreReplicationApply, SnapshotChunkEntriesCarryChunkStateAndBackups) {
+  ManualClock clock;
+  const ShardConfig config = ConfigFor(Case{"", UpdateRule::kDcAsgdAdaptive});
+  RecordingSink sink;
+  ShardStore primary(config, &clock);
+  primary.SetLogSink(&sink);
+  ASSERT_TRUE(primary.Declare(Specs()).ok());
+  absl::StatusOr<JoinResult> a = primary.Join("a", 1);
+  ASSERT_TRUE(a.ok());
+  ShardStore replica(config, &clock);
+  for (const LogEntry& entry : sink.entries()) ASSERT_TRUE(replica.ApplyEntry(entry).ok());
+  // The primary moves on; the replica gets the chunks' new state as copies
+  // instead of the entries (the worker table is the same: a pull recorded
+  // nothing the copies do not carry but the pull version, recorded below).
+  absl::StatusOr<PullPlan> plan = primary.PlanPull(a->worker_id, {});
+  ASSERT_TRUE(plan.ok());
+  std::string values;
+  for (const ChunkRef& ref : plan->chunks) primary.ReadChunk(*plan, ref, &values);
+  const ReplicationSnapshot want = primary.TakeReplicationSnapshot();
+  uint64_t seq = replica.last_seq();
+  ASSERT_TRUE(replica.ApplyEntry(LogEntry{++seq, LogRecordPull{a->worker_id, 0}}).ok());
+  EXPECT_EQ(replica.Stats().backup_bytes, 0u);
+
+  LogSnapshotChunk bad = want.chunks[0];
+  bad.backups[0].values.resize(2);
+  absl::Status s = replica.ApplyEntry(LogEntry{seq + 1, bad});
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  bad = want.chunks[0];
+  bad.backups[0].worker_id = 12345;
+  s = replica.ApplyEntry(LogEntry{seq + 1, bad});
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_EQ(replica.last_seq(), seq);
+
+  for (const LogSnapshotChunk& copy : want.chunks) {
+    // The backups in a second part, as a large chunk would come.
+    LogSnapshotChunk first = copy;
+    first.backups.clear();
+    first.last_part = false;
+    LogSnapshotChunk second;
+    second.tensor = copy.tensor;
+    second.state.index = copy.state.index;
+    second.part = 1;
+    second.backups = copy.backups;
+    ASSERT_TRUE(replica.ApplyEntry(LogEntry{++seq, first}).ok());
+    ASSERT_TRUE(replica.ApplyEntry(LogEntry{++seq, second}).ok());
+  }
+  ReplicationSnapshot got = replica.TakeReplicationSnapshot();
+  got.header.seq = want.header.seq;  // the copies took seqs of their own
+  EXPECT_TRUE(SameState(want, got));
+  EXPECT_EQ(replica.Stats().backup_bytes, primary.Stats().backup_bytes);
+  EXPECT_GT(replica.Stats().backup_bytes, 0u);
+}
+
 // A single store with no sink numbers its changes all the same, and a
 // snapshot with backups and the worker table loads into a fresh store as an
 // exact copy.
