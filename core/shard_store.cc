@@ -40,21 +40,6 @@ absl::Status ShardConfig::Validate() const {
   return optimizer.Validate();
 }
 
-struct ShardStore::ValidatedPush {
-  uint64_t base_step = 0;  // PushRequest.base_step
-  std::vector<Chunk*> chunks;
-  std::vector<GradientChunk> gradients;  // same order as chunks
-  std::shared_ptr<WorkerLiveness> liveness;
-};
-
-// A validated push handed to the sync policy.
-struct ShardStore::PendingPush : HeldPush {
-  uint64_t step = 0;  // PushRequest.step: the key of the backup a PushPull writes
-  ValidatedPush push;
-  bool pull_after = false;
-  ChunkSink sink;
-};
-
 namespace {
 
 // The bits of |x| for a non-negative float (or of +Inf). For IEEE-754
@@ -121,73 +106,13 @@ ShardStore::ShardStore(ShardConfig config, Clock* clock, RandomSource* random)
 ShardStore::~ShardStore() { CancelWaiting(); }
 
 // ---------------------------------------------------------------------------
-// Membership
-
-absl::StatusOr<JoinResult> ShardStore::Join(const std::string& worker_name,
-                                            uint32_t pipeline_depth) {
-  std::vector<WorkerId> ended;
-  absl::StatusOr<JoinResult> joined;
-  if (pipeline_depth == 0) {
-    joined = registry_.Join(worker_name, version(), &ended);
-  } else {
-    // Serialised with declarations, which count the rings of live workers.
-    absl::MutexLock declaring(&declare_mu_);
-    if (absl::Status s = CheckJoinBudget(worker_name, pipeline_depth); !s.ok()) return s;
-    joined = registry_.Join(worker_name, version(), &ended, pipeline_depth);
-  }
-  EndWorkers(ended);
-  return joined;
-}
-
-absl::Status ShardStore::Heartbeat(WorkerId worker) { return registry_.Heartbeat(worker); }
-
-absl::Status ShardStore::Leave(WorkerId worker) {
-  absl::Status s = registry_.Leave(worker);
-  if (s.ok()) EndWorkers({worker});
-  return s;
-}
-
-int ShardStore::ExpireLeases() {
-  const std::vector<WorkerId> expired = registry_.ExpireLeases();
-  EndWorkers(expired);
-  return static_cast<int>(expired.size());
-}
-
-void ShardStore::EndWorkers(const std::vector<WorkerId>& workers) {
-  if (workers.empty()) return;
-  FreeBackups(workers);
-  policy_.Release();
-}
-
-void ShardStore::FreeBackups(const std::vector<WorkerId>& workers) {
-  // The workers' liveness is already false, so no backup of theirs appears
-  // behind this loop (WorkerLiveness).
-  uint64_t freed = 0;
-  {
-    absl::ReaderMutexLock state(&state_mu_);
-    if (!keeps_backups_) return;
-    for (const auto& [name, tensor] : tensors_) {
-      for (const auto& [index, chunk] : tensor->owned) {
-        absl::MutexLock lock(&chunk->mu);
-        for (WorkerId w : workers) {
-          freed += chunk->backups.Erase(w);
-        }
-      }
-    }
-  }
-  backup_bytes_.fetch_sub(freed, std::memory_order_relaxed);
-  // The backups' memory goes back to the system, not just to the allocator.
-  if (freed > 0) ReturnFreeMemoryToSystem();
-}
-
-// ---------------------------------------------------------------------------
 // The one function that updates a chunk and writes what a worker gets
 
-absl::Status ShardStore::ServeChunk(Chunk* chunk, const ChunkUpdate* update, const Recipient* to,
-                                    uint64_t* added) {
-  absl::MutexLock lock(&chunk->mu);
+absl::Status ShardStore::ServeChunk(Chunk* chunk, const ChunkTurn* turn, const ChunkUpdate* update,
+                                    const Recipient* to, uint64_t* added) {
+  ChunkLock lock(chunk, turn);
   float* reply = nullptr;
-  if (to != nullptr) {
+  if (to != nullptr && to->values != nullptr) {
     to->values->resize(FloatBytes(chunk->length));
     reply = reinterpret_cast<float*>(to->values->data());
   }
@@ -228,8 +153,10 @@ absl::Status ShardStore::ServeChunk(Chunk* chunk, const ChunkUpdate* update, con
   } else if (reply != nullptr) {
     std::memcpy(reply, chunk->weights.data(), FloatBytes(chunk->length));
   }
-  if (to == nullptr || to->worker == 0 || !keeps_backups_ || to->liveness == nullptr ||
-      !to->liveness->live.load(std::memory_order_acquire)) {
+  // Whether the worker lived was decided when this was ordered: a lease end
+  // ordered later frees the backup at its own, later turn, and every chunk
+  // work ordered after it finds live false.
+  if (to == nullptr || to->worker == 0 || !keeps_backups_ || to->liveness == nullptr || !to->live) {
     return absl::OkStatus();
   }
   // The values sent become the worker's backup: a copy (rounded to the
@@ -254,8 +181,8 @@ absl::StatusOr<PullPlan> ShardStore::PlanPull(WorkerId worker,
     if (plan.liveness == nullptr) return registry_.Check(worker);  // left meanwhile
   }
   std::vector<ChunkRef>& refs = plan.chunks;
+  absl::ReaderMutexLock state(&state_mu_);
   {
-    absl::ReaderMutexLock state(&state_mu_);
     auto add = [&refs](const Tensor& tensor) {
       for (const auto& [index, chunk] : tensor.owned) {
         refs.push_back(ChunkRef{chunk.get(), chunk->tensor, index, chunk->length});
@@ -276,15 +203,27 @@ absl::StatusOr<PullPlan> ShardStore::PlanPull(WorkerId worker,
       }
     }
   }
-  if (worker != 0) registry_.RecordPull(worker, version());
+  // The pull version, in the order: the chunks, each ordered later, hold at
+  // least every update up to it.
+  if (worker != 0) OrderRecordPull(worker, std::nullopt);
   return plan;
 }
 
 uint64_t ShardStore::ReadChunk(const PullPlan& plan, const ChunkRef& ref, std::string* values) {
   Chunk* chunk = const_cast<Chunk*>(static_cast<const Chunk*>(ref.chunk));
-  const Recipient to{plan.worker, plan.liveness.get(), values};
   uint64_t added = 0;
-  DCASGD_CHECK(ServeChunk(chunk, nullptr, &to, &added).ok());
+  if (plan.worker == 0 || !keeps_backups_ || plan.liveness == nullptr) {
+    // A read that writes no backup changes nothing: no entry, no turn.
+    const Recipient to{plan.worker, nullptr, values};
+    DCASGD_CHECK(ServeChunk(chunk, nullptr, nullptr, &to, &added).ok());
+  } else {
+    absl::ReaderMutexLock state(&state_mu_);
+    ChunkTurn turn;
+    const bool live = OrderPullChunk(*chunk, plan.worker, *plan.liveness, &turn);
+    Recipient to{plan.worker, plan.liveness.get(), values};
+    to.live = live;
+    DCASGD_CHECK(ServeChunk(chunk, live ? &turn : nullptr, nullptr, &to, &added).ok());
+  }
   if (added) backup_bytes_.fetch_add(added, std::memory_order_relaxed);
   return version();
 }
@@ -470,10 +409,10 @@ absl::Status ShardStore::Replay(WorkerId worker, uint64_t step,
       const Recipient to{worker, nullptr, &reply.values.values, /*resend_backup=*/keeps_backups_,
                          step};
       uint64_t unused = 0;
-      if (absl::Status s = ServeChunk(chunk, nullptr, &to, &unused); !s.ok()) return s;
+      if (absl::Status s = ServeChunk(chunk, nullptr, nullptr, &to, &unused); !s.ok()) return s;
     }
+    if (!keeps_backups_) OrderRecordPull(worker, pull_version);
   }
-  if (!keeps_backups_) registry_.RecordPull(worker, pull_version);
   for (AppliedChunk& reply : replies) sink(std::move(reply));
   return absl::OkStatus();
 }
@@ -481,89 +420,86 @@ absl::Status ShardStore::Replay(WorkerId worker, uint64_t step,
 PushResult ShardStore::Apply(HeldPush& held) {
   PendingPush& p = static_cast<PendingPush&>(held);
   PushResult result;
-  // Staleness counts from the base the gradient was computed on; should it
-  // have left the ring since validation (a pull meanwhile), from the newest.
-  absl::StatusOr<uint64_t> base_version = registry_.BaseVersion(p.worker, p.push.base_step);
-  const uint64_t pull_version = base_version.ok() ? *base_version : registry_.PullVersion(p.worker);
   const auto start = std::chrono::steady_clock::now();
   uint64_t backup_added = 0;
   {
+    // Held from ordering until every chunk is done: Snapshot (writer lock)
+    // never sees a half-applied push.
     absl::ReaderMutexLock state(&state_mu_);
-    // The version is taken when the update starts, so the chunks streamed
-    // while it runs already carry it; Snapshot (writer lock) never sees a
-    // half-applied push.
-    const uint64_t before = version_.fetch_add(1, std::memory_order_acq_rel);
-    result.version = before + 1;
-    result.staleness = before >= pull_version ? before - pull_version : 0;
-    ChunkUpdate update;
-    update.rule = &config_.optimizer;
-    update.lr = EffectiveLearningRate(config_.optimizer, before, result.staleness);
-    update.pusher = p.worker;
-    update.base_step = p.push.base_step;
-    for (size_t i = 0; i < p.push.chunks.size(); ++i) {
-      Chunk* chunk = p.push.chunks[i];
-      update.gradient = reinterpret_cast<const float*>(p.push.gradients[i].values.data());
-      AppliedChunk applied;
-      const Recipient to{p.worker, p.push.liveness.get(), &applied.values.values,
-                         /*resend_backup=*/false, p.step};
-      DCASGD_CHECK(ServeChunk(chunk, &update, p.pull_after ? &to : nullptr, &backup_added).ok());
-      // Applied: its memory is not needed any more (a PushPull's replies
-      // take its place, so the push's bytes in flight do not double).
-      std::string().swap(p.push.gradients[i].values);
-      if (p.pull_after) {
-        applied.version = result.version;
-        applied.staleness = result.staleness;
-        applied.values.tensor = *chunk->tensor;
-        applied.values.chunk_index = chunk->index;
-        p.sink(std::move(applied));
-      }
-    }
+    const OrderedPush ordered = OrderPush(p);
+    result.version = ordered.version;
+    result.staleness = ordered.staleness;
+    RunPush(ordered, p.worker, p.step, p.push.base_step, p.pull_after, p.push.chunks,
+            p.push.gradients, &p.push.gradients, p.pull_after ? &p.sink : nullptr, &backup_added);
   }
   if (backup_added) backup_bytes_.fetch_add(backup_added, std::memory_order_relaxed);
   result.apply_seconds = SecondsSince(start);
-  registry_.RecordApplied(p.worker, result.version, p.pull_after, p.step);
   return result;
+}
+
+void ShardStore::RunPush(const OrderedPush& o, WorkerId worker, uint64_t step, uint64_t base_step,
+                         bool pull_back, const std::vector<Chunk*>& chunks,
+                         const std::vector<GradientChunk>& gradients,
+                         std::vector<GradientChunk>* release, ChunkSink* sink,
+                         uint64_t* backup_added) {
+  ChunkUpdate update;
+  update.rule = &config_.optimizer;
+  update.lr = o.lr;
+  update.pusher = worker;
+  update.base_step = base_step;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    Chunk* chunk = chunks[i];
+    update.gradient = reinterpret_cast<const float*>(gradients[i].values.data());
+    AppliedChunk applied;
+    Recipient to{worker, o.liveness.get(), sink != nullptr ? &applied.values.values : nullptr,
+                 /*resend_backup=*/false, step};
+    to.live = o.live;
+    const ChunkTurn turn{o.seq, o.turns[i]};
+    DCASGD_CHECK(ServeChunk(chunk, &turn, &update, pull_back ? &to : nullptr, backup_added).ok());
+    // Applied: its memory is not needed any more (a PushPull's replies
+    // take its place, so the push's bytes in flight do not double).
+    if (release != nullptr) std::string().swap((*release)[i].values);
+    if (sink != nullptr) {
+      applied.version = o.version;
+      applied.staleness = o.staleness;
+      applied.values.tensor = *chunk->tensor;
+      applied.values.chunk_index = chunk->index;
+      (*sink)(std::move(applied));
+    }
+  }
 }
 
 std::vector<PushResult> ShardStore::ApplyRound(std::vector<std::unique_ptr<HeldPush>>& round) {
   // SSGD (BSP): the mean of the round's gradients, applied once as plain SGD
   // (with momentum / weight decay if configured): one version per round.
   const auto start = std::chrono::steady_clock::now();
-  OptimizerConfig sgd = config_.optimizer;
-  sgd.rule = UpdateRule::kAsgd;
   std::vector<PushResult> results(round.size());
   uint64_t backup_added = 0;
   absl::ReaderMutexLock state(&state_mu_);
-  ChunkUpdate update;
-  update.rule = &sgd;
-  update.lr = EffectiveLearningRate(sgd, version(), 0);
   // Group gradients by chunk, in first-seen order.
   std::vector<Chunk*> order;
-  absl::flat_hash_map<Chunk*, std::vector<std::string*>> grads;
+  std::vector<std::vector<const std::string*>> grads;
+  absl::flat_hash_map<Chunk*, size_t> position;
   for (auto& held : round) {
     PendingPush& p = static_cast<PendingPush&>(*held);
     for (size_t i = 0; i < p.push.chunks.size(); ++i) {
-      auto [it, inserted] = grads.try_emplace(p.push.chunks[i]);
-      if (inserted) order.push_back(p.push.chunks[i]);
-      it->second.push_back(&p.push.gradients[i].values);
+      auto [it, inserted] = position.try_emplace(p.push.chunks[i], order.size());
+      if (inserted) {
+        order.push_back(p.push.chunks[i]);
+        grads.emplace_back();
+      }
+      grads[it->second].push_back(&p.push.gradients[i].values);
     }
   }
-  std::vector<float> mean;
-  for (Chunk* chunk : order) {
-    const std::vector<std::string*>& parts = grads[chunk];
-    mean.assign(chunk->length, 0.0f);
-    for (const std::string* g : parts) {
-      const float* gv = reinterpret_cast<const float*>(g->data());
-      for (size_t j = 0; j < chunk->length; ++j) mean[j] += gv[j];
+  const OrderedPush ordered = OrderRound(round, order);
+  RunRound(ordered, order, grads, &backup_added);
+  // Summed: the round's gradients are not needed any more.
+  for (auto& held : round) {
+    for (GradientChunk& g : static_cast<PendingPush&>(*held).push.gradients) {
+      std::string().swap(g.values);
     }
-    const float inv = 1.0f / static_cast<float>(parts.size());
-    for (float& x : mean) x *= inv;
-    // Summed: the round's gradients of this chunk are not needed any more.
-    for (std::string* g : parts) std::string().swap(*g);
-    update.gradient = mean.data();
-    DCASGD_CHECK(ServeChunk(chunk, &update, nullptr, &backup_added).ok());
   }
-  const uint64_t after = version_.fetch_add(1, std::memory_order_acq_rel) + 1;
+  const uint64_t after = ordered.version;
   const double seconds = SecondsSince(start);
   for (size_t r = 0; r < round.size(); ++r) {
     PendingPush& p = static_cast<PendingPush&>(*round[r]);
@@ -571,6 +507,8 @@ std::vector<PushResult> ShardStore::ApplyRound(std::vector<std::unique_ptr<HeldP
     results[r].staleness = 0;
     results[r].apply_seconds = seconds;
     if (!p.pull_after) continue;
+    // SSGD keeps no backups: these reads change nothing and take no turn; no
+    // other round can change the chunks meanwhile (the policy's lock).
     for (Chunk* chunk : p.push.chunks) {
       AppliedChunk applied;
       applied.version = after;
@@ -578,16 +516,37 @@ std::vector<PushResult> ShardStore::ApplyRound(std::vector<std::unique_ptr<HeldP
       applied.values.chunk_index = chunk->index;
       const Recipient to{p.worker, p.push.liveness.get(), &applied.values.values,
                          /*resend_backup=*/false, p.step};
-      DCASGD_CHECK(ServeChunk(chunk, nullptr, &to, &backup_added).ok());
+      DCASGD_CHECK(ServeChunk(chunk, nullptr, nullptr, &to, &backup_added).ok());
       p.sink(std::move(applied));
     }
   }
   if (backup_added) backup_bytes_.fetch_add(backup_added, std::memory_order_relaxed);
-  for (const auto& held : round) {
-    const PendingPush& p = static_cast<const PendingPush&>(*held);
-    registry_.RecordApplied(p.worker, after, p.pull_after, p.step);
-  }
   return results;
+}
+
+void ShardStore::RunRound(const OrderedPush& o, const std::vector<Chunk*>& order,
+                          const std::vector<std::vector<const std::string*>>& grads,
+                          uint64_t* backup_added) {
+  OptimizerConfig sgd = config_.optimizer;
+  sgd.rule = UpdateRule::kAsgd;
+  ChunkUpdate update;
+  update.rule = &sgd;
+  update.lr = o.lr;
+  std::vector<float> mean;
+  for (size_t c = 0; c < order.size(); ++c) {
+    Chunk* chunk = order[c];
+    const std::vector<const std::string*>& parts = grads[c];
+    mean.assign(chunk->length, 0.0f);
+    for (const std::string* g : parts) {
+      const float* gv = reinterpret_cast<const float*>(g->data());
+      for (size_t j = 0; j < chunk->length; ++j) mean[j] += gv[j];
+    }
+    const float inv = 1.0f / static_cast<float>(parts.size());
+    for (float& x : mean) x *= inv;
+    update.gradient = mean.data();
+    const ChunkTurn turn{o.seq, o.turns[c]};
+    DCASGD_CHECK(ServeChunk(chunk, &turn, &update, nullptr, backup_added).ok());
+  }
 }
 
 }  // namespace dcasgd

@@ -1,12 +1,15 @@
 #ifndef DCASGD_CORE_SHARD_STORE_INTERNAL_H_
 #define DCASGD_CORE_SHARD_STORE_INTERNAL_H_
 
-// The store's own structures, shared by its two source files
-// (shard_store.cc: workers, pulls and pushes; shard_store_tensors.cc:
-// declarations, statistics, snapshots). Not for other users.
+// The store's own structures, shared by its source files (shard_store.cc:
+// pulls and pushes; shard_store_tensors.cc: declarations, statistics,
+// snapshots; shard_store_log.cc: the sequencer, membership and the order of
+// changes; shard_store_replica.cc: applied entries and replication
+// snapshots). Not for other users.
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <string>
@@ -16,6 +19,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "core/dtype.h"
+#include "core/replication_log.h"
 #include "core/shard_store.h"
 #include "core/update_rule.h"
 
@@ -112,6 +116,55 @@ class ChunkBackups {
   }
   // The bytes of one backup of `n` elements.
   uint64_t Bytes(size_t n) const { return static_cast<uint64_t>(n) * DtypeBytes(dtype_); }
+  // The bytes of every backup.
+  uint64_t TotalBytes() const {
+    uint64_t bytes = 0;
+    for (const auto& [worker, ring] : rings_) {
+      for (const Entry& e : ring.entries) bytes += Bytes(e.length());
+    }
+    return bytes;
+  }
+
+  // Replication: every backup in the dtype's bytes, workers by id, each
+  // ring oldest first (so equal backups export equal lists).
+  std::vector<BackupCopy> Export() const {
+    std::vector<WorkerId> workers;
+    for (const auto& [worker, ring] : rings_) workers.push_back(worker);
+    std::sort(workers.begin(), workers.end());
+    std::vector<BackupCopy> out;
+    for (WorkerId worker : workers) {
+      for (const Entry& e : rings_.at(worker).entries) {
+        BackupCopy& copy = out.emplace_back();
+        copy.worker_id = worker;
+        copy.step = e.step;
+        const char* p = dtype_ == Dtype::kFloat32 ? reinterpret_cast<const char*>(e.f32.data())
+                                                  : reinterpret_cast<const char*>(e.b16.data());
+        copy.values.assign(p, Bytes(e.length()));
+      }
+    }
+    return out;
+  }
+  // Adds `copies` (as Export made them; each exactly Bytes(length) long,
+  // checked by the caller) at the new end of their workers' rings of
+  // `capacity(w)`; with `replace`, every backup there was goes first.
+  template <typename Capacity>
+  void Import(const std::vector<BackupCopy>& copies, size_t length, Capacity capacity,
+              bool replace) {
+    if (replace) rings_.clear();
+    for (const BackupCopy& copy : copies) {
+      Ring& ring = rings_[copy.worker_id];
+      ring.capacity = std::max<size_t>(capacity(copy.worker_id), 1);
+      Entry& e = ring.entries.emplace_back();
+      e.step = copy.step;
+      if (dtype_ == Dtype::kFloat32) {
+        e.f32.resize(length);
+        std::memcpy(e.f32.data(), copy.values.data(), Bytes(length));
+      } else {
+        e.b16.resize(length);
+        std::memcpy(e.b16.data(), copy.values.data(), Bytes(length));
+      }
+    }
+  }
 
  private:
   struct Entry {
@@ -151,8 +204,20 @@ struct ShardStore::Chunk {
   const std::string* tensor;
   const uint64_t index;
   const size_t length;
+  // Its turn counter in the store's next_turn_; constant once the chunk is
+  // in tensors_ (set under the writer lock before it is visible).
+  size_t slot = 0;
 
   mutable absl::Mutex mu;
+  // Ordered turns (ShardStore's class comment): the turn of the next entry
+  // whose work may run here, and the seq of the last entry that ran.
+  uint64_t turn ABSL_GUARDED_BY(mu) = 0;
+  uint64_t last_seq ABSL_GUARDED_BY(mu) = 0;
+  // Signalled (with mu) whenever `turn` moves on, for the entries waiting
+  // for a later turn. A condition variable rather than a conditional lock
+  // (Mutex::LockWhen): its wait hands the mutex over in a way ThreadSanitizer
+  // builds can see (tests/tsan/absl_sync_annotations.cc).
+  absl::CondVar turn_passed;
   std::vector<float> weights ABSL_GUARDED_BY(mu);
   std::vector<float> mean_square ABSL_GUARDED_BY(mu);  // empty unless DC-ASGD-a
   std::vector<float> momentum ABSL_GUARDED_BY(mu);     // empty unless momentum
@@ -161,6 +226,56 @@ struct ShardStore::Chunk {
   // float32, or rounded to the 16-bit backup dtype; the last depth + 1 of
   // them for a pipelined worker.
   ChunkBackups backups ABSL_GUARDED_BY(mu);
+};
+
+// Holds a chunk's mutex. With a turn, first waits (blocking) until the chunk
+// reaches it; on release records the entry's seq and passes the turn on.
+class ABSL_SCOPED_LOCKABLE ShardStore::ChunkLock {
+ public:
+  ChunkLock(const Chunk* chunk, const ChunkTurn* turn) ABSL_EXCLUSIVE_LOCK_FUNCTION(chunk->mu)
+      : chunk_(const_cast<Chunk*>(chunk)), turn_(turn) {
+    chunk_->mu.Lock();
+    if (turn_ != nullptr) {
+      while (!Reached()) chunk_->turn_passed.Wait(&chunk_->mu);
+    }
+  }
+  ~ChunkLock() ABSL_UNLOCK_FUNCTION() {
+    if (turn_ != nullptr) {
+      Pass();
+      // Cheap without waiters; with several, each checks its own turn.
+      chunk_->turn_passed.SignalAll();
+    }
+    chunk_->mu.Unlock();
+  }
+  ChunkLock(const ChunkLock&) = delete;
+  ChunkLock& operator=(const ChunkLock&) = delete;
+
+ private:
+  // Both run with chunk_->mu held (taken in the constructor, which the
+  // analysis does not follow into these helpers).
+  bool Reached() const ABSL_NO_THREAD_SAFETY_ANALYSIS { return chunk_->turn == turn_->turn; }
+  void Pass() ABSL_NO_THREAD_SAFETY_ANALYSIS {  // chunk_->mu is held (LockWhen)
+    chunk_->last_seq = turn_->seq;
+    ++chunk_->turn;
+  }
+
+  Chunk* const chunk_;
+  const ChunkTurn* const turn_;
+};
+
+struct ShardStore::ValidatedPush {
+  uint64_t base_step = 0;  // PushRequest.base_step
+  std::vector<Chunk*> chunks;
+  std::vector<GradientChunk> gradients;  // same order as chunks
+  std::shared_ptr<WorkerLiveness> liveness;
+};
+
+// A validated push handed to the sync policy.
+struct ShardStore::PendingPush : HeldPush {
+  uint64_t step = 0;  // PushRequest.step: the key of the backup a PushPull writes
+  ValidatedPush push;
+  bool pull_after = false;
+  ChunkSink sink;
 };
 
 struct ShardStore::Tensor {

@@ -100,6 +100,11 @@ std::unique_ptr<ShardStore::Chunk> ShardStore::MakeChunk(const TensorSpec& spec,
 }
 
 absl::StatusOr<std::vector<TensorSpec>> ShardStore::Declare(std::vector<TensorSpec> specs) {
+  return DeclareAt(std::move(specs), 0);
+}
+
+absl::StatusOr<std::vector<TensorSpec>> ShardStore::DeclareAt(std::vector<TensorSpec> specs,
+                                                              uint64_t seq) {
   const float max_weight = config_.optimizer.max_weight_abs;
   for (TensorSpec& spec : specs) {
     absl::Status s = ValidateTensorSpec(spec);
@@ -117,13 +122,20 @@ absl::StatusOr<std::vector<TensorSpec>> ShardStore::Declare(std::vector<TensorSp
   absl::MutexLock declare(&declare_mu_);
   absl::StatusOr<DeclarePlan> plan = PlanDeclare(specs);
   if (!plan.ok()) return plan.status();
+  if (seq != 0 && plan->fresh.size() != specs.size()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "log entry ", seq, " declares a tensor this shard already has: the copies diverged"));
+  }
   if (plan->fresh.empty()) return specs;
-  if (absl::Status s = CheckBudgets(*plan); !s.ok()) return s;
+  // The budgets are the primary's decision; an applied entry only allocates.
+  if (seq == 0) {
+    if (absl::Status s = CheckBudgets(*plan); !s.ok()) return s;
+  }
   // Allocate and initialise without state_mu_: pulls, pushes and health
   // checks go on meanwhile.
   absl::StatusOr<std::vector<PendingTensor>> built = BuildTensors(*plan);
   if (!built.ok()) return built.status();
-  InsertTensors(*std::move(built), *plan);
+  if (absl::Status s = InsertTensors(*std::move(built), *plan, seq); !s.ok()) return s;
   return specs;
 }
 
@@ -246,14 +258,30 @@ absl::StatusOr<std::vector<ShardStore::PendingTensor>> ShardStore::BuildTensors(
   return built;
 }
 
-void ShardStore::InsertTensors(std::vector<PendingTensor> built, const DeclarePlan& plan) {
+absl::Status ShardStore::InsertTensors(std::vector<PendingTensor> built, const DeclarePlan& plan,
+                                       uint64_t seq) {
   uint64_t added_weights = 0, largest_chunk = 0;
+  // Sequenced under the writer lock: the new chunks start with no turn
+  // taken, and every entry that touches them comes after this one.
   absl::MutexLock lock(&state_mu_);
+  absl::MutexLock sequencer(&sequencer_mu_);
+  absl::StatusOr<uint64_t> next = CheckSeq(seq);
+  if (!next.ok()) return next.status();
+  std::map<std::string, std::unique_ptr<Tensor>> added;
   for (PendingTensor& pending : built) {
     added_weights += FloatBytes(pending.weight_elements);
     largest_chunk = std::max(largest_chunk, pending.largest_chunk_bytes);
-    const std::string name = pending.tensor->spec.name;
-    auto [it, inserted] = tensors_.emplace(name, std::move(pending.tensor));
+    std::string name = pending.tensor->spec.name;
+    added.emplace(std::move(name), std::move(pending.tensor));
+  }
+  AssignSlots(added, /*fresh=*/false);
+  Sequence(*next, [&plan] {
+    LogDeclare declare;
+    for (const TensorSpec* spec : plan.fresh) declare.tensors.push_back(*spec);
+    return declare;
+  });
+  for (auto& [name, tensor] : added) {
+    auto [it, inserted] = tensors_.emplace(name, std::move(tensor));
     DCASGD_CHECK(inserted);
     for (auto& [index, chunk] : it->second->owned) chunk->tensor = &it->first;
   }
@@ -265,6 +293,7 @@ void ShardStore::InsertTensors(std::vector<PendingTensor> built, const DeclarePl
   if (largest_chunk > largest_chunk_bytes_.load(std::memory_order_relaxed)) {
     largest_chunk_bytes_.store(largest_chunk, std::memory_order_relaxed);
   }
+  return absl::OkStatus();
 }
 
 ShardMemory ShardStore::MemoryFor(const ShardFootprint& footprint, uint64_t extra_backups) const {
@@ -432,6 +461,8 @@ absl::Status ShardStore::Restore(ShardSnapshot snapshot) {
     for (auto& [index, chunk] : tensor->owned) chunk->tensor = &name;
   }
   absl::MutexLock state(&state_mu_);
+  absl::MutexLock sequencer(&sequencer_mu_);
+  AssignSlots(tensors, /*fresh=*/true);
   tensors_.swap(tensors);
   version_.store(snapshot.version, std::memory_order_release);
   weight_bytes_.store(weights, std::memory_order_relaxed);

@@ -239,10 +239,12 @@ uint64_t WorkerRegistry::ExtraBackups(absl::string_view except) const {
   return extra;
 }
 
-void WorkerRegistry::RecordPull(WorkerId worker, uint64_t version) {
+bool WorkerRegistry::RecordPull(WorkerId worker, uint64_t version) {
   absl::MutexLock lock(&mu_);
   auto it = workers_.find(worker);
-  if (it != workers_.end()) it->second->Keep(0, version);
+  if (it == workers_.end()) return false;
+  it->second->Keep(0, version);
+  return true;
 }
 
 void WorkerRegistry::RecordApplied(WorkerId worker, uint64_t version, bool pulled, uint64_t step) {
@@ -318,6 +320,117 @@ void WorkerRegistry::FinishStep(WorkerId worker, uint64_t step, bool applied, ui
     w.last_step_version = version;
     w.last_step_staleness = staleness;
   }
+}
+
+void WorkerRegistry::RecordStep(WorkerId worker, uint64_t step, uint64_t version,
+                                uint64_t staleness) {
+  if (step == 0) return;
+  absl::MutexLock lock(&mu_);
+  auto it = workers_.find(worker);
+  if (it == workers_.end()) return;
+  Worker& w = *it->second;
+  if (step > w.last_step) {
+    w.last_step = step;
+    w.last_step_version = version;
+    w.last_step_staleness = staleness;
+  }
+}
+
+absl::Status WorkerRegistry::End(const std::vector<WorkerId>& workers) {
+  absl::MutexLock lock(&mu_);
+  for (WorkerId id : workers) {
+    if (!workers_.contains(id)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("shard ", shard_index_, " does not know worker ", id, " to end"));
+    }
+  }
+  std::vector<WorkerId> ended;
+  for (WorkerId id : workers) {
+    auto it = workers_.find(id);
+    if (it != workers_.end()) EndLease(workers_, it, &ended);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WorkerRegistry::Admit(const WorkerRecord& record, const std::vector<WorkerId>& ended) {
+  absl::MutexLock lock(&mu_);
+  for (WorkerId id : ended) {
+    if (!workers_.contains(id)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("shard ", shard_index_, " does not know worker ", id, " that a Join ended"));
+    }
+  }
+  const bool replaces = std::find(ended.begin(), ended.end(), record.worker_id) != ended.end();
+  if (record.worker_id == 0 || (workers_.contains(record.worker_id) && !replaces)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "shard ", shard_index_, " cannot admit worker ", record.worker_id, ": the id is taken"));
+  }
+  std::vector<WorkerId> unused;
+  for (WorkerId id : ended) {
+    auto it = workers_.find(id);
+    if (it != workers_.end()) EndLease(workers_, it, &unused);
+  }
+  auto worker = std::make_unique<Worker>(record.pipeline_depth);
+  worker->name = record.worker_name;
+  worker->session = record.session;
+  worker->deadline = clock_->Now() + lease_;
+  for (const WorkerRecord::Base& b : record.bases) worker->Keep(b.step, b.version);
+  uint64_t min_clock = std::numeric_limits<uint64_t>::max();
+  for (const auto& [id, w] : workers_) min_clock = std::min(min_clock, w->clock);
+  worker->clock = workers_.empty() ? 0 : min_clock;
+  workers_.emplace(record.worker_id, std::move(worker));
+  return absl::OkStatus();
+}
+
+std::vector<WorkerRecord> WorkerRegistry::Records() const {
+  std::vector<WorkerRecord> out;
+  {
+    absl::MutexLock lock(&mu_);
+    out.reserve(workers_.size());
+    for (const auto& [id, w] : workers_) {
+      WorkerRecord& r = out.emplace_back();
+      r.worker_id = id;
+      r.worker_name = w->name;
+      r.session = w->session;
+      r.pipeline_depth = w->liveness->pipeline_depth;
+      for (const Worker::Base& b : w->bases) r.bases.push_back({b.step, b.version});
+      r.ssp_clock = w->clock;
+      r.last_step = w->last_step;
+      r.last_step_version = w->last_step_version;
+      r.last_step_staleness = w->last_step_staleness;
+    }
+  }
+  std::sort(out.begin(), out.end(),
+            [](const WorkerRecord& a, const WorkerRecord& b) { return a.worker_id < b.worker_id; });
+  return out;
+}
+
+absl::Status WorkerRegistry::Load(const std::vector<WorkerRecord>& records) {
+  absl::MutexLock lock(&mu_);
+  if (!workers_.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "shard ", shard_index_, " already has workers; load records into a fresh one"));
+  }
+  WorkerMap loaded;
+  for (const WorkerRecord& r : records) {
+    if (r.worker_id == 0 || loaded.contains(r.worker_id) || r.bases.empty()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("worker record ", r.worker_id, " has id 0, repeats an id or has no base"));
+    }
+    auto worker = std::make_unique<Worker>(r.pipeline_depth);
+    worker->name = r.worker_name;
+    worker->session = r.session;
+    worker->clock = r.ssp_clock;
+    worker->deadline = clock_->Now() + lease_;
+    worker->bases.clear();
+    for (const WorkerRecord::Base& b : r.bases) worker->bases.push_back({b.step, b.version});
+    worker->last_step = r.last_step;
+    worker->last_step_version = r.last_step_version;
+    worker->last_step_staleness = r.last_step_staleness;
+    loaded.emplace(r.worker_id, std::move(worker));
+  }
+  workers_.swap(loaded);
+  return absl::OkStatus();
 }
 
 }  // namespace dcasgd

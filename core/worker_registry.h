@@ -57,6 +57,37 @@ struct StepClaim {
   uint64_t staleness = 0;
 };
 
+// One live worker as the registry holds it, without its lease deadline (not
+// replicated: a member that loads records gives each a full lease). What a
+// replica's worker table must equal, bit for bit (docs/design.md,
+// "Replicated shards").
+struct WorkerRecord {
+  // The weights a worker was sent: by the reply to push `step`, or (0) by its
+  // last pull or its join, at shard version `version`.
+  struct Base {
+    uint64_t step = 0;
+    uint64_t version = 0;
+    bool operator==(const Base& o) const { return step == o.step && version == o.version; }
+  };
+  WorkerId worker_id = 0;
+  std::string worker_name;
+  std::string session;  // a secret: never logged
+  uint32_t pipeline_depth = 0;
+  std::vector<Base> bases;  // oldest first; the last is the pull version
+  uint64_t ssp_clock = 0;
+  // The last push step applied and what it was answered (0: none).
+  uint64_t last_step = 0;
+  uint64_t last_step_version = 0;
+  uint64_t last_step_staleness = 0;
+
+  bool operator==(const WorkerRecord& o) const {
+    return worker_id == o.worker_id && worker_name == o.worker_name && session == o.session &&
+           pipeline_depth == o.pipeline_depth && bases == o.bases && ssp_clock == o.ssp_clock &&
+           last_step == o.last_step && last_step_version == o.last_step_version &&
+           last_step_staleness == o.last_step_staleness;
+  }
+};
+
 // The workers of one shard: joins, leases, pull versions (for staleness), SSP
 // clocks and the last push step of each (for deduplicating retries). Holds no
 // tensors: freeing a departed worker's backups is the caller's job, with the
@@ -125,9 +156,9 @@ class WorkerRegistry {
   // FAILED_PRECONDITION when the worker is unknown or expired, or when the
   // base is not among its last depth + 1.
   absl::StatusOr<uint64_t> BaseVersion(WorkerId worker, uint64_t base_step) const;
-  // Records `version` as the worker's pull version: its base of step 0
-  // (nothing when unknown).
-  void RecordPull(WorkerId worker, uint64_t version);
+  // Records `version` as the worker's pull version: its base of step 0.
+  // False (nothing recorded) when the worker is unknown.
+  bool RecordPull(WorkerId worker, uint64_t version);
   // A push of the worker was applied as `version`: its SSP clock advances and,
   // when the reply carried the new weights (`pulled`), they are its pull and
   // its base of `step`.
@@ -151,6 +182,28 @@ class WorkerRegistry {
   // `staleness` when `applied` (a rejected push may be retried).
   void FinishStep(WorkerId worker, uint64_t step, bool applied, uint64_t version,
                   uint64_t staleness);
+  // Records push `step` (0: none) of the worker as applied with `version`
+  // and `staleness`, as FinishStep does for an applied push, but leaves the
+  // step in flight alone: the store records it when it orders the push, so
+  // that the record is part of the replicated worker table.
+  void RecordStep(WorkerId worker, uint64_t step, uint64_t version, uint64_t staleness);
+
+  // Replication (ShardStore::ApplyEntry, replication snapshots): the worker
+  // table without lease deadlines.
+  //
+  // Ends the leases of `workers` (their liveness cleared), all or nothing:
+  // FAILED_PRECONDITION naming the first unknown one, nothing ended.
+  absl::Status End(const std::vector<WorkerId>& workers);
+  // A Join decided elsewhere: ends `ended` and then registers `record` with a
+  // fresh lease and, as Join does, the slowest live SSP clock (its
+  // ssp_clock is ignored). All or nothing: FAILED_PRECONDITION when a worker
+  // of `ended` is unknown or the id is 0 or taken by a worker not ended.
+  absl::Status Admit(const WorkerRecord& record, const std::vector<WorkerId>& ended);
+  // Every live worker, by id.
+  std::vector<WorkerRecord> Records() const;
+  // Replaces an empty table with `records`, each with a fresh lease.
+  // FAILED_PRECONDITION when the table is not empty or an id repeats or is 0.
+  absl::Status Load(const std::vector<WorkerRecord>& records);
 
  private:
   struct Worker;
