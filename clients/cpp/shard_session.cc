@@ -1,5 +1,6 @@
 #include "clients/cpp/shard_session.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -30,17 +31,31 @@ ShardSession::ShardSession(uint32_t index, uint32_t count, const std::string& ad
 
 ShardSession::~ShardSession() {
   std::shared_ptr<RoundStream> stream;
+  std::vector<std::weak_ptr<RoundStream>> streams;
   {
     absl::MutexLock lock(&exchange_mu_);
     stream = std::move(exchange_);
+    streams.swap(streams_);
   }
   if (stream != nullptr) stream->Close(absl::Seconds(1));
+  stream.reset();
+  // Closed streams are gone once their OnDone returned (it drops the last
+  // reference), within moments; the bound only keeps a wedged library from
+  // hanging the caller.
+  const absl::Time give_up = absl::Now() + absl::Seconds(5);
+  for (const std::weak_ptr<RoundStream>& weak : streams) {
+    while (!weak.expired() && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(1));
+  }
 }
 
 std::shared_ptr<RoundStream> ShardSession::Exchange(bool reopen) {
   absl::MutexLock lock(&exchange_mu_);
   if (reopen && (exchange_ == nullptr || exchange_->ended())) {
     exchange_ = RoundStream::Open(stub_.get(), label_, policy_.max_message_bytes);
+    streams_.erase(std::remove_if(streams_.begin(), streams_.end(),
+                                  [](const std::weak_ptr<RoundStream>& s) { return s.expired(); }),
+                   streams_.end());
+    streams_.push_back(exchange_);
   }
   return exchange_;
 }

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
@@ -150,6 +151,11 @@ class ShardSession {
 
   absl::Mutex exchange_mu_;
   std::shared_ptr<RoundStream> exchange_ ABSL_GUARDED_BY(exchange_mu_);
+  // Every stream opened on the channel that may still be alive: gRPC may be
+  // finishing one (its OnDone, which drops its last reference) after it was
+  // closed or replaced. The destructor waits for all of them, so that the
+  // channel is never destroyed while a call of it is still finishing.
+  std::vector<std::weak_ptr<RoundStream>> streams_ ABSL_GUARDED_BY(exchange_mu_);
 };
 
 }  // namespace client

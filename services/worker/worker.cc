@@ -78,6 +78,56 @@ uint32_t AutoPipelineDepth(const std::vector<ShardStatus>& shards, std::string* 
   return 1;
 }
 
+namespace {
+
+// The role's client of every shard. A trainer at --pipeline_depth=auto first
+// decides its depth (into `options`) from the rule the shards report to a
+// reader connection, as the depth goes into Join; see AutoPipelineDepth.
+absl::StatusOr<std::unique_ptr<PsClient>> ConnectToShards(const model::Model& model,
+                                                          const std::string& name,
+                                                          const absl::Notification* stop,
+                                                          WorkerOptions* options) {
+  const bool eval = options->role == WorkerRole::kEval;
+  ClientOptions client_options;
+  client_options.shard_addresses = options->shard_addresses;
+  client_options.worker_name = eval ? "" : options->worker_name;
+  client_options.credentials = options->credentials;
+  client_options.wire_dtype = options->wire_dtype;
+  const bool automatic = !eval && options->pipeline_depth_auto;
+  if (automatic) {
+    ClientOptions reader = client_options;
+    reader.worker_name.clear();
+    ASSIGN_OR_RETURN(std::unique_ptr<PsClient> status_client, ConnectWithRetry(reader, name, stop));
+    // Declared before joining, so that the shards check the Join's extra
+    // backups against the model's size (and an automatic depth can give
+    // way, below) rather than the declaration against the Join's backups.
+    // The trainer declares again (a no-op) and reports any error of it.
+    status_client->Declare(model.ParameterSpecs(options->seed)).IgnoreError();
+    ASSIGN_OR_RETURN(std::vector<ShardStatus> shards, status_client->GetStatus());
+    std::string why;
+    options->pipeline_depth = AutoPipelineDepth(shards, &why);
+    options->pipeline_depth_auto = false;
+    std::fprintf(stderr, "[%s] pipeline depth %u (--pipeline_depth=auto: %s)\n", name.c_str(),
+                 options->pipeline_depth, why.c_str());
+  }
+  if (!eval) client_options.pipeline_depth = options->pipeline_depth;
+  absl::StatusOr<std::unique_ptr<PsClient>> connected =
+      ConnectWithRetry(client_options, name, stop);
+  if (automatic && options->pipeline_depth > 0 && absl::IsResourceExhausted(connected.status()) &&
+      absl::StrContains(connected.status().message(), "pipeline_depth")) {
+    // The extra backups do not fit a shard's memory budget: an automatic
+    // depth gives way, where an explicit one is the operator's to change.
+    std::fprintf(stderr, "[%s] pipeline depth 0 instead: %s\n", name.c_str(),
+                 std::string(connected.status().message()).c_str());
+    options->pipeline_depth = 0;
+    client_options.pipeline_depth = 0;
+    connected = ConnectWithRetry(client_options, name, stop);
+  }
+  return connected;
+}
+
+}  // namespace
+
 absl::Status RunWorker(const WorkerOptions& options, const absl::Notification* stop) {
   if (options.role == WorkerRole::kHealthCheck) {
     for (const std::string& address : options.shard_addresses) {
@@ -117,45 +167,8 @@ absl::Status RunWorker(const WorkerOptions& options, const absl::Notification* s
   // worker before it joins or trains anything.
   ASSIGN_OR_RETURN(std::unique_ptr<DataSource> data, DataSource::Open(options.data));
 
-  ClientOptions client_options;
-  client_options.shard_addresses = options.shard_addresses;
-  client_options.worker_name = eval ? "" : options.worker_name;
-  client_options.credentials = options.credentials;
-  client_options.wire_dtype = options.wire_dtype;
   WorkerOptions resolved = options;
-  if (!eval && options.pipeline_depth_auto) {
-    // The depth goes into Join, so it is decided before joining, from the
-    // rule the shards report to a reader connection.
-    ClientOptions reader = client_options;
-    reader.worker_name.clear();
-    ASSIGN_OR_RETURN(std::unique_ptr<PsClient> status_client, ConnectWithRetry(reader, name, stop));
-    // Declared before joining, so that the shards check the Join's extra
-    // backups against the model's size (and an automatic depth can give
-    // way, below) rather than the declaration against the Join's backups.
-    // The trainer declares again (a no-op) and reports any error of it.
-    status_client->Declare(model->ParameterSpecs(options.seed)).IgnoreError();
-    ASSIGN_OR_RETURN(std::vector<ShardStatus> shards, status_client->GetStatus());
-    std::string why;
-    resolved.pipeline_depth = AutoPipelineDepth(shards, &why);
-    resolved.pipeline_depth_auto = false;
-    std::fprintf(stderr, "[%s] pipeline depth %u (--pipeline_depth=auto: %s)\n", name.c_str(),
-                 resolved.pipeline_depth, why.c_str());
-  }
-  if (!eval) client_options.pipeline_depth = resolved.pipeline_depth;
-  absl::StatusOr<std::unique_ptr<PsClient>> connected =
-      ConnectWithRetry(client_options, name, stop);
-  if (options.pipeline_depth_auto && resolved.pipeline_depth > 0 &&
-      absl::IsResourceExhausted(connected.status()) &&
-      absl::StrContains(connected.status().message(), "pipeline_depth")) {
-    // The extra backups do not fit a shard's memory budget: an automatic
-    // depth gives way, where an explicit one is the operator's to change.
-    std::fprintf(stderr, "[%s] pipeline depth 0 instead: %s\n", name.c_str(),
-                 std::string(connected.status().message()).c_str());
-    resolved.pipeline_depth = 0;
-    client_options.pipeline_depth = 0;
-    connected = ConnectWithRetry(client_options, name, stop);
-  }
-  ASSIGN_OR_RETURN(std::unique_ptr<PsClient> ps, std::move(connected));
+  ASSIGN_OR_RETURN(std::unique_ptr<PsClient> ps, ConnectToShards(*model, name, stop, &resolved));
   CoordinatorClient coordinator(options.shard_addresses[0], absl::Minutes(5), options.credentials);
   std::fprintf(stderr,
                "[%s] %s: model %s, %zu shards, %zu training data shards, metrics on port %d\n",

@@ -82,14 +82,16 @@ class ScalingWorkers(unittest.TestCase):
         workers["w2"].signal(signal.SIGKILL)
         self.assertEqual(workers["w2"].wait(10), -signal.SIGKILL)
 
-        # Freed: one session left on every shard, holding one backup (one
-        # copy of the shard's weights under DC-ASGD), and at most one data
-        # lease out (w0's).
+        # Freed: one session left on every shard, holding its backups (under
+        # DC-ASGD the worker's automatic --pipeline_depth is 1, so a ring of
+        # two copies of the shard's weights), and at most one data lease out
+        # (w0's).
+        self.assertIn("pipeline depth 1 (--pipeline_depth=auto", workers["w0"].output())
         statuses = wait_for(lambda: (lambda st: st if all(s.active_workers == 1 for s in st)
                                      else None)(self.shard_statuses()), 30,
                             "the removed workers' sessions to be freed")
         for status in statuses:
-            self.assertEqual(status.backup_bytes, status.weight_bytes,
+            self.assertEqual(status.backup_bytes, 2 * status.weight_bytes,
                              f"shard {status.shard_index}: backups of removed workers remain")
         job = wait_for(lambda: (lambda j: j if j.leased <= 1 else None)(self.job()), 30,
                        "the removed workers' data leases to be freed")
