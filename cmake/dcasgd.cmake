@@ -100,6 +100,6 @@ function(dcasgd_tests)
       DCASGD_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
       DCASGD_BINARY_DIR="${PROJECT_BINARY_DIR}")
     gtest_discover_tests(${target} DISCOVERY_TIMEOUT 60
-      PROPERTIES LABELS ${ARG_LABEL} TIMEOUT 300 ${fixture_properties})
+      PROPERTIES LABELS ${ARG_LABEL} TIMEOUT ${DCASGD_TEST_TIMEOUT} ${fixture_properties})
   endforeach()
 endfunction()
