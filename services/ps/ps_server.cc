@@ -189,12 +189,8 @@ void PsServer::SetHealth(const std::string& service, bool serving) {
 }
 
 absl::Status PsServer::Announce(const std::string& restored) {
-  if (!options_.port_file.empty()) {
-    std::vector<std::pair<std::string, int>> ports = {{"grpc", grpc_port_},
-                                                      {"metrics", metrics_->port()}};
-    if (health_server_ != nullptr) ports.emplace_back("health", health_port_);
-    RETURN_IF_ERROR(WritePortFile(options_.port_file, ports));
-  }
+  // The lines first, the port file last: whoever waits for the port file
+  // (tests, scripts/run-local.sh) then finds them in the log.
   std::fprintf(stderr,
                "dcasgd-ps: serving shard %u/%u: grpc port %d, metrics port %d, restored %s; %s\n",
                options_.shard.shard_index, options_.shard.shard_count, grpc_port_, metrics_->port(),
@@ -217,6 +213,12 @@ absl::Status PsServer::Announce(const std::string& restored) {
                  options_.tls.client_ca.empty() ? "anyone who reaches the port"
                                                 : "any holder of a client certificate",
                  grpc_port_);
+  }
+  if (!options_.port_file.empty()) {
+    std::vector<std::pair<std::string, int>> ports = {{"grpc", grpc_port_},
+                                                      {"metrics", metrics_->port()}};
+    if (health_server_ != nullptr) ports.emplace_back("health", health_port_);
+    RETURN_IF_ERROR(WritePortFile(options_.port_file, ports));
   }
   return absl::OkStatus();
 }
