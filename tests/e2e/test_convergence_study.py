@@ -34,12 +34,14 @@ class ConvergenceStudySmoke(unittest.TestCase):
             self.assertEqual(len(c["epoch_accuracy"]), 1, c)
             pushes = sum(c["staleness"].values())
             self.assertEqual(pushes, 960, c)
-            # Round-robin: the first push of each worker sees what the ones
-            # before it pushed; every other push exactly M-1.
+            # Round-robin: every push sees exactly M-1 others, except the
+            # first of each worker and a push right after another worker
+            # stepped out of the schedule to wait for a data lease (it pushes
+            # again with less): rare, never more than M-1.
             m = c["workers"]
-            expected = {str(s): 1 for s in range(m - 1)}
-            expected[str(m - 1)] = pushes - (m - 1)
-            self.assertEqual({str(k): v for k, v in c["staleness"].items()}, expected)
+            hist = {int(k): v for k, v in c["staleness"].items()}
+            self.assertLessEqual(max(hist), m - 1, c)
+            self.assertGreaterEqual(hist.get(m - 1, 0), pushes * 0.98, c)
         with open(os.path.join(out, "tables.md")) as f:
             tables = f.read()
         self.assertIn("Sequential SGD (M = 1):", tables)
