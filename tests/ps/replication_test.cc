@@ -13,6 +13,8 @@
 
 #include <atomic>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -23,6 +25,7 @@
 #include "clients/cpp/ps_client.h"
 #include "core/checkpoint.h"
 #include "dcasgd/v1/ps.grpc.pb.h"
+#include "dcasgd/v1/replication.grpc.pb.h"
 #include "grpcpp/create_channel.h"
 #include "gtest/gtest.h"
 #include "tests/testing/ps_process.h"
@@ -49,6 +52,31 @@ int FreePort() {
   return port;
 }
 
+// Whether every thread of `pid` is stopped (state T in /proc): a SIGSTOP
+// takes effect only once one of the process's threads handled it, and the
+// others may run meanwhile.
+bool AllThreadsStopped(pid_t pid) {
+  const std::string dir = absl::StrCat("/proc/", pid, "/task");
+  std::error_code error;
+  bool any = false;
+  for (const auto& task : std::filesystem::directory_iterator(dir, error)) {
+    std::ifstream stat(task.path() / "stat");
+    std::string line;
+    std::getline(stat, line);
+    const size_t paren = line.rfind(')');
+    if (paren == std::string::npos || paren + 2 >= line.size()) return false;
+    if (line[paren + 2] != 'T' && line[paren + 2] != 't') return false;
+    any = true;
+  }
+  return any && !error;
+}
+
+// SIGSTOP, and wait until it took effect.
+absl::Status Stop(PsProcess& process) {
+  RETURN_IF_ERROR(process.Kill(SIGSTOP));
+  return testing::WaitFor([&] { return AllThreadsStopped(process.pid()); }, absl::Seconds(10));
+}
+
 struct Timing {
   int lease_ms = 2000;
   int failover_ms = 3000;
@@ -57,12 +85,17 @@ struct Timing {
 // A witness and the two members of shard 0/1, checkpointing to temp dirs.
 class Pair {
  public:
-  absl::Status Start(Timing timing) {
+  // `extra` goes to both members, and its --auth flags to the witness;
+  // `token` (if any) is sent with the test's own calls.
+  absl::Status Start(Timing timing, std::vector<std::string> extra = {}, std::string token = "") {
+    token_ = std::move(token);
     ASSIGN_OR_RETURN(root_, testing::MakeTempDir("replication"));
-    ASSIGN_OR_RETURN(witness_,
-                     PsProcess::StartBinary(testing::WitnessBinaryPath(),
-                                            {absl::StrCat("--state_dir=", root_, "/witness"),
-                                             "--shard_count=1", "--metrics_address="}));
+    std::vector<std::string> witness_flags = {absl::StrCat("--state_dir=", root_, "/witness"),
+                                              "--shard_count=1", "--metrics_address="};
+    for (const std::string& flag : extra) {
+      if (flag.rfind("--auth", 0) == 0) witness_flags.push_back(flag);
+    }
+    ASSIGN_OR_RETURN(witness_, PsProcess::StartBinary(testing::WitnessBinaryPath(), witness_flags));
     const int pa = FreePort();
     const int pb = FreePort();
     address_[0] = absl::StrCat("127.0.0.1:", pa);
@@ -81,6 +114,7 @@ class Pair {
           "--checkpoint_interval_seconds=3600",
           "--lease_seconds=60",
       };
+      flags.insert(flags.end(), extra.begin(), extra.end());
       ASSIGN_OR_RETURN(member_[m], PsProcess::Start(flags));
     }
     return absl::OkStatus();
@@ -104,6 +138,7 @@ class Pair {
         grpc::CreateChannel(address_[m], grpc::InsecureChannelCredentials()));
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+    if (!token_.empty()) context.AddMetadata("authorization", "Bearer " + token_);
     v1::ShardStatus status;
     grpc::Status s = stub->GetStatus(&context, v1::GetStatusRequest(), &status);
     if (!s.ok()) return absl::UnavailableError(s.error_message());
@@ -138,6 +173,7 @@ class Pair {
 
  private:
   std::string root_;
+  std::string token_;
   std::unique_ptr<PsProcess> witness_;
   std::unique_ptr<PsProcess> member_[2];
   std::string address_[2];
@@ -247,7 +283,7 @@ TEST(Replication, PushIsAcknowledgedOnlyOnceTheReplicaHasIt) {
   ASSERT_TRUE(worker->Pull({"w"}, &weights).ok());
   ASSERT_TRUE(worker->Push(Gradient(1), nullptr, 1).ok());
 
-  ASSERT_TRUE(pair.member(1).Kill(SIGSTOP).ok());
+  ASSERT_TRUE(Stop(pair.member(1)).ok());
   std::atomic<bool> answered{false};
   absl::Status result;
   std::thread push([&] {
@@ -326,10 +362,25 @@ TEST(Replication, KilledReplicaPrimaryGoesOnAlone) {
   EXPECT_EQ(a->replication_role(), "primary-solo");
   EXPECT_EQ(a->epoch(), 2u);
   EXPECT_EQ(a->version(), 5u);
-  absl::StatusOr<std::string> metrics = testing::HttpGet(pair.member(0).metrics_port(), "/metrics");
-  ASSERT_TRUE(metrics.ok());
-  EXPECT_NE(metrics->find("dcasgd_ps_replication_paired{shard=\"0\"} 0"), std::string::npos);
-  EXPECT_NE(pair.member(0).Log().find("replica b lost"), std::string::npos) << pair.member(0).Log();
+  // The log line and the gauges follow the role change (polled: they are
+  // written just after it).
+  EXPECT_TRUE(testing::WaitFor(
+                  [&] {
+                    absl::StatusOr<std::string> metrics =
+                        testing::HttpGet(pair.member(0).metrics_port(), "/metrics");
+                    return metrics.ok() &&
+                           metrics->find("dcasgd_ps_replication_paired{shard=\"0\"} 0") !=
+                               std::string::npos &&
+                           metrics->find("dcasgd_ps_replication_epoch{shard=\"0\"} 2") !=
+                               std::string::npos;
+                  },
+                  absl::Seconds(10))
+                  .ok());
+  EXPECT_TRUE(testing::WaitFor(
+                  [&] { return pair.member(0).Log().find("replica b lost") != std::string::npos; },
+                  absl::Seconds(10))
+                  .ok())
+      << pair.member(0).Log();
 }
 
 TEST(Replication, StoppedPrimaryIsDeposedAndAcknowledgesNothing) {
@@ -343,7 +394,7 @@ TEST(Replication, StoppedPrimaryIsDeposedAndAcknowledgesNothing) {
   ASSERT_TRUE(worker->Pull({"w"}, &weights).ok());
   ASSERT_TRUE(worker->Push(Gradient(1), nullptr, 1).ok());
 
-  ASSERT_TRUE(pair.member(0).Kill(SIGSTOP).ok());
+  ASSERT_TRUE(Stop(pair.member(0)).ok());
   ASSERT_TRUE(pair.WaitRole(1, "primary-solo")) << pair.member(1).Log();
   ASSERT_TRUE(pair.member(0).Kill(SIGCONT).ok());
   // At once after resuming, and for good: nothing is acknowledged.
@@ -358,6 +409,46 @@ TEST(Replication, StoppedPrimaryIsDeposedAndAcknowledgesNothing) {
   absl::StatusOr<v1::ShardStatus> a = pair.Status(0);
   ASSERT_TRUE(a.ok());
   EXPECT_EQ(a->version(), 1u);  // the refused push changed nothing
+}
+
+// With tokens on, the members call each other and the witness with the
+// `replication` token (--peer_token_file), and nobody else may replicate.
+TEST(Replication, ReplicateNeedsTheReplicationRole) {
+  absl::StatusOr<std::string> dir = testing::MakeTempDir("replication-auth");
+  ASSERT_TRUE(dir.ok());
+  const std::string tokens = *dir + "/tokens";
+  const std::string peer_token = *dir + "/peer-token";
+  {
+    std::ofstream(tokens) << "replication-token-0123456789 replication\n"
+                          << "worker-token-0123456789abcdef worker\n"
+                          << "reader-token-0123456789abcdef reader\n";
+    std::ofstream(peer_token) << "replication-token-0123456789\n";
+  }
+  Pair pair;
+  ASSERT_TRUE(pair.Start(Timing{},
+                         {absl::StrCat("--auth_tokens_file=", tokens),
+                          absl::StrCat("--peer_token_file=", peer_token)},
+                         "reader-token-0123456789abcdef")
+                  .ok());
+  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
+  auto stub = v1::ShardReplication::NewStub(
+      grpc::CreateChannel(pair.address(0), grpc::InsecureChannelCredentials()));
+  for (const auto& [token, code] : std::vector<std::pair<std::string, grpc::StatusCode>>{
+           {"worker-token-0123456789abcdef", grpc::StatusCode::PERMISSION_DENIED},
+           {"", grpc::StatusCode::UNAUTHENTICATED}}) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    if (!token.empty()) context.AddMetadata("authorization", "Bearer " + token);
+    auto stream = stub->Replicate(&context);
+    v1::ReplicaMessage hello;
+    hello.mutable_hello()->set_protocol_version(1);
+    stream->Write(hello);
+    stream->WritesDone();
+    v1::PrimaryMessage message;
+    EXPECT_FALSE(stream->Read(&message)) << "the stream answered a caller without the role";
+    EXPECT_EQ(stream->Finish().error_code(), code) << token;
+  }
+  testing::RemoveTree(*dir);
 }
 
 }  // namespace
