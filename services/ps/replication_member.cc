@@ -100,6 +100,8 @@ void ReplicationMember::Stop() {
   for (auto& done : waiters) done(absl::UnavailableError("the shard is shutting down; retry"));
   if (follower_ != nullptr) follower_->Stop();
   if (thread_.joinable()) thread_.join();
+  // The store may outlive the member (PsServer destroys the member first).
+  if (absl::MutexLock lock(&mu_); sink_set_) store_->SetLogSink(nullptr);
   outbox_.Close();
 }
 
@@ -319,10 +321,14 @@ void ReplicationMember::BecomePrimary(uint64_t expected, bool promoted, const st
     return;  // retried at the next tick
   }
   if (!claim->granted()) {
-    absl::MutexLock lock(&mu_);
-    Depose(absl::StrCat("the witness refused epoch ", expected + 1, " (register at epoch ",
-                        claim->state().epoch(), ", held by ", MemberName(claim->state().holder()),
-                        ")"));
+    std::vector<absl::AnyInvocable<void(absl::Status)>> waiters;
+    {
+      absl::MutexLock lock(&mu_);
+      waiters = Depose(absl::StrCat("the witness refused epoch ", expected + 1,
+                                    " (register at epoch ", claim->state().epoch(), ", held by ",
+                                    MemberName(claim->state().holder()), ")"));
+    }
+    FailDeposed(std::move(waiters));
     return;
   }
   const uint64_t epoch = claim->state().epoch();
@@ -355,7 +361,8 @@ void ReplicationMember::BecomePrimary(uint64_t expected, bool promoted, const st
                static_cast<unsigned long long>(epoch), why.c_str());
 }
 
-void ReplicationMember::Depose(const std::string& why) {
+std::vector<absl::AnyInvocable<void(absl::Status)>> ReplicationMember::Depose(
+    const std::string& why) {
   std::vector<absl::AnyInvocable<void(absl::Status)>> waiters = TakeWaiters(/*all=*/true);
   const bool was_primary = IsPrimary(role_);
   SetRole(v1::REPLICATION_ROLE_DEPOSED);
@@ -369,8 +376,10 @@ void ReplicationMember::Depose(const std::string& why) {
                was_primary ? "changes it applied but never committed are not in the pair's "
                              "history; restart it to catch up from the new primary"
                            : "restart it to catch up from the primary");
-  // Run outside the lock by the caller's thread would be nicer; the waiters
-  // only finish gRPC calls, which never call back into the member.
+  return waiters;
+}
+
+void ReplicationMember::FailDeposed(std::vector<absl::AnyInvocable<void(absl::Status)>> waiters) {
   for (auto& done : waiters) {
     done(
         absl::UnavailableError("this member was deposed before the change was committed: retry "
@@ -461,16 +470,20 @@ absl::StatusOr<ReplicationMember::Attachment> ReplicationMember::AttachReplica(
         config.shard_count, " member ", MemberName(options_.member), ", kernel revision ",
         kKernelRevision, "): fix its flags or build"));
   }
-  absl::MutexLock lock(&mu_);
+  absl::ReleasableMutexLock lock(&mu_);
   if (!IsPrimary(role_)) {
     return absl::FailedPreconditionError(absl::StrCat("member ", MemberName(options_.member),
                                                       " is ", RoleName(role_), " at epoch ", epoch_,
                                                       ", not primary"));
   }
   if (hello.epoch() > epoch_) {
-    Depose(absl::StrCat("its peer has seen epoch ", hello.epoch()));
-    return absl::AbortedError(
+    std::vector<absl::AnyInvocable<void(absl::Status)>> waiters =
+        Depose(absl::StrCat("its peer has seen epoch ", hello.epoch()));
+    absl::Status aborted = absl::AbortedError(
         absl::StrCat("this member's epoch ", epoch_, " is below the replica's ", hello.epoch()));
+    lock.Release();
+    FailDeposed(std::move(waiters));
+    return aborted;
   }
   if (commit_with_replica_ || attached_ != 0) {
     if (attached_context_ != nullptr && !commit_with_replica_) attached_context_->TryCancel();

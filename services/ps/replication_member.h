@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
@@ -161,7 +162,11 @@ class ReplicationMember {
   absl::StatusOr<v1::ClaimResponse> Claim(uint64_t expected, const std::string& reason);
   // A primary at `epoch` from now (restore: the checkpoint first).
   void BecomePrimary(uint64_t epoch, bool promoted, const std::string& why);
-  void Depose(const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Deposed: returns the calls that waited for a commit, for FailDeposed
+  // to answer outside mu_ (their callbacks may call back into the member).
+  std::vector<absl::AnyInvocable<void(absl::Status)>> Depose(const std::string& why)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static void FailDeposed(std::vector<absl::AnyInvocable<void(absl::Status)>> waiters);
   // The primary's checks: a silent replica, pairing at the witness.
   void CheckReplica();
   // The replica's check: a silent primary.
