@@ -383,6 +383,52 @@ TEST(Replication, KilledReplicaPrimaryGoesOnAlone) {
       << pair.member(0).Log();
 }
 
+TEST(Replication, RestartedReplicaCatchesUpAndPairsAgain) {
+  Pair pair;
+  ASSERT_TRUE(pair.Start(Timing{300, 800}).ok());
+  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
+  auto worker = Worker(pair.address(0), "w0");
+  ASSERT_NE(worker, nullptr);
+  ASSERT_TRUE(worker->Declare({Spec()}).ok());
+  TensorMap weights;
+  ASSERT_TRUE(worker->Pull({"w"}, &weights).ok());
+  for (int s = 1; s <= 5; ++s) ASSERT_TRUE(worker->Push(Gradient(s), nullptr, s).ok()) << s;
+  ASSERT_TRUE(pair.member(1).Kill(SIGKILL).ok());
+  ASSERT_TRUE(pair.member(1).WaitExit().ok());
+  for (int s = 6; s <= 8; ++s) ASSERT_TRUE(worker->Push(Gradient(s), nullptr, s).ok()) << s;
+
+  // b restarts with an empty memory: it follows a (the register names a),
+  // loads a snapshot with the worker table and its backups, and a pairs again.
+  ASSERT_TRUE(pair.member(1).Restart().ok());
+  ASSERT_TRUE(pair.WaitRole(1, "replica")) << pair.member(1).Log();
+  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log();
+  // The same worker goes on; its pushes (compensated with the backups b got
+  // in the snapshot) reach b before they are acknowledged.
+  for (int s = 9; s <= 12; ++s) {
+    ASSERT_TRUE(worker->PushPull(Gradient(s), &weights, nullptr, s).ok()) << s;
+  }
+  absl::StatusOr<v1::ShardStatus> a = pair.Status(0);
+  absl::StatusOr<v1::ShardStatus> b = pair.Status(1);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->version(), 12u);
+  EXPECT_EQ(b->version(), 12u);
+  EXPECT_EQ(a->last_seq(), b->last_seq());
+  EXPECT_EQ(b->epoch(), a->epoch());
+  EXPECT_EQ(a->epoch(), 2u);  // a went on alone once (epoch 2) and stayed there, paired
+  // b now holds a's weights bit for bit: kill a and read them from b.
+  worker.reset();
+  ASSERT_TRUE(pair.member(0).Kill(SIGKILL).ok());
+  ASSERT_TRUE(pair.WaitRole(1, "primary-solo")) << pair.member(1).Log();
+  ClientOptions options;
+  options.shard_addresses = {pair.address(1)};
+  auto reader = PsClient::Connect(options);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  ASSERT_TRUE((*reader)->FetchSpecs().ok());
+  TensorMap on_b;
+  ASSERT_TRUE((*reader)->Pull({"w"}, &on_b).ok());
+  EXPECT_TRUE(SameBits(on_b["w"], weights["w"]));
+}
+
 TEST(Replication, StoppedPrimaryIsDeposedAndAcknowledgesNothing) {
   Pair pair;
   ASSERT_TRUE(pair.Start(Timing{300, 800}).ok());
