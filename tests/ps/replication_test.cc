@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -90,7 +91,9 @@ class Pair {
   absl::Status Start(Timing timing, std::vector<std::string> extra = {}, std::string token = "") {
     token_ = std::move(token);
     ASSIGN_OR_RETURN(root_, testing::MakeTempDir("replication"));
-    std::vector<std::string> witness_flags = {absl::StrCat("--state_dir=", root_, "/witness"),
+    // A fixed port: the members' --witness_address survives its restart.
+    std::vector<std::string> witness_flags = {absl::StrCat("--listen=127.0.0.1:", FreePort()),
+                                              absl::StrCat("--state_dir=", root_, "/witness"),
                                               "--shard_count=1", "--metrics_address="};
     for (const std::string& flag : extra) {
       if (flag.rfind("--auth", 0) == 0) witness_flags.push_back(flag);
@@ -127,6 +130,8 @@ class Pair {
   }
 
   PsProcess& member(int m) { return *member_[m]; }
+  PsProcess& witness() { return *witness_; }
+  std::string witness_state() const { return absl::StrCat(root_, "/witness/witness.state"); }
   const std::string& address(int m) const { return address_[m]; }
   std::string checkpoint(int m) const {
     return absl::StrCat(root_, "/", m == 0 ? "a" : "b", "/shard-0.ckpt");
@@ -427,6 +432,36 @@ TEST(Replication, RestartedReplicaCatchesUpAndPairsAgain) {
   TensorMap on_b;
   ASSERT_TRUE((*reader)->Pull({"w"}, &on_b).ok());
   EXPECT_TRUE(SameBits(on_b["w"], weights["w"]));
+}
+
+TEST(Replication, MemberThatSawAnEpochNeverTakesEpochOneFromALostRegister) {
+  Pair pair;
+  ASSERT_TRUE(pair.Start(Timing{300, 800}).ok());
+  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
+  // Everything dies, and the witness comes back without its register.
+  for (int m = 0; m < 2; ++m) {
+    ASSERT_TRUE(pair.member(m).Kill(SIGKILL).ok());
+    ASSERT_TRUE(pair.member(m).WaitExit().ok());
+  }
+  ASSERT_TRUE(pair.witness().Kill(SIGKILL).ok());
+  ASSERT_TRUE(pair.witness().WaitExit().ok());
+  ASSERT_EQ(std::remove(pair.witness_state().c_str()), 0);
+  ASSERT_TRUE(pair.witness().Restart().ok());
+  ASSERT_TRUE(pair.member(0).Restart().ok());
+  // a saw epoch 1 (its epoch file): an empty register is a lost one, not a
+  // new job, so it waits and says why instead of claiming.
+  EXPECT_TRUE(
+      testing::WaitFor(
+          [&] { return pair.member(0).Log().find("lost its register") != std::string::npos; },
+          absl::Seconds(10))
+          .ok())
+      << pair.member(0).Log();
+  absl::StatusOr<v1::ShardStatus> a = pair.Status(0);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->replication_role(), "starting");
+  auto [refused, role] = pair.Join(0);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(role, "starting");
 }
 
 TEST(Replication, StoppedPrimaryIsDeposedAndAcknowledgesNothing) {
