@@ -196,6 +196,39 @@ class FaultTest(unittest.TestCase):
         self.assertEqual(shard.metric("dcasgd_ps_repeated_pushes_total"), 3)
         self.assertEqual(shard.metric("dcasgd_ps_pushes_total"), 6)
 
+    def test_a_replicated_shards_client_moves_to_the_other_member_without_rejoining(self):
+        # Member a is a proxy in front of the shard, member b the shard
+        # itself: a loses the answer of an applied push, then goes away; the
+        # client carries on at b with the same worker id, applying each push
+        # once (the client's half of docs/design.md "Replicated shards").
+        shard = Shard(["--update_rule=asgd", "--lr=0.5"])
+        self.addCleanup(shard.stop)
+        proxy = CuttingProxy(shard.port)
+        self.addCleanup(proxy.close)
+        acknowledged = 0.0
+        pair = "127.0.0.1:%d|%s" % (proxy.port, shard.address)
+        with dcasgd.Client([pair], "py-0", heartbeats=False, initial_backoff=0.01) as client:
+            worker_id = client.worker_id(0)
+            client.declare(SPECS)
+            client.pull(["w"])
+            for i in range(1, 9):
+                if i == 3:
+                    proxy.cut_at_next_reply()  # applied, answer lost: retried at b
+                if i == 5:
+                    proxy.close()  # member a is gone for good
+                client.pushpull({"w": np.full(6, i, np.float32)})
+                acknowledged += i
+            self.assertEqual(client.worker_id(0), worker_id, "no re-join")
+            final = client.pull(["w"])["w"]
+            self.assertEqual(client.status()[0].active_workers, 1)
+        np.testing.assert_array_equal(final, np.full(6, -0.5 * acknowledged, np.float32))
+        self.assertEqual(shard.metric("dcasgd_ps_pushes_total"), 8)
+        self.assertEqual(shard.metric("dcasgd_ps_repeated_pushes_total"), 1)
+        with dcasgd.DataCoordinatorClient("127.0.0.1:1|" + shard.address) as coordinator:
+            self.assertFalse(coordinator.job_status().configured)
+        with self.assertRaisesRegex(ValueError, "a\\|b for the two members"):
+            dcasgd.Client(["127.0.0.1:1|127.0.0.1:1"])
+
     def test_a_restarted_shard_is_used_within_seconds_of_coming_back(self):
         checkpoints = tempfile.TemporaryDirectory(prefix="dcasgd-py-ckpt-")
         self.addCleanup(checkpoints.cleanup)
