@@ -49,7 +49,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "base/memory.h"
+#include "base/process_setup.h"
 #include "base/status_macros.h"
 #include "bench/raw_stream.grpc.pb.h"
 #include "benchmark/benchmark.h"
@@ -744,8 +744,9 @@ BENCHMARK(BM_RoundTrip)
 int main(int argc, char** argv) {
   // As dcasgd-ps and dcasgd-worker do: the client side and the raw
   // baseline's server get the same allocator settings as the shards
-  // (DCASGD_MALLOC_DEFAULTS=1 turns them off for all of them).
-  dcasgd::TuneAllocatorForLargeMessages();
+  // (DCASGD_MALLOC_DEFAULTS=1 turns them off for all of them) and no lock
+  // order tracking.
+  dcasgd::PrepareServiceProcess();
   if (argc == 3 && std::strcmp(argv[1], "--raw_server") == 0) {
     return dcasgd::RunRawServer(argv[2]);
   }
