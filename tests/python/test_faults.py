@@ -108,9 +108,9 @@ def free_port():
 class Shard:
     """One dcasgd-ps process at a fixed port; restart() brings it back there."""
 
-    def __init__(self, flags):
+    def __init__(self, flags, port=None):
         self.dir = tempfile.TemporaryDirectory(prefix="dcasgd-py-faults-")
-        self.port = free_port()
+        self.port = port or free_port()
         self.flags = ["--listen=127.0.0.1:%d" % self.port, "--metrics_address=127.0.0.1:0",
                       "--port_file=" + os.path.join(self.dir.name, "ports")] + list(flags)
         self.address = "127.0.0.1:%d" % self.port
@@ -163,6 +163,35 @@ class Shard:
 
 
 SPECS = [dcasgd.TensorSpec("w", (6,), 4, dcasgd.zeros())]
+
+
+def start_witness(test, shard_count):
+    """A dcasgd-witness on loopback for `test` (stopped at its cleanup);
+    returns its address. Skips the test without $DCASGD_WITNESS_BINARY."""
+    binary = os.environ.get("DCASGD_WITNESS_BINARY", "")
+    if not (binary and os.access(binary, os.X_OK)):
+        test.skipTest("DCASGD_WITNESS_BINARY does not name an executable dcasgd-witness")
+    state = tempfile.TemporaryDirectory(prefix="dcasgd-py-witness-")
+    test.addCleanup(state.cleanup)
+    port_file = os.path.join(state.name, "ports")
+    process = subprocess.Popen(
+        [binary, "--listen=127.0.0.1:0", "--metrics_address=127.0.0.1:0",
+         "--shard_count=%d" % shard_count, "--state_dir=" + state.name,
+         "--port_file=" + port_file], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    test.addCleanup(process.wait, 30)
+    test.addCleanup(process.terminate)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with open(port_file) as f:
+                ports = dict(line.split() for line in f.read().splitlines() if line)
+            if "metrics" in ports:
+                return "127.0.0.1:%s" % ports["grpc"]
+        except FileNotFoundError:
+            pass
+        test.assertIsNone(process.poll(), "dcasgd-witness exited")
+        test.assertLess(time.monotonic(), deadline, "dcasgd-witness did not start")
+        time.sleep(0.02)
 
 
 @require_ps_binary
@@ -228,6 +257,42 @@ class FaultTest(unittest.TestCase):
             self.assertFalse(coordinator.job_status().configured)
         with self.assertRaisesRegex(ValueError, "a\\|b for the two members"):
             dcasgd.Client(["127.0.0.1:1|127.0.0.1:1"])
+
+    def test_a_client_of_a_real_pair_rides_through_a_killed_primary(self):
+        # A replicated shard (dcasgd-ps --replicas=2 and a witness): the
+        # client knows both members ("a|b"); member a is SIGKILLed mid-way.
+        # Every push is acknowledged without a re-join, and every reply
+        # equals an unreplicated shard's fed the same pushes.
+        witness = start_witness(self, 1)
+        ports = [free_port(), free_port()]
+        members = []
+        for m, name in enumerate("ab"):
+            shard = Shard(["--replicas=2", "--member=" + name,
+                           "--peer_address=127.0.0.1:%d" % ports[1 - m],
+                           "--witness_address=" + witness, "--replication_heartbeat_ms=50",
+                           "--replication_lease_ms=300", "--failover_timeout_ms=800",
+                           "--update_rule=asgd", "--lr=0.5"], port=ports[m])
+            self.addCleanup(shard.stop)
+            members.append(shard)
+        alone = Shard(["--update_rule=asgd", "--lr=0.5"])
+        self.addCleanup(alone.stop)
+        pair = "%s|%s" % (members[0].address, members[1].address)
+        with dcasgd.Client([pair], "py-0", initial_backoff=0.02, max_backoff=0.2) as client, \
+                dcasgd.Client([alone.address], "py-0") as reference:
+            worker_id = client.worker_id(0)
+            for c in (client, reference):
+                c.declare(SPECS)
+                c.pull(["w"])
+            for i in range(1, 21):
+                if i == 8:
+                    members[0].kill()  # SIGKILL, mid-way
+                gradient = {"w": np.full(6, i, np.float32)}
+                got = client.pushpull(gradient)["w"]
+                np.testing.assert_array_equal(got, reference.pushpull(gradient)["w"])
+            self.assertEqual(client.worker_id(0), worker_id, "no re-join")
+            status = client.status()[0]
+        self.assertEqual(status.replication_role, "primary-solo")
+        self.assertEqual(status.version, 20)
 
     def test_a_restarted_shard_is_used_within_seconds_of_coming_back(self):
         checkpoints = tempfile.TemporaryDirectory(prefix="dcasgd-py-ckpt-")
