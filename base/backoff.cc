@@ -6,14 +6,18 @@
 
 namespace dcasgd {
 
+Backoff::Backoff(const Options& options)
+    : options_(options), current_(std::min(options.initial, options.max)) {}
+
 Backoff::Backoff(const Options& options, uint64_t seed)
-    : options_(options), current_(std::min(options.initial, options.max)), rng_(seed) {}
+    : options_(options), current_(std::min(options.initial, options.max)), seed_(seed) {}
 
 absl::Duration Backoff::Next() {
   absl::Duration delay = current_;
   if (options_.jitter > 0) {
+    if (!rng_.has_value()) rng_.emplace(seed_.has_value() ? *seed_ : std::random_device{}());
     std::uniform_real_distribution<double> factor(1.0 - options_.jitter, 1.0 + options_.jitter);
-    delay = delay * factor(rng_);
+    delay = delay * factor(*rng_);
   }
   current_ = std::min(options_.max, current_ * std::max(1.0, options_.multiplier));
   return std::min(delay, options_.max);

@@ -2,6 +2,7 @@
 #define DCASGD_BASE_BACKOFF_H_
 
 #include <cstdint>
+#include <optional>
 #include <random>
 
 #include "absl/functional/function_ref.h"
@@ -27,16 +28,21 @@ class Backoff {
     double jitter = 0.2;      // in [0, 1)
   };
 
+  // Cheap to construct: the random generator is seeded (from
+  // std::random_device, which opens a device) only when Next() is first
+  // called, since most calls that make a Backoff never retry.
+  explicit Backoff(const Options& options);
   // `seed` makes the jitter reproducible in tests.
-  explicit Backoff(const Options& options, uint64_t seed = std::random_device{}());
+  Backoff(const Options& options, uint64_t seed);
 
   // The delay before the next attempt.
   absl::Duration Next();
 
  private:
   const Options options_;
-  absl::Duration current_;  // before jitter
-  std::mt19937_64 rng_;
+  absl::Duration current_;        // before jitter
+  std::optional<uint64_t> seed_;  // unset: std::random_device at first use
+  std::optional<std::mt19937_64> rng_;
 };
 
 // Errors of a peer restarting (UNAVAILABLE), shutting down with the call in

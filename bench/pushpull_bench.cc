@@ -24,12 +24,6 @@
 // Run: build/<dir>/bench/pushpull_bench [--benchmark_filter=...]
 // The binary re-executes itself with --raw_server to host the baseline.
 
-#include <fcntl.h>
-#include <signal.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -49,8 +43,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "base/memory.h"
+#include "base/process_setup.h"
 #include "base/status_macros.h"
+#include "bench/child_process.h"
 #include "bench/raw_stream.grpc.pb.h"
 #include "benchmark/benchmark.h"
 #include "clients/cpp/ps_client.h"
@@ -62,77 +57,9 @@ namespace {
 constexpr uint32_t kChunkElements = 65536;
 constexpr int kMaxMessageBytes = 64 << 20;
 
-// ---------------------------------------------------------------------------
-// Child processes (shards and raw servers), found through a port file.
-
-class ChildProcess {
- public:
-  // Starts argv; the child must write "grpc <port>\n" to `port_file`.
-  static absl::StatusOr<std::unique_ptr<ChildProcess>> Start(std::vector<std::string> argv,
-                                                             const std::string& port_file) {
-    std::remove(port_file.c_str());
-    // Built before fork: the child may only make async-signal-safe calls.
-    std::vector<char*> args;
-    for (std::string& a : argv) args.push_back(a.data());
-    args.push_back(nullptr);
-    const pid_t pid = fork();
-    if (pid < 0) return absl::InternalError("fork failed");
-    if (pid == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      const int devnull = open("/dev/null", O_WRONLY);
-      if (devnull >= 0) dup2(devnull, STDERR_FILENO);
-      execv(args[0], args.data());
-      _exit(127);
-    }
-    std::unique_ptr<ChildProcess> child(new ChildProcess(pid));
-    const absl::Time deadline = absl::Now() + absl::Seconds(30);
-    while (absl::Now() < deadline) {
-      std::ifstream in(port_file);
-      std::string word;
-      int port = 0;
-      if (in >> word >> port && word == "grpc" && port > 0) {
-        child->address_ = absl::StrCat("127.0.0.1:", port);
-        return child;
-      }
-      int status;
-      if (waitpid(pid, &status, WNOHANG) == pid) {
-        child->pid_ = -1;
-        return absl::InternalError(absl::StrCat(argv[0], " exited before serving"));
-      }
-      absl::SleepFor(absl::Milliseconds(10));
-    }
-    return absl::DeadlineExceededError(absl::StrCat(argv[0], " wrote no port file"));
-  }
-
-  ~ChildProcess() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGKILL);
-    int status;
-    waitpid(pid_, &status, 0);
-  }
-
-  const std::string& address() const { return address_; }
-
- private:
-  explicit ChildProcess(pid_t pid) : pid_(pid) {}
-  pid_t pid_;
-  std::string address_;
-};
-
-std::string TempDir() {
-  static const std::string dir = [] {
-    char pattern[] = "/tmp/pushpull_bench.XXXXXX";
-    const char* made = mkdtemp(pattern);
-    return std::string(made != nullptr ? made : "/tmp");
-  }();
-  return dir;
-}
-
-std::string SelfPath() {
-  char buf[4096];
-  const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  return n > 0 ? std::string(buf, n) : std::string();
-}
+using bench::ChildProcess;
+using bench::SelfPath;
+using bench::TempDir;
 
 // ---------------------------------------------------------------------------
 // The raw baseline: server (in the child) and client.
@@ -744,8 +671,9 @@ BENCHMARK(BM_RoundTrip)
 int main(int argc, char** argv) {
   // As dcasgd-ps and dcasgd-worker do: the client side and the raw
   // baseline's server get the same allocator settings as the shards
-  // (DCASGD_MALLOC_DEFAULTS=1 turns them off for all of them).
-  dcasgd::TuneAllocatorForLargeMessages();
+  // (DCASGD_MALLOC_DEFAULTS=1 turns them off for all of them) and no lock
+  // order tracking.
+  dcasgd::PrepareServiceProcess();
   if (argc == 3 && std::strcmp(argv[1], "--raw_server") == 0) {
     return dcasgd::RunRawServer(argv[2]);
   }

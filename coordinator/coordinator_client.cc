@@ -3,6 +3,8 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 #include "auth/tls.h"
 #include "base/backoff.h"
 #include "clients/cpp/channel_args.h"
@@ -26,15 +28,33 @@ std::shared_ptr<grpc::Channel> MakeChannel(
 
 }  // namespace
 
+// One stub per member of shard 0; calls go to the current one and move to
+// the other after a transient failure (a member that is not the primary
+// answers UNAVAILABLE).
 struct CoordinatorClient::Stub {
-  std::unique_ptr<v1::DataCoordinator::Stub> rpc;
+  std::vector<std::unique_ptr<v1::DataCoordinator::Stub>> members;  // const after construction
+  absl::Mutex mu;
+  size_t current ABSL_GUARDED_BY(mu) = 0;
+
+  v1::DataCoordinator::Stub* rpc(size_t* member) {
+    absl::MutexLock lock(&mu);
+    *member = current;
+    return members[current].get();
+  }
+  void MoveOn(size_t failed) {
+    absl::MutexLock lock(&mu);
+    if (current == failed) current = (failed + 1) % members.size();
+  }
 };
 
 CoordinatorClient::CoordinatorClient(const std::string& address, absl::Duration patience,
                                      std::shared_ptr<const auth::ClientCredentials> credentials)
-    : address_(address),
-      patience_(patience),
-      stub_(new Stub{v1::DataCoordinator::NewStub(MakeChannel(address, credentials))}) {}
+    : address_(address), patience_(patience), stub_(new Stub) {
+  for (absl::string_view member : absl::StrSplit(address, '|')) {
+    stub_->members.push_back(
+        v1::DataCoordinator::NewStub(MakeChannel(std::string(member), credentials)));
+  }
+}
 
 CoordinatorClient::~CoordinatorClient() = default;
 
@@ -52,8 +72,12 @@ absl::Status CoordinatorClient::WithRetries(const char* what, absl::Duration pat
         const absl::Duration timeout =
             patience > absl::ZeroDuration() ? absl::Seconds(30) : absl::Seconds(5);
         context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
-        return FromGrpcStatus(call(&context),
-                              absl::StrCat("coordinator (shard 0, ", address_, ") ", what));
+        size_t member = 0;
+        v1::DataCoordinator::Stub* rpc = stub_->rpc(&member);
+        absl::Status status = FromGrpcStatus(
+            call(rpc, &context), absl::StrCat("coordinator (shard 0, ", address_, ") ", what));
+        if (IsTransient(status)) stub_->MoveOn(member);
+        return status;
       },
       IsTransient,
       [&](const absl::Status& error) {
@@ -73,9 +97,10 @@ absl::StatusOr<AcquireResult> CoordinatorClient::Acquire(const std::string& work
   request.set_num_data_shards(num_data_shards);
   request.set_epochs(epochs);
   v1::AcquireDataShardResponse response;
-  absl::Status s = WithRetries("AcquireDataShard", patience_, [&](grpc::ClientContext* context) {
-    return stub_->rpc->AcquireDataShard(context, request, &response);
-  });
+  absl::Status s = WithRetries("AcquireDataShard", patience_,
+                               [&](v1::DataCoordinator::Stub* rpc, grpc::ClientContext* context) {
+                                 return rpc->AcquireDataShard(context, request, &response);
+                               });
   if (!s.ok()) return s;
   if (response.has_lease()) {
     const v1::DataLease& lease = response.lease();
@@ -91,9 +116,10 @@ absl::Status CoordinatorClient::Renew(uint64_t lease_id, const std::string& secr
   request.set_lease_id(lease_id);
   request.set_lease_secret(secret);
   v1::RenewDataLeaseResponse response;
-  return WithRetries("RenewDataLease", absl::ZeroDuration(), [&](grpc::ClientContext* context) {
-    return stub_->rpc->RenewDataLease(context, request, &response);
-  });
+  return WithRetries("RenewDataLease", absl::ZeroDuration(),
+                     [&](v1::DataCoordinator::Stub* rpc, grpc::ClientContext* context) {
+                       return rpc->RenewDataLease(context, request, &response);
+                     });
 }
 
 absl::Status CoordinatorClient::Complete(uint64_t lease_id, const std::string& secret) {
@@ -101,17 +127,19 @@ absl::Status CoordinatorClient::Complete(uint64_t lease_id, const std::string& s
   request.set_lease_id(lease_id);
   request.set_lease_secret(secret);
   v1::CompleteDataShardResponse response;
-  return WithRetries("CompleteDataShard", patience_, [&](grpc::ClientContext* context) {
-    return stub_->rpc->CompleteDataShard(context, request, &response);
-  });
+  return WithRetries("CompleteDataShard", patience_,
+                     [&](v1::DataCoordinator::Stub* rpc, grpc::ClientContext* context) {
+                       return rpc->CompleteDataShard(context, request, &response);
+                     });
 }
 
 absl::StatusOr<JobProgress> CoordinatorClient::JobStatus() {
   v1::GetJobStatusRequest request;
   v1::JobStatus response;
-  absl::Status s = WithRetries("GetJobStatus", patience_, [&](grpc::ClientContext* context) {
-    return stub_->rpc->GetJobStatus(context, request, &response);
-  });
+  absl::Status s = WithRetries("GetJobStatus", patience_,
+                               [&](v1::DataCoordinator::Stub* rpc, grpc::ClientContext* context) {
+                                 return rpc->GetJobStatus(context, request, &response);
+                               });
   if (!s.ok()) return s;
   JobProgress progress;
   progress.configured = response.configured();

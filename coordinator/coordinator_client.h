@@ -28,7 +28,10 @@ namespace dcasgd {
 // thread-safe.
 class CoordinatorClient {
  public:
-  // `credentials`: TLS and the bearer token (auth/tls.h); null: plaintext.
+  // `address`: shard 0's "host:port", or "a|b" for both members of a
+  // replicated shard 0 (calls move to the other member on a transient
+  // failure). `credentials`: TLS and the bearer token (auth/tls.h); null:
+  // plaintext.
   CoordinatorClient(const std::string& address, absl::Duration patience = absl::Minutes(5),
                     std::shared_ptr<const auth::ClientCredentials> credentials = nullptr);
   ~CoordinatorClient();

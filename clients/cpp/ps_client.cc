@@ -68,9 +68,13 @@ PsClient::PsClient(ClientOptions options) : options_(std::move(options)) {
                                   options_.initial_backoff, options_.max_backoff};
   const uint32_t count = static_cast<uint32_t>(options_.shard_addresses.size());
   for (uint32_t i = 0; i < count; ++i) {
-    shards_.push_back(std::make_unique<ShardSession>(
-        i, count, options_.shard_addresses[i], args, options_.worker_name, policy,
-        options_.credentials, options_.pipeline_depth));
+    std::vector<std::string> members = {options_.shard_addresses[i]};
+    if (!options_.replica_addresses.empty() && !options_.replica_addresses[i].empty()) {
+      members.push_back(options_.replica_addresses[i]);
+    }
+    shards_.push_back(std::make_unique<ShardSession>(i, count, members, args, options_.worker_name,
+                                                     policy, options_.credentials,
+                                                     options_.pipeline_depth));
   }
 }
 
@@ -80,6 +84,19 @@ absl::StatusOr<std::unique_ptr<PsClient>> PsClient::Connect(ClientOptions option
   }
   for (const std::string& address : options.shard_addresses) {
     if (address.empty()) return absl::InvalidArgumentError("empty shard address");
+  }
+  if (!options.replica_addresses.empty()) {
+    if (options.replica_addresses.size() != options.shard_addresses.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "ClientOptions.replica_addresses has ", options.replica_addresses.size(), " entries for ",
+          options.shard_addresses.size(), " shards: give one per shard or none"));
+    }
+    for (size_t i = 0; i < options.replica_addresses.size(); ++i) {
+      if (options.replica_addresses[i] == options.shard_addresses[i]) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "shard ", i, ": both members have the address ", options.shard_addresses[i]));
+      }
+    }
   }
   if (options.max_attempts < 1) {
     return absl::InvalidArgumentError(

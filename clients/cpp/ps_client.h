@@ -34,6 +34,12 @@ using TensorMap = absl::flat_hash_map<std::string, std::vector<float>>;
 struct ClientOptions {
   // One address per shard, in shard-index order ("host:port"). Required.
   std::vector<std::string> shard_addresses;
+  // Replicated shards (docs/design.md, "Replicated shards"): empty, or one
+  // entry per shard, the address of its second member ("" for a shard that
+  // has one). The client keeps a channel to both members and moves to the
+  // other one when a call to the current one fails transiently (a member
+  // that is not the primary answers UNAVAILABLE), without re-joining.
+  std::vector<std::string> replica_addresses;
   // Stable identity of the worker (e.g. the pod name). Empty: an evaluator,
   // which never joins, pulls with worker id 0 and cannot push.
   std::string worker_name;

@@ -4,7 +4,9 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "base/backoff.h"
+#include "base/check.h"
 #include "base/status_macros.h"
 #include "clients/cpp/round_stream.h"
 #include "grpcpp/create_channel.h"
@@ -13,21 +15,55 @@
 
 namespace dcasgd {
 namespace client {
+namespace {
 
-ShardSession::ShardSession(uint32_t index, uint32_t count, const std::string& address,
+template <typename Member>
+std::vector<Member> OpenMembers(const std::vector<std::string>& addresses,
+                                const grpc::ChannelArguments& args,
+                                const std::shared_ptr<const auth::ClientCredentials>& credentials) {
+  DCASGD_CHECK(addresses.size() == 1 || addresses.size() == 2);
+  std::vector<Member> members;
+  for (const std::string& address : addresses) {
+    Member member;
+    member.address = address;
+    member.channel = (credentials != nullptr ? credentials : auth::ClientCredentials::Insecure())
+                         ->NewChannel(address, args);
+    member.stub = v1::ParameterShard::NewStub(member.channel);
+    members.push_back(std::move(member));
+  }
+  return members;
+}
+
+}  // namespace
+
+ShardSession::ShardSession(uint32_t index, uint32_t count,
+                           const std::vector<std::string>& addresses,
                            const grpc::ChannelArguments& args, std::string worker_name,
                            CallPolicy policy,
                            const std::shared_ptr<const auth::ClientCredentials>& credentials,
                            uint32_t pipeline_depth)
     : index_(index),
       count_(count),
-      label_(absl::StrCat("shard ", index, " (", address, ")")),
+      label_(absl::StrCat("shard ", index, " (", absl::StrJoin(addresses, "|"), ")")),
       worker_name_(std::move(worker_name)),
       pipeline_depth_(pipeline_depth),
       policy_(policy),
-      channel_((credentials != nullptr ? credentials : auth::ClientCredentials::Insecure())
-                   ->NewChannel(address, args)),
-      stub_(v1::ParameterShard::NewStub(channel_)) {}
+      members_(OpenMembers<Member>(addresses, args, credentials)) {}
+
+v1::ParameterShard::Stub* ShardSession::stub() const {
+  return members_[current_member()].stub.get();
+}
+
+size_t ShardSession::current_member() const {
+  absl::MutexLock lock(&mu_);
+  return current_;
+}
+
+void ShardSession::MoveOn(size_t failed) {
+  if (members_.size() < 2) return;
+  absl::MutexLock lock(&mu_);
+  if (current_ == failed) current_ = (failed + 1) % members_.size();
+}
 
 ShardSession::~ShardSession() {
   std::shared_ptr<RoundStream> stream;
@@ -49,9 +85,15 @@ ShardSession::~ShardSession() {
 }
 
 std::shared_ptr<RoundStream> ShardSession::Exchange(bool reopen) {
+  const size_t member = current_member();
   absl::MutexLock lock(&exchange_mu_);
-  if (reopen && (exchange_ == nullptr || exchange_->ended())) {
-    exchange_ = RoundStream::Open(stub_.get(), label_, policy_.max_message_bytes);
+  if (reopen && exchange_ != nullptr && !exchange_->ended() && exchange_member_ != member) {
+    // Its rounds fail (CANCELLED) and are retried, at the current member.
+    exchange_->Cancel(/*deadline=*/false);
+  }
+  if (reopen && (exchange_ == nullptr || exchange_->ended() || exchange_member_ != member)) {
+    exchange_ = RoundStream::Open(members_[member].stub.get(), label_, policy_.max_message_bytes);
+    exchange_member_ = member;
     streams_.erase(std::remove_if(streams_.begin(), streams_.end(),
                                   [](const std::weak_ptr<RoundStream>& s) { return s.expired(); }),
                    streams_.end());
@@ -83,6 +125,7 @@ absl::Status ShardSession::Call(
     CallKind kind, absl::FunctionRef<absl::Status(const WorkerCredentials& worker)> attempt) {
   Backoff backoff({policy_.initial_backoff, policy_.max_backoff, 2.0, 0.2});
   bool retried_after_rejoin = false;
+  const int max_attempts = policy_.max_attempts * static_cast<int>(members_.size());
   for (int n = 1;; ++n) {
     const WorkerCredentials worker = credentials();
     const uint64_t id = worker.worker_id;
@@ -90,9 +133,11 @@ absl::Status ShardSession::Call(
       return absl::FailedPreconditionError(
           absl::StrCat(label_, ": this client is not joined (evaluator, or after Leave)"));
     }
+    const size_t member = current_member();
     absl::Status status = attempt(worker);
     if (status.ok()) return status;
-    if (IsTransient(status) && n < policy_.max_attempts) {
+    if (IsTransient(status) && n < max_attempts) {
+      MoveOn(member);
       WaitBeforeRetry(backoff.Next());
       continue;
     }
@@ -115,14 +160,16 @@ absl::Status ShardSession::Call(
 }
 
 void ShardSession::WaitBeforeRetry(absl::Duration delay) {
-  if (channel_->GetState(/*try_to_connect=*/false) == GRPC_CHANNEL_READY) {
-    // Connected: the shard itself answered (e.g. shutting down); back off.
+  grpc::Channel& channel = *members_[current_member()].channel;
+  if (channel.GetState(/*try_to_connect=*/false) == GRPC_CHANNEL_READY) {
+    // Connected: the shard itself answered (e.g. shutting down, or a member
+    // that is not the primary); back off.
     absl::SleepFor(delay);
     return;
   }
   // Not connected (the shard is down or restarting): retry as soon as the
   // channel reconnects, not a whole backoff later.
-  channel_->WaitForConnected(absl::ToChronoTime(absl::Now() + delay));
+  channel.WaitForConnected(absl::ToChronoTime(absl::Now() + delay));
 }
 
 absl::Status ShardSession::Join() {
@@ -133,7 +180,7 @@ absl::Status ShardSession::Join() {
   RETURN_IF_ERROR(Call(CallKind::kRead, [&](const WorkerCredentials&) {
     grpc::ClientContext context;
     SetDeadline(&context);
-    return FromGrpcStatus(stub_->Join(&context, request, &response), label_);
+    return FromGrpcStatus(stub()->Join(&context, request, &response), label_);
   }));
   if (response.shard_index() != index_ || response.shard_count() != count_) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -170,7 +217,8 @@ void ShardSession::Beat(absl::Duration timeout) {
   v1::HeartbeatResponse response;
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
-  const grpc::Status status = stub_->Heartbeat(&context, request, &response);
+  const size_t member = current_member();
+  const grpc::Status status = members_[member].stub->Heartbeat(&context, request, &response);
   if (status.ok()) {
     absl::MutexLock lock(&mu_);
     if (response.lease_ms() > 0) lease_ms_ = response.lease_ms();
@@ -178,6 +226,9 @@ void ShardSession::Beat(absl::Duration timeout) {
     // The lease is gone, and with it the backup: the next push fails and
     // re-joins anyway, but re-joining now keeps membership accurate.
     Rejoin(id).IgnoreError();
+  } else if (IsTransient(FromGrpcStatus(status, label_))) {
+    // The next beat (and call) goes to the other member, if any.
+    MoveOn(member);
   }
   // Other errors: try again at the next beat.
 }
@@ -207,11 +258,16 @@ absl::Status ShardSession::Leave(int max_attempts) {
     v1::LeaveResponse response;
     grpc::ClientContext context;
     SetDeadline(&context);
-    const absl::Status status = FromGrpcStatus(stub_->Leave(&context, request, &response), label_);
+    const size_t member = current_member();
+    const absl::Status status =
+        FromGrpcStatus(members_[member].stub->Leave(&context, request, &response), label_);
     // Unknown or expired (e.g. the shard restarted meanwhile): the lease is
     // gone already, which is what Leave wants.
     if (absl::IsFailedPrecondition(status)) return absl::OkStatus();
-    if (!absl::IsUnavailable(status) || n >= max_attempts) return status;
+    if (!absl::IsUnavailable(status) || n >= max_attempts * static_cast<int>(members_.size())) {
+      return status;
+    }
+    MoveOn(member);
     absl::SleepFor(backoff.Next());
   }
 }

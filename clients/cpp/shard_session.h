@@ -59,6 +59,14 @@ class RoundStream;  // round_stream.h
 // This client's session with one parameter shard: the channel, the worker id
 // and session secret the shard gave it, Join / re-Join / Leave, one
 // heartbeat, and the retry and re-join policy of every call to it.
+//
+// A replicated shard has two members (docs/design.md, "Replicated shards"),
+// of which one at a time serves clients; the other answers UNAVAILABLE. The
+// session keeps a channel to each and sends to the *current* member; a
+// transient failure moves it to the other member for the next attempt
+// (members are tried alternately, and the session stays with the one that
+// answers). Worker id, session and push steps are replicated state, so a
+// call goes on at the other member without re-joining.
 // UNAUTHENTICATED (a session the shard does not accept) is returned as it
 // is: re-joining cannot fix a credential the shard refuses, and an honest
 // client only meets it through a bug.
@@ -71,7 +79,9 @@ class ShardSession {
   // token; null: plaintext). An empty `worker_name` is an evaluator: it never
   // joins, and calls run with worker id 0. Every Join asks for
   // `pipeline_depth` (ps.proto JoinRequest.pipeline_depth).
-  ShardSession(uint32_t index, uint32_t count, const std::string& address,
+  // `addresses`: the shard's members, one or two (the first is tried
+  // first).
+  ShardSession(uint32_t index, uint32_t count, const std::vector<std::string>& addresses,
                const grpc::ChannelArguments& args, std::string worker_name, CallPolicy policy,
                const std::shared_ptr<const auth::ClientCredentials>& credentials = nullptr,
                uint32_t pipeline_depth = 0);
@@ -83,9 +93,14 @@ class ShardSession {
   ShardSession& operator=(const ShardSession&) = delete;
 
   uint32_t index() const { return index_; }
-  // "shard 1 (host:port)", the prefix of every error about this shard.
+  // "shard 1 (host:port)" ("shard 1 (a:port|b:port)" with two members),
+  // the prefix of every error about this shard.
   const std::string& label() const { return label_; }
-  v1::ParameterShard::Stub* stub() const { return stub_.get(); }
+  // The current member's stub (valid as long as the session).
+  v1::ParameterShard::Stub* stub() const;
+  // The number of members (1 or 2) and the one calls go to now.
+  size_t members() const { return members_.size(); }
+  size_t current_member() const;
   // 0 when not joined (an evaluator, or after Leave).
   uint64_t worker_id() const;
   // The worker id and session to send now.
@@ -94,7 +109,9 @@ class ShardSession {
   absl::Duration lease() const;
 
   // The push stream to this shard (round_stream.h): the open one, or a new
-  // one when it ended (the shard restarted, a timeout, a protocol error).
+  // one when it ended (the shard restarted, a timeout, a protocol error) or
+  // was opened to a member that is no longer the current one (that one is
+  // cancelled: its pending rounds fail and are retried).
   // With `reopen` false an ended stream is returned as it is (null before
   // the first), so that a round started behind unfinished ones fails and is
   // retried after them, in step order.
@@ -106,7 +123,8 @@ class ShardSession {
 
   // Runs attempt(credentials) with the policy of `kind`: UNAVAILABLE,
   // CANCELLED and DEADLINE_EXCEEDED are retried with backoff and jitter up
-  // to max_attempts times (sooner when a disconnected channel reconnects);
+  // to max_attempts times per member (sooner when a disconnected channel
+  // reconnects), each retry at the other member when there are two;
   // FAILED_PRECONDITION as CallKind says. `attempt` must return its error
   // already prefixed with label() (wire/status.h FromGrpcStatus).
   absl::Status Call(CallKind kind,
@@ -128,8 +146,20 @@ class ShardSession {
   absl::Status Leave(int max_attempts);
 
  private:
-  // Waits `delay` before a retry, or less when the channel reconnects.
+  // One member of the shard: its address, channel and stub (const after
+  // construction).
+  struct Member {
+    std::string address;
+    std::shared_ptr<grpc::Channel> channel;
+    std::unique_ptr<v1::ParameterShard::Stub> stub;
+  };
+
+  // Waits `delay` before a retry, or less when the current member's channel
+  // reconnects.
   void WaitBeforeRetry(absl::Duration delay);
+  // After a transient failure at member `failed`: the other member becomes
+  // the current one (unless a concurrent call already moved it).
+  void MoveOn(size_t failed);
 
   const uint32_t index_;
   const uint32_t count_;
@@ -137,8 +167,7 @@ class ShardSession {
   const std::string worker_name_;
   const uint32_t pipeline_depth_;
   const CallPolicy policy_;
-  const std::shared_ptr<grpc::Channel> channel_;
-  const std::unique_ptr<v1::ParameterShard::Stub> stub_;
+  const std::vector<Member> members_;
 
   // Serialises Join, re-Join and Leave. Held across the RPC so that
   // concurrent failures re-join once; never taken while holding `mu_`.
@@ -147,10 +176,12 @@ class ShardSession {
   uint64_t worker_id_ ABSL_GUARDED_BY(mu_) = 0;  // 0: not joined
   std::string session_ ABSL_GUARDED_BY(mu_);     // JoinResponse.session; secret
   uint64_t lease_ms_ ABSL_GUARDED_BY(mu_) = 0;
-  bool left_ ABSL_GUARDED_BY(mu_) = false;  // Leave() was called: never re-join
+  bool left_ ABSL_GUARDED_BY(mu_) = false;   // Leave() was called: never re-join
+  size_t current_ ABSL_GUARDED_BY(mu_) = 0;  // index into members_
 
   absl::Mutex exchange_mu_;
   std::shared_ptr<RoundStream> exchange_ ABSL_GUARDED_BY(exchange_mu_);
+  size_t exchange_member_ ABSL_GUARDED_BY(exchange_mu_) = 0;  // where exchange_ goes
   // Every stream opened on the channel that may still be alive: gRPC may be
   // finishing one (its OnDone, which drops its last reference) after it was
   // closed or replaced. The destructor waits for all of them, so that the

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Generates the Python protobuf/gRPC modules the `dcasgd` package needs into
 # OUTDIR (never committed):
-#   OUTDIR/dcasgd/v1/{ps,coordinator}_pb2{,_grpc}.py         from protos/
+#   OUTDIR/dcasgd/v1/{ps,coordinator,replication}_pb2{,_grpc}.py  from protos/
 #   OUTDIR/dcasgd/grpc_health/v1/health_pb2{,_grpc}.py        grpc.health.v1
 #   OUTDIR/dcasgd/grpc_reflection/v1alpha/reflection_pb2{,_grpc}.py
 #                                                   grpc.reflection.v1alpha
@@ -30,6 +30,7 @@ protoc=${PROTOC:-protoc}
 plugin=${GRPC_PYTHON_PLUGIN:-/usr/bin/grpc_python_plugin}
 
 for f in "$protos/dcasgd/v1/ps.proto" "$protos/dcasgd/v1/coordinator.proto" \
+         "$protos/dcasgd/v1/replication.proto" \
          "$grpc_protos/grpc/health/v1/health.proto" \
          "$grpc_protos/grpc/reflection/v1alpha/reflection.proto" "$plugin"; do
   if [ ! -e "$f" ]; then
@@ -51,7 +52,7 @@ cp "$grpc_protos/grpc/reflection/v1alpha/reflection.proto" \
 "$protoc" --proto_path="$protos" --proto_path="$work/src" \
   --python_out="$work/gen" --grpc_out="$work/gen" \
   --plugin=protoc-gen-grpc="$plugin" \
-  dcasgd/v1/ps.proto dcasgd/v1/coordinator.proto \
+  dcasgd/v1/ps.proto dcasgd/v1/coordinator.proto dcasgd/v1/replication.proto \
   dcasgd/grpc_health/v1/health.proto dcasgd/grpc_reflection/v1alpha/reflection.proto
 
 rm -rf "$out/dcasgd"

@@ -6,22 +6,14 @@
 #include <string>
 #include <vector>
 
-#include "absl/synchronization/mutex.h"
 #include "base/flags.h"
-#include "base/memory.h"
+#include "base/process_setup.h"
 #include "base/signals.h"
 #include "services/ps/ps_options.h"
 #include "services/ps/ps_server.h"
 
 int main(int argc, char** argv) {
-  // Debian's Abseil tracks the order of every lock (deadlock detection, a
-  // debug aid) in a graph that grows with every new mutex, in memory it maps
-  // itself and aborts when it cannot: a declaration that runs the shard out
-  // of memory could then abort the process instead of failing with
-  // RESOURCE_EXHAUSTED (tests/hostile). Lock order is the sanitizer builds'
-  // and the thread-safety annotations' job, not the production shard's.
-  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
-  dcasgd::TuneAllocatorForLargeMessages();
+  dcasgd::PrepareServiceProcess();
   const std::vector<std::string> args(argv + 1, argv + argc);
   if (dcasgd::WantsHelp(args)) {
     std::fputs(dcasgd::PsOptionsUsage().c_str(), stdout);

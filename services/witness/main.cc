@@ -8,11 +8,13 @@
 #include <vector>
 
 #include "base/flags.h"
+#include "base/process_setup.h"
 #include "base/signals.h"
 #include "services/witness/witness_options.h"
 #include "services/witness/witness_server.h"
 
 int main(int argc, char** argv) {
+  dcasgd::PrepareServiceProcess();
   const std::vector<std::string> args(argv + 1, argv + argc);
   if (dcasgd::WantsHelp(args)) {
     std::fputs(dcasgd::WitnessOptionsUsage().c_str(), stdout);

@@ -8,12 +8,12 @@
 
 #include "absl/synchronization/notification.h"
 #include "base/flags.h"
-#include "base/memory.h"
+#include "base/process_setup.h"
 #include "base/signals.h"
 #include "services/worker/worker.h"
 
 int main(int argc, char** argv) {
-  dcasgd::TuneAllocatorForLargeMessages();
+  dcasgd::PrepareServiceProcess();
   const std::vector<std::string> args(argv + 1, argv + argc);
   if (dcasgd::WantsHelp(args)) {
     std::fputs(dcasgd::WorkerOptionsUsage().c_str(), stdout);

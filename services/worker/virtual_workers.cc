@@ -83,6 +83,7 @@ absl::Status RunVirtualWorkers(const WorkerOptions& options, const model::Model&
   ASSIGN_OR_RETURN(data::LabeledExamples test, test_source->LoadTest());
   ClientOptions eval_options;
   eval_options.shard_addresses = options.shard_addresses;
+  eval_options.replica_addresses = options.replica_addresses;
   eval_options.credentials = options.credentials;
   eval_options.wire_dtype = options.wire_dtype;
   ASSIGN_OR_RETURN(std::unique_ptr<PsClient> evaluator,
@@ -104,11 +105,12 @@ absl::Status RunVirtualWorkers(const WorkerOptions& options, const model::Model&
     ASSIGN_OR_RETURN(w.data, DataSource::Open(options.data));
     ClientOptions client;
     client.shard_addresses = options.shard_addresses;
+    client.replica_addresses = options.replica_addresses;
     client.worker_name = w.options.worker_name;
     client.credentials = options.credentials;
     client.wire_dtype = options.wire_dtype;
     ASSIGN_OR_RETURN(w.ps, ConnectWithRetry(client, w.options.worker_name, stop));
-    w.coordinator = std::make_unique<CoordinatorClient>(options.shard_addresses[0],
+    w.coordinator = std::make_unique<CoordinatorClient>(CoordinatorAddress(options),
                                                         absl::Minutes(5), options.credentials);
     w.trainer = std::make_unique<Trainer>(w.options, w.ps.get(), w.coordinator.get(), w.data.get(),
                                           &model, metrics);

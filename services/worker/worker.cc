@@ -90,6 +90,7 @@ absl::StatusOr<std::unique_ptr<PsClient>> ConnectToShards(const model::Model& mo
   const bool eval = options->role == WorkerRole::kEval;
   ClientOptions client_options;
   client_options.shard_addresses = options->shard_addresses;
+  client_options.replica_addresses = options->replica_addresses;
   client_options.worker_name = eval ? "" : options->worker_name;
   client_options.credentials = options->credentials;
   client_options.wire_dtype = options->wire_dtype;
@@ -151,7 +152,7 @@ absl::Status RunWorker(const WorkerOptions& options, const absl::Notification* s
     // asking for checkpoints. Shard 0 unreachable for 10 s: connecting
     // below rides the outage out.
     absl::StatusOr<JobProgress> job =
-        CoordinatorClient(options.shard_addresses[0], absl::Seconds(10), options.credentials)
+        CoordinatorClient(CoordinatorAddress(options), absl::Seconds(10), options.credentials)
             .JobStatus();
     if (job.ok() && job->done) {
       std::fprintf(stderr,
@@ -169,7 +170,7 @@ absl::Status RunWorker(const WorkerOptions& options, const absl::Notification* s
 
   WorkerOptions resolved = options;
   ASSIGN_OR_RETURN(std::unique_ptr<PsClient> ps, ConnectToShards(*model, name, stop, &resolved));
-  CoordinatorClient coordinator(options.shard_addresses[0], absl::Minutes(5), options.credentials);
+  CoordinatorClient coordinator(CoordinatorAddress(options), absl::Minutes(5), options.credentials);
   std::fprintf(stderr,
                "[%s] %s: model %s, %zu shards, %zu training data shards, metrics on port %d\n",
                name.c_str(), eval ? "evaluator" : "worker", model->name().c_str(),

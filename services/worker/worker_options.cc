@@ -13,11 +13,16 @@
 #include "core/push.h"
 
 ABSL_FLAG(std::string, role, "train", "train | eval | healthcheck");
-ABSL_FLAG(std::string, ps_addresses, "", "comma-separated shard addresses, in shard order");
+ABSL_FLAG(std::string, ps_addresses, "",
+          "comma-separated shard addresses, in shard order; a replicated shard's two members "
+          "as a|b (e.g. ps-0:7000|ps-2:7000,ps-1:7000|ps-3:7000)");
 ABSL_FLAG(std::string, ps_address_template, "",
           "shard address with {i} for the index, e.g. dcasgd-ps-{i}.dcasgd-ps-headless:7000; "
           "used with --shard_count when --ps_addresses is empty");
 ABSL_FLAG(int32_t, shard_count, 0, "number of shards (with --ps_address_template)");
+ABSL_FLAG(int32_t, ps_replicas, 1,
+          "members per shard with --ps_address_template: 1, or 2 (member b of shard i is the "
+          "template with {i} = i + shard_count, the chart's pod numbering)");
 ABSL_FLAG(std::string, data, "",
           "data set root: s3://bucket/prefix or a directory (from dcasgd-prepare-data)");
 ABSL_FLAG(std::string, model, "mlp:256,128",
@@ -98,6 +103,38 @@ absl::StatusOr<std::vector<std::string>> ExpandAddressTemplate(const std::string
   return out;
 }
 
+std::string CoordinatorAddress(const WorkerOptions& options) {
+  if (options.replica_addresses.empty() || options.replica_addresses[0].empty()) {
+    return options.shard_addresses[0];
+  }
+  return absl::StrCat(options.shard_addresses[0], "|", options.replica_addresses[0]);
+}
+
+absl::StatusOr<ShardMembers> ParseShardMembers(const std::string& list) {
+  ShardMembers out;
+  bool replicated = false;
+  for (absl::string_view shard : absl::StrSplit(list, ',', absl::SkipWhitespace())) {
+    std::vector<std::string> members;
+    for (absl::string_view member : absl::StrSplit(shard, '|')) {
+      members.emplace_back(absl::StripAsciiWhitespace(member));
+    }
+    const size_t index = out.primaries.size();
+    if (members.size() > 2 || members[0].empty() || (members.size() == 2 && members[1].empty())) {
+      return Invalid("ps_addresses", absl::StrCat("shard ", index, ": '", shard,
+                                                  "' is not host:port or a|b (two members)"));
+    }
+    if (members.size() == 2 && members[0] == members[1]) {
+      return Invalid("ps_addresses",
+                     absl::StrCat("shard ", index, ": both members are ", members[0]));
+    }
+    out.primaries.push_back(members[0]);
+    out.replicas.push_back(members.size() == 2 ? members[1] : "");
+    replicated = replicated || members.size() == 2;
+  }
+  if (!replicated) out.replicas.clear();
+  return out;
+}
+
 absl::StatusOr<WorkerOptions> ParseWorkerOptions(const std::vector<std::string>& args,
                                                  const EnvLookup& env) {
   RETURN_IF_ERROR(WorkerFlags().Parse(args, env).status());
@@ -110,15 +147,19 @@ absl::StatusOr<WorkerOptions> ParseWorkerOptions(const std::vector<std::string>&
     return Invalid("role", role.status().message());
   }
   const std::string list = absl::GetFlag(FLAGS_ps_addresses);
+  const int replicas = absl::GetFlag(FLAGS_ps_replicas);
+  if (replicas != 1 && replicas != 2) return Invalid("ps_replicas", "must be 1 or 2");
   if (!list.empty()) {
-    for (absl::string_view a : absl::StrSplit(list, ',', absl::SkipWhitespace())) {
-      o.shard_addresses.emplace_back(absl::StripAsciiWhitespace(a));
-    }
+    ASSIGN_OR_RETURN(ShardMembers members, ParseShardMembers(list));
+    o.shard_addresses = std::move(members.primaries);
+    o.replica_addresses = std::move(members.replicas);
   } else if (!absl::GetFlag(FLAGS_ps_address_template).empty()) {
-    auto expanded = ExpandAddressTemplate(absl::GetFlag(FLAGS_ps_address_template),
-                                          absl::GetFlag(FLAGS_shard_count));
+    const int count = absl::GetFlag(FLAGS_shard_count);
+    auto expanded =
+        ExpandAddressTemplate(absl::GetFlag(FLAGS_ps_address_template), replicas * count);
     if (!expanded.ok()) return expanded.status();
-    o.shard_addresses = *std::move(expanded);
+    o.shard_addresses.assign(expanded->begin(), expanded->begin() + count);
+    if (replicas == 2) o.replica_addresses.assign(expanded->begin() + count, expanded->end());
   }
   if (o.shard_addresses.empty()) {
     return Invalid("ps_addresses", "give the shard addresses (or --ps_address_template)");

@@ -31,6 +31,9 @@ struct WorkerOptions {
   // One address per shard, in shard order (resolved from --ps_addresses or
   // --ps_address_template + --shard_count).
   std::vector<std::string> shard_addresses;
+  // Empty, or per shard the address of its second member ("" for a shard
+  // with one): ClientOptions.replica_addresses.
+  std::vector<std::string> replica_addresses;
   // Data set root: "s3://bucket/prefix" or a directory. Holds
   // train/shard-*.dsd and test/shard-*.dsd (dcasgd-prepare-data).
   std::string data;
@@ -98,6 +101,18 @@ std::string WorkerOptionsUsage();
 // "ps-{i}.svc:7000" x 3 -> ps-0.svc:7000, ps-1.svc:7000, ps-2.svc:7000.
 // INVALID_ARGUMENT when the template lacks "{i}" or count < 1.
 absl::StatusOr<std::vector<std::string>> ExpandAddressTemplate(const std::string& tmpl, int count);
+
+// The shards of a --ps_addresses list: "a0|b0,a1" -> primaries {a0, a1},
+// replicas {b0, ""}; replicas is empty when no shard names two members.
+// INVALID_ARGUMENT for an empty member, more than two, or two equal ones.
+struct ShardMembers {
+  std::vector<std::string> primaries;
+  std::vector<std::string> replicas;
+};
+absl::StatusOr<ShardMembers> ParseShardMembers(const std::string& list);
+
+// Shard 0's members for a CoordinatorClient: "a" or "a|b".
+std::string CoordinatorAddress(const WorkerOptions& options);
 
 }  // namespace dcasgd
 

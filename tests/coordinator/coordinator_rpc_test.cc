@@ -106,6 +106,21 @@ TEST_F(CoordinatorRpcTest, ErrorsKeepTheirCodeAndNameTheCoordinator) {
   EXPECT_FALSE(coordinator_.Progress().configured);
 }
 
+// A replicated shard 0 ("a|b"): a member that refuses connections (down, or
+// not the primary) is passed over, and calls stay with the one that answers.
+TEST_F(CoordinatorRpcTest, CallsMoveToTheMemberThatAnswers) {
+  CoordinatorClient pair("127.0.0.1:1|" + address_, absl::Seconds(5));
+  absl::StatusOr<AcquireResult> first = pair.Acquire("w0", 2, 1);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(std::holds_alternative<DataLease>(*first));
+  const DataLease lease = std::get<DataLease>(*first);
+  // Renew tries once: it reaches the coordinator only because the client
+  // stayed with the member that answered.
+  EXPECT_TRUE(pair.Renew(lease.lease_id, lease.secret).ok());
+  EXPECT_TRUE(pair.Complete(lease.lease_id, lease.secret).ok());
+  EXPECT_EQ(coordinator_.Progress().completed, 1u);
+}
+
 TEST(CoordinatorClient, AnUnreachableCoordinatorIsUnavailableAfterItsPatience) {
   // Port 1 on loopback: nothing listens there.
   CoordinatorClient client("127.0.0.1:1", absl::Milliseconds(300));

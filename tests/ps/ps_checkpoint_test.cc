@@ -220,8 +220,11 @@ TEST_F(CheckpointerFailureTest, FailuresAreCountedAndTheAgeGrows) {
   EXPECT_EQ(Metric(Exposition(), "dcasgd_ps_checkpoint_failures_total"), 1);
   EXPECT_GE(Metric(Exposition(), "dcasgd_ps_checkpoint_age_seconds"), 0.05);
   disk_.failing = false;
+  const absl::Time before_write = absl::Now();
   ASSERT_TRUE(checkpointer_->Write().ok());
-  EXPECT_LT(checkpointer_->DurableAge(), absl::Milliseconds(50));
+  // The age restarts at the new checkpoint (not a fixed bound: a loaded
+  // machine may take longer than 50 ms for the write itself).
+  EXPECT_LE(checkpointer_->DurableAge(), absl::Now() - before_write);
   EXPECT_EQ(checkpointer_->last_version(), 2u);
 }
 

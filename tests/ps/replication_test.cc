@@ -577,5 +577,51 @@ TEST(Replication, ReplicateNeedsTheReplicationRole) {
   testing::RemoveTree(*dir);
 }
 
+// The client's half (clients/cpp/shard_session.h): a worker that knows both
+// members (ClientOptions.replica_addresses) pushes on while the primary is
+// SIGKILLed. Every push is acknowledged, the worker never re-joins, and every
+// reply, before and after the failover, equals bit for bit the reply of an
+// unreplicated shard fed the same pushes: none lost, none applied twice.
+TEST(Replication, AClientThatKnowsBothMembersRidesThroughAFailover) {
+  Pair pair;
+  ASSERT_TRUE(pair.Start(Timing{300, 800}).ok());
+  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
+  auto reference = PsProcess::Start({"--metrics_address="});  // the same rule and rate
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  ClientOptions options;
+  options.shard_addresses = {pair.address(0)};
+  options.replica_addresses = {pair.address(1)};
+  options.worker_name = "w0";
+  options.initial_backoff = absl::Milliseconds(20);
+  options.max_backoff = absl::Milliseconds(200);
+  auto worker = PsClient::Connect(options);
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  auto alone = Worker((*reference)->address(), "w0");
+  ASSERT_NE(alone, nullptr);
+  const uint64_t worker_id = (*worker)->worker_id(0);
+  ASSERT_TRUE((*worker)->Declare({Spec()}).ok());
+  ASSERT_TRUE(alone->Declare({Spec()}).ok());
+  TensorMap weights;
+  TensorMap expected;
+  ASSERT_TRUE((*worker)->Pull({"w"}, &weights).ok());
+  ASSERT_TRUE(alone->Pull({"w"}, &expected).ok());
+  constexpr int kSteps = 40;
+  for (int s = 1; s <= kSteps; ++s) {
+    if (s == 16) {
+      ASSERT_TRUE(pair.member(0).Kill(SIGKILL).ok());  // mid-training, unannounced
+    }
+    const absl::Status pushed = (*worker)->PushPull(Gradient(s), &weights, nullptr, s);
+    ASSERT_TRUE(pushed.ok()) << "step " << s << ": " << pushed << "\n" << pair.member(1).Log();
+    ASSERT_TRUE(alone->PushPull(Gradient(s), &expected, nullptr, s).ok());
+    ASSERT_TRUE(SameBits(weights["w"], expected["w"])) << "step " << s;
+  }
+  EXPECT_EQ((*worker)->worker_id(0), worker_id) << "no re-join";
+  absl::StatusOr<v1::ShardStatus> b = pair.Status(1);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(b->replication_role(), "primary-solo");
+  EXPECT_EQ(b->version(), static_cast<uint64_t>(kSteps));
+  EXPECT_EQ(b->active_workers(), 1u);
+}
+
 }  // namespace
 }  // namespace dcasgd

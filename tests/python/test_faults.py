@@ -108,9 +108,9 @@ def free_port():
 class Shard:
     """One dcasgd-ps process at a fixed port; restart() brings it back there."""
 
-    def __init__(self, flags):
+    def __init__(self, flags, port=None):
         self.dir = tempfile.TemporaryDirectory(prefix="dcasgd-py-faults-")
-        self.port = free_port()
+        self.port = port or free_port()
         self.flags = ["--listen=127.0.0.1:%d" % self.port, "--metrics_address=127.0.0.1:0",
                       "--port_file=" + os.path.join(self.dir.name, "ports")] + list(flags)
         self.address = "127.0.0.1:%d" % self.port
@@ -165,6 +165,35 @@ class Shard:
 SPECS = [dcasgd.TensorSpec("w", (6,), 4, dcasgd.zeros())]
 
 
+def start_witness(test, shard_count):
+    """A dcasgd-witness on loopback for `test` (stopped at its cleanup);
+    returns its address. Skips the test without $DCASGD_WITNESS_BINARY."""
+    binary = os.environ.get("DCASGD_WITNESS_BINARY", "")
+    if not (binary and os.access(binary, os.X_OK)):
+        test.skipTest("DCASGD_WITNESS_BINARY does not name an executable dcasgd-witness")
+    state = tempfile.TemporaryDirectory(prefix="dcasgd-py-witness-")
+    test.addCleanup(state.cleanup)
+    port_file = os.path.join(state.name, "ports")
+    process = subprocess.Popen(
+        [binary, "--listen=127.0.0.1:0", "--metrics_address=127.0.0.1:0",
+         "--shard_count=%d" % shard_count, "--state_dir=" + state.name,
+         "--port_file=" + port_file], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    test.addCleanup(process.wait, 30)
+    test.addCleanup(process.terminate)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with open(port_file) as f:
+                ports = dict(line.split() for line in f.read().splitlines() if line)
+            if "metrics" in ports:
+                return "127.0.0.1:%s" % ports["grpc"]
+        except FileNotFoundError:
+            pass
+        test.assertIsNone(process.poll(), "dcasgd-witness exited")
+        test.assertLess(time.monotonic(), deadline, "dcasgd-witness did not start")
+        time.sleep(0.02)
+
+
 @require_ps_binary
 class FaultTest(unittest.TestCase):
 
@@ -195,6 +224,75 @@ class FaultTest(unittest.TestCase):
         np.testing.assert_array_equal(final, np.full(6, -0.5 * acknowledged, np.float32))
         self.assertEqual(shard.metric("dcasgd_ps_repeated_pushes_total"), 3)
         self.assertEqual(shard.metric("dcasgd_ps_pushes_total"), 6)
+
+    def test_a_replicated_shards_client_moves_to_the_other_member_without_rejoining(self):
+        # Member a is a proxy in front of the shard, member b the shard
+        # itself: a loses the answer of an applied push, then goes away; the
+        # client carries on at b with the same worker id, applying each push
+        # once (the client's half of docs/design.md "Replicated shards").
+        shard = Shard(["--update_rule=asgd", "--lr=0.5"])
+        self.addCleanup(shard.stop)
+        proxy = CuttingProxy(shard.port)
+        self.addCleanup(proxy.close)
+        acknowledged = 0.0
+        pair = "127.0.0.1:%d|%s" % (proxy.port, shard.address)
+        with dcasgd.Client([pair], "py-0", heartbeats=False, initial_backoff=0.01) as client:
+            worker_id = client.worker_id(0)
+            client.declare(SPECS)
+            client.pull(["w"])
+            for i in range(1, 9):
+                if i == 3:
+                    proxy.cut_at_next_reply()  # applied, answer lost: retried at b
+                if i == 5:
+                    proxy.close()  # member a is gone for good
+                client.pushpull({"w": np.full(6, i, np.float32)})
+                acknowledged += i
+            self.assertEqual(client.worker_id(0), worker_id, "no re-join")
+            final = client.pull(["w"])["w"]
+            self.assertEqual(client.status()[0].active_workers, 1)
+        np.testing.assert_array_equal(final, np.full(6, -0.5 * acknowledged, np.float32))
+        self.assertEqual(shard.metric("dcasgd_ps_pushes_total"), 8)
+        self.assertEqual(shard.metric("dcasgd_ps_repeated_pushes_total"), 1)
+        with dcasgd.DataCoordinatorClient("127.0.0.1:1|" + shard.address) as coordinator:
+            self.assertFalse(coordinator.job_status().configured)
+        with self.assertRaisesRegex(ValueError, "a\\|b for the two members"):
+            dcasgd.Client(["127.0.0.1:1|127.0.0.1:1"])
+
+    def test_a_client_of_a_real_pair_rides_through_a_killed_primary(self):
+        # A replicated shard (dcasgd-ps --replicas=2 and a witness): the
+        # client knows both members ("a|b"); member a is SIGKILLed mid-way.
+        # Every push is acknowledged without a re-join, and every reply
+        # equals an unreplicated shard's fed the same pushes.
+        witness = start_witness(self, 1)
+        ports = [free_port(), free_port()]
+        members = []
+        for m, name in enumerate("ab"):
+            shard = Shard(["--replicas=2", "--member=" + name,
+                           "--peer_address=127.0.0.1:%d" % ports[1 - m],
+                           "--witness_address=" + witness, "--replication_heartbeat_ms=50",
+                           "--replication_lease_ms=300", "--failover_timeout_ms=800",
+                           "--update_rule=asgd", "--lr=0.5"], port=ports[m])
+            self.addCleanup(shard.stop)
+            members.append(shard)
+        alone = Shard(["--update_rule=asgd", "--lr=0.5"])
+        self.addCleanup(alone.stop)
+        pair = "%s|%s" % (members[0].address, members[1].address)
+        with dcasgd.Client([pair], "py-0", initial_backoff=0.02, max_backoff=0.2) as client, \
+                dcasgd.Client([alone.address], "py-0") as reference:
+            worker_id = client.worker_id(0)
+            for c in (client, reference):
+                c.declare(SPECS)
+                c.pull(["w"])
+            for i in range(1, 21):
+                if i == 8:
+                    members[0].kill()  # SIGKILL, mid-way
+                gradient = {"w": np.full(6, i, np.float32)}
+                got = client.pushpull(gradient)["w"]
+                np.testing.assert_array_equal(got, reference.pushpull(gradient)["w"])
+            self.assertEqual(client.worker_id(0), worker_id, "no re-join")
+            status = client.status()[0]
+        self.assertEqual(status.replication_role, "primary-solo")
+        self.assertEqual(status.version, 20)
 
     def test_a_restarted_shard_is_used_within_seconds_of_coming_back(self):
         checkpoints = tempfile.TemporaryDirectory(prefix="dcasgd-py-ckpt-")

@@ -71,6 +71,7 @@ class WheelTest(unittest.TestCase):
                               archive.read(entry_points[0]).decode())
             for module in ("dcasgd/v1/ps_pb2.py", "dcasgd/v1/ps_pb2_grpc.py",
                            "dcasgd/v1/coordinator_pb2_grpc.py",
+                           "dcasgd/v1/replication_pb2_grpc.py",
                            "dcasgd/grpc_health/v1/health_pb2_grpc.py",
                            "dcasgd/grpc_reflection/v1alpha/reflection_pb2_grpc.py",
                            "dcasgd/client.py", "dcasgd/cli.py", "dcasgd/torch/optimizer.py"):

@@ -42,6 +42,38 @@ TEST(WorkerOptions, UnknownWireDtypeNamesTheFlagAndTheChoices) {
   EXPECT_THAT(o.status().message(), HasSubstr("float32 | bfloat16 | float16"));
 }
 
+TEST(WorkerOptions, ReplicatedShardsAreWrittenAsTwoMembers) {
+  absl::StatusOr<WorkerOptions> o = Parse({"--ps_addresses=a:1|b:1, c:1"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->shard_addresses, (std::vector<std::string>{"a:1", "c:1"}));
+  EXPECT_EQ(o->replica_addresses, (std::vector<std::string>{"b:1", ""}));
+  EXPECT_EQ(CoordinatorAddress(*o), "a:1|b:1");
+  o = Parse({"--ps_addresses=a:1,c:1"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_TRUE(o->replica_addresses.empty()) << "no shard has two members";
+  EXPECT_EQ(CoordinatorAddress(*o), "a:1");
+}
+
+TEST(WorkerOptions, BadMembersNameTheShard) {
+  for (const char* list : {"a:1|", "a:1,|b:1", "a:1|b:1|c:1", "a:1,b:1|b:1"}) {
+    const absl::StatusOr<WorkerOptions> o = Parse({std::string("--ps_addresses=") + list});
+    ASSERT_EQ(o.status().code(), absl::StatusCode::kInvalidArgument) << list;
+    EXPECT_THAT(o.status().message(), HasSubstr("--ps_addresses: shard ")) << list;
+  }
+}
+
+TEST(WorkerOptions, TheTemplateWithTwoReplicasNumbersMembersBAfterTheShards) {
+  absl::StatusOr<WorkerOptions> o = Parse({"--ps_addresses=", "--ps_address_template=ps-{i}:7000",
+                                           "--shard_count=2", "--ps_replicas=2"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->shard_addresses, (std::vector<std::string>{"ps-0:7000", "ps-1:7000"}));
+  EXPECT_EQ(o->replica_addresses, (std::vector<std::string>{"ps-2:7000", "ps-3:7000"}));
+  o = Parse({"--ps_addresses=", "--ps_address_template=ps-{i}:7000", "--shard_count=2"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_TRUE(o->replica_addresses.empty());
+  EXPECT_EQ(Parse({"--ps_replicas=3"}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(WorkerOptions, PipelineDepthIsAutoForATrainerByDefault) {
   absl::StatusOr<WorkerOptions> o = Parse({});
   ASSERT_TRUE(o.ok()) << o.status();

@@ -2,6 +2,7 @@
 channel options every dcasgd client uses."""
 
 import random
+import threading
 import time
 
 import grpc
@@ -50,10 +51,11 @@ class RetryPolicy:
         self.multiplier = multiplier
         self.jitter = jitter
 
-    def delays(self):
-        """The waits between attempts: max_attempts - 1 of them."""
+    def delays(self, members=1):
+        """The waits between attempts: max_attempts * members - 1 of them
+        (a replicated shard gets max_attempts per member)."""
         current = self.initial_backoff
-        for _ in range(self.max_attempts - 1):
+        for _ in range(self.max_attempts * members - 1):
             factor = 1.0 + random.uniform(-self.jitter, self.jitter)
             yield min(self.max_backoff, current * factor)
             current = min(self.max_backoff, current * self.multiplier)
@@ -82,21 +84,85 @@ def channel_waiter(channel):
     return wait
 
 
-def call(attempt, policy, shard=None, address=None, sleep=time.sleep):
+def parse_members(address):
+    """"a|b" (the two members of a replicated shard) -> ["a", "b"];
+    "a" -> ["a"]. ValueError for an empty member, more than two, or two
+    equal ones."""
+    members = [m.strip() for m in address.split("|")]
+    if len(members) > 2 or not all(members) or len(set(members)) != len(members):
+        raise ValueError("shard address %r: give host:port, or a|b for the two members of a "
+                         "replicated shard" % address)
+    return members
+
+
+class Members:
+    """The members of one shard: one, or two for a replicated shard
+    ("a|b"; docs/design.md, "Replicated shards"), of which one at a time
+    serves clients and the other answers UNAVAILABLE. Calls go to the
+    current member; after a transient failure the next attempt goes to the
+    other one, and later calls stay with the member that answered. A
+    worker's id and session are replicated, so nothing re-joins.
+    Thread-safe."""
+
+    def __init__(self, address, make_channel, make_stub):
+        self.address = address  # "a" or "a|b", for messages
+        self.channels = [make_channel(a) for a in parse_members(address)]
+        self._stubs = [make_stub(c) for c in self.channels]
+        self._waiters = [channel_waiter(c) for c in self.channels]
+        self._lock = threading.Lock()
+        self._current = 0  # guarded by _lock
+
+    def __len__(self):
+        return len(self.channels)
+
+    def current(self):
+        with self._lock:
+            return self._current
+
+    @property
+    def stub(self):
+        """The current member's stub."""
+        return self._stubs[self.current()]
+
+    def move_on(self, failed):
+        """After a transient failure at member `failed`: the other member
+        becomes the current one (unless a concurrent call moved it)."""
+        with self._lock:
+            if self._current == failed:
+                self._current = (failed + 1) % len(self.channels)
+
+    def wait(self, delay):
+        """Waits before a retry at the current member (less when its channel
+        reconnects)."""
+        self._waiters[self.current()](delay)
+
+    def close(self):
+        for channel in self.channels:
+            channel.close()
+
+
+def call(attempt, policy, shard=None, address=None, sleep=time.sleep, members=None):
     """Returns attempt(); a grpc.RpcError becomes dcasgd.Error.
 
-    TRANSIENT_CODES are retried per `policy`; `attempt` must redo the whole
-    call (for streams: make a new request iterator and read the whole
-    response).
+    TRANSIENT_CODES are retried per `policy` (per member with `members`, a
+    Members: each retry then goes to the other member, and waits with its
+    channel instead of `sleep`); `attempt` must redo the whole call (for
+    streams: make a new request iterator and read the whole response), with
+    members.stub when given.
     """
-    delays = policy.delays()
+    delays = policy.delays(len(members) if members is not None else 1)
     while True:
+        member = members.current() if members is not None else 0
         try:
             return attempt()
         except grpc.RpcError as error:
             if error.code() in TRANSIENT_CODES:
                 delay = next(delays, None)
                 if delay is not None:
-                    sleep(delay)
+                    if members is not None:
+                        members.move_on(member)
+                        members.wait(delay)
+                    else:
+                        sleep(delay)
                     continue
             raise Error.from_rpc_error(error, shard, address) from None

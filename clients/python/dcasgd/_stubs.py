@@ -30,6 +30,7 @@ _GRPC_PROTO_DIR = os.environ.get("GRPC_PROTO_DIR", "/usr/share/grpc-proto")
 _SOURCES = (
     os.path.join(_PROTO_DIR, "dcasgd", "v1", "ps.proto"),
     os.path.join(_PROTO_DIR, "dcasgd", "v1", "coordinator.proto"),
+    os.path.join(_PROTO_DIR, "dcasgd", "v1", "replication.proto"),
     os.path.join(_GRPC_PROTO_DIR, "grpc", "health", "v1", "health.proto"),
     os.path.join(_GRPC_PROTO_DIR, "grpc", "reflection", "v1alpha", "reflection.proto"),
     _SCRIPT,

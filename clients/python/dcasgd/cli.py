@@ -3,6 +3,8 @@
     python3 -m dcasgd status     --ps ADDR[,ADDR...] [--metrics ADDR[,ADDR...]]
     python3 -m dcasgd checkpoint --ps ADDR[,ADDR...]
     python3 -m dcasgd watch      --ps ADDR[,ADDR...] [--interval S] [--count N]
+    python3 -m dcasgd witness    --witness ADDR [--shard I]
+    python3 -m dcasgd failover   --witness ADDR --shard I --member a|b --force [--yes]
 
 ADDR is host:port of each shard's gRPC port, in shard-index order (on
 Kubernetes, the chart's dcasgd-ps-<i>.dcasgd-ps-headless names, or
@@ -13,6 +15,15 @@ the chart exposes it), memory (weights, backups, optimizer state) and last
 checkpoint, then the data coordinator's job progress (shard 0). `checkpoint`
 makes every shard write a checkpoint now. `watch` repeats `status` with the
 update rate between two samples.
+
+Replicated shards (docs/design.md, "Replicated shards"): `witness` prints the
+witness's register of each shard (epoch, holder, paired). `failover --force`
+makes the witness grant the next epoch to a member whatever its register
+says: for an operator whose solo primary is gone for good (its node and
+volume lost). Updates that only that primary acknowledged are lost, which the
+command says before it asks for confirmation (`--yes` skips the question).
+With authentication on, both need a token of role admin at the witness
+(`witness` also accepts role replication).
 
 Exit status: 0 when every shard answered, 1 when one did not (its row says
 why), 2 for bad arguments.
@@ -36,6 +47,8 @@ from dcasgd.errors import Error
 from dcasgd.security import Credentials
 from dcasgd.v1 import coordinator_pb2
 from dcasgd.v1 import ps_pb2
+from dcasgd.v1 import replication_pb2
+from dcasgd.v1 import replication_pb2_grpc
 
 # The chart's metrics port (deploy/helm/dcasgd values: ps.metricsPort).
 DEFAULT_METRICS_PORT = 9100
@@ -214,6 +227,97 @@ def _watch(args: argparse.Namespace, client: Client, out: TextIO,
     return code
 
 
+_MEMBERS = {"a": replication_pb2.MEMBER_A, "b": replication_pb2.MEMBER_B}
+_MEMBER_NAMES = {v: k for k, v in _MEMBERS.items()}
+
+
+def _register_line(register: replication_pb2.WitnessRegister) -> str:
+    if register.epoch == 0:
+        return "shard %d: epoch 0, no holder (a new job: member a claims)" % register.shard_index
+    return "shard %d: epoch %d, held by member %s, %s" % (
+        register.shard_index, register.epoch, _MEMBER_NAMES.get(register.holder, "?"),
+        "paired (either member may take over)" if register.paired
+        else "solo (only the holder may renew)")
+
+
+def _witness(args, stub, out: TextIO) -> int:
+    shards = [args.shard] if args.shard is not None else range(args.shard_count)
+    code = 0
+    for shard in shards:
+        try:
+            register = stub.GetRegister(replication_pb2.GetRegisterRequest(shard_index=shard),
+                                        timeout=10.0)
+            out.write(_register_line(register) + "\n")
+        except grpc.RpcError as error:
+            out.write("shard %d: %s: %s\n" % (shard, error.code().name, error.details()))
+            code = 1
+    return code
+
+
+def _ask(question: str) -> str:
+    """input(), or "" when there is no one to ask (stdin closed)."""
+    try:
+        return input(question)
+    except EOFError:
+        return ""
+
+
+def _failover(args, stub, out: TextIO, confirm: Callable[[str], str] = _ask) -> int:
+    if not args.force:
+        out.write("failover without --force (a planned handover through the shards) is not "
+                  "available yet; --force is for a member that is gone for good\n")
+        return 2
+    try:
+        before = stub.GetRegister(replication_pb2.GetRegisterRequest(shard_index=args.shard),
+                                  timeout=10.0)
+    except grpc.RpcError as error:
+        out.write("witness: %s: %s\n" % (error.code().name, error.details()))
+        return 1
+    out.write("now: %s\n" % _register_line(before))
+    out.write("forcing member %s of shard %d to epoch %d. Updates that only the current "
+              "holder acknowledged (all since its replica stopped pairing, if it ran solo) "
+              "are lost, and the current holder must not come back with its old volume.\n"
+              % (args.member, args.shard, before.epoch + 1))
+    if not args.yes and confirm("type 'force' to go on: ").strip() != "force":
+        out.write("nothing changed\n")
+        return 1
+    try:
+        after = stub.Force(replication_pb2.ForceRequest(
+            shard_index=args.shard, member=_MEMBERS[args.member],
+            reason="python3 -m dcasgd failover --force"), timeout=10.0)
+    except grpc.RpcError as error:
+        out.write("witness: %s: %s\n" % (error.code().name, error.details()))
+        return 1
+    out.write("done: %s\n" % _register_line(after))
+    return 0
+
+
+def _witness_command(args, credentials: Credentials, out: TextIO) -> int:
+    channel = credentials.channel(args.witness)
+    try:
+        stub = replication_pb2_grpc.WitnessStub(channel)
+        return {"witness": _witness, "failover": _failover}[args.command](args, stub, out)
+    finally:
+        channel.close()
+
+
+def _add_security_flags(command: argparse.ArgumentParser, who: str) -> None:
+    command.add_argument("--token-file", metavar="FILE",
+                         help="file holding the bearer token (default: "
+                         "$DCASGD_AUTH_TOKEN_FILE); status needs role reader, checkpoint, "
+                         "witness and failover role admin")
+    command.add_argument("--tls-ca", metavar="PEM",
+                         help="CA that signed the %s' certificates: connect with TLS "
+                         "(default: $DCASGD_TLS_CA)" % who)
+    command.add_argument("--tls-cert", metavar="PEM",
+                         help="client certificate for mutual TLS (default: $DCASGD_TLS_CERT)")
+    command.add_argument("--tls-key", metavar="PEM",
+                         help="its private key (default: $DCASGD_TLS_KEY)")
+    command.add_argument("--tls-server-name", metavar="NAME",
+                         help="name to verify in the %s' certificates (default: "
+                         "$DCASGD_TLS_SERVER_NAME)" % who)
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser of `python3 -m dcasgd`."""
     top = argparse.ArgumentParser(prog="python3 -m dcasgd",
@@ -226,20 +330,7 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("--ps", required=True, type=_split_addresses,
                              metavar="ADDR[,ADDR...]",
                              help="gRPC host:port of every shard, in shard-index order")
-        command.add_argument("--token-file", metavar="FILE",
-                             help="file holding the bearer token (default: "
-                             "$DCASGD_AUTH_TOKEN_FILE); status needs role reader, checkpoint "
-                             "role admin")
-        command.add_argument("--tls-ca", metavar="PEM",
-                             help="CA that signed the shards' certificates: connect with TLS "
-                             "(default: $DCASGD_TLS_CA)")
-        command.add_argument("--tls-cert", metavar="PEM",
-                             help="client certificate for mutual TLS (default: $DCASGD_TLS_CERT)")
-        command.add_argument("--tls-key", metavar="PEM",
-                             help="its private key (default: $DCASGD_TLS_KEY)")
-        command.add_argument("--tls-server-name", metavar="NAME",
-                             help="name to verify in the shards' certificates (default: "
-                             "$DCASGD_TLS_SERVER_NAME)")
+        _add_security_flags(command, "shards")
         if name != "checkpoint":
             command.add_argument(
                 "--metrics", type=_split_addresses, metavar="ADDR[,ADDR...]",
@@ -250,6 +341,22 @@ def parser() -> argparse.ArgumentParser:
                                  help="seconds between samples (default 5)")
             command.add_argument("--count", type=int, default=0,
                                  help="stop after this many samples (default 0: until Ctrl-C)")
+    for name, text in (("witness", "the witness's register of each replicated shard"),
+                       ("failover", "grant a shard's next epoch to a member (--force)")):
+        command = commands.add_parser(name, help=text, description=text)
+        command.add_argument("--witness", required=True, metavar="ADDR",
+                             help="gRPC host:port of the job's dcasgd-witness")
+        _add_security_flags(command, "witness")
+        if name == "witness":
+            command.add_argument("--shard", type=int, help="only this shard")
+            command.add_argument("--shard-count", type=int, default=1,
+                                 help="shards of the job (default 1), without --shard")
+        else:
+            command.add_argument("--shard", type=int, required=True)
+            command.add_argument("--member", choices=sorted(_MEMBERS), required=True)
+            command.add_argument("--force", action="store_true",
+                                 help="whatever the register says (may lose updates)")
+            command.add_argument("--yes", action="store_true", help="do not ask")
     return top
 
 
@@ -269,6 +376,8 @@ def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
                                   tls_server_name=args.tls_server_name)
     except ValueError as error:
         parser().error(str(error))
+    if args.command in ("witness", "failover"):
+        return _witness_command(args, credentials, out)
     with Client(args.ps, None, timeout=10.0, max_attempts=1, credentials=credentials) as client:
         try:
             return {"status": _status, "checkpoint": _checkpoint,

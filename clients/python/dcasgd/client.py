@@ -31,7 +31,10 @@ PushResult = collections.namedtuple("PushResult", ["versions", "staleness", "ste
 class Client:
     """A client of the N parameter shards of one job (ps.proto).
 
-    addresses: one "host:port" per shard, in shard-index order.
+    addresses: one "host:port" per shard, in shard-index order; "a|b" for the
+      two members of a replicated shard (calls go to the member that serves
+      and move to the other after a transient failure, without re-joining;
+      docs/design.md, "Replicated shards").
     worker_name: the worker's stable identity (e.g. the pod name). None makes
       an evaluator: it never joins, pulls with worker id 0 (no backup is
       recorded) and cannot push.
@@ -113,10 +116,11 @@ class Client:
         self.credentials = security_lib.credentials_from(
             credentials, token=token, token_file=token_file, tls_ca=tls_ca, tls_cert=tls_cert,
             tls_key=tls_key, tls_server_name=tls_server_name)
-        self._channels = [self.credentials.channel(a, options=channel_options)
-                          for a in self._addresses]
-        self._stubs = [ps_pb2_grpc.ParameterShardStub(c) for c in self._channels]
-        self._waiters = [_rpc.channel_waiter(c) for c in self._channels]
+        self._members = [
+            _rpc.Members(a, lambda m: self.credentials.channel(m, options=channel_options),
+                         ps_pb2_grpc.ParameterShardStub) for a in self._addresses]
+        # self._stubs[s]: the current member's stub of shard s.
+        self._stubs = _CurrentStubs(self._members)
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=len(self._addresses), thread_name_prefix="dcasgd-shard")
         self._stop_heartbeats = threading.Event()
@@ -182,7 +186,8 @@ class Client:
     def leave(self):
         """Stops the heartbeats and ends the leases on every joined shard (one
         attempt each; a shard that no longer knows this worker, e.g. after a
-        restart, counts as done). Later pushes are FAILED_PRECONDITION; pulls
+        restart, counts as done; a replicated shard's other member gets a second
+        attempt). Later pushes are FAILED_PRECONDITION; pulls
         are made as an evaluator. Idempotent; raises the first shard's error,
         if any."""
         self._stop_heartbeats.set()
@@ -197,14 +202,22 @@ class Client:
         joined = [s for s in range(self.shard_count) if ids[s]]
 
         def leave_shard(s):
-            try:
-                self._stubs[s].Leave(ps_pb2.LeaveRequest(worker_id=ids[s], session=sessions[s]),
-                                     timeout=self._timeout)
-            except grpc.RpcError as error:
-                # Unknown or expired (e.g. the shard restarted): already gone.
-                if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
+            members = self._members[s]
+            for attempt in range(len(members)):  # one attempt per member
+                member = members.current()
+                try:
+                    members.stub.Leave(
+                        ps_pb2.LeaveRequest(worker_id=ids[s], session=sessions[s]),
+                        timeout=self._timeout)
                     return
-                raise Error.from_rpc_error(error, s, self._addresses[s]) from None
+                except grpc.RpcError as error:
+                    # Unknown or expired (e.g. the shard restarted): already gone.
+                    if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                        return
+                    if error.code() in _rpc.TRANSIENT_CODES and attempt + 1 < len(members):
+                        members.move_on(member)
+                        continue
+                    raise Error.from_rpc_error(error, s, self._addresses[s]) from None
 
         self._parallel(joined, leave_shard)
 
@@ -407,12 +420,12 @@ class Client:
             self._async_pool.shutdown(wait=True)  # pushes started still finish
         self._stop_heartbeats.set()
         self._pool.shutdown(wait=True)
-        for channel in self._channels:
-            channel.close()
+        for members in self._members:
+            members.close()
 
     def _call(self, s, attempt):
         return _rpc.call(attempt, self._policy, s, self._addresses[s],
-                         sleep=self._waiters[s])
+                         members=self._members[s])
 
     def _call_as_worker(self, s, attempt, retry_after_rejoin):
         """_call, plus the FAILED_PRECONDITION policy of the class comment."""
@@ -466,6 +479,7 @@ class Client:
                 worker_id, session = self._credentials(s)
                 if worker_id == 0 or self._stop_heartbeats.is_set():
                     continue
+                member = self._members[s].current()
                 try:
                     response = self._stubs[s].Heartbeat(
                         ps_pb2.HeartbeatRequest(worker_id=worker_id, session=session),
@@ -475,6 +489,8 @@ class Client:
                 except grpc.RpcError as error:
                     if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
                         _LOG.info("dcasgd: heartbeat to shard %d failed: %s", s, error.code())
+                        if error.code() in _rpc.TRANSIENT_CODES:
+                            self._members[s].move_on(member)  # the next beat tries the other
                         continue
                     # The lease expired: the backups are gone, so the next
                     # push fails and the caller pulls again.
@@ -618,3 +634,16 @@ class Client:
         # (version, staleness) of the stream's messages; staleness is set in
         # PushPull replies only.
         return (last.version, last.staleness) if last is not None else (0, 0)
+
+
+class _CurrentStubs:
+    """stubs[s]: the stub of shard s's current member (_rpc.Members)."""
+
+    def __init__(self, members):
+        self._members = members
+
+    def __getitem__(self, s):
+        return self._members[s].stub
+
+    def __len__(self):
+        return len(self._members)

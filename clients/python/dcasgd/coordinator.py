@@ -10,7 +10,9 @@ from dcasgd.v1 import coordinator_pb2_grpc
 
 
 class DataCoordinatorClient:
-    """Thin wrapper of dcasgd.v1.DataCoordinator at `address`.
+    """Thin wrapper of dcasgd.v1.DataCoordinator at `address` (shard 0's
+    "host:port", or "a|b" for both members of a replicated shard 0: calls
+    move to the other member after a transient failure).
 
     Each method returns the response message; failures are dcasgd.Error
     (UNAVAILABLE, CANCELLED or DEADLINE_EXCEEDED after retries with backoff:
@@ -31,23 +33,26 @@ class DataCoordinatorClient:
         self._address = address
         self._timeout = timeout
         self._policy = _rpc.RetryPolicy(max_attempts=max_attempts)
-        self._channel = security_lib.credentials_from(credentials, **security).channel(
-            address, options=_rpc.CHANNEL_OPTIONS)
-        self._stub = coordinator_pb2_grpc.DataCoordinatorStub(self._channel)
+        creds = security_lib.credentials_from(credentials, **security)
+        self._members = _rpc.Members(
+            address, lambda m: creds.channel(m, options=_rpc.CHANNEL_OPTIONS),
+            coordinator_pb2_grpc.DataCoordinatorStub)
 
     def acquire(self, worker_name, num_data_shards, epochs):
         """AcquireDataShardResponse: `lease`, `retry_after_ms` or `job_done`
         (check response.WhichOneof("result"))."""
         request = coordinator_pb2.AcquireDataShardRequest(
             worker_name=worker_name, num_data_shards=num_data_shards, epochs=epochs)
-        return self._call(lambda: self._stub.AcquireDataShard(request, timeout=self._timeout))
+        return self._call(
+            lambda: self._members.stub.AcquireDataShard(request, timeout=self._timeout))
 
     def renew(self, lease, lease_secret=b""):
         """Renews `lease`: the DataLease acquire() returned (or its lease_id,
         with lease_secret)."""
         lease_id, secret = _lease_key(lease, lease_secret)
         request = coordinator_pb2.RenewDataLeaseRequest(lease_id=lease_id, lease_secret=secret)
-        return self._call(lambda: self._stub.RenewDataLease(request, timeout=self._timeout))
+        return self._call(
+            lambda: self._members.stub.RenewDataLease(request, timeout=self._timeout))
 
     def complete(self, lease, lease_secret=b""):
         """Completes `lease`: the DataLease acquire() returned (or its
@@ -55,14 +60,16 @@ class DataCoordinatorClient:
         lease_id, secret = _lease_key(lease, lease_secret)
         request = coordinator_pb2.CompleteDataShardRequest(lease_id=lease_id,
                                                            lease_secret=secret)
-        return self._call(lambda: self._stub.CompleteDataShard(request, timeout=self._timeout))
+        return self._call(
+            lambda: self._members.stub.CompleteDataShard(request, timeout=self._timeout))
 
     def job_status(self):
         request = coordinator_pb2.GetJobStatusRequest()
-        return self._call(lambda: self._stub.GetJobStatus(request, timeout=self._timeout))
+        return self._call(
+            lambda: self._members.stub.GetJobStatus(request, timeout=self._timeout))
 
     def close(self):
-        self._channel.close()
+        self._members.close()
 
     def __enter__(self):
         return self
@@ -71,7 +78,7 @@ class DataCoordinatorClient:
         self.close()
 
     def _call(self, attempt):
-        return _rpc.call(attempt, self._policy, address=self._address)
+        return _rpc.call(attempt, self._policy, address=self._address, members=self._members)
 
 
 def _lease_key(lease, lease_secret):

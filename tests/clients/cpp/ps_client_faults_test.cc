@@ -125,6 +125,62 @@ TEST(PsClientFaults, APushWhoseAnswerIsLostIsRetriedAndAppliedOnce) {
   EXPECT_EQ(Metric((*shard)->metrics_port(), "dcasgd_ps_pushes_total"), 6);
 }
 
+// A replicated shard as the client sees it: member a (here a proxy in front
+// of the shard) goes away, first losing the answer of a push the shard
+// applied, then for good; the client carries on at member b (the same
+// shard, directly) with the same worker id and session, and each push is
+// applied once. (With real pairs the state moves with the primary role,
+// docs/design.md "Replicated shards"; this is the client's half.)
+TEST(PsClientFaults, MovesToTheOtherMemberWithoutRejoiningAndAppliesEachPushOnce) {
+  auto shard = StartAsgdShard();
+  ASSERT_TRUE(shard.ok()) << shard.status();
+  auto proxy = testing::TcpProxy::Start((*shard)->grpc_port());
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  ClientOptions options = DirectOptions(**shard);
+  options.replica_addresses = options.shard_addresses;                       // b: the shard itself
+  options.shard_addresses = {absl::StrCat("127.0.0.1:", (*proxy)->port())};  // a
+  options.heartbeats = false;  // one call at a time through the proxy
+  options.initial_backoff = absl::Milliseconds(10);
+  auto client = PsClient::Connect(options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  const uint64_t worker_id = (*client)->worker_id(0);
+  ASSERT_TRUE((*client)->Declare(Specs()).ok());
+  TensorMap weights;
+  ASSERT_TRUE((*client)->Pull({"w"}, &weights).ok());
+  float acknowledged = 0;
+  for (int i = 1; i <= 8; ++i) {
+    if (i == 3) (*proxy)->CutAtNextReply();  // applied, answer lost: retried at b
+    if (i == 5) proxy->reset();              // member a is gone for good
+    const absl::Status pushed =
+        i % 4 == 0 ? (*client)->Push(Gradient(i)) : (*client)->PushPull(Gradient(i), &weights);
+    ASSERT_TRUE(pushed.ok()) << "push " << i << ": " << pushed;
+    acknowledged += static_cast<float>(i);
+  }
+  EXPECT_EQ((*client)->worker_id(0), worker_id) << "no re-join";
+  TensorMap final_weights;
+  ASSERT_TRUE((*client)->Pull({"w"}, &final_weights).ok());
+  EXPECT_EQ(final_weights["w"], std::vector<float>(6, -0.5f * acknowledged));
+  EXPECT_EQ(Metric((*shard)->metrics_port(), "dcasgd_ps_pushes_total"), 8);
+  EXPECT_EQ(Metric((*shard)->metrics_port(), "dcasgd_ps_repeated_pushes_total"), 1);
+  auto statuses = (*client)->GetStatus();
+  ASSERT_TRUE(statuses.ok()) << statuses.status();
+  EXPECT_EQ((*statuses)[0].active_workers, 1u);
+}
+
+// Bad member lists are refused before anything connects.
+TEST(PsClientFaults, ReplicaAddressesAreOnePerShardAndDifferFromTheFirstMember) {
+  ClientOptions options;
+  options.shard_addresses = {"127.0.0.1:1", "127.0.0.1:2"};
+  options.replica_addresses = {"127.0.0.1:3"};
+  auto client = PsClient::Connect(options);
+  EXPECT_EQ(client.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(client.status().message(), ::testing::HasSubstr("one per shard"));
+  options.replica_addresses = {"127.0.0.1:3", "127.0.0.1:2"};
+  client = PsClient::Connect(options);
+  EXPECT_EQ(client.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(client.status().message(), ::testing::HasSubstr("shard 1: both members"));
+}
+
 TEST(PsClientFaults, OnePushStreamPerShardServesEveryPush) {
   auto shard = StartAsgdShard();
   ASSERT_TRUE(shard.ok()) << shard.status();

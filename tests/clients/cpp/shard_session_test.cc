@@ -31,8 +31,22 @@ std::unique_ptr<ShardSession> Session(const testing::PsProcess& shard, uint32_t 
                                       uint32_t count, std::string worker_name) {
   grpc::ChannelArguments args;
   SetResilienceArgs(&args);
-  return std::make_unique<ShardSession>(index, count, shard.address(), args, std::move(worker_name),
-                                        FastPolicy());
+  return std::make_unique<ShardSession>(index, count, std::vector<std::string>{shard.address()},
+                                        args, std::move(worker_name), FastPolicy());
+}
+
+// Nothing listens there: connections are refused at once.
+constexpr char kRefusingAddress[] = "127.0.0.1:1";
+
+// A replicated shard's session whose first member is down (or not the
+// primary) and whose second is `shard`.
+std::unique_ptr<ShardSession> PairSession(const testing::PsProcess& shard,
+                                          std::string worker_name) {
+  grpc::ChannelArguments args;
+  SetResilienceArgs(&args);
+  return std::make_unique<ShardSession>(0, 1,
+                                        std::vector<std::string>{kRefusingAddress, shard.address()},
+                                        args, std::move(worker_name), FastPolicy());
 }
 
 class ShardSessionTest : public ::testing::Test {
@@ -115,6 +129,44 @@ TEST_F(ShardSessionTest, TransientErrorsAreRetriedUpToMaxAttempts) {
                 .code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(attempts, 1) << "other errors are not retried";
+}
+
+// Two members: every retry goes to the other member, max_attempts per member.
+TEST_F(ShardSessionTest, TwoMembersAreTriedAlternatelyMaxAttemptsEach) {
+  auto session = PairSession(*shard_, "w");
+  EXPECT_EQ(session->members(), 2u);
+  EXPECT_EQ(session->label(), "shard 0 (127.0.0.1:1|" + shard_->address() + ")");
+  std::vector<size_t> tried;
+  const absl::Status status = session->Call(CallKind::kRead, [&](const WorkerCredentials&) {
+    tried.push_back(session->current_member());
+    return absl::UnavailableError("not the primary");
+  });
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(tried, (std::vector<size_t>{0, 1, 0, 1, 0, 1}));
+}
+
+// A member that refuses connections: the session joins at the other member,
+// and stays with it, so later calls need no retry.
+TEST_F(ShardSessionTest, ASessionMovesToTheMemberThatAnswersAndStays) {
+  auto session = PairSession(*shard_, "w");
+  ASSERT_TRUE(session->Join().ok());
+  EXPECT_NE(session->worker_id(), 0u);
+  EXPECT_EQ(session->current_member(), 1u);
+  EXPECT_EQ(ActiveWorkers(*session), 1u);
+  int attempts = 0;
+  ASSERT_TRUE(session
+                  ->Call(CallKind::kPush,
+                         [&](const WorkerCredentials& worker) {
+                           ++attempts;
+                           return BeatAs(*session, worker.worker_id);
+                         })
+                  .ok());
+  EXPECT_EQ(attempts, 1);
+  EXPECT_EQ(session->current_member(), 1u);
+  // The push stream opens at the current member.
+  EXPECT_NE(session->Exchange(), nullptr);
+  ASSERT_TRUE(session->Leave(3).ok());
+  EXPECT_EQ(ActiveWorkers(*session), 0u);
 }
 
 // A refused session is returned as it is: neither retried nor re-joined.
