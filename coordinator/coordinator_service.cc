@@ -17,18 +17,11 @@ grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context, const abs
 uint64_t Millis(absl::Duration d) { return static_cast<uint64_t>(absl::ToInt64Milliseconds(d)); }
 
 // A unary call of the coordinator: wire/raw_message.h HandleRawUnary, then
-// finish it, once `commit` (if set) says its changes are committed.
+// finish it.
 template <typename Request, typename Response, typename Handler>
 grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw,
-                                grpc::ByteBuffer* raw_response,
-                                const DataCoordinatorService::Committer& commit, Handler handle) {
-  const absl::Status status = HandleRawUnary<Request, Response>(*raw, raw_response, handle);
-  if (commit == nullptr) return Finish(context, status);
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  commit([reactor, status](absl::Status committed) {
-    reactor->Finish(ToGrpcStatus(committed.ok() ? status : committed));
-  });
-  return reactor;
+                                grpc::ByteBuffer* raw_response, Handler handle) {
+  return Finish(context, HandleRawUnary<Request, Response>(*raw, raw_response, handle));
 }
 
 }  // namespace
@@ -69,7 +62,7 @@ grpc::ServerUnaryReactor* DataCoordinatorService::AcquireDataShard(
   if (absl::Status s = Authorize(context, auth::Action::kAcquireDataShard); !s.ok())
     return Finish(context, s);
   return Unary<v1::AcquireDataShardRequest, v1::AcquireDataShardResponse>(
-      context, request, response, commit_,
+      context, request, response,
       [this](const v1::AcquireDataShardRequest& r, v1::AcquireDataShardResponse* out) {
         return DoAcquire(r, out);
       });
@@ -81,7 +74,7 @@ grpc::ServerUnaryReactor* DataCoordinatorService::RenewDataLease(
   if (absl::Status s = Authorize(context, auth::Action::kRenewDataLease); !s.ok())
     return Finish(context, s);
   return Unary<v1::RenewDataLeaseRequest, v1::RenewDataLeaseResponse>(
-      context, request, response, commit_,
+      context, request, response,
       [this](const v1::RenewDataLeaseRequest& r, v1::RenewDataLeaseResponse* out) {
         absl::Status s = coordinator_->Renew(r.lease_id(), r.lease_secret());
         if (s.ok()) out->set_lease_ms(Millis(coordinator_->lease()));
@@ -95,7 +88,7 @@ grpc::ServerUnaryReactor* DataCoordinatorService::CompleteDataShard(
   if (absl::Status s = Authorize(context, auth::Action::kCompleteDataShard); !s.ok())
     return Finish(context, s);
   return Unary<v1::CompleteDataShardRequest, v1::CompleteDataShardResponse>(
-      context, request, response, commit_,
+      context, request, response,
       [this](const v1::CompleteDataShardRequest& r, v1::CompleteDataShardResponse*) {
         // UNAVAILABLE when the completion could not be saved: the lease stays
         // with its worker, which retries.
@@ -109,8 +102,7 @@ grpc::ServerUnaryReactor* DataCoordinatorService::GetJobStatus(grpc::CallbackSer
   if (absl::Status s = Authorize(context, auth::Action::kGetJobStatus); !s.ok())
     return Finish(context, s);
   return Unary<v1::GetJobStatusRequest, v1::JobStatus>(
-      context, request, response, commit_,
-      [this](const v1::GetJobStatusRequest&, v1::JobStatus* out) {
+      context, request, response, [this](const v1::GetJobStatusRequest&, v1::JobStatus* out) {
         JobProgress p = coordinator_->Progress();
         out->set_configured(p.configured);
         out->set_num_data_shards(p.num_data_shards);

@@ -4,7 +4,6 @@
 #include <functional>
 #include <utility>
 
-#include "absl/functional/any_invocable.h"
 #include "auth/authorizer.h"
 #include "coordinator/data_coordinator.h"
 #include "dcasgd/v1/coordinator.grpc.pb.h"
@@ -28,24 +27,14 @@ using DataCoordinatorBase = v1::DataCoordinator::WithRawCallbackMethod_AcquireDa
 // After the caller's check, `gate` (if set) may refuse a call: the shard
 // hosting the coordinator is a member of a replicated pair that is not
 // primary now (UNAVAILABLE with its role, services/ps/replication_member.h).
-// `commit` (if set) holds every answer back until the changes made so far
-// are committed, and answers with its error instead when they cannot be
-// (the replica of a pair must have them first; the caller retries).
 // Thread-safe; `coordinator` and `authorizer` must outlive the service.
 class DataCoordinatorService final : public DataCoordinatorBase {
  public:
   using Gate = std::function<absl::Status(grpc::CallbackServerContext*)>;
-  // Runs `done` (at once or later, on any thread) once everything changed so
-  // far is committed, with OK or why it cannot be.
-  using Committer = std::function<void(absl::AnyInvocable<void(absl::Status)> done)>;
 
   explicit DataCoordinatorService(DataCoordinator* coordinator,
-                                  const auth::Authorizer* authorizer = nullptr, Gate gate = nullptr,
-                                  Committer commit = nullptr)
-      : coordinator_(coordinator),
-        authorizer_(authorizer),
-        gate_(std::move(gate)),
-        commit_(std::move(commit)) {}
+                                  const auth::Authorizer* authorizer = nullptr, Gate gate = nullptr)
+      : coordinator_(coordinator), authorizer_(authorizer), gate_(std::move(gate)) {}
 
   grpc::ServerUnaryReactor* AcquireDataShard(grpc::CallbackServerContext* context,
                                              const grpc::ByteBuffer* request,
@@ -70,7 +59,6 @@ class DataCoordinatorService final : public DataCoordinatorBase {
   DataCoordinator* const coordinator_;
   const auth::Authorizer* const authorizer_;
   const Gate gate_;
-  const Committer commit_;
 };
 
 }  // namespace dcasgd

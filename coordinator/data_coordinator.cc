@@ -45,11 +45,6 @@ absl::Status DataCoordinator::Commit(absl::string_view what) {
                                              " did not happen; retry"));
 }
 
-void DataCoordinator::WithState(absl::FunctionRef<void(const std::string&)> fn) {
-  absl::MutexLock lock(&mu_);
-  fn(SerializeLocked());
-}
-
 void DataCoordinator::UnconfigureLocked() {
   configured_ = false;
   num_data_shards_ = epochs_ = 0;

@@ -11,7 +11,6 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/functional/any_invocable.h"
-#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -114,11 +113,6 @@ class DataCoordinator {
   // SHA-256 of their secrets) as text, so shard 0 can restart without
   // restarting the data schedule.
   std::string SerializeProgress();
-  // Calls fn(SerializeProgress()) with no change in between: the text
-  // stays the latest until fn returns. Shard 0 of a pair puts it in the log
-  // when a new replica's snapshot was cut, so that the replica's coordinator
-  // gets it in order with later changes (whose StateSaver calls wait).
-  void WithState(absl::FunctionRef<void(const std::string&)> fn);
   // Replaces all state with a SerializeProgress() text (this version's or
   // an earlier one). Restored leases get a fresh deadline. Leases of a
   // format-2 text had no secret, so none could be checked: they go back to

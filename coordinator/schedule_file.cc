@@ -10,15 +10,13 @@
 namespace dcasgd {
 
 absl::StatusOr<OpenedCoordinator> OpenDataCoordinator(absl::Duration lease, Clock* clock,
-                                                      const std::string& dir,
-                                                      DataCoordinator::StateSaver after_save) {
+                                                      const std::string& dir) {
   OpenedCoordinator opened;
   if (dir.empty()) {
-    opened.coordinator = std::make_unique<DataCoordinator>(lease, clock, std::move(after_save));
+    opened.coordinator = std::make_unique<DataCoordinator>(lease, clock);
     return opened;
   }
   const std::string path = absl::StrCat(dir, "/", kScheduleFileName);
-  opened.path = path;
   std::string saved_state;
   absl::StatusOr<std::string> saved = ReadWholeFile(path);
   if (saved.ok()) {
@@ -27,11 +25,7 @@ absl::StatusOr<OpenedCoordinator> OpenDataCoordinator(absl::Duration lease, Cloc
     return saved.status();
   }
   opened.coordinator = std::make_unique<DataCoordinator>(
-      lease, clock,
-      [path, after = std::move(after_save)](const std::string& text) mutable -> absl::Status {
-        if (absl::Status written = WriteFileAtomically(path, text); !written.ok()) return written;
-        return after == nullptr ? absl::OkStatus() : after(text);
-      });
+      lease, clock, [path](const std::string& text) { return WriteFileAtomically(path, text); });
   if (!saved_state.empty()) {
     if (absl::Status s = opened.coordinator->RestoreProgress(saved_state); !s.ok()) {
       return absl::DataLossError(absl::StrCat(path, ": ", s.message()));

@@ -24,8 +24,6 @@ struct OpenedCoordinator {
   // "data schedule C of N data shards done, L leased" when a saved schedule
   // was restored; empty otherwise.
   std::string restored;
-  // <dir>/coordinator.state; empty without a directory.
-  std::string path;
 };
 
 // The coordinator of one job with `lease` as its data-lease duration. With
@@ -34,12 +32,9 @@ struct OpenedCoordinator {
 // before it takes effect (DataCoordinator's StateSaver). An unreadable file
 // is that read error and a corrupt one DATA_LOSS naming the file: a start
 // never silently begins the schedule again. `clock` must outlive the result.
-// `after_save` (if set) gets every saved state after the file was written
-// (with or without a directory): shard 0 of a pair puts it in the log.
 // Blocks on the file system.
-absl::StatusOr<OpenedCoordinator> OpenDataCoordinator(
-    absl::Duration lease, Clock* clock, const std::string& dir,
-    DataCoordinator::StateSaver after_save = nullptr);
+absl::StatusOr<OpenedCoordinator> OpenDataCoordinator(absl::Duration lease, Clock* clock,
+                                                      const std::string& dir);
 
 }  // namespace dcasgd
 

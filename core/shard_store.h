@@ -259,10 +259,6 @@ class ShardStore : private SyncPolicy::Applier {
   void SetLogSink(LogSink* sink);
   // The seq of the last entry sequenced or applied (0: none).
   uint64_t last_seq() const;
-  // Shard 0 of a pair: sequences the data coordinator's whole state after a
-  // change (a LogCoordinatorState entry, on no chunk) and returns its seq.
-  // The replica hands it to its own coordinator (services/ps/replication_*).
-  uint64_t SequenceCoordinatorState(std::string state);
   // Applies an entry another store sequenced (a replica following its
   // primary): the same worker-table effects, versions, turns and chunk work,
   // through the same functions (ServeChunk and the kernels), so that after

@@ -43,13 +43,6 @@ void ShardStore::Sequence(uint64_t seq, absl::FunctionRef<LogEntry::Op()> make) 
   if (sink_ != nullptr) sink_->Append(LogEntry{seq, make()});
 }
 
-uint64_t ShardStore::SequenceCoordinatorState(std::string state) {
-  absl::MutexLock sequencer(&sequencer_mu_);
-  const uint64_t seq = *CheckSeq(0);
-  Sequence(seq, [&]() -> LogEntry::Op { return LogCoordinatorState{std::move(state)}; });
-  return seq;
-}
-
 uint64_t ShardStore::TakeTurn(const Chunk& chunk) { return next_turn_[chunk.slot]++; }
 
 void ShardStore::AssignSlots(std::map<std::string, std::unique_ptr<Tensor>>& tensors, bool fresh) {

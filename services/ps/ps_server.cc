@@ -12,7 +12,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "base/file.h"
 #include "base/memory.h"
 #include "base/port_file.h"
 #include "base/status_macros.h"
@@ -34,15 +33,6 @@ constexpr char kServiceName[] = "dcasgd.v1.ParameterShard";
 DataCoordinatorService::Gate CoordinatorGate(ReplicationMember* member) {
   if (member == nullptr) return nullptr;
   return [member](grpc::CallbackServerContext* context) { return member->Admit(context); };
-}
-
-// A pair's coordinator answers once its change is committed (the replica has
-// the CoordinatorState entry its StateSaver sequenced); none without one.
-DataCoordinatorService::Committer CoordinatorCommit(ReplicationMember* member, ShardStore* store) {
-  if (member == nullptr) return nullptr;
-  return [member, store](absl::AnyInvocable<void(absl::Status)> done) {
-    member->WhenCommitted(store->last_seq(), std::move(done));
-  };
 }
 
 }  // namespace
@@ -80,23 +70,13 @@ absl::Status PsServer::StartImpl() {
     // next to its checkpoint; a corrupt file stops the start like a corrupt
     // checkpoint. Data-set leases use the worker lease duration: both track
     // live workers.
-    // A pair's primary also puts every saved state in the log.
-    DataCoordinator::StateSaver replicate = nullptr;
-    if (member_ != nullptr) {
-      replicate = [this](const std::string& state) {
-        if (member_->primary()) store_->SequenceCoordinatorState(state);
-        return absl::OkStatus();
-      };
-    }
-    ASSIGN_OR_RETURN(OpenedCoordinator opened,
-                     OpenDataCoordinator(options_.shard.lease, Clock::Real(),
-                                         options_.checkpoint_dir, std::move(replicate)));
+    ASSIGN_OR_RETURN(
+        OpenedCoordinator opened,
+        OpenDataCoordinator(options_.shard.lease, Clock::Real(), options_.checkpoint_dir));
     coordinator_ = std::move(opened.coordinator);
-    coordinator_path_ = opened.path;
     if (!opened.restored.empty()) absl::StrAppend(&restored, "; ", opened.restored);
     coordinator_service_ = std::make_unique<DataCoordinatorService>(
-        coordinator_.get(), authorizer_.get(), CoordinatorGate(member_.get()),
-        CoordinatorCommit(member_.get(), store_.get()));
+        coordinator_.get(), authorizer_.get(), CoordinatorGate(member_.get()));
     builder.RegisterService(coordinator_service_.get());
   }
   builder.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));
@@ -155,23 +135,6 @@ void PsServer::AddReplication(grpc::ServerBuilder* builder) {
     }
   };
   hooks.set_health = [this](const std::string& name, bool serving) { SetHealth(name, serving); };
-  // Shard 0's data coordinator is replicated through the log: its state
-  // after every change (the StateSaver above), and the whole of it after a
-  // new replica's snapshot, which holds only the store.
-  hooks.snapshot_cut = [this] {
-    if (coordinator_ == nullptr) return;
-    coordinator_->WithState(
-        [this](const std::string& state) { store_->SequenceCoordinatorState(state); });
-  };
-  hooks.coordinator_state = [this](const std::string& state) -> absl::Status {
-    if (coordinator_ == nullptr) {
-      return absl::FailedPreconditionError(
-          "a data coordinator's state for a shard other than shard 0");
-    }
-    RETURN_IF_ERROR(coordinator_->RestoreProgress(state));
-    return coordinator_path_.empty() ? absl::OkStatus()
-                                     : WriteFileAtomically(coordinator_path_, state);
-  };
   const std::string epoch_file =
       options_.checkpoint_dir.empty()
           ? std::string()

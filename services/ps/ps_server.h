@@ -102,7 +102,6 @@ class PsServer {
   std::unique_ptr<auth::Authorizer> authorizer_;
   std::unique_ptr<ParameterShardService> service_;
   std::unique_ptr<DataCoordinator> coordinator_;  // shard 0 only
-  std::string coordinator_path_;                  // its coordinator.state ("" none)
   std::unique_ptr<DataCoordinatorService> coordinator_service_;
   // --replicas=2 only (null otherwise).
   std::unique_ptr<ReplicationMember> member_;

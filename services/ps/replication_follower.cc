@@ -3,7 +3,6 @@
 #include <optional>
 #include <string>
 #include <utility>
-#include <variant>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -200,13 +199,6 @@ absl::Status ReplicaFollower::HandleEntries(const v1::EntryBatch& batch, Catchup
       // alone) rather than apply part of the log.
       return absl::Status(s.code(), absl::StrCat("cannot apply entry ", proto.seq(), " (",
                                                  LogEntryKindName(entry->op), "): ", s.message()));
-    }
-    if (const auto* state = std::get_if<LogCoordinatorState>(&entry->op)) {
-      if (absl::Status s = member_->ApplyCoordinatorState(state->state); !s.ok()) {
-        return absl::Status(s.code(), absl::StrCat("cannot apply the data coordinator's state of "
-                                                   "entry ",
-                                                   proto.seq(), ": ", s.message()));
-      }
     }
   }
   return absl::OkStatus();

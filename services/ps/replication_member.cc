@@ -593,12 +593,4 @@ void ReplicationMember::UpdateGauges() {
       IsPrimary(role_) && attached_ != 0 && last > acked_ ? static_cast<double>(last - acked_) : 0);
 }
 
-void ReplicationMember::SnapshotCut() const {
-  if (hooks_.snapshot_cut) hooks_.snapshot_cut();
-}
-
-absl::Status ReplicationMember::ApplyCoordinatorState(const std::string& state) const {
-  return hooks_.coordinator_state ? hooks_.coordinator_state(state) : absl::OkStatus();
-}
-
 }  // namespace dcasgd

@@ -85,12 +85,6 @@ class ReplicationMember {
     std::function<void()> state_valid;
     // Sets a health service's serving status (dcasgd.replication).
     std::function<void(const std::string&, bool)> set_health;
-    // Shard 0: a new replica's snapshot was just cut; state kept outside the
-    // store (the data coordinator's) must follow it in the log.
-    std::function<void()> snapshot_cut;
-    // Shard 0, the replica: a CoordinatorState entry was applied; its text
-    // replaces the replica's data coordinator's state.
-    std::function<absl::Status(const std::string&)> coordinator_state;
   };
 
   // `epoch_file`: where the highest epoch this member saw is kept (empty:
@@ -135,8 +129,6 @@ class ReplicationMember {
   // Opens the outbox: every entry sequenced from now on is queued.
   absl::StatusOr<Attachment> AttachReplica(grpc::ServerContext* context,
                                            const v1::ReplicaHello& hello);
-  // The store was just cut for a new replica's snapshot (Hooks.snapshot_cut).
-  void SnapshotCut() const;
   // The snapshot of the attachment ends at `cut`; its last message was sent
   // at `sent_ns`: an acknowledgement echoing it means the replica loaded it.
   void SnapshotSent(uint64_t id, uint64_t cut, int64_t sent_ns);
@@ -155,8 +147,6 @@ class ReplicationMember {
   void NoteHeard(uint64_t epoch);
   // The snapshot loaded: a valid copy.
   void CaughtUp(uint64_t epoch);
-  // A CoordinatorState entry applied (Hooks.coordinator_state; OK without).
-  absl::Status ApplyCoordinatorState(const std::string& state) const;
   // The stream ended; `refused`: the primary's port refuses connections.
   void FollowEnded(const absl::Status& status, bool refused);
 

@@ -69,9 +69,6 @@ absl::StatusOr<uint64_t> ReplicationService::SendSnapshot(Stream* stream, uint64
                                                           uint64_t id) {
   ReplicationSnapshot snapshot = store_->TakeReplicationSnapshot();
   const uint64_t cut = snapshot.header.seq;
-  // After the cut, so queued behind it (the outbox is open): what the store
-  // does not hold, the data coordinator's state on shard 0.
-  member_->SnapshotCut();
   v1::PrimaryMessage message;
   message.set_epoch(epoch);
   message.set_sent_ns(ReplicationMember::NowNs());
