@@ -20,6 +20,7 @@
 #include "dcasgd/v1/ps.pb.h"
 #include "dcasgd/v1/replication.grpc.pb.h"
 #include "grpcpp/server_context.h"
+#include "prometheus/counter.h"
 #include "prometheus/gauge.h"
 #include "prometheus/registry.h"
 #include "services/ps/replication_options.h"
@@ -36,6 +37,8 @@ inline constexpr char kRoleMetadataKey[] = "dcasgd-role";
 // the two members of a pair must agree (ReplicaHello.kernel_revision).
 inline constexpr uint32_t kKernelRevision = 1;
 inline constexpr uint32_t kReplicationProtocolVersion = 1;
+// The deadline of one call to the witness (retried at the next tick).
+inline constexpr absl::Duration kWitnessCallDeadline = absl::Seconds(2);
 
 // One member of a replicated shard pair (dcasgd-ps --replicas=2): its role
 // and epoch, the witness calls that change them, the commit rule, the gate in
@@ -192,6 +195,8 @@ class ReplicationMember {
   prometheus::Gauge* paired_gauge_ = nullptr;
   prometheus::Gauge* epoch_gauge_ = nullptr;
   prometheus::Gauge* lag_gauge_ = nullptr;
+  std::map<int, prometheus::Gauge*> role_gauges_;  // by v1::ReplicationRole
+  prometheus::Counter* failovers_ = nullptr;
 
   // Set by Start.
   std::unique_ptr<v1::Witness::Stub> witness_;

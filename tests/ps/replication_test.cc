@@ -78,6 +78,19 @@ absl::Status Stop(PsProcess& process) {
   return testing::WaitFor([&] { return AllThreadsStopped(process.pid()); }, absl::Seconds(10));
 }
 
+// Polls the process's /metrics until it shows `line` (the gauges follow
+// the member's state within a tick).
+bool MetricsShow(PsProcess& process, const std::string& line) {
+  return testing::WaitFor(
+             [&] {
+               absl::StatusOr<std::string> metrics =
+                   testing::HttpGet(process.metrics_port(), "/metrics");
+               return metrics.ok() && metrics->find(line) != std::string::npos;
+             },
+             absl::Seconds(10))
+      .ok();
+}
+
 struct Timing {
   int lease_ms = 2000;
   int failover_ms = 3000;
@@ -234,6 +247,9 @@ TEST(Replication, ReplicaRefusesClientsAndEndsBitIdentical) {
   auto [refused, role] = pair.Join(1);
   EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(role, "replica");
+  EXPECT_TRUE(
+      MetricsShow(pair.member(1), "dcasgd_ps_replication_role{role=\"replica\",shard=\"0\"} 1"));
+  EXPECT_TRUE(MetricsShow(pair.member(0), "dcasgd_ps_replication_paired{shard=\"0\"} 1"));
   EXPECT_NE(refused.error_message().find("replica at epoch 1"), std::string::npos)
       << refused.error_message();
 
@@ -334,6 +350,7 @@ TEST(Replication, KilledPrimaryReplicaTakesOverWithEveryAcknowledgedPush) {
   ASSERT_TRUE(b.ok());
   EXPECT_EQ(b->epoch(), 2u);
   EXPECT_EQ(b->version(), 20u);
+  EXPECT_TRUE(MetricsShow(pair.member(1), "dcasgd_ps_replication_failovers_total{shard=\"0\"} 1"));
   // The same worker, its session and steps replicated: the last step again
   // is answered from the record, and the weights are a's, bit for bit.
   ClientOptions options;
