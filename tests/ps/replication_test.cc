@@ -451,6 +451,62 @@ TEST(Replication, RestartedReplicaCatchesUpAndPairsAgain) {
   EXPECT_TRUE(SameBits(on_b["w"], weights["w"]));
 }
 
+// The snapshot is cut while a worker keeps pushing: every push after the cut
+// reaches the new replica through the log, none twice.
+TEST(Replication, CatchUpWhileAWorkerPushes) {
+  Pair pair;
+  ASSERT_TRUE(pair.Start(Timing{300, 800}).ok());
+  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
+  auto worker = Worker(pair.address(0), "w0");
+  ASSERT_NE(worker, nullptr);
+  ASSERT_TRUE(worker->Declare({Spec()}).ok());
+  TensorMap weights;
+  ASSERT_TRUE(worker->Pull({"w"}, &weights).ok());
+  ASSERT_TRUE(pair.member(1).Kill(SIGKILL).ok());
+  ASSERT_TRUE(pair.member(1).WaitExit().ok());
+  ASSERT_TRUE(pair.WaitRole(0, "primary-solo")) << pair.member(0).Log();
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> pushed{0};
+  absl::Status failed;
+  std::thread pusher([&] {
+    for (int s = 1; !stop.load(); ++s) {
+      absl::Status status = worker->PushPull(Gradient(s), &weights, nullptr, s);
+      if (!status.ok()) {
+        failed = status;
+        return;
+      }
+      pushed = s;
+    }
+  });
+  ASSERT_TRUE(testing::WaitFor([&] { return pushed.load() >= 5; }, absl::Seconds(30)).ok());
+  ASSERT_TRUE(pair.member(1).Restart().ok());
+  EXPECT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
+  const int paired_at = pushed.load();
+  EXPECT_TRUE(
+      testing::WaitFor([&] { return pushed.load() >= paired_at + 10; }, absl::Seconds(30)).ok());
+  stop = true;
+  pusher.join();
+  ASSERT_TRUE(failed.ok()) << failed;
+  absl::StatusOr<v1::ShardStatus> a = pair.Status(0);
+  absl::StatusOr<v1::ShardStatus> b = pair.Status(1);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->version(), static_cast<uint64_t>(pushed.load()));
+  EXPECT_EQ(b->version(), a->version());
+  EXPECT_EQ(b->last_seq(), a->last_seq());
+  worker.reset();
+  ASSERT_TRUE(pair.member(0).Kill(SIGKILL).ok());
+  ASSERT_TRUE(pair.WaitRole(1, "primary-solo")) << pair.member(1).Log();
+  ClientOptions options;
+  options.shard_addresses = {pair.address(1)};
+  auto reader = PsClient::Connect(options);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  ASSERT_TRUE((*reader)->FetchSpecs().ok());
+  TensorMap on_b;
+  ASSERT_TRUE((*reader)->Pull({"w"}, &on_b).ok());
+  EXPECT_TRUE(SameBits(on_b["w"], weights["w"]));
+}
+
 TEST(Replication, MemberThatSawAnEpochNeverTakesEpochOneFromALostRegister) {
   Pair pair;
   ASSERT_TRUE(pair.Start(Timing{300, 800}).ok());
