@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/notification.h"
 #include "grpcpp/client_context.h"
 #include "services/ps/replication_member.h"
 
@@ -148,6 +149,31 @@ void ReplicationMember::Detach(uint64_t id) {
   attached_ = 0;
   attached_context_ = nullptr;
   outbox_.Close();
+}
+
+absl::Status ReplicationMember::CommitCoordinatorState(const std::string& state) {
+  if (!primary()) {
+    return absl::UnavailableError(absl::StrCat("member ", MemberName(options_.member),
+                                               " is not primary: the data schedule is not "
+                                               "changed here"));
+  }
+  absl::Notification committed;
+  absl::Status status;
+  WhenCommitted(store_->SequenceCoordinatorState(state), [&](absl::Status s) {
+    status = std::move(s);
+    committed.Notify();
+  });
+  committed.WaitForNotification();
+  return status;
+}
+
+std::string ReplicationMember::CoordinatorState() const {
+  return hooks_.coordinator_state ? hooks_.coordinator_state() : std::string();
+}
+
+absl::Status ReplicationMember::LoadCoordinatorState(const std::string& state) {
+  if (state.empty() || !hooks_.load_coordinator_state) return absl::OkStatus();
+  return hooks_.load_coordinator_state(state);
 }
 
 }  // namespace dcasgd

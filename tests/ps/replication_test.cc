@@ -19,11 +19,13 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <variant>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "clients/cpp/ps_client.h"
+#include "coordinator/coordinator_client.h"
 #include "core/checkpoint.h"
 #include "dcasgd/v1/ps.grpc.pb.h"
 #include "dcasgd/v1/replication.grpc.pb.h"
@@ -505,6 +507,39 @@ TEST(Replication, CatchUpWhileAWorkerPushes) {
   TensorMap on_b;
   ASSERT_TRUE((*reader)->Pull({"w"}, &on_b).ok());
   EXPECT_TRUE(SameBits(on_b["w"], weights["w"]));
+}
+
+// Shard 0's data schedule is replicated too: after a failover the data
+// leases out (with their secrets) and the completed data shards are the
+// same on the new primary.
+TEST(Replication, DataScheduleFollowsThePrimary) {
+  Pair pair;
+  ASSERT_TRUE(pair.Start(Timing{300, 800}).ok());
+  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
+  CoordinatorClient on_a(pair.address(0), absl::Seconds(5));
+  absl::StatusOr<AcquireResult> first = on_a.Acquire("w0", 4, 1);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(std::holds_alternative<DataLease>(*first));
+  const DataLease done = std::get<DataLease>(*first);
+  ASSERT_TRUE(on_a.Complete(done.lease_id, done.secret).ok());
+  absl::StatusOr<AcquireResult> second = on_a.Acquire("w0", 4, 1);
+  ASSERT_TRUE(second.ok() && std::holds_alternative<DataLease>(*second));
+  const DataLease held = std::get<DataLease>(*second);
+
+  ASSERT_TRUE(pair.member(0).Kill(SIGKILL).ok());
+  ASSERT_TRUE(pair.WaitRole(1, "primary-solo")) << pair.member(1).Log();
+  CoordinatorClient on_b(pair.address(1), absl::Seconds(5));
+  absl::StatusOr<JobProgress> progress = on_b.JobStatus();
+  ASSERT_TRUE(progress.ok()) << progress.status();
+  EXPECT_TRUE(progress->configured);
+  EXPECT_EQ(progress->completed, 1u);
+  EXPECT_EQ(progress->leased, 1u);
+  // The lease a granted is b's too, secret and all.
+  EXPECT_TRUE(on_b.Renew(held.lease_id, held.secret).ok());
+  EXPECT_TRUE(on_b.Complete(held.lease_id, held.secret).ok());
+  progress = on_b.JobStatus();
+  ASSERT_TRUE(progress.ok());
+  EXPECT_EQ(progress->completed, 2u);
 }
 
 TEST(Replication, MemberThatSawAnEpochNeverTakesEpochOneFromALostRegister) {
