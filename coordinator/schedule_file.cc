@@ -9,11 +9,14 @@
 
 namespace dcasgd {
 
-absl::StatusOr<OpenedCoordinator> OpenDataCoordinator(absl::Duration lease, Clock* clock,
-                                                      const std::string& dir) {
+absl::StatusOr<OpenedCoordinator> OpenDataCoordinator(
+    absl::Duration lease, Clock* clock, const std::string& dir,
+    std::function<absl::Status(const std::string&)> after_save) {
   OpenedCoordinator opened;
   if (dir.empty()) {
-    opened.coordinator = std::make_unique<DataCoordinator>(lease, clock);
+    DataCoordinator::StateSaver save = nullptr;
+    if (after_save != nullptr) save = after_save;
+    opened.coordinator = std::make_unique<DataCoordinator>(lease, clock, std::move(save));
     return opened;
   }
   const std::string path = absl::StrCat(dir, "/", kScheduleFileName);
@@ -24,8 +27,11 @@ absl::StatusOr<OpenedCoordinator> OpenDataCoordinator(absl::Duration lease, Cloc
   } else if (!absl::IsNotFound(saved.status())) {
     return saved.status();
   }
-  opened.coordinator = std::make_unique<DataCoordinator>(
-      lease, clock, [path](const std::string& text) { return WriteFileAtomically(path, text); });
+  opened.coordinator =
+      std::make_unique<DataCoordinator>(lease, clock, [path, after_save](const std::string& text) {
+        if (absl::Status s = WriteFileAtomically(path, text); !s.ok()) return s;
+        return after_save == nullptr ? absl::OkStatus() : after_save(text);
+      });
   if (!saved_state.empty()) {
     if (absl::Status s = opened.coordinator->RestoreProgress(saved_state); !s.ok()) {
       return absl::DataLossError(absl::StrCat(path, ": ", s.message()));

@@ -5,6 +5,7 @@
 // (docs/checkpoint-format.md, "coordinator.state") so that a restart neither
 // restarts the epochs nor forgets the leases out.
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -33,8 +34,13 @@ struct OpenedCoordinator {
 // is that read error and a corrupt one DATA_LOSS naming the file: a start
 // never silently begins the schedule again. `clock` must outlive the result.
 // Blocks on the file system.
-absl::StatusOr<OpenedCoordinator> OpenDataCoordinator(absl::Duration lease, Clock* clock,
-                                                      const std::string& dir);
+//
+// `after_save` (if set) runs after each write, under the coordinator's lock,
+// and its error fails the save like a failed write (a replicated shard 0
+// waits there until its replica has the state).
+absl::StatusOr<OpenedCoordinator> OpenDataCoordinator(
+    absl::Duration lease, Clock* clock, const std::string& dir,
+    std::function<absl::Status(const std::string&)> after_save = nullptr);
 
 }  // namespace dcasgd
 

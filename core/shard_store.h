@@ -259,6 +259,10 @@ class ShardStore : private SyncPolicy::Applier {
   void SetLogSink(LogSink* sink);
   // The seq of the last entry sequenced or applied (0: none).
   uint64_t last_seq() const;
+  // Sequences a CoordinatorState entry carrying `state` (shard 0's data
+  // coordinator changed; the caller waits for its commit) and returns its
+  // seq. It touches no chunk and no worker.
+  uint64_t SequenceCoordinatorState(std::string state);
   // Applies an entry another store sequenced (a replica following its
   // primary): the same worker-table effects, versions, turns and chunk work,
   // through the same functions (ServeChunk and the kernels), so that after

@@ -27,6 +27,14 @@ uint64_t ShardStore::last_seq() const {
   return last_seq_;
 }
 
+uint64_t ShardStore::SequenceCoordinatorState(std::string state) {
+  absl::ReaderMutexLock lock(&state_mu_);
+  absl::MutexLock sequencer(&sequencer_mu_);
+  const uint64_t seq = *CheckSeq(0);
+  Sequence(seq, [&]() -> LogEntry::Op { return LogCoordinatorState{std::move(state)}; });
+  return seq;
+}
+
 absl::StatusOr<uint64_t> ShardStore::CheckSeq(uint64_t want) const {
   const uint64_t next = last_seq_ + 1;
   if (want != 0 && want != next) {

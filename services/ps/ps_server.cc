@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/file.h"
 #include "base/memory.h"
 #include "base/port_file.h"
 #include "base/status_macros.h"
@@ -27,6 +28,13 @@ namespace dcasgd {
 namespace {
 
 constexpr char kServiceName[] = "dcasgd.v1.ParameterShard";
+
+// A member's coordinator changes commit like the store's (its replica has
+// them before they take effect); none without replication.
+std::function<absl::Status(const std::string&)> CoordinatorCommit(ReplicationMember* member) {
+  if (member == nullptr) return nullptr;
+  return [member](const std::string& state) { return member->CommitCoordinatorState(state); };
+}
 
 // A member that is not primary refuses coordinator calls too; none without
 // replication.
@@ -72,7 +80,8 @@ absl::Status PsServer::StartImpl() {
     // live workers.
     ASSIGN_OR_RETURN(
         OpenedCoordinator opened,
-        OpenDataCoordinator(options_.shard.lease, Clock::Real(), options_.checkpoint_dir));
+        OpenDataCoordinator(options_.shard.lease, Clock::Real(), options_.checkpoint_dir,
+                            CoordinatorCommit(member_.get())));
     coordinator_ = std::move(opened.coordinator);
     if (!opened.restored.empty()) absl::StrAppend(&restored, "; ", opened.restored);
     coordinator_service_ = std::make_unique<DataCoordinatorService>(
@@ -135,6 +144,18 @@ void PsServer::AddReplication(grpc::ServerBuilder* builder) {
     }
   };
   hooks.set_health = [this](const std::string& name, bool serving) { SetHealth(name, serving); };
+  hooks.coordinator_state = [this] {
+    return coordinator_ == nullptr ? std::string() : coordinator_->SerializeProgress();
+  };
+  hooks.load_coordinator_state = [this](const std::string& state) -> absl::Status {
+    if (coordinator_ == nullptr) return absl::OkStatus();
+    // Kept in the member's own file too, for when it restarts as primary.
+    if (!options_.checkpoint_dir.empty()) {
+      RETURN_IF_ERROR(WriteFileAtomically(
+          absl::StrCat(options_.checkpoint_dir, "/", kScheduleFileName), state));
+    }
+    return coordinator_->RestoreProgress(state);
+  };
   const std::string epoch_file =
       options_.checkpoint_dir.empty()
           ? std::string()

@@ -3,10 +3,12 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "base/random.h"
+#include "base/status_macros.h"
 #include "grpcpp/support/channel_arguments.h"
 #include "services/ps/replication_member.h"
 #include "wire/replication_log.h"
@@ -178,9 +180,11 @@ absl::Status ReplicaFollower::HandleEntries(const v1::EntryBatch& batch, Catchup
         ReplicationSnapshot snapshot;
         snapshot.header = *catchup->header;
         snapshot.chunks = std::move(catchup->chunks);
+        const std::string coordinator_state = snapshot.header.coordinator_state;
         if (absl::Status s = store_->LoadReplicationSnapshot(std::move(snapshot)); !s.ok()) {
           return s;
         }
+        RETURN_IF_ERROR(member_->LoadCoordinatorState(coordinator_state));
         catchup->loaded = true;
         member_->CaughtUp(epoch);
       } else {
@@ -199,6 +203,10 @@ absl::Status ReplicaFollower::HandleEntries(const v1::EntryBatch& batch, Catchup
       // alone) rather than apply part of the log.
       return absl::Status(s.code(), absl::StrCat("cannot apply entry ", proto.seq(), " (",
                                                  LogEntryKindName(entry->op), "): ", s.message()));
+    }
+    // The store only took its seq: the coordinator's state is the member's.
+    if (const auto* state = std::get_if<LogCoordinatorState>(&entry->op)) {
+      RETURN_IF_ERROR(member_->LoadCoordinatorState(state->state));
     }
   }
   return absl::OkStatus();

@@ -20,6 +20,7 @@
 #include "dcasgd/v1/ps.pb.h"
 #include "dcasgd/v1/replication.grpc.pb.h"
 #include "grpcpp/server_context.h"
+#include "prometheus/counter.h"
 #include "prometheus/gauge.h"
 #include "prometheus/registry.h"
 #include "services/ps/replication_options.h"
@@ -36,6 +37,8 @@ inline constexpr char kRoleMetadataKey[] = "dcasgd-role";
 // the two members of a pair must agree (ReplicaHello.kernel_revision).
 inline constexpr uint32_t kKernelRevision = 1;
 inline constexpr uint32_t kReplicationProtocolVersion = 1;
+// The deadline of one call to the witness (retried at the next tick).
+inline constexpr absl::Duration kWitnessCallDeadline = absl::Seconds(2);
 
 // One member of a replicated shard pair (dcasgd-ps --replicas=2): its role
 // and epoch, the witness calls that change them, the commit rule, the gate in
@@ -85,6 +88,10 @@ class ReplicationMember {
     std::function<void()> state_valid;
     // Sets a health service's serving status (dcasgd.replication).
     std::function<void(const std::string&, bool)> set_health;
+    // Shard 0: the data coordinator's state as text (empty elsewhere), and
+    // replacing it with a primary's (a replica following the log).
+    std::function<std::string()> coordinator_state;
+    std::function<absl::Status(const std::string&)> load_coordinator_state;
   };
 
   // `epoch_file`: where the highest epoch this member saw is kept (empty:
@@ -111,6 +118,14 @@ class ReplicationMember {
   // this member stopped being primary, or is stopping): at once, or later
   // from the thread that received the acknowledgement. Never under a lock.
   void WhenCommitted(uint64_t seq, absl::AnyInvocable<void(absl::Status)> done);
+  // Shard 0's coordinator changed to `state` (its StateSaver, under the
+  // coordinator's lock): sequences a CoordinatorState entry and blocks until
+  // it is committed. UNAVAILABLE (nothing sequenced) on a member that is not
+  // primary, or when the commit fails: the coordinator then refuses the change.
+  absl::Status CommitCoordinatorState(const std::string& state);
+  // The coordinator's state for a snapshot, and a primary's applied here.
+  std::string CoordinatorState() const;
+  absl::Status LoadCoordinatorState(const std::string& state);
   // Role, epoch, member and last seq for GetStatus.
   void FillStatus(v1::ShardStatus* status) const;
   bool primary() const;
@@ -192,6 +207,8 @@ class ReplicationMember {
   prometheus::Gauge* paired_gauge_ = nullptr;
   prometheus::Gauge* epoch_gauge_ = nullptr;
   prometheus::Gauge* lag_gauge_ = nullptr;
+  std::map<int, prometheus::Gauge*> role_gauges_;  // by v1::ReplicationRole
+  prometheus::Counter* failovers_ = nullptr;
 
   // Set by Start.
   std::unique_ptr<v1::Witness::Stub> witness_;

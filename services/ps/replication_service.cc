@@ -69,6 +69,9 @@ absl::StatusOr<uint64_t> ReplicationService::SendSnapshot(Stream* stream, uint64
                                                           uint64_t id) {
   ReplicationSnapshot snapshot = store_->TakeReplicationSnapshot();
   const uint64_t cut = snapshot.header.seq;
+  // Read after the cut: a newer whole state than the cut's is harmless, as
+  // every later CoordinatorState entry replaces it again in order.
+  snapshot.header.coordinator_state = member_->CoordinatorState();
   v1::PrimaryMessage message;
   message.set_epoch(epoch);
   message.set_sent_ns(ReplicationMember::NowNs());

@@ -414,6 +414,28 @@ TEST(ShardStoreReplicationApply, GapsAndUnknownsAreRefusedWithNothingApplied) {
 // SnapshotChunk entries (a streamed catch-up) replace a chunk's state and
 // backups at their turn; one that does not fit is refused with nothing
 // applied.
+TEST(ShardStoreReplicationApply, CoordinatorStateTakesASeqAndTouchesNothing) {
+  ManualClock clock;
+  ShardConfig config = ConfigFor(Case{"", UpdateRule::kDcAsgdAdaptive});
+  RecordingSink sink;
+  ShardStore primary(config, &clock);
+  primary.SetLogSink(&sink);
+  ASSERT_TRUE(primary.Declare(Specs()).ok());
+  EXPECT_EQ(primary.SequenceCoordinatorState("schedule text"), 2u);
+  EXPECT_EQ(primary.last_seq(), 2u);
+  EXPECT_EQ(primary.version(), 0u);
+  std::vector<LogEntry> log = sink.entries();
+  ASSERT_EQ(log.size(), 2u);
+  EXPECT_EQ(log[1].seq, 2u);
+  const auto* state = std::get_if<LogCoordinatorState>(&log[1].op);
+  ASSERT_NE(state, nullptr);
+  EXPECT_EQ(state->state, "schedule text");
+  ShardStore replica(config, &clock);
+  for (const LogEntry& entry : log) ASSERT_TRUE(replica.ApplyEntry(entry).ok());
+  EXPECT_EQ(replica.last_seq(), 2u);
+  EXPECT_EQ(replica.version(), 0u);
+}
+
 TEST(ShardStoreReplicationApply, SnapshotChunkEntriesCarryChunkStateAndBackups) {
   ManualClock clock;
   const ShardConfig config = ConfigFor(Case{"", UpdateRule::kDcAsgdAdaptive});

@@ -19,11 +19,13 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <variant>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "clients/cpp/ps_client.h"
+#include "coordinator/coordinator_client.h"
 #include "core/checkpoint.h"
 #include "dcasgd/v1/ps.grpc.pb.h"
 #include "dcasgd/v1/replication.grpc.pb.h"
@@ -76,6 +78,19 @@ bool AllThreadsStopped(pid_t pid) {
 absl::Status Stop(PsProcess& process) {
   RETURN_IF_ERROR(process.Kill(SIGSTOP));
   return testing::WaitFor([&] { return AllThreadsStopped(process.pid()); }, absl::Seconds(10));
+}
+
+// Polls the process's /metrics until it shows `line` (the gauges follow
+// the member's state within a tick).
+bool MetricsShow(PsProcess& process, const std::string& line) {
+  return testing::WaitFor(
+             [&] {
+               absl::StatusOr<std::string> metrics =
+                   testing::HttpGet(process.metrics_port(), "/metrics");
+               return metrics.ok() && metrics->find(line) != std::string::npos;
+             },
+             absl::Seconds(10))
+      .ok();
 }
 
 struct Timing {
@@ -234,6 +249,9 @@ TEST(Replication, ReplicaRefusesClientsAndEndsBitIdentical) {
   auto [refused, role] = pair.Join(1);
   EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(role, "replica");
+  EXPECT_TRUE(
+      MetricsShow(pair.member(1), "dcasgd_ps_replication_role{role=\"replica\",shard=\"0\"} 1"));
+  EXPECT_TRUE(MetricsShow(pair.member(0), "dcasgd_ps_replication_paired{shard=\"0\"} 1"));
   EXPECT_NE(refused.error_message().find("replica at epoch 1"), std::string::npos)
       << refused.error_message();
 
@@ -334,6 +352,7 @@ TEST(Replication, KilledPrimaryReplicaTakesOverWithEveryAcknowledgedPush) {
   ASSERT_TRUE(b.ok());
   EXPECT_EQ(b->epoch(), 2u);
   EXPECT_EQ(b->version(), 20u);
+  EXPECT_TRUE(MetricsShow(pair.member(1), "dcasgd_ps_replication_failovers_total{shard=\"0\"} 1"));
   // The same worker, its session and steps replicated: the last step again
   // is answered from the record, and the weights are a's, bit for bit.
   ClientOptions options;
@@ -432,6 +451,95 @@ TEST(Replication, RestartedReplicaCatchesUpAndPairsAgain) {
   TensorMap on_b;
   ASSERT_TRUE((*reader)->Pull({"w"}, &on_b).ok());
   EXPECT_TRUE(SameBits(on_b["w"], weights["w"]));
+}
+
+// The snapshot is cut while a worker keeps pushing: every push after the cut
+// reaches the new replica through the log, none twice.
+TEST(Replication, CatchUpWhileAWorkerPushes) {
+  Pair pair;
+  ASSERT_TRUE(pair.Start(Timing{300, 800}).ok());
+  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
+  auto worker = Worker(pair.address(0), "w0");
+  ASSERT_NE(worker, nullptr);
+  ASSERT_TRUE(worker->Declare({Spec()}).ok());
+  TensorMap weights;
+  ASSERT_TRUE(worker->Pull({"w"}, &weights).ok());
+  ASSERT_TRUE(pair.member(1).Kill(SIGKILL).ok());
+  ASSERT_TRUE(pair.member(1).WaitExit().ok());
+  ASSERT_TRUE(pair.WaitRole(0, "primary-solo")) << pair.member(0).Log();
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> pushed{0};
+  absl::Status failed;
+  std::thread pusher([&] {
+    for (int s = 1; !stop.load(); ++s) {
+      absl::Status status = worker->PushPull(Gradient(s), &weights, nullptr, s);
+      if (!status.ok()) {
+        failed = status;
+        return;
+      }
+      pushed = s;
+    }
+  });
+  ASSERT_TRUE(testing::WaitFor([&] { return pushed.load() >= 5; }, absl::Seconds(30)).ok());
+  ASSERT_TRUE(pair.member(1).Restart().ok());
+  EXPECT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
+  const int paired_at = pushed.load();
+  EXPECT_TRUE(
+      testing::WaitFor([&] { return pushed.load() >= paired_at + 10; }, absl::Seconds(30)).ok());
+  stop = true;
+  pusher.join();
+  ASSERT_TRUE(failed.ok()) << failed;
+  absl::StatusOr<v1::ShardStatus> a = pair.Status(0);
+  absl::StatusOr<v1::ShardStatus> b = pair.Status(1);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->version(), static_cast<uint64_t>(pushed.load()));
+  EXPECT_EQ(b->version(), a->version());
+  EXPECT_EQ(b->last_seq(), a->last_seq());
+  worker.reset();
+  ASSERT_TRUE(pair.member(0).Kill(SIGKILL).ok());
+  ASSERT_TRUE(pair.WaitRole(1, "primary-solo")) << pair.member(1).Log();
+  ClientOptions options;
+  options.shard_addresses = {pair.address(1)};
+  auto reader = PsClient::Connect(options);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  ASSERT_TRUE((*reader)->FetchSpecs().ok());
+  TensorMap on_b;
+  ASSERT_TRUE((*reader)->Pull({"w"}, &on_b).ok());
+  EXPECT_TRUE(SameBits(on_b["w"], weights["w"]));
+}
+
+// Shard 0's data schedule is replicated too: after a failover the data
+// leases out (with their secrets) and the completed data shards are the
+// same on the new primary.
+TEST(Replication, DataScheduleFollowsThePrimary) {
+  Pair pair;
+  ASSERT_TRUE(pair.Start(Timing{300, 800}).ok());
+  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
+  CoordinatorClient on_a(pair.address(0), absl::Seconds(5));
+  absl::StatusOr<AcquireResult> first = on_a.Acquire("w0", 4, 1);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(std::holds_alternative<DataLease>(*first));
+  const DataLease done = std::get<DataLease>(*first);
+  ASSERT_TRUE(on_a.Complete(done.lease_id, done.secret).ok());
+  absl::StatusOr<AcquireResult> second = on_a.Acquire("w0", 4, 1);
+  ASSERT_TRUE(second.ok() && std::holds_alternative<DataLease>(*second));
+  const DataLease held = std::get<DataLease>(*second);
+
+  ASSERT_TRUE(pair.member(0).Kill(SIGKILL).ok());
+  ASSERT_TRUE(pair.WaitRole(1, "primary-solo")) << pair.member(1).Log();
+  CoordinatorClient on_b(pair.address(1), absl::Seconds(5));
+  absl::StatusOr<JobProgress> progress = on_b.JobStatus();
+  ASSERT_TRUE(progress.ok()) << progress.status();
+  EXPECT_TRUE(progress->configured);
+  EXPECT_EQ(progress->completed, 1u);
+  EXPECT_EQ(progress->leased, 1u);
+  // The lease a granted is b's too, secret and all.
+  EXPECT_TRUE(on_b.Renew(held.lease_id, held.secret).ok());
+  EXPECT_TRUE(on_b.Complete(held.lease_id, held.secret).ok());
+  progress = on_b.JobStatus();
+  ASSERT_TRUE(progress.ok());
+  EXPECT_EQ(progress->completed, 2u);
 }
 
 TEST(Replication, MemberThatSawAnEpochNeverTakesEpochOneFromALostRegister) {
