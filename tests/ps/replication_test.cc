@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <variant>
@@ -540,6 +541,48 @@ TEST(Replication, DataScheduleFollowsThePrimary) {
   progress = on_b.JobStatus();
   ASSERT_TRUE(progress.ok());
   EXPECT_EQ(progress->completed, 2u);
+}
+
+// Shard 0's data coordinator: its schedule and leases (with their secrets'
+// digests) travel in the log, also to a replica that rejoins through a
+// snapshot; when the primary dies, the promoted member goes on with the same
+// schedule, and leases the old primary granted complete there.
+TEST(Replication, TheDataScheduleReachesAReplicaThatRejoinedThroughASnapshot) {
+  Pair pair;
+  ASSERT_TRUE(pair.Start(Timing{300, 800}).ok());
+  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
+  CoordinatorClient coordinator(absl::StrCat(pair.address(0), "|", pair.address(1)),
+                                absl::Seconds(30));
+  auto acquire = [&](const std::string& worker) -> DataLease {
+    absl::StatusOr<AcquireResult> result = coordinator.Acquire(worker, 4, 1);
+    EXPECT_TRUE(result.ok()) << result.status();
+    if (!result.ok() || !std::holds_alternative<DataLease>(*result)) return DataLease{};
+    return std::get<DataLease>(*result);
+  };
+  const DataLease first = acquire("w0");
+  ASSERT_TRUE(coordinator.Complete(first.lease_id, first.secret).ok());
+  // b dies; a goes on alone, granting a lease b never sees as an entry.
+  ASSERT_TRUE(pair.member(1).Kill(SIGKILL).ok());
+  ASSERT_TRUE(pair.member(1).WaitExit().ok());
+  const DataLease second = acquire("w1");
+  // b restarts empty and catches up: the schedule follows the snapshot.
+  ASSERT_TRUE(pair.member(1).Restart().ok());
+  ASSERT_TRUE(pair.WaitRole(1, "replica")) << pair.member(1).Log();
+  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log();
+  const DataLease third = acquire("w2");  // an entry of the log
+  ASSERT_TRUE(pair.member(0).Kill(SIGKILL).ok());
+  ASSERT_TRUE(pair.WaitRole(1, "primary-solo")) << pair.member(1).Log();
+
+  absl::StatusOr<JobProgress> progress = coordinator.JobStatus();
+  ASSERT_TRUE(progress.ok()) << progress.status();
+  EXPECT_EQ(progress->completed, 1u);
+  EXPECT_EQ(progress->leased, 2u);
+  EXPECT_TRUE(coordinator.Complete(second.lease_id, second.secret).ok());
+  EXPECT_TRUE(coordinator.Complete(third.lease_id, third.secret).ok());
+  const DataLease fourth = acquire("w3");
+  std::set<uint32_t> shards = {first.data_shard, second.data_shard, third.data_shard,
+                               fourth.data_shard};
+  EXPECT_EQ(shards, (std::set<uint32_t>{0, 1, 2, 3})) << "every data shard leased once";
 }
 
 TEST(Replication, MemberThatSawAnEpochNeverTakesEpochOneFromALostRegister) {
