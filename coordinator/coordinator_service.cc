@@ -28,7 +28,10 @@ grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* context, const grpc
 
 absl::Status DataCoordinatorService::Authorize(grpc::CallbackServerContext* context,
                                                auth::Action action) const {
-  return authorizer_ == nullptr ? absl::OkStatus() : authorizer_->Authorize(*context, action);
+  if (authorizer_ != nullptr) {
+    if (absl::Status s = authorizer_->Authorize(*context, action); !s.ok()) return s;
+  }
+  return gate_ == nullptr ? absl::OkStatus() : gate_(context);
 }
 
 absl::Status DataCoordinatorService::DoAcquire(const v1::AcquireDataShardRequest& request,

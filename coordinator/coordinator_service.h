@@ -1,6 +1,9 @@
 #ifndef DCASGD_COORDINATOR_COORDINATOR_SERVICE_H_
 #define DCASGD_COORDINATOR_COORDINATOR_SERVICE_H_
 
+#include <functional>
+#include <utility>
+
 #include "auth/authorizer.h"
 #include "coordinator/data_coordinator.h"
 #include "dcasgd/v1/coordinator.grpc.pb.h"
@@ -21,12 +24,17 @@ using DataCoordinatorBase = v1::DataCoordinator::WithRawCallbackMethod_AcquireDa
 // Requests are parsed here, so a malformed one is INVALID_ARGUMENT with a
 // message. Every call is first checked by `authorizer` (auth/roles.h: the
 // lease calls need role worker, GetJobStatus role reader); null: no checks.
+// After the caller's check, `gate` (if set) may refuse a call: the shard
+// hosting the coordinator is a member of a replicated pair that is not
+// primary now (UNAVAILABLE with its role, services/ps/replication_member.h).
 // Thread-safe; `coordinator` and `authorizer` must outlive the service.
 class DataCoordinatorService final : public DataCoordinatorBase {
  public:
+  using Gate = std::function<absl::Status(grpc::CallbackServerContext*)>;
+
   explicit DataCoordinatorService(DataCoordinator* coordinator,
-                                  const auth::Authorizer* authorizer = nullptr)
-      : coordinator_(coordinator), authorizer_(authorizer) {}
+                                  const auth::Authorizer* authorizer = nullptr, Gate gate = nullptr)
+      : coordinator_(coordinator), authorizer_(authorizer), gate_(std::move(gate)) {}
 
   grpc::ServerUnaryReactor* AcquireDataShard(grpc::CallbackServerContext* context,
                                              const grpc::ByteBuffer* request,
@@ -50,6 +58,7 @@ class DataCoordinatorService final : public DataCoordinatorBase {
 
   DataCoordinator* const coordinator_;
   const auth::Authorizer* const authorizer_;
+  const Gate gate_;
 };
 
 }  // namespace dcasgd

@@ -184,6 +184,9 @@ class ShardStore : private SyncPolicy::Applier {
   // checks again, with everything else, before applying.
   absl::Status CheckChunk(const std::string& tensor, uint64_t chunk_index, size_t bytes) const;
   absl::Status Leave(WorkerId worker);
+  // Gives every worker a full lease from now (WorkerRegistry::RenewAll): a
+  // replica promoted to primary, before its lease reaper runs.
+  void RenewAllLeases() { registry_.RenewAll(); }
   // Ends every lease past its deadline and frees those workers' backups.
   // Returns how many ended. Called periodically by the service.
   int ExpireLeases();

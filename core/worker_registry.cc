@@ -157,6 +157,12 @@ absl::Status WorkerRegistry::Heartbeat(WorkerId worker) {
   return absl::OkStatus();
 }
 
+void WorkerRegistry::RenewAll() {
+  absl::MutexLock lock(&mu_);
+  const absl::Time deadline = clock_->Now() + lease_;
+  for (auto& [id, worker] : workers_) worker->deadline = deadline;
+}
+
 absl::Status WorkerRegistry::Leave(WorkerId worker) {
   absl::MutexLock lock(&mu_);
   auto it = workers_.find(worker);

@@ -140,6 +140,10 @@ class WorkerRegistry {
   absl::Status Heartbeat(WorkerId worker);
   // Ends the lease. FAILED_PRECONDITION when the worker is unknown.
   absl::Status Leave(WorkerId worker);
+  // Gives every worker in the table a full lease from now, expired or not: a
+  // replica promoted to primary (lease deadlines are not replicated, and its
+  // workers heartbeated the old primary only).
+  void RenewAll();
   // Ends every lease past its deadline; returns those workers.
   std::vector<WorkerId> ExpireLeases();
 

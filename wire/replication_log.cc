@@ -342,6 +342,10 @@ void LogEntryToProto(const LogEntry& entry, v1::LogEntry* proto) {
   std::visit(OpToProto{proto}, entry.op);
 }
 
+absl::StatusOr<LogSnapshotChunk> SnapshotChunkFromProto(const v1::LogEntry::SnapshotChunk& proto) {
+  return SnapshotChunkFromProto("snapshot chunk", proto);
+}
+
 absl::StatusOr<WorkerRecord> WorkerRecordFromProto(const v1::WorkerRecord& p) {
   const std::string where = absl::StrCat("worker record ", p.worker_id());
   RETURN_IF_ERROR(CheckId("worker record", "worker_id", p.worker_id()));

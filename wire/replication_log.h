@@ -38,6 +38,10 @@ inline constexpr size_t kMaxCoordinatorStateBytes = size_t{64} << 20;
 absl::StatusOr<LogEntry> LogEntryFromProto(const v1::LogEntry& proto);
 void LogEntryToProto(const LogEntry& entry, v1::LogEntry* proto);
 
+// One SnapshotChunk alone (the checks LogEntryFromProto makes of it), for a
+// catch-up whose chunks arrive outside the log's seqs.
+absl::StatusOr<LogSnapshotChunk> SnapshotChunkFromProto(const v1::LogEntry::SnapshotChunk& proto);
+
 absl::StatusOr<WorkerRecord> WorkerRecordFromProto(const v1::WorkerRecord& proto);
 void WorkerRecordToProto(const WorkerRecord& record, v1::WorkerRecord* proto);
 

@@ -39,6 +39,9 @@ class ShardMetrics {
   // The bound port of the exposer; 0 when it is not started.
   int port() const;
 
+  // Where other parts of the shard register their metrics (replication).
+  prometheus::Registry* registry() const { return registry_.get(); }
+
   // The text exposition /metrics serves (format 0.0.4).
   std::string ExpositionText() const;
 

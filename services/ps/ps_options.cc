@@ -7,9 +7,11 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
 #include "base/enum_names.h"
 #include "base/flags.h"
 #include "base/status_macros.h"
@@ -94,6 +96,31 @@ ABSL_FLAG(std::string, backup_dtype, "float32",
           "backups' memory, rounding w_bak by 2^-8 (bfloat16) or 2^-11 (float16) relative; "
           "float16 needs --max_weight_abs <= 65504. Weights and optimizer state stay float32");
 
+ABSL_FLAG(int64_t, replicas, 1,
+          "1: this shard alone; 2: a member of a replicated pair (--member, --peer_address, "
+          "--witness_address; docs/design.md, Replicated shards)");
+ABSL_FLAG(std::string, member, "auto",
+          "a | b | auto: this member's name in its pair; auto: a when the trailing number o of "
+          "$HOSTNAME is below --shard_count, else b (--shard_index=auto then takes o mod count)");
+ABSL_FLAG(std::string, peer_address, "",
+          "--replicas=2: the other member's host:port; '{i}' is replaced by its pod ordinal");
+ABSL_FLAG(std::string, witness_address, "", "--replicas=2: the witness's host:port");
+ABSL_FLAG(int64_t, replication_heartbeat_ms, 250,
+          "the primary sends a heartbeat to its replica after this long without other messages");
+ABSL_FLAG(int64_t, replication_lease_ms, 2000,
+          "the primary accepts changes only within this long of sending something its replica "
+          "acknowledged");
+ABSL_FLAG(int64_t, failover_timeout_ms, 3000,
+          "silence after which the replica claims the primary role and the primary drops its "
+          "replica; at least --replication_lease_ms + 500");
+ABSL_FLAG(int64_t, replication_buffer_bytes, int64_t{256} << 20,
+          "log held for the replica (sent, not acknowledged); a replica further behind is dropped");
+ABSL_FLAG(std::string, peer_tls_ca, "",
+          "PEM CA of the peer's and the witness's certificates: the member's outgoing calls use "
+          "TLS; empty: plaintext");
+ABSL_FLAG(std::string, peer_token_file, "",
+          "file holding the replication role's bearer token for the member's outgoing calls");
+
 namespace dcasgd {
 namespace {
 
@@ -158,6 +185,8 @@ absl::Status ParsePlacement(const EnvLookup& env, PsOptions* options) {
   const std::string shard_index = absl::GetFlag(FLAGS_shard_index);
   if (shard_index == "auto") {
     ASSIGN_OR_RETURN(shard.shard_index, TrailingNumber(env("HOSTNAME").value_or("")));
+    // A pair's 2N pods: members b are pods N..2N-1 (--member=auto).
+    if (absl::GetFlag(FLAGS_replicas) == 2) shard.shard_index %= shard.shard_count;
   } else if (!absl::SimpleAtoi(shard_index, &shard.shard_index)) {
     return absl::InvalidArgumentError(
         absl::StrCat("--shard_index='", shard_index, "': not a non-negative integer or 'auto'"));
@@ -326,6 +355,98 @@ absl::Status ParseSecurity(PsOptions* options) {
   return absl::OkStatus();
 }
 
+// Milliseconds of a replication timing flag, in [1, 1e9].
+absl::StatusOr<absl::Duration> MillisFlag(absl::string_view flag, int64_t ms) {
+  if (ms < 1 || ms > 1000000000) {
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, "=", ms, ": must be in [1, 1e9]"));
+  }
+  return absl::Milliseconds(ms);
+}
+
+// --member (auto: from the pod ordinal) and '{i}' in --peer_address.
+absl::Status ParseMember(const EnvLookup& env, PsOptions* options) {
+  ReplicationOptions& r = options->replication;
+  const std::string member = absl::GetFlag(FLAGS_member);
+  const uint32_t count = options->shard.shard_count;
+  std::optional<uint32_t> ordinal;
+  if (member == "auto" || absl::StrContains(r.peer_address, "{i}")) {
+    absl::StatusOr<uint32_t> o = TrailingNumber(env("HOSTNAME").value_or(""));
+    if (!o.ok()) return Prefixed("member=auto or --peer_address with {i}", o.status());
+    if (*o >= 2 * count) {
+      return absl::InvalidArgumentError(absl::StrCat("pod ordinal ", *o,
+                                                     " of $HOSTNAME is not below "
+                                                     "2 x --shard_count=",
+                                                     2 * count));
+    }
+    ordinal = *o;
+  }
+  if (member == "a") {
+    r.member = v1::MEMBER_A;
+  } else if (member == "b") {
+    r.member = v1::MEMBER_B;
+  } else if (member == "auto") {
+    r.member = *ordinal < count ? v1::MEMBER_A : v1::MEMBER_B;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("--member='", member, "': a, b or auto"));
+  }
+  if (ordinal.has_value()) {
+    r.peer_address = absl::StrReplaceAll(r.peer_address,
+                                         {{"{i}", absl::StrCat((*ordinal + count) % (2 * count))}});
+  }
+  return absl::OkStatus();
+}
+
+// --replicas and the flags of a pair.
+absl::Status ParseReplication(const EnvLookup& env, PsOptions* options) {
+  ReplicationOptions& r = options->replication;
+  const int64_t replicas = absl::GetFlag(FLAGS_replicas);
+  if (replicas != 1 && replicas != 2) {
+    return absl::InvalidArgumentError(absl::StrCat("--replicas=", replicas, ": must be 1 or 2"));
+  }
+  r.replicas = static_cast<uint32_t>(replicas);
+  r.peer_address = absl::GetFlag(FLAGS_peer_address);
+  r.witness_address = absl::GetFlag(FLAGS_witness_address);
+  if (!r.enabled()) {
+    if (!r.peer_address.empty() || !r.witness_address.empty()) {
+      return absl::InvalidArgumentError(
+          "--peer_address and --witness_address need --replicas=2 (a shard alone has neither)");
+    }
+    return absl::OkStatus();
+  }
+  if (r.peer_address.empty() || r.witness_address.empty()) {
+    return absl::InvalidArgumentError(
+        "--replicas=2 needs --peer_address (the other member) and --witness_address");
+  }
+  RETURN_IF_ERROR(ParseMember(env, options));
+  ASSIGN_OR_RETURN(r.heartbeat, MillisFlag("replication_heartbeat_ms",
+                                           absl::GetFlag(FLAGS_replication_heartbeat_ms)));
+  ASSIGN_OR_RETURN(r.lease,
+                   MillisFlag("replication_lease_ms", absl::GetFlag(FLAGS_replication_lease_ms)));
+  ASSIGN_OR_RETURN(r.failover_timeout,
+                   MillisFlag("failover_timeout_ms", absl::GetFlag(FLAGS_failover_timeout_ms)));
+  if (r.heartbeat >= r.lease) {
+    return absl::InvalidArgumentError(
+        "--replication_heartbeat_ms must be below --replication_lease_ms (a lease renews only "
+        "with what the replica acknowledges)");
+  }
+  if (r.failover_timeout < r.lease + absl::Milliseconds(500)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--failover_timeout_ms=", absl::ToInt64Milliseconds(r.failover_timeout),
+                     ": must be at least --replication_lease_ms + 500 = ",
+                     absl::ToInt64Milliseconds(r.lease) + 500,
+                     " (a primary must notice its lapsed lease before its replica may claim)"));
+  }
+  const int64_t buffer = absl::GetFlag(FLAGS_replication_buffer_bytes);
+  if (buffer < (int64_t{1} << 20)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--replication_buffer_bytes=", buffer, ": must be at least 1 MiB"));
+  }
+  r.buffer_bytes = static_cast<uint64_t>(buffer);
+  r.peer_security.ca = absl::GetFlag(FLAGS_peer_tls_ca);
+  r.peer_security.token_file = absl::GetFlag(FLAGS_peer_token_file);
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<PsOptions> ParsePsOptions(const std::vector<std::string>& args,
@@ -346,6 +467,7 @@ absl::StatusOr<PsOptions> ParsePsOptions(const std::vector<std::string>& args,
   RETURN_IF_ERROR(ParseCheckpoints(&options));
   RETURN_IF_ERROR(ParseServing(&options));
   RETURN_IF_ERROR(ParseSecurity(&options));
+  RETURN_IF_ERROR(ParseReplication(env, &options));
   return options;
 }
 
@@ -358,7 +480,7 @@ std::string PsOptions::DebugString() const {
       "listen=%s shard=%d/%d rule={%s} sync=%s ssp_bound=%d ssp_policy=%s "
       "max_staleness=%d lease=%s checkpoint_dir='%s' checkpoint_interval=%s "
       "checkpoint_max_age=%s metrics_address='%s' max_message_bytes=%d max_push_bytes=%d "
-      "max_workers=%d memory_budget=%s (%s) max_inflight=%s tls=%s auth=%s",
+      "max_workers=%d memory_budget=%s (%s) max_inflight=%s tls=%s auth=%s%s",
       listen, shard.shard_index, shard.shard_count, shard.optimizer.DebugString(),
       NameOf(kSyncModeNames, shard.sync), shard.ssp_bound,
       NameOf(kSspPolicyNames, shard.ssp_policy), shard.max_staleness,
@@ -370,7 +492,13 @@ std::string PsOptions::DebugString() const {
       !auth.enabled() ? "off"
                       : absl::StrCat(auth.tokens_file.empty() ? "" : "tokens",
                                      auth.tokens_file.empty() || auth.cert_roles.empty() ? "" : "+",
-                                     auth.cert_roles.empty() ? "" : "certificates"));
+                                     auth.cert_roles.empty() ? "" : "certificates"),
+      !replication.enabled()
+          ? ""
+          : absl::StrCat(" replicas=2 member=", MemberName(replication.member), " peer=",
+                         replication.peer_address, " witness=", replication.witness_address,
+                         " replication_lease=", absl::FormatDuration(replication.lease),
+                         " failover_timeout=", absl::FormatDuration(replication.failover_timeout)));
 }
 
 }  // namespace dcasgd

@@ -14,6 +14,7 @@
 #include "auth/tls.h"
 #include "base/flags.h"
 #include "core/shard_store.h"
+#include "services/ps/replication_options.h"
 
 namespace dcasgd {
 
@@ -51,6 +52,8 @@ struct PsOptions {
   auth::AuthOptions auth;
   // Where shard.memory_budget_bytes came from (a flag, or the detected limit).
   std::string memory_budget_source;
+  // --replicas and the pair's flags.
+  ReplicationOptions replication;
 
   // One line, for the startup log.
   std::string DebugString() const;

@@ -4,7 +4,9 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <string>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -26,6 +28,13 @@ namespace {
 
 constexpr char kServiceName[] = "dcasgd.v1.ParameterShard";
 
+// A member that is not primary refuses coordinator calls too; none without
+// replication.
+DataCoordinatorService::Gate CoordinatorGate(ReplicationMember* member) {
+  if (member == nullptr) return nullptr;
+  return [member](grpc::CallbackServerContext* context) { return member->Admit(context); };
+}
+
 }  // namespace
 
 PsServer::PsServer(const PsOptions& options) : options_(options) {}
@@ -40,7 +49,7 @@ absl::Status PsServer::StartImpl() {
   store_ = std::make_unique<ShardStore>(options_.shard, Clock::Real());
   metrics_ = std::make_unique<ShardMetrics>(options_.shard.shard_index, store_.get());
 
-  ASSIGN_OR_RETURN(std::string restored, RestoreCheckpoint());
+  ASSIGN_OR_RETURN(std::string restored, PrepareCheckpoints());
   inflight_ = std::make_unique<InflightBudget>(options_.shard.inflight_budget_bytes);
   metrics_->AttachInflightBudget(inflight_.get());
   ASSIGN_OR_RETURN(authorizer_, auth::Authorizer::Create(options_.auth));
@@ -55,6 +64,7 @@ absl::Status PsServer::StartImpl() {
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options_.listen, credentials, &grpc_port_);
   builder.RegisterService(service_.get());
+  if (options_.replication.enabled()) AddReplication(&builder);
   if (options_.shard.shard_index == 0) {
     // The job's data schedule and its leases survive a restart of shard 0
     // next to its checkpoint; a corrupt file stops the start like a corrupt
@@ -65,8 +75,8 @@ absl::Status PsServer::StartImpl() {
         OpenDataCoordinator(options_.shard.lease, Clock::Real(), options_.checkpoint_dir));
     coordinator_ = std::move(opened.coordinator);
     if (!opened.restored.empty()) absl::StrAppend(&restored, "; ", opened.restored);
-    coordinator_service_ =
-        std::make_unique<DataCoordinatorService>(coordinator_.get(), authorizer_.get());
+    coordinator_service_ = std::make_unique<DataCoordinatorService>(
+        coordinator_.get(), authorizer_.get(), CoordinatorGate(member_.get()));
     builder.RegisterService(coordinator_service_.get());
   }
   builder.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));
@@ -101,8 +111,41 @@ absl::Status PsServer::StartImpl() {
   }
 
   StartBackgroundTasks();
+  if (member_ != nullptr) {
+    if (absl::Status s = member_->Start(); !s.ok()) {
+      server_->Shutdown(absl::ToChronoTime(absl::Now()));
+      server_.reset();
+      return s;
+    }
+  }
 
   return Announce(restored);
+}
+
+void PsServer::AddReplication(grpc::ServerBuilder* builder) {
+  ReplicationMember::Hooks hooks;
+  hooks.restore = [this]() -> absl::Status {
+    ASSIGN_OR_RETURN(std::string restored, RestoreCheckpoint());
+    std::fprintf(stderr, "dcasgd-ps: restored %s\n", restored.c_str());
+    return absl::OkStatus();
+  };
+  hooks.state_valid = [this] {
+    if (checkpointer_ != nullptr) {
+      checkpointer_->Start(options_.checkpoint_interval, options_.checkpoint_min_interval);
+    }
+  };
+  hooks.set_health = [this](const std::string& name, bool serving) { SetHealth(name, serving); };
+  const std::string epoch_file =
+      options_.checkpoint_dir.empty()
+          ? std::string()
+          : absl::StrCat(options_.checkpoint_dir, "/shard-", options_.shard.shard_index, ".epoch");
+  member_ = std::make_unique<ReplicationMember>(options_.replication, store_.get(), epoch_file,
+                                                options_.max_message_bytes, options_.max_push_bytes,
+                                                std::move(hooks), metrics_->registry());
+  service_->AttachReplication(member_.get());
+  replication_service_ =
+      std::make_unique<ReplicationService>(member_.get(), store_.get(), authorizer_.get());
+  builder->RegisterService(replication_service_.get());
 }
 
 absl::Status PsServer::StartHealthServer() {
@@ -121,10 +164,32 @@ absl::Status PsServer::StartHealthServer() {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::string> PsServer::PrepareCheckpoints() {
+  if (options_.replication.enabled()) {
+    // A member restores its checkpoint only when it becomes primary: a
+    // member that catches up loads its peer's snapshot into a fresh store.
+    if (!options_.checkpoint_dir.empty()) {
+      std::error_code error;
+      std::filesystem::create_directories(options_.checkpoint_dir, error);
+      if (error) {
+        return absl::FailedPreconditionError(absl::StrCat("cannot create checkpoint directory '",
+                                                          options_.checkpoint_dir,
+                                                          "': ", error.message()));
+      }
+      checkpointer_ =
+          std::make_unique<Checkpointer>(store_.get(), options_.checkpoint_dir, metrics_.get());
+    }
+    return std::string("nothing yet (a member of a pair restores when it becomes primary)");
+  }
+  return RestoreCheckpoint();
+}
+
 absl::StatusOr<std::string> PsServer::RestoreCheckpoint() {
   if (options_.checkpoint_dir.empty()) return std::string("none");
-  checkpointer_ =
-      std::make_unique<Checkpointer>(store_.get(), options_.checkpoint_dir, metrics_.get());
+  if (checkpointer_ == nullptr) {
+    checkpointer_ =
+        std::make_unique<Checkpointer>(store_.get(), options_.checkpoint_dir, metrics_.get());
+  }
   ASSIGN_OR_RETURN(const bool did_restore, checkpointer_->RestoreIfPresent());
   return did_restore
              ? absl::StrCat(checkpointer_->path(), " at version ", checkpointer_->last_version())
@@ -133,8 +198,11 @@ absl::StatusOr<std::string> PsServer::RestoreCheckpoint() {
 
 void PsServer::StartBackgroundTasks() {
   const absl::Duration lease = options_.shard.lease;
-  lease_reaper_ = std::make_unique<PeriodicTask>(
-      lease / 4, [this] { metrics_->CountLeaseExpirations(store_->ExpireLeases()); });
+  lease_reaper_ = std::make_unique<PeriodicTask>(lease / 4, [this] {
+    // Only a primary decides expiry (a LeaseEnd entry the replica applies).
+    if (member_ != nullptr && !member_->primary()) return;
+    metrics_->CountLeaseExpirations(store_->ExpireLeases());
+  });
   // Each second: trim after a burst of requests ended, and every 5 s while
   // idle (closed connections free their transport buffers, which the budget
   // does not see).
@@ -144,7 +212,8 @@ void PsServer::StartBackgroundTasks() {
         idle_ticks = inflight_->in_use() == 0 ? idle_ticks + 1 : 0;
         if (burst_ended || (idle_ticks > 0 && idle_ticks % 5 == 0)) ReturnFreeMemoryToSystem();
       });
-  if (checkpointer_ != nullptr) {
+  // A member starts its checkpoints once it holds a valid copy (hooks).
+  if (checkpointer_ != nullptr && member_ == nullptr) {
     checkpointer_->Start(options_.checkpoint_interval, options_.checkpoint_min_interval);
   }
 
@@ -242,6 +311,9 @@ absl::Status PsServer::Shutdown(absl::Duration grace) {
   server_->GetHealthCheckService()->SetServingStatus(false);
   if (health_server_ != nullptr) health_server_->GetHealthCheckService()->SetServingStatus(false);
   service_->BeginShutdown();
+  // Ends the replication streams (and fails calls waiting for a commit)
+  // before the server waits for its calls.
+  if (member_ != nullptr) member_->Stop();
   server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   server_->Wait();
   if (health_server_ != nullptr) {
@@ -252,6 +324,11 @@ absl::Status PsServer::Shutdown(absl::Duration grace) {
   if (memory_trimmer_ != nullptr) memory_trimmer_->Stop();
   if (checkpointer_ == nullptr) return absl::OkStatus();
   checkpointer_->Stop();
+  if (member_ != nullptr && !member_->holds_valid_state()) {
+    // Its last good checkpoint stays: what it holds is no valid copy.
+    std::fprintf(stderr, "dcasgd-ps: no final checkpoint: this member never held a valid copy\n");
+    return absl::OkStatus();
+  }
   absl::StatusOr<CheckpointInfo> info =
       checkpointer_->WriteFinal(options_.final_checkpoint_timeout);
   if (!info.ok()) return info.status();

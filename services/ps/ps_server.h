@@ -14,11 +14,14 @@
 #include "coordinator/data_coordinator.h"
 #include "core/shard_store.h"
 #include "grpcpp/server.h"
+#include "grpcpp/server_builder.h"
 #include "services/ps/checkpointer.h"
 #include "services/ps/inflight_budget.h"
 #include "services/ps/ps_metrics.h"
 #include "services/ps/ps_options.h"
 #include "services/ps/ps_service.h"
+#include "services/ps/replication_member.h"
+#include "services/ps/replication_service.h"
 
 namespace dcasgd {
 
@@ -69,6 +72,9 @@ class PsServer {
  private:
   explicit PsServer(const PsOptions& options);
   absl::Status StartImpl();
+  // RestoreCheckpoint, or for a member of a pair only the checkpointer and
+  // its directory (it restores when it becomes primary).
+  absl::StatusOr<std::string> PrepareCheckpoints();
   // Creates the checkpointer (if --checkpoint_dir) and restores the latest
   // checkpoint into the store; describes what was restored for the log.
   absl::StatusOr<std::string> RestoreCheckpoint();
@@ -80,6 +86,9 @@ class PsServer {
   // Sets the serving status of `service` on the gRPC server and on the
   // health-only server (if any).
   void SetHealth(const std::string& service, bool serving);
+  // With --replicas=2: the member (its checkpoint restored only when it
+  // becomes primary) and the ShardReplication service on `builder`.
+  void AddReplication(grpc::ServerBuilder* builder);
   // Writes the port file (if asked) and logs what is served, loudly when
   // anyone who reaches the port may call it.
   absl::Status Announce(const std::string& restored);
@@ -94,6 +103,9 @@ class PsServer {
   std::unique_ptr<ParameterShardService> service_;
   std::unique_ptr<DataCoordinator> coordinator_;  // shard 0 only
   std::unique_ptr<DataCoordinatorService> coordinator_service_;
+  // --replicas=2 only (null otherwise).
+  std::unique_ptr<ReplicationMember> member_;
+  std::unique_ptr<ReplicationService> replication_service_;
   std::unique_ptr<grpc::Server> server_;
   // Plaintext, grpc.health.v1 only (--health_listen); null: none.
   std::unique_ptr<grpc::Server> health_server_;

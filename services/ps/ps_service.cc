@@ -27,7 +27,37 @@ ParameterShardService::ParameterShardService(ShardStore* store, ShardMetrics* me
 
 absl::Status ParameterShardService::Authorize(grpc::CallbackServerContext* context,
                                               auth::Action action) const {
-  return authorizer_ == nullptr ? absl::OkStatus() : authorizer_->Authorize(*context, action);
+  if (authorizer_ != nullptr) {
+    if (absl::Status s = authorizer_->Authorize(*context, action); !s.ok()) return s;
+  }
+  return Admit(context, action);
+}
+
+absl::Status ParameterShardService::Admit(grpc::CallbackServerContext* context,
+                                          auth::Action action) const {
+  if (member_ == nullptr || action == auth::Action::kGetStatus) return absl::OkStatus();
+  return member_->Admit(context);
+}
+
+void ParameterShardService::AfterCommit(absl::AnyInvocable<void(absl::Status)> finish) {
+  if (member_ == nullptr) {
+    finish(absl::OkStatus());
+    return;
+  }
+  // The store sequenced the caller's entries before returning to it, so
+  // its last seq now covers them.
+  member_->WhenCommitted(store_->last_seq(), std::move(finish));
+}
+
+grpc::ServerUnaryReactor* ParameterShardService::RespondCommitted(
+    grpc::CallbackServerContext* context, const absl::Status& status) {
+  if (!status.ok() || member_ == nullptr) return Respond(context, status);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  AfterCommit([this, reactor](absl::Status committed) {
+    if (!committed.ok()) metrics_->CountRejected(committed.code());
+    reactor->Finish(ToGrpcStatus(committed));
+  });
+  return reactor;
 }
 
 absl::StatusOr<auth::Caller> ParameterShardService::Authenticate(
@@ -54,6 +84,30 @@ void ParameterShardService::Submit(WorkerId worker, uint64_t step, uint64_t base
     done(absl::UnavailableError("the shard is shutting down; retry when it is back"));
     return;
   }
+  if (member_ != nullptr) {
+    // Checked again per push: an Exchange stream opened while this member
+    // was primary carries rounds after it stopped being one.
+    if (absl::Status s = member_->Admit(nullptr); !s.ok()) {
+      done(s);
+      return;
+    }
+    // The final answer (a Push's response, a PushPull's or round's status)
+    // once the push's entry is committed; a refused push changed nothing.
+    done = [this, inner = std::move(done)](absl::StatusOr<PushResult> result) mutable {
+      if (!result.ok()) {
+        inner(std::move(result));
+        return;
+      }
+      AfterCommit(
+          [inner = std::move(inner), result = std::move(result)](absl::Status committed) mutable {
+            if (committed.ok()) {
+              inner(std::move(result));
+            } else {
+              inner(std::move(committed));
+            }
+          });
+    };
+  }
   store_->SubmitPush(worker, step, std::move(chunks), pull_after, std::move(done), std::move(sink),
                      base_step);
 }
@@ -70,13 +124,13 @@ template <typename Request, typename Response, typename Handler>
 grpc::ServerUnaryReactor* ParameterShardService::Unary(grpc::CallbackServerContext* context,
                                                        const grpc::ByteBuffer* raw,
                                                        grpc::ByteBuffer* raw_response,
-                                                       Handler handle) {
+                                                       Handler handle, bool commit) {
   Request request;
   Response response;
   absl::Status status = ParseMessage(*raw, &request);
   if (status.ok()) status = handle(request, &response);
   if (status.ok()) SerializeMessage(response, raw_response);
-  return Respond(context, status);
+  return commit ? RespondCommitted(context, status) : Respond(context, status);
 }
 
 absl::Status ParameterShardService::DoDeclare(const v1::DeclareTensorsRequest& request,
@@ -105,7 +159,8 @@ grpc::ServerUnaryReactor* ParameterShardService::DeclareTensors(
       context, request, response,
       [this](const v1::DeclareTensorsRequest& r, v1::DeclareTensorsResponse* out) {
         return DoDeclare(r, out);
-      });
+      },
+      /*commit=*/true);
 }
 
 absl::Status ParameterShardService::DoJoin(const v1::JoinRequest& request,
@@ -129,7 +184,8 @@ grpc::ServerUnaryReactor* ParameterShardService::Join(grpc::CallbackServerContex
   }
   return Unary<v1::JoinRequest, v1::JoinResponse>(
       context, request, response,
-      [this](const v1::JoinRequest& r, v1::JoinResponse* out) { return DoJoin(r, out); });
+      [this](const v1::JoinRequest& r, v1::JoinResponse* out) { return DoJoin(r, out); },
+      /*commit=*/true);
 }
 
 grpc::ServerUnaryReactor* ParameterShardService::Heartbeat(grpc::CallbackServerContext* context,
@@ -155,10 +211,12 @@ grpc::ServerUnaryReactor* ParameterShardService::Leave(grpc::CallbackServerConte
     return Respond(context, s);
   }
   return Unary<v1::LeaveRequest, v1::LeaveResponse>(
-      context, request, response, [this](const v1::LeaveRequest& r, v1::LeaveResponse*) {
+      context, request, response,
+      [this](const v1::LeaveRequest& r, v1::LeaveResponse*) {
         if (absl::Status s = store_->Authenticate(r.worker_id(), r.session()); !s.ok()) return s;
         return store_->Leave(r.worker_id());
-      });
+      },
+      /*commit=*/true);
 }
 
 void ParameterShardService::DoGetStatus(v1::ShardStatus* response) {
@@ -184,6 +242,7 @@ void ParameterShardService::DoGetStatus(v1::ShardStatus* response) {
     tensor->set_owned_chunks(store_->OwnedChunks(spec.name));
   }
   response->set_checkpoint_version(checkpointer_ == nullptr ? 0 : checkpointer_->last_version());
+  if (member_ != nullptr) member_->FillStatus(response);
 }
 
 grpc::ServerUnaryReactor* ParameterShardService::GetStatus(grpc::CallbackServerContext* context,

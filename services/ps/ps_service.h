@@ -12,6 +12,7 @@
 #include "services/ps/checkpointer.h"
 #include "services/ps/inflight_budget.h"
 #include "services/ps/ps_metrics.h"
+#include "services/ps/replication_member.h"
 
 namespace dcasgd {
 
@@ -68,6 +69,14 @@ using ParameterShardBase = v1::ParameterShard::WithRawCallbackMethod_Heartbeat<
 // authenticated first and its role checked once parsed); a refused call is
 // UNAUTHENTICATED or PERMISSION_DENIED and touches nothing. Null: no checks.
 //
+// A member of a replicated pair (AttachReplication): every call but GetStatus
+// first passes ReplicationMember::Admit (a member that is not primary answers
+// UNAVAILABLE with its role), and the final answer of a call that changes
+// the state (DeclareTensors, Join, Leave, a Pull with a worker id, a Push, a
+// PushPull, an Exchange round) waits until the store's last seq after the
+// change is committed (ReplicationMember::WhenCommitted): at once when the
+// primary is alone, else once the replica acknowledged it.
+//
 // Thread-safe. `store`, `metrics`, `checkpointer` (null: checkpoints off),
 // `inflight` and `authorizer` must outlive the service and the gRPC server it
 // is registered with.
@@ -77,6 +86,10 @@ class ParameterShardService final : public ParameterShardBase {
                         int64_t max_push_bytes, InflightBudget* inflight,
                         const auth::Authorizer* authorizer = nullptr);
   ~ParameterShardService() override;
+
+  // Makes the service a member's (see the class comment). Call once, before
+  // serving; `member` must outlive the service.
+  void AttachReplication(ReplicationMember* member) { member_ = member; }
 
   // Shutdown, step 1 (before grpc::Server::Shutdown): later pushes fail with
   // UNAVAILABLE and every waiting push is failed now, so no stream is left
@@ -121,17 +134,27 @@ class ParameterShardService final : public ParameterShardBase {
 
   // OK when the caller of `context` may do `action` (or checks are off).
   absl::Status Authorize(grpc::CallbackServerContext* context, auth::Action action) const;
+  // OK when this member serves `action` now (always without replication).
+  absl::Status Admit(grpc::CallbackServerContext* context, auth::Action action) const;
   // Who calls (a full-rights caller when checks are off).
   absl::StatusOr<auth::Caller> Authenticate(grpc::CallbackServerContext* context) const;
 
   // Finishes a unary call, counting a rejection.
   grpc::ServerUnaryReactor* Respond(grpc::CallbackServerContext* context,
                                     const absl::Status& status);
+  // As Respond, once the changes sequenced so far are committed (a member
+  // of a pair; at once otherwise or on error).
+  grpc::ServerUnaryReactor* RespondCommitted(grpc::CallbackServerContext* context,
+                                             const absl::Status& status);
+  // Runs `finish` with OK once the changes sequenced so far are committed,
+  // or with why they cannot be (at once without replication).
+  void AfterCommit(absl::AnyInvocable<void(absl::Status)> finish);
   // Parses `raw` as a Request, runs `handle`, serialises its response into
-  // `raw_response` and finishes the call.
+  // `raw_response` and finishes the call (after its commit, with `commit`).
   template <typename Request, typename Response, typename Handler>
   grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw,
-                                  grpc::ByteBuffer* raw_response, Handler handle);
+                                  grpc::ByteBuffer* raw_response, Handler handle,
+                                  bool commit = false);
   absl::Status DoDeclare(const v1::DeclareTensorsRequest& request,
                          v1::DeclareTensorsResponse* response);
   absl::Status DoJoin(const v1::JoinRequest& request, v1::JoinResponse* response);
@@ -149,6 +172,8 @@ class ParameterShardService final : public ParameterShardBase {
   const int64_t max_push_bytes_;
   InflightBudget* const inflight_;
   const auth::Authorizer* const authorizer_;
+  // Set once by AttachReplication, before serving; null: a shard alone.
+  ReplicationMember* member_ = nullptr;
 
   // Held shared while a push is handed to the store, exclusively to flip
   // shutting_down_, so no push starts waiting after CancelWaiting ran.

@@ -224,10 +224,13 @@ class ParameterShardService::PullReactor final : public grpc::ServerWriteReactor
       return;
     }
     wire_dtype_ = *wire_dtype;
-    if (absl::Status s = auth::Authorizer::Check(*caller, request.worker_id() == 0
-                                                              ? auth::Action::kPullReadOnly
-                                                              : auth::Action::kPullAsWorker);
-        !s.ok()) {
+    const auth::Action action =
+        request.worker_id() == 0 ? auth::Action::kPullReadOnly : auth::Action::kPullAsWorker;
+    if (absl::Status s = auth::Authorizer::Check(*caller, action); !s.ok()) {
+      Reject(s);
+      return;
+    }
+    if (absl::Status s = service_->Admit(context, action); !s.ok()) {
       Reject(s);
       return;
     }
@@ -289,7 +292,16 @@ class ParameterShardService::PullReactor final : public grpc::ServerWriteReactor
  private:
   void NextWrite() {
     if (next_ == plan_.chunks.size()) {
-      Finish(grpc::Status::OK);
+      if (plan_.worker == 0) {
+        Finish(grpc::Status::OK);
+        return;
+      }
+      // A worker's pull recorded its pull version and backups: its OK is
+      // an acknowledgement.
+      service_->AfterCommit([this](absl::Status committed) {
+        if (!committed.ok()) service_->metrics_->CountRejected(committed.code());
+        Finish(ToGrpcStatus(committed));
+      });
       return;
     }
     // The message in flight holds the chunk in its wire dtype.

@@ -294,5 +294,90 @@ TEST(PsOptions, DebugStringShowsTheConfig) {
   EXPECT_THAT(options->DebugString(), HasSubstr("shard=2/3"));
 }
 
+TEST(PsOptions, OneReplicaIsTheDefaultAndTakesNoPeer) {
+  absl::StatusOr<PsOptions> options = Parse({});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_FALSE(options->replication.enabled());
+  EXPECT_THAT(options->DebugString(), ::testing::Not(HasSubstr("replicas=2")));
+  absl::StatusOr<PsOptions> peer = Parse({"--peer_address=127.0.0.1:1"});
+  EXPECT_EQ(peer.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(peer.status().message(), HasSubstr("need --replicas=2"));
+}
+
+TEST(PsOptions, ReplicatedMemberFlags) {
+  absl::StatusOr<PsOptions> options =
+      Parse({"--replicas=2", "--member=b", "--peer_address=10.0.0.1:7000",
+             "--witness_address=10.0.0.9:7000", "--replication_heartbeat_ms=100",
+             "--replication_lease_ms=1000", "--failover_timeout_ms=1500",
+             "--replication_buffer_bytes=2097152", "--peer_token_file=/t"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  const ReplicationOptions& r = options->replication;
+  EXPECT_TRUE(r.enabled());
+  EXPECT_EQ(r.member, v1::MEMBER_B);
+  EXPECT_EQ(r.peer_address, "10.0.0.1:7000");
+  EXPECT_EQ(r.witness_address, "10.0.0.9:7000");
+  EXPECT_EQ(r.heartbeat, absl::Milliseconds(100));
+  EXPECT_EQ(r.lease, absl::Seconds(1));
+  EXPECT_EQ(r.failover_timeout, absl::Milliseconds(1500));
+  EXPECT_EQ(r.buffer_bytes, 2u << 20);
+  EXPECT_EQ(r.peer_security.token_file, "/t");
+  EXPECT_THAT(options->DebugString(), HasSubstr("replicas=2 member=b"));
+}
+
+TEST(PsOptions, MemberAutoFromThePodOrdinal) {
+  // Pod 3 of a 2-shard pair StatefulSet: member b of shard 1; its peer is pod 1.
+  absl::StatusOr<PsOptions> options =
+      Parse({"--replicas=2", "--shard_count=2", "--shard_index=auto",
+             "--peer_address=ps-{i}.ps:7000", "--witness_address=w:7000"},
+            {{"HOSTNAME", "dcasgd-ps-3"}});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->replication.member, v1::MEMBER_B);
+  EXPECT_EQ(options->shard.shard_index, 1u);
+  EXPECT_EQ(options->replication.peer_address, "ps-1.ps:7000");
+  absl::StatusOr<PsOptions> a = Parse({"--replicas=2", "--shard_count=2", "--shard_index=auto",
+                                       "--peer_address=ps-{i}.ps:7000", "--witness_address=w:7000"},
+                                      {{"HOSTNAME", "dcasgd-ps-0"}});
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->replication.member, v1::MEMBER_A);
+  EXPECT_EQ(a->replication.peer_address, "ps-2.ps:7000");
+}
+
+struct BadReplication {
+  std::vector<std::string> args;
+  std::string message;
+};
+
+class PsOptionsBadReplication : public ::testing::TestWithParam<BadReplication> {};
+
+TEST_P(PsOptionsBadReplication, IsInvalidArgumentNamingTheFlag) {
+  std::vector<std::string> args = GetParam().args;
+  absl::StatusOr<PsOptions> options = Parse(args);
+  ASSERT_FALSE(options.ok());
+  EXPECT_EQ(options.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(options.status().message(), HasSubstr(GetParam().message));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Flags, PsOptionsBadReplication,
+    ::testing::Values(
+        BadReplication{{"--replicas=3"}, "--replicas=3: must be 1 or 2"},
+        BadReplication{{"--replicas=2", "--witness_address=w:1"}, "needs --peer_address"},
+        BadReplication{{"--replicas=2", "--peer_address=p:1"}, "--witness_address"},
+        BadReplication{
+            {"--replicas=2", "--peer_address=p:1", "--witness_address=w:1", "--member=c"},
+            "--member='c'"},
+        BadReplication{{"--replicas=2", "--peer_address=p:1", "--witness_address=w:1", "--member=a",
+                        "--replication_lease_ms=2000", "--failover_timeout_ms=2400"},
+                       "at least --replication_lease_ms + 500 = 2500"},
+        BadReplication{{"--replicas=2", "--peer_address=p:1", "--witness_address=w:1", "--member=a",
+                        "--replication_heartbeat_ms=2000"},
+                       "--replication_heartbeat_ms must be below"},
+        BadReplication{{"--replicas=2", "--peer_address=p:1", "--witness_address=w:1", "--member=a",
+                        "--replication_buffer_bytes=1000"},
+                       "at least 1 MiB"},
+        BadReplication{{"--replicas=2", "--peer_address=p:1", "--witness_address=w:1", "--member=a",
+                        "--failover_timeout_ms=0"},
+                       "--failover_timeout_ms=0"}));
+
 }  // namespace
 }  // namespace dcasgd

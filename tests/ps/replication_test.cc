@@ -1,0 +1,455 @@
+// A replicated shard pair (services/ps/replication_*.h; docs/design.md,
+// "Replicated shards") as real processes on loopback: a dcasgd-witness and
+// two dcasgd-ps members (--replicas=2), driven by the real C++ client. The
+// replica refuses clients with its role, holds the primary's state bit for
+// bit, has every acknowledged push before the client hears of it, and takes
+// over when the primary dies or hangs; a primary whose replica dies goes on
+// alone; a primary that hung and resumed acknowledges nothing.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "clients/cpp/ps_client.h"
+#include "core/checkpoint.h"
+#include "dcasgd/v1/ps.grpc.pb.h"
+#include "dcasgd/v1/replication.grpc.pb.h"
+#include "grpcpp/create_channel.h"
+#include "gtest/gtest.h"
+#include "tests/testing/ps_process.h"
+
+namespace dcasgd {
+namespace {
+
+using testing::PsProcess;
+
+// A port that was free a moment ago (bind to 0, read it, close): each member
+// must know its peer's address before either starts.
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  int port = -1;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  close(fd);
+  return port;
+}
+
+// Whether every thread of `pid` is stopped (state T in /proc): a SIGSTOP
+// takes effect only once one of the process's threads handled it, and the
+// others may run meanwhile.
+bool AllThreadsStopped(pid_t pid) {
+  const std::string dir = absl::StrCat("/proc/", pid, "/task");
+  std::error_code error;
+  bool any = false;
+  for (const auto& task : std::filesystem::directory_iterator(dir, error)) {
+    std::ifstream stat(task.path() / "stat");
+    std::string line;
+    std::getline(stat, line);
+    const size_t paren = line.rfind(')');
+    if (paren == std::string::npos || paren + 2 >= line.size()) return false;
+    if (line[paren + 2] != 'T' && line[paren + 2] != 't') return false;
+    any = true;
+  }
+  return any && !error;
+}
+
+// SIGSTOP, and wait until it took effect.
+absl::Status Stop(PsProcess& process) {
+  RETURN_IF_ERROR(process.Kill(SIGSTOP));
+  return testing::WaitFor([&] { return AllThreadsStopped(process.pid()); }, absl::Seconds(10));
+}
+
+struct Timing {
+  int lease_ms = 2000;
+  int failover_ms = 3000;
+};
+
+// A witness and the two members of shard 0/1, checkpointing to temp dirs.
+class Pair {
+ public:
+  // `extra` goes to both members, and its --auth flags to the witness;
+  // `token` (if any) is sent with the test's own calls.
+  absl::Status Start(Timing timing, std::vector<std::string> extra = {}, std::string token = "") {
+    token_ = std::move(token);
+    ASSIGN_OR_RETURN(root_, testing::MakeTempDir("replication"));
+    std::vector<std::string> witness_flags = {absl::StrCat("--state_dir=", root_, "/witness"),
+                                              "--shard_count=1", "--metrics_address="};
+    for (const std::string& flag : extra) {
+      if (flag.rfind("--auth", 0) == 0) witness_flags.push_back(flag);
+    }
+    ASSIGN_OR_RETURN(witness_, PsProcess::StartBinary(testing::WitnessBinaryPath(), witness_flags));
+    const int pa = FreePort();
+    const int pb = FreePort();
+    address_[0] = absl::StrCat("127.0.0.1:", pa);
+    address_[1] = absl::StrCat("127.0.0.1:", pb);
+    for (int m = 0; m < 2; ++m) {
+      std::vector<std::string> flags = {
+          absl::StrCat("--listen=", address_[m]),
+          "--replicas=2",
+          absl::StrCat("--member=", m == 0 ? "a" : "b"),
+          absl::StrCat("--peer_address=", address_[1 - m]),
+          absl::StrCat("--witness_address=", witness_->address()),
+          "--replication_heartbeat_ms=50",
+          absl::StrCat("--replication_lease_ms=", timing.lease_ms),
+          absl::StrCat("--failover_timeout_ms=", timing.failover_ms),
+          absl::StrCat("--checkpoint_dir=", root_, "/", m == 0 ? "a" : "b"),
+          "--checkpoint_interval_seconds=3600",
+          "--lease_seconds=60",
+      };
+      flags.insert(flags.end(), extra.begin(), extra.end());
+      ASSIGN_OR_RETURN(member_[m], PsProcess::Start(flags));
+    }
+    return absl::OkStatus();
+  }
+  ~Pair() {
+    member_[0].reset();
+    member_[1].reset();
+    witness_.reset();
+    if (!root_.empty()) testing::RemoveTree(root_);
+  }
+
+  PsProcess& member(int m) { return *member_[m]; }
+  const std::string& address(int m) const { return address_[m]; }
+  std::string checkpoint(int m) const {
+    return absl::StrCat(root_, "/", m == 0 ? "a" : "b", "/shard-0.ckpt");
+  }
+
+  // GetStatus of member m (its role and epoch included).
+  absl::StatusOr<v1::ShardStatus> Status(int m) {
+    auto stub = v1::ParameterShard::NewStub(
+        grpc::CreateChannel(address_[m], grpc::InsecureChannelCredentials()));
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+    if (!token_.empty()) context.AddMetadata("authorization", "Bearer " + token_);
+    v1::ShardStatus status;
+    grpc::Status s = stub->GetStatus(&context, v1::GetStatusRequest(), &status);
+    if (!s.ok()) return absl::UnavailableError(s.error_message());
+    return status;
+  }
+  // Polls until member m reports `role`.
+  bool WaitRole(int m, const std::string& role, absl::Duration timeout = absl::Seconds(30)) {
+    return testing::WaitFor(
+               [&] {
+                 absl::StatusOr<v1::ShardStatus> s = Status(m);
+                 return s.ok() && s->replication_role() == role;
+               },
+               timeout)
+        .ok();
+  }
+  // A Join on member m: its status and the dcasgd-role it named.
+  std::pair<grpc::Status, std::string> Join(int m) {
+    auto stub = v1::ParameterShard::NewStub(
+        grpc::CreateChannel(address_[m], grpc::InsecureChannelCredentials()));
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    v1::JoinRequest request;
+    request.set_worker_name("probe");
+    v1::JoinResponse response;
+    grpc::Status s = stub->Join(&context, request, &response);
+    std::string role;
+    for (const auto& [key, value] : context.GetServerTrailingMetadata()) {
+      if (key == "dcasgd-role") role = std::string(value.data(), value.size());
+    }
+    return {s, role};
+  }
+
+ private:
+  std::string root_;
+  std::string token_;
+  std::unique_ptr<PsProcess> witness_;
+  std::unique_ptr<PsProcess> member_[2];
+  std::string address_[2];
+};
+
+std::unique_ptr<PsClient> Worker(const std::string& address, const std::string& name) {
+  ClientOptions options;
+  options.shard_addresses = {address};
+  options.worker_name = name;
+  options.max_attempts = 2;
+  auto client = PsClient::Connect(options);
+  EXPECT_TRUE(client.ok()) << client.status();
+  return client.ok() ? *std::move(client) : nullptr;
+}
+
+constexpr int kElements = 4000;
+
+TensorSpec Spec() {
+  TensorSpec spec;
+  spec.name = "w";
+  spec.shape = {kElements};
+  spec.chunk_elements = 1000;
+  spec.init.kind = Initializer::Kind::kUniform;
+  spec.init.a = -1;
+  spec.init.b = 1;
+  spec.init.seed = 7;
+  return spec;
+}
+
+// The gradient of step s: small, different per step and coordinate.
+TensorMap Gradient(int s) {
+  TensorMap g = {{"w", std::vector<float>(kElements)}};
+  for (int i = 0; i < kElements; ++i) {
+    g["w"][i] = 0.001f * static_cast<float>((i * 7 + s * 13) % 101) - 0.05f;
+  }
+  return g;
+}
+
+bool SameBits(const std::vector<float>& x, const std::vector<float>& y) {
+  return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) == 0;
+}
+
+TEST(Replication, ReplicaRefusesClientsAndEndsBitIdentical) {
+  Pair pair;
+  ASSERT_TRUE(pair.Start(Timing{}).ok());
+  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
+  absl::StatusOr<v1::ShardStatus> b = pair.Status(1);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(b->replication_role(), "replica");
+  EXPECT_EQ(b->member(), "b");
+  EXPECT_EQ(b->epoch(), 1u);
+
+  auto [refused, role] = pair.Join(1);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(role, "replica");
+  EXPECT_NE(refused.error_message().find("replica at epoch 1"), std::string::npos)
+      << refused.error_message();
+
+  auto worker = Worker(pair.address(0), "w0");
+  ASSERT_NE(worker, nullptr);
+  ASSERT_TRUE(worker->Declare({Spec()}).ok());
+  TensorMap weights;
+  ASSERT_TRUE(worker->Pull({"w"}, &weights).ok());
+  for (int s = 1; s <= 40; ++s) {
+    absl::Status pushed = s % 2 == 0 ? worker->PushPull(Gradient(s), &weights, nullptr, s)
+                                     : worker->Push(Gradient(s), nullptr, s);
+    ASSERT_TRUE(pushed.ok()) << s << ": " << pushed;
+  }
+  absl::StatusOr<v1::ShardStatus> a = pair.Status(0);
+  b = pair.Status(1);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->version(), 40u);
+  EXPECT_EQ(b->version(), 40u);  // every acknowledged push is applied on b
+  EXPECT_EQ(a->last_seq(), b->last_seq());
+  worker.reset();
+
+  // The final checkpoints of both members: the same state, bit for bit.
+  ASSERT_TRUE(pair.member(1).Kill(SIGTERM).ok());
+  EXPECT_EQ(pair.member(1).WaitExit().value_or(-1), 0) << pair.member(1).Log();
+  ASSERT_TRUE(pair.member(0).Kill(SIGTERM).ok());
+  EXPECT_EQ(pair.member(0).WaitExit().value_or(-1), 0) << pair.member(0).Log();
+  absl::StatusOr<ShardSnapshot> ca = ReadCheckpoint(pair.checkpoint(0));
+  absl::StatusOr<ShardSnapshot> cb = ReadCheckpoint(pair.checkpoint(1));
+  ASSERT_TRUE(ca.ok()) << ca.status();
+  ASSERT_TRUE(cb.ok()) << cb.status();
+  EXPECT_EQ(ca->version, cb->version);
+  ASSERT_EQ(ca->tensors.size(), 1u);
+  ASSERT_EQ(cb->tensors.size(), 1u);
+  ASSERT_EQ(ca->tensors[0].chunks.size(), cb->tensors[0].chunks.size());
+  for (size_t c = 0; c < ca->tensors[0].chunks.size(); ++c) {
+    const ChunkState& x = ca->tensors[0].chunks[c];
+    const ChunkState& y = cb->tensors[0].chunks[c];
+    EXPECT_TRUE(SameBits(x.weights, y.weights)) << "chunk " << c;
+    EXPECT_TRUE(SameBits(x.mean_square, y.mean_square)) << "chunk " << c;
+    EXPECT_FALSE(x.mean_square.empty());  // dcasgd-a keeps it
+  }
+}
+
+TEST(Replication, PushIsAcknowledgedOnlyOnceTheReplicaHasIt) {
+  Pair pair;
+  ASSERT_TRUE(pair.Start(Timing{}).ok());
+  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
+  auto worker = Worker(pair.address(0), "w0");
+  ASSERT_NE(worker, nullptr);
+  ASSERT_TRUE(worker->Declare({Spec()}).ok());
+  TensorMap weights;
+  ASSERT_TRUE(worker->Pull({"w"}, &weights).ok());
+  ASSERT_TRUE(worker->Push(Gradient(1), nullptr, 1).ok());
+
+  ASSERT_TRUE(Stop(pair.member(1)).ok());
+  std::atomic<bool> answered{false};
+  absl::Status result;
+  std::thread push([&] {
+    result = worker->Push(Gradient(2), nullptr, 2);
+    answered = true;
+  });
+  // Well within the failover timeout (3 s): a applied the push but the
+  // replica has not acknowledged it, so the client hears nothing.
+  const bool early =
+      testing::WaitFor([&] { return answered.load(); }, absl::Milliseconds(1200)).ok();
+  EXPECT_FALSE(early) << pair.member(0).Log();
+  absl::StatusOr<v1::ShardStatus> a = pair.Status(0);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->version(), 2u);  // applied on a, not acknowledged
+  ASSERT_TRUE(pair.member(1).Kill(SIGCONT).ok());
+  push.join();
+  EXPECT_TRUE(result.ok()) << result << (early ? " (answered early)" : "");
+  absl::StatusOr<v1::ShardStatus> b = pair.Status(1);
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->version(), 2u);
+  EXPECT_EQ(b->replication_role(), "replica");
+  EXPECT_TRUE(pair.WaitRole(0, "primary"));  // still paired: no failover
+}
+
+TEST(Replication, KilledPrimaryReplicaTakesOverWithEveryAcknowledgedPush) {
+  Pair pair;
+  ASSERT_TRUE(pair.Start(Timing{300, 800}).ok());
+  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
+  auto worker = Worker(pair.address(0), "w0");
+  ASSERT_NE(worker, nullptr);
+  ASSERT_TRUE(worker->Declare({Spec()}).ok());
+  TensorMap weights;
+  ASSERT_TRUE(worker->Pull({"w"}, &weights).ok());
+  for (int s = 1; s <= 20; ++s) {
+    ASSERT_TRUE(worker->PushPull(Gradient(s), &weights, nullptr, s).ok()) << s;
+  }
+  const std::vector<float> acknowledged = weights["w"];  // a's weights after push 20
+  worker.reset();
+
+  ASSERT_TRUE(pair.member(0).Kill(SIGKILL).ok());
+  ASSERT_TRUE(pair.WaitRole(1, "primary-solo")) << pair.member(1).Log();
+  absl::StatusOr<v1::ShardStatus> b = pair.Status(1);
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->epoch(), 2u);
+  EXPECT_EQ(b->version(), 20u);
+  // The same worker, its session and steps replicated: the last step again
+  // is answered from the record, and the weights are a's, bit for bit.
+  ClientOptions options;
+  options.shard_addresses = {pair.address(1)};
+  auto reader = PsClient::Connect(options);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  ASSERT_TRUE((*reader)->FetchSpecs().ok());
+  TensorMap on_b;
+  ASSERT_TRUE((*reader)->Pull({"w"}, &on_b).ok());
+  EXPECT_TRUE(SameBits(on_b["w"], acknowledged));
+  // b serves changes now.
+  auto [joined, role] = pair.Join(1);
+  EXPECT_TRUE(joined.ok()) << joined.error_message();
+}
+
+TEST(Replication, KilledReplicaPrimaryGoesOnAlone) {
+  Pair pair;
+  ASSERT_TRUE(pair.Start(Timing{300, 800}).ok());
+  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
+  auto worker = Worker(pair.address(0), "w0");
+  ASSERT_NE(worker, nullptr);
+  ASSERT_TRUE(worker->Declare({Spec()}).ok());
+  TensorMap weights;
+  ASSERT_TRUE(worker->Pull({"w"}, &weights).ok());
+  ASSERT_TRUE(worker->Push(Gradient(1), nullptr, 1).ok());
+  ASSERT_TRUE(pair.member(1).Kill(SIGKILL).ok());
+  // Waits for the failover timeout, then a claims alone and acknowledges.
+  for (int s = 2; s <= 5; ++s) EXPECT_TRUE(worker->Push(Gradient(s), nullptr, s).ok()) << s;
+  absl::StatusOr<v1::ShardStatus> a = pair.Status(0);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->replication_role(), "primary-solo");
+  EXPECT_EQ(a->epoch(), 2u);
+  EXPECT_EQ(a->version(), 5u);
+  // The log line and the gauges follow the role change (polled: they are
+  // written just after it).
+  EXPECT_TRUE(testing::WaitFor(
+                  [&] {
+                    absl::StatusOr<std::string> metrics =
+                        testing::HttpGet(pair.member(0).metrics_port(), "/metrics");
+                    return metrics.ok() &&
+                           metrics->find("dcasgd_ps_replication_paired{shard=\"0\"} 0") !=
+                               std::string::npos &&
+                           metrics->find("dcasgd_ps_replication_epoch{shard=\"0\"} 2") !=
+                               std::string::npos;
+                  },
+                  absl::Seconds(10))
+                  .ok());
+  EXPECT_TRUE(testing::WaitFor(
+                  [&] { return pair.member(0).Log().find("replica b lost") != std::string::npos; },
+                  absl::Seconds(10))
+                  .ok())
+      << pair.member(0).Log();
+}
+
+TEST(Replication, StoppedPrimaryIsDeposedAndAcknowledgesNothing) {
+  Pair pair;
+  ASSERT_TRUE(pair.Start(Timing{300, 800}).ok());
+  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
+  auto worker = Worker(pair.address(0), "w0");
+  ASSERT_NE(worker, nullptr);
+  ASSERT_TRUE(worker->Declare({Spec()}).ok());
+  TensorMap weights;
+  ASSERT_TRUE(worker->Pull({"w"}, &weights).ok());
+  ASSERT_TRUE(worker->Push(Gradient(1), nullptr, 1).ok());
+
+  ASSERT_TRUE(Stop(pair.member(0)).ok());
+  ASSERT_TRUE(pair.WaitRole(1, "primary-solo")) << pair.member(1).Log();
+  ASSERT_TRUE(pair.member(0).Kill(SIGCONT).ok());
+  // At once after resuming, and for good: nothing is acknowledged.
+  auto [first, first_role] = pair.Join(0);
+  EXPECT_EQ(first.error_code(), grpc::StatusCode::UNAVAILABLE) << first.error_message();
+  EXPECT_TRUE(first_role == "unconfirmed" || first_role == "deposed") << first_role;
+  EXPECT_EQ(worker->Push(Gradient(2), nullptr, 2).code(), absl::StatusCode::kUnavailable);
+  ASSERT_TRUE(pair.WaitRole(0, "deposed")) << pair.member(0).Log();
+  auto [later, later_role] = pair.Join(0);
+  EXPECT_EQ(later.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(later_role, "deposed");
+  absl::StatusOr<v1::ShardStatus> a = pair.Status(0);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->version(), 1u);  // the refused push changed nothing
+}
+
+// With tokens on, the members call each other and the witness with the
+// `replication` token (--peer_token_file), and nobody else may replicate.
+TEST(Replication, ReplicateNeedsTheReplicationRole) {
+  absl::StatusOr<std::string> dir = testing::MakeTempDir("replication-auth");
+  ASSERT_TRUE(dir.ok());
+  const std::string tokens = *dir + "/tokens";
+  const std::string peer_token = *dir + "/peer-token";
+  {
+    std::ofstream(tokens) << "replication-token-0123456789 replication\n"
+                          << "worker-token-0123456789abcdef worker\n"
+                          << "reader-token-0123456789abcdef reader\n";
+    std::ofstream(peer_token) << "replication-token-0123456789\n";
+  }
+  Pair pair;
+  ASSERT_TRUE(pair.Start(Timing{},
+                         {absl::StrCat("--auth_tokens_file=", tokens),
+                          absl::StrCat("--peer_token_file=", peer_token)},
+                         "reader-token-0123456789abcdef")
+                  .ok());
+  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
+  auto stub = v1::ShardReplication::NewStub(
+      grpc::CreateChannel(pair.address(0), grpc::InsecureChannelCredentials()));
+  for (const auto& [token, code] : std::vector<std::pair<std::string, grpc::StatusCode>>{
+           {"worker-token-0123456789abcdef", grpc::StatusCode::PERMISSION_DENIED},
+           {"", grpc::StatusCode::UNAUTHENTICATED}}) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    if (!token.empty()) context.AddMetadata("authorization", "Bearer " + token);
+    auto stream = stub->Replicate(&context);
+    v1::ReplicaMessage hello;
+    hello.mutable_hello()->set_protocol_version(1);
+    stream->Write(hello);
+    stream->WritesDone();
+    v1::PrimaryMessage message;
+    EXPECT_FALSE(stream->Read(&message)) << "the stream answered a caller without the role";
+    EXPECT_EQ(stream->Finish().error_code(), code) << token;
+  }
+  testing::RemoveTree(*dir);
+}
+
+}  // namespace
+}  // namespace dcasgd
