@@ -627,6 +627,9 @@ describe('replicated shards (ps.replicas 2)', () => {
       // Member b of shard i is the template at i + shardCount: the pods N..2N-1.
       assert.equal(arg(wcont, 'ps_address_template'), template, name);
     }
+    // `helm test` checks every member.
+    const probe = one(objects, 'Pod', 'dcasgd-test-shard-health').spec.containers[0];
+    assert.equal(envValue(probe, 'DCASGD_PS_REPLICAS')?.value, '2');
   });
 
   test('with ps.replicas 1 (the default) nothing of it renders', () => {
@@ -640,6 +643,8 @@ describe('replicated shards (ps.replicas 2)', () => {
         assert.equal(arg(sc, flag), undefined, flag);
       }
       assert.equal(s.spec.template.spec.topologySpreadConstraints, undefined);
+      assert.equal(envValue(one(single, 'Pod', 'dcasgd-test-shard-health').spec.containers[0],
+        'DCASGD_PS_REPLICAS'), undefined);
       assert.equal(single.filter((o) => o.metadata.name.includes('witness')).length, 0);
       assert.equal(one(single, 'Secret', 'dcasgd-auth').stringData.replication, undefined);
       for (const d of find(single, 'Deployment')) {

@@ -126,6 +126,17 @@ def say(started, what):
     print(f"  [{time.monotonic() - started:5.1f} s] {what}", file=sys.stderr, flush=True)
 
 
+def paired_gauge(member, expected):
+    """dcasgd_ps_replication_paired of `member` once it shows `expected`, or
+    its last value after 10 s (the gauge follows the role by a moment)."""
+    def read():
+        return harness.metric_value(member.metrics_port, "dcasgd_ps_replication_paired")
+    try:
+        return wait_for(lambda: read() == expected and [expected], 10, "the paired gauge")[0]
+    except TimeoutError:
+        return read()
+
+
 def run_scenario(cluster, data):
     """Runs the job through faults (a), (b) and (c) and then to its end;
     returns what the tests check. Raises when a step of the scenario does not
@@ -138,6 +149,11 @@ def run_scenario(cluster, data):
     for shard in range(SHARDS):
         wait_for(lambda: any(m.role() == "primary" for m in job.pairs[shard]), 60,
                  f"shard {shard} to be paired")
+    # The health check (the chart's `helm test`) reaches every member.
+    check = subprocess.run([harness.WORKER_BINARY, "--role=healthcheck",
+                            f"--ps_addresses={cluster.addresses()}"],
+                           capture_output=True, text=True, timeout=60)
+    seen["healthcheck"] = (check.returncode, check.stdout + check.stderr)
     primary0 = job.primary(0)
     # Mid-training: the first epoch done, so the coordinator's schedule on
     # shard 0 has progress to keep.
@@ -189,15 +205,13 @@ def run_scenario(cluster, data):
     primary0.wait_started()
     wait_for(lambda: primary0.role() == "replica" and promoted0.role() == "primary", 60,
              f"shard 0 member {primary0.name} to catch up and pair")
-    seen["c_paired_before"] = harness.metric_value(promoted0.metrics_port,
-                                                   "dcasgd_ps_replication_paired")
+    seen["c_paired_before"] = paired_gauge(promoted0, 1)
     say(started, f"(c) shard 0 paired again; SIGKILL the replica {primary0.name}")
     primary0.process.signal(signal.SIGKILL)
     primary0.process.wait(30)
     wait_for(lambda: promoted0.role() == "primary-solo", 30,
              f"shard 0 member {promoted0.name} to go on alone")
-    seen["c_paired_after"] = harness.metric_value(promoted0.metrics_port,
-                                                  "dcasgd_ps_replication_paired")
+    seen["c_paired_after"] = paired_gauge(promoted0, 0)
     version = job.wait_growth(promoted0, 50, "(c) after the replica's loss")
     say(started, f"(c) member {promoted0.name} alone, at version {version}")
 
@@ -235,6 +249,13 @@ class ReplicationKillTest(unittest.TestCase):
         # Premise of the exact count below: both shards own chunks.
         for shard, chunks in enumerate(self.seen["owned_chunks"]):
             self.assertGreater(chunks, 0, f"shard {shard} owns no chunk")
+
+    def test_healthcheck_reaches_every_member(self):
+        code, out = self.seen["healthcheck"]
+        self.assertEqual(code, 0, out)
+        for pair in self.seen["job"].pairs:
+            for member in pair:
+                self.assertIn(f"{member.address} SERVING", out)
 
     def test_a_killed_primary_replaced_by_its_replica(self):
         # The scenario waited for the promotion and the growth; the member
