@@ -13,6 +13,10 @@
 // BM_WireDtype: one shard, float32 against bfloat16 on the wire
 // (ClientOptions.wire_dtype), rounds interleaved in the same run (see there).
 //
+// BM_Replicated: one shard run as a synchronous pair (dcasgd-ps --replicas=2
+// with a dcasgd-witness) beside the same shard alone, in the same run: what
+// replication costs a round (see there).
+//
 // Counters per configuration (model floats / shards / workers):
 //   MB/s, rounds/s          PsClient::PushPull, payload bytes up + down
 //   raw_MB/s, raw_rounds/s  the baseline with the same shards and workers
@@ -23,6 +27,8 @@
 //
 // Run: build/<dir>/bench/pushpull_bench [--benchmark_filter=...]
 // The binary re-executes itself with --raw_server to host the baseline.
+
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <chrono>
@@ -49,6 +55,7 @@
 #include "bench/raw_stream.grpc.pb.h"
 #include "benchmark/benchmark.h"
 #include "clients/cpp/ps_client.h"
+#include "dcasgd/v1/ps.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 
 namespace dcasgd {
@@ -58,6 +65,7 @@ constexpr uint32_t kChunkElements = 65536;
 constexpr int kMaxMessageBytes = 64 << 20;
 
 using bench::ChildProcess;
+using bench::FreePort;
 using bench::SelfPath;
 using bench::TempDir;
 
@@ -637,6 +645,152 @@ void BM_ManyWorkers(benchmark::State& state) {
     state.counters["ratio"] = ps->rounds_per_s / raw->rounds_per_s;
   }
 }
+
+// ---------------------------------------------------------------------------
+// Replicated shards: one shard alone and the same shard as a pair.
+
+// The replication role `address` reports in GetStatus ("" when it does not
+// answer).
+std::string RoleOf(const std::string& address) {
+  auto stub =
+      v1::ParameterShard::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+  v1::ShardStatus status;
+  if (!stub->GetStatus(&context, v1::GetStatusRequest(), &status).ok()) return "";
+  return status.replication_role();
+}
+
+// One shard (alone, or a witness and members a and b), `workers` clients
+// that declared and pulled a model of `elements` floats, and free-running
+// rounds of them for `duration`.
+absl::StatusOr<FreeRun> RunShard(bool paired, uint64_t elements, int workers,
+                                 absl::Duration duration) {
+#if !defined(DCASGD_PS_BINARY) || !defined(DCASGD_WITNESS_BINARY)
+  return absl::FailedPreconditionError("built without dcasgd-ps or dcasgd-witness");
+#else
+  // A fresh directory per run: a witness or member finding an earlier
+  // run's registers and epochs would wait for that run's peer.
+  static int runs = 0;  // benchmarks run one at a time, on one thread
+  const std::string dir = absl::StrCat(TempDir(), paired ? "/pair-" : "/alone-", ++runs);
+  mkdir(dir.c_str(), 0700);
+  const std::vector<std::string> common = {
+      "--metrics_address=", "--shard_index=0",
+      "--shard_count=1",    "--update_rule=dcasgd-a",
+      "--lr=0.01",          absl::StrCat("--max_message_bytes=", kMaxMessageBytes)};
+  std::vector<std::unique_ptr<ChildProcess>> children;
+  ClientOptions options;
+  options.max_message_bytes = kMaxMessageBytes;
+  if (!paired) {
+    std::vector<std::string> argv = {DCASGD_PS_BINARY, "--listen=127.0.0.1:0",
+                                     absl::StrCat("--port_file=", dir, "/ps.port")};
+    argv.insert(argv.end(), common.begin(), common.end());
+    ASSIGN_OR_RETURN(auto shard, ChildProcess::Start(argv, dir + "/ps.port"));
+    options.shard_addresses.push_back(shard->address());
+    children.push_back(std::move(shard));
+  } else {
+    ASSIGN_OR_RETURN(auto witness,
+                     ChildProcess::Start({DCASGD_WITNESS_BINARY, "--listen=127.0.0.1:0",
+                                          "--metrics_address=", "--shard_count=1",
+                                          absl::StrCat("--state_dir=", dir, "/witness"),
+                                          absl::StrCat("--port_file=", dir, "/witness.port")},
+                                         dir + "/witness.port"));
+    const std::string address[2] = {absl::StrCat("127.0.0.1:", FreePort()),
+                                    absl::StrCat("127.0.0.1:", FreePort())};
+    for (int m = 0; m < 2; ++m) {
+      const std::string name = m == 0 ? "a" : "b";
+      std::vector<std::string> argv = {DCASGD_PS_BINARY,
+                                       absl::StrCat("--listen=", address[m]),
+                                       absl::StrCat("--port_file=", dir, "/", name, ".port"),
+                                       "--replicas=2",
+                                       absl::StrCat("--member=", name),
+                                       absl::StrCat("--peer_address=", address[1 - m]),
+                                       absl::StrCat("--witness_address=", witness->address()),
+                                       absl::StrCat("--checkpoint_dir=", dir, "/", name),
+                                       "--checkpoint_interval_seconds=3600"};
+      argv.insert(argv.end(), common.begin(), common.end());
+      ASSIGN_OR_RETURN(auto member,
+                       ChildProcess::Start(argv, absl::StrCat(dir, "/", name, ".port")));
+      children.push_back(std::move(member));
+    }
+    children.push_back(std::move(witness));
+    options.shard_addresses.push_back(address[0]);
+    options.replica_addresses.push_back(address[1]);
+  }
+  std::vector<std::unique_ptr<PsClient>> clients;
+  std::vector<TensorMap> gradients(workers), weights(workers);
+  TensorSpec spec;
+  spec.name = "model";
+  spec.shape = {static_cast<int64_t>(elements)};
+  spec.chunk_elements = kChunkElements;
+  spec.init.kind = Initializer::Kind::kUniform;
+  spec.init.a = -0.1f;
+  spec.init.b = 0.1f;
+  spec.init.seed = 1;
+  for (int w = 0; w < workers; ++w) {
+    options.worker_name = absl::StrCat("bench-worker-", w);
+    ASSIGN_OR_RETURN(auto client, PsClient::Connect(options));
+    if (w == 0) RETURN_IF_ERROR(client->Declare({spec}));
+    RETURN_IF_ERROR(client->Pull({"model"}, &weights[w]));
+    gradients[w]["model"].assign(elements, 0.0005f);
+    clients.push_back(std::move(client));
+  }
+  if (paired) {
+    // Measure the pair, not a primary alone while its replica catches up.
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    while (RoleOf(options.shard_addresses[0]) != "primary") {
+      if (absl::Now() > deadline) return absl::DeadlineExceededError("the pair did not form");
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+  }
+  // Warm-up: a round per worker.
+  RETURN_IF_ERROR(
+      RunWorkers(workers, [&](int w) { return clients[w]->PushPull(gradients[w], &weights[w]); }));
+  absl::StatusOr<FreeRun> run = RunFree(
+      workers, duration, [&](int w) { return clients[w]->PushPull(gradients[w], &weights[w]); });
+  if (run.ok() && paired && RoleOf(options.shard_addresses[0]) != "primary") {
+    return absl::InternalError("the pair came apart while measured");
+  }
+  return run;
+#endif
+}
+
+// What synchronous replication costs: `workers` asynchronous workers
+// running PushPull rounds back to back for 4 s against one shard alone, then
+// for 4 s against the same shard as a pair (every answer waits for the
+// replica's acknowledgement), in the same run.
+//   rounds/s, p50_ms, p99_ms                     the pair
+//   alone_rounds/s, alone_p50_ms, alone_p99_ms   the shard alone
+//   ratio                                        rounds/s / alone_rounds/s
+void BM_Replicated(benchmark::State& state) {
+  const uint64_t elements = static_cast<uint64_t>(state.range(0));
+  const int workers = static_cast<int>(state.range(1));
+  constexpr absl::Duration kRun = absl::Seconds(4);
+  for (auto _ : state) {
+    absl::StatusOr<FreeRun> alone = RunShard(false, elements, workers, kRun);
+    absl::StatusOr<FreeRun> pair =
+        alone.ok() ? RunShard(true, elements, workers, kRun) : alone.status();
+    if (!pair.ok()) {
+      state.SkipWithError(pair.status().ToString().c_str());
+      return;
+    }
+    state.counters["rounds/s"] = pair->rounds_per_s;
+    state.counters["p50_ms"] = pair->p50_ms;
+    state.counters["p99_ms"] = pair->p99_ms;
+    state.counters["alone_rounds/s"] = alone->rounds_per_s;
+    state.counters["alone_p50_ms"] = alone->p50_ms;
+    state.counters["alone_p99_ms"] = alone->p99_ms;
+    state.counters["ratio"] = pair->rounds_per_s / alone->rounds_per_s;
+  }
+}
+
+// 7850 floats (softmax, 31 KB) and 1 Mi floats; 1 and 4 workers.
+BENCHMARK(BM_Replicated)
+    ->ArgNames({"floats", "workers"})
+    ->ArgsProduct({{7850, 1 << 20}, {1, 4}})
+    ->Iterations(1)
+    ->Unit(benchmark::kSecond)
+    ->UseRealTime();
 
 // 7850 floats (softmax, 31 KB) and 1 Mi floats; 1 and 2 shards; 4 and 16
 // workers. One measured iteration of 4 s per side.

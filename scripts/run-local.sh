@@ -9,7 +9,7 @@
 #          [--lr 0.1] [--lambda0 X] [--batch-size 64] [--data DIR|s3://bucket/prefix]
 #          [--gap-aware on|off] [--staleness-aware auto|on|off]
 #          [--backup-dtype float32|bfloat16|float16] [--wire-dtype float32|bfloat16|float16]
-#          [--pipeline-depth auto|0|1|2|3|4]
+#          [--pipeline-depth auto|0|1|2|3|4] [--replicas 1|2]
 # --gap-aware on (the default, async and ssp) damps each stale gradient
 # coordinate by how far it moved since the worker pulled, and then uses lr 0.2
 # unless --lr is given: the most accurate rule measured at every worker count,
@@ -24,6 +24,11 @@
 # --pipeline-depth is the workers' --pipeline_depth: PushPulls in flight while
 # the next gradient is computed; auto (the default) is 1 under dcasgd-c and
 # dcasgd-a with --sync async, else 0 (docs/algorithm.md, "Pipelined workers").
+# --replicas 2 runs each shard as a pair (docs/design.md, "Replicated
+# shards"): a witness (dcasgd-witness) and 2N shard processes, members a and b
+# of each shard, each with its own port and checkpoint directory; workers and
+# the evaluator get both members of each shard ("a|b") and move to the other
+# member when one fails. The output says where each member listens.
 # Exits non-zero, saying why, when no worker can make progress (e.g. every
 # worker diverged). DCASGD_PREBUILT=1 skips installing and building (tests).
 set -euo pipefail
@@ -32,6 +37,7 @@ root=$(pwd)
 
 rule=dcasgd-a sync=async shards=2 workers=4 epochs=5 model=mlp:256,128 lr= batch=64
 staleness_aware=auto gap_aware=on backup_dtype=float32 wire_dtype=float32 pipeline_depth=auto
+replicas=1
 lambda0=()
 data="$root/.cache/data/fashion-mnist"
 while [[ $# -gt 0 ]]; do
@@ -51,7 +57,8 @@ while [[ $# -gt 0 ]]; do
     --backup-dtype) backup_dtype=$2; shift 2 ;;
     --wire-dtype) wire_dtype=$2; shift 2 ;;
     --pipeline-depth) pipeline_depth=$2; shift 2 ;;
-    -h|--help) sed -n 2,28p "$0"; exit 0 ;;
+    --replicas) replicas=$2; shift 2 ;;
+    -h|--help) sed -n 2,33p "$0"; exit 0 ;;
     *) echo "run-local: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -82,6 +89,10 @@ case "$pipeline_depth" in
   auto|0|1|2|3|4) ;;
   *) echo "run-local: --pipeline-depth takes auto or 0 to 4" >&2; exit 2 ;;
 esac
+case "$replicas" in
+  1|2) ;;
+  *) echo "run-local: --replicas takes 1 or 2" >&2; exit 2 ;;
+esac
 if [[ -z "$lr" ]]; then
   if [[ "$staleness_aware" == on || "$gap_aware" == on ]]; then lr=0.2; else lr=0.1; fi
 fi
@@ -92,7 +103,7 @@ if [[ "${DCASGD_PREBUILT:-}" != 1 ]]; then
   scripts/install-deps.sh test
   export CCACHE_BASEDIR="$root"
   cmake --preset release >/dev/null
-  cmake --build --preset release --target dcasgd-ps dcasgd-worker dcasgd-prepare-data
+  cmake --build --preset release --target dcasgd-ps dcasgd-witness dcasgd-worker dcasgd-prepare-data
 fi
 bin="$root/build/release/services"
 
@@ -123,24 +134,56 @@ port() { awk -v k="$2" '$1 == k {print $2}' "$1"; }
 # not a noisy iterate of constant-rate SGD (versions ~ steps per shard).
 decay_every=$(( 60000 / batch * epochs / 3 ))
 echo "== starting $shards shards (rule $rule, sync $sync, lr $lr, gap-aware damping $gap_aware, staleness-aware rate $staleness_aware), backups in $backup_dtype, wire $wire_dtype, worker pipeline depth $pipeline_depth, logs in $run"
+ps_flags=(--metrics_address=127.0.0.1:0 --shard_count="$shards"
+  --update_rule="$rule" --sync="$sync" --lr="$lr" "${lambda0[@]}" "${sa_flag[@]}" "${backup_flags[@]}" --lr_schedule=step
+  --lr_decay_every="$decay_every" --lr_decay_factor=0.3 --checkpoint_interval_seconds=30)
 addresses=()
 shard_pids=()
-for ((i = 0; i < shards; i++)); do
-  "$bin/ps/dcasgd-ps" --listen=127.0.0.1:0 --metrics_address=127.0.0.1:0 \
-    --port_file="$run/ps-$i.ports" --shard_index="$i" --shard_count="$shards" \
-    --update_rule="$rule" --sync="$sync" --lr="$lr" "${lambda0[@]}" "${sa_flag[@]}" "${backup_flags[@]}" --lr_schedule=step \
-    --lr_decay_every="$decay_every" --lr_decay_factor=0.3 \
-    --checkpoint_dir="$run/checkpoints" --checkpoint_interval_seconds=30 \
-    >"$run/ps-$i.log" 2>&1 &
-  pids+=($!); shard_pids+=($!)
-  wait_file "$run/ps-$i.ports" $!
-  addresses+=("127.0.0.1:$(port "$run/ps-$i.ports" grpc)")
-done
+members=()  # each shard process's file names: ps-<i>, or ps-<i>-a and ps-<i>-b
+labels=()   # and how the output names it
+if ((replicas == 1)); then
+  for ((i = 0; i < shards; i++)); do
+    "$bin/ps/dcasgd-ps" --listen=127.0.0.1:0 --port_file="$run/ps-$i.ports" --shard_index="$i" \
+      "${ps_flags[@]}" --checkpoint_dir="$run/checkpoints" >"$run/ps-$i.log" 2>&1 &
+    pids+=($!); shard_pids+=($!); members+=("ps-$i"); labels+=("shard $i")
+    wait_file "$run/ps-$i.ports" $!
+    addresses+=("127.0.0.1:$(port "$run/ps-$i.ports" grpc)")
+  done
+else
+  # The members of a pair name each other's address at start, so each gets a
+  # port chosen now; the witness decides which member is primary.
+  free_port() { /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+  "$bin/witness/dcasgd-witness" --listen=127.0.0.1:0 --metrics_address=127.0.0.1:0 \
+    --state_dir="$run/witness" --shard_count="$shards" --port_file="$run/witness.ports" \
+    >"$run/witness.log" 2>&1 &
+  witness_pid=$!; pids+=($witness_pid)
+  wait_file "$run/witness.ports" $witness_pid
+  witness="127.0.0.1:$(port "$run/witness.ports" grpc)"
+  echo "== each shard runs as a pair; the witness listens on $witness"
+  for ((i = 0; i < shards; i++)); do
+    pa=$(free_port) pb=$(free_port)
+    addresses+=("127.0.0.1:$pa|127.0.0.1:$pb")
+    for m in a b; do
+      if [[ $m == a ]]; then own=$pa peer=$pb; else own=$pb peer=$pa; fi
+      "$bin/ps/dcasgd-ps" --listen="127.0.0.1:$own" --port_file="$run/ps-$i-$m.ports" \
+        --shard_index="$i" "${ps_flags[@]}" --checkpoint_dir="$run/checkpoints/$m" \
+        --replicas=2 --member="$m" --peer_address="127.0.0.1:$peer" --witness_address="$witness" \
+        >"$run/ps-$i-$m.log" 2>&1 &
+      pids+=($!); shard_pids+=($!); members+=("ps-$i-$m"); labels+=("shard $i $m")
+    done
+  done
+  for ((k = 0; k < ${#members[@]}; k++)); do
+    wait_file "$run/${members[$k]}.ports" "${shard_pids[$k]}"
+  done
+  for ((i = 0; i < shards; i++)); do
+    echo "   shard $i: member a on ${addresses[$i]%|*}, member b on ${addresses[$i]#*|}"
+  done
+fi
 ps_list=$(IFS=,; echo "${addresses[*]}")
 # Local runs serve plaintext without authentication on loopback, and each
 # shard says so at start (docs/security.md); show it here, not only in the log.
 for ((tries = 0; tries < 50; tries++)); do
-  grep -q "serving without" "$run/ps-0.log" && break
+  grep -q "serving without" "$run/${members[0]}.log" && break
   sleep 0.1
 done
 grep -h "serving without" "$run"/ps-*.log | sort -u >&2 || true
@@ -181,22 +224,32 @@ fi
 
 echo
 echo "== metrics endpoints (Prometheus text format) while the processes ran:"
-for ((i = 0; i < shards; i++)); do
-  echo "   shard $i:   http://127.0.0.1:$(port "$run/ps-$i.ports" metrics)/metrics"
+for k in "${!members[@]}"; do
+  echo "   ${labels[$k]}:   http://127.0.0.1:$(port "$run/${members[$k]}.ports" metrics)/metrics"
 done
+[[ -f "$run/witness.ports" ]] &&
+  echo "   witness: http://127.0.0.1:$(port "$run/witness.ports" metrics)/metrics"
 for ((w = 0; w < workers; w++)); do
   [[ -f "$run/worker-$w.ports" ]] &&
     echo "   worker $w:  http://127.0.0.1:$(port "$run/worker-$w.ports" metrics)/metrics"
 done
 echo "   evaluator: http://127.0.0.1:$(port "$run/evaluator.ports" metrics)/metrics"
-for ((i = 0; i < shards; i++)); do
-  echo "   shard $i staleness: $(curl -s "http://127.0.0.1:$(port "$run/ps-$i.ports" metrics)/metrics" |
+for k in "${!members[@]}"; do
+  # A member that was never primary served no pushes: no line for it.
+  staleness=$(curl -s "http://127.0.0.1:$(port "$run/${members[$k]}.ports" metrics)/metrics" |
     awk '/^dcasgd_ps_staleness_(sum|count)/ {v[$1 ~ /sum/ ? "s" : "c"] = $2}
-         END {if (v["c"] > 0) printf "mean %.2f over %d pushes", v["s"] / v["c"], v["c"]}')"
+         END {if (v["c"] > 0) printf "mean %.2f over %d pushes", v["s"] / v["c"], v["c"]}')
+  if ((replicas == 1)) || [[ -n "$staleness" ]]; then
+    echo "   ${labels[$k]} staleness: $staleness"
+  fi
 done
 # SIGTERM: the shards write a final checkpoint and exit 0.
 for pid in "${shard_pids[@]}"; do kill -TERM "$pid"; done
 for pid in "${shard_pids[@]}"; do wait "$pid" || status=$?; done
+if [[ -n "${witness_pid:-}" ]]; then
+  kill -TERM "$witness_pid"
+  wait "$witness_pid" || status=$?
+fi
 pids=()
 echo "   checkpoints: $run/checkpoints"
 echo

@@ -131,7 +131,12 @@ absl::StatusOr<std::unique_ptr<PsClient>> ConnectToShards(const model::Model& mo
 
 absl::Status RunWorker(const WorkerOptions& options, const absl::Notification* stop) {
   if (options.role == WorkerRole::kHealthCheck) {
-    for (const std::string& address : options.shard_addresses) {
+    // Every process of the job: both members of a replicated shard (a
+    // replica is alive, SERVING on "", though it serves no client calls).
+    std::vector<std::string> addresses = options.shard_addresses;
+    addresses.insert(addresses.end(), options.replica_addresses.begin(),
+                     options.replica_addresses.end());
+    for (const std::string& address : addresses) {
       RETURN_IF_ERROR(CheckShardHealth(address, absl::Seconds(5), *options.credentials));
       std::printf("%s SERVING\n", address.c_str());
     }

@@ -242,7 +242,7 @@ absl::StatusOr<WorkerOptions> ParseWorkerOptions(const std::vector<std::string>&
 std::string WorkerOptionsUsage() {
   return WorkerFlags().Usage(
       "dcasgd-worker: a stateless trainer (--role=train), the evaluator (--role=eval) or a "
-      "health check of every shard (--role=healthcheck).");
+      "health check of every shard and member (--role=healthcheck).");
 }
 
 }  // namespace dcasgd

@@ -480,6 +480,200 @@ for (const cfg of configs) {
   });
 }
 
+// Replicated shards (ps.replicas 2; docs/design.md, "Replicated shards"):
+// 2N shard pods as pairs, a witness, the replication token, the traffic
+// between them, and clients that know both members of every shard.
+describe('replicated shards (ps.replicas 2)', () => {
+  const ns = 'ml';
+  const n = 3;
+  const objects = render(['--set', 'ps.replicas=2', '--set', `ps.shardCount=${n}`,
+    '--set', 'ps.replication.failoverTimeoutMs=5000'], { namespace: ns });
+  const sts = one(objects, 'StatefulSet', 'dcasgd-ps');
+  const c = sts.spec.template.spec.containers[0];
+  const witness = one(objects, 'StatefulSet', 'dcasgd-witness');
+  const wc = witness.spec.template.spec.containers[0];
+  const template = `dcasgd-ps-{i}.dcasgd-ps-headless.${ns}.svc.cluster.local:${chartValues.ps.grpcPort}`;
+  const witnessAddress = `dcasgd-witness.${ns}.svc.cluster.local:${chartValues.ps.grpcPort}`;
+
+  test('every object passes its kubernetes-models schema, with the recommended labels', async () => {
+    for (const kubeVersion of ['1.27.0', '1.35.0']) {
+      const rendered = render(['--set', 'ps.replicas=2', '--kube-version', kubeVersion],
+        { namespace: ns });
+      for (const o of rendered) await validateObject(o);
+    }
+    for (const o of objects) {
+      assert.equal(o.metadata.namespace, ns, `${o.kind}/${o.metadata.name}`);
+      assert.ok(o.metadata.labels?.['app.kubernetes.io/component'], `${o.kind}/${o.metadata.name}`);
+    }
+  });
+
+  test('one StatefulSet of shardCount x 2 members, each told its pair and the witness', () => {
+    assert.equal(sts.spec.replicas, 2 * n);
+    assert.equal(arg(c, 'replicas'), '2');
+    assert.equal(arg(c, 'member'), 'auto');
+    assert.equal(arg(c, 'shard_index'), 'auto');
+    // '{i}' is the peer's pod ordinal: the pods' own stable DNS names.
+    assert.equal(arg(c, 'peer_address'), template);
+    assert.equal(arg(c, 'witness_address'), witnessAddress);
+    assert.equal(arg(c, 'failover_timeout_ms'), '5000');
+    // Outgoing calls to the peer and the witness: TLS with the job's CA and
+    // the replication token, both from mounted files.
+    assert.equal(arg(c, 'peer_tls_ca'), '/etc/dcasgd/tls/ca.crt');
+    assert.equal(arg(c, 'peer_token_file'), '/etc/dcasgd/auth/replication');
+    const volumes = Object.fromEntries(sts.spec.template.spec.volumes.map((v) => [v.name, v]));
+    assert.deepEqual(volumes.auth.secret.items,
+      [{ key: 'tokens', path: 'tokens' }, { key: 'replication', path: 'replication' }]);
+    assert.ok(volumes.tls.secret.items.some((i) => i.key === 'ca.crt'));
+    const mounts = Object.fromEntries(c.volumeMounts.map((m) => [m.name, m.mountPath]));
+    assert.equal(mounts.auth, '/etc/dcasgd/auth');
+    assert.equal(mounts.tls, '/etc/dcasgd/tls');
+    // Each member keeps its own checkpoints: one claim per pod.
+    assert.equal(sts.spec.volumeClaimTemplates.length, 1);
+  });
+
+  test('pods spread over nodes as a preference', () => {
+    const spread = sts.spec.template.spec.topologySpreadConstraints;
+    assert.equal(spread.length, 1);
+    assert.equal(spread[0].topologyKey, 'kubernetes.io/hostname');
+    assert.equal(spread[0].whenUnsatisfiable, 'ScheduleAnyway');
+    assert.ok(matches(spread[0].labelSelector, sts.spec.template.metadata.labels));
+  });
+
+  test('the witness: one pod of dcasgd-witness with its own volume, behind a Service', () => {
+    const ps = chartValues.ps;
+    assert.equal(witness.spec.replicas, 1);
+    assert.equal(wc.image, c.image, 'the witness ships in the ps image');
+    assert.deepEqual(wc.command, ['/usr/local/bin/dcasgd-witness']);
+    assert.equal(arg(wc, 'shard_count'), String(n));
+    assert.equal(arg(wc, 'listen'), `0.0.0.0:${ps.grpcPort}`);
+    const vct = witness.spec.volumeClaimTemplates;
+    assert.equal(vct.length, 1);
+    assert.equal(vct[0].spec.resources.requests.storage, chartValues.witness.persistence.size);
+    const mount = wc.volumeMounts.find((m) => m.name === vct[0].metadata.name);
+    assert.equal(mount.mountPath, arg(wc, 'state_dir'));
+    // TLS with the shards' certificate, tokens from the shards' file.
+    assert.equal(arg(wc, 'tls_cert'), '/etc/dcasgd/tls/tls.crt');
+    assert.equal(arg(wc, 'auth_tokens_file'), '/etc/dcasgd/auth/tokens');
+    const volumes = Object.fromEntries(witness.spec.template.spec.volumes.map((v) => [v.name, v]));
+    assert.deepEqual(volumes.auth.secret.items, [{ key: 'tokens', path: 'tokens' }]);
+    for (const probe of ['readinessProbe', 'livenessProbe']) {
+      assert.equal(wc[probe].grpc.port, chartValues.security.tls.healthPort, probe);
+    }
+    const svc = one(objects, 'Service', 'dcasgd-witness');
+    assert.ok(matches({ matchLabels: svc.spec.selector }, witness.spec.template.metadata.labels));
+    assert.ok(!matches({ matchLabels: svc.spec.selector }, sts.spec.template.metadata.labels));
+    assert.equal(svc.spec.ports.find((p) => p.name === 'grpc').port,
+      Number(witnessAddress.split(':')[1]));
+    assert.equal(`${svc.metadata.name}.${ns}.svc.cluster.local`, witnessAddress.split(':')[0]);
+  });
+
+  test('the certificate names every member and the witness', () => {
+    const tls = one(objects, 'Secret', 'dcasgd-tls');
+    const server = new crypto.X509Certificate(Buffer.from(tls.data['tls.crt'], 'base64'));
+    for (let i = 0; i < 2 * n; i++) {
+      const host = template.replace('{i}', i).split(':')[0];
+      assert.notEqual(server.checkHost(host), undefined, host);
+    }
+    assert.notEqual(server.checkHost(witnessAddress.split(':')[0]), undefined);
+    const certManager = render(['--set', 'ps.replicas=2', '--api-versions', 'cert-manager.io/v1'],
+      { namespace: ns });
+    const cert = one(certManager, 'Certificate', 'dcasgd-ps');
+    assert.ok(cert.spec.dnsNames.includes(witnessAddress.split(':')[0]));
+  });
+
+  test('a replication token, in the shards\' file and mounted only in shard pods', () => {
+    const auth = one(objects, 'Secret', 'dcasgd-auth');
+    const lines = auth.stringData.tokens.trim().split('\n').map((l) => l.trim().split(/\s+/));
+    assert.deepEqual(lines.map((l) => l[1]), ['worker', 'reader', 'admin', 'replication']);
+    assert.equal(auth.stringData.replication, lines[3][0]);
+    assert.match(auth.stringData.replication, /^[A-Za-z0-9]{48}$/);
+    assert.equal(new Set(lines.map((l) => l[0])).size, 4, 'tokens must differ');
+    for (const { owner, spec } of podSpecs(objects)) {
+      const mountsIt = (spec.volumes ?? []).some((v) =>
+        (v.secret?.items ?? []).some((i) => i.key === 'replication'));
+      assert.equal(mountsIt, owner === sts, `${owner.kind}/${owner.metadata.name}`);
+    }
+  });
+
+  test('NetworkPolicies admit shard-to-shard and shard-to-witness traffic, no other client of the witness', () => {
+    const grpcPort = chartValues.ps.grpcPort;
+    const admits = (np, labels, port) => np.spec.ingress.some((rule) =>
+      (rule.ports ?? []).some((p) => p.port === port) &&
+      (rule.from ?? []).some((f) => f.podSelector && !f.namespaceSelector && matches(f.podSelector, labels)));
+    const psPolicy = one(objects, 'NetworkPolicy', 'dcasgd-ps');
+    const witnessPolicy = one(objects, 'NetworkPolicy', 'dcasgd-witness');
+    const shardLabels = sts.spec.template.metadata.labels;
+    assert.ok(matches(psPolicy.spec.podSelector, shardLabels));
+    assert.ok(matches(witnessPolicy.spec.podSelector, witness.spec.template.metadata.labels));
+    assert.ok(admits(psPolicy, shardLabels, grpcPort), 'shards cannot reach each other');
+    assert.ok(admits(witnessPolicy, shardLabels, grpcPort), 'shards cannot reach the witness');
+    for (const d of find(objects, 'Deployment')) {
+      assert.ok(admits(psPolicy, d.spec.template.metadata.labels, grpcPort), d.metadata.name);
+      assert.ok(!admits(witnessPolicy, d.spec.template.metadata.labels, grpcPort), d.metadata.name);
+    }
+  });
+
+  test('the PodDisruptionBudget covers all 2N shard pods, not the witness', () => {
+    const pdb = one(objects, 'PodDisruptionBudget', 'dcasgd-ps');
+    assert.equal(pdb.spec.maxUnavailable, chartValues.ps.pdb.maxUnavailable);
+    assert.ok(matches(pdb.spec.selector, sts.spec.template.metadata.labels));
+    assert.ok(!matches(pdb.spec.selector, witness.spec.template.metadata.labels));
+  });
+
+  test('workers and the evaluator know both members of every shard', () => {
+    for (const name of ['dcasgd-worker', 'dcasgd-evaluator']) {
+      const wcont = one(objects, 'Deployment', name).spec.template.spec.containers[0];
+      assert.equal(envValue(wcont, 'DCASGD_PS_REPLICAS')?.value, '2', name);
+      // Member b of shard i is the template at i + shardCount: the pods N..2N-1.
+      assert.equal(arg(wcont, 'ps_address_template'), template, name);
+    }
+    // `helm test` checks every member.
+    const probe = one(objects, 'Pod', 'dcasgd-test-shard-health').spec.containers[0];
+    assert.equal(envValue(probe, 'DCASGD_PS_REPLICAS')?.value, '2');
+  });
+
+  test('with ps.replicas 1 (the default) nothing of it renders', () => {
+    for (const args of [[], ['--set', 'ps.replicas=1']]) {
+      const single = render(args, { namespace: ns });
+      const s = one(single, 'StatefulSet', 'dcasgd-ps');
+      const sc = s.spec.template.spec.containers[0];
+      assert.equal(s.spec.replicas, chartValues.ps.shardCount);
+      for (const flag of ['replicas', 'member', 'peer_address', 'witness_address',
+        'failover_timeout_ms', 'peer_tls_ca', 'peer_token_file']) {
+        assert.equal(arg(sc, flag), undefined, flag);
+      }
+      assert.equal(s.spec.template.spec.topologySpreadConstraints, undefined);
+      assert.equal(envValue(one(single, 'Pod', 'dcasgd-test-shard-health').spec.containers[0],
+        'DCASGD_PS_REPLICAS'), undefined);
+      assert.equal(single.filter((o) => o.metadata.name.includes('witness')).length, 0);
+      assert.equal(one(single, 'Secret', 'dcasgd-auth').stringData.replication, undefined);
+      for (const d of find(single, 'Deployment')) {
+        assert.equal(envValue(d.spec.template.spec.containers[0], 'DCASGD_PS_REPLICAS'), undefined);
+      }
+      const np = one(single, 'NetworkPolicy', 'dcasgd-ps');
+      assert.ok(!np.spec.ingress.some((rule) => (rule.from ?? []).some((f) =>
+        f.podSelector && matches(f.podSelector, s.spec.template.metadata.labels))),
+      'shards admitted to shards without replicas');
+    }
+  });
+
+  test('the schema refuses other replica counts and a failover timeout below the lease', () => {
+    for (const bad of ['ps.replicas=3', 'ps.replicas=0', 'ps.replication.failoverTimeoutMs=2000',
+      'witness.size=1Gi']) {
+      const out = helm(['template', 'dcasgd', chartDir, '--set', bad]);
+      assert.notEqual(out.status, 0, `accepted ${bad}`);
+      assert.match(out.stderr, /schema/, `${bad}: ${out.stderr}`);
+    }
+  });
+
+  test('mutual TLS with pairs is refused with the reason', () => {
+    const out = helm(['template', 'dcasgd', chartDir, '--set', 'ps.replicas=2',
+      '--set', 'security.tls.mutual=true']);
+    assert.notEqual(out.status, 0);
+    assert.match(out.stderr, /ps\.replicas=2 needs security\.tls\.mutual=false/);
+  });
+});
+
 describe('monitoring', () => {
   test('without the monitoring API: no monitors, scrape annotations on every metrics pod', () => {
     const objects = render([]);

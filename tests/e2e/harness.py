@@ -17,6 +17,7 @@ import urllib.request
 SOURCE_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD_DIR = os.environ.get("DCASGD_BUILD_DIR", os.path.join(SOURCE_DIR, "build", "release"))
 PS_BINARY = os.path.join(BUILD_DIR, "services", "ps", "dcasgd-ps")
+WITNESS_BINARY = os.path.join(BUILD_DIR, "services", "witness", "dcasgd-witness")
 WORKER_BINARY = os.path.join(BUILD_DIR, "services", "worker", "dcasgd-worker")
 # The worker with TorchScript models (built with -DDCASGD_WITH_TORCH=ON).
 WORKER_TORCH_BINARY = os.path.join(BUILD_DIR, "services", "worker", "dcasgd-worker-torch")
@@ -107,6 +108,7 @@ class Cluster:
         self.dir = tempfile.mkdtemp(prefix=f"dcasgd-e2e-{name}-")
         self.processes = []
         self.shards = []  # (process, grpc_port, metrics_port)
+        self.pairs = []  # with start_pairs: [member a, member b] of each shard, each a Member
 
     def close(self):
         for p in reversed(self.processes):
@@ -165,7 +167,43 @@ class Cluster:
         self.shards[i] = self._launch_shard(i, old.shard_args, attempt)
         return self.shards[i]
 
+    def start_pairs(self, count, *flags):
+        """Starts a dcasgd-witness and `count` shards as replicated pairs
+        (--replicas=2, members a and b, each on a port chosen now and with a
+        checkpoint directory of its own); `flags` go to every member. Returns
+        self.pairs; addresses() then names both members of each shard."""
+        witness_ports = self.path("witness.ports")
+        self.witness = self.spawn(
+            [WITNESS_BINARY, "--listen=127.0.0.1:0", "--metrics_address=127.0.0.1:0",
+             f"--state_dir={self.path('witness')}", f"--shard_count={count}",
+             f"--port_file={witness_ports}"], "witness")
+        ports = wait_for(lambda: read_port_file(witness_ports) or self.witness.poll() is not None,
+                         30, "the witness to start")
+        if ports is True:
+            raise RuntimeError(f"the witness exited at start:\n{self.witness.output()}")
+        self.witness_address = f"127.0.0.1:{ports['grpc']}"
+        for i in range(count):
+            pair = [Member(self, i, m) for m in "ab"]
+            for member, peer in ((pair[0], pair[1]), (pair[1], pair[0])):
+                member.args = [
+                    PS_BINARY, f"--listen={member.address}", "--metrics_address=127.0.0.1:0",
+                    f"--port_file={member.port_file}", f"--shard_index={i}",
+                    f"--shard_count={count}", "--replicas=2", f"--member={member.name}",
+                    f"--peer_address={peer.address}",
+                    f"--witness_address={self.witness_address}",
+                    f"--checkpoint_dir={self.path('checkpoints', member.name)}", *flags]
+            self.pairs.append(pair)
+        for pair in self.pairs:  # both members at once: each asks its peer at start
+            for member in pair:
+                member.start()
+        for pair in self.pairs:
+            for member in pair:
+                member.wait_started()
+        return self.pairs
+
     def addresses(self):
+        if self.pairs:
+            return ",".join(f"{a.address}|{b.address}" for a, b in self.pairs)
         return ",".join(f"127.0.0.1:{g}" for _, g, _ in self.shards)
 
     def start_worker(self, name, data, *flags, role="train", env=None, binary=WORKER_BINARY):
@@ -202,6 +240,53 @@ class Cluster:
 
         wait_for(answers, 30, "s3rver to answer")
         return f"http://127.0.0.1:{port}"
+
+
+class Member:
+    """One member ("a" or "b") of a replicated shard pair started by
+    Cluster.start_pairs: a dcasgd-ps process on a fixed loopback port, so a
+    restart comes back at the same address (as a StatefulSet pod does)."""
+
+    def __init__(self, cluster, shard, name):
+        self.cluster = cluster
+        self.shard = shard
+        self.name = name
+        self.address = f"127.0.0.1:{free_port()}"
+        self.port_file = cluster.path(f"ps-{shard}-{name}.ports")
+        self.args = None
+        self.process = None
+        self.starts = 0
+        self.metrics_port = None
+
+    def start(self):
+        """Starts (or, after it exited, restarts) the member's process."""
+        if self.process is not None and self.process.poll() is None:
+            raise RuntimeError(f"shard {self.shard} member {self.name} is still running")
+        if os.path.exists(self.port_file):
+            os.remove(self.port_file)
+        suffix = f"-{self.starts}" if self.starts else ""
+        self.process = self.cluster.spawn(self.args, f"ps-{self.shard}-{self.name}{suffix}")
+        self.starts += 1
+
+    def wait_started(self):
+        ports = wait_for(lambda: read_port_file(self.port_file) or self.process.poll() is not None,
+                         30, f"shard {self.shard} member {self.name} to start")
+        if ports is True:
+            raise RuntimeError(f"shard {self.shard} member {self.name} exited at start:\n"
+                               + self.process.output())
+        self.metrics_port = ports["metrics"]
+
+    def status(self):
+        """Its ShardStatus, or None while it does not answer."""
+        try:
+            return shard_status(self.address)
+        except Exception:  # grpc.RpcError: killed, stopped or starting
+            return None
+
+    def role(self):
+        """Its replication role ("primary-paired", "replica", ...), or None."""
+        status = self.status()
+        return status.replication_role if status is not None else None
 
 
 class ScratchVolume:

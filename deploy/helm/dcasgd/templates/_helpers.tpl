@@ -30,6 +30,17 @@ suffix added, so fullname is cut to 50.
 {{- define "dcasgd.workerName" -}}{{ include "dcasgd.fullname" . }}-worker{{- end -}}
 {{- define "dcasgd.evaluatorName" -}}{{ include "dcasgd.fullname" . }}-evaluator{{- end -}}
 {{- define "dcasgd.configName" -}}{{ include "dcasgd.fullname" . }}-config{{- end -}}
+{{- define "dcasgd.witnessName" -}}{{ include "dcasgd.fullname" . }}-witness{{- end -}}
+
+{{/* "true" when every shard runs as a replicated pair (ps.replicas 2). */}}
+{{- define "dcasgd.replicated" -}}
+{{- if eq (int .Values.ps.replicas) 2 -}}true{{- end -}}
+{{- end -}}
+
+{{/* The witness's address, as the members dial it (its Service). */}}
+{{- define "dcasgd.witnessAddress" -}}
+{{- printf "%s.%s.svc.%s:%d" (include "dcasgd.witnessName" .) .Release.Namespace .Values.clusterDomain (int .Values.ps.grpcPort) -}}
+{{- end -}}
 
 {{/*
 Selector labels: stable for the life of a release (never the version or the
@@ -154,11 +165,18 @@ chart's own. The CA Secret (with its key) is never mounted.
 {{- if and $tls.enabled (not $tls.existingSecret) $tls.certManager.enabled (.Capabilities.APIVersions.Has "cert-manager.io/v1") -}}true{{- end -}}
 {{- end -}}
 
-{{/* The names in the shards' certificate: every form of the per-shard DNS names. */}}
+{{/* The names in the shards' certificate: every form of the per-shard DNS
+names, and with ps.replicas 2 the witness's Service names. */}}
 {{- define "dcasgd.psDnsNames" -}}
 {{- $h := include "dcasgd.headlessName" . -}}
 {{- $ns := .Release.Namespace -}}
-{{- list (printf "*.%s" $h) (printf "*.%s.%s" $h $ns) (printf "*.%s.%s.svc" $h $ns) (printf "*.%s.%s.svc.%s" $h $ns .Values.clusterDomain) (printf "%s.%s.svc" $h $ns) "localhost" | toJson -}}
+{{- $names := list (printf "*.%s" $h) (printf "*.%s.%s" $h $ns) (printf "*.%s.%s.svc" $h $ns) (printf "*.%s.%s.svc.%s" $h $ns .Values.clusterDomain) (printf "%s.%s.svc" $h $ns) "localhost" -}}
+{{- if include "dcasgd.replicated" . -}}
+{{- /* The witness serves with the same certificate. */ -}}
+{{- $w := include "dcasgd.witnessName" . -}}
+{{- $names = concat $names (list $w (printf "%s.%s" $w $ns) (printf "%s.%s.svc" $w $ns) (printf "%s.%s.svc.%s" $w $ns .Values.clusterDomain)) -}}
+{{- end -}}
+{{- $names | toJson -}}
 {{- end -}}
 
 {{/*
