@@ -67,22 +67,6 @@ uint64_t TotalBackupBytes(PsClient& client) {
   return total;
 }
 
-// A port that was free a moment ago (bind to 0, read it, close).
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  int port = -1;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  close(fd);
-  return port;
-}
-
 template <typename Predicate>
 bool PollUntil(Predicate predicate, absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
@@ -198,7 +182,7 @@ TEST(PsCluster, KillNineLosesAtMostTheCheckpointIntervalAndRestoresBitForBit) {
   ASSERT_TRUE(dir.ok());
   // A fixed port, so the worker's channel reaches the restarted shard (as a
   // StatefulSet pod keeps its DNS name).
-  const int port = FreePort();
+  const int port = testing::FreePort();
   ASSERT_GT(port, 0);
   auto ps = testing::PsProcess::Start(
       {"--listen=127.0.0.1:" + std::to_string(port), "--update_rule=dcasgd-a", "--lr=0.05",

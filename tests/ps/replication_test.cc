@@ -39,23 +39,6 @@ namespace {
 
 using testing::PsProcess;
 
-// A port that was free a moment ago (bind to 0, read it, close): each member
-// must know its peer's address before either starts.
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  int port = -1;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  close(fd);
-  return port;
-}
-
 // Whether every thread of `pid` is stopped (state T in /proc): a SIGSTOP
 // takes effect only once one of the process's threads handled it, and the
 // others may run meanwhile.
@@ -108,15 +91,15 @@ class Pair {
     token_ = std::move(token);
     ASSIGN_OR_RETURN(root_, testing::MakeTempDir("replication"));
     // A fixed port: the members' --witness_address survives its restart.
-    std::vector<std::string> witness_flags = {absl::StrCat("--listen=127.0.0.1:", FreePort()),
-                                              absl::StrCat("--state_dir=", root_, "/witness"),
-                                              "--shard_count=1", "--metrics_address="};
+    std::vector<std::string> witness_flags = {
+        absl::StrCat("--listen=127.0.0.1:", testing::FreePort()),
+        absl::StrCat("--state_dir=", root_, "/witness"), "--shard_count=1", "--metrics_address="};
     for (const std::string& flag : extra) {
       if (flag.rfind("--auth", 0) == 0) witness_flags.push_back(flag);
     }
     ASSIGN_OR_RETURN(witness_, PsProcess::StartBinary(testing::WitnessBinaryPath(), witness_flags));
-    const int pa = FreePort();
-    const int pb = FreePort();
+    const int pa = testing::FreePort();
+    const int pb = testing::FreePort();
     address_[0] = absl::StrCat("127.0.0.1:", pa);
     address_[1] = absl::StrCat("127.0.0.1:", pb);
     for (int m = 0; m < 2; ++m) {

@@ -107,6 +107,11 @@ absl::StatusOr<std::string> MakeTempDir(const std::string& prefix);
 // Removes `path` and everything below it (errors ignored).
 void RemoveTree(const std::string& path);
 
+// A loopback port that was free a moment ago (bind to 0, read it, close),
+// for a child that must be given its port, or its peer's, before it
+// starts; -1 when none could be had.
+int FreePort();
+
 // GET http://127.0.0.1:<port><path> with a plain socket (HTTP/1.0). Returns
 // the body of a 200 answer; UNAVAILABLE otherwise.
 absl::StatusOr<std::string> HttpGet(int port, const std::string& path);

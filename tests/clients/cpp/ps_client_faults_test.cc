@@ -32,18 +32,6 @@
 namespace dcasgd {
 namespace {
 
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
 // The value of a metric without labels other than the shard's, or -1.
 double Metric(int port, const std::string& name) {
   absl::StatusOr<std::string> text = testing::HttpGet(port, "/metrics");
@@ -270,7 +258,7 @@ TEST(PsClientFaults, ARestartedShardIsUsedWithinSecondsOfComingBack) {
   // the client reconnects at least every second.
   absl::StatusOr<std::string> dir = testing::MakeTempDir("client-faults");
   ASSERT_TRUE(dir.ok());
-  const int port = FreePort();
+  const int port = testing::FreePort();
   auto shard = testing::PsProcess::Start({"--update_rule=asgd", "--lr=0.01",
                                           absl::StrCat("--listen=127.0.0.1:", port),
                                           "--metrics_address=", "--checkpoint_dir=" + *dir});
@@ -318,7 +306,7 @@ TEST(PsClientFaults, PushesRideOutASigtermRestart) {
   // every acknowledged update.
   absl::StatusOr<std::string> dir = testing::MakeTempDir("client-faults");
   ASSERT_TRUE(dir.ok());
-  const int port = FreePort();
+  const int port = testing::FreePort();
   auto shard = testing::PsProcess::Start({"--update_rule=asgd", "--lr=1",
                                           absl::StrCat("--listen=127.0.0.1:", port),
                                           "--metrics_address=", "--checkpoint_dir=" + *dir});
