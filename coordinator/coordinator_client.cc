@@ -19,9 +19,10 @@ namespace dcasgd {
 namespace {
 
 std::shared_ptr<grpc::Channel> MakeChannel(
-    const std::string& address, const std::shared_ptr<const auth::ClientCredentials>& credentials) {
+    const std::string& address, bool pair,
+    const std::shared_ptr<const auth::ClientCredentials>& credentials) {
   grpc::ChannelArguments args;
-  client::SetResilienceArgs(&args);
+  client::SetResilienceArgs(&args, pair);
   return (credentials != nullptr ? credentials : auth::ClientCredentials::Insecure())
       ->NewChannel(address, args);
 }
@@ -50,9 +51,10 @@ struct CoordinatorClient::Stub {
 CoordinatorClient::CoordinatorClient(const std::string& address, absl::Duration patience,
                                      std::shared_ptr<const auth::ClientCredentials> credentials)
     : address_(address), patience_(patience), stub_(new Stub) {
-  for (absl::string_view member : absl::StrSplit(address, '|')) {
+  const std::vector<std::string> members = absl::StrSplit(address, '|');
+  for (const std::string& member : members) {
     stub_->members.push_back(
-        v1::DataCoordinator::NewStub(MakeChannel(std::string(member), credentials)));
+        v1::DataCoordinator::NewStub(MakeChannel(member, members.size() > 1, credentials)));
   }
 }
 
