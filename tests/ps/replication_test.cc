@@ -712,5 +712,58 @@ TEST(Replication, AClientThatKnowsBothMembersRidesThroughAFailover) {
   EXPECT_EQ(b->active_workers(), 1u);
 }
 
+// Both members SIGKILLed while paired: neither holds more than its
+// checkpoint. Restarted, member a (named by the paired register) learns from
+// b's answer that b restarted too, claims, serves its checkpoint (the loss
+// is bounded by the checkpoint, as without replicas), and b catches up from
+// it. Before, both waited for each other until `failover --force`.
+TEST(Replication, BothMembersKilledComeBackFromTheCheckpointWithoutAnOperator) {
+  Pair pair;
+  ASSERT_TRUE(pair.Start(Timing{300, 800}).ok());
+  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
+  auto worker = Worker(pair.address(0), "w0");
+  ASSERT_NE(worker, nullptr);
+  ASSERT_TRUE(worker->Declare({Spec()}).ok());
+  TensorMap weights;
+  ASSERT_TRUE(worker->Pull({"w"}, &weights).ok());
+  for (int s = 1; s <= 5; ++s) {
+    ASSERT_TRUE(worker->PushPull(Gradient(s), &weights, nullptr, s).ok()) << s;
+  }
+  absl::StatusOr<std::vector<CheckpointResult>> saved = worker->Checkpoint();
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  ASSERT_EQ(saved->at(0).version, 5u);
+  const std::vector<float> checkpointed = weights["w"];
+  // Acknowledged after the checkpoint: lost with both copies, as documented.
+  for (int s = 6; s <= 7; ++s) ASSERT_TRUE(worker->Push(Gradient(s), nullptr, s).ok()) << s;
+  worker.reset();
+  // Both at once: the register stays paired at epoch 1, naming a.
+  ASSERT_TRUE(pair.member(1).Kill(SIGKILL).ok());
+  ASSERT_TRUE(pair.member(0).Kill(SIGKILL).ok());
+  ASSERT_TRUE(pair.member(0).WaitExit().ok());
+  ASSERT_TRUE(pair.member(1).WaitExit().ok());
+
+  ASSERT_TRUE(pair.member(1).Restart().ok());
+  ASSERT_TRUE(pair.member(0).Restart().ok());
+  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
+  ASSERT_TRUE(pair.WaitRole(1, "replica")) << pair.member(1).Log();
+  EXPECT_NE(pair.member(0).Log().find("both members restarted"), std::string::npos)
+      << pair.member(0).Log();
+  absl::StatusOr<v1::ShardStatus> a = pair.Status(0);
+  absl::StatusOr<v1::ShardStatus> b = pair.Status(1);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->version(), 5u) << "the checkpoint's version";
+  EXPECT_EQ(b->version(), 5u);
+  EXPECT_EQ(a->epoch(), 2u);
+  EXPECT_EQ(b->epoch(), 2u);
+  ClientOptions options;
+  options.shard_addresses = {pair.address(0)};
+  auto reader = PsClient::Connect(options);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  ASSERT_TRUE((*reader)->FetchSpecs().ok());
+  TensorMap on_a;
+  ASSERT_TRUE((*reader)->Pull({"w"}, &on_a).ok());
+  EXPECT_TRUE(SameBits(on_a["w"], checkpointed));
+}
+
 }  // namespace
 }  // namespace dcasgd
