@@ -626,6 +626,45 @@ TEST(Replication, StoppedPrimaryIsDeposedAndAcknowledgesNothing) {
   EXPECT_EQ(a->version(), 1u);  // the refused push changed nothing
 }
 
+// A client of a pair pings a member after 1 s without data and allows 2 s
+// for the answer (clients/cpp/channel_args.h), so a push sent to a SIGSTOPped
+// primary (whose connections stay open and swallow the call) is answered by
+// the promoted replica within seconds. With a lone shard's keepalive (10 s,
+// 5 s to answer) the same push waited 5-15 s; its deadline is 30 s.
+TEST(Replication, AClientOfAPairLeavesAHungPrimaryWithinSeconds) {
+  Pair pair;
+  ASSERT_TRUE(pair.Start(Timing{300, 800}).ok());
+  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
+  ClientOptions options;
+  options.shard_addresses = {pair.address(0)};
+  options.replica_addresses = {pair.address(1)};
+  options.worker_name = "w0";
+  options.initial_backoff = absl::Milliseconds(20);
+  options.max_backoff = absl::Milliseconds(200);
+  options.rpc_timeout = absl::Seconds(30);
+  auto worker = PsClient::Connect(options);
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  ASSERT_TRUE((*worker)->Declare({Spec()}).ok());
+  TensorMap weights;
+  ASSERT_TRUE((*worker)->Pull({"w"}, &weights).ok());
+  for (int s = 1; s <= 3; ++s) {
+    ASSERT_TRUE((*worker)->PushPull(Gradient(s), &weights, nullptr, s).ok()) << s;
+  }
+  ASSERT_TRUE(Stop(pair.member(0)).ok());
+  const absl::Time stopped = absl::Now();
+  const absl::Status pushed = (*worker)->PushPull(Gradient(4), &weights, nullptr, 4);
+  const absl::Duration took = absl::Now() - stopped;
+  ASSERT_TRUE(pair.member(0).Kill(SIGCONT).ok());
+  ASSERT_TRUE(pushed.ok()) << pushed << "\n" << pair.member(1).Log();
+  std::fprintf(stderr, "push answered %s after the primary stopped\n",
+               absl::FormatDuration(took).c_str());
+  EXPECT_LT(took, absl::Seconds(7)) << "the push waited for the hung primary";
+  absl::StatusOr<v1::ShardStatus> b = pair.Status(1);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(b->replication_role(), "primary-solo");
+  EXPECT_EQ(b->version(), 4u);
+}
+
 // With tokens on, the members call each other and the witness with the
 // `replication` token (--peer_token_file), and nobody else may replicate.
 TEST(Replication, ReplicateNeedsTheReplicationRole) {
