@@ -188,6 +188,10 @@ void ReplicationMember::SetRole(v1::ReplicationRole role) {
     hooks_.set_health(kReplicationHealthService, role == v1::REPLICATION_ROLE_PRIMARY_PAIRED);
     // Alive ("" stays SERVING) but serving no client call.
     hooks_.set_health(kShardHealthService, IsPrimary(role));
+    // Except deposed: its store cannot catch up in place, and a restarted
+    // process catches up from the new primary. "" NOT_SERVING makes the
+    // liveness probe (deploy/helm) restart it.
+    if (role == v1::REPLICATION_ROLE_DEPOSED) hooks_.set_health("", false);
   }
 }
 

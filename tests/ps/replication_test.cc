@@ -30,6 +30,7 @@
 #include "core/checkpoint.h"
 #include "dcasgd/v1/ps.grpc.pb.h"
 #include "dcasgd/v1/replication.grpc.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/create_channel.h"
 #include "gtest/gtest.h"
 #include "tests/testing/ps_process.h"
@@ -157,6 +158,18 @@ class Pair {
                },
                timeout)
         .ok();
+  }
+  // Health "" (the process's liveness) of member m.
+  grpc::health::v1::HealthCheckResponse::ServingStatus Health(int m) {
+    auto stub = grpc::health::v1::Health::NewStub(
+        grpc::CreateChannel(address_[m], grpc::InsecureChannelCredentials()));
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+    grpc::health::v1::HealthCheckResponse response;
+    if (!stub->Check(&context, grpc::health::v1::HealthCheckRequest(), &response).ok()) {
+      return grpc::health::v1::HealthCheckResponse::UNKNOWN;
+    }
+    return response.status();
   }
   // A Join on member m: its status and the dcasgd-role it named.
   std::pair<grpc::Status, std::string> Join(int m) {
@@ -621,6 +634,10 @@ TEST(Replication, StoppedPrimaryIsDeposedAndAcknowledgesNothing) {
   auto [later, later_role] = pair.Join(0);
   EXPECT_EQ(later.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(later_role, "deposed");
+  // Its liveness fails (health "" NOT_SERVING), so a supervisor restarts it
+  // and it catches up as the replica; the promoted member stays alive.
+  EXPECT_EQ(pair.Health(0), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  EXPECT_EQ(pair.Health(1), grpc::health::v1::HealthCheckResponse::SERVING);
   absl::StatusOr<v1::ShardStatus> a = pair.Status(0);
   ASSERT_TRUE(a.ok());
   EXPECT_EQ(a->version(), 1u);  // the refused push changed nothing
