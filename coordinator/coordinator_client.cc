@@ -4,10 +4,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "absl/synchronization/mutex.h"
 #include "auth/tls.h"
 #include "base/backoff.h"
 #include "clients/cpp/channel_args.h"
+#include "clients/cpp/member_cursor.h"
 #include "dcasgd/v1/coordinator.grpc.pb.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
@@ -33,25 +33,23 @@ std::shared_ptr<grpc::Channel> MakeChannel(
 // the other after a transient failure (a member that is not the primary
 // answers UNAVAILABLE).
 struct CoordinatorClient::Stub {
+  explicit Stub(size_t count) : cursor(count) {}
+
   std::vector<std::unique_ptr<v1::DataCoordinator::Stub>> members;  // const after construction
-  absl::Mutex mu;
-  size_t current ABSL_GUARDED_BY(mu) = 0;
+  client::MemberCursor cursor;
 
   v1::DataCoordinator::Stub* rpc(size_t* member) {
-    absl::MutexLock lock(&mu);
-    *member = current;
-    return members[current].get();
+    *member = cursor.current();
+    return members[*member].get();
   }
-  void MoveOn(size_t failed) {
-    absl::MutexLock lock(&mu);
-    if (current == failed) current = (failed + 1) % members.size();
-  }
+  void MoveOn(size_t failed) { cursor.MoveOn(failed); }
 };
 
 CoordinatorClient::CoordinatorClient(const std::string& address, absl::Duration patience,
                                      std::shared_ptr<const auth::ClientCredentials> credentials)
-    : address_(address), patience_(patience), stub_(new Stub) {
+    : address_(address), patience_(patience) {
   const std::vector<std::string> members = absl::StrSplit(address, '|');
+  stub_.reset(new Stub(members.size()));
   for (const std::string& member : members) {
     stub_->members.push_back(
         v1::DataCoordinator::NewStub(MakeChannel(member, members.size() > 1, credentials)));
