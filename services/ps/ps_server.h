@@ -96,9 +96,11 @@ class PsServer {
   // Constant after Start.
   const PsOptions options_;
   std::unique_ptr<ShardStore> store_;
+  // Before metrics_, so destroyed after it: the metrics exposer's scrapes
+  // read it until metrics_ is gone (ShardMetrics::AttachInflightBudget).
+  std::unique_ptr<InflightBudget> inflight_;
   std::unique_ptr<ShardMetrics> metrics_;
   std::unique_ptr<Checkpointer> checkpointer_;  // null: checkpoints off
-  std::unique_ptr<InflightBudget> inflight_;
   std::unique_ptr<auth::Authorizer> authorizer_;
   std::unique_ptr<ParameterShardService> service_;
   std::unique_ptr<DataCoordinator> coordinator_;  // shard 0 only
