@@ -1,6 +1,7 @@
 #ifndef DCASGD_SERVICES_PS_PS_SERVER_H_
 #define DCASGD_SERVICES_PS_PS_SERVER_H_
 
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -117,6 +118,10 @@ class PsServer {
   // Hands freed message buffers back to the system once a burst of requests
   // ended (the allocator keeps them otherwise: TuneAllocatorForLargeMessages).
   std::unique_ptr<PeriodicTask> memory_trimmer_;
+  // A replica's last write of the replicated data schedule failed (so the
+  // next failure is not logged again). Atomic: written by the replication
+  // follower's thread only, but read nowhere else under a lock.
+  std::atomic<bool> schedule_write_failing_{false};
   int grpc_port_ = 0;
   int health_port_ = 0;
 

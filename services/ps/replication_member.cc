@@ -323,8 +323,10 @@ void ReplicationMember::Decide() {
 
 void ReplicationMember::BecomePrimary(uint64_t expected, bool promoted, const std::string& why) {
   bool restore = false;
+  bool was_replica = false;
   {
     absl::MutexLock lock(&mu_);
+    was_replica = role_ == v1::REPLICATION_ROLE_REPLICA;
     restore = !promoted && !restored_;
     restored_ = true;
   }
@@ -355,6 +357,10 @@ void ReplicationMember::BecomePrimary(uint64_t expected, bool promoted, const st
   const uint64_t epoch = claim->state().epoch();
   if (promoted) {
     store_->RenewAllLeases();  // deadlines are not replicated
+    // Only a replica lacks the data leases' renewals. (A primary going on
+    // alone has them, and may be here while a coordinator call holds the
+    // coordinator's lock waiting for its commit, which this releases below.)
+    if (was_replica && hooks_.renew_data_leases) hooks_.renew_data_leases();
     if (failovers_ != nullptr) failovers_->Increment();
   }
   std::vector<absl::AnyInvocable<void(absl::Status)>> waiters;

@@ -96,6 +96,9 @@ class ReplicationMember {
     // replacing it with a primary's (a replica following the log).
     std::function<std::string()> coordinator_state;
     std::function<absl::Status(const std::string&)> load_coordinator_state;
+    // Shard 0, promoted: every data lease out gets a fresh deadline, as
+    // every worker lease does (deadlines are not replicated).
+    std::function<void()> renew_data_leases;
   };
 
   // `epoch_file`: where the highest epoch this member saw is kept (empty:

@@ -30,8 +30,10 @@
 #include <variant>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "base/status_macros.h"
 #include "clients/cpp/ps_client.h"
 #include "coordinator/coordinator_client.h"
@@ -84,6 +86,20 @@ bool MetricsShow(PsProcess& process, const std::string& line) {
              },
              absl::Seconds(10))
       .ok();
+}
+
+// The sum of the samples of metric `name` on the process's /metrics (-1
+// when it cannot be read).
+double MetricSum(PsProcess& process, const std::string& name) {
+  absl::StatusOr<std::string> metrics = testing::HttpGet(process.metrics_port(), "/metrics");
+  if (!metrics.ok()) return -1;
+  double sum = 0;
+  for (absl::string_view line : absl::StrSplit(*metrics, '\n')) {
+    if (!absl::StartsWith(line, name + "{") && !absl::StartsWith(line, name + " ")) continue;
+    double value = 0;
+    if (absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &value)) sum += value;
+  }
+  return sum;
 }
 
 struct Timing {
@@ -545,6 +561,74 @@ TEST(Replication, DataScheduleFollowsThePrimary) {
   progress = on_b.JobStatus();
   ASSERT_TRUE(progress.ok());
   EXPECT_EQ(progress->completed, 2u);
+}
+
+// Renewals of data leases are not replicated: a promoted shard 0 gives every
+// data lease out a fresh deadline, as it does every worker lease, so a lease
+// its holder renewed with the old primary past the deadline the replica last
+// saw does not expire at once (it would be trained twice).
+TEST(Replication, APromotedShardZeroGivesDataLeasesAFreshDeadline) {
+  Pair pair;
+  ASSERT_TRUE(pair.Start(Timing{300, 800}, {"--lease_seconds=2"}).ok());
+  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
+  CoordinatorClient on_a(pair.address(0), absl::Seconds(5));
+  absl::StatusOr<AcquireResult> acquired = on_a.Acquire("w0", 4, 1);
+  ASSERT_TRUE(acquired.ok() && std::holds_alternative<DataLease>(*acquired));
+  const DataLease held = std::get<DataLease>(*acquired);
+  // Renewed on a until past the deadline b holds (from the Acquire entry).
+  const absl::Time granted = absl::Now();
+  while (absl::Now() < granted + absl::Milliseconds(3000)) {
+    ASSERT_TRUE(on_a.Renew(held.lease_id, held.secret).ok());
+    absl::SleepFor(absl::Milliseconds(500));  // the holder's renewal period
+  }
+  ASSERT_TRUE(pair.member(0).Kill(SIGKILL).ok());
+  ASSERT_TRUE(pair.WaitRole(1, "primary-solo")) << pair.member(1).Log();
+  CoordinatorClient on_b(pair.address(1), absl::Seconds(5));
+  EXPECT_TRUE(on_b.Renew(held.lease_id, held.secret).ok());
+  absl::StatusOr<JobProgress> progress = on_b.JobStatus();
+  ASSERT_TRUE(progress.ok()) << progress.status();
+  EXPECT_EQ(progress->reissued, 0u);
+  EXPECT_EQ(progress->leased, 1u);
+  EXPECT_TRUE(on_b.Complete(held.lease_id, held.secret).ok());
+}
+
+// A replica that cannot write the replicated data schedule to its own
+// volume (here its file's path is a directory; in the fault suite, a full
+// volume) counts a checkpoint failure and stays in its pair: the schedule
+// is in its memory and the primary's.
+TEST(Replication, AReplicaThatCannotSaveTheScheduleStaysInThePair) {
+  Pair pair;
+  ASSERT_TRUE(pair.Start(Timing{300, 800}).ok());
+  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
+  const std::string schedule =
+      std::filesystem::path(pair.checkpoint(1)).parent_path() / "coordinator.state";
+  std::error_code error;
+  std::filesystem::remove(schedule, error);
+  ASSERT_TRUE(std::filesystem::create_directory(schedule)) << schedule;
+  CoordinatorClient coordinator(absl::StrCat(pair.address(0), "|", pair.address(1)),
+                                absl::Seconds(30));
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<AcquireResult> lease = coordinator.Acquire("w0", 4, 1);
+    ASSERT_TRUE(lease.ok() && std::holds_alternative<DataLease>(*lease)) << i;
+    const DataLease& l = std::get<DataLease>(*lease);
+    ASSERT_TRUE(coordinator.Complete(l.lease_id, l.secret).ok()) << i;
+  }
+  // Each change was committed with b's acknowledgement: still paired.
+  absl::StatusOr<v1::ShardStatus> a = pair.Status(0);
+  absl::StatusOr<v1::ShardStatus> b = pair.Status(1);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->replication_role(), "primary") << pair.member(1).Log();
+  EXPECT_EQ(b->replication_role(), "replica") << pair.member(1).Log();
+  EXPECT_NE(pair.member(1).Log().find("cannot save the replicated data schedule"),
+            std::string::npos)
+      << pair.member(1).Log();
+  EXPECT_GE(MetricSum(pair.member(1), "dcasgd_ps_checkpoint_failures_total"), 3.0);
+  // b holds the schedule: it goes on with it after a failover.
+  ASSERT_TRUE(pair.member(0).Kill(SIGKILL).ok());
+  ASSERT_TRUE(pair.WaitRole(1, "primary-solo")) << pair.member(1).Log();
+  absl::StatusOr<JobProgress> progress = coordinator.JobStatus();
+  ASSERT_TRUE(progress.ok()) << progress.status();
+  EXPECT_EQ(progress->completed, 3u);
 }
 
 // Shard 0's data coordinator: its schedule and leases (with their secrets'
