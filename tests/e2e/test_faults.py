@@ -1,23 +1,41 @@
 """The fault suite: a real job (3 shards, 4 workers, the evaluator) while
-faults are injected at random moments, and an undisturbed run of the same
-job for comparison.
+faults are injected at random moments, run twice, once with one process per
+shard and once with each shard a replicated pair, and an undisturbed run of
+the same job for comparison (one for both: see FaultSuite).
 
-Faults (FAULTS below; each picks its victim and timing from the seeded
-random generator): SIGKILL and SIGTERM of a shard (shard 0, which hosts the
-data coordinator, included) and its restart; SIGSTOP/SIGCONT of a shard;
-SIGKILL of a worker and a new worker in its place; an extra worker joining;
-a full checkpoint volume for a few seconds (each shard checkpoints to its
-own small tmpfs). New fault kinds (e.g. primary/replica kills once shards
-have replicas) are one more entry in FAULTS.
+One process per shard (FAULTS below; each picks its victim and timing from
+the seeded random generator): SIGKILL and SIGTERM of a shard (shard 0, which
+hosts the data coordinator, included) and its restart; SIGSTOP/SIGCONT of a
+shard; SIGKILL of a worker and a new worker in its place; an extra worker
+joining; a full checkpoint volume for a few seconds (each shard checkpoints
+to its own small tmpfs).
 
-After the run: the job finishes, no worker exits non-zero except those the
+Replicated pairs (PAIR_FAULTS; docs/design.md, "Replicated shards"): each
+shard is members a and b with a witness, and the workers and the evaluator
+are given "a|b" addresses. Every kind once per run, in a seeded order where
+every other fault hits a primary, on a random shard (shard 0 included):
+SIGKILL and SIGTERM of the primary and of the replica, each restarted after
+a short outage; SIGSTOP/SIGCONT of the primary for less than the failover
+timeout and for more (until its replica was promoted); an extra worker; a
+full checkpoint volume on a random member (each member has its own tmpfs).
+After each fault the suite waits until every pair is whole again (a paired
+primary and a caught-up replica); a member left deposed is restarted, since
+a deposed member does not catch up in place. Worker SIGKILL is left out of
+this run (the run above covers it): a killed worker's acknowledged steps are
+not reported, which would make the count of acknowledged updates below
+inexact.
+
+After each run: the job finishes, no worker exits non-zero except those the
 suite killed, every data shard of every epoch is trained in full exactly
 once (a killed worker's data shard is trained again from its start by the
 worker that gets it next: at-least-once for its first batches, counted as
 `reissued`), and the final test accuracy is within ACCURACY_TOLERANCE of the
-undisturbed run.
+undisturbed run. With pairs also: a killed or long-stopped primary was
+replaced by its replica, no worker saw a failed step (a failover is
+invisible to trainers), and no acknowledged update was lost or applied
+twice: each shard's final version equals the steps the workers report.
 
-The seed is printed; DCASGD_FAULT_SEED=<seed> replays a run's schedule
+The seed is printed; DCASGD_FAULT_SEED=<seed> replays both runs' schedules
 (process timing still varies).
 """
 
