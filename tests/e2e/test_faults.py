@@ -88,8 +88,8 @@ SETTLE_SECONDS = 90
 # run also waits for its pair to be whole again, and all of them must fit
 # in the job (the other member serves meanwhile, so the outage's length
 # matters less here).
-PAIR_OUTAGE_SECONDS = (0.2, 1.5)
-PAIR_GAP_SECONDS = (0.2, 1.0)
+PAIR_OUTAGE_SECONDS = (0.2, 1.0)
+PAIR_GAP_SECONDS = (0.1, 0.5)
 # Shard 0's replica saves each coordinator state it applies to
 # coordinator.state beside its checkpoints; when its volume is full the save
 # fails, it ends the primary's stream (RESOURCE_EXHAUSTED), the primary goes
@@ -332,7 +332,7 @@ def stop_primary(job, rng, longer):
     victim = job.member(i, PRIMARY)
     other = job.other(victim)
     timeout = FAILOVER_TIMEOUT_MS / 1000
-    pause = timeout * (rng.uniform(1.2, 2.0) if longer else rng.uniform(0.2, 0.6))
+    pause = timeout * (rng.uniform(1.1, 1.5) if longer else rng.uniform(0.2, 0.6))
     victim.process.signal(signal.SIGSTOP)
     wait_for(lambda: all_threads_stopped(victim.process.popen.pid), 10,
              "the SIGSTOP to take effect")
@@ -359,7 +359,7 @@ def fill_member_volume(job, rng):
     i = rng.randrange(SHARDS)
     member = job.pairs[i][rng.randrange(2)]
     role = member.role()
-    full = rng.uniform(1.0, 2.5)
+    full = rng.uniform(1.0, 1.5)  # above the checkpoint interval: a write fails
     job.volumes[(i, member.name)].fill()
     time.sleep(full)  # the time the disk stays full
     job.volumes[(i, member.name)].free()
@@ -427,10 +427,11 @@ def run_job(name, job_class, data, faults, next_kind, table, rng, add_cleanup,
         if job.done() or (done is not None and done >= total - 2):
             break
         kind = next_kind(n)
+        began = time.monotonic()
         what = table[kind](job, rng)
         log.append((kind, what))
-        print(f"  [{time.monotonic() - started:5.1f} s] fault {n + 1}: {what}",
-              file=sys.stderr, flush=True)
+        print(f"  [{began - started:5.1f} s] fault {n + 1} ({time.monotonic() - began:.1f} s): "
+              f"{what}", file=sys.stderr, flush=True)
         for worker, process in job.workers.items():
             if worker not in job.killed and process.poll() not in (None, 0):
                 raise AssertionError(f"after '{what}', {worker} exited {process.poll()}:\n"
