@@ -406,6 +406,8 @@ def trained_items(outputs):
 
 
 Run = collections.namedtuple("Run", "job status outputs accuracy log seconds")
+# What a worker prints when a data lease failed it (services/worker/trainer.cc).
+LEASE_TROUBLE = re.compile(r"could not complete lease|renewing data lease|handed out again")
 
 
 def run_job(name, job_class, data, faults, next_kind, table, rng, add_cleanup,
@@ -487,8 +489,11 @@ class FaultSuite(unittest.TestCase):
                         f"{ {k: v for k, v in trained.items() if v > 1} }; {context}")
         missing = DATA_SHARDS * EPOCHS - len(trained)
         self.assertLessEqual(missing, len(run.job.killed), context)
+        lease_lines = [line for out in run.outputs.values() for line in out.splitlines()
+                       if LEASE_TROUBLE.search(line)]
         self.assertLessEqual(run.status.reissued, len(run.job.killed),
-                             f"leases reissued without a worker kill: {context}")
+                             f"leases reissued without a worker kill: {context}; what the "
+                             f"workers said about leases: {lease_lines}")
         baseline = self.baseline.accuracy
         self.assertLessEqual(abs(run.accuracy - baseline), ACCURACY_TOLERANCE,
                              f"accuracy {run.accuracy:.4f} vs undisturbed {baseline:.4f}; "
