@@ -784,10 +784,10 @@ void BM_Replicated(benchmark::State& state) {
   }
 }
 
-// 7850 floats (softmax, 31 KB) and 1 Mi floats; 1 and 4 workers.
+// 7850 floats (softmax, 31 KB), 1 Mi and 10 Mi floats; 1 and 4 workers.
 BENCHMARK(BM_Replicated)
     ->ArgNames({"floats", "workers"})
-    ->ArgsProduct({{7850, 1 << 20}, {1, 4}})
+    ->ArgsProduct({{7850, 1 << 20, 10 << 20}, {1, 4}})
     ->Iterations(1)
     ->Unit(benchmark::kSecond)
     ->UseRealTime();

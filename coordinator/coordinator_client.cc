@@ -4,10 +4,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "absl/synchronization/mutex.h"
 #include "auth/tls.h"
 #include "base/backoff.h"
 #include "clients/cpp/channel_args.h"
+#include "clients/cpp/member_cursor.h"
 #include "dcasgd/v1/coordinator.grpc.pb.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
@@ -19,9 +19,10 @@ namespace dcasgd {
 namespace {
 
 std::shared_ptr<grpc::Channel> MakeChannel(
-    const std::string& address, const std::shared_ptr<const auth::ClientCredentials>& credentials) {
+    const std::string& address, bool pair,
+    const std::shared_ptr<const auth::ClientCredentials>& credentials) {
   grpc::ChannelArguments args;
-  client::SetResilienceArgs(&args);
+  client::SetResilienceArgs(&args, pair);
   return (credentials != nullptr ? credentials : auth::ClientCredentials::Insecure())
       ->NewChannel(address, args);
 }
@@ -32,27 +33,26 @@ std::shared_ptr<grpc::Channel> MakeChannel(
 // the other after a transient failure (a member that is not the primary
 // answers UNAVAILABLE).
 struct CoordinatorClient::Stub {
+  explicit Stub(size_t count) : cursor(count) {}
+
   std::vector<std::unique_ptr<v1::DataCoordinator::Stub>> members;  // const after construction
-  absl::Mutex mu;
-  size_t current ABSL_GUARDED_BY(mu) = 0;
+  client::MemberCursor cursor;
 
   v1::DataCoordinator::Stub* rpc(size_t* member) {
-    absl::MutexLock lock(&mu);
-    *member = current;
-    return members[current].get();
+    *member = cursor.current();
+    return members[*member].get();
   }
-  void MoveOn(size_t failed) {
-    absl::MutexLock lock(&mu);
-    if (current == failed) current = (failed + 1) % members.size();
-  }
+  void MoveOn(size_t failed) { cursor.MoveOn(failed); }
 };
 
 CoordinatorClient::CoordinatorClient(const std::string& address, absl::Duration patience,
                                      std::shared_ptr<const auth::ClientCredentials> credentials)
-    : address_(address), patience_(patience), stub_(new Stub) {
-  for (absl::string_view member : absl::StrSplit(address, '|')) {
+    : address_(address), patience_(patience) {
+  const std::vector<std::string> members = absl::StrSplit(address, '|');
+  stub_.reset(new Stub(members.size()));
+  for (const std::string& member : members) {
     stub_->members.push_back(
-        v1::DataCoordinator::NewStub(MakeChannel(std::string(member), credentials)));
+        v1::DataCoordinator::NewStub(MakeChannel(member, members.size() > 1, credentials)));
   }
 }
 

@@ -210,6 +210,16 @@ absl::Status DataCoordinator::Renew(uint64_t lease_id, absl::string_view secret)
   return absl::OkStatus();
 }
 
+void DataCoordinator::RenewAllLeases() {
+  absl::MutexLock lock(&mu_);
+  const absl::Time deadline = clock_->Now() + lease_;
+  deadlines_.clear();
+  for (auto& [lease_id, outstanding] : leased_) {
+    outstanding.deadline = deadline;
+    deadlines_.emplace(deadline, lease_id);
+  }
+}
+
 absl::Status DataCoordinator::Complete(uint64_t lease_id, absl::string_view secret) {
   absl::MutexLock lock(&mu_);
   ReclaimExpired();

@@ -107,6 +107,12 @@ class DataCoordinator {
   absl::Status Complete(uint64_t lease_id, absl::string_view secret);
   JobProgress Progress();
   absl::Duration lease() const { return lease_; }
+  // Every lease out gets a fresh deadline (now + lease), without reclaiming
+  // expired ones first: a replica promoted to serve shard 0 holds the
+  // deadlines of the last schedule change it applied (renewals are not
+  // replicated), which may have passed while the workers renewed with the
+  // old primary.
+  void RenewAllLeases();
 
   // The durable state of the job (its shape, which (epoch, shard) items are
   // done, the re-issue count, the leases out with their workers and the
@@ -136,7 +142,8 @@ class DataCoordinator {
   absl::StatusOr<Outstanding*> FindLease(uint64_t lease_id, absl::string_view secret)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReclaimExpired() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // leased_ and deadlines_ change together, through these three only.
+  // leased_ and deadlines_ change together, through these three only (and
+  // RenewAllLeases, which rebuilds deadlines_).
   void AddLease(uint64_t lease_id, Outstanding outstanding) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EraseLease(uint64_t lease_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ClearLeases() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -5,12 +5,12 @@
 namespace dcasgd {
 namespace client {
 
-void SetResilienceArgs(grpc::ChannelArguments* args) {
+void SetResilienceArgs(grpc::ChannelArguments* args, bool pair) {
   args->SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, kInitialReconnectBackoffMs);
   args->SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kMaxReconnectBackoffMs);
   args->SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, kMinConnectTimeoutMs);
-  args->SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, kKeepaliveTimeMs);
-  args->SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kKeepaliveTimeoutMs);
+  args->SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, pair ? kPairKeepaliveTimeMs : kKeepaliveTimeMs);
+  args->SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, pair ? kPairKeepaliveTimeoutMs : kKeepaliveTimeoutMs);
   args->SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   // Keep pinging an idle connection (the default stops after two pings
   // without data).

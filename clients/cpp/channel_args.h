@@ -21,9 +21,18 @@ inline constexpr int kMinConnectTimeoutMs = 1000;
 // their deadline. Shards accept pings this often (services/ps/ps_server.cc).
 inline constexpr int kKeepaliveTimeMs = 10000;
 inline constexpr int kKeepaliveTimeoutMs = 5000;
+// Keepalive towards a member of a replicated shard ("a|b"): the other member
+// can take over, so a hung primary is left within about 2-3 s (a ping after
+// 1 s without data, 2 s to answer) rather than 15 s; its replica is promoted
+// after --failover_timeout_ms (docs/design.md, "Replicated shards"). The
+// timeout is 2 s rather than 1 s so that a busy but healthy member on a
+// loaded machine is not left by mistake (which would cost an attempt).
+inline constexpr int kPairKeepaliveTimeMs = 1000;
+inline constexpr int kPairKeepaliveTimeoutMs = 2000;
 
-// Adds the settings above to `args`.
-void SetResilienceArgs(grpc::ChannelArguments* args);
+// Adds the settings above to `args`; `pair` selects the keepalive for a
+// member of a replicated shard.
+void SetResilienceArgs(grpc::ChannelArguments* args, bool pair = false);
 
 }  // namespace client
 }  // namespace dcasgd

@@ -63,7 +63,6 @@ PsClient::PsClient(ClientOptions options) : options_(std::move(options)) {
   // Each client gets its own connections, so that several clients in one
   // process (e.g. benchmark workers) do not share one TCP stream.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  client::SetResilienceArgs(&args);
   const client::CallPolicy policy{options_.rpc_timeout, options_.max_attempts,
                                   options_.initial_backoff, options_.max_backoff};
   const uint32_t count = static_cast<uint32_t>(options_.shard_addresses.size());
@@ -72,9 +71,11 @@ PsClient::PsClient(ClientOptions options) : options_(std::move(options)) {
     if (!options_.replica_addresses.empty() && !options_.replica_addresses[i].empty()) {
       members.push_back(options_.replica_addresses[i]);
     }
-    shards_.push_back(std::make_unique<ShardSession>(i, count, members, args, options_.worker_name,
-                                                     policy, options_.credentials,
-                                                     options_.pipeline_depth));
+    grpc::ChannelArguments shard_args = args;
+    client::SetResilienceArgs(&shard_args, /*pair=*/members.size() > 1);
+    shards_.push_back(
+        std::make_unique<ShardSession>(i, count, members, shard_args, options_.worker_name, policy,
+                                       options_.credentials, options_.pipeline_depth));
   }
 }
 

@@ -48,22 +48,16 @@ ShardSession::ShardSession(uint32_t index, uint32_t count,
       worker_name_(std::move(worker_name)),
       pipeline_depth_(pipeline_depth),
       policy_(policy),
-      members_(OpenMembers<Member>(addresses, args, credentials)) {}
+      members_(OpenMembers<Member>(addresses, args, credentials)),
+      cursor_(members_.size()) {}
 
 v1::ParameterShard::Stub* ShardSession::stub() const {
   return members_[current_member()].stub.get();
 }
 
-size_t ShardSession::current_member() const {
-  absl::MutexLock lock(&mu_);
-  return current_;
-}
+size_t ShardSession::current_member() const { return cursor_.current(); }
 
-void ShardSession::MoveOn(size_t failed) {
-  if (members_.size() < 2) return;
-  absl::MutexLock lock(&mu_);
-  if (current_ == failed) current_ = (failed + 1) % members_.size();
-}
+void ShardSession::MoveOn(size_t failed) { cursor_.MoveOn(failed); }
 
 ShardSession::~ShardSession() {
   std::shared_ptr<RoundStream> stream;

@@ -14,6 +14,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "auth/tls.h"
+#include "clients/cpp/member_cursor.h"
 #include "dcasgd/v1/ps.grpc.pb.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/client_context.h"
@@ -168,6 +169,7 @@ class ShardSession {
   const uint32_t pipeline_depth_;
   const CallPolicy policy_;
   const std::vector<Member> members_;
+  client::MemberCursor cursor_;  // which of members_ calls go to
 
   // Serialises Join, re-Join and Leave. Held across the RPC so that
   // concurrent failures re-join once; never taken while holding `mu_`.
@@ -176,8 +178,7 @@ class ShardSession {
   uint64_t worker_id_ ABSL_GUARDED_BY(mu_) = 0;  // 0: not joined
   std::string session_ ABSL_GUARDED_BY(mu_);     // JoinResponse.session; secret
   uint64_t lease_ms_ ABSL_GUARDED_BY(mu_) = 0;
-  bool left_ ABSL_GUARDED_BY(mu_) = false;   // Leave() was called: never re-join
-  size_t current_ ABSL_GUARDED_BY(mu_) = 0;  // index into members_
+  bool left_ ABSL_GUARDED_BY(mu_) = false;  // Leave() was called: never re-join
 
   absl::Mutex exchange_mu_;
   std::shared_ptr<RoundStream> exchange_ ABSL_GUARDED_BY(exchange_mu_);

@@ -118,6 +118,10 @@ ABSL_FLAG(int64_t, replication_buffer_bytes, int64_t{256} << 20,
 ABSL_FLAG(std::string, peer_tls_ca, "",
           "PEM CA of the peer's and the witness's certificates: the member's outgoing calls use "
           "TLS; empty: plaintext");
+ABSL_FLAG(std::string, peer_tls_cert, "",
+          "PEM client certificate for the member's outgoing calls, for a peer and a witness that "
+          "require mutual TLS (with --peer_tls_key and --peer_tls_ca)");
+ABSL_FLAG(std::string, peer_tls_key, "", "PEM private key of --peer_tls_cert");
 ABSL_FLAG(std::string, peer_token_file, "",
           "file holding the replication role's bearer token for the member's outgoing calls");
 
@@ -443,7 +447,17 @@ absl::Status ParseReplication(const EnvLookup& env, PsOptions* options) {
   }
   r.buffer_bytes = static_cast<uint64_t>(buffer);
   r.peer_security.ca = absl::GetFlag(FLAGS_peer_tls_ca);
+  r.peer_security.cert = absl::GetFlag(FLAGS_peer_tls_cert);
+  r.peer_security.key = absl::GetFlag(FLAGS_peer_tls_key);
   r.peer_security.token_file = absl::GetFlag(FLAGS_peer_token_file);
+  if (r.peer_security.cert.empty() != r.peer_security.key.empty()) {
+    return absl::InvalidArgumentError("--peer_tls_cert and --peer_tls_key go together");
+  }
+  if (!r.peer_security.cert.empty() && r.peer_security.ca.empty()) {
+    return absl::InvalidArgumentError(
+        "--peer_tls_cert needs --peer_tls_ca (the CA of the peer's and the witness's "
+        "certificates)");
+  }
   return absl::OkStatus();
 }
 

@@ -95,10 +95,12 @@ absl::Status PsServer::StartImpl() {
   builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES,
                              static_cast<int>(kStreamWindowBytes));
-  // Accept the clients' keepalive pings (every 10 s, clients/cpp/channel_args.h):
-  // gRPC's default minimum of 5 minutes between pings without data would
-  // answer them with GOAWAY "too_many_pings".
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+  // Accept the clients' keepalive pings (every 10 s, and every second from a
+  // client of a replicated shard: clients/cpp/channel_args.h): gRPC's default
+  // minimum of 5 minutes between pings without data would answer them with
+  // GOAWAY "too_many_pings". Half the fastest interval leaves room for timer
+  // jitter.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 500);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || grpc_port_ == 0) {
@@ -147,12 +149,30 @@ void PsServer::AddReplication(grpc::ServerBuilder* builder) {
   hooks.coordinator_state = [this] {
     return coordinator_ == nullptr ? std::string() : coordinator_->SerializeProgress();
   };
+  hooks.renew_data_leases = [this] {
+    if (coordinator_ != nullptr) coordinator_->RenewAllLeases();
+  };
   hooks.load_coordinator_state = [this](const std::string& state) -> absl::Status {
     if (coordinator_ == nullptr) return absl::OkStatus();
     // Kept in the member's own file too, for when it restarts as primary.
+    // A failed write (a full volume) is a failed checkpoint of this member,
+    // not a reason to leave the pair: the schedule is in memory here and on
+    // the primary, and the file is rewritten with the next change.
     if (!options_.checkpoint_dir.empty()) {
-      RETURN_IF_ERROR(WriteFileAtomically(
-          absl::StrCat(options_.checkpoint_dir, "/", kScheduleFileName), state));
+      absl::Status saved =
+          WriteFileAtomically(absl::StrCat(options_.checkpoint_dir, "/", kScheduleFileName), state);
+      if (!saved.ok()) {
+        metrics_->CountCheckpointFailure();
+        if (!schedule_write_failing_.exchange(true)) {
+          std::fprintf(stderr,
+                       "dcasgd-ps: cannot save the replicated data schedule (%s): this member "
+                       "stays in its pair; its checkpoint holds an older schedule until a "
+                       "write succeeds\n",
+                       saved.ToString().c_str());
+        }
+      } else if (schedule_write_failing_.exchange(false)) {
+        std::fprintf(stderr, "dcasgd-ps: the replicated data schedule is saved again\n");
+      }
     }
     return coordinator_->RestoreProgress(state);
   };

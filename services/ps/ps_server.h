@@ -1,6 +1,7 @@
 #ifndef DCASGD_SERVICES_PS_PS_SERVER_H_
 #define DCASGD_SERVICES_PS_PS_SERVER_H_
 
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -96,9 +97,11 @@ class PsServer {
   // Constant after Start.
   const PsOptions options_;
   std::unique_ptr<ShardStore> store_;
+  // Before metrics_, so destroyed after it: the metrics exposer's scrapes
+  // read it until metrics_ is gone (ShardMetrics::AttachInflightBudget).
+  std::unique_ptr<InflightBudget> inflight_;
   std::unique_ptr<ShardMetrics> metrics_;
   std::unique_ptr<Checkpointer> checkpointer_;  // null: checkpoints off
-  std::unique_ptr<InflightBudget> inflight_;
   std::unique_ptr<auth::Authorizer> authorizer_;
   std::unique_ptr<ParameterShardService> service_;
   std::unique_ptr<DataCoordinator> coordinator_;  // shard 0 only
@@ -115,6 +118,10 @@ class PsServer {
   // Hands freed message buffers back to the system once a burst of requests
   // ended (the allocator keeps them otherwise: TuneAllocatorForLargeMessages).
   std::unique_ptr<PeriodicTask> memory_trimmer_;
+  // A replica's last write of the replicated data schedule failed (so the
+  // next failure is not logged again). Atomic: written by the replication
+  // follower's thread only, but read nowhere else under a lock.
+  std::atomic<bool> schedule_write_failing_{false};
   int grpc_port_ = 0;
   int health_port_ = 0;
 

@@ -124,6 +124,10 @@ absl::Status ReplicaFollower::FollowOnce() {
     absl::MutexLock lock(&mu_);
     context_ = nullptr;
   }
+  // A peer that is not primary names its role.
+  for (const auto& [key, value] : context.GetServerTrailingMetadata()) {
+    if (key == kRoleMetadataKey) member_->NotePeerRole(std::string(value.data(), value.size()));
+  }
   if (!status.ok()) return status;
   return end.ok() ? absl::UnavailableError("the primary ended the stream")
                   : FromGrpcStatus(end, absl::StrCat("primary ", member_->options().peer_address));

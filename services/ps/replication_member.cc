@@ -188,6 +188,10 @@ void ReplicationMember::SetRole(v1::ReplicationRole role) {
     hooks_.set_health(kReplicationHealthService, role == v1::REPLICATION_ROLE_PRIMARY_PAIRED);
     // Alive ("" stays SERVING) but serving no client call.
     hooks_.set_health(kShardHealthService, IsPrimary(role));
+    // Except deposed: its store cannot catch up in place, and a restarted
+    // process catches up from the new primary. "" NOT_SERVING makes the
+    // liveness probe (deploy/helm) restart it.
+    if (role == v1::REPLICATION_ROLE_DEPOSED) hooks_.set_health("", false);
   }
 }
 
@@ -241,6 +245,8 @@ void ReplicationMember::Tick() {
     CheckReplica();
   } else if (role == v1::REPLICATION_ROLE_REPLICA) {
     CheckPrimary();
+  } else if (role == v1::REPLICATION_ROLE_CATCHING_UP) {
+    CheckBothRestarted();
   }
 }
 
@@ -298,15 +304,17 @@ void ReplicationMember::Decide() {
   if (reg.epoch() > 0 && self && reg.paired()) {
     // The peer may hold acknowledged updates this member lost with its
     // memory: it claims when its timeout runs out; never claim on ours.
+    // Unless the peer restarted too (CheckBothRestarted).
     LogEvery("paired-self",
              absl::StrCat("the register is paired at epoch ", reg.epoch(),
                           " and names this member, which restarted: waiting for the peer to "
-                          "take over (if both members lost their memory, use failover --force)"));
+                          "take over, or to say it restarted too"));
   }
   {
     absl::MutexLock lock(&mu_);
     if (role_ != v1::REPLICATION_ROLE_STARTING) return;
     SetRole(v1::REPLICATION_ROLE_CATCHING_UP);
+    if (reg.epoch() > 0 && self && reg.paired()) restarted_holder_epoch_ = reg.epoch();
   }
   LogEvery("follow",
            absl::StrCat("catching up from member ", options_.member == v1::MEMBER_A ? "b" : "a",
@@ -315,8 +323,10 @@ void ReplicationMember::Decide() {
 
 void ReplicationMember::BecomePrimary(uint64_t expected, bool promoted, const std::string& why) {
   bool restore = false;
+  bool was_replica = false;
   {
     absl::MutexLock lock(&mu_);
+    was_replica = role_ == v1::REPLICATION_ROLE_REPLICA;
     restore = !promoted && !restored_;
     restored_ = true;
   }
@@ -347,6 +357,10 @@ void ReplicationMember::BecomePrimary(uint64_t expected, bool promoted, const st
   const uint64_t epoch = claim->state().epoch();
   if (promoted) {
     store_->RenewAllLeases();  // deadlines are not replicated
+    // Only a replica lacks the data leases' renewals. (A primary going on
+    // alone has them, and may be here while a coordinator call holds the
+    // coordinator's lock waiting for its commit, which this releases below.)
+    if (was_replica && hooks_.renew_data_leases) hooks_.renew_data_leases();
     if (failovers_ != nullptr) failovers_->Increment();
   }
   std::vector<absl::AnyInvocable<void(absl::Status)>> waiters;
@@ -422,6 +436,50 @@ void ReplicationMember::CheckPrimary() {
   }
   follower_->Cancel();
   BecomePrimary(expected, /*promoted=*/true, why);
+}
+
+void ReplicationMember::NotePeerRole(const std::string& role) {
+  absl::MutexLock lock(&mu_);
+  peer_role_ = role;
+}
+
+void ReplicationMember::CheckBothRestarted() {
+  uint64_t epoch = 0;
+  std::string peer_role;
+  {
+    absl::MutexLock lock(&mu_);
+    if (restarted_holder_epoch_ == 0 || valid_) return;
+    epoch = restarted_holder_epoch_;
+    peer_role = peer_role_;
+  }
+  // Starting or catching up, the peer holds no valid copy: it restarted too
+  // and can only become a replica of a primary, which only this member can
+  // become (the register names it). So no acknowledged update is held
+  // anywhere but in the checkpoints, and claiming loses nothing a wait would
+  // keep.
+  if (peer_role != RoleName(v1::REPLICATION_ROLE_STARTING) &&
+      peer_role != RoleName(v1::REPLICATION_ROLE_CATCHING_UP)) {
+    return;
+  }
+  // The register must still be the one seen at start (the claim below checks
+  // its epoch again at the witness).
+  v1::GetRegisterRequest request;
+  request.set_shard_index(store_->config().shard_index);
+  v1::WitnessRegister reg;
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + kWitnessCallDeadline));
+  if (grpc::Status s = witness_->GetRegister(&context, request, &reg); !s.ok()) return;
+  if (reg.epoch() != epoch || reg.holder() != options_.member || !reg.paired()) {
+    absl::MutexLock lock(&mu_);
+    restarted_holder_epoch_ = 0;  // the register moved: follow as usual
+    return;
+  }
+  follower_->Cancel();
+  BecomePrimary(epoch, /*promoted=*/false,
+                absl::StrCat("both members restarted: the peer is ", peer_role,
+                             ", so this member, named by the paired register, serves from its "
+                             "checkpoint; updates acknowledged after it are lost, as without "
+                             "replicas"));
 }
 
 bool ReplicationMember::ShouldFollow() const {

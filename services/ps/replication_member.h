@@ -51,8 +51,12 @@ inline constexpr absl::Duration kWitnessCallDeadline = absl::Seconds(2);
 // it already saw an epoch: then the witness lost its register, and it waits),
 // member b follows a; a register held alone by this member is claimed again;
 // otherwise the member follows its peer (ReplicaFollower) and never claims on
-// a timeout before it holds a valid copy. A primary serves clients; everything
-// else answers them UNAVAILABLE (Admit).
+// a timeout before it holds a valid copy. One exception: both members
+// restarted (a paired register names this member, and the peer says it is
+// starting or catching up itself, so neither holds more than its
+// checkpoint): the register's holder claims and serves from its checkpoint,
+// as an unreplicated shard would, and the peer catches up from it. A primary serves clients;
+// everything else answers them UNAVAILABLE (Admit).
 //
 // Commits. A call's final answer waits (WhenCommitted) for the replica's
 // acknowledgement of the store's last seq after the call's own changes were
@@ -92,6 +96,9 @@ class ReplicationMember {
     // replacing it with a primary's (a replica following the log).
     std::function<std::string()> coordinator_state;
     std::function<absl::Status(const std::string&)> load_coordinator_state;
+    // Shard 0, promoted: every data lease out gets a fresh deadline, as
+    // every worker lease does (deadlines are not replicated).
+    std::function<void()> renew_data_leases;
   };
 
   // `epoch_file`: where the highest epoch this member saw is kept (empty:
@@ -164,6 +171,9 @@ class ReplicationMember {
   void CaughtUp(uint64_t epoch);
   // The stream ended; `refused`: the primary's port refuses connections.
   void FollowEnded(const absl::Status& status, bool refused);
+  // The peer refused the hello as a member that is not primary, naming its
+  // role (RoleName).
+  void NotePeerRole(const std::string& role);
 
   // Monotonic nanoseconds (PrimaryMessage.sent_ns).
   static int64_t NowNs();
@@ -186,6 +196,9 @@ class ReplicationMember {
   void CheckReplica();
   // The replica's check: a silent primary.
   void CheckPrimary();
+  // A restarted member named by a paired register, catching up: claims when
+  // its peer restarted too (see Decide).
+  void CheckBothRestarted();
   void SetRole(v1::ReplicationRole role) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Takes the waiters `committed` (seq <= acked, or all) for running outside mu_.
   std::vector<absl::AnyInvocable<void(absl::Status)>> TakeWaiters(bool all)
@@ -241,6 +254,11 @@ class ReplicationMember {
   int64_t last_heard_ns_ ABSL_GUARDED_BY(mu_) = 0;
   bool stream_ended_ ABSL_GUARDED_BY(mu_) = false;
   bool peer_refused_ ABSL_GUARDED_BY(mu_) = false;
+  // Catching up after a restart while the register was paired and named this
+  // member: that register's epoch (0: not so).
+  uint64_t restarted_holder_epoch_ ABSL_GUARDED_BY(mu_) = 0;
+  // The role the peer last named when it refused this member's hello.
+  std::string peer_role_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, absl::Time> logged_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -84,6 +84,9 @@ absl::StatusOr<ReplicationMember::Attachment> ReplicationMember::AttachReplica(
   }
   absl::ReleasableMutexLock lock(&mu_);
   if (!IsPrimary(role_)) {
+    // The role tells a restarted peer whether this member lost its memory
+    // too (ReplicationMember::NotePeerRole).
+    context->AddTrailingMetadata(kRoleMetadataKey, RoleName(role_));
     return absl::FailedPreconditionError(absl::StrCat("member ", MemberName(options_.member),
                                                       " is ", RoleName(role_), " at epoch ", epoch_,
                                                       ", not primary"));

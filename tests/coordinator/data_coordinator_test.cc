@@ -60,6 +60,31 @@ TEST(DataCoordinator, ExpiredLeaseIsReissuedFirst) {
   EXPECT_EQ(p.completed, 3u);
 }
 
+// A replica promoted to serve shard 0 holds the deadlines of the last
+// schedule change it applied; RenewAllLeases gives every lease out a fresh
+// one, so leases whose holders renewed with the old primary do not expire
+// at once on the new one.
+TEST(DataCoordinator, RenewAllLeasesGivesEveryLeaseAFreshDeadline) {
+  ManualClock clock;
+  DataCoordinator c(absl::Seconds(10), &clock);
+  DataLease first = MustLease(c.Acquire("a", 4, 1));
+  clock.Advance(absl::Seconds(8));
+  DataLease second = MustLease(c.Acquire("b", 4, 1));
+  clock.Advance(absl::Seconds(1));
+  c.RenewAllLeases();
+  // Past first's old deadline (t=10), within the fresh one (t=19).
+  clock.Advance(absl::Seconds(9));
+  EXPECT_TRUE(c.Renew(first.lease_id, first.secret).ok());
+  EXPECT_TRUE(c.Complete(second.lease_id, second.secret).ok());
+  EXPECT_EQ(c.Progress().reissued, 0u);
+  // Fresh deadlines still expire: first was renewed at t=18, so by t=29 it
+  // is reissued.
+  clock.Advance(absl::Seconds(11));
+  DataLease again = MustLease(c.Acquire("b", 4, 1));
+  EXPECT_EQ(again.data_shard, first.data_shard);
+  EXPECT_EQ(c.Progress().reissued, 1u);
+}
+
 TEST(DataCoordinator, RetryLaterWhileTheLastLeasesAreOut) {
   ManualClock clock;
   DataCoordinator c(absl::Seconds(2), &clock);

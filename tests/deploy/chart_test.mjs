@@ -666,11 +666,30 @@ describe('replicated shards (ps.replicas 2)', () => {
     }
   });
 
-  test('mutual TLS with pairs is refused with the reason', () => {
-    const out = helm(['template', 'dcasgd', chartDir, '--set', 'ps.replicas=2',
-      '--set', 'security.tls.mutual=true']);
-    assert.notEqual(out.status, 0);
-    assert.match(out.stderr, /ps\.replicas=2 needs security\.tls\.mutual=false/);
+  test('with mutual TLS the members present the client certificate to their peer', async () => {
+    const mutual = render(['--set', 'ps.replicas=2', '--set', 'security.tls.mutual=true'],
+      { namespace: ns });
+    for (const o of mutual) await validateObject(o);
+    const m = one(mutual, 'StatefulSet', 'dcasgd-ps');
+    const mc = m.spec.template.spec.containers[0];
+    assert.equal(arg(mc, 'peer_tls_ca'), '/etc/dcasgd/tls/ca.crt');
+    assert.equal(arg(mc, 'peer_tls_cert'), '/etc/dcasgd/peer-tls/tls.crt');
+    assert.equal(arg(mc, 'peer_tls_key'), '/etc/dcasgd/peer-tls/tls.key');
+    const volumes = Object.fromEntries(m.spec.template.spec.volumes.map((v) => [v.name, v]));
+    assert.equal(volumes['peer-tls'].secret.secretName, 'dcasgd-client-tls');
+    assert.deepEqual(volumes['peer-tls'].secret.items.map((i) => i.key), ['tls.crt', 'tls.key']);
+    const mounts = Object.fromEntries(mc.volumeMounts.map((v) => [v.name, v.mountPath]));
+    assert.equal(mounts['peer-tls'], '/etc/dcasgd/peer-tls');
+    // The client Secret exists (the chart made it) and its certificate is
+    // signed by the CA the members verify clients with.
+    const client = one(mutual, 'Secret', 'dcasgd-client-tls');
+    const server = one(mutual, 'Secret', 'dcasgd-tls');
+    const ca = new crypto.X509Certificate(Buffer.from(server.data['ca.crt'], 'base64'));
+    const cert = new crypto.X509Certificate(Buffer.from(client.data['tls.crt'], 'base64'));
+    assert.ok(cert.verify(ca.publicKey));
+    // Without mutual TLS, no client certificate in the shard pods.
+    assert.equal(arg(c, 'peer_tls_cert'), undefined);
+    assert.ok(!sts.spec.template.spec.volumes.some((v) => v.name === 'peer-tls'));
   });
 });
 

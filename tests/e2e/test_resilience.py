@@ -22,6 +22,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 import unittest
 
@@ -53,10 +54,24 @@ class Resilience(unittest.TestCase):
         return f"127.0.0.1:{self.cluster.shards[i][1]}"
 
     def steps(self, worker):
+        """The worker's step counter; fails when the worker exited. A read
+        that fails while the worker runs (seen once: "connection refused"
+        from a live worker's metrics port on a loaded machine) counts as no
+        progress since the last read, and the caller polls again."""
         if worker.poll() is not None:
             self.fail(f"worker exited with {worker.poll()}:\n{worker.output()[-3000:]}")
         ports = harness.read_port_file(worker.port_file)
-        return harness.metric_value(ports["metrics"], "dcasgd_worker_steps_total") if ports else 0
+        if not ports:
+            return 0
+        try:
+            worker.last_steps = harness.metric_value(ports["metrics"],
+                                                     "dcasgd_worker_steps_total")
+        except OSError as error:
+            if worker.poll() is not None:
+                self.fail(f"worker exited with {worker.poll()}:\n{worker.output()[-3000:]}")
+            print(f"metrics of a running worker unreadable ({error}); polling again",
+                  file=sys.stderr, flush=True)
+        return getattr(worker, "last_steps", 0)
 
     def wait_for_progress(self, workers, steps):
         """Waits until the workers together made `steps` more steps; fails

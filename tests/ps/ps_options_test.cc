@@ -309,7 +309,8 @@ TEST(PsOptions, ReplicatedMemberFlags) {
       Parse({"--replicas=2", "--member=b", "--peer_address=10.0.0.1:7000",
              "--witness_address=10.0.0.9:7000", "--replication_heartbeat_ms=100",
              "--replication_lease_ms=1000", "--failover_timeout_ms=1500",
-             "--replication_buffer_bytes=2097152", "--peer_token_file=/t"});
+             "--replication_buffer_bytes=2097152", "--peer_token_file=/t", "--peer_tls_ca=/ca",
+             "--peer_tls_cert=/c", "--peer_tls_key=/k"});
   ASSERT_TRUE(options.ok()) << options.status();
   const ReplicationOptions& r = options->replication;
   EXPECT_TRUE(r.enabled());
@@ -321,6 +322,9 @@ TEST(PsOptions, ReplicatedMemberFlags) {
   EXPECT_EQ(r.failover_timeout, absl::Milliseconds(1500));
   EXPECT_EQ(r.buffer_bytes, 2u << 20);
   EXPECT_EQ(r.peer_security.token_file, "/t");
+  EXPECT_EQ(r.peer_security.ca, "/ca");
+  EXPECT_EQ(r.peer_security.cert, "/c");
+  EXPECT_EQ(r.peer_security.key, "/k");
   EXPECT_THAT(options->DebugString(), HasSubstr("replicas=2 member=b"));
 }
 
@@ -377,7 +381,13 @@ INSTANTIATE_TEST_SUITE_P(
                        "at least 1 MiB"},
         BadReplication{{"--replicas=2", "--peer_address=p:1", "--witness_address=w:1", "--member=a",
                         "--failover_timeout_ms=0"},
-                       "--failover_timeout_ms=0"}));
+                       "--failover_timeout_ms=0"},
+        BadReplication{{"--replicas=2", "--peer_address=p:1", "--witness_address=w:1", "--member=a",
+                        "--peer_tls_ca=/ca", "--peer_tls_cert=/c"},
+                       "--peer_tls_cert and --peer_tls_key go together"},
+        BadReplication{{"--replicas=2", "--peer_address=p:1", "--witness_address=w:1", "--member=a",
+                        "--peer_tls_cert=/c", "--peer_tls_key=/k"},
+                       "--peer_tls_cert needs --peer_tls_ca"}));
 
 }  // namespace
 }  // namespace dcasgd

@@ -165,6 +165,34 @@ class Shard:
 SPECS = [dcasgd.TensorSpec("w", (6,), 4, dcasgd.zeros())]
 
 
+def wait_until_paired(test, client, timeout=60):
+    """Polls until member a of the client's shard is the primary of a formed
+    pair (its replica caught up): before that, the replica could not take
+    over."""
+    deadline = time.monotonic() + timeout
+    while client.status()[0].replication_role != "primary":
+        test.assertLess(time.monotonic(), deadline, "the pair did not form")
+        time.sleep(0.02)
+
+
+def wait_until_stopped(pid, timeout=10):
+    """SIGSTOP takes effect asynchronously: waits until every thread of
+    `pid` is in state T (stopped), so none can still answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = []
+        for tid in os.listdir("/proc/%d/task" % pid):
+            try:
+                with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+            except FileNotFoundError:
+                pass
+        if states and all(s in ("T", "t") for s in states):
+            return
+        time.sleep(0.01)
+    raise AssertionError("process %d did not stop" % pid)
+
+
 def start_witness(test, shard_count):
     """A dcasgd-witness on loopback for `test` (stopped at its cleanup);
     returns its address. Skips the test without $DCASGD_WITNESS_BINARY."""
@@ -283,6 +311,7 @@ class FaultTest(unittest.TestCase):
             for c in (client, reference):
                 c.declare(SPECS)
                 c.pull(["w"])
+            wait_until_paired(self, client)
             for i in range(1, 21):
                 if i == 8:
                     members[0].kill()  # SIGKILL, mid-way
@@ -293,6 +322,47 @@ class FaultTest(unittest.TestCase):
             status = client.status()[0]
         self.assertEqual(status.replication_role, "primary-solo")
         self.assertEqual(status.version, 20)
+
+    def test_a_client_of_a_real_pair_leaves_a_hung_primary_within_seconds(self):
+        # Member a is SIGSTOPped: its TCP connections stay open and a call
+        # on them hangs. The client pings a member of a pair after 1 s
+        # without data and gives it 2 s to answer (dcasgd._rpc.channel_options),
+        # so the push moves to member b, promoted after the failover timeout
+        # (0.8 s). With the keepalive of a lone shard (a ping every 10 s,
+        # 5 s to answer) the same push waits 5-15 s; the call's own deadline
+        # is 60 s.
+        witness = start_witness(self, 1)
+        ports = [free_port(), free_port()]
+        members = []
+        for m, name in enumerate("ab"):
+            shard = Shard(["--replicas=2", "--member=" + name,
+                           "--peer_address=127.0.0.1:%d" % ports[1 - m],
+                           "--witness_address=" + witness, "--replication_heartbeat_ms=50",
+                           "--replication_lease_ms=300", "--failover_timeout_ms=800",
+                           "--update_rule=asgd", "--lr=0.5"], port=ports[m])
+            self.addCleanup(shard.stop)
+            members.append(shard)
+        pair = "%s|%s" % (members[0].address, members[1].address)
+        with dcasgd.Client([pair], "py-0", initial_backoff=0.02, max_backoff=0.2) as client:
+            client.declare(SPECS)
+            client.pull(["w"])
+            gradient = {"w": np.ones(6, np.float32)}
+            wait_until_paired(self, client)
+            for _ in range(5):
+                client.pushpull(gradient)
+            members[0].process.send_signal(signal.SIGSTOP)
+            self.addCleanup(members[0].process.send_signal, signal.SIGCONT)
+            wait_until_stopped(members[0].process.pid)
+            stopped = time.monotonic()
+            got = client.pushpull(gradient)["w"]
+            left_after = time.monotonic() - stopped
+            status = client.status()[0]
+        print("push answered %.2f s after the primary stopped" % left_after, end=" ... ",
+              flush=True)
+        np.testing.assert_array_equal(got, np.full(6, -0.5 * 6, np.float32))
+        self.assertEqual(status.replication_role, "primary-solo")
+        self.assertEqual(status.version, 6)
+        self.assertLess(left_after, 7.0, "the push waited for the hung primary")
 
     def test_a_restarted_shard_is_used_within_seconds_of_coming_back(self):
         checkpoints = tempfile.TemporaryDirectory(prefix="dcasgd-py-ckpt-")

@@ -2,6 +2,7 @@
 // (docs/security.md). The certificates are made at test time by
 // tests/security/make-certs.sh with the openssl CLI; every client goes
 // through the production client code (auth/tls.h ClientCredentials).
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <cstdlib>
@@ -38,6 +39,7 @@ using testing::PsProcess;
 constexpr char kReaderToken[] = "reader-token-0123456789abcdef";
 constexpr char kWorkerToken[] = "worker-token-0123456789abcdef";
 constexpr char kAdminToken[] = "admin-token-0123456789abcdef";
+constexpr char kReplicationToken[] = "replication-token-0123456789ab";
 constexpr char kUnknownToken[] = "nobody-knows-this-token-0123";
 
 void WriteFile(const std::string& path, const std::string& text) {
@@ -62,11 +64,13 @@ class SecurityTest : public ::testing::Test {
     ASSERT_EQ(std::system(command.c_str()), 0) << command;
     WriteFile(Path("tokens"),
               absl::StrCat("# token role name\n", kReaderToken, " reader evaluator\n", kWorkerToken,
-                           " worker trainer\n", kAdminToken, " admin operator\n"));
+                           " worker trainer\n", kAdminToken, " admin operator\n", kReplicationToken,
+                           " replication members\n"));
     for (const auto& [name, token] :
          std::map<std::string, std::string>{{"reader.token", kReaderToken},
                                             {"worker.token", kWorkerToken},
                                             {"admin.token", kAdminToken},
+                                            {"replication.token", kReplicationToken},
                                             {"unknown.token", kUnknownToken}}) {
       WriteFile(Path(name), token + "\n");
     }
@@ -497,6 +501,89 @@ TEST_F(SecurityTest, MutualTlsRequiresAClientCertificateOfTheCa) {
   EXPECT_EQ(codes["Join"], grpc::StatusCode::PERMISSION_DENIED);
   codes = CallEverything(Channel(ps->address(), Tls("", "worker")));
   EXPECT_EQ(codes["GetStatus"], grpc::StatusCode::UNAUTHENTICATED);
+}
+
+// A replicated pair (dcasgd-ps --replicas=2) where the members, the witness
+// and the clients all require mutual TLS and tokens: each member's own
+// calls (to the witness, and the replica's stream to the primary) present a
+// client certificate of the CA (--peer_tls_cert) and the replication token.
+// The pair forms, a worker's push reaches both members, and the replica
+// takes over when the primary is killed.
+TEST_F(SecurityTest, ReplicatedPairUnderMutualTls) {
+  absl::StatusOr<std::string> dir = testing::MakeTempDir("dcasgd-security-pair");
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  const std::vector<std::string> server_tls = {
+      "--tls_cert=" + Path("server.pem"), "--tls_key=" + Path("server.key"),
+      "--tls_ca=" + Path("ca.pem"), "--auth_tokens_file=" + Path("tokens")};
+  std::vector<std::string> witness_flags = {"--listen=127.0.0.1:0", "--state_dir=" + *dir,
+                                            "--shard_count=1", "--metrics_address="};
+  witness_flags.insert(witness_flags.end(), server_tls.begin(), server_tls.end());
+  absl::StatusOr<std::unique_ptr<PsProcess>> witness =
+      PsProcess::StartBinary(testing::WitnessBinaryPath(), witness_flags);
+  ASSERT_TRUE(witness.ok()) << witness.status();
+  const std::string address[2] = {absl::StrCat("127.0.0.1:", testing::FreePort()),
+                                  absl::StrCat("127.0.0.1:", testing::FreePort())};
+  std::unique_ptr<PsProcess> member[2];
+  for (int m = 0; m < 2; ++m) {
+    std::vector<std::string> flags = {"--listen=" + address[m],
+                                      "--replicas=2",
+                                      absl::StrCat("--member=", m == 0 ? "a" : "b"),
+                                      "--peer_address=" + address[1 - m],
+                                      "--witness_address=" + (*witness)->address(),
+                                      "--replication_heartbeat_ms=50",
+                                      "--replication_lease_ms=300",
+                                      "--failover_timeout_ms=800",
+                                      "--update_rule=asgd",
+                                      "--lr=1",
+                                      "--peer_tls_ca=" + Path("ca.pem"),
+                                      "--peer_tls_cert=" + Path("worker.pem"),
+                                      "--peer_tls_key=" + Path("worker.key"),
+                                      "--peer_token_file=" + Path("replication.token")};
+    flags.insert(flags.end(), server_tls.begin(), server_tls.end());
+    member[m] = StartShard(flags);
+    ASSERT_NE(member[m], nullptr);
+  }
+  auto role = [&](int m) {
+    auto stub = v1::ParameterShard::NewStub(Channel(address[m], Tls("admin.token", "worker")));
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    v1::ShardStatus status;
+    return stub->GetStatus(&context, v1::GetStatusRequest(), &status).ok()
+               ? status.replication_role()
+               : std::string("unanswered");
+  };
+  ASSERT_TRUE(testing::WaitFor([&] { return role(0) == "primary"; }, absl::Seconds(30)).ok())
+      << member[0]->Log() << member[1]->Log();
+  EXPECT_EQ(role(1), "replica");
+
+  auto credentials = auth::ClientCredentials::Load(Tls("worker.token", "worker"));
+  ASSERT_TRUE(credentials.ok()) << credentials.status();
+  ClientOptions options = WorkerOptions(*member[0], *credentials, "trainer-0");
+  options.replica_addresses = {address[1]};
+  options.max_attempts = 8;
+  options.initial_backoff = absl::Milliseconds(20);
+  options.max_backoff = absl::Milliseconds(200);
+  absl::StatusOr<std::unique_ptr<PsClient>> worker = PsClient::Connect(options);
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  TensorSpec spec;
+  spec.name = "w";
+  spec.shape = {4};
+  spec.init.kind = Initializer::Kind::kConstant;
+  spec.init.a = 1.0f;
+  ASSERT_TRUE((*worker)->Declare({spec}).ok());
+  TensorMap weights;
+  ASSERT_TRUE((*worker)->Pull({"w"}, &weights).ok());
+  TensorMap gradients{{"w", {0.5f, 0.5f, 0.5f, 0.5f}}};
+  ASSERT_TRUE((*worker)->PushPull(gradients, &weights).ok());
+  // Acknowledged, so b has it: kill a, and b answers the next push.
+  ASSERT_TRUE(member[0]->Kill(SIGKILL).ok());
+  ASSERT_TRUE((*worker)->PushPull(gradients, &weights).ok()) << member[1]->Log();
+  EXPECT_THAT(weights["w"], ::testing::ElementsAre(0.0f, 0.0f, 0.0f, 0.0f));
+  EXPECT_EQ(role(1), "primary-solo");
+  worker->reset();
+  member[1].reset();
+  witness->reset();
+  testing::RemoveTree(*dir);
 }
 
 TEST_F(SecurityTest, CertificateIdentitiesCarryRoles) {

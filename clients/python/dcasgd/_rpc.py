@@ -21,7 +21,9 @@ TRANSIENT_CODES = frozenset([grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCEL
 # growing by 1.6x to 2 min, 20 s minimum connect timeout, leave a restarted
 # shard unused for several times the outage), and notice a hung or vanished
 # shard with keepalive pings (every 10 s, 5 s to answer; the shards accept
-# pings that often). The same values as the C++ client
+# pings that often). A member of a replicated shard ("a|b") is pinged after
+# 1 s without data with 2 s to answer, so a hung primary is left within about
+# 3 s for its replica. The same values as the C++ client
 # (clients/cpp/channel_args.h).
 CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
@@ -32,6 +34,16 @@ CHANNEL_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
 ]
+_PAIR_KEEPALIVE = {"grpc.keepalive_time_ms": 1000, "grpc.keepalive_timeout_ms": 2000}
+
+
+def channel_options(pair, extra=()):
+    """`extra` (e.g. message size limits) followed by CHANNEL_OPTIONS, with
+    the keepalive of a replicated shard's member when `pair`."""
+    options = list(extra)
+    for key, value in CHANNEL_OPTIONS:
+        options.append((key, _PAIR_KEEPALIVE.get(key, value) if pair else value))
+    return options
 
 
 class RetryPolicy:
@@ -105,8 +117,11 @@ class Members:
     Thread-safe."""
 
     def __init__(self, address, make_channel, make_stub):
+        """make_channel(member, pair) -> grpc.Channel; `pair` tells whether
+        the shard has two members (dcasgd._rpc.channel_options)."""
         self.address = address  # "a" or "a|b", for messages
-        self.channels = [make_channel(a) for a in parse_members(address)]
+        members = parse_members(address)
+        self.channels = [make_channel(a, len(members) > 1) for a in members]
         self._stubs = [make_stub(c) for c in self.channels]
         self._waiters = [channel_waiter(c) for c in self.channels]
         self._lock = threading.Lock()

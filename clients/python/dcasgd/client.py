@@ -110,14 +110,14 @@ class Client:
         self._policy = _rpc.RetryPolicy(max_attempts=max_attempts,
                                         initial_backoff=initial_backoff, max_backoff=max_backoff)
         self._heartbeats = heartbeats
-        channel_options = [("grpc.max_send_message_length", max_message_bytes),
-                           ("grpc.max_receive_message_length", max_message_bytes)]
-        channel_options += _rpc.CHANNEL_OPTIONS
+        sizes = [("grpc.max_send_message_length", max_message_bytes),
+                 ("grpc.max_receive_message_length", max_message_bytes)]
         self.credentials = security_lib.credentials_from(
             credentials, token=token, token_file=token_file, tls_ca=tls_ca, tls_cert=tls_cert,
             tls_key=tls_key, tls_server_name=tls_server_name)
         self._members = [
-            _rpc.Members(a, lambda m: self.credentials.channel(m, options=channel_options),
+            _rpc.Members(a, lambda m, pair: self.credentials.channel(
+                m, options=_rpc.channel_options(pair, sizes)),
                          ps_pb2_grpc.ParameterShardStub) for a in self._addresses]
         # self._stubs[s]: the current member's stub of shard s.
         self._stubs = _CurrentStubs(self._members)

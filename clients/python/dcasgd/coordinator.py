@@ -35,7 +35,7 @@ class DataCoordinatorClient:
         self._policy = _rpc.RetryPolicy(max_attempts=max_attempts)
         creds = security_lib.credentials_from(credentials, **security)
         self._members = _rpc.Members(
-            address, lambda m: creds.channel(m, options=_rpc.CHANNEL_OPTIONS),
+            address, lambda m, pair: creds.channel(m, options=_rpc.channel_options(pair)),
             coordinator_pb2_grpc.DataCoordinatorStub)
 
     def acquire(self, worker_name, num_data_shards, epochs):
