@@ -94,13 +94,6 @@ SETTLE_SECONDS = 90
 # matters less here).
 PAIR_OUTAGE_SECONDS = (0.2, 1.0)
 PAIR_GAP_SECONDS = (0.1, 0.5)
-# Shard 0's replica saves each coordinator state it applies to
-# coordinator.state beside its checkpoints; when its volume is full the save
-# fails, it ends the primary's stream (RESOURCE_EXHAUSTED), the primary goes
-# on alone after the failover timeout and the replica is deposed (restarted
-# by the suite). Other members stay paired. Tolerated here, and said in the
-# log, until a replica keeps replicating through a failed save.
-KNOWN_GAP_FULL_VOLUME = "known gap: shard 0's replica cannot save coordinator.state"
 
 
 class Trainers:
@@ -357,9 +350,9 @@ def stop_primary(job, rng, longer):
 
 
 def fill_member_volume(job, rng):
-    """A full checkpoint volume on a random member: its checkpoints fail, and
-    it stays in its pair (docs/design.md, "Checkpoints with replicas"),
-    except shard 0's replica (KNOWN_GAP_FULL_VOLUME)."""
+    """A full checkpoint volume on a random member: its checkpoints fail (on
+    shard 0 also its copy of the data schedule), and it stays in its pair
+    (docs/design.md, "Checkpoints with replicas")."""
     i = rng.randrange(SHARDS)
     member = job.pairs[i][rng.randrange(2)]
     role = member.role()
@@ -370,10 +363,9 @@ def fill_member_volume(job, rng):
     restarted = job.settle()
     what = (f"checkpoint volume of shard {i} member {member.name} ({role}) full for {full:.1f} s"
             f"{deposed(restarted)}")
-    known = (i, role) == (0, "replica")
-    if [m for m in restarted if not (known and m is member)]:
+    if restarted:
         raise AssertionError(f"{what}: a full volume took a member out of its pair")
-    return what + (f" ({KNOWN_GAP_FULL_VOLUME})" if restarted else "")
+    return what
 
 
 PAIR_FAULTS = {
