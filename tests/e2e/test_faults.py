@@ -448,7 +448,7 @@ def run_job(name, job_class, data, faults, next_kind, table, rng, add_cleanup,
 
 
 class FaultSuite(unittest.TestCase):
-    """Both faulty runs (one shard per index, and pairs) against one
+    """Both faulty runs (one process per shard, and pairs) against one
     undisturbed run, so the suite pays for one.
 
     The undisturbed run has one process per shard, and it is a fair baseline
@@ -478,8 +478,9 @@ class FaultSuite(unittest.TestCase):
               f"{cls.baseline.seconds:.0f} s", file=sys.stderr, flush=True)
 
     def check_common(self, run, context):
-        """What both faulty runs promise: enough faults, the job done, every
-        data shard of every epoch trained in full once, the accuracy."""
+        """What both faulty runs promise: the job done, every data shard of
+        every epoch trained in full once (or again after a worker kill), no
+        lease reissued but a killed worker's, the accuracy."""
         self.assertTrue(run.status.done, context)
         self.assertEqual(run.status.completed, DATA_SHARDS * EPOCHS, context)
         trained = trained_items(run.outputs.values())
