@@ -167,11 +167,14 @@ class Cluster:
         self.shards[i] = self._launch_shard(i, old.shard_args, attempt)
         return self.shards[i]
 
-    def start_pairs(self, count, *flags):
+    def start_pairs(self, count, *flags, member_volumes=None):
         """Starts a dcasgd-witness and `count` shards as replicated pairs
         (--replicas=2, members a and b, each on a port chosen now and with a
-        checkpoint directory of its own); `flags` go to every member. Returns
-        self.pairs; addresses() then names both members of each shard."""
+        checkpoint directory of its own); `flags` go to every member. With
+        member_volumes ({(shard, "a" or "b"): ScratchVolume}), that member
+        runs in the volume's namespace and checkpoints to its path (a restart
+        through Member.start() too). Returns self.pairs; addresses() then
+        names both members of each shard."""
         witness_ports = self.path("witness.ports")
         self.witness = self.spawn(
             [WITNESS_BINARY, "--listen=127.0.0.1:0", "--metrics_address=127.0.0.1:0",
@@ -185,13 +188,18 @@ class Cluster:
         for i in range(count):
             pair = [Member(self, i, m) for m in "ab"]
             for member, peer in ((pair[0], pair[1]), (pair[1], pair[0])):
+                volume = (member_volumes or {}).get((i, member.name))
+                checkpoint_dir = (volume.path if volume is not None
+                                  else self.path('checkpoints', member.name))
                 member.args = [
                     PS_BINARY, f"--listen={member.address}", "--metrics_address=127.0.0.1:0",
                     f"--port_file={member.port_file}", f"--shard_index={i}",
                     f"--shard_count={count}", "--replicas=2", f"--member={member.name}",
                     f"--peer_address={peer.address}",
                     f"--witness_address={self.witness_address}",
-                    f"--checkpoint_dir={self.path('checkpoints', member.name)}", *flags]
+                    f"--checkpoint_dir={checkpoint_dir}", *flags]
+                if volume is not None:
+                    member.args = volume.wrap(member.args)
             self.pairs.append(pair)
         for pair in self.pairs:  # both members at once: each asks its peer at start
             for member in pair:
