@@ -270,13 +270,17 @@ absl::StatusOr<v1::ClaimResponse> ReplicationMember::Claim(uint64_t expected,
   return response;
 }
 
-void ReplicationMember::Decide() {
+grpc::Status ReplicationMember::ReadRegister(v1::WitnessRegister* reg) {
   v1::GetRegisterRequest request;
   request.set_shard_index(store_->config().shard_index);
-  v1::WitnessRegister reg;
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + kWitnessCallDeadline));
-  if (grpc::Status s = witness_->GetRegister(&context, request, &reg); !s.ok()) {
+  return witness_->GetRegister(&context, request, reg);
+}
+
+void ReplicationMember::Decide() {
+  v1::WitnessRegister reg;
+  if (grpc::Status s = ReadRegister(&reg); !s.ok()) {
     LogEvery("witness", absl::StrCat("waiting for the witness at ", options_.witness_address, " (",
                                      s.error_message(), ")"));
     return;
@@ -463,12 +467,8 @@ void ReplicationMember::CheckBothRestarted() {
   }
   // The register must still be the one seen at start (the claim below checks
   // its epoch again at the witness).
-  v1::GetRegisterRequest request;
-  request.set_shard_index(store_->config().shard_index);
   v1::WitnessRegister reg;
-  grpc::ClientContext context;
-  context.set_deadline(absl::ToChronoTime(absl::Now() + kWitnessCallDeadline));
-  if (grpc::Status s = witness_->GetRegister(&context, request, &reg); !s.ok()) return;
+  if (!ReadRegister(&reg).ok()) return;
   if (reg.epoch() != epoch || reg.holder() != options_.member || !reg.paired()) {
     absl::MutexLock lock(&mu_);
     restarted_holder_epoch_ = 0;  // the register moved: follow as usual

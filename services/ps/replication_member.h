@@ -181,6 +181,8 @@ class ReplicationMember {
  private:
   void Loop();
   void Tick();
+  // This shard's register at the witness.
+  grpc::Status ReadRegister(v1::WitnessRegister* reg);
   // STARTING: ask the witness and claim or follow.
   void Decide();
   // Claims epoch `expected` + 1: the register answered, or an error.

@@ -165,6 +165,24 @@ class Shard:
 SPECS = [dcasgd.TensorSpec("w", (6,), 4, dcasgd.zeros())]
 
 
+def start_pair(test):
+    """A replicated shard on loopback: a witness and members a and b
+    (dcasgd-ps --replicas=2, plain ASGD at lr 0.5, short failover timings),
+    stopped at the test's cleanup. Returns the two Shards."""
+    witness = start_witness(test, 1)
+    ports = [free_port(), free_port()]
+    members = []
+    for m, name in enumerate("ab"):
+        shard = Shard(["--replicas=2", "--member=" + name,
+                       "--peer_address=127.0.0.1:%d" % ports[1 - m],
+                       "--witness_address=" + witness, "--replication_heartbeat_ms=50",
+                       "--replication_lease_ms=300", "--failover_timeout_ms=800",
+                       "--update_rule=asgd", "--lr=0.5"], port=ports[m])
+        test.addCleanup(shard.stop)
+        members.append(shard)
+    return members
+
+
 def wait_until_paired(test, client, timeout=60):
     """Polls until member a of the client's shard is the primary of a formed
     pair (its replica caught up): before that, the replica could not take
@@ -291,17 +309,7 @@ class FaultTest(unittest.TestCase):
         # client knows both members ("a|b"); member a is SIGKILLed mid-way.
         # Every push is acknowledged without a re-join, and every reply
         # equals an unreplicated shard's fed the same pushes.
-        witness = start_witness(self, 1)
-        ports = [free_port(), free_port()]
-        members = []
-        for m, name in enumerate("ab"):
-            shard = Shard(["--replicas=2", "--member=" + name,
-                           "--peer_address=127.0.0.1:%d" % ports[1 - m],
-                           "--witness_address=" + witness, "--replication_heartbeat_ms=50",
-                           "--replication_lease_ms=300", "--failover_timeout_ms=800",
-                           "--update_rule=asgd", "--lr=0.5"], port=ports[m])
-            self.addCleanup(shard.stop)
-            members.append(shard)
+        members = start_pair(self)
         alone = Shard(["--update_rule=asgd", "--lr=0.5"])
         self.addCleanup(alone.stop)
         pair = "%s|%s" % (members[0].address, members[1].address)
@@ -331,17 +339,7 @@ class FaultTest(unittest.TestCase):
         # (0.8 s). With the keepalive of a lone shard (a ping every 10 s,
         # 5 s to answer) the same push waits 5-15 s; the call's own deadline
         # is 60 s.
-        witness = start_witness(self, 1)
-        ports = [free_port(), free_port()]
-        members = []
-        for m, name in enumerate("ab"):
-            shard = Shard(["--replicas=2", "--member=" + name,
-                           "--peer_address=127.0.0.1:%d" % ports[1 - m],
-                           "--witness_address=" + witness, "--replication_heartbeat_ms=50",
-                           "--replication_lease_ms=300", "--failover_timeout_ms=800",
-                           "--update_rule=asgd", "--lr=0.5"], port=ports[m])
-            self.addCleanup(shard.stop)
-            members.append(shard)
+        members = start_pair(self)
         pair = "%s|%s" % (members[0].address, members[1].address)
         with dcasgd.Client([pair], "py-0", initial_backoff=0.02, max_backoff=0.2) as client:
             client.declare(SPECS)
