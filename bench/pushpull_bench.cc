@@ -44,9 +44,12 @@
 #include <thread>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "base/process_setup.h"
@@ -108,7 +111,38 @@ class EchoReactor final : public grpc::ServerBidiReactor<bench::RawChunk, bench:
   size_t next_ = 0;
 };
 
+// Answers each message of a PingPong stream as soon as it is read.
+class PingPongReactor final : public grpc::ServerBidiReactor<bench::RawChunk, bench::RawChunk> {
+ public:
+  PingPongReactor() { StartRead(&incoming_); }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    outgoing_ = std::move(incoming_);
+    incoming_.Clear();
+    StartWrite(&outgoing_);
+  }
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    StartRead(&incoming_);
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  bench::RawChunk incoming_, outgoing_;
+};
+
 class EchoService final : public bench::RawStream::CallbackService {
+  grpc::ServerBidiReactor<bench::RawChunk, bench::RawChunk>* PingPong(
+      grpc::CallbackServerContext*) override {
+    return new PingPongReactor();
+  }
   grpc::ServerBidiReactor<bench::RawChunk, bench::RawChunk>* Echo(
       grpc::CallbackServerContext*) override {
     return new EchoReactor();
@@ -265,32 +299,9 @@ absl::StatusOr<RawResult> MeasureRaw(const Config& config) {
   return result;
 }
 
-// Microseconds per bare unary call carrying `elements` floats each way to a
-// raw server child (at least 2 s of calls after a warm-up).
-absl::StatusOr<double> MeasureUnary(uint64_t elements) {
-  const std::string port_file = absl::StrCat(TempDir(), "/ping.port");
-  ASSIGN_OR_RETURN(auto child,
-                   ChildProcess::Start({SelfPath(), "--raw_server", port_file}, port_file));
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(kMaxMessageBytes);
-  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  auto stub = bench::RawStream::NewStub(
-      grpc::CreateCustomChannel(child->address(), grpc::InsecureChannelCredentials(), args));
-  const std::vector<float> gradient(elements, 0.001f);
-  std::vector<float> weights(elements);
-  auto call = [&]() -> absl::Status {
-    bench::RawChunk request, response;
-    request.mutable_data()->assign(reinterpret_cast<const char*>(gradient.data()),
-                                   elements * sizeof(float));
-    grpc::ClientContext context;
-    const grpc::Status status = stub->Ping(&context, request, &response);
-    if (!status.ok()) return absl::UnavailableError(status.error_message());
-    if (response.data().size() != elements * sizeof(float)) {
-      return absl::InternalError("ping answered the wrong size");
-    }
-    std::memcpy(weights.data(), response.data().data(), response.data().size());
-    return absl::OkStatus();
-  };
+// Microseconds per call of `call`: after a warm-up of 20, at least 100
+// calls and 2 s.
+absl::StatusOr<double> MicrosPerCall(absl::FunctionRef<absl::Status()> call) {
   for (int i = 0; i < 20; ++i) RETURN_IF_ERROR(call());
   const absl::Time start = absl::Now();
   int calls = 0;
@@ -301,6 +312,150 @@ absl::StatusOr<double> MeasureUnary(uint64_t elements) {
   return absl::ToDoubleMicroseconds(absl::Now() - start) / calls;
 }
 
+// A round on a long-lived PingPong stream with gRPC's callback API, as the
+// client's Exchange stream works: the caller writes and sleeps; gRPC's
+// threads run the callbacks and wake it.
+class PingPongClient final : public grpc::ClientBidiReactor<bench::RawChunk, bench::RawChunk> {
+ public:
+  explicit PingPongClient(bench::RawStream::Stub* stub) {
+    stub->async()->PingPong(&context_, this);
+    AddHold();
+    StartCall();
+  }
+  ~PingPongClient() override {
+    context_.TryCancel();
+    RemoveHold();
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(&done_));
+  }
+
+  // Sends `bytes` and waits for the answer, copied into `out`.
+  absl::Status Round(absl::string_view bytes, char* out) {
+    request_.mutable_data()->assign(bytes.data(), bytes.size());
+    {
+      absl::MutexLock lock(&mu_);
+      read_ = written_ = false;
+    }
+    StartRead(&response_);
+    StartWrite(&request_);
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(
+        +[](PingPongClient* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->mu_) {
+          return (c->read_ && c->written_) || c->done_;
+        },
+        this));
+    if (!ok_ || response_.data().size() != bytes.size()) {
+      return absl::UnavailableError("the ping-pong stream broke");
+    }
+    std::memcpy(out, response_.data().data(), bytes.size());
+    return absl::OkStatus();
+  }
+
+  void OnReadDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    ok_ = ok_ && ok;
+    read_ = true;
+  }
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    ok_ = ok_ && ok;
+    written_ = true;
+  }
+  void OnDone(const grpc::Status&) override {
+    absl::MutexLock lock(&mu_);
+    done_ = true;
+  }
+
+ private:
+  grpc::ClientContext context_;
+  bench::RawChunk request_, response_;
+  absl::Mutex mu_;
+  bool read_ ABSL_GUARDED_BY(mu_) = false;
+  bool written_ ABSL_GUARDED_BY(mu_) = false;
+  bool ok_ ABSL_GUARDED_BY(mu_) = true;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// The benches' model: one tensor "model" of `elements` floats in chunks of
+// kChunkElements, initialised uniformly in [-0.1, 0.1].
+TensorSpec ModelSpec(uint64_t elements) {
+  TensorSpec spec;
+  spec.name = "model";
+  spec.shape = {static_cast<int64_t>(elements)};
+  spec.chunk_elements = kChunkElements;
+  spec.init.kind = Initializer::Kind::kUniform;
+  spec.init.a = -0.1f;
+  spec.init.b = 0.1f;
+  spec.init.seed = 1;
+  return spec;
+}
+
+// BM_RoundTrip's floors, microseconds per round trip of `elements` floats
+// each way to a raw server child (callback API, as dcasgd-ps):
+//   unary           a bare unary call (bench.RawStream/Ping), synchronous
+//   sync_stream     one message each way on a long-lived PingPong stream,
+//                   synchronous API: the caller's thread polls for the answer
+//   callback_stream the same with the callback API, as the client's Exchange
+//                   stream: one more thread hop per round on the client side
+struct RoundTripFloors {
+  double unary_us = 0;
+  double sync_stream_us = 0;
+  double callback_stream_us = 0;
+};
+
+absl::StatusOr<RoundTripFloors> MeasureFloors(uint64_t elements) {
+  const std::string port_file = absl::StrCat(TempDir(), "/ping.port");
+  ASSIGN_OR_RETURN(auto child,
+                   ChildProcess::Start({SelfPath(), "--raw_server", port_file}, port_file));
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  auto stub = bench::RawStream::NewStub(
+      grpc::CreateCustomChannel(child->address(), grpc::InsecureChannelCredentials(), args));
+  // A float buffer copied into the request and out of the answer, as the
+  // worker does.
+  const std::vector<float> gradient(elements, 0.001f);
+  const absl::string_view bytes(reinterpret_cast<const char*>(gradient.data()),
+                                elements * sizeof(float));
+  std::vector<float> weights(elements);
+  char* out = reinterpret_cast<char*>(weights.data());
+  RoundTripFloors floors;
+  ASSIGN_OR_RETURN(floors.unary_us, MicrosPerCall([&]() -> absl::Status {
+                     bench::RawChunk request, response;
+                     request.mutable_data()->assign(bytes.data(), bytes.size());
+                     grpc::ClientContext context;
+                     const grpc::Status status = stub->Ping(&context, request, &response);
+                     if (!status.ok()) return absl::UnavailableError(status.error_message());
+                     if (response.data().size() != bytes.size()) {
+                       return absl::InternalError("ping answered the wrong size");
+                     }
+                     std::memcpy(out, response.data().data(), bytes.size());
+                     return absl::OkStatus();
+                   }));
+  {
+    grpc::ClientContext context;
+    auto stream = stub->PingPong(&context);
+    bench::RawChunk request, response;
+    ASSIGN_OR_RETURN(floors.sync_stream_us, MicrosPerCall([&]() -> absl::Status {
+                       request.mutable_data()->assign(bytes.data(), bytes.size());
+                       if (!stream->Write(request) || !stream->Read(&response) ||
+                           response.data().size() != bytes.size()) {
+                         return absl::UnavailableError("the ping-pong stream broke");
+                       }
+                       std::memcpy(out, response.data().data(), bytes.size());
+                       return absl::OkStatus();
+                     }));
+    stream->WritesDone();
+    stream->Finish().IgnoreError();
+  }
+  {
+    PingPongClient client(stub.get());
+    ASSIGN_OR_RETURN(floors.callback_stream_us,
+                     MicrosPerCall([&] { return client.Round(bytes, out); }));
+  }
+  return floors;
+}
+
 // The shards, the worker clients and their buffers of one configuration.
 struct PsSetup {
   Config config;
@@ -309,7 +464,7 @@ struct PsSetup {
   std::vector<TensorMap> gradients;
   std::vector<TensorMap> weights;
   RawResult raw;
-  double unary_us = 0;     // BM_RoundTrip's baseline, once measured
+  RoundTripFloors floors;  // BM_RoundTrip's baselines, once measured
   ClientOptions options;   // of the clients (BM_RoundTrip's per-call client)
   double per_call_us = 0;  // BM_RoundTrip: PushPull without the stream
   // BM_WireDtype: a second worker whose values travel as bfloat16.
@@ -341,14 +496,7 @@ absl::StatusOr<std::unique_ptr<PsSetup>> StartPs(const Config& config) {
   }
   options.max_message_bytes = kMaxMessageBytes;
   setup->options = options;
-  TensorSpec spec;
-  spec.name = "model";
-  spec.shape = {static_cast<int64_t>(config.elements)};
-  spec.chunk_elements = kChunkElements;
-  spec.init.kind = Initializer::Kind::kUniform;
-  spec.init.a = -0.1f;
-  spec.init.b = 0.1f;
-  spec.init.seed = 1;
+  const TensorSpec spec = ModelSpec(config.elements);
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> small(-1e-3f, 1e-3f);
   for (int w = 0; w < config.workers; ++w) {
@@ -440,50 +588,50 @@ BENCHMARK(BM_PushPull)
     ->UseRealTime()
     ->MinTime(3.0);
 
-// Round-trip latency of one worker against one shard, beside a bare unary
-// call moving the same bytes both ways in the same run (a float buffer
-// copied into the request and out of the answer, as the worker does).
-//   us/round      PsClient::PushPull, synchronous
-//   unary_us      bench.RawStream/Ping on a raw server child
-//   ratio         us/round / unary_us (target <= 1.2)
-//   per_call_us   the same PushPull with one call per push (the client
-//                 before the Exchange stream: ClientOptions.push_stream false)
-//   vs_per_call   us/round / per_call_us
+// Round-trip latency of one worker against one shard, beside the floors of
+// MeasureFloors moving the same bytes both ways in the same run.
+//   us/round       PsClient::PushPull, synchronous
+//   unary_us       a bare unary call (RoundTripFloors)
+//   ratio          us/round / unary_us (target <= 1.2)
+//   sync_stream_us, cb_stream_us
+//                  one message each way on a long-lived raw stream, with the
+//                  synchronous and with the callback API (RoundTripFloors):
+//                  cb_stream_us - sync_stream_us is the client's thread hop,
+//                  us/round - cb_stream_us the Exchange stream's own work
+//   per_call_us    the same PushPull with one call per push (the client
+//                  before the Exchange stream: ClientOptions.push_stream false)
+//   vs_per_call    us/round / per_call_us
 void BM_RoundTrip(benchmark::State& state) {
   const Config config{static_cast<uint64_t>(state.range(0)), 1, 1};
   PsSetup* setup = SetupFor(config, state);
   if (setup == nullptr) return;
   // Measured once per configuration (the library calls this function
   // several times while it picks an iteration count).
-  if (setup->unary_us == 0) {
-    absl::StatusOr<double> measured = MeasureUnary(config.elements);
+  if (setup->floors.unary_us == 0) {
+    absl::StatusOr<RoundTripFloors> measured = MeasureFloors(config.elements);
     if (!measured.ok()) {
       state.SkipWithError(measured.status().ToString().c_str());
       return;
     }
-    setup->unary_us = *measured;
+    setup->floors = *measured;
   }
-  const double* unary_us = &setup->unary_us;
-  // The same PushPull with one call per push (ClientOptions.push_stream
-  // false, the client before the Exchange stream), at least 2 s of rounds.
   if (setup->per_call_us == 0) {
     ClientOptions options = setup->options;
     options.worker_name = "bench-per-call";
     options.push_stream = false;
     absl::StatusOr<std::unique_ptr<PsClient>> client = PsClient::Connect(options);
     TensorMap weights;
-    absl::Status status = client.ok() ? (*client)->Pull({"model"}, &weights) : client.status();
-    const absl::Time begin = absl::Now();
-    int calls = 0;
-    while (status.ok() && (calls < 100 || absl::Now() - begin < absl::Seconds(2))) {
-      status = (*client)->PushPull(setup->gradients[0], &weights);
-      ++calls;
-    }
-    if (!status.ok()) {
-      state.SkipWithError(status.ToString().c_str());
+    const absl::Status pulled =
+        client.ok() ? (*client)->Pull({"model"}, &weights) : client.status();
+    const absl::StatusOr<double> per_call =
+        pulled.ok()
+            ? MicrosPerCall([&] { return (*client)->PushPull(setup->gradients[0], &weights); })
+            : absl::StatusOr<double>(pulled);
+    if (!per_call.ok()) {
+      state.SkipWithError(per_call.status().ToString().c_str());
       return;
     }
-    setup->per_call_us = absl::ToDoubleMicroseconds(absl::Now() - begin) / calls;
+    setup->per_call_us = *per_call;
   }
   const absl::Time start = absl::Now();
   int64_t rounds = 0;
@@ -497,9 +645,12 @@ void BM_RoundTrip(benchmark::State& state) {
     ++rounds;
   }
   const double us = absl::ToDoubleMicroseconds(absl::Now() - start) / std::max<int64_t>(1, rounds);
+  const RoundTripFloors& floors = setup->floors;
   state.counters["us/round"] = us;
-  state.counters["unary_us"] = *unary_us;
-  state.counters["ratio"] = us / *unary_us;
+  state.counters["unary_us"] = floors.unary_us;
+  state.counters["ratio"] = us / floors.unary_us;
+  state.counters["sync_stream_us"] = floors.sync_stream_us;
+  state.counters["cb_stream_us"] = floors.callback_stream_us;
   state.counters["per_call_us"] = setup->per_call_us;
   state.counters["vs_per_call"] = us / setup->per_call_us;
 }
@@ -719,14 +870,7 @@ absl::StatusOr<FreeRun> RunShard(bool paired, uint64_t elements, int workers,
   }
   std::vector<std::unique_ptr<PsClient>> clients;
   std::vector<TensorMap> gradients(workers), weights(workers);
-  TensorSpec spec;
-  spec.name = "model";
-  spec.shape = {static_cast<int64_t>(elements)};
-  spec.chunk_elements = kChunkElements;
-  spec.init.kind = Initializer::Kind::kUniform;
-  spec.init.a = -0.1f;
-  spec.init.b = 0.1f;
-  spec.init.seed = 1;
+  const TensorSpec spec = ModelSpec(elements);
   for (int w = 0; w < workers; ++w) {
     options.worker_name = absl::StrCat("bench-worker-", w);
     ASSIGN_OR_RETURN(auto client, PsClient::Connect(options));

@@ -146,6 +146,14 @@ class Pair {
     }
     return absl::OkStatus();
   }
+  // Start, then waits until member a is the primary of a formed pair; the
+  // error carries both members' logs.
+  absl::Status StartPaired(Timing timing, std::vector<std::string> extra = {}) {
+    RETURN_IF_ERROR(Start(timing, std::move(extra)));
+    if (WaitRole(0, "primary")) return absl::OkStatus();
+    return absl::DeadlineExceededError(
+        absl::StrCat("a never became the primary of a pair\n", member(0).Log(), member(1).Log()));
+  }
   ~Pair() {
     member_[0].reset();
     member_[1].reset();
@@ -244,6 +252,30 @@ TensorSpec Spec() {
   return spec;
 }
 
+// A worker on `address` that declared Spec() and pulled "w" into `weights`;
+// null (with a test failure) when a step failed.
+std::unique_ptr<PsClient> JoinedWorker(const std::string& address, const std::string& name,
+                                       TensorMap* weights) {
+  std::unique_ptr<PsClient> worker = Worker(address, name);
+  if (worker == nullptr) return nullptr;
+  absl::Status status = worker->Declare({Spec()});
+  if (status.ok()) status = worker->Pull({"w"}, weights);
+  EXPECT_TRUE(status.ok()) << status;
+  return status.ok() ? std::move(worker) : nullptr;
+}
+
+// "w" as the member at `address` holds it, read by a client that does not
+// join.
+absl::StatusOr<std::vector<float>> ReadWeights(const std::string& address) {
+  ClientOptions options;
+  options.shard_addresses = {address};
+  ASSIGN_OR_RETURN(std::unique_ptr<PsClient> reader, PsClient::Connect(options));
+  RETURN_IF_ERROR(reader->FetchSpecs());
+  TensorMap weights;
+  RETURN_IF_ERROR(reader->Pull({"w"}, &weights));
+  return std::move(weights["w"]);
+}
+
 // The gradient of step s: small, different per step and coordinate.
 TensorMap Gradient(int s) {
   TensorMap g = {{"w", std::vector<float>(kElements)}};
@@ -259,8 +291,8 @@ bool SameBits(const std::vector<float>& x, const std::vector<float>& y) {
 
 TEST(Replication, ReplicaRefusesClientsAndEndsBitIdentical) {
   Pair pair;
-  ASSERT_TRUE(pair.Start(Timing{}).ok());
-  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
+  const absl::Status paired = pair.StartPaired(Timing{});
+  ASSERT_TRUE(paired.ok()) << paired;
   absl::StatusOr<v1::ShardStatus> b = pair.Status(1);
   ASSERT_TRUE(b.ok()) << b.status();
   EXPECT_EQ(b->replication_role(), "replica");
@@ -276,11 +308,9 @@ TEST(Replication, ReplicaRefusesClientsAndEndsBitIdentical) {
   EXPECT_NE(refused.error_message().find("replica at epoch 1"), std::string::npos)
       << refused.error_message();
 
-  auto worker = Worker(pair.address(0), "w0");
-  ASSERT_NE(worker, nullptr);
-  ASSERT_TRUE(worker->Declare({Spec()}).ok());
   TensorMap weights;
-  ASSERT_TRUE(worker->Pull({"w"}, &weights).ok());
+  auto worker = JoinedWorker(pair.address(0), "w0", &weights);
+  ASSERT_NE(worker, nullptr);
   for (int s = 1; s <= 40; ++s) {
     absl::Status pushed = s % 2 == 0 ? worker->PushPull(Gradient(s), &weights, nullptr, s)
                                      : worker->Push(Gradient(s), nullptr, s);
@@ -318,13 +348,11 @@ TEST(Replication, ReplicaRefusesClientsAndEndsBitIdentical) {
 
 TEST(Replication, PushIsAcknowledgedOnlyOnceTheReplicaHasIt) {
   Pair pair;
-  ASSERT_TRUE(pair.Start(Timing{}).ok());
-  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
-  auto worker = Worker(pair.address(0), "w0");
-  ASSERT_NE(worker, nullptr);
-  ASSERT_TRUE(worker->Declare({Spec()}).ok());
+  const absl::Status paired = pair.StartPaired(Timing{});
+  ASSERT_TRUE(paired.ok()) << paired;
   TensorMap weights;
-  ASSERT_TRUE(worker->Pull({"w"}, &weights).ok());
+  auto worker = JoinedWorker(pair.address(0), "w0", &weights);
+  ASSERT_NE(worker, nullptr);
   ASSERT_TRUE(worker->Push(Gradient(1), nullptr, 1).ok());
 
   ASSERT_TRUE(Stop(pair.member(1)).ok());
@@ -354,13 +382,11 @@ TEST(Replication, PushIsAcknowledgedOnlyOnceTheReplicaHasIt) {
 
 TEST(Replication, KilledPrimaryReplicaTakesOverWithEveryAcknowledgedPush) {
   Pair pair;
-  ASSERT_TRUE(pair.Start(Timing{300, 800}).ok());
-  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
-  auto worker = Worker(pair.address(0), "w0");
-  ASSERT_NE(worker, nullptr);
-  ASSERT_TRUE(worker->Declare({Spec()}).ok());
+  const absl::Status paired = pair.StartPaired(Timing{300, 800});
+  ASSERT_TRUE(paired.ok()) << paired;
   TensorMap weights;
-  ASSERT_TRUE(worker->Pull({"w"}, &weights).ok());
+  auto worker = JoinedWorker(pair.address(0), "w0", &weights);
+  ASSERT_NE(worker, nullptr);
   for (int s = 1; s <= 20; ++s) {
     ASSERT_TRUE(worker->PushPull(Gradient(s), &weights, nullptr, s).ok()) << s;
   }
@@ -376,14 +402,9 @@ TEST(Replication, KilledPrimaryReplicaTakesOverWithEveryAcknowledgedPush) {
   EXPECT_TRUE(MetricsShow(pair.member(1), "dcasgd_ps_replication_failovers_total{shard=\"0\"} 1"));
   // The same worker, its session and steps replicated: the last step again
   // is answered from the record, and the weights are a's, bit for bit.
-  ClientOptions options;
-  options.shard_addresses = {pair.address(1)};
-  auto reader = PsClient::Connect(options);
-  ASSERT_TRUE(reader.ok()) << reader.status();
-  ASSERT_TRUE((*reader)->FetchSpecs().ok());
-  TensorMap on_b;
-  ASSERT_TRUE((*reader)->Pull({"w"}, &on_b).ok());
-  EXPECT_TRUE(SameBits(on_b["w"], acknowledged));
+  absl::StatusOr<std::vector<float>> on_b = ReadWeights(pair.address(1));
+  ASSERT_TRUE(on_b.ok()) << on_b.status();
+  EXPECT_TRUE(SameBits(*on_b, acknowledged));
   // b serves changes now.
   auto [joined, role] = pair.Join(1);
   EXPECT_TRUE(joined.ok()) << joined.error_message();
@@ -391,13 +412,11 @@ TEST(Replication, KilledPrimaryReplicaTakesOverWithEveryAcknowledgedPush) {
 
 TEST(Replication, KilledReplicaPrimaryGoesOnAlone) {
   Pair pair;
-  ASSERT_TRUE(pair.Start(Timing{300, 800}).ok());
-  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
-  auto worker = Worker(pair.address(0), "w0");
-  ASSERT_NE(worker, nullptr);
-  ASSERT_TRUE(worker->Declare({Spec()}).ok());
+  const absl::Status paired = pair.StartPaired(Timing{300, 800});
+  ASSERT_TRUE(paired.ok()) << paired;
   TensorMap weights;
-  ASSERT_TRUE(worker->Pull({"w"}, &weights).ok());
+  auto worker = JoinedWorker(pair.address(0), "w0", &weights);
+  ASSERT_NE(worker, nullptr);
   ASSERT_TRUE(worker->Push(Gradient(1), nullptr, 1).ok());
   ASSERT_TRUE(pair.member(1).Kill(SIGKILL).ok());
   // Waits for the failover timeout, then a claims alone and acknowledges.
@@ -430,13 +449,11 @@ TEST(Replication, KilledReplicaPrimaryGoesOnAlone) {
 
 TEST(Replication, RestartedReplicaCatchesUpAndPairsAgain) {
   Pair pair;
-  ASSERT_TRUE(pair.Start(Timing{300, 800}).ok());
-  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
-  auto worker = Worker(pair.address(0), "w0");
-  ASSERT_NE(worker, nullptr);
-  ASSERT_TRUE(worker->Declare({Spec()}).ok());
+  const absl::Status paired = pair.StartPaired(Timing{300, 800});
+  ASSERT_TRUE(paired.ok()) << paired;
   TensorMap weights;
-  ASSERT_TRUE(worker->Pull({"w"}, &weights).ok());
+  auto worker = JoinedWorker(pair.address(0), "w0", &weights);
+  ASSERT_NE(worker, nullptr);
   for (int s = 1; s <= 5; ++s) ASSERT_TRUE(worker->Push(Gradient(s), nullptr, s).ok()) << s;
   ASSERT_TRUE(pair.member(1).Kill(SIGKILL).ok());
   ASSERT_TRUE(pair.member(1).WaitExit().ok());
@@ -464,27 +481,20 @@ TEST(Replication, RestartedReplicaCatchesUpAndPairsAgain) {
   worker.reset();
   ASSERT_TRUE(pair.member(0).Kill(SIGKILL).ok());
   ASSERT_TRUE(pair.WaitRole(1, "primary-solo")) << pair.member(1).Log();
-  ClientOptions options;
-  options.shard_addresses = {pair.address(1)};
-  auto reader = PsClient::Connect(options);
-  ASSERT_TRUE(reader.ok()) << reader.status();
-  ASSERT_TRUE((*reader)->FetchSpecs().ok());
-  TensorMap on_b;
-  ASSERT_TRUE((*reader)->Pull({"w"}, &on_b).ok());
-  EXPECT_TRUE(SameBits(on_b["w"], weights["w"]));
+  absl::StatusOr<std::vector<float>> on_b = ReadWeights(pair.address(1));
+  ASSERT_TRUE(on_b.ok()) << on_b.status();
+  EXPECT_TRUE(SameBits(*on_b, weights["w"]));
 }
 
 // The snapshot is cut while a worker keeps pushing: every push after the cut
 // reaches the new replica through the log, none twice.
 TEST(Replication, CatchUpWhileAWorkerPushes) {
   Pair pair;
-  ASSERT_TRUE(pair.Start(Timing{300, 800}).ok());
-  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
-  auto worker = Worker(pair.address(0), "w0");
-  ASSERT_NE(worker, nullptr);
-  ASSERT_TRUE(worker->Declare({Spec()}).ok());
+  const absl::Status paired = pair.StartPaired(Timing{300, 800});
+  ASSERT_TRUE(paired.ok()) << paired;
   TensorMap weights;
-  ASSERT_TRUE(worker->Pull({"w"}, &weights).ok());
+  auto worker = JoinedWorker(pair.address(0), "w0", &weights);
+  ASSERT_NE(worker, nullptr);
   ASSERT_TRUE(pair.member(1).Kill(SIGKILL).ok());
   ASSERT_TRUE(pair.member(1).WaitExit().ok());
   ASSERT_TRUE(pair.WaitRole(0, "primary-solo")) << pair.member(0).Log();
@@ -520,14 +530,9 @@ TEST(Replication, CatchUpWhileAWorkerPushes) {
   worker.reset();
   ASSERT_TRUE(pair.member(0).Kill(SIGKILL).ok());
   ASSERT_TRUE(pair.WaitRole(1, "primary-solo")) << pair.member(1).Log();
-  ClientOptions options;
-  options.shard_addresses = {pair.address(1)};
-  auto reader = PsClient::Connect(options);
-  ASSERT_TRUE(reader.ok()) << reader.status();
-  ASSERT_TRUE((*reader)->FetchSpecs().ok());
-  TensorMap on_b;
-  ASSERT_TRUE((*reader)->Pull({"w"}, &on_b).ok());
-  EXPECT_TRUE(SameBits(on_b["w"], weights["w"]));
+  absl::StatusOr<std::vector<float>> on_b = ReadWeights(pair.address(1));
+  ASSERT_TRUE(on_b.ok()) << on_b.status();
+  EXPECT_TRUE(SameBits(*on_b, weights["w"]));
 }
 
 // Shard 0's data schedule is replicated too: after a failover the data
@@ -535,8 +540,8 @@ TEST(Replication, CatchUpWhileAWorkerPushes) {
 // same on the new primary.
 TEST(Replication, DataScheduleFollowsThePrimary) {
   Pair pair;
-  ASSERT_TRUE(pair.Start(Timing{300, 800}).ok());
-  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
+  const absl::Status paired = pair.StartPaired(Timing{300, 800});
+  ASSERT_TRUE(paired.ok()) << paired;
   CoordinatorClient on_a(pair.address(0), absl::Seconds(5));
   absl::StatusOr<AcquireResult> first = on_a.Acquire("w0", 4, 1);
   ASSERT_TRUE(first.ok()) << first.status();
@@ -569,8 +574,8 @@ TEST(Replication, DataScheduleFollowsThePrimary) {
 // saw does not expire at once (it would be trained twice).
 TEST(Replication, APromotedShardZeroGivesDataLeasesAFreshDeadline) {
   Pair pair;
-  ASSERT_TRUE(pair.Start(Timing{300, 800}, {"--lease_seconds=2"}).ok());
-  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
+  const absl::Status paired = pair.StartPaired(Timing{300, 800}, {"--lease_seconds=2"});
+  ASSERT_TRUE(paired.ok()) << paired;
   CoordinatorClient on_a(pair.address(0), absl::Seconds(5));
   absl::StatusOr<AcquireResult> acquired = on_a.Acquire("w0", 4, 1);
   ASSERT_TRUE(acquired.ok() && std::holds_alternative<DataLease>(*acquired));
@@ -598,8 +603,8 @@ TEST(Replication, APromotedShardZeroGivesDataLeasesAFreshDeadline) {
 // is in its memory and the primary's.
 TEST(Replication, AReplicaThatCannotSaveTheScheduleStaysInThePair) {
   Pair pair;
-  ASSERT_TRUE(pair.Start(Timing{300, 800}).ok());
-  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
+  const absl::Status paired = pair.StartPaired(Timing{300, 800});
+  ASSERT_TRUE(paired.ok()) << paired;
   const std::string schedule =
       std::filesystem::path(pair.checkpoint(1)).parent_path() / "coordinator.state";
   std::error_code error;
@@ -637,8 +642,8 @@ TEST(Replication, AReplicaThatCannotSaveTheScheduleStaysInThePair) {
 // schedule, and leases the old primary granted complete there.
 TEST(Replication, TheDataScheduleReachesAReplicaThatRejoinedThroughASnapshot) {
   Pair pair;
-  ASSERT_TRUE(pair.Start(Timing{300, 800}).ok());
-  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
+  const absl::Status paired = pair.StartPaired(Timing{300, 800});
+  ASSERT_TRUE(paired.ok()) << paired;
   CoordinatorClient coordinator(absl::StrCat(pair.address(0), "|", pair.address(1)),
                                 absl::Seconds(30));
   auto acquire = [&](const std::string& worker) -> DataLease {
@@ -675,8 +680,8 @@ TEST(Replication, TheDataScheduleReachesAReplicaThatRejoinedThroughASnapshot) {
 
 TEST(Replication, MemberThatSawAnEpochNeverTakesEpochOneFromALostRegister) {
   Pair pair;
-  ASSERT_TRUE(pair.Start(Timing{300, 800}).ok());
-  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
+  const absl::Status paired = pair.StartPaired(Timing{300, 800});
+  ASSERT_TRUE(paired.ok()) << paired;
   // Everything dies, and the witness comes back without its register.
   for (int m = 0; m < 2; ++m) {
     ASSERT_TRUE(pair.member(m).Kill(SIGKILL).ok());
@@ -705,13 +710,11 @@ TEST(Replication, MemberThatSawAnEpochNeverTakesEpochOneFromALostRegister) {
 
 TEST(Replication, StoppedPrimaryIsDeposedAndAcknowledgesNothing) {
   Pair pair;
-  ASSERT_TRUE(pair.Start(Timing{300, 800}).ok());
-  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
-  auto worker = Worker(pair.address(0), "w0");
-  ASSERT_NE(worker, nullptr);
-  ASSERT_TRUE(worker->Declare({Spec()}).ok());
+  const absl::Status paired = pair.StartPaired(Timing{300, 800});
+  ASSERT_TRUE(paired.ok()) << paired;
   TensorMap weights;
-  ASSERT_TRUE(worker->Pull({"w"}, &weights).ok());
+  auto worker = JoinedWorker(pair.address(0), "w0", &weights);
+  ASSERT_NE(worker, nullptr);
   ASSERT_TRUE(worker->Push(Gradient(1), nullptr, 1).ok());
 
   ASSERT_TRUE(Stop(pair.member(0)).ok());
@@ -742,8 +745,8 @@ TEST(Replication, StoppedPrimaryIsDeposedAndAcknowledgesNothing) {
 // 5 s to answer) the same push waited 5-15 s; its deadline is 30 s.
 TEST(Replication, AClientOfAPairLeavesAHungPrimaryWithinSeconds) {
   Pair pair;
-  ASSERT_TRUE(pair.Start(Timing{300, 800}).ok());
-  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
+  const absl::Status paired = pair.StartPaired(Timing{300, 800});
+  ASSERT_TRUE(paired.ok()) << paired;
   ClientOptions options;
   options.shard_addresses = {pair.address(0)};
   options.replica_addresses = {pair.address(1)};
@@ -821,8 +824,8 @@ TEST(Replication, ReplicateNeedsTheReplicationRole) {
 // unreplicated shard fed the same pushes: none lost, none applied twice.
 TEST(Replication, AClientThatKnowsBothMembersRidesThroughAFailover) {
   Pair pair;
-  ASSERT_TRUE(pair.Start(Timing{300, 800}).ok());
-  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
+  const absl::Status paired = pair.StartPaired(Timing{300, 800});
+  ASSERT_TRUE(paired.ok()) << paired;
   auto reference = PsProcess::Start({"--metrics_address="});  // the same rule and rate
   ASSERT_TRUE(reference.ok()) << reference.status();
   ClientOptions options;
@@ -867,13 +870,11 @@ TEST(Replication, AClientThatKnowsBothMembersRidesThroughAFailover) {
 // it. Before, both waited for each other until `failover --force`.
 TEST(Replication, BothMembersKilledComeBackFromTheCheckpointWithoutAnOperator) {
   Pair pair;
-  ASSERT_TRUE(pair.Start(Timing{300, 800}).ok());
-  ASSERT_TRUE(pair.WaitRole(0, "primary")) << pair.member(0).Log() << pair.member(1).Log();
-  auto worker = Worker(pair.address(0), "w0");
-  ASSERT_NE(worker, nullptr);
-  ASSERT_TRUE(worker->Declare({Spec()}).ok());
+  const absl::Status paired = pair.StartPaired(Timing{300, 800});
+  ASSERT_TRUE(paired.ok()) << paired;
   TensorMap weights;
-  ASSERT_TRUE(worker->Pull({"w"}, &weights).ok());
+  auto worker = JoinedWorker(pair.address(0), "w0", &weights);
+  ASSERT_NE(worker, nullptr);
   for (int s = 1; s <= 5; ++s) {
     ASSERT_TRUE(worker->PushPull(Gradient(s), &weights, nullptr, s).ok()) << s;
   }
@@ -903,14 +904,9 @@ TEST(Replication, BothMembersKilledComeBackFromTheCheckpointWithoutAnOperator) {
   EXPECT_EQ(b->version(), 5u);
   EXPECT_EQ(a->epoch(), 2u);
   EXPECT_EQ(b->epoch(), 2u);
-  ClientOptions options;
-  options.shard_addresses = {pair.address(0)};
-  auto reader = PsClient::Connect(options);
-  ASSERT_TRUE(reader.ok()) << reader.status();
-  ASSERT_TRUE((*reader)->FetchSpecs().ok());
-  TensorMap on_a;
-  ASSERT_TRUE((*reader)->Pull({"w"}, &on_a).ok());
-  EXPECT_TRUE(SameBits(on_a["w"], checkpointed));
+  absl::StatusOr<std::vector<float>> on_a = ReadWeights(pair.address(0));
+  ASSERT_TRUE(on_a.ok()) << on_a.status();
+  EXPECT_TRUE(SameBits(*on_a, checkpointed));
 }
 
 // The kill test of the issue: several workers push back to back while the
