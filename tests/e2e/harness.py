@@ -186,7 +186,7 @@ class Cluster:
             raise RuntimeError(f"the witness exited at start:\n{self.witness.output()}")
         self.witness_address = f"127.0.0.1:{ports['grpc']}"
         for i in range(count):
-            pair = [Member(self, i, m) for m in "ab"]
+            pair = Pair(self, i)
             for member, peer in ((pair[0], pair[1]), (pair[1], pair[0])):
                 volume = (member_volumes or {}).get((i, member.name))
                 checkpoint_dir = (volume.path if volume is not None
@@ -248,6 +248,36 @@ class Cluster:
 
         wait_for(answers, 30, "s3rver to answer")
         return f"http://127.0.0.1:{port}"
+
+
+# The roles of a member that serves as its shard's primary (ShardStatus's
+# replication_role): paired with its replica, or alone after losing it.
+PRIMARY_ROLES = ("primary", "primary-solo")
+
+
+class Pair(list):
+    """The two members [a, b] of one replicated shard (Cluster.start_pairs)."""
+
+    def __init__(self, cluster, shard):
+        super().__init__(Member(cluster, shard, m) for m in "ab")
+        self.shard = shard
+
+    def member(self, roles, timeout):
+        """The member whose role is in `roles` (polls up to `timeout` s)."""
+        def find():
+            for member in self:
+                if member.role() in roles:
+                    return member
+            return None
+        return wait_for(find, timeout, f"a member of shard {self.shard} in {list(roles)}")
+
+    def primary(self, timeout):
+        return self.member(PRIMARY_ROLES, timeout)
+
+    def other(self, member):
+        """The member of this pair that is not `member`."""
+        a, b = self
+        return b if member is a else a
 
 
 class Member:

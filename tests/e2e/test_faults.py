@@ -84,7 +84,7 @@ MAX_STOP_SECONDS = LEASE_SECONDS / 2
 FAILOVER_TIMEOUT_MS = 2000
 PAIR_FLAGS = ["--replication_heartbeat_ms=100", "--replication_lease_ms=1000",
               f"--failover_timeout_ms={FAILOVER_TIMEOUT_MS}"]
-PRIMARY = ("primary", "primary-solo")
+PRIMARY = harness.PRIMARY_ROLES
 # How long a pair may take to be whole again (a primary and a caught-up
 # replica) after a fault: a restart, the failover timeout, a catch-up.
 SETTLE_SECONDS = 90
@@ -235,16 +235,10 @@ class PairedJob(Trainers):
 
     def member(self, shard, roles):
         """The member of `shard` whose role is in `roles` (polls)."""
-        def find():
-            for member in self.pairs[shard]:
-                if member.role() in roles:
-                    return member
-            return None
-        return wait_for(find, SETTLE_SECONDS, f"a member of shard {shard} in {roles}")
+        return self.pairs[shard].member(roles, SETTLE_SECONDS)
 
     def other(self, member):
-        a, b = self.pairs[member.shard]
-        return b if member is a else a
+        return self.pairs[member.shard].other(member)
 
     def progress(self):
         """Data shards done, from shard 0's primary; None while none answers."""

@@ -54,7 +54,7 @@ WORKER_FLAGS = ["--model=mlp:32", "--batch_size=32", f"--epochs={EPOCHS}", "--lo
 # 2-core machine); 0.80 says it trained, whatever the order of asynchronous
 # updates and whatever the repeated first epoch adds.
 MIN_ACCURACY = 0.80
-PRIMARY = ("primary", "primary-solo")
+PRIMARY = harness.PRIMARY_ROLES
 # Lines a worker prints when a step failed and the trainer had to redo or
 # skip it, or re-joined a shard: a failover must cause none.
 STEP_FAILURES = re.compile(r"failed, pulling and pushing its batch again|re-joined|"
@@ -88,16 +88,10 @@ class ReplicatedJob:
 
     def primary(self, shard, timeout=30):
         """The member of `shard` that reports a primary role (polls)."""
-        def find():
-            for member in self.pairs[shard]:
-                if member.role() in PRIMARY:
-                    return member
-            return None
-        return wait_for(find, timeout, f"a primary of shard {shard}")
+        return self.pairs[shard].primary(timeout)
 
     def other(self, member):
-        a, b = self.pairs[member.shard]
-        return b if member is a else a
+        return self.pairs[member.shard].other(member)
 
     def version(self, member):
         status = member.status()
