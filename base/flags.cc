@@ -40,10 +40,15 @@ EnvLookup ProcessEnv() {
 }
 
 FlagSet::FlagSet(std::string program, absl::string_view defining_file)
+    : FlagSet(std::move(program), std::initializer_list<absl::string_view>{defining_file}) {}
+
+FlagSet::FlagSet(std::string program, std::initializer_list<absl::string_view> defining_files)
     : program_(std::move(program)) {
-  const absl::string_view file = WithoutLeadingDots(defining_file);
   for (const auto& [name, flag] : absl::GetAllFlags()) {
-    if (WithoutLeadingDots(flag->Filename()) == file) names_.emplace_back(name);
+    const std::string filename = flag->Filename();  // by value
+    for (absl::string_view file : defining_files) {
+      if (WithoutLeadingDots(filename) == WithoutLeadingDots(file)) names_.emplace_back(name);
+    }
   }
   std::sort(names_.begin(), names_.end());
 }

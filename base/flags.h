@@ -2,6 +2,7 @@
 #define DCASGD_BASE_FLAGS_H_
 
 #include <functional>
+#include <initializer_list>
 #include <optional>
 #include <set>
 #include <string>
@@ -31,6 +32,9 @@ class FlagSet {
  public:
   // `program` names the binary in messages ("dcasgd-ps").
   FlagSet(std::string program, absl::string_view defining_file);
+  // The flags defined in any of `defining_files` (a program's own options
+  // file and a shared one, such as auth/server_flags.h's).
+  FlagSet(std::string program, std::initializer_list<absl::string_view> defining_files);
 
   // Sets every flag of the set from `args` (without the program name), else
   // the environment, else its default, so that repeated parses do not see

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
+#include "auth/server_flags.h"
 #include "base/enum_names.h"
 #include "base/flags.h"
 #include "base/status_macros.h"
@@ -70,26 +71,6 @@ ABSL_FLAG(int64_t, max_inflight_bytes, 0,
           "0: 1/8 of the memory budget, within [16 MiB, 1 GiB]");
 ABSL_FLAG(double, max_gradient_abs, 1e6,
           "a push with any |gradient element| above this is INVALID_ARGUMENT, nothing applied");
-ABSL_FLAG(std::string, tls_cert, "",
-          "PEM certificate chain of this shard; with --tls_key turns TLS on (re-read when it "
-          "changes)");
-ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
-ABSL_FLAG(std::string, tls_ca, "",
-          "PEM CA bundle of the client certificates: every client must present one it signed "
-          "(mutual TLS); empty: no client certificates");
-ABSL_FLAG(double, tls_reload_seconds, 10,
-          "how often the TLS files are checked for a renewed certificate or CA");
-ABSL_FLAG(std::string, health_listen, "",
-          "host:port of a plaintext port serving only grpc.health.v1 (and reflection), for "
-          "probes that cannot speak TLS such as Kubernetes' gRPC probes; empty: none");
-ABSL_FLAG(std::string, auth_tokens_file, "",
-          "bearer tokens, one 'token role [name]' per line (role reader|worker|admin); turns "
-          "authentication on; re-read when it changes. Empty: no tokens");
-ABSL_FLAG(double, auth_reload_seconds, 5,
-          "how often --auth_tokens_file is checked for changes (a rotated Secret)");
-ABSL_FLAG(std::string, auth_cert_roles, "",
-          "with --tls_ca: roles of client-certificate identities (SAN or CN), "
-          "'identity=role,...'; turns authentication on");
 ABSL_FLAG(double, max_weight_abs, 1e6, "weights are clamped to [-this, this] after each update");
 ABSL_FLAG(std::string, backup_dtype, "float32",
           "float32 | bfloat16 | float16: how each worker's backup w_bak is kept; 16 bits halve the "
@@ -128,9 +109,11 @@ ABSL_FLAG(std::string, peer_token_file, "",
 namespace dcasgd {
 namespace {
 
-// Every flag defined above, nothing else.
+// Every flag defined above and the servers' shared security flags
+// (auth/server_flags.h), nothing else.
 const FlagSet& PsFlags() {
-  static const FlagSet* flags = new FlagSet("dcasgd-ps", __FILE__);  // never deleted
+  static const FlagSet* flags =
+      new FlagSet("dcasgd-ps", {__FILE__, auth::ServerSecurityFlagsFile()});  // never deleted
   return *flags;
 }
 
@@ -332,30 +315,12 @@ absl::Status ParseServing(PsOptions* options) {
   return absl::OkStatus();
 }
 
-// --tls_* and --auth_*.
+// --tls_*, --auth_* and --health_listen (auth/server_flags.h).
 absl::Status ParseSecurity(PsOptions* options) {
-  options->health_listen = absl::GetFlag(FLAGS_health_listen);
-  auth::ServerTlsFiles& tls = options->tls;
-  tls.cert = absl::GetFlag(FLAGS_tls_cert);
-  tls.key = absl::GetFlag(FLAGS_tls_key);
-  tls.client_ca = absl::GetFlag(FLAGS_tls_ca);
-  if (tls.enabled() && (tls.cert.empty() || tls.key.empty())) {
-    return absl::InvalidArgumentError(
-        "TLS needs both --tls_cert and --tls_key (--tls_ca adds mutual TLS)");
-  }
-  ASSIGN_OR_RETURN(tls.reload_interval,
-                   SecondsFlag("tls_reload_seconds", absl::GetFlag(FLAGS_tls_reload_seconds),
-                               /*zero_ok=*/false));
-  options->auth.tokens_file = absl::GetFlag(FLAGS_auth_tokens_file);
-  ASSIGN_OR_RETURN(options->auth.reload_interval,
-                   SecondsFlag("auth_reload_seconds", absl::GetFlag(FLAGS_auth_reload_seconds),
-                               /*zero_ok=*/false));
-  ASSIGN_OR_RETURN(options->auth.cert_roles,
-                   auth::ParseCertRoles(absl::GetFlag(FLAGS_auth_cert_roles)));
-  if (!options->auth.cert_roles.empty() && tls.client_ca.empty()) {
-    return absl::InvalidArgumentError(
-        "--auth_cert_roles needs --tls_ca: without mutual TLS there are no client certificates");
-  }
+  ASSIGN_OR_RETURN(auth::ServerSecurity security, auth::ServerSecurityFromFlags());
+  options->health_listen = std::move(security.health_listen);
+  options->tls = std::move(security.tls);
+  options->auth = std::move(security.auth);
   return absl::OkStatus();
 }
 
@@ -494,19 +459,14 @@ std::string PsOptions::DebugString() const {
       "listen=%s shard=%d/%d rule={%s} sync=%s ssp_bound=%d ssp_policy=%s "
       "max_staleness=%d lease=%s checkpoint_dir='%s' checkpoint_interval=%s "
       "checkpoint_max_age=%s metrics_address='%s' max_message_bytes=%d max_push_bytes=%d "
-      "max_workers=%d memory_budget=%s (%s) max_inflight=%s tls=%s auth=%s%s",
+      "max_workers=%d memory_budget=%s (%s) max_inflight=%s %s%s",
       listen, shard.shard_index, shard.shard_count, shard.optimizer.DebugString(),
       NameOf(kSyncModeNames, shard.sync), shard.ssp_bound,
       NameOf(kSspPolicyNames, shard.ssp_policy), shard.max_staleness,
       absl::FormatDuration(shard.lease), checkpoint_dir, absl::FormatDuration(checkpoint_interval),
       absl::FormatDuration(checkpoint_max_age), metrics_address, max_message_bytes, max_push_bytes,
       shard.max_workers, HumanBytes(shard.memory_budget_bytes), memory_budget_source,
-      HumanBytes(shard.inflight_budget_bytes),
-      !tls.enabled() ? "off" : (tls.client_ca.empty() ? "on" : "mutual"),
-      !auth.enabled() ? "off"
-                      : absl::StrCat(auth.tokens_file.empty() ? "" : "tokens",
-                                     auth.tokens_file.empty() || auth.cert_roles.empty() ? "" : "+",
-                                     auth.cert_roles.empty() ? "" : "certificates"),
+      HumanBytes(shard.inflight_budget_bytes), auth::DescribeServerSecurity(tls, auth),
       !replication.enabled()
           ? ""
           : absl::StrCat(" replicas=2 member=", MemberName(replication.member), " peer=",

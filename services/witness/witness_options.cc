@@ -2,6 +2,7 @@
 
 #include <limits>
 #include <set>
+#include <utility>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/numbers.h"
@@ -9,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "auth/server_flags.h"
 #include "base/status_macros.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:7000", "gRPC listen address host:port (port 0: any)");
@@ -21,66 +23,24 @@ ABSL_FLAG(std::string, init, "",
 ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9100",
           "Prometheus /metrics host:port (port 0: any); empty: off");
 ABSL_FLAG(std::string, port_file, "", "write 'grpc <port>\\nmetrics <port>\\n' here after start");
-ABSL_FLAG(std::string, health_listen, "",
-          "host:port of a plaintext port serving only grpc.health.v1 (and reflection), for "
-          "probes that cannot speak TLS; empty: none");
-ABSL_FLAG(std::string, tls_cert, "",
-          "PEM certificate chain of the witness; with --tls_key turns TLS on (re-read when it "
-          "changes)");
-ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
-ABSL_FLAG(std::string, tls_ca, "",
-          "PEM CA bundle of the client certificates: every client must present one it signed "
-          "(mutual TLS); empty: no client certificates");
-ABSL_FLAG(double, tls_reload_seconds, 10,
-          "how often the TLS files are checked for a renewed certificate or CA");
-ABSL_FLAG(std::string, auth_tokens_file, "",
-          "bearer tokens, one 'token role [name]' per line (the members' role replication; "
-          "admin for Force); turns authentication on; re-read when it changes. Empty: no tokens");
-ABSL_FLAG(double, auth_reload_seconds, 5,
-          "how often --auth_tokens_file is checked for changes (a rotated Secret)");
-ABSL_FLAG(std::string, auth_cert_roles, "",
-          "with --tls_ca: roles of client-certificate identities (SAN or CN), "
-          "'identity=role,...'; turns authentication on");
 
 namespace dcasgd {
 namespace {
 
-// Every flag defined above, nothing else.
+// Every flag defined above and the servers' shared security flags
+// (auth/server_flags.h), nothing else.
 const FlagSet& WitnessFlags() {
-  static const FlagSet* flags = new FlagSet("dcasgd-witness", __FILE__);  // never deleted
+  static const FlagSet* flags =
+      new FlagSet("dcasgd-witness", {__FILE__, auth::ServerSecurityFlagsFile()});  // never deleted
   return *flags;
 }
 
-// A positive duration flag in seconds, at most 1e9.
-absl::StatusOr<absl::Duration> SecondsFlag(absl::string_view flag, double seconds) {
-  if (!(seconds > 0) || seconds > 1e9) {
-    return absl::InvalidArgumentError(absl::StrCat("--", flag, "=", seconds, ": must be positive"));
-  }
-  return absl::Seconds(seconds);
-}
-
-// --tls_* and --auth_* (as dcasgd-ps reads them, services/ps/ps_options.cc).
+// --tls_*, --auth_* and --health_listen (auth/server_flags.h).
 absl::Status ParseSecurity(WitnessOptions* options) {
-  options->health_listen = absl::GetFlag(FLAGS_health_listen);
-  auth::ServerTlsFiles& tls = options->tls;
-  tls.cert = absl::GetFlag(FLAGS_tls_cert);
-  tls.key = absl::GetFlag(FLAGS_tls_key);
-  tls.client_ca = absl::GetFlag(FLAGS_tls_ca);
-  if (tls.enabled() && (tls.cert.empty() || tls.key.empty())) {
-    return absl::InvalidArgumentError(
-        "TLS needs both --tls_cert and --tls_key (--tls_ca adds mutual TLS)");
-  }
-  ASSIGN_OR_RETURN(tls.reload_interval,
-                   SecondsFlag("tls_reload_seconds", absl::GetFlag(FLAGS_tls_reload_seconds)));
-  options->auth.tokens_file = absl::GetFlag(FLAGS_auth_tokens_file);
-  ASSIGN_OR_RETURN(options->auth.reload_interval,
-                   SecondsFlag("auth_reload_seconds", absl::GetFlag(FLAGS_auth_reload_seconds)));
-  ASSIGN_OR_RETURN(options->auth.cert_roles,
-                   auth::ParseCertRoles(absl::GetFlag(FLAGS_auth_cert_roles)));
-  if (!options->auth.cert_roles.empty() && tls.client_ca.empty()) {
-    return absl::InvalidArgumentError(
-        "--auth_cert_roles needs --tls_ca: without mutual TLS there are no client certificates");
-  }
+  ASSIGN_OR_RETURN(auth::ServerSecurity security, auth::ServerSecurityFromFlags());
+  options->health_listen = std::move(security.health_listen);
+  options->tls = std::move(security.tls);
+  options->auth = std::move(security.auth);
   return absl::OkStatus();
 }
 
@@ -156,14 +116,9 @@ std::string WitnessOptionsUsage() {
 }
 
 std::string WitnessOptions::DebugString() const {
-  return absl::StrFormat(
-      "listen=%s state_dir='%s' shard_count=%d init=%d metrics_address='%s' tls=%s auth=%s", listen,
-      state_dir, shard_count, init.size(), metrics_address,
-      !tls.enabled() ? "off" : (tls.client_ca.empty() ? "on" : "mutual"),
-      !auth.enabled() ? "off"
-                      : absl::StrCat(auth.tokens_file.empty() ? "" : "tokens",
-                                     auth.tokens_file.empty() || auth.cert_roles.empty() ? "" : "+",
-                                     auth.cert_roles.empty() ? "" : "certificates"));
+  return absl::StrFormat("listen=%s state_dir='%s' shard_count=%d init=%d metrics_address='%s' %s",
+                         listen, state_dir, shard_count, init.size(), metrics_address,
+                         auth::DescribeServerSecurity(tls, auth));
 }
 
 }  // namespace dcasgd

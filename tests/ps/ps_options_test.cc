@@ -198,6 +198,12 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{{"--ssp_policy=maybe"}, {}, "ssp_policy"},
         BadCase{{"--lr_schedule=cosine"}, {}, "lr_schedule"},
         BadCase{{"--lease_seconds=0"}, {}, "lease_seconds"},
+        BadCase{{"--tls_cert=/c"}, {}, "TLS needs both --tls_cert and --tls_key"},
+        BadCase{{"--tls_ca=/ca"}, {}, "TLS needs both --tls_cert and --tls_key"},
+        BadCase{{"--auth_cert_roles=w1=worker"}, {}, "--auth_cert_roles needs --tls_ca"},
+        BadCase{{"--auth_cert_roles=w1"}, {}, "w1"},
+        BadCase{{"--tls_reload_seconds=0"}, {}, "--tls_reload_seconds=0: must be positive"},
+        BadCase{{"--auth_reload_seconds=-1"}, {}, "--auth_reload_seconds=-1: must be positive"},
         BadCase{{"--checkpoint_interval_seconds=-1"}, {}, "checkpoint_interval"},
         BadCase{{"--max_staleness=-2"}, {}, "max_staleness"},
         BadCase{{"--max_push_bytes=0"}, {}, "max_push_bytes"},
@@ -359,6 +365,26 @@ TEST_P(PsOptionsBadReplication, IsInvalidArgumentNamingTheFlag) {
   ASSERT_FALSE(options.ok());
   EXPECT_EQ(options.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(options.status().message(), HasSubstr(GetParam().message));
+}
+
+TEST(PsOptions, ReadsTheServerSecurityFlags) {
+  absl::StatusOr<PsOptions> options =
+      Parse({"--tls_cert=/c", "--tls_key=/k", "--tls_ca=/ca", "--tls_reload_seconds=2",
+             "--auth_tokens_file=/t", "--auth_reload_seconds=3", "--auth_cert_roles=w1=worker",
+             "--health_listen=127.0.0.1:0"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->tls.cert, "/c");
+  EXPECT_EQ(options->tls.key, "/k");
+  EXPECT_EQ(options->tls.client_ca, "/ca");
+  EXPECT_EQ(options->tls.reload_interval, absl::Seconds(2));
+  EXPECT_EQ(options->auth.tokens_file, "/t");
+  EXPECT_EQ(options->auth.reload_interval, absl::Seconds(3));
+  EXPECT_EQ(options->auth.cert_roles.size(), 1u);
+  EXPECT_EQ(options->health_listen, "127.0.0.1:0");
+  EXPECT_THAT(options->DebugString(), HasSubstr("tls=mutual auth=tokens+certificates"));
+  options = Parse({});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_THAT(options->DebugString(), HasSubstr("tls=off auth=off"));
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -362,6 +362,26 @@ TEST(WitnessOptions, RequiresStateDirAndShardCount) {
   EXPECT_EQ(options->init.size(), 1u);
 }
 
+// The shared server flags (auth/server_flags.h) are the witness's too, read
+// and checked as dcasgd-ps reads them.
+TEST(WitnessOptions, ReadsTheSharedSecurityFlags) {
+  const EnvLookup no_env = [](const std::string&) { return std::nullopt; };
+  absl::StatusOr<WitnessOptions> options = ParseWitnessOptions(
+      {"--state_dir=/x", "--shard_count=1", "--tls_cert=/c", "--tls_key=/k", "--tls_ca=/ca",
+       "--auth_cert_roles=member-a=replication", "--health_listen=127.0.0.1:0"},
+      no_env);
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->tls.client_ca, "/ca");
+  EXPECT_EQ(options->health_listen, "127.0.0.1:0");
+  EXPECT_EQ(options->auth.cert_roles.size(), 1u);
+  EXPECT_THAT(options->DebugString(), HasSubstr("tls=mutual auth=certificates"));
+  EXPECT_THAT(
+      std::string(ParseWitnessOptions({"--state_dir=/x", "--shard_count=1", "--tls_key=/k"}, no_env)
+                      .status()
+                      .message()),
+      HasSubstr("TLS needs both --tls_cert and --tls_key"));
+}
+
 // ---------------------------------------------------------------------------
 // A real dcasgd-witness process.
 
