@@ -25,8 +25,9 @@
 namespace dcasgd::model {
 namespace {
 
+using testing::DoubleMap;
 using ::testing::HasSubstr;
-using DoubleMap = absl::flat_hash_map<std::string, std::vector<double>>;
+using testing::RandomParameters;
 
 // ---- Reference: direct convolution, ReLU then pooling, in double ----
 
@@ -121,23 +122,6 @@ double ReferenceLoss(const ReferenceShape& shape, const DoubleMap& p,
   return total / static_cast<double>(n);
 }
 
-// Every element random (biases too), scaled by the fan-in (all dimensions
-// but the last), so that every gradient element is exercised.
-ParameterMap RandomParameters(const std::vector<TensorSpec>& specs, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  ParameterMap params;
-  for (const TensorSpec& spec : specs) {
-    double fan_in = 1;
-    for (size_t d = 0; d + 1 < spec.shape.size(); ++d) fan_in *= double(spec.shape[d]);
-    const double stddev = spec.shape.size() >= 2 ? 1.0 / std::sqrt(fan_in) : 0.1;
-    std::normal_distribution<float> gauss(0.0f, static_cast<float>(stddev));
-    std::vector<float>& values = params[spec.name];
-    values.resize(spec.num_elements());
-    for (float& v : values) v = gauss(rng);
-  }
-  return params;
-}
-
 std::unique_ptr<Model> MustCreate(const std::string& name, int input_dim = kFashionMnistFeatures,
                                   int classes = kFashionMnistClasses) {
   auto model = CreateModel(name, input_dim, classes);
@@ -166,47 +150,17 @@ TEST_P(ConvNetGradientCheck, MatchesCentralDifferencesOfDoubleReference) {
   auto loss = model->Gradient(params, data.features, data.labels, &gradients);
   ASSERT_TRUE(loss.ok()) << loss.status();
 
-  DoubleMap reference;
-  for (const auto& [tensor, values] : params) {
-    reference[tensor].assign(values.begin(), values.end());
-  }
+  const DoubleMap reference = testing::ToDouble(params);
   const double reference_loss = ReferenceLoss(shape, reference, data);
   EXPECT_NEAR(*loss, reference_loss, 1e-5 * std::max(1.0, reference_loss));
 
   // Every tensor; all elements of small ones, a seeded sample of big ones.
   // The step is small so that it rarely moves a value across a ReLU or
   // max-pooling kink (the reference is in double, so 1e-6 leaves ~10 digits).
-  constexpr size_t kMaxElementsPerTensor = 120;
-  constexpr double kEpsilon = 1e-6;
-  std::mt19937_64 rng(4);
-  for (const TensorSpec& spec : specs) {
-    SCOPED_TRACE(spec.name);
-    ASSERT_TRUE(gradients.contains(spec.name));
-    const std::vector<float>& analytic = gradients.at(spec.name);
-    ASSERT_EQ(analytic.size(), spec.num_elements());
-    std::vector<size_t> indices;
-    if (analytic.size() <= kMaxElementsPerTensor) {
-      for (size_t i = 0; i < analytic.size(); ++i) indices.push_back(i);
-    } else {
-      std::uniform_int_distribution<size_t> pick(0, analytic.size() - 1);
-      for (size_t k = 0; k < kMaxElementsPerTensor; ++k) indices.push_back(pick(rng));
-    }
-    double numeric_magnitude = 0;
-    for (size_t i : indices) {
-      std::vector<double>& values = reference[spec.name];
-      const double saved = values[i];
-      values[i] = saved + kEpsilon;
-      const double plus = ReferenceLoss(shape, reference, data);
-      values[i] = saved - kEpsilon;
-      const double minus = ReferenceLoss(shape, reference, data);
-      values[i] = saved;
-      const double numeric = (plus - minus) / (2 * kEpsilon);
-      numeric_magnitude += std::abs(numeric);
-      EXPECT_NEAR(analytic[i], numeric, 1e-5 + 1e-3 * std::abs(numeric)) << "element " << i;
-    }
-    // The check is not vacuous: the sampled gradients are not all zero.
-    EXPECT_GT(numeric_magnitude / indices.size(), 1e-5);
-  }
+  testing::ExpectGradientsMatchCentralDifferences(
+      specs, gradients, reference,
+      [&](const DoubleMap& p) { return ReferenceLoss(shape, p, data); },
+      /*max_elements_per_tensor=*/120, /*epsilon=*/1e-6);
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -16,7 +16,8 @@
 namespace dcasgd::model {
 namespace {
 
-using DoubleMap = absl::flat_hash_map<std::string, std::vector<double>>;
+using testing::DoubleMap;
+using testing::RandomParameters;
 
 struct ReferenceLayer {
   std::string weights;
@@ -63,21 +64,6 @@ double ReferenceLoss(const std::vector<ReferenceLayer>& layers, const DoubleMap&
   return total / static_cast<double>(n);
 }
 
-// Parameters with every element random (biases too), so that every gradient
-// element is exercised and hidden-layer gradients are not tiny.
-ParameterMap RandomParameters(const std::vector<TensorSpec>& specs, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  ParameterMap params;
-  for (const TensorSpec& spec : specs) {
-    const double stddev = spec.shape.size() == 2 ? 1.0 / std::sqrt(double(spec.shape[0])) : 0.1;
-    std::normal_distribution<float> gauss(0.0f, static_cast<float>(stddev));
-    std::vector<float>& values = params[spec.name];
-    values.resize(spec.num_elements());
-    for (float& v : values) v = gauss(rng);
-  }
-  return params;
-}
-
 // (model name, input_dim, num_classes, batch size)
 using GradientCase = std::tuple<std::string, int, int, int>;
 
@@ -96,45 +82,15 @@ TEST_P(GradientCheck, MatchesCentralDifferencesOfDoubleReference) {
   ASSERT_TRUE(loss.ok()) << loss.status();
 
   const std::vector<ReferenceLayer> layers = ReferenceLayers(specs);
-  DoubleMap reference;
-  for (const auto& [tensor, values] : params) {
-    reference[tensor].assign(values.begin(), values.end());
-  }
+  const DoubleMap reference = testing::ToDouble(params);
   const double reference_loss = ReferenceLoss(layers, reference, data);
   EXPECT_NEAR(*loss, reference_loss, 1e-5 * std::max(1.0, reference_loss));
 
   // Every tensor; all elements of small ones, a seeded sample of big ones.
-  constexpr size_t kMaxElementsPerTensor = 150;
-  constexpr double kEpsilon = 1e-5;
-  std::mt19937_64 rng(4);
-  for (const TensorSpec& spec : specs) {
-    SCOPED_TRACE(spec.name);
-    ASSERT_TRUE(gradients.contains(spec.name));
-    const std::vector<float>& analytic = gradients.at(spec.name);
-    ASSERT_EQ(analytic.size(), spec.num_elements());
-    std::vector<size_t> indices;
-    if (analytic.size() <= kMaxElementsPerTensor) {
-      for (size_t i = 0; i < analytic.size(); ++i) indices.push_back(i);
-    } else {
-      std::uniform_int_distribution<size_t> pick(0, analytic.size() - 1);
-      for (size_t k = 0; k < kMaxElementsPerTensor; ++k) indices.push_back(pick(rng));
-    }
-    double numeric_magnitude = 0;
-    for (size_t i : indices) {
-      std::vector<double>& values = reference[spec.name];
-      const double saved = values[i];
-      values[i] = saved + kEpsilon;
-      const double plus = ReferenceLoss(layers, reference, data);
-      values[i] = saved - kEpsilon;
-      const double minus = ReferenceLoss(layers, reference, data);
-      values[i] = saved;
-      const double numeric = (plus - minus) / (2 * kEpsilon);
-      numeric_magnitude += std::abs(numeric);
-      EXPECT_NEAR(analytic[i], numeric, 1e-5 + 1e-3 * std::abs(numeric)) << "element " << i;
-    }
-    // The check is not vacuous: the sampled gradients are not all zero.
-    EXPECT_GT(numeric_magnitude / indices.size(), 1e-5);
-  }
+  testing::ExpectGradientsMatchCentralDifferences(
+      specs, gradients, reference,
+      [&](const DoubleMap& p) { return ReferenceLoss(layers, p, data); },
+      /*max_elements_per_tensor=*/150, /*epsilon=*/1e-5);
 }
 
 INSTANTIATE_TEST_SUITE_P(
