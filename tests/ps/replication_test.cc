@@ -289,6 +289,16 @@ bool SameBits(const std::vector<float>& x, const std::vector<float>& y) {
   return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) == 0;
 }
 
+// Member a SIGKILLed; b must take over alone and serve `expected` (the
+// weights a acknowledged last) bit for bit.
+void ExpectBServesAfterAIsKilled(Pair& pair, const std::vector<float>& expected) {
+  ASSERT_TRUE(pair.member(0).Kill(SIGKILL).ok());
+  ASSERT_TRUE(pair.WaitRole(1, "primary-solo")) << pair.member(1).Log();
+  absl::StatusOr<std::vector<float>> on_b = ReadWeights(pair.address(1));
+  ASSERT_TRUE(on_b.ok()) << on_b.status();
+  EXPECT_TRUE(SameBits(*on_b, expected));
+}
+
 TEST(Replication, ReplicaRefusesClientsAndEndsBitIdentical) {
   Pair pair;
   const absl::Status paired = pair.StartPaired(Timing{});
@@ -479,11 +489,7 @@ TEST(Replication, RestartedReplicaCatchesUpAndPairsAgain) {
   EXPECT_EQ(a->epoch(), 2u);  // a went on alone once (epoch 2) and stayed there, paired
   // b now holds a's weights bit for bit: kill a and read them from b.
   worker.reset();
-  ASSERT_TRUE(pair.member(0).Kill(SIGKILL).ok());
-  ASSERT_TRUE(pair.WaitRole(1, "primary-solo")) << pair.member(1).Log();
-  absl::StatusOr<std::vector<float>> on_b = ReadWeights(pair.address(1));
-  ASSERT_TRUE(on_b.ok()) << on_b.status();
-  EXPECT_TRUE(SameBits(*on_b, weights["w"]));
+  ExpectBServesAfterAIsKilled(pair, weights["w"]);
 }
 
 // The snapshot is cut while a worker keeps pushing: every push after the cut
@@ -528,11 +534,7 @@ TEST(Replication, CatchUpWhileAWorkerPushes) {
   EXPECT_EQ(b->version(), a->version());
   EXPECT_EQ(b->last_seq(), a->last_seq());
   worker.reset();
-  ASSERT_TRUE(pair.member(0).Kill(SIGKILL).ok());
-  ASSERT_TRUE(pair.WaitRole(1, "primary-solo")) << pair.member(1).Log();
-  absl::StatusOr<std::vector<float>> on_b = ReadWeights(pair.address(1));
-  ASSERT_TRUE(on_b.ok()) << on_b.status();
-  EXPECT_TRUE(SameBits(*on_b, weights["w"]));
+  ExpectBServesAfterAIsKilled(pair, weights["w"]);
 }
 
 // Shard 0's data schedule is replicated too: after a failover the data
