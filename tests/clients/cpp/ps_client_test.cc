@@ -72,6 +72,24 @@ std::vector<TensorSpec> Specs() {
   return {w, b};
 }
 
+// A client of `shards` named `name` that declared Specs() and pulled them
+// into `weights`; null (with a test failure) when any step fails.
+std::unique_ptr<PsClient> DeclaredOrDie(
+    const std::vector<std::unique_ptr<testing::PsProcess>>& shards, const std::string& name,
+    TensorMap* weights) {
+  auto client = ConnectOrDie(Options(shards, name));
+  if (client == nullptr) return nullptr;
+  if (absl::Status declared = client->Declare(Specs()); !declared.ok()) {
+    ADD_FAILURE() << declared;
+    return nullptr;
+  }
+  if (absl::Status pulled = client->Pull({}, weights); !pulled.ok()) {
+    ADD_FAILURE() << pulled;
+    return nullptr;
+  }
+  return client;
+}
+
 // Shards whose leases last half a second, and a worker that sends no
 // heartbeats: the shards' reapers drop it unless it pushes.
 std::vector<std::string> ShortLeaseFlags() {
@@ -274,11 +292,9 @@ TEST(PsClient, EvaluatorLearnsSpecsAndCannotPush) {
 TEST(PsClient, ValidatesGradientsBeforeSending) {
   auto shards = StartOrDie(2);
   ASSERT_EQ(shards.size(), 2u);
-  auto client = ConnectOrDie(Options(shards, "worker"));
-  ASSERT_NE(client, nullptr);
-  ASSERT_TRUE(client->Declare(Specs()).ok());
   TensorMap weights;
-  ASSERT_TRUE(client->Pull({}, &weights).ok());
+  auto client = DeclaredOrDie(shards, "worker", &weights);
+  ASSERT_NE(client, nullptr);
 
   TensorMap gradients;
   gradients["w"] = std::vector<float>(9, 1.0f);
@@ -364,11 +380,9 @@ TEST(PsClient, RejoinsAfterTheLeaseExpired) {
 TEST(PsClient, HeartbeatsKeepTheLease) {
   auto shards = StartOrDie(2, ShortLeaseFlags());
   ASSERT_EQ(shards.size(), 2u);
-  auto client = ConnectOrDie(Options(shards, "alive"));
-  ASSERT_NE(client, nullptr);
-  ASSERT_TRUE(client->Declare(Specs()).ok());
   TensorMap weights;
-  ASSERT_TRUE(client->Pull({}, &weights).ok());
+  auto client = DeclaredOrDie(shards, "alive", &weights);
+  ASSERT_NE(client, nullptr);
   const uint64_t id0 = client->worker_id(0), id1 = client->worker_id(1);
   // Time passing is what is tested here: four leases.
   absl::SleepFor(absl::Seconds(2));
@@ -461,11 +475,9 @@ TEST(PsClient, ConnectRejectsBadOptions) {
 TEST(PsClient, AsyncPushesFinishInTicketOrder) {
   auto shards = StartOrDie(2);
   ASSERT_EQ(shards.size(), 2u);
-  auto client = ConnectOrDie(Options(shards, "async"));
-  ASSERT_NE(client, nullptr);
-  ASSERT_TRUE(client->Declare(Specs()).ok());
   TensorMap weights;
-  ASSERT_TRUE(client->Pull({}, &weights).ok());
+  auto client = DeclaredOrDie(shards, "async", &weights);
+  ASSERT_NE(client, nullptr);
   std::vector<TensorMap> gradients(3), answers(3);
   std::vector<PushStats> stats(3);
   std::vector<PushTicket> tickets;
@@ -503,11 +515,9 @@ TEST(PsClient, AsyncPushesFinishInTicketOrder) {
 TEST(PsClient, AsyncPushErrorsArriveAtWait) {
   auto shards = StartOrDie(2);
   ASSERT_EQ(shards.size(), 2u);
-  auto client = ConnectOrDie(Options(shards, "async"));
-  ASSERT_NE(client, nullptr);
-  ASSERT_TRUE(client->Declare(Specs()).ok());
   TensorMap weights;
-  ASSERT_TRUE(client->Pull({}, &weights).ok());
+  auto client = DeclaredOrDie(shards, "async", &weights);
+  ASSERT_NE(client, nullptr);
   TensorMap unknown = {{"nope", {1}}};
   TensorMap short_gradient = {{"w", {1, 2}}};
   TensorMap good = {{"w", std::vector<float>(10, 1.0f)}};
