@@ -253,11 +253,49 @@ def report(results, out_dir):
                     cells_.append(fmt(top, largest) if top else
                                   failures(results, model, schedule, m, rule))
                 lines.append(f"| {rule} | " + " | ".join(cells_) + " |")
+    lines += staleness_lines(results)
     text = "\n".join(lines) + "\n"
     with open(os.path.join(out_dir, "tables.md"), "w") as f:
         f.write("<!-- written by bench/convergence_study.py --report -->\n" + text)
     plot(results, table, out_dir)
     return text
+
+
+def percentile(hist, q):
+    """The smallest staleness s with at least a fraction q of pushes <= s."""
+    total = sum(hist.values())
+    seen = 0
+    for s in sorted(hist):
+        seen += hist[s]
+        if seen >= q * total:
+            return s
+    return None
+
+
+def staleness_lines(results):
+    """The measured staleness per schedule and M, every cell's shard
+    histograms pooled: what each schedule really did."""
+    pooled = {}
+    for r in results:
+        if not r.get("staleness") or r["workers"] == 1:
+            continue
+        h = pooled.setdefault((r["schedule"], r["workers"]), {})
+        for k, v in r["staleness"].items():
+            h[int(k)] = h.get(int(k), 0) + v
+    if not pooled:
+        return []
+    lines = ["\n### Measured staleness\n",
+             "Every push of every cell at that M (all models and rules pooled), as the "
+             "shards counted it.\n",
+             "| schedule | M | pushes | mean | p50 | p90 | p99 | max | share at 0 |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for (schedule, m), h in sorted(pooled.items()):
+        n = sum(h.values())
+        mean = sum(k * v for k, v in h.items()) / n
+        lines.append(f"| {schedule} | {m} | {n} | {mean:.1f} | {percentile(h, 0.5)} | "
+                     f"{percentile(h, 0.9)} | {percentile(h, 0.99)} | {max(h)} | "
+                     f"{100 * h.get(0, 0) / n:.1f}% |")
+    return lines
 
 
 def fmt(top, largest=None):

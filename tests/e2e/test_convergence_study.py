@@ -46,6 +46,8 @@ class ConvergenceStudySmoke(unittest.TestCase):
             tables = f.read()
         self.assertIn("Sequential SGD (M = 1):", tables)
         self.assertRegex(tables, r"\| dcasgd-a \| [0-9.]+ \(lr 0\.05\) \|")
+        # The measured staleness: the three M = 2 cells' pushes pooled.
+        self.assertRegex(tables, r"\| round-robin \| 2 \| 2880 \| 1\.0 \| 1 \| 1 \| 1 \| 1 \| ")
         for name in ("final-vs-workers-softmax-round-robin.png",
                      "accuracy-per-epoch-softmax-round-robin.png"):
             with open(os.path.join(out, name), "rb") as f:
