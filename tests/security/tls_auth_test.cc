@@ -364,6 +364,31 @@ ClientOptions WorkerOptions(const PsProcess& ps, std::shared_ptr<const auth::Cli
   return options;
 }
 
+// A worker connected with `options` that declared "w" (4 elements, all 1)
+// and pulled it into `weights`; null (with a test failure) when a step fails.
+std::unique_ptr<PsClient> DeclaredWorker(const ClientOptions& options, TensorMap* weights) {
+  absl::StatusOr<std::unique_ptr<PsClient>> connected = PsClient::Connect(options);
+  if (!connected.ok()) {
+    ADD_FAILURE() << connected.status();
+    return nullptr;
+  }
+  std::unique_ptr<PsClient> worker = std::move(connected).value();
+  TensorSpec spec;
+  spec.name = "w";
+  spec.shape = {4};
+  spec.init.kind = Initializer::Kind::kConstant;
+  spec.init.a = 1.0f;
+  if (absl::Status s = worker->Declare({spec}); !s.ok()) {
+    ADD_FAILURE() << s;
+    return nullptr;
+  }
+  if (absl::Status s = worker->Pull({"w"}, weights); !s.ok()) {
+    ADD_FAILURE() << s;
+    return nullptr;
+  }
+  return worker;
+}
+
 TEST_F(SecurityTest, WorkerTrainsButMayNotCheckpointAndAdminMay) {
   absl::StatusOr<std::string> checkpoints = testing::MakeTempDir("dcasgd-security-ckpt");
   ASSERT_TRUE(checkpoints.ok());
@@ -377,19 +402,12 @@ TEST_F(SecurityTest, WorkerTrainsButMayNotCheckpointAndAdminMay) {
 
   auto worker_credentials = auth::ClientCredentials::Load(Tls("worker.token"));
   ASSERT_TRUE(worker_credentials.ok()) << worker_credentials.status();
-  absl::StatusOr<std::unique_ptr<PsClient>> worker =
-      PsClient::Connect(WorkerOptions(*ps, *worker_credentials, "trainer-0"));
-  ASSERT_TRUE(worker.ok()) << worker.status();
-  TensorSpec spec;
-  spec.name = "w";
-  spec.shape = {4};
-  spec.init.kind = Initializer::Kind::kConstant;
-  spec.init.a = 1.0f;
-  ASSERT_TRUE((*worker)->Declare({spec}).ok());
   TensorMap weights;
-  ASSERT_TRUE((*worker)->Pull({"w"}, &weights).ok());
+  std::unique_ptr<PsClient> worker =
+      DeclaredWorker(WorkerOptions(*ps, *worker_credentials, "trainer-0"), &weights);
+  ASSERT_NE(worker, nullptr);
   TensorMap gradients{{"w", {0.5f, 0.5f, 0.5f, 0.5f}}};
-  ASSERT_TRUE((*worker)->PushPull(gradients, &weights).ok());
+  ASSERT_TRUE(worker->PushPull(gradients, &weights).ok());
   EXPECT_THAT(weights["w"], ::testing::ElementsAre(0.5f, 0.5f, 0.5f, 0.5f));
 
   // The data coordinator takes the worker's token too.
@@ -400,7 +418,7 @@ TEST_F(SecurityTest, WorkerTrainsButMayNotCheckpointAndAdminMay) {
   const DataLease& granted = std::get<DataLease>(*lease);
   EXPECT_TRUE(coordinator.Complete(granted.lease_id, granted.secret).ok());
 
-  absl::StatusOr<std::vector<CheckpointResult>> refused = (*worker)->Checkpoint();
+  absl::StatusOr<std::vector<CheckpointResult>> refused = worker->Checkpoint();
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kPermissionDenied) << refused.status();
 
   auto admin_credentials = auth::ClientCredentials::Load(Tls("admin.token"));
@@ -413,7 +431,7 @@ TEST_F(SecurityTest, WorkerTrainsButMayNotCheckpointAndAdminMay) {
   EXPECT_EQ(written->at(0).version, 1u);
   struct stat st {};
   EXPECT_EQ(::stat(written->at(0).path.c_str(), &st), 0) << written->at(0).path;
-  (*worker)->Leave().IgnoreError();
+  worker->Leave().IgnoreError();
   testing::RemoveTree(*checkpoints);
 }
 
@@ -563,24 +581,17 @@ TEST_F(SecurityTest, ReplicatedPairUnderMutualTls) {
   options.max_attempts = 8;
   options.initial_backoff = absl::Milliseconds(20);
   options.max_backoff = absl::Milliseconds(200);
-  absl::StatusOr<std::unique_ptr<PsClient>> worker = PsClient::Connect(options);
-  ASSERT_TRUE(worker.ok()) << worker.status();
-  TensorSpec spec;
-  spec.name = "w";
-  spec.shape = {4};
-  spec.init.kind = Initializer::Kind::kConstant;
-  spec.init.a = 1.0f;
-  ASSERT_TRUE((*worker)->Declare({spec}).ok());
   TensorMap weights;
-  ASSERT_TRUE((*worker)->Pull({"w"}, &weights).ok());
+  std::unique_ptr<PsClient> worker = DeclaredWorker(options, &weights);
+  ASSERT_NE(worker, nullptr);
   TensorMap gradients{{"w", {0.5f, 0.5f, 0.5f, 0.5f}}};
-  ASSERT_TRUE((*worker)->PushPull(gradients, &weights).ok());
+  ASSERT_TRUE(worker->PushPull(gradients, &weights).ok());
   // Acknowledged, so b has it: kill a, and b answers the next push.
   ASSERT_TRUE(member[0]->Kill(SIGKILL).ok());
-  ASSERT_TRUE((*worker)->PushPull(gradients, &weights).ok()) << member[1]->Log();
+  ASSERT_TRUE(worker->PushPull(gradients, &weights).ok()) << member[1]->Log();
   EXPECT_THAT(weights["w"], ::testing::ElementsAre(0.0f, 0.0f, 0.0f, 0.0f));
   EXPECT_EQ(role(1), "primary-solo");
-  worker->reset();
+  worker.reset();
   member[1].reset();
   witness->reset();
   testing::RemoveTree(*dir);
