@@ -16,9 +16,12 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -86,14 +89,19 @@ class ChildProcess {
   std::string address_;
 };
 
-// A directory for this run's port files, made once.
+// A directory for this run's port files, made once and removed when the
+// process exits (children exec or _exit, so only the maker removes it).
 inline std::string TempDir() {
-  static const std::string dir = [] {
-    char pattern[] = "/tmp/dcasgd_bench.XXXXXX";
-    const char* made = mkdtemp(pattern);
-    return std::string(made != nullptr ? made : "/tmp");
+  static char path[] = "/tmp/dcasgd_bench.XXXXXX";  // no destructor: safe at exit
+  static const bool made = [] {
+    if (mkdtemp(path) == nullptr) return false;
+    std::atexit([] {
+      std::error_code ignored;
+      std::filesystem::remove_all(path, ignored);
+    });
+    return true;
   }();
-  return dir;
+  return made ? std::string(path) : std::string("/tmp");
 }
 
 // The running binary (to re-execute itself as a raw server).

@@ -44,10 +44,12 @@ Environment: DCASGD_BUILD_DIR (default build/release).
 """
 
 import argparse
+import atexit
 import json
 import math
 import os
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -448,7 +450,9 @@ def main():
         print(f"{len(todo)} cells to run ({len(done)} already in {a.results})", flush=True)
         data = a.data
         if todo and not data:
-            data = os.path.join(tempfile.mkdtemp(prefix="dcasgd-study-"), "data")
+            scratch = tempfile.mkdtemp(prefix="dcasgd-study-")
+            atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+            data = os.path.join(scratch, "data")
             harness.prepare_data(data, DATA_SHARDS)
         os.makedirs(os.path.dirname(os.path.abspath(a.results)), exist_ok=True)
         for i, c in enumerate(todo):

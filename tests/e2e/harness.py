@@ -3,6 +3,7 @@ dcasgd-worker processes, the SigV4-verifying S3 server (s3rver) and a real
 Prometheus, all on loopback. Every wait polls with a deadline; nothing sleeps
 a fixed time in place of a condition."""
 
+import atexit
 import os
 import re
 import shutil
@@ -426,6 +427,7 @@ def stubs():
     global _stubs
     if _stubs is None:
         out = tempfile.mkdtemp(prefix="dcasgd-e2e-stubs-")
+        atexit.register(shutil.rmtree, out, ignore_errors=True)  # loaded by then
         protos = os.path.join(SOURCE_DIR, "protos")
         subprocess.run(["protoc", f"--proto_path={protos}", f"--python_out={out}",
                         f"--grpc_out={out}", "--plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin",

@@ -6,6 +6,7 @@ that a finished cell is not run again, and the report (tables and PNGs)."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,6 +20,7 @@ SCRIPT = os.path.join(harness.SOURCE_DIR, "bench", "convergence_study.py")
 class ConvergenceStudySmoke(unittest.TestCase):
     def test_tiny_grid_records_results_and_reports(self):
         out = tempfile.mkdtemp(prefix="dcasgd-study-smoke-")
+        self.addCleanup(shutil.rmtree, out, ignore_errors=True)
         results = os.path.join(out, "results.jsonl")
         args = [sys.executable, SCRIPT, "--models", "softmax", "--workers", "1,2",
                 "--rules", "asgd,dcasgd-a,dcasgd-a-bf16", "--lrs", "0.05", "--seeds", "1", "--epochs", "1",
