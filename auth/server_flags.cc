@@ -4,6 +4,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "base/flags.h"
 #include "base/status_macros.h"
 
 ABSL_FLAG(std::string, tls_cert, "",
@@ -29,17 +30,6 @@ ABSL_FLAG(std::string, auth_cert_roles, "",
           "'identity=role,...'; turns authentication on");
 
 namespace dcasgd::auth {
-namespace {
-
-absl::StatusOr<absl::Duration> PositiveSeconds(absl::string_view flag, double seconds) {
-  if (!(seconds > 0) || seconds > 1e9) {
-    return absl::InvalidArgumentError(absl::StrCat("--", flag, "=", seconds, ": must be positive"));
-  }
-  return absl::Seconds(seconds);
-}
-
-}  // namespace
-
 absl::StatusOr<ServerSecurity> ServerSecurityFromFlags() {
   ServerSecurity security;
   security.health_listen = absl::GetFlag(FLAGS_health_listen);
@@ -52,11 +42,13 @@ absl::StatusOr<ServerSecurity> ServerSecurityFromFlags() {
         "TLS needs both --tls_cert and --tls_key (--tls_ca adds mutual TLS)");
   }
   ASSIGN_OR_RETURN(tls.reload_interval,
-                   PositiveSeconds("tls_reload_seconds", absl::GetFlag(FLAGS_tls_reload_seconds)));
+                   SecondsFlag("tls_reload_seconds", absl::GetFlag(FLAGS_tls_reload_seconds),
+                               /*zero_ok=*/false));
   AuthOptions& auth = security.auth;
   auth.tokens_file = absl::GetFlag(FLAGS_auth_tokens_file);
-  ASSIGN_OR_RETURN(auth.reload_interval, PositiveSeconds("auth_reload_seconds",
-                                                         absl::GetFlag(FLAGS_auth_reload_seconds)));
+  ASSIGN_OR_RETURN(auth.reload_interval,
+                   SecondsFlag("auth_reload_seconds", absl::GetFlag(FLAGS_auth_reload_seconds),
+                               /*zero_ok=*/false));
   ASSIGN_OR_RETURN(auth.cert_roles, ParseCertRoles(absl::GetFlag(FLAGS_auth_cert_roles)));
   if (!auth.cert_roles.empty() && tls.client_ca.empty()) {
     return absl::InvalidArgumentError(

@@ -53,6 +53,16 @@ FlagSet::FlagSet(std::string program, std::initializer_list<absl::string_view> d
   std::sort(names_.begin(), names_.end());
 }
 
+absl::StatusOr<absl::Duration> SecondsFlag(absl::string_view flag, double seconds, bool zero_ok,
+                                           absl::string_view zero_means) {
+  const bool in_range = zero_ok ? seconds >= 0 : seconds > 0;
+  if (!in_range || seconds > 1e9) {
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, "=", seconds, ": must be ",
+                                                   zero_ok ? ">= 0" : "positive", zero_means));
+  }
+  return absl::Seconds(seconds);
+}
+
 std::string FlagSet::EnvName(absl::string_view flag) {
   return absl::StrCat("DCASGD_", absl::AsciiStrToUpper(flag));
 }

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 
 namespace dcasgd {
 
@@ -56,6 +57,12 @@ class FlagSet {
   const std::string program_;
   std::vector<std::string> names_;  // sorted
 };
+
+// The value of a duration flag given in seconds: positive (or >= 0 with
+// `zero_ok`), at most 1e9; INVALID_ARGUMENT "--flag=value: must be ..."
+// (followed by `zero_means`, e.g. "; 0 turns it off") otherwise.
+absl::StatusOr<absl::Duration> SecondsFlag(absl::string_view flag, double seconds, bool zero_ok,
+                                           absl::string_view zero_means = "");
 
 // True when `args` asks for help (--help, -help or --helpfull).
 bool WantsHelp(const std::vector<std::string>& args);

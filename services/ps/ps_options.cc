@@ -147,17 +147,6 @@ absl::Status ParseEnumFlag(absl::string_view flag, absl::string_view what,
   return absl::OkStatus();
 }
 
-// A duration flag in seconds: positive (or >= 0 with `zero_ok`), at most 1e9.
-absl::StatusOr<absl::Duration> SecondsFlag(absl::string_view flag, double seconds, bool zero_ok,
-                                           absl::string_view zero_means = "") {
-  const bool in_range = zero_ok ? seconds >= 0 : seconds > 0;
-  if (!in_range || seconds > 1e9) {
-    return absl::InvalidArgumentError(absl::StrCat("--", flag, "=", seconds, ": must be ",
-                                                   zero_ok ? ">= 0" : "positive", zero_means));
-  }
-  return absl::Seconds(seconds);
-}
-
 // --listen, --shard_index, --shard_count.
 absl::Status ParsePlacement(const EnvLookup& env, PsOptions* options) {
   options->listen = absl::GetFlag(FLAGS_listen);
