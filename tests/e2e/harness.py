@@ -316,10 +316,14 @@ class Member:
         self.metrics_port = ports["metrics"]
 
     def status(self):
-        """Its ShardStatus, or None while it does not answer."""
+        """Its ShardStatus, or None while it does not answer (killed, stopped
+        or starting). Any other error, such as a Python without grpc, is
+        raised: it must not read as a member that is down."""
+        import grpc
+
         try:
             return shard_status(self.address)
-        except Exception:  # grpc.RpcError: killed, stopped or starting
+        except grpc.RpcError:
             return None
 
     def role(self):
