@@ -1,5 +1,8 @@
 #include "services/worker/data_source.h"
 
+#include <memory>
+#include <utility>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
@@ -19,7 +22,8 @@ absl::StatusOr<std::vector<std::string>> ShardKeys(storage::BlobStore& store,
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<DataSource>> DataSource::Open(const std::string& root) {
+absl::StatusOr<std::unique_ptr<DataSource>> DataSource::Open(
+    const std::string& root, std::shared_ptr<DataShardCache> cache) {
   auto store = storage::OpenBlobStore(root);
   if (!store.ok()) return store.status();
   auto train = ShardKeys(**store, "train");
@@ -31,7 +35,7 @@ absl::StatusOr<std::unique_ptr<DataSource>> DataSource::Open(const std::string& 
   auto test = ShardKeys(**store, "test");
   if (!test.ok()) return test.status();
   return std::unique_ptr<DataSource>(
-      new DataSource(*std::move(store), *std::move(train), *std::move(test)));
+      new DataSource(*std::move(store), *std::move(train), *std::move(test), std::move(cache)));
 }
 
 absl::StatusOr<data::LabeledExamples> DataSource::Load(const std::string& key) {
@@ -42,12 +46,20 @@ absl::StatusOr<data::LabeledExamples> DataSource::Load(const std::string& key) {
   return data::ToLabeledExamples(*shard);
 }
 
-absl::StatusOr<data::LabeledExamples> DataSource::LoadTrain(size_t index) {
+absl::StatusOr<std::shared_ptr<const data::LabeledExamples>> DataSource::LoadTrain(size_t index) {
   if (index >= train_.size()) {
     return absl::OutOfRangeError(
         absl::StrCat("data shard ", index, " of ", train_.size(), " does not exist"));
   }
-  return Load(train_[index]);
+  const std::string& key = train_[index];
+  if (cache_ != nullptr) {
+    if (std::shared_ptr<const data::LabeledExamples> cached = cache_->Find(key)) return cached;
+  }
+  auto loaded = Load(key);
+  if (!loaded.ok()) return loaded.status();
+  auto examples = std::make_shared<const data::LabeledExamples>(*std::move(loaded));
+  if (cache_ != nullptr) cache_->Insert(key, examples);
+  return examples;
 }
 
 absl::StatusOr<data::LabeledExamples> DataSource::LoadTest() {

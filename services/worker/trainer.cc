@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <memory>
 #include <numeric>
 #include <optional>
 #include <random>
@@ -293,7 +294,9 @@ void Trainer::RecordStep(const DataLease& lease, size_t n, double compute, doubl
 absl::Status Trainer::TrainShard(const DataLease& lease, DataLeaseRenewer* renewer,
                                  const absl::Notification* stop, bool* finished) {
   *finished = false;
-  ASSIGN_OR_RETURN(data::LabeledExamples examples, data_->LoadTrain(lease.data_shard));
+  ASSIGN_OR_RETURN(std::shared_ptr<const data::LabeledExamples> loaded,
+                   data_->LoadTrain(lease.data_shard));
+  const data::LabeledExamples& examples = *loaded;
   if (examples.feature_dim != static_cast<size_t>(model_->input_dim())) {
     return absl::FailedPreconditionError(absl::StrCat(
         "data shard ", lease.data_shard, " has ", examples.feature_dim,
@@ -426,6 +429,7 @@ struct Trainer::InFlight {
 
 absl::Status Trainer::FinishOldest(const DataLease& lease,
                                    std::deque<std::unique_ptr<InFlight>>* flight,
+                                   std::vector<std::unique_ptr<InFlight>>* spare,
                                    const absl::Notification* stop, bool* resynced) {
   std::unique_ptr<InFlight> p = std::move(flight->front());
   flight->pop_front();
@@ -436,9 +440,12 @@ absl::Status Trainer::FinishOldest(const DataLease& lease,
   const double comm = Since(t);
   if (pushed.ok()) {
     // The newest weights the worker has; pushes behind it are answered later.
+    // The reply now holds the previous weights: buffers of the right sizes
+    // for a later batch's reply, as its gradients are for its gradients.
     for (auto& [name, values] : p->reply) weights_[name].swap(values);
     weights_step_ = p->step;
     RecordStep(lease, p->n, p->compute, comm, p->loss, p->stats);
+    spare->push_back(std::move(p));
     return absl::OkStatus();
   }
   // Every push behind it is answered first (the client finishes pushes in
@@ -476,9 +483,10 @@ absl::Status Trainer::TrainShardPipelined(const DataLease& lease,
   const size_t depth = options_.pipeline_depth;
   const size_t batch = static_cast<size_t>(options_.batch_size);
   std::deque<std::unique_ptr<InFlight>> flight;
+  std::vector<std::unique_ptr<InFlight>> spare;
   auto drain = [&]() -> absl::Status {
     bool resynced = false;
-    while (!flight.empty()) RETURN_IF_ERROR(FinishOldest(lease, &flight, stop, &resynced));
+    while (!flight.empty()) RETURN_IF_ERROR(FinishOldest(lease, &flight, &spare, stop, &resynced));
     return absl::OkStatus();
   };
   // However this ends (an error, divergence), no push in flight outlives
@@ -492,7 +500,13 @@ absl::Status Trainer::TrainShardPipelined(const DataLease& lease,
         steps_ + static_cast<int64_t>(flight.size()) >= options_.max_steps) {
       return drain();
     }
-    auto p = std::make_unique<InFlight>();
+    std::unique_ptr<InFlight> p;
+    if (spare.empty()) {
+      p = std::make_unique<InFlight>();
+    } else {
+      p = std::move(spare.back());
+      spare.pop_back();
+    }
     p->n = std::min(batch, examples.count - begin);
     CopyBatch(examples, absl::MakeConstSpan(order).subspan(begin, p->n), &p->features, &p->labels);
     // On the latest weights received, while the pushes before it are in
@@ -507,7 +521,7 @@ absl::Status Trainer::TrainShardPipelined(const DataLease& lease,
       if (!std::isfinite(p->loss) || p->loss > options_.max_loss) return Diverged(p->loss, lease);
       base = weights_step_;
       while (flight.size() >= depth && !resynced) {
-        RETURN_IF_ERROR(FinishOldest(lease, &flight, stop, &resynced));
+        RETURN_IF_ERROR(FinishOldest(lease, &flight, &spare, stop, &resynced));
       }
       if (stop->HasBeenNotified()) return drain();
     }

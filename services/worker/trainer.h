@@ -90,8 +90,10 @@ class Trainer {
   // Waits for the oldest push in flight and takes its reply as the weights;
   // a failed push has its batch pushed again synchronously (PushBatch).
   // Sets *resynced when it pulled (the weights are no longer the replies'
-  // sequence, and every push in flight was answered).
+  // sequence, and every push in flight was answered). An answered batch goes
+  // to `spare`, whose buffers the next batch reuses.
   absl::Status FinishOldest(const DataLease& lease, std::deque<std::unique_ptr<InFlight>>* flight,
+                            std::vector<std::unique_ptr<InFlight>>* spare,
                             const absl::Notification* stop, bool* resynced);
   // Pushes one batch until a push of it succeeds (computing its gradient
   // on the current weights each attempt), is superseded, or has failed 10

@@ -13,6 +13,7 @@
 #include "clients/cpp/ps_client.h"
 #include "coordinator/coordinator_client.h"
 #include "core/placement.h"
+#include "services/worker/data_cache.h"
 #include "services/worker/data_source.h"
 #include "services/worker/step_schedule.h"
 #include "services/worker/trainer.h"
@@ -97,12 +98,14 @@ absl::Status RunVirtualWorkers(const WorkerOptions& options, const model::Model&
     }
   }
 
+  std::shared_ptr<DataShardCache> cache =
+      MakeDataShardCache(options.data_cache_bytes);  // shared by all
   std::vector<LogicalWorker> workers(static_cast<size_t>(m));
   for (int i = 0; i < m; ++i) {
     LogicalWorker& w = workers[static_cast<size_t>(i)];
     w.options = options;
     w.options.worker_name = absl::StrCat(name, "-v", i);
-    ASSIGN_OR_RETURN(w.data, DataSource::Open(options.data));
+    ASSIGN_OR_RETURN(w.data, DataSource::Open(options.data, cache));
     ClientOptions client;
     client.shard_addresses = options.shard_addresses;
     client.replica_addresses = options.replica_addresses;
@@ -184,6 +187,7 @@ absl::Status RunVirtualWorkers(const WorkerOptions& options, const model::Model&
                    w.options.worker_name.c_str(), std::string(left.message()).c_str());
     }
   }
+  if (cache != nullptr) std::fprintf(stderr, "[%s] %s\n", name.c_str(), cache->Summary().c_str());
   RETURN_IF_ERROR(first);
   if (stop->HasBeenNotified()) return absl::OkStatus();
   uint64_t fingerprint = 0;

@@ -13,6 +13,7 @@
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
+#include "services/worker/data_cache.h"
 #include "services/worker/data_source.h"
 #include "services/worker/evaluator.h"
 #include "services/worker/trainer.h"
@@ -171,7 +172,10 @@ absl::Status RunWorker(const WorkerOptions& options, const absl::Notification* s
   if (options.virtual_workers > 0) return RunVirtualWorkers(options, *model, &metrics, stop);
   // Read the data first: a wrong S3 secret or a missing bucket ends the
   // worker before it joins or trains anything.
-  ASSIGN_OR_RETURN(std::unique_ptr<DataSource> data, DataSource::Open(options.data));
+  // The evaluator reads only the test shards: no cache.
+  std::shared_ptr<DataShardCache> cache =
+      eval ? nullptr : MakeDataShardCache(options.data_cache_bytes);
+  ASSIGN_OR_RETURN(std::unique_ptr<DataSource> data, DataSource::Open(options.data, cache));
 
   WorkerOptions resolved = options;
   ASSIGN_OR_RETURN(std::unique_ptr<PsClient> ps, ConnectToShards(*model, name, stop, &resolved));
@@ -194,6 +198,7 @@ absl::Status RunWorker(const WorkerOptions& options, const absl::Notification* s
   }
   std::fprintf(stderr, "[%s] left after %lld steps\n", name.c_str(),
                static_cast<long long>(trainer.steps()));
+  if (cache != nullptr) std::fprintf(stderr, "[%s] %s\n", name.c_str(), cache->Summary().c_str());
   return trained;
 }
 

@@ -72,6 +72,10 @@ struct WorkerOptions {
   // With virtual workers: who pushes next (services/worker/step_schedule.h),
   // or "free" for no turns.
   std::string schedule = "round-robin";
+  // Train: bytes of decoded data shards kept in memory for the next epoch
+  // (services/worker/data_cache.h; --data_cache_mb); 0: read and decode a
+  // data shard at every lease of it. Virtual workers share one cache.
+  size_t data_cache_bytes = size_t{256} << 20;
   // With virtual workers: pushes between test-set evaluations (0: only at
   // the end).
   int64_t eval_every_steps = 0;
@@ -86,6 +90,9 @@ struct WorkerOptions {
 // Upper bound of --virtual_workers: each one holds a model copy, a data
 // source and a connection per shard.
 inline constexpr int kMaxVirtualWorkers = 1024;
+
+// Upper bound of --data_cache_mb (1 TiB).
+inline constexpr int64_t kMaxDataCacheMb = int64_t{1} << 20;
 
 // Parses flags (without the program name) and DCASGD_<FLAG> environment
 // variables (base/flags.h: a flag on the command line wins); the worker name

@@ -845,6 +845,22 @@ describe('values', () => {
     }
   });
 
+  test('worker.dataCacheMb reaches the workers, 256 by default, and never below 0', () => {
+    const c = (args) =>
+      one(render(args), 'Deployment', 'dcasgd-worker').spec.template.spec.containers[0];
+    assert.equal(arg(c([]), 'data_cache_mb'), '256');
+    assert.equal(arg(c(['--set', 'worker.dataCacheMb=0']), 'data_cache_mb'), '0');
+    assert.equal(arg(c(['--set', 'worker.dataCacheMb=4096']), 'data_cache_mb'), '4096');
+    const evaluator = one(render([]), 'Deployment', 'dcasgd-evaluator').spec.template.spec
+      .containers[0];
+    assert.equal(arg(evaluator, 'data_cache_mb'), undefined, 'the evaluator trains on nothing');
+    for (const bad of ['-1', '1.5', 'lots']) {
+      const out = helm(['template', 'dcasgd', chartDir, '--set', `worker.dataCacheMb=${bad}`]);
+      assert.notEqual(out.status, 0, bad);
+      assert.match(out.stderr, /schema/, `${bad}: ${out.stderr}`);
+    }
+  });
+
   test('ps.backupDtype reaches the shards; float16 needs maxWeightAbs within its range', () => {
     const c = (args) => one(render(args), 'StatefulSet', 'dcasgd-ps').spec.template.spec.containers[0];
     assert.equal(arg(c([]), 'backup_dtype'), 'float32');

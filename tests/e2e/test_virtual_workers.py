@@ -113,6 +113,23 @@ class VirtualWorkers(unittest.TestCase):
         self.assertNotEqual(prints[("dcasgd-c", 4)], prints[("asgd", 4)])
         self.assertNotEqual(prints[("dcasgd-a", 4)], prints[("asgd", 4)])
 
+    def test_the_data_cache_changes_what_is_read_not_what_is_trained(self):
+        """Two epochs: with the cache (the default) the second reads no data
+        shard; the model is bit-identical to one trained without it. (One
+        logical worker: with more, which of them leases which data shard
+        depends on thread timing, so runs differ anyway.)"""
+        prints, outputs = {}, {}
+        for cache_mb in (0, 256):
+            output = self.train("dcasgd-a", 1, "--epochs=2", f"--data_cache_mb={cache_mb}")
+            prints[cache_mb], outputs[cache_mb] = fingerprint(output), output
+            self.assertIsNotNone(prints[cache_mb], output)
+            self.cluster.close()
+            self.cluster = Cluster(f"{self._testMethodName}-{cache_mb}")
+        self.assertEqual(prints[0], prints[256])
+        self.assertNotIn("data cache:", outputs[0])
+        # Every data shard decoded once (the first epoch), found the second.
+        self.assertIn(f"data cache: {DATA_SHARDS} hits, {DATA_SHARDS} misses", outputs[256])
+
     def test_turns_on_ssgd_shards_are_refused_with_a_hint(self):
         self.cluster.start_shards(1, "--sync=ssgd")
         worker = self.cluster.start_worker("vw", self.data, "--virtual_workers=2",

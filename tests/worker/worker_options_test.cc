@@ -115,6 +115,26 @@ TEST(WorkerOptions, BadPipelineDepthNamesTheFlagAndTheRange) {
   EXPECT_THAT(o.status().message(), HasSubstr("virtual workers"));
 }
 
+TEST(WorkerOptions, DataCacheIs256MiBByDefaultAndZeroTurnsItOff) {
+  absl::StatusOr<WorkerOptions> o = Parse({});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->data_cache_bytes, size_t{256} << 20);
+  o = Parse({"--data_cache_mb=0"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->data_cache_bytes, 0u);
+  o = Parse({"--data_cache_mb=1024"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->data_cache_bytes, size_t{1} << 30);
+}
+
+TEST(WorkerOptions, BadDataCacheSizeNamesTheFlagAndTheRange) {
+  for (const std::string bad : {"-1", "1048577", "lots"}) {
+    const absl::StatusOr<WorkerOptions> o = Parse({"--data_cache_mb=" + bad});
+    ASSERT_EQ(o.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(o.status().message(), HasSubstr("--data_cache_mb")) << bad;
+  }
+}
+
 ShardStatus Shard(uint32_t index, std::string rule, std::string sync) {
   ShardStatus status;
   status.shard_index = index;
