@@ -15,6 +15,13 @@ DC-ASGD-a on the shards) while this script scrapes its /metrics:
                       loop alone
   compute %           compute / (compute + communication)
   compute-only ex/s   examples / compute seconds (compare with the local loop)
+  CPU ms per step     between the same two scrapes, from /proc: the worker's
+                      main thread (gradient, batch copy, encoding the push),
+                      the whole worker (with its gRPC threads) and the shards
+  CPU bound           the ratio wall/local that no scheduling could beat with
+                      that CPU per step on this machine's cores: a step takes
+                      at least the main thread's CPU, and at least (worker +
+                      shards CPU) / cores; bound = local step time / that
 
 The local baseline is local_sgd_bench's BM_LocalSgdStep (Model::Gradient plus
 an in-place SGD step, batch 64), items_per_second from its JSON output.
@@ -66,6 +73,25 @@ def scrape(port):
     return values
 
 
+def cpu_seconds(pid, tid=None):
+    """User + system CPU seconds of a process (all its threads) or of one of
+    its threads, from /proc; None once it is gone."""
+    path = f"/proc/{pid}/task/{tid}/stat" if tid is not None else f"/proc/{pid}/stat"
+    try:
+        with open(path) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # After the name: state is field 3, utime 14 and stime 15 (proc(5)).
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_sample(worker_pid, shard_pids):
+    """(worker main thread, whole worker, all shards) CPU seconds."""
+    return (cpu_seconds(worker_pid, worker_pid), cpu_seconds(worker_pid),
+            sum(cpu_seconds(p) or 0.0 for p in shard_pids))
+
+
 def local_sgd_rates(min_time):
     """items_per_second of BM_LocalSgdStep per model label."""
     result = subprocess.run([LOCAL_SGD_BENCH, "--benchmark_filter=BM_LocalSgdStep",
@@ -94,23 +120,28 @@ def run_worker(data, model, shards, steps, depth=0):
         if "exited" in ports:
             raise RuntimeError(f"worker exited at start:\n{worker.output()[-2000:]}")
         port = ports["metrics"]
-        first = last = None  # (time, metrics)
+        shard_pids = [process.popen.pid for process, _, _ in cluster.shards]
+        first = last = None  # (time, metrics, CPU seconds)
         while worker.poll() is None:
             t_before = time.monotonic()
             m = scrape(port)
+            cpu = cpu_sample(worker.popen.pid, shard_pids)
             t = (t_before + time.monotonic()) / 2
-            if m is not None and m.get("dcasgd_worker_steps_total", 0) > 0:
+            if m is not None and m.get("dcasgd_worker_steps_total", 0) > 0 and None not in cpu:
                 if first is None and m["dcasgd_worker_steps_total"] >= steps / 10:
-                    first = (t, m)
+                    first = (t, m, cpu)
                 elif first is not None:
-                    last = (t, m)
+                    last = (t, m, cpu)
             time.sleep(0.02)
         code = worker.wait(30)
         if code != 0:
             raise RuntimeError(f"worker exited with {code}:\n{worker.output()[-2000:]}")
         if first is None or last is None or last[0] - first[0] < 0.2:
             raise RuntimeError("the run was too short to measure; raise the step count")
-        (t0, m0), (t1, m1) = first, last
+        (t0, m0, cpu0), (t1, m1, cpu1) = first, last
+        steps_between = m1["dcasgd_worker_steps_total"] - m0["dcasgd_worker_steps_total"]
+        main_ms, worker_ms, shards_ms = (1000 * (b - a) / steps_between
+                                         for a, b in zip(cpu0, cpu1))
         examples = m1["dcasgd_worker_examples_total"]
         compute = m1["dcasgd_worker_compute_seconds_sum"]
         comm = m1["dcasgd_worker_communication_seconds_sum"]
@@ -122,6 +153,11 @@ def run_worker(data, model, shards, steps, depth=0):
             "step_ms": 1000 * (compute + comm) / m1["dcasgd_worker_steps_total"],
             "comm_ms": 1000 * comm / m1["dcasgd_worker_steps_total"],
             "steps": m1["dcasgd_worker_steps_total"],
+            "main_cpu_ms": main_ms,
+            "worker_cpu_ms": worker_ms,
+            "shards_cpu_ms": shards_ms,
+            # The shortest step those CPU costs allow on this machine's cores.
+            "min_step_ms": max(main_ms, (worker_ms + shards_ms) / (os.cpu_count() or 1)),
         }
     finally:
         cluster.close()
@@ -164,7 +200,9 @@ def main():
                         runs.append(result)
                         print(f"{model} shards={shards} depth={depth} run {r + 1}: "
                               f"{result['wall']:.0f} examples/s (wall), {result['busy']:.0f} "
-                              f"(busy), compute {result['compute_pct']:.0f}%, load {load:.2f}",
+                              f"(busy), compute {result['compute_pct']:.0f}%, CPU ms/step "
+                              f"{result['main_cpu_ms']:.2f} main / {result['worker_cpu_ms']:.2f} "
+                              f"worker / {result['shards_cpu_ms']:.2f} shards, load {load:.2f}",
                               file=sys.stderr)
                     median = sorted(runs, key=lambda x: x["wall"])[len(runs) // 2]
                     spread = (min(x["wall"] for x in runs), max(x["wall"] for x in runs))
@@ -177,13 +215,17 @@ def main():
               "| worker examples/s (busy) "
               "| local SGD examples/s | ratio wall/local | ratio busy/local | step ms "
               "| communication ms/step | compute % | compute-only examples/s "
+              "| CPU ms/step: main thread / worker / shards | CPU bound "
               "| load avg (1 min) |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for model, shards, depth, steps, m, spread, base, load in rows:
+            local_step_ms = 1000 * BATCH / base
             print(f"| {model} | {shards} | {depth} | {steps} | {m['wall']:,.0f} "
                   f"[{spread[0]:,.0f}–{spread[1]:,.0f}] | {m['busy']:,.0f} | {base:,.0f} "
                   f"| {m['wall'] / base:.2f} | {m['busy'] / base:.2f} | {m['step_ms']:.2f} "
                   f"| {m['comm_ms']:.2f} | {m['compute_pct']:.0f}% | {m['compute_only']:,.0f} "
+                  f"| {m['main_cpu_ms']:.2f} / {m['worker_cpu_ms']:.2f} / "
+                  f"{m['shards_cpu_ms']:.2f} | {local_step_ms / m['min_step_ms']:.2f} "
                   f"| {load:.2f} |")
     finally:
         data_cluster.close()
