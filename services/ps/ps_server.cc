@@ -71,6 +71,9 @@ absl::Status PsServer::StartImpl() {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options_.listen, credentials, &grpc_port_);
+  // gRPC binds with SO_REUSEPORT by default: a second server started on a
+  // port in use would share its connections instead of failing.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(service_.get());
   if (options_.replication.enabled()) AddReplication(&builder);
   if (options_.shard.shard_index == 0) {
@@ -109,15 +112,17 @@ absl::Status PsServer::StartImpl() {
         absl::StrCat("cannot serve gRPC on '", options_.listen, "' (address in use or invalid)"));
   }
 
-  absl::Status started = StartHealthServer();
+  absl::StatusOr<std::unique_ptr<auth::HealthPort>> health =
+      auth::HealthPort::Start(options_.health_listen);
+  absl::Status started = health.status();
+  if (started.ok()) health_ = *std::move(health);
   if (started.ok() && !options_.metrics_address.empty()) {
     started = metrics_->StartExposer(options_.metrics_address);
   }
   if (!started.ok()) {
     server_->Shutdown();
     server_.reset();
-    if (health_server_ != nullptr) health_server_->Shutdown();
-    health_server_.reset();
+    health_.reset();
     return started;
   }
 
@@ -187,22 +192,6 @@ void PsServer::AddReplication(grpc::ServerBuilder* builder) {
   replication_service_ =
       std::make_unique<ReplicationService>(member_.get(), store_.get(), authorizer_.get());
   builder->RegisterService(replication_service_.get());
-}
-
-absl::Status PsServer::StartHealthServer() {
-  if (options_.health_listen.empty()) return absl::OkStatus();
-  // Only the default health service (and reflection): no dcasgd service is
-  // registered, so nothing but probes can be answered here.
-  grpc::ServerBuilder builder;
-  builder.AddListeningPort(options_.health_listen, grpc::InsecureServerCredentials(),
-                           &health_port_);
-  health_server_ = builder.BuildAndStart();
-  if (health_server_ == nullptr || health_port_ == 0) {
-    health_server_.reset();
-    return absl::UnavailableError(absl::StrCat("cannot serve health on '", options_.health_listen,
-                                               "' (address in use or invalid)"));
-  }
-  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> PsServer::PrepareCheckpoints() {
@@ -292,10 +281,7 @@ void PsServer::StartBackgroundTasks() {
 }
 
 void PsServer::SetHealth(const std::string& service, bool serving) {
-  server_->GetHealthCheckService()->SetServingStatus(service, serving);
-  if (health_server_ != nullptr) {
-    health_server_->GetHealthCheckService()->SetServingStatus(service, serving);
-  }
+  auth::SetServingStatus(*server_, health_.get(), service, serving);
 }
 
 absl::Status PsServer::Announce(const std::string& restored) {
@@ -327,7 +313,7 @@ absl::Status PsServer::Announce(const std::string& restored) {
   if (!options_.port_file.empty()) {
     std::vector<std::pair<std::string, int>> ports = {{"grpc", grpc_port_},
                                                       {"metrics", metrics_->port()}};
-    if (health_server_ != nullptr) ports.emplace_back("health", health_port_);
+    if (health_port() != 0) ports.emplace_back("health", health_port());
     RETURN_IF_ERROR(WritePortFile(options_.port_file, ports));
   }
   return absl::OkStatus();
@@ -350,17 +336,14 @@ absl::Status PsServer::Shutdown(absl::Duration grace) {
   // Stopped first so it cannot flip a service back to SERVING.
   if (durability_watch_ != nullptr) durability_watch_->Stop();
   server_->GetHealthCheckService()->SetServingStatus(false);
-  if (health_server_ != nullptr) health_server_->GetHealthCheckService()->SetServingStatus(false);
+  if (health_ != nullptr) health_->SetNotServing();
   service_->BeginShutdown();
   // Ends the replication streams (and fails calls waiting for a commit)
   // before the server waits for its calls.
   if (member_ != nullptr) member_->Stop();
   server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   server_->Wait();
-  if (health_server_ != nullptr) {
-    health_server_->Shutdown(absl::ToChronoTime(absl::Now()));
-    health_server_->Wait();
-  }
+  if (health_ != nullptr) health_->Shutdown();
   if (lease_reaper_ != nullptr) lease_reaper_->Stop();
   if (memory_trimmer_ != nullptr) memory_trimmer_->Stop();
   if (checkpointer_ == nullptr) return absl::OkStatus();

@@ -10,6 +10,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "auth/authorizer.h"
+#include "auth/health_port.h"
 #include "base/periodic_task.h"
 #include "coordinator/coordinator_service.h"
 #include "coordinator/data_coordinator.h"
@@ -60,7 +61,7 @@ class PsServer {
 
   int grpc_port() const { return grpc_port_; }
   // 0 without --health_listen.
-  int health_port() const { return health_port_; }
+  int health_port() const { return health_ != nullptr ? health_->port() : 0; }
   // 0 when metrics are off.
   int metrics_port() const { return metrics_->port(); }
   // "127.0.0.1:<grpc_port>": where a local client reaches the server.
@@ -79,13 +80,11 @@ class PsServer {
   // Creates the checkpointer (if --checkpoint_dir) and restores the latest
   // checkpoint into the store; describes what was restored for the log.
   absl::StatusOr<std::string> RestoreCheckpoint();
-  // The plaintext health-only server of --health_listen (if set).
-  absl::Status StartHealthServer();
   // Once the server is up: the lease reaper, periodic checkpoints, the health
   // statuses and the durability watch.
   void StartBackgroundTasks();
   // Sets the serving status of `service` on the gRPC server and on the
-  // health-only server (if any).
+  // health-only port.
   void SetHealth(const std::string& service, bool serving);
   // With --replicas=2: the member (its checkpoint restored only when it
   // becomes primary) and the ShardReplication service on `builder`.
@@ -110,8 +109,8 @@ class PsServer {
   std::unique_ptr<ReplicationMember> member_;
   std::unique_ptr<ReplicationService> replication_service_;
   std::unique_ptr<grpc::Server> server_;
-  // Plaintext, grpc.health.v1 only (--health_listen); null: none.
-  std::unique_ptr<grpc::Server> health_server_;
+  // Plaintext, grpc.health.v1 only (--health_listen).
+  std::unique_ptr<auth::HealthPort> health_;
   std::unique_ptr<PeriodicTask> lease_reaper_;
   // Flips the health service kCheckpointHealthService (checkpoints on).
   std::unique_ptr<PeriodicTask> durability_watch_;
@@ -123,7 +122,6 @@ class PsServer {
   // follower's thread only, but read nowhere else under a lock.
   std::atomic<bool> schedule_write_failing_{false};
   int grpc_port_ = 0;
-  int health_port_ = 0;
 
   absl::Mutex shutdown_mu_;
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;

@@ -45,6 +45,9 @@ absl::Status WitnessServer::StartImpl() {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options_.listen, credentials, &grpc_port_);
+  // gRPC binds with SO_REUSEPORT by default: a second server started on a
+  // port in use would share its connections instead of failing.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(service_.get());
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   // The members' channels may ping as often as their channels to the shards
@@ -57,7 +60,10 @@ absl::Status WitnessServer::StartImpl() {
     return absl::UnavailableError(
         absl::StrCat("cannot serve gRPC on '", options_.listen, "' (address in use or invalid)"));
   }
-  absl::Status started = StartHealthServer();
+  absl::StatusOr<std::unique_ptr<auth::HealthPort>> health =
+      auth::HealthPort::Start(options_.health_listen);
+  absl::Status started = health.status();
+  if (started.ok()) health_ = *std::move(health);
   if (started.ok() && !options_.metrics_address.empty()) {
     started = metrics_->StartExposer(options_.metrics_address);
   }
@@ -70,33 +76,15 @@ absl::Status WitnessServer::StartImpl() {
   return Announce(restored);
 }
 
-absl::Status WitnessServer::StartHealthServer() {
-  if (options_.health_listen.empty()) return absl::OkStatus();
-  // Only the default health service: nothing but probes is answered here.
-  grpc::ServerBuilder builder;
-  builder.AddListeningPort(options_.health_listen, grpc::InsecureServerCredentials(),
-                           &health_port_);
-  health_server_ = builder.BuildAndStart();
-  if (health_server_ == nullptr || health_port_ == 0) {
-    health_server_.reset();
-    return absl::UnavailableError(absl::StrCat("cannot serve health on '", options_.health_listen,
-                                               "' (address in use or invalid)"));
-  }
-  return absl::OkStatus();
-}
-
 void WitnessServer::SetHealth(const std::string& service, bool serving) {
-  server_->GetHealthCheckService()->SetServingStatus(service, serving);
-  if (health_server_ != nullptr) {
-    health_server_->GetHealthCheckService()->SetServingStatus(service, serving);
-  }
+  auth::SetServingStatus(*server_, health_.get(), service, serving);
 }
 
 absl::Status WitnessServer::Announce(const std::string& restored) {
   if (!options_.port_file.empty()) {
     std::vector<std::pair<std::string, int>> ports = {{"grpc", grpc_port_},
                                                       {"metrics", metrics_->port()}};
-    if (health_server_ != nullptr) ports.emplace_back("health", health_port_);
+    if (health_port() != 0) ports.emplace_back("health", health_port());
     RETURN_IF_ERROR(WritePortFile(options_.port_file, ports));
   }
   std::fprintf(stderr,
@@ -128,13 +116,11 @@ void WitnessServer::Shutdown(absl::Duration grace) {
   shut_down_ = true;
   if (server_ != nullptr) {
     server_->GetHealthCheckService()->SetServingStatus(false);
+    if (health_ != nullptr) health_->SetNotServing();
     server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
     server_->Wait();
   }
-  if (health_server_ != nullptr) {
-    health_server_->Shutdown(absl::ToChronoTime(absl::Now()));
-    health_server_->Wait();
-  }
+  if (health_ != nullptr) health_->Shutdown();
 }
 
 }  // namespace dcasgd

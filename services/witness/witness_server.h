@@ -9,6 +9,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "auth/authorizer.h"
+#include "auth/health_port.h"
 #include "grpcpp/server.h"
 #include "services/witness/witness_metrics.h"
 #include "services/witness/witness_options.h"
@@ -40,14 +41,13 @@ class WitnessServer {
   void Shutdown(absl::Duration grace);
 
   int grpc_port() const { return grpc_port_; }
-  int health_port() const { return health_port_; }
+  int health_port() const { return health_ != nullptr ? health_->port() : 0; }
   int metrics_port() const { return metrics_->port(); }
   WitnessRegisters* registers() { return registers_.get(); }
 
  private:
   explicit WitnessServer(const WitnessOptions& options) : options_(options) {}
   absl::Status StartImpl();
-  absl::Status StartHealthServer();
   void SetHealth(const std::string& service, bool serving);
   absl::Status Announce(const std::string& restored);
 
@@ -58,9 +58,8 @@ class WitnessServer {
   std::unique_ptr<auth::Authorizer> authorizer_;
   std::unique_ptr<WitnessService> service_;
   std::unique_ptr<grpc::Server> server_;
-  std::unique_ptr<grpc::Server> health_server_;  // null without --health_listen
+  std::unique_ptr<auth::HealthPort> health_;  // --health_listen
   int grpc_port_ = 0;
-  int health_port_ = 0;
 
   absl::Mutex shutdown_mu_;
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "core/checkpoint.h"
 #include "dcasgd/v1/ps.grpc.pb.h"
 #include "gmock/gmock.h"
@@ -174,6 +175,22 @@ TEST_F(PsProcessTest, BadFlagsExitWithTwo) {
   ASSERT_FALSE(ps.ok());
   EXPECT_THAT(std::string(ps.status().message()), HasSubstr("exited with 2"));
   EXPECT_THAT(std::string(ps.status().message()), HasSubstr("update_rule"));
+}
+
+TEST_F(PsProcessTest, APortInUseStopsTheStartInsteadOfBeingShared) {
+  absl::StatusOr<std::unique_ptr<testing::PsProcess>> first =
+      testing::PsProcess::Start({"--health_listen=127.0.0.1:0"});
+  ASSERT_TRUE(first.ok()) << first.status();
+  // gRPC's default (SO_REUSEPORT) would let both bind and split the
+  // connections between two shards.
+  for (const std::string& flag :
+       {absl::StrCat("--listen=127.0.0.1:", (*first)->grpc_port()),
+        absl::StrCat("--health_listen=127.0.0.1:", (*first)->health_port())}) {
+    absl::StatusOr<std::unique_ptr<testing::PsProcess>> second = testing::PsProcess::Start({flag});
+    ASSERT_FALSE(second.ok()) << flag;
+    EXPECT_THAT(std::string(second.status().message()), HasSubstr("exited with 1")) << flag;
+    EXPECT_THAT(std::string(second.status().message()), HasSubstr("address in use")) << flag;
+  }
 }
 
 TEST_F(PsProcessTest, StartShardsNumbersThem) {
