@@ -653,6 +653,22 @@ TEST_F(WitnessProcessTest, CorruptStateStopsTheStart) {
   EXPECT_THAT(std::string(witness.status().message()), HasSubstr("DATA_LOSS"));
 }
 
+TEST_F(WitnessProcessTest, APortInUseStopsTheStartInsteadOfBeingShared) {
+  StartWitness({"--shard_count=1", "--health_listen=127.0.0.1:0"});
+  absl::StatusOr<std::string> other_dir = testing::MakeTempDir("witness-process-other");
+  ASSERT_TRUE(other_dir.ok()) << other_dir.status();
+  for (const std::string& flag :
+       {absl::StrCat("--listen=127.0.0.1:", witness_->grpc_port()),
+        absl::StrCat("--health_listen=127.0.0.1:", witness_->health_port())}) {
+    absl::StatusOr<std::unique_ptr<testing::PsProcess>> second = testing::PsProcess::StartBinary(
+        testing::WitnessBinaryPath(), {"--shard_count=1", "--state_dir=" + *other_dir, flag});
+    ASSERT_FALSE(second.ok()) << flag;
+    EXPECT_THAT(std::string(second.status().message()), HasSubstr("exited with 1")) << flag;
+    EXPECT_THAT(std::string(second.status().message()), HasSubstr("address in use")) << flag;
+  }
+  testing::RemoveTree(*other_dir);
+}
+
 TEST_F(WitnessProcessTest, InitRecreatesLostRegisters) {
   StartWitness({"--shard_count=2", "--init=1:7:b"});
   WitnessClient client(witness_->address());
