@@ -19,7 +19,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -82,6 +84,7 @@ class ChildProcess {
   }
 
   const std::string& address() const { return address_; }
+  pid_t pid() const { return pid_; }
 
  private:
   explicit ChildProcess(pid_t pid) : pid_(pid) {}
@@ -102,6 +105,24 @@ inline std::string TempDir() {
     return true;
   }();
   return made ? std::string(path) : std::string("/tmp");
+}
+
+// User + system CPU seconds of process `pid` (all its threads; 0: this
+// process) from /proc; 0 when it is gone.
+inline double CpuSeconds(pid_t pid = 0) {
+  std::ifstream in(pid == 0 ? std::string("/proc/self/stat")
+                            : absl::StrCat("/proc/", pid, "/stat"));
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t name_end = stat.rfind(')');
+  if (name_end == std::string::npos) return 0;
+  std::istringstream fields(stat.substr(name_end + 1));
+  std::string field;
+  double ticks = 0;
+  // After the name: state is field 3, utime 14 and stime 15 (proc(5)).
+  for (int i = 3; i <= 15 && fields >> field; ++i) {
+    if (i >= 14) ticks += std::strtod(field.c_str(), nullptr);
+  }
+  return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
 // The running binary (to re-execute itself as a raw server).

@@ -67,6 +67,7 @@ namespace {
 constexpr uint32_t kChunkElements = 65536;
 constexpr int kMaxMessageBytes = 64 << 20;
 
+using bench::CpuSeconds;
 using bench::ChildProcess;
 using bench::FreePort;
 using bench::SelfPath;
@@ -717,12 +718,24 @@ struct FreeRun {
   double rounds_per_s = 0;
   double p50_ms = 0;
   double p99_ms = 0;
+  // CPU seconds per second of this process and `servers` together: how
+  // many of the machine's cores the run kept busy.
+  double cores_busy = 0;
 };
 
+// CPU seconds so far of this process and `servers`.
+double CpuSecondsWith(const std::vector<pid_t>& servers) {
+  double seconds = CpuSeconds();
+  for (pid_t pid : servers) seconds += CpuSeconds(pid);
+  return seconds;
+}
+
 absl::StatusOr<FreeRun> RunFree(int workers, absl::Duration duration,
-                                const std::function<absl::Status(int)>& round) {
+                                const std::function<absl::Status(int)>& round,
+                                const std::vector<pid_t>& servers) {
   std::vector<std::vector<double>> latencies(workers);
   std::vector<absl::Status> results(workers);
+  const double cpu_start = CpuSecondsWith(servers);
   const absl::Time start = absl::Now();
   const absl::Time end = start + duration;
   std::vector<std::thread> threads;
@@ -738,6 +751,7 @@ absl::StatusOr<FreeRun> RunFree(int workers, absl::Duration duration,
   }
   for (std::thread& t : threads) t.join();
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  const double cpu_seconds = CpuSecondsWith(servers) - cpu_start;
   for (const absl::Status& s : results) RETURN_IF_ERROR(s);
   std::vector<double> all;
   for (const std::vector<double>& l : latencies) all.insert(all.end(), l.begin(), l.end());
@@ -747,12 +761,16 @@ absl::StatusOr<FreeRun> RunFree(int workers, absl::Duration duration,
   run.rounds_per_s = all.size() / seconds;
   run.p50_ms = all[all.size() / 2];
   run.p99_ms = all[std::min(all.size() - 1, all.size() * 99 / 100)];
+  run.cores_busy = cpu_seconds / seconds;
   return run;
 }
 
 // Many asynchronous workers on 1 or 2 shards: total rounds/s and p50/p99
 // of one round, for PsClient::PushPull against the dcasgd-ps shards and, in
 // the same run just before, for the raw echo stream with as many workers.
+// cores_busy (raw_cores_busy): CPU seconds per second of the bench and the
+// shards (the raw servers) together while measured; on a machine of C cores
+// rounds/s can grow with workers only while it is below C.
 void BM_ManyWorkers(benchmark::State& state) {
   const Config config{static_cast<uint64_t>(state.range(0)), static_cast<int>(state.range(1)),
                       static_cast<int>(state.range(2))};
@@ -777,12 +795,17 @@ void BM_ManyWorkers(benchmark::State& state) {
     for (int w = 0; w < config.workers; ++w) {
       raw_workers.push_back(std::make_unique<RawWorker>(addresses, config.elements));
     }
-    absl::StatusOr<FreeRun> raw =
-        RunFree(config.workers, kRun, [&](int w) { return raw_workers[w]->Round(); });
+    std::vector<pid_t> pids;
+    for (const auto& server : servers) pids.push_back(server->pid());
+    absl::StatusOr<FreeRun> raw = RunFree(
+        config.workers, kRun, [&](int w) { return raw_workers[w]->Round(); }, pids);
     servers.clear();
-    absl::StatusOr<FreeRun> ps = RunFree(config.workers, kRun, [&](int w) {
-      return setup->clients[w]->PushPull(setup->gradients[w], &setup->weights[w]);
-    });
+    pids.clear();
+    for (const auto& shard : setup->shards) pids.push_back(shard->pid());
+    absl::StatusOr<FreeRun> ps = RunFree(
+        config.workers, kRun,
+        [&](int w) { return setup->clients[w]->PushPull(setup->gradients[w], &setup->weights[w]); },
+        pids);
     if (!raw.ok() || !ps.ok()) {
       state.SkipWithError((raw.ok() ? ps.status() : raw.status()).ToString().c_str());
       return;
@@ -794,6 +817,8 @@ void BM_ManyWorkers(benchmark::State& state) {
     state.counters["raw_p50_ms"] = raw->p50_ms;
     state.counters["raw_p99_ms"] = raw->p99_ms;
     state.counters["ratio"] = ps->rounds_per_s / raw->rounds_per_s;
+    state.counters["cores_busy"] = ps->cores_busy;
+    state.counters["raw_cores_busy"] = raw->cores_busy;
   }
 }
 
@@ -890,8 +915,9 @@ absl::StatusOr<FreeRun> RunShard(bool paired, uint64_t elements, int workers,
   // Warm-up: a round per worker.
   RETURN_IF_ERROR(
       RunWorkers(workers, [&](int w) { return clients[w]->PushPull(gradients[w], &weights[w]); }));
-  absl::StatusOr<FreeRun> run = RunFree(
-      workers, duration, [&](int w) { return clients[w]->PushPull(gradients[w], &weights[w]); });
+  absl::StatusOr<FreeRun> run =
+      RunFree(workers, duration,
+              [&](int w) { return clients[w]->PushPull(gradients[w], &weights[w]); }, {});
   if (run.ok() && paired && RoleOf(options.shard_addresses[0]) != "primary") {
     return absl::InternalError("the pair came apart while measured");
   }
@@ -936,11 +962,13 @@ BENCHMARK(BM_Replicated)
     ->Unit(benchmark::kSecond)
     ->UseRealTime();
 
-// 7850 floats (softmax, 31 KB) and 1 Mi floats; 1 and 2 shards; 4 and 16
-// workers. One measured iteration of 4 s per side.
+// 7850 floats (softmax, 31 KB) and 1 Mi floats; 1 and 2 shards; 1, 2, 4
+// and 16 workers (whether rounds/s grow with workers until the cores are
+// full: cores_busy says when they are). One measured iteration of 4 s per
+// side.
 BENCHMARK(BM_ManyWorkers)
     ->ArgNames({"floats", "shards", "workers"})
-    ->ArgsProduct({{7850, 1 << 20}, {1, 2}, {4, 16}})
+    ->ArgsProduct({{7850, 1 << 20}, {1, 2}, {1, 2, 4, 16}})
     ->Iterations(1)
     ->Unit(benchmark::kSecond)
     ->UseRealTime();
