@@ -67,8 +67,8 @@ namespace {
 constexpr uint32_t kChunkElements = 65536;
 constexpr int kMaxMessageBytes = 64 << 20;
 
-using bench::CpuSeconds;
 using bench::ChildProcess;
+using bench::CpuSeconds;
 using bench::FreePort;
 using bench::SelfPath;
 using bench::TempDir;
