@@ -112,14 +112,7 @@ absl::Status PsServer::StartImpl() {
         absl::StrCat("cannot serve gRPC on '", options_.listen, "' (address in use or invalid)"));
   }
 
-  absl::StatusOr<std::unique_ptr<auth::HealthPort>> health =
-      auth::HealthPort::Start(options_.health_listen);
-  absl::Status started = health.status();
-  if (started.ok()) health_ = *std::move(health);
-  if (started.ok() && !options_.metrics_address.empty()) {
-    started = metrics_->StartExposer(options_.metrics_address);
-  }
-  if (!started.ok()) {
+  if (absl::Status started = StartSidePorts(); !started.ok()) {
     server_->Shutdown();
     server_.reset();
     health_.reset();
@@ -192,6 +185,12 @@ void PsServer::AddReplication(grpc::ServerBuilder* builder) {
   replication_service_ =
       std::make_unique<ReplicationService>(member_.get(), store_.get(), authorizer_.get());
   builder->RegisterService(replication_service_.get());
+}
+
+absl::Status PsServer::StartSidePorts() {
+  ASSIGN_OR_RETURN(health_, auth::HealthPort::Start(options_.health_listen));
+  if (options_.metrics_address.empty()) return absl::OkStatus();
+  return metrics_->StartExposer(options_.metrics_address);
 }
 
 absl::StatusOr<std::string> PsServer::PrepareCheckpoints() {

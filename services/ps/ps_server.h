@@ -80,6 +80,8 @@ class PsServer {
   // Creates the checkpointer (if --checkpoint_dir) and restores the latest
   // checkpoint into the store; describes what was restored for the log.
   absl::StatusOr<std::string> RestoreCheckpoint();
+  // The health-only port (--health_listen) and the metrics endpoint.
+  absl::Status StartSidePorts();
   // Once the server is up: the lease reaper, periodic checkpoints, the health
   // statuses and the durability watch.
   void StartBackgroundTasks();
