@@ -60,20 +60,19 @@ absl::Status WitnessServer::StartImpl() {
     return absl::UnavailableError(
         absl::StrCat("cannot serve gRPC on '", options_.listen, "' (address in use or invalid)"));
   }
-  absl::StatusOr<std::unique_ptr<auth::HealthPort>> health =
-      auth::HealthPort::Start(options_.health_listen);
-  absl::Status started = health.status();
-  if (started.ok()) health_ = *std::move(health);
-  if (started.ok() && !options_.metrics_address.empty()) {
-    started = metrics_->StartExposer(options_.metrics_address);
-  }
-  if (!started.ok()) {
+  if (absl::Status started = StartSidePorts(); !started.ok()) {
     Shutdown(absl::ZeroDuration());
     return started;
   }
   SetHealth("", true);
   SetHealth(kServiceName, true);
   return Announce(restored);
+}
+
+absl::Status WitnessServer::StartSidePorts() {
+  ASSIGN_OR_RETURN(health_, auth::HealthPort::Start(options_.health_listen));
+  if (options_.metrics_address.empty()) return absl::OkStatus();
+  return metrics_->StartExposer(options_.metrics_address);
 }
 
 void WitnessServer::SetHealth(const std::string& service, bool serving) {

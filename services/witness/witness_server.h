@@ -48,6 +48,8 @@ class WitnessServer {
  private:
   explicit WitnessServer(const WitnessOptions& options) : options_(options) {}
   absl::Status StartImpl();
+  // The health-only port (--health_listen) and the metrics endpoint.
+  absl::Status StartSidePorts();
   void SetHealth(const std::string& service, bool serving);
   absl::Status Announce(const std::string& restored);
 
