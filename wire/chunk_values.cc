@@ -49,17 +49,21 @@ v1::Dtype DtypeToProto(Dtype dtype) {
 
 void EncodeValues(Dtype dtype, absl::Span<const float> values, std::string* out) {
   out->resize(WireBytes(dtype, values.size()));
+  EncodeValuesTo(dtype, values, out->data());
+}
+
+void EncodeValuesTo(Dtype dtype, absl::Span<const float> values, char* out) {
   if (dtype == Dtype::kFloat32) {
-    if (!values.empty()) std::memcpy(out->data(), values.data(), out->size());
+    if (!values.empty()) std::memcpy(out, values.data(), WireBytes(dtype, values.size()));
     return;
   }
-  // std::string's storage is not aligned for uint16_t in general: convert
-  // into an aligned block and copy its bytes.
+  // `out` is not aligned for uint16_t in general: convert into an aligned
+  // block and copy its bytes.
   std::array<uint16_t, kBlock> block;
   for (size_t i = 0; i < values.size(); i += kBlock) {
     const size_t n = std::min(kBlock, values.size() - i);
     FloatTo16(dtype, values.subspan(i, n), absl::MakeSpan(block.data(), n));
-    std::memcpy(out->data() + 2 * i, block.data(), 2 * n);
+    std::memcpy(out + 2 * i, block.data(), 2 * n);
   }
 }
 

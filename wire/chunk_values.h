@@ -29,6 +29,8 @@ inline size_t WireBytes(Dtype dtype, size_t elements) { return elements * DtypeB
 
 // Writes `values` into `out` (resized to WireBytes) in `dtype`.
 void EncodeValues(Dtype dtype, absl::Span<const float> values, std::string* out);
+// The same into `out`, which holds WireBytes(dtype, values.size()) bytes.
+void EncodeValuesTo(Dtype dtype, absl::Span<const float> values, char* out);
 
 // `values` holds little-endian float32 bytes (a multiple of 4); re-encodes
 // them in place in `dtype` and shrinks it (a no-op for float32): a reply

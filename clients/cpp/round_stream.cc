@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "wire/chunk_values.h"
+#include "wire/exchange_codec.h"
 #include "wire/status.h"
 
 namespace dcasgd {
@@ -17,6 +18,10 @@ namespace {
 // a default 256 KiB chunk still travels alone, so the shard buffers no more
 // per stream than one chunk (the transport term of its sizing rule).
 constexpr size_t kRoundMessageBytes = size_t{256} << 10;
+
+// ps.proto ParameterShard.Exchange, called through a generic stub so that
+// requests go out as byte buffers (wire/exchange_codec.h).
+constexpr char kExchangeMethod[] = "/dcasgd.v1.ParameterShard/Exchange";
 
 absl::StatusCode CodeFromWire(int32_t code) {
   if (code < 1 || code > 16) return absl::StatusCode::kUnknown;
@@ -108,18 +113,22 @@ void PendingRound::Complete(absl::Status status, const ShardReply& reply) {
   stream = std::move(stream_);
 }
 
-RoundStream::RoundStream(std::string label, size_t max_message_bytes)
-    : label_(std::move(label)),
+RoundStream::RoundStream(std::shared_ptr<grpc::Channel> channel, std::string label,
+                         size_t max_message_bytes)
+    : stub_(std::move(channel)),
+      label_(std::move(label)),
       message_bytes_(std::max<size_t>(1, std::min(kRoundMessageBytes, max_message_bytes / 2))) {}
 
-std::shared_ptr<RoundStream> RoundStream::Open(v1::ParameterShard::Stub* stub, std::string label,
-                                               size_t max_message_bytes) {
-  std::shared_ptr<RoundStream> stream(new RoundStream(std::move(label), max_message_bytes));
+std::shared_ptr<RoundStream> RoundStream::Open(std::shared_ptr<grpc::Channel> channel,
+                                               std::string label, size_t max_message_bytes) {
+  std::shared_ptr<RoundStream> stream(
+      new RoundStream(std::move(channel), std::move(label), max_message_bytes));
   {
     absl::MutexLock lock(&stream->mu_);
     stream->self_ = stream;
   }
-  stub->async()->Exchange(&stream->context_, stream.get());
+  stream->stub_.PrepareBidiStreamingCall(&stream->context_, kExchangeMethod, grpc::StubOptions(),
+                                         stream.get());
   // The hold keeps OnDone away while this client may still start writes
   // from its own threads; it goes once reads ended and no write is out.
   stream->AddHold();
@@ -146,10 +155,9 @@ std::shared_ptr<PendingRound> RoundStream::Start(const WorkerCredentials& worker
   // The messages are built without the reactor's lock (a large push takes a
   // while to copy); start_mu_ keeps rounds in order.
   std::deque<Outgoing> messages;
-  messages.emplace_back();
-  v1::ExchangeRequest* message = &messages.back().message;
-  message->set_round(id);
-  v1::RoundHeader* header = message->mutable_header();
+  v1::ExchangeRequest head;
+  head.set_round(id);
+  v1::RoundHeader* header = head.mutable_header();
   header->set_worker_id(worker.worker_id);
   header->set_session(worker.session);
   header->set_step(step);
@@ -158,30 +166,32 @@ std::shared_ptr<PendingRound> RoundStream::Start(const WorkerCredentials& worker
   header->set_wire_dtype(DtypeToProto(tensors.wire_dtype));
   const size_t element_bytes = DtypeBytes(tensors.wire_dtype);
   header->set_base_step(base_step);
+  std::vector<OutgoingChunk> gradients;
+  const auto add_message = [&] {
+    messages.push_back({std::make_unique<grpc::ByteBuffer>(), nullptr});
+    grpc::ByteBuffer encoded = EncodeExchangeRequest(head, gradients);
+    messages.back().bytes->Swap(&encoded);
+    head.Clear();
+    head.set_round(id);
+    gradients.clear();
+  };
   size_t bytes = 0;
   for (const PlannedChunk& c : chunks) {
     if (bytes > 0 && bytes + c.length * element_bytes > message_bytes_) {
-      messages.emplace_back();
-      message = &messages.back().message;
-      message->set_round(id);
+      add_message();
       bytes = 0;
     }
-    v1::Chunk* gradient = message->add_gradients();
-    gradient->set_tensor(tensors.layouts[c.tensor].name);
-    gradient->set_chunk_index(c.index);
-    gradient->set_dtype(DtypeToProto(tensors.wire_dtype));
-    // Straight into the message's bytes.
-    EncodeValues(tensors.wire_dtype,
-                 absl::MakeConstSpan(tensors.sources[c.tensor] + c.offset, c.length),
-                 gradient->mutable_values());
+    gradients.push_back({tensors.layouts[c.tensor].name, c.index, tensors.wire_dtype,
+                         absl::MakeConstSpan(tensors.sources[c.tensor] + c.offset, c.length)});
     bytes += c.length * element_bytes;
   }
+  add_message();
   messages.back().last_of = round;
   {
     absl::MutexLock round_lock(&round->mu_);
     round->queued_ = absl::Now();
   }
-  const v1::ExchangeRequest* next = nullptr;
+  const grpc::ByteBuffer* next = nullptr;
   {
     absl::MutexLock lock(&mu_);
     if (ended_ || reads_ended_ || half_closed_) {
@@ -209,12 +219,12 @@ absl::Status RoundStream::EndedBeforeSentLocked() const {
                    ended_ ? absl::StrCat(" (it ended with ", end_status_.ToString(), ")") : ""));
 }
 
-const v1::ExchangeRequest* RoundStream::TakeNextWriteLocked() {
+const grpc::ByteBuffer* RoundStream::TakeNextWriteLocked() {
   if (writing_ || queue_.empty()) return nullptr;
   writing_ = true;
   in_flight_ = std::move(queue_.front());
   queue_.pop_front();
-  return &in_flight_.message;
+  return in_flight_.bytes.get();
 }
 
 bool RoundStream::ended() const {
@@ -256,13 +266,14 @@ void RoundStream::Close(absl::Duration timeout) {
 
 void RoundStream::OnWriteDone(bool ok) {
   std::shared_ptr<PendingRound> sent;
-  const v1::ExchangeRequest* next = nullptr;
+  Outgoing written;  // freed without the lock
+  const grpc::ByteBuffer* next = nullptr;
   bool remove_hold = false;
   {
     absl::MutexLock lock(&mu_);
     writing_ = false;
-    sent = std::move(in_flight_.last_of);
-    in_flight_ = Outgoing();
+    written = std::move(in_flight_);
+    sent = std::move(written.last_of);
     if (!ok) queue_.clear();  // the stream broke: OnDone fails the rounds
     next = TakeNextWriteLocked();
     remove_hold = next == nullptr && reads_ended_ && !hold_removed_;

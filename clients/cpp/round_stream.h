@@ -19,7 +19,10 @@
 #include "clients/cpp/chunk_stream.h"
 #include "clients/cpp/shard_session.h"
 #include "dcasgd/v1/ps.grpc.pb.h"
+#include "grpcpp/channel.h"
 #include "grpcpp/client_context.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "grpcpp/support/byte_buffer.h"
 #include "grpcpp/support/client_callback.h"
 
 namespace dcasgd {
@@ -85,15 +88,22 @@ class PendingRound {
 // fails with the stream's status, and the owner opens a new stream for the
 // next round (ShardSession::Exchange).
 //
+// Its requests are encoded by Start straight into byte buffers
+// (wire/exchange_codec.h): a gradient's values are copied once, from the
+// caller's buffer into the message. (Encoding a message only when its turn
+// to be written comes would overlap the copying with the sending, but a
+// round the shard rejected early may then be answered while its later
+// messages are still being read from the caller's buffers.)
+//
 // Thread-safe. Owned by shared pointers: the stream keeps itself alive until
 // gRPC's last callback (OnDone), so it may outlive its owner briefly.
-class RoundStream final : public grpc::ClientBidiReactor<v1::ExchangeRequest, v1::ExchangeResponse>,
+class RoundStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, v1::ExchangeResponse>,
                           public std::enable_shared_from_this<RoundStream> {
  public:
-  // Opens the stream on `stub` (which must outlive it). `label` prefixes
-  // every error. `max_message_bytes` bounds the messages it sends.
-  static std::shared_ptr<RoundStream> Open(v1::ParameterShard::Stub* stub, std::string label,
-                                           size_t max_message_bytes);
+  // Opens the stream on `channel` (kept until the stream ended). `label`
+  // prefixes every error. `max_message_bytes` bounds the messages it sends.
+  static std::shared_ptr<RoundStream> Open(std::shared_ptr<grpc::Channel> channel,
+                                           std::string label, size_t max_message_bytes);
 
   // Queues the round of `chunks` with `step` (and `base_step`, ps.proto
   // RoundHeader) as `worker`; `tensors` and
@@ -123,18 +133,19 @@ class RoundStream final : public grpc::ClientBidiReactor<v1::ExchangeRequest, v1
  private:
   // A message to write; the last one of a round points at it.
   struct Outgoing {
-    v1::ExchangeRequest message;
+    std::unique_ptr<grpc::ByteBuffer> bytes;
     std::shared_ptr<PendingRound> last_of;
   };
 
-  RoundStream(std::string label, size_t max_message_bytes);
+  RoundStream(std::shared_ptr<grpc::Channel> channel, std::string label, size_t max_message_bytes);
 
   // The status of a round that came after the stream's reads or writes
   // ended: UNAVAILABLE, with how the stream ended once it did.
   absl::Status EndedBeforeSentLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Takes the next queued message if no write is outstanding.
-  const v1::ExchangeRequest* TakeNextWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  const grpc::ByteBuffer* TakeNextWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  grpc::TemplatedGenericStub<grpc::ByteBuffer, v1::ExchangeResponse> stub_;
   const std::string label_;
   const size_t message_bytes_;  // cut a round's gradients into messages of this size
   grpc::ClientContext context_;

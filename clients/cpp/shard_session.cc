@@ -86,7 +86,7 @@ std::shared_ptr<RoundStream> ShardSession::Exchange(bool reopen) {
     exchange_->Cancel(/*deadline=*/false);
   }
   if (reopen && (exchange_ == nullptr || exchange_->ended() || exchange_member_ != member)) {
-    exchange_ = RoundStream::Open(members_[member].stub.get(), label_, policy_.max_message_bytes);
+    exchange_ = RoundStream::Open(members_[member].channel, label_, policy_.max_message_bytes);
     exchange_member_ = member;
     streams_.erase(std::remove_if(streams_.begin(), streams_.end(),
                                   [](const std::weak_ptr<RoundStream>& s) { return s.expired(); }),

@@ -13,6 +13,7 @@
 #include "services/ps/ps_service.h"
 #include "services/ps/push_collector.h"
 #include "wire/chunk_values.h"
+#include "wire/exchange_codec.h"
 #include "wire/raw_message.h"
 #include "wire/status.h"
 
@@ -156,8 +157,11 @@ class ParameterShardService::ExchangeReactor final
     uint64_t base_step = 0;  // RoundHeader.base_step
     // In-flight budget bytes held, released with the round's last answer.
     uint64_t reserved = 0;
-    // The answer being filled by the store's sink (applying thread only).
+    // The answer being filled by the store's sink (applying thread only):
+    // its fields, and its chunks, which go to the wire without a copy
+    // (wire/exchange_codec.h).
     v1::ExchangeResponse reply;
+    std::vector<EncodedChunk> weights;
     size_t reply_bytes = 0;
   };
 
@@ -279,16 +283,13 @@ class ParameterShardService::ExchangeReactor final
     service_->metrics_->AddSentBytes(bytes);
     if (round->reply_bytes > 0 && round->reply_bytes + bytes > kReplyMessageBytes) {
       round->reply.set_round(round->id);
-      Enqueue(round->reply, 0);
-      round->reply.Clear();
+      Enqueue(EncodeExchangeResponse(round->reply, std::move(round->weights)), 0);
+      round->weights.clear();
       round->reply_bytes = 0;
     }
     round->reply_bytes += bytes;
-    v1::Chunk* chunk = round->reply.add_weights();
-    chunk->mutable_tensor()->swap(applied.values.tensor);
-    chunk->set_chunk_index(applied.values.chunk_index);
-    chunk->set_dtype(DtypeToProto(dtype));
-    chunk->mutable_values()->swap(applied.values.values);
+    round->weights.push_back({std::move(applied.values.tensor), applied.values.chunk_index, dtype,
+                              std::move(applied.values.values)});
   }
 
   void OnApplied(const std::shared_ptr<Round>& round, absl::StatusOr<PushResult> result) {
@@ -302,11 +303,11 @@ class ParameterShardService::ExchangeReactor final
       reply.set_staleness(result->staleness);
     } else {
       service_->metrics_->CountRejected(result.status().code());
-      reply.clear_weights();
+      round->weights.clear();
       reply.set_code(static_cast<int32_t>(result.status().code()));
       reply.set_message(std::string(result.status().message()));
     }
-    Enqueue(reply, round->reserved);
+    Enqueue(EncodeExchangeResponse(reply, std::move(round->weights)), round->reserved);
     std::unique_ptr<Round> next;
     std::optional<grpc::Status> finish;
     {
@@ -330,13 +331,13 @@ class ParameterShardService::ExchangeReactor final
     reply.set_last(true);
     reply.set_code(static_cast<int32_t>(status.code()));
     reply.set_message(std::string(status.message()));
-    Enqueue(reply, round->reserved);
+    Enqueue(EncodeExchangeResponse(reply, {}), round->reserved);
     round->reserved = 0;
   }
 
-  void Enqueue(const v1::ExchangeResponse& reply, uint64_t release) {
+  void Enqueue(grpc::ByteBuffer message, uint64_t release) {
     auto bytes = std::make_unique<grpc::ByteBuffer>();
-    SerializeMessage(reply, bytes.get());
+    bytes->Swap(&message);
     grpc::ByteBuffer* next = nullptr;
     {
       absl::MutexLock lock(&mu_);
