@@ -266,19 +266,30 @@ absl::Status RunWorkers(int workers, Round round) {
   return absl::OkStatus();
 }
 
+// CPU seconds so far of this process and `servers`.
+double CpuSecondsWith(const std::vector<pid_t>& servers) {
+  double seconds = CpuSeconds();
+  for (pid_t pid : servers) seconds += CpuSeconds(pid);
+  return seconds;
+}
+
 struct RawResult {
   double mb_per_s = 0;
   double rounds_per_s = 0;
+  // CPU milliseconds per worker round of the bench and the raw servers.
+  double cpu_ms = 0;
 };
 
 absl::StatusOr<RawResult> MeasureRaw(const Config& config) {
   std::vector<std::unique_ptr<ChildProcess>> servers;
   std::vector<std::string> addresses;
+  std::vector<pid_t> pids;
   for (int s = 0; s < config.shards; ++s) {
     const std::string port_file = absl::StrCat(TempDir(), "/raw-", s, ".port");
     ASSIGN_OR_RETURN(auto child,
                      ChildProcess::Start({SelfPath(), "--raw_server", port_file}, port_file));
     addresses.push_back(child->address());
+    pids.push_back(child->pid());
     servers.push_back(std::move(child));
   }
   std::vector<std::unique_ptr<RawWorker>> workers;
@@ -287,6 +298,7 @@ absl::StatusOr<RawResult> MeasureRaw(const Config& config) {
   }
   // Warm-up (connections, allocator), then at least 2 s of rounds.
   RETURN_IF_ERROR(RunWorkers(config.workers, [&](int w) { return workers[w]->Round(); }));
+  const double cpu_start = CpuSecondsWith(pids);
   const absl::Time start = absl::Now();
   int rounds = 0;
   while (rounds < 3 || absl::Now() - start < absl::Seconds(2)) {
@@ -295,6 +307,7 @@ absl::StatusOr<RawResult> MeasureRaw(const Config& config) {
   }
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
   RawResult result;
+  result.cpu_ms = (CpuSecondsWith(pids) - cpu_start) * 1e3 / (rounds * config.workers);
   result.rounds_per_s = rounds * config.workers / seconds;
   result.mb_per_s = result.rounds_per_s * 2.0 * config.elements * sizeof(float) / 1e6;
   return result;
@@ -549,6 +562,9 @@ void BM_PushPull(benchmark::State& state) {
   // With one worker, where a round's time goes (PushStats phases).
   double send_ms = 0, wait_ms = 0, receive_ms = 0;
   PushStats stats;
+  std::vector<pid_t> shards;
+  for (const auto& shard : setup->shards) shards.push_back(shard->pid());
+  const double cpu_start = CpuSecondsWith(shards);
   const absl::Time start = absl::Now();
   int64_t rounds = 0;
   for (auto _ : state) {
@@ -566,6 +582,7 @@ void BM_PushPull(benchmark::State& state) {
     ++rounds;
   }
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  const double cpu_ms = (CpuSecondsWith(shards) - cpu_start) * 1e3 / (rounds * config.workers);
   if (config.workers == 1 && rounds > 0) {
     state.counters["send_ms"] = send_ms / rounds;
     state.counters["wait_ms"] = wait_ms / rounds;
@@ -579,6 +596,13 @@ void BM_PushPull(benchmark::State& state) {
   state.counters["raw_MB/s"] = setup->raw.mb_per_s;
   state.counters["raw_rounds/s"] = setup->raw.rounds_per_s;
   state.counters["ratio"] = mb_per_s / setup->raw.mb_per_s;
+  // CPU per round of both sides (bench, and shards or raw servers): on a
+  // machine whose cores both runs keep busy, raw_cpu_ms / cpu_ms bounds the
+  // ratio that PushPull can reach (the shard's update, checks and backups
+  // are work the echo server does not do).
+  state.counters["cpu_ms"] = cpu_ms;
+  state.counters["raw_cpu_ms"] = setup->raw.cpu_ms;
+  state.counters["cpu_bound"] = setup->raw.cpu_ms / cpu_ms;
 }
 
 // Model floats, shards, workers.
@@ -722,13 +746,6 @@ struct FreeRun {
   // many of the machine's cores the run kept busy.
   double cores_busy = 0;
 };
-
-// CPU seconds so far of this process and `servers`.
-double CpuSecondsWith(const std::vector<pid_t>& servers) {
-  double seconds = CpuSeconds();
-  for (pid_t pid : servers) seconds += CpuSeconds(pid);
-  return seconds;
-}
 
 absl::StatusOr<FreeRun> RunFree(int workers, absl::Duration duration,
                                 const std::function<absl::Status(int)>& round,

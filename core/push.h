@@ -22,6 +22,10 @@ struct GradientChunk {
   std::string tensor;
   uint64_t chunk_index = 0;
   std::string values;
+  // Set by ShardStore::CheckGradientValues once every value passed the
+  // shard's bound, so that SubmitPush does not read them again; SubmitPush
+  // checks every chunk without it.
+  bool values_checked = false;
 };
 
 // One chunk of weights as sent on the wire.

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/check.h"
 #include "base/memory.h"
+#include "base/status_macros.h"
 #include "core/placement.h"
 #include "core/shard_store_internal.h"
 
@@ -78,6 +79,18 @@ bool AllWithin(const std::string& bytes, float bound, size_t* bad_index) {
 
 std::string ChunkName(const std::string& tensor, uint64_t index) {
   return absl::StrCat("chunk ", index, " of tensor ", QuotedName(tensor));
+}
+
+// INVALID_ARGUMENT, naming the first element, unless every |g| <= `bound`.
+absl::Status CheckValuesWithin(const GradientChunk& g, float bound) {
+  size_t bad = 0;
+  if (AllWithin(g.values, bound, &bad)) return absl::OkStatus();
+  float value;
+  std::memcpy(&value, g.values.data() + bad * sizeof(float), sizeof(value));
+  return absl::InvalidArgumentError(
+      absl::StrCat("gradient for ", ChunkName(g.tensor, g.chunk_index), " has element ", bad,
+                   " = ", value, ": NaN, Inf or beyond the shard's max_gradient_abs ", bound,
+                   "; nothing of this push was applied"));
 }
 
 double SecondsSince(std::chrono::steady_clock::time_point start) {
@@ -269,6 +282,12 @@ absl::Status ShardStore::CheckChunk(const std::string& tensor, uint64_t chunk_in
   return FindPushedChunk(tensor, chunk_index, bytes).status();
 }
 
+absl::Status ShardStore::CheckGradientValues(GradientChunk* chunk) const {
+  RETURN_IF_ERROR(CheckValuesWithin(*chunk, config_.optimizer.max_gradient_abs));
+  chunk->values_checked = true;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ShardStore::ValidatedPush> ShardStore::Validate(
     WorkerId worker, uint64_t base_step, std::vector<GradientChunk> chunks) const {
   absl::Status s = registry_.Check(worker);
@@ -294,14 +313,8 @@ absl::StatusOr<ShardStore::ValidatedPush> ShardStore::Validate(
       return absl::InvalidArgumentError(
           absl::StrCat("the push carries ", ChunkName(g.tensor, g.chunk_index), " twice"));
     }
-    size_t bad = 0;
-    if (!AllWithin(g.values, config_.optimizer.max_gradient_abs, &bad)) {
-      float value;
-      std::memcpy(&value, g.values.data() + bad * sizeof(float), sizeof(value));
-      return absl::InvalidArgumentError(
-          absl::StrCat("gradient for ", ChunkName(g.tensor, g.chunk_index), " has element ", bad,
-                       " = ", value, ": NaN, Inf or beyond the shard's max_gradient_abs ",
-                       config_.optimizer.max_gradient_abs, "; nothing of this push was applied"));
+    if (!g.values_checked) {
+      RETURN_IF_ERROR(CheckValuesWithin(g, config_.optimizer.max_gradient_abs));
     }
     if (keeps_backups_) {
       absl::MutexLock lock(&chunk->mu);

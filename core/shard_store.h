@@ -183,6 +183,12 @@ class ShardStore : private SyncPolicy::Applier {
   // INVALID_ARGUMENT when `bytes` is not the chunk's length. SubmitPush
   // checks again, with everything else, before applying.
   absl::Status CheckChunk(const std::string& tensor, uint64_t chunk_index, size_t bytes) const;
+  // The values of one pushed chunk (float32) against the shard's bound, as
+  // SubmitPush checks them (INVALID_ARGUMENT for NaN, Inf or |g| >
+  // max_gradient_abs), and marks the chunk checked: called as the chunk
+  // arrives, it reads the values while they are still in the cache instead
+  // of once more, from memory, when the whole push is submitted.
+  absl::Status CheckGradientValues(GradientChunk* chunk) const;
   absl::Status Leave(WorkerId worker);
   // Gives every worker a full lease from now (WorkerRegistry::RenewAll): a
   // replica promoted to primary, before its lease reaper runs.

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_format.h"
+#include "base/status_macros.h"
 #include "wire/chunk_values.h"
 #include "wire/tensor_spec.h"
 
@@ -98,8 +99,10 @@ absl::Status PushCollector::Add(v1::Chunk* gradient) {
   chunk.values.swap(*gradient->mutable_values());
   // Decoded at the boundary: everything after this sees float32 (the
   // non-finite and max_gradient_abs checks included), exactly the values
-  // the worker sent.
-  return DecodeToFloat32InPlace(*dtype, &chunk.values);
+  // the worker sent. Those checks run now, while the values are in the
+  // cache (the store skips them at submit).
+  RETURN_IF_ERROR(DecodeToFloat32InPlace(*dtype, &chunk.values));
+  return store_->CheckGradientValues(&chunk);
 }
 
 }  // namespace dcasgd

@@ -41,7 +41,8 @@ class PushCollector {
   // (Chunk.dtype; wire/chunk_values.h). INVALID_ARGUMENT beyond the
   // announced count, for a bad name, an unknown dtype or a length that is
   // not the chunk's elements times the dtype's size; the other errors of
-  // ShardStore::CheckChunk; RESOURCE_EXHAUSTED beyond the byte limit
+  // ShardStore::CheckChunk and of ShardStore::CheckGradientValues (NaN, Inf
+  // or beyond max_gradient_abs); RESOURCE_EXHAUSTED beyond the byte limit
   // (limit(), counted in decoded float32 bytes: what the push holds here).
   absl::Status Add(v1::Chunk* gradient);
 

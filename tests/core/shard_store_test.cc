@@ -395,6 +395,40 @@ TEST_F(BadPushTest, InfIsInvalidArgument) {
                  absl::StatusCode::kInvalidArgument, "NaN, Inf or beyond");
 }
 
+TEST_F(BadPushTest, ValuesCheckedOnArrivalFailAsAtSubmitAndStayUnmarked) {
+  GradientChunk bad{"w", 1, Bytes({1, std::nanf(""), 1, 1})};
+  const absl::Status arrival = store_.CheckGradientValues(&bad);
+  EXPECT_FALSE(bad.values_checked);
+  const auto submitted = PushNow(store_, worker_, {bad}, true);
+  EXPECT_EQ(arrival.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(arrival, submitted.status());
+  EXPECT_TRUE(SameSnapshot(before_, store_.Snapshot())) << "state changed";
+
+  GradientChunk beyond{"v", 0, Bytes({1, 2e6f, 1})};  // max_gradient_abs is 1e6
+  EXPECT_EQ(store_.CheckGradientValues(&beyond).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(beyond.values_checked);
+}
+
+TEST_F(BadPushTest, ChunksCheckedOnArrivalApplyAsUncheckedOnes) {
+  // The same push, checked as it arrives or only at submit, leaves the
+  // same state: the mark skips a second reading of the values, nothing else.
+  ShardStore other(Config(UpdateRule::kDcAsgdAdaptive), Clock::Real());
+  ASSERT_TRUE(other.Declare({Spec("w", {8}), Spec("v", {3})}).ok());
+  const WorkerId other_worker = other.Join("a")->worker_id;
+  PullAll(other, other_worker);
+  std::vector<GradientChunk> checked = Grad("w", 0, {1, -2, 3, -4});
+  checked.push_back(GradientChunk{"v", 0, Bytes({0.5f, 0.25f, -1})});
+  std::vector<GradientChunk> unchecked = checked;
+  for (GradientChunk& g : checked) {
+    ASSERT_TRUE(store_.CheckGradientValues(&g).ok());
+    EXPECT_TRUE(g.values_checked);
+  }
+  ASSERT_TRUE(PushNow(store_, worker_, std::move(checked)).ok());
+  ASSERT_TRUE(PushNow(other, other_worker, std::move(unchecked)).ok());
+  EXPECT_FALSE(SameSnapshot(before_, store_.Snapshot()));  // it was applied
+  EXPECT_TRUE(SameSnapshot(store_.Snapshot(), other.Snapshot()));
+}
+
 TEST_F(BadPushTest, RepeatedChunkIsInvalidArgument) {
   auto chunks = Grad("w", 0, {1, 1, 1, 1});
   chunks.push_back(chunks[0]);
