@@ -88,8 +88,8 @@ absl::Status CheckValuesWithin(const GradientChunk& g, float bound) {
   float value;
   std::memcpy(&value, g.values.data() + bad * sizeof(float), sizeof(value));
   return absl::InvalidArgumentError(
-      absl::StrCat("gradient for ", ChunkName(g.tensor, g.chunk_index), " has element ", bad,
-                   " = ", value, ": NaN, Inf or beyond the shard's max_gradient_abs ", bound,
+      absl::StrCat("gradient for ", ChunkName(g.tensor, g.chunk_index), " has element ", bad, " = ",
+                   value, ": NaN, Inf or beyond the shard's max_gradient_abs ", bound,
                    "; nothing of this push was applied"));
 }
 
