@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "core/dtype.h"
@@ -58,6 +59,42 @@ inline constexpr size_t kOwnSliceBytes = size_t{16} << 10;
 // strings are consumed. The result parses as `rest` with `weights` appended.
 grpc::ByteBuffer EncodeExchangeResponse(const v1::ExchangeResponse& rest,
                                         std::vector<EncodedChunk> weights);
+
+// An ExchangeResponse's fields other than its weights.
+struct ResponseFields {
+  uint64_t round = 0;
+  bool last = false;
+  uint64_t version = 0;
+  uint64_t staleness = 0;
+  int32_t code = 0;
+  std::string message;
+};
+
+// Decides where the values of each weights chunk of a response go, as they
+// are reached in the bytes.
+class ChunkPlacer {
+ public:
+  virtual ~ChunkPlacer() = default;
+  // The values of chunk `chunk_index` of `tensor`, `bytes` long in `dtype`,
+  // of round `round` (0 if the response has not said yet). Returns the
+  // floats they are decoded into (exactly as many as they hold), or an
+  // empty span to get them as bytes instead (ReadExchangeResponse's
+  // `unplaced`); an error stops the reading.
+  virtual absl::StatusOr<absl::Span<float>> Place(uint64_t round, absl::string_view tensor,
+                                                  uint64_t chunk_index, Dtype dtype,
+                                                  size_t bytes) = 0;
+};
+
+// Reads an ExchangeResponse from `bytes` (consumed), decoding each weights
+// chunk's values straight from the buffer into where `placer` puts them
+// (one copy, where parsing the message and then decoding it cost two). A
+// chunk whose values come before its name, index or dtype (any order is
+// valid protobuf), or that `placer` does not place, is returned whole in
+// `unplaced`. INVALID_ARGUMENT for bytes that are not an ExchangeResponse,
+// or whose dtype, given after values already placed, changes their meaning;
+// `placer`'s errors as they are.
+absl::StatusOr<ResponseFields> ReadExchangeResponse(grpc::ByteBuffer* bytes, ChunkPlacer* placer,
+                                                    std::vector<v1::Chunk>* unplaced);
 
 }  // namespace dcasgd
 

@@ -85,34 +85,51 @@ ChunkReceiver::ChunkReceiver(const CallTensors& tensors, const std::vector<Plann
 }
 
 absl::Status ChunkReceiver::Accept(const v1::Chunk& chunk, uint64_t version, uint64_t staleness) {
-  auto it = tensors_.index.find(chunk.tensor());
-  if (it == tensors_.index.end()) {
-    return Error(absl::StrCat("sent unrequested tensor '", chunk.tensor(), "'"));
-  }
-  const size_t t = it->second;
-  const TensorLayout& layout = tensors_.layouts[t];
-  const uint64_t index = chunk.chunk_index();
-  if (index >= wanted_[t].size() || wanted_[t][index] != 1) {
-    return Error(
-        absl::StrCat("sent unrequested or duplicate chunk ", index, " of '", layout.name, "'"));
-  }
-  const uint64_t length = layout.chunk_length(index);
   absl::StatusOr<Dtype> dtype = DtypeFromProto(chunk.dtype(), "Chunk.dtype");
   if (!dtype.ok()) {
-    return Error(
-        absl::StrCat("sent chunk ", index, " of '", layout.name, "': ", dtype.status().message()));
+    // Named after the chunk when it is one that was asked for.
+    RETURN_IF_ERROR(Find(chunk.tensor(), chunk.chunk_index()).status());
+    return Error(absl::StrCat("sent chunk ", chunk.chunk_index(), " of '", chunk.tensor(),
+                              "': ", dtype.status().message()));
   }
-  if (absl::Status s = DecodeValues(
-          *dtype, chunk.values(),
-          absl::MakeSpan(tensors_.destinations[t] + layout.chunk_offset(index), length));
-      !s.ok()) {
-    return Error(absl::StrCat("sent chunk ", index, " of '", layout.name, "' with ", s.message()));
-  }
-  wanted_[t][index] = 2;
-  ++received_;
+  ASSIGN_OR_RETURN(absl::Span<float> out,
+                   Place(chunk.tensor(), chunk.chunk_index(), *dtype, chunk.values().size()));
+  // Place checked the length: decoding cannot fail.
+  RETURN_IF_ERROR(DecodeValues(*dtype, chunk.values(), out));
   version_ = std::max<uint64_t>(version_, version);
   staleness_ = std::max<uint64_t>(staleness_, staleness);
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::pair<size_t, uint64_t>> ChunkReceiver::Find(absl::string_view tensor,
+                                                                uint64_t index) const {
+  auto it = tensors_.index.find(tensor);
+  if (it == tensors_.index.end()) {
+    return Error(absl::StrCat("sent unrequested tensor '", tensor, "'"));
+  }
+  const size_t t = it->second;
+  if (index >= wanted_[t].size() || wanted_[t][index] != 1) {
+    return Error(absl::StrCat("sent unrequested or duplicate chunk ", index, " of '",
+                              tensors_.layouts[t].name, "'"));
+  }
+  return std::make_pair(t, index);
+}
+
+absl::StatusOr<absl::Span<float>> ChunkReceiver::Place(absl::string_view tensor,
+                                                       uint64_t chunk_index, Dtype dtype,
+                                                       size_t bytes) {
+  ASSIGN_OR_RETURN(auto found, Find(tensor, chunk_index));
+  const size_t t = found.first;
+  const TensorLayout& layout = tensors_.layouts[t];
+  const uint64_t length = layout.chunk_length(chunk_index);
+  if (bytes != WireBytes(dtype, length)) {
+    return Error(absl::StrCat("sent chunk ", chunk_index, " of '", layout.name, "' with ", bytes,
+                              " bytes of ", NameOf(kDtypeNames, dtype), " values; expected ",
+                              WireBytes(dtype, length), " (", length, " elements)"));
+  }
+  wanted_[t][chunk_index] = 2;
+  ++received_;
+  return absl::MakeSpan(tensors_.destinations[t] + layout.chunk_offset(chunk_index), length);
 }
 
 absl::Status ChunkReceiver::Finish() const {

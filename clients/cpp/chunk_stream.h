@@ -7,12 +7,15 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "clients/cpp/chunk_plan.h"
 #include "clients/cpp/shard_session.h"
 #include "core/dtype.h"
@@ -59,6 +62,13 @@ class ChunkReceiver {
   // dtype or with the wrong length.
   absl::Status Accept(const v1::Chunk& chunk, uint64_t version, uint64_t staleness);
 
+  // The same checks for a chunk whose values are still on the wire, `bytes`
+  // long in `dtype`: where they are to be decoded (the chunk counts as
+  // received), or the error Accept would give. For a reader that decodes
+  // them straight from the message (wire/exchange_codec.h).
+  absl::StatusOr<absl::Span<float>> Place(absl::string_view tensor, uint64_t chunk_index,
+                                          Dtype dtype, size_t bytes);
+
   // INTERNAL unless every expected chunk arrived.
   absl::Status Finish() const;
 
@@ -68,6 +78,9 @@ class ChunkReceiver {
 
  private:
   absl::Status Error(absl::string_view what) const;
+  // The tensor's position and the chunk, if it is one asked for and not
+  // received yet.
+  absl::StatusOr<std::pair<size_t, uint64_t>> Find(absl::string_view tensor, uint64_t index) const;
 
   const CallTensors& tensors_;
   const absl::string_view shard_label_;

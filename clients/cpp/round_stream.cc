@@ -67,27 +67,38 @@ void PendingRound::MarkSent() {
   sent_ = absl::Now();
 }
 
-absl::Status PendingRound::Accept(const v1::ExchangeResponse& response) {
+absl::StatusOr<absl::Span<float>> PendingRound::Place(absl::string_view tensor,
+                                                      uint64_t chunk_index, Dtype dtype,
+                                                      size_t bytes) {
+  if (first_reply_ == absl::InfinitePast()) first_reply_ = absl::Now();
+  if (!pull_back_) return WeightsWithoutPullBack();
+  return receiver_.Place(tensor, chunk_index, dtype, bytes);
+}
+
+absl::Status PendingRound::WeightsWithoutPullBack() const {
+  return absl::InternalError(
+      absl::StrCat(label_, ": sent weights in the answer to a push without pull_back"));
+}
+
+absl::Status PendingRound::Accept(const ResponseFields& response,
+                                  const std::vector<v1::Chunk>& unplaced) {
   const absl::Time now = absl::Now();
   if (first_reply_ == absl::InfinitePast()) first_reply_ = now;
-  if (!pull_back_ && response.weights_size() > 0) {
-    return absl::InternalError(
-        absl::StrCat(label_, ": sent weights in the answer to a push without pull_back"));
+  if (!pull_back_ && !unplaced.empty()) return WeightsWithoutPullBack();
+  for (const v1::Chunk& chunk : unplaced) {
+    RETURN_IF_ERROR(receiver_.Accept(chunk, response.version, response.staleness));
   }
-  for (const v1::Chunk& chunk : response.weights()) {
-    RETURN_IF_ERROR(receiver_.Accept(chunk, response.version(), response.staleness()));
-  }
-  if (!response.last()) return absl::OkStatus();
+  if (!response.last) return absl::OkStatus();
   absl::Status status;
-  if (response.code() != 0) {
+  if (response.code != 0) {
     status =
-        absl::Status(CodeFromWire(response.code()), absl::StrCat(label_, ": ", response.message()));
+        absl::Status(CodeFromWire(response.code), absl::StrCat(label_, ": ", response.message));
   } else if (pull_back_) {
     status = receiver_.Finish();
   }
   ShardReply reply;
-  reply.version = response.version();
-  reply.staleness = response.staleness();
+  reply.version = response.version;
+  reply.staleness = response.staleness;
   {
     // The answer may be read before the write callback of the round's last
     // message ran: then the first answer bounds the send.
@@ -118,6 +129,35 @@ RoundStream::RoundStream(std::shared_ptr<grpc::Channel> channel, std::string lab
     : stub_(std::move(channel)),
       label_(std::move(label)),
       message_bytes_(std::max<size_t>(1, std::min(kRoundMessageBytes, max_message_bytes / 2))) {}
+
+class RoundStream::Placer final : public ChunkPlacer {
+ public:
+  explicit Placer(RoundStream* stream) : stream_(stream) {}
+
+  absl::StatusOr<absl::Span<float>> Place(uint64_t round_id, absl::string_view tensor,
+                                          uint64_t chunk_index, Dtype dtype,
+                                          size_t bytes) override {
+    std::shared_ptr<PendingRound> round = Find(round_id);
+    if (round == nullptr) return absl::Span<float>();  // Accept's error
+    return round->Place(tensor, chunk_index, dtype, bytes);
+  }
+
+  // The pending round `round_id` (looked up once), or null.
+  std::shared_ptr<PendingRound> Find(uint64_t round_id) {
+    if (round_ == nullptr || round_id_ != round_id) {
+      absl::MutexLock lock(&stream_->mu_);
+      auto it = stream_->pending_.find(round_id);
+      round_ = it == stream_->pending_.end() ? nullptr : it->second;
+      round_id_ = round_id;
+    }
+    return round_;
+  }
+
+ private:
+  RoundStream* const stream_;
+  uint64_t round_id_ = 0;
+  std::shared_ptr<PendingRound> round_;
+};
 
 std::shared_ptr<RoundStream> RoundStream::Open(std::shared_ptr<grpc::Channel> channel,
                                                std::string label, size_t max_message_bytes) {
@@ -308,21 +348,23 @@ void RoundStream::OnReadDone(bool ok) {
     if (remove_hold) RemoveHold();
     return;
   }
-  std::shared_ptr<PendingRound> round;
-  {
-    absl::MutexLock lock(&mu_);
-    auto it = pending_.find(response_.round());
-    if (it != pending_.end()) {
-      round = it->second;
-      if (response_.last()) pending_.erase(it);
-    }
-  }
+  Placer placer(this);
+  std::vector<v1::Chunk> unplaced;
+  absl::StatusOr<ResponseFields> response = ReadExchangeResponse(&response_, &placer, &unplaced);
   absl::Status bad;
-  if (round == nullptr) {
+  if (!response.ok()) {
+    bad = absl::IsInvalidArgument(response.status())
+              ? absl::InternalError(absl::StrCat(label_, ": ", response.status().message()))
+              : response.status();  // the round's own check of a chunk
+  } else if (std::shared_ptr<PendingRound> round = placer.Find(response->round); round == nullptr) {
     bad = absl::InternalError(
-        absl::StrCat(label_, ": answered round ", response_.round(), ", which is not pending"));
+        absl::StrCat(label_, ": answered round ", response->round, ", which is not pending"));
   } else {
-    bad = round->Accept(response_);
+    if (response->last) {
+      absl::MutexLock lock(&mu_);
+      pending_.erase(response->round);
+    }
+    bad = round->Accept(*response, unplaced);
   }
   if (!bad.ok()) {
     // A reply that cannot be trusted ends the stream; its rounds fail.

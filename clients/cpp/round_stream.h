@@ -24,6 +24,7 @@
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "grpcpp/support/client_callback.h"
+#include "wire/exchange_codec.h"
 
 namespace dcasgd {
 namespace client {
@@ -54,10 +55,15 @@ class PendingRound {
  private:
   friend class RoundStream;
 
-  // The reactor's side (its read callbacks run one at a time): one answer
-  // message; the round completes with its last one. An error is a reply
-  // that cannot be trusted (it ends the stream).
-  absl::Status Accept(const v1::ExchangeResponse& response);
+  // The reactor's side (its read callbacks run one at a time): where the
+  // values of one answered chunk go, as the reader reaches them
+  // (ChunkReceiver::Place); then the rest of the answer message, with the
+  // chunks not placed. The round completes with its last message. An error
+  // is a reply that cannot be trusted (it ends the stream).
+  absl::StatusOr<absl::Span<float>> Place(absl::string_view tensor, uint64_t chunk_index,
+                                          Dtype dtype, size_t bytes);
+  absl::Status Accept(const ResponseFields& response, const std::vector<v1::Chunk>& unplaced);
+  absl::Status WeightsWithoutPullBack() const;
   // Records the result once (later calls are ignored).
   void Complete(absl::Status status, const ShardReply& reply);
   // The round's last message was written.
@@ -93,11 +99,13 @@ class PendingRound {
 // caller's buffer into the message. (Encoding a message only when its turn
 // to be written comes would overlap the copying with the sending, but a
 // round the shard rejected early may then be answered while its later
-// messages are still being read from the caller's buffers.)
+// messages are still being read from the caller's buffers.) The answers'
+// values are decoded straight from the received bytes into the caller's
+// tensors (ReadExchangeResponse): one copy each way.
 //
 // Thread-safe. Owned by shared pointers: the stream keeps itself alive until
 // gRPC's last callback (OnDone), so it may outlive its owner briefly.
-class RoundStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, v1::ExchangeResponse>,
+class RoundStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>,
                           public std::enable_shared_from_this<RoundStream> {
  public:
   // Opens the stream on `channel` (kept until the stream ended). `label`
@@ -145,12 +153,15 @@ class RoundStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, v1::E
   // Takes the next queued message if no write is outstanding.
   const grpc::ByteBuffer* TakeNextWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  grpc::TemplatedGenericStub<grpc::ByteBuffer, v1::ExchangeResponse> stub_;
+  // Finds the round of an answer being read, for its chunks' values.
+  class Placer;
+
+  grpc::GenericStub stub_;
   const std::string label_;
   const size_t message_bytes_;  // cut a round's gradients into messages of this size
   grpc::ClientContext context_;
   // Read side: gRPC's read callbacks only.
-  v1::ExchangeResponse response_;
+  grpc::ByteBuffer response_;
 
   // Serialises Start, so rounds are queued in the order of their numbers.
   absl::Mutex start_mu_;
