@@ -17,7 +17,7 @@ seconds=${DCASGD_FUZZ_SECONDS:-25}
 jobs=${DCASGD_FUZZ_JOBS:-2}
 targets=("$@")
 if [[ ${#targets[@]} -eq 0 ]]; then
-  targets=(ps_requests coordinator_requests checkpoint schedule witness_state)
+  targets=(ps_requests coordinator_requests checkpoint schedule witness_state exchange_reply)
 fi
 
 export CCACHE_BASEDIR="$root"

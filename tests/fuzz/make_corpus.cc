@@ -27,6 +27,7 @@
 #include "tests/fuzz/fuzz_input.h"
 #include "tests/fuzz/fuzz_rpcs.h"
 #include "wire/chunk_values.h"
+#include "wire/exchange_codec.h"
 
 namespace dcasgd::fuzz {
 namespace {
@@ -366,6 +367,47 @@ void CheckpointSeeds(const fs::path& dir) {
   fs::remove(tmp);
 }
 
+// Answers as a shard writes them (wire/exchange_codec.h) and as protobuf
+// does, after a byte of cuts (none, or two) and the cuts' places.
+void ExchangeReplySeeds(const fs::path& dir) {
+  const auto bytes_of = [](const grpc::ByteBuffer& buffer) {
+    std::vector<grpc::Slice> slices;
+    if (!buffer.Dump(&slices).ok()) std::abort();
+    std::string out;
+    for (const grpc::Slice& s : slices)
+      out.append(reinterpret_cast<const char*>(s.begin()), s.size());
+    return out;
+  };
+  v1::ExchangeResponse rest;
+  rest.set_round(3);
+  std::vector<EncodedChunk> weights;
+  weights.push_back({"w", 0, Dtype::kFloat32, FloatBytes(4, 0.5f)});
+  weights.push_back({"w", 1, Dtype::kFloat32, FloatBytes(4, -2.0f)});
+  std::string f16;
+  EncodeValues(Dtype::kFloat16, std::vector<float>(4, 1.5f), &f16);
+  weights.push_back({"w", 2, Dtype::kFloat16, f16});
+  Write(dir, "seed-codec", std::string(1, '\0') + bytes_of(EncodeExchangeResponse(rest, weights)));
+  rest.set_last(true);
+  rest.set_version(12);
+  rest.set_staleness(2);
+  Write(dir, "seed-codec-cut",
+        std::string("\x02\x07\x21", 3) + bytes_of(EncodeExchangeResponse(rest, weights)));
+  v1::ExchangeResponse message = rest;
+  for (const EncodedChunk& w : weights) {
+    v1::Chunk* chunk = message.add_weights();
+    chunk->set_tensor(w.tensor);
+    chunk->set_chunk_index(w.chunk_index);
+    chunk->set_dtype(DtypeToProto(w.dtype));
+    chunk->set_values(w.values);
+  }
+  Write(dir, "seed-protobuf", std::string(1, '\0') + message.SerializeAsString());
+  v1::ExchangeResponse error;
+  error.set_round(4);
+  error.set_last(true);
+  error.set_code(9);
+  error.set_message("worker 5 has no backup of chunk 0 of tensor \"w\"");
+  Write(dir, "seed-error", std::string(1, '\0') + error.SerializeAsString());
+}
 }  // namespace
 }  // namespace dcasgd::fuzz
 
@@ -380,5 +422,6 @@ int main(int argc, char** argv) {
   dcasgd::fuzz::ScheduleSeeds(root / "schedule");
   dcasgd::fuzz::CheckpointSeeds(root / "checkpoint");
   dcasgd::fuzz::WitnessStateSeeds(root / "witness_state");
+  dcasgd::fuzz::ExchangeReplySeeds(root / "exchange_reply");
   return 0;
 }
