@@ -93,7 +93,9 @@ void Run(const uint8_t* data, size_t size) {
   }
   // Each placed chunk is one of the message's chunks of its name and index
   // (the others come whole), decoded bit for bit.
-  for (const auto& [key, dtype] : placer.placed_) {
+  for (const auto& placed : placer.placed_) {
+    const std::pair<std::string, uint64_t>& key = placed.first;
+    const Dtype dtype = placed.second;
     size_t occurrences = 0;
     bool matches = false;
     for (const v1::Chunk& chunk : parsed.weights()) {
