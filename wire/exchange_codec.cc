@@ -250,8 +250,10 @@ grpc::ByteBuffer EncodeExchangeResponse(const v1::ExchangeResponse& rest,
   return grpc::ByteBuffer(slices.data(), slices.size());
 }
 
-absl::StatusOr<ResponseFields> ReadExchangeResponse(grpc::ByteBuffer* bytes, ChunkPlacer* placer,
-                                                    std::vector<v1::Chunk>* unplaced) {
+namespace {
+
+absl::StatusOr<ResponseFields> ReadResponse(grpc::ByteBuffer* bytes, ChunkPlacer* placer,
+                                            std::vector<v1::Chunk>* unplaced) {
   grpc::ProtoBufferReader reader(bytes);
   if (!reader.status().ok()) return Malformed("unreadable bytes");
   CodedInputStream in(&reader);
@@ -262,9 +264,15 @@ absl::StatusOr<ResponseFields> ReadExchangeResponse(grpc::ByteBuffer* bytes, Chu
     if (field == v1::ExchangeResponse::kWeightsFieldNumber && IsLengthDelimited(tag)) {
       uint32_t length = 0;
       if (!in.ReadVarint32(&length)) return Malformed("truncated weights");
+      const int start = in.CurrentPosition();
       const CodedInputStream::Limit limit = in.PushLimit(static_cast<int>(length));
       RETURN_IF_ERROR(ReadChunk(&in, fields.round, placer, unplaced));
       in.PopLimit(limit);
+      // A limit past the end of the bytes ends the chunk where they end:
+      // that is a truncated message, not a shorter chunk.
+      if (static_cast<int64_t>(in.CurrentPosition()) - start != static_cast<int64_t>(length)) {
+        return Malformed("truncated weights");
+      }
     } else if (field == v1::ExchangeResponse::kMessageFieldNumber && IsLengthDelimited(tag)) {
       if (!WireFormatLite::ReadString(&in, &fields.message)) return Malformed("truncated message");
     } else if (IsVarint(tag) && (field == v1::ExchangeResponse::kRoundFieldNumber ||
@@ -294,6 +302,15 @@ absl::StatusOr<ResponseFields> ReadExchangeResponse(grpc::ByteBuffer* bytes, Chu
     }
   }
   if (!in.ConsumedEntireMessage()) return Malformed("a bad tag");
+  return fields;
+}
+
+}  // namespace
+
+absl::StatusOr<ResponseFields> ReadExchangeResponse(grpc::ByteBuffer* bytes, ChunkPlacer* placer,
+                                                    std::vector<v1::Chunk>* unplaced) {
+  absl::StatusOr<ResponseFields> fields = ReadResponse(bytes, placer, unplaced);
+  bytes->Clear();  // its slices go now, not with the next message
   return fields;
 }
 

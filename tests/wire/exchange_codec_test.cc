@@ -222,6 +222,7 @@ TEST(ExchangeCodecReadTest, ValuesGoStraightToWhereThePlacerPutsThem) {
   std::vector<v1::Chunk> unplaced;
   absl::StatusOr<ResponseFields> fields = ReadExchangeResponse(&bytes, &placer, &unplaced);
   ASSERT_TRUE(fields.ok()) << fields.status();
+  EXPECT_EQ(bytes.Length(), 0u);  // consumed
   EXPECT_EQ(fields->round, 9u);
   EXPECT_TRUE(fields->last);
   EXPECT_EQ(fields->version, 123456u);
@@ -310,7 +311,9 @@ TEST(ExchangeCodecReadTest, MalformedBytesAreInvalidArgument) {
   whole = rest.SerializeAsString();
   for (const std::string& bad :
        {whole.substr(0, whole.size() / 2), whole.substr(0, whole.size() - 1), std::string("\xff"),
-        std::string("\x12\x05\x0a\x10xy"), std::string("\x00", 1)}) {
+        std::string("\x12\x05\x0a\x10xy"), std::string("\x00", 1),
+        // a chunk that claims 16 bytes, of which 7 arrive
+        std::string("\x08\x01\x12\x10\x0a\x01w\x10\x00\x20\x00", 11)}) {
     grpc::Slice slice(bad);
     grpc::ByteBuffer buffer(&slice, 1);
     TestPlacer placer;
