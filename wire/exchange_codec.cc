@@ -180,6 +180,59 @@ absl::Status ReadChunk(CodedInputStream* in, uint64_t round, ChunkPlacer* placer
   return absl::OkStatus();
 }
 
+absl::StatusOr<ResponseFields> ReadResponse(grpc::ByteBuffer* bytes, ChunkPlacer* placer,
+                                            std::vector<v1::Chunk>* unplaced) {
+  grpc::ProtoBufferReader reader(bytes);
+  if (!reader.status().ok()) return Malformed("unreadable bytes");
+  CodedInputStream in(&reader);
+  ResponseFields fields;
+  uint64_t number = 0;
+  for (uint32_t tag = in.ReadTag(); tag != 0; tag = in.ReadTag()) {
+    const int field = WireFormatLite::GetTagFieldNumber(tag);
+    if (field == v1::ExchangeResponse::kWeightsFieldNumber && IsLengthDelimited(tag)) {
+      uint32_t length = 0;
+      if (!in.ReadVarint32(&length)) return Malformed("truncated weights");
+      const int start = in.CurrentPosition();
+      const CodedInputStream::Limit limit = in.PushLimit(static_cast<int>(length));
+      RETURN_IF_ERROR(ReadChunk(&in, fields.round, placer, unplaced));
+      in.PopLimit(limit);
+      // A limit past the end of the bytes ends the chunk where they end:
+      // that is a truncated message, not a shorter chunk.
+      if (static_cast<int64_t>(in.CurrentPosition()) - start != static_cast<int64_t>(length)) {
+        return Malformed("truncated weights");
+      }
+    } else if (field == v1::ExchangeResponse::kMessageFieldNumber && IsLengthDelimited(tag)) {
+      if (!WireFormatLite::ReadString(&in, &fields.message)) return Malformed("truncated message");
+    } else if (IsVarint(tag) && (field == v1::ExchangeResponse::kRoundFieldNumber ||
+                                 field == v1::ExchangeResponse::kLastFieldNumber ||
+                                 field == v1::ExchangeResponse::kVersionFieldNumber ||
+                                 field == v1::ExchangeResponse::kStalenessFieldNumber ||
+                                 field == v1::ExchangeResponse::kCodeFieldNumber)) {
+      if (!in.ReadVarint64(&number)) return Malformed("a truncated number");
+      switch (field) {
+        case v1::ExchangeResponse::kRoundFieldNumber:
+          fields.round = number;
+          break;
+        case v1::ExchangeResponse::kLastFieldNumber:
+          fields.last = number != 0;
+          break;
+        case v1::ExchangeResponse::kVersionFieldNumber:
+          fields.version = number;
+          break;
+        case v1::ExchangeResponse::kStalenessFieldNumber:
+          fields.staleness = number;
+          break;
+        default:  // kCodeFieldNumber: an int32 (a negative one takes ten bytes)
+          fields.code = static_cast<int32_t>(number);
+      }
+    } else if (!WireFormatLite::SkipField(&in, tag)) {
+      return Malformed("a field");
+    }
+  }
+  if (!in.ConsumedEntireMessage()) return Malformed("a bad tag");
+  return fields;
+}
+
 }  // namespace
 
 grpc::ByteBuffer EncodeExchangeRequest(const v1::ExchangeRequest& head,
@@ -249,63 +302,6 @@ grpc::ByteBuffer EncodeExchangeResponse(const v1::ExchangeResponse& rest,
   }
   return grpc::ByteBuffer(slices.data(), slices.size());
 }
-
-namespace {
-
-absl::StatusOr<ResponseFields> ReadResponse(grpc::ByteBuffer* bytes, ChunkPlacer* placer,
-                                            std::vector<v1::Chunk>* unplaced) {
-  grpc::ProtoBufferReader reader(bytes);
-  if (!reader.status().ok()) return Malformed("unreadable bytes");
-  CodedInputStream in(&reader);
-  ResponseFields fields;
-  uint64_t number = 0;
-  for (uint32_t tag = in.ReadTag(); tag != 0; tag = in.ReadTag()) {
-    const int field = WireFormatLite::GetTagFieldNumber(tag);
-    if (field == v1::ExchangeResponse::kWeightsFieldNumber && IsLengthDelimited(tag)) {
-      uint32_t length = 0;
-      if (!in.ReadVarint32(&length)) return Malformed("truncated weights");
-      const int start = in.CurrentPosition();
-      const CodedInputStream::Limit limit = in.PushLimit(static_cast<int>(length));
-      RETURN_IF_ERROR(ReadChunk(&in, fields.round, placer, unplaced));
-      in.PopLimit(limit);
-      // A limit past the end of the bytes ends the chunk where they end:
-      // that is a truncated message, not a shorter chunk.
-      if (static_cast<int64_t>(in.CurrentPosition()) - start != static_cast<int64_t>(length)) {
-        return Malformed("truncated weights");
-      }
-    } else if (field == v1::ExchangeResponse::kMessageFieldNumber && IsLengthDelimited(tag)) {
-      if (!WireFormatLite::ReadString(&in, &fields.message)) return Malformed("truncated message");
-    } else if (IsVarint(tag) && (field == v1::ExchangeResponse::kRoundFieldNumber ||
-                                 field == v1::ExchangeResponse::kLastFieldNumber ||
-                                 field == v1::ExchangeResponse::kVersionFieldNumber ||
-                                 field == v1::ExchangeResponse::kStalenessFieldNumber ||
-                                 field == v1::ExchangeResponse::kCodeFieldNumber)) {
-      if (!in.ReadVarint64(&number)) return Malformed("a truncated number");
-      switch (field) {
-        case v1::ExchangeResponse::kRoundFieldNumber:
-          fields.round = number;
-          break;
-        case v1::ExchangeResponse::kLastFieldNumber:
-          fields.last = number != 0;
-          break;
-        case v1::ExchangeResponse::kVersionFieldNumber:
-          fields.version = number;
-          break;
-        case v1::ExchangeResponse::kStalenessFieldNumber:
-          fields.staleness = number;
-          break;
-        default:  // kCodeFieldNumber: an int32 (a negative one takes ten bytes)
-          fields.code = static_cast<int32_t>(number);
-      }
-    } else if (!WireFormatLite::SkipField(&in, tag)) {
-      return Malformed("a field");
-    }
-  }
-  if (!in.ConsumedEntireMessage()) return Malformed("a bad tag");
-  return fields;
-}
-
-}  // namespace
 
 absl::StatusOr<ResponseFields> ReadExchangeResponse(grpc::ByteBuffer* bytes, ChunkPlacer* placer,
                                                     std::vector<v1::Chunk>* unplaced) {

@@ -26,6 +26,7 @@
 #include "services/witness/witness_registers.h"
 #include "tests/fuzz/fuzz_input.h"
 #include "tests/fuzz/fuzz_rpcs.h"
+#include "tests/testing/exchange_round.h"
 #include "wire/chunk_values.h"
 #include "wire/exchange_codec.h"
 
@@ -392,15 +393,8 @@ void ExchangeReplySeeds(const fs::path& dir) {
   rest.set_staleness(2);
   Write(dir, "seed-codec-cut",
         std::string("\x02\x07\x21", 3) + bytes_of(EncodeExchangeResponse(rest, weights)));
-  v1::ExchangeResponse message = rest;
-  for (const EncodedChunk& w : weights) {
-    v1::Chunk* chunk = message.add_weights();
-    chunk->set_tensor(w.tensor);
-    chunk->set_chunk_index(w.chunk_index);
-    chunk->set_dtype(DtypeToProto(w.dtype));
-    chunk->set_values(w.values);
-  }
-  Write(dir, "seed-protobuf", std::string(1, '\0') + message.SerializeAsString());
+  Write(dir, "seed-protobuf",
+        std::string(1, '\0') + testing::ResponseOf(rest, weights).SerializeAsString());
   v1::ExchangeResponse error;
   error.set_round(4);
   error.set_last(true);

@@ -12,9 +12,25 @@
 #include "dcasgd/v1/ps.grpc.pb.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/support/status.h"
+#include "wire/chunk_values.h"
+#include "wire/exchange_codec.h"
 
 namespace dcasgd {
 namespace testing {
+
+// The message EncodeExchangeResponse(rest, weights) encodes, built by
+// protobuf (wire/exchange_codec.h).
+inline v1::ExchangeResponse ResponseOf(v1::ExchangeResponse rest,
+                                       const std::vector<EncodedChunk>& weights) {
+  for (const EncodedChunk& w : weights) {
+    v1::Chunk* chunk = rest.add_weights();
+    chunk->set_tensor(w.tensor);
+    chunk->set_chunk_index(w.chunk_index);
+    chunk->set_dtype(DtypeToProto(w.dtype));
+    chunk->set_values(w.values);
+  }
+  return rest;
+}
 
 // One message of round `round` carrying every gradient of `messages`, the
 // messages of one Push stream. With `header`, the round's header (worker id,

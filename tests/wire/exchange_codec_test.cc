@@ -8,6 +8,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/exchange_round.h"
 #include "wire/chunk_values.h"
 #include "wire/raw_message.h"
 
@@ -88,28 +89,32 @@ EncodedChunk Encoded(std::string tensor, uint64_t index, Dtype dtype, const std:
   return chunk;
 }
 
-TEST(ExchangeCodecTest, ResponseParsesAsTheMessageAndLargeValuesAreNotCopied) {
+// A last answer with chunks in every dtype: small ones (copied beside the
+// fields) and large ones (65,536 values: a slice of their own).
+struct SampleResponse {
+  SampleResponse() {
+    rest.set_round(9);
+    rest.set_last(true);
+    rest.set_version(123456);
+    rest.set_staleness(3);
+    weights.push_back(Encoded("w", 0, Dtype::kFloat32, small));
+    weights.push_back(Encoded("w", 1, Dtype::kFloat32, large));
+    weights.push_back(Encoded("w", 2, Dtype::kFloat16, small));
+    weights.push_back(Encoded("v", 0, Dtype::kBfloat16, large));  // 128 KiB: its own slice too
+  }
   const std::vector<float> small = Ramp(100, 1.0f), large = Ramp(65536, 1e-4f);
   v1::ExchangeResponse rest;
-  rest.set_round(9);
-  rest.set_last(true);
-  rest.set_version(123456);
-  rest.set_staleness(3);
   std::vector<EncodedChunk> weights;
-  weights.push_back(Encoded("w", 0, Dtype::kFloat32, small));
-  weights.push_back(Encoded("w", 1, Dtype::kFloat32, large));
-  weights.push_back(Encoded("w", 2, Dtype::kFloat16, small));
-  weights.push_back(Encoded("v", 0, Dtype::kBfloat16, large));  // 128 KiB: its own slice too
+};
+
+TEST(ExchangeCodecTest, ResponseParsesAsTheMessageAndLargeValuesAreNotCopied) {
+  SampleResponse sample;
+  const std::vector<float>& large = sample.large;
+  const v1::ExchangeResponse& rest = sample.rest;
+  std::vector<EncodedChunk>& weights = sample.weights;
   weights.push_back(Encoded("u", 5, Dtype::kFloat32, {}));
 
-  v1::ExchangeResponse expected = rest;
-  for (const EncodedChunk& w : weights) {
-    v1::Chunk* chunk = expected.add_weights();
-    chunk->set_tensor(w.tensor);
-    chunk->set_chunk_index(w.chunk_index);
-    chunk->set_dtype(DtypeToProto(w.dtype));
-    chunk->set_values(w.values);
-  }
+  const v1::ExchangeResponse expected = testing::ResponseOf(rest, weights);
   const void* large_data = weights[1].values.data();
   const void* large16_data = weights[3].values.data();
 
@@ -146,14 +151,7 @@ TEST(ExchangeCodecTest, ResponseOfOnlyLargeChunksStartsWithItsFields) {
   std::vector<EncodedChunk> weights;
   weights.push_back(Encoded("w", 0, Dtype::kFloat32, Ramp(5000, 1.0f)));
   weights.push_back(Encoded("w", 1, Dtype::kFloat32, Ramp(5000, 2.0f)));
-  v1::ExchangeResponse expected = rest;
-  for (const EncodedChunk& w : weights) {
-    v1::Chunk* chunk = expected.add_weights();
-    chunk->set_tensor(w.tensor);
-    chunk->set_chunk_index(w.chunk_index);
-    chunk->set_dtype(DtypeToProto(w.dtype));
-    chunk->set_values(w.values);
-  }
+  const v1::ExchangeResponse expected = testing::ResponseOf(rest, weights);
   const grpc::ByteBuffer bytes = EncodeExchangeResponse(rest, std::move(weights));
   EXPECT_EQ(SlicesOf(bytes).size(), 4u);
   v1::ExchangeResponse parsed;
@@ -198,19 +196,13 @@ std::vector<float> Decoded(Dtype dtype, const std::string& bytes, size_t n) {
 }
 
 TEST(ExchangeCodecReadTest, ValuesGoStraightToWhereThePlacerPutsThem) {
-  const std::vector<float> small = Ramp(100, 1.0f), large = Ramp(65536, 1e-4f);
-  v1::ExchangeResponse rest;
-  rest.set_round(9);
-  rest.set_last(true);
-  rest.set_version(123456);
-  rest.set_staleness(3);
+  SampleResponse sample;
+  const std::vector<float>& small = sample.small;
+  const std::vector<float>& large = sample.large;
+  v1::ExchangeResponse& rest = sample.rest;
   rest.set_code(-2);  // any int32, even one no status has
   rest.set_message("m");
-  std::vector<EncodedChunk> weights;
-  weights.push_back(Encoded("w", 0, Dtype::kFloat32, small));
-  weights.push_back(Encoded("w", 1, Dtype::kFloat32, large));
-  weights.push_back(Encoded("w", 2, Dtype::kFloat16, small));
-  weights.push_back(Encoded("v", 0, Dtype::kBfloat16, large));
+  std::vector<EncodedChunk>& weights = sample.weights;
   const std::string f16 = weights[2].values, bf16 = weights[3].values;
   grpc::ByteBuffer bytes = EncodeExchangeResponse(rest, std::move(weights));
 
@@ -348,7 +340,7 @@ TEST(ExchangeCodecReadTest, ADtypeAfterPlacedValuesThatChangesThemIsRejected) {
   const absl::Status status = ReadExchangeResponse(&buffer, &placer, &unplaced).status();
   EXPECT_EQ(placer.calls, 1);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
-  EXPECT_THAT(std::string(status.message()), testing::HasSubstr("change where they go"));
+  EXPECT_THAT(std::string(status.message()), ::testing::HasSubstr("change where they go"));
 }
 
 }  // namespace
