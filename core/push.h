@@ -6,6 +6,7 @@
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
+#include "base/shared_bytes.h"
 
 namespace dcasgd {
 
@@ -32,7 +33,9 @@ struct GradientChunk {
 struct ChunkValues {
   std::string tensor;
   uint64_t chunk_index = 0;
-  std::string values;  // little-endian float32
+  // Little-endian float32. A block the shard may also keep as the worker's
+  // backup: never written once shared (base/shared_bytes.h).
+  SharedBytes values;
 };
 
 // One chunk of a PushPull reply, handed to the caller as soon as it is applied

@@ -124,21 +124,33 @@ ShardStore::~ShardStore() { CancelWaiting(); }
 absl::Status ShardStore::ServeChunk(Chunk* chunk, const ChunkTurn* turn, const ChunkUpdate* update,
                                     const Recipient* to, uint64_t* added) {
   ChunkLock lock(chunk, turn);
-  float* reply = nullptr;
-  if (to != nullptr && to->values != nullptr) {
-    to->values->resize(FloatBytes(chunk->length));
-    reply = reinterpret_cast<float*>(to->values->data());
-  }
   if (to != nullptr && to->resend_backup) {
     // A repeated push step: what the worker was sent the first time (its
     // rounding, with a 16-bit backup dtype).
-    if (!chunk->backups.Read(to->worker, to->step, absl::MakeSpan(reply, chunk->length))) {
+    if (const SharedBytes* kept = chunk->backups.Get(to->worker, to->step); kept != nullptr) {
+      if (to->values != nullptr) *to->values = *kept;  // the same block: no copy
+      return absl::OkStatus();
+    }
+    char* data = nullptr;
+    SharedBytes values = SharedBytes::Allocate(FloatBytes(chunk->length), &data);
+    if (!chunk->backups.Read(to->worker, to->step,
+                             absl::MakeSpan(reinterpret_cast<float*>(data), chunk->length))) {
       return absl::FailedPreconditionError(
           absl::StrCat("repeated push step of worker ", to->worker, ": it holds no backup of ",
                        ChunkName(*chunk->tensor, chunk->index),
                        " (its first push was not a PushPull of that chunk): Pull"));
     }
+    if (to->values != nullptr) *to->values = std::move(values);
     return absl::OkStatus();
+  }
+  // What the worker is sent: a new block (the one in flight to it before
+  // may still be on the wire, so it is never written again).
+  SharedBytes sent;
+  float* reply = nullptr;
+  if (to != nullptr && to->values != nullptr) {
+    char* data = nullptr;
+    sent = SharedBytes::Allocate(FloatBytes(chunk->length), &data);
+    reply = reinterpret_cast<float*>(data);
   }
   if (update != nullptr) {
     ChunkVectors v;
@@ -169,14 +181,18 @@ absl::Status ShardStore::ServeChunk(Chunk* chunk, const ChunkTurn* turn, const C
   // Whether the worker lived was decided when this was ordered: a lease end
   // ordered later frees the backup at its own, later turn, and every chunk
   // work ordered after it finds live false.
-  if (to == nullptr || to->worker == 0 || !keeps_backups_ || to->liveness == nullptr || !to->live) {
-    return absl::OkStatus();
+  if (to != nullptr && to->worker != 0 && keeps_backups_ && to->liveness != nullptr && to->live) {
+    // The values sent become the worker's backup, taken under the same lock
+    // as the reply (never a reference to the weights): in float32 the very
+    // block sent, else a copy rounded to the backup dtype.
+    const size_t ring = size_t{to->liveness->pipeline_depth} + 1;
+    if (!sent.empty() && config_.optimizer.backup_dtype == Dtype::kFloat32) {
+      *added += chunk->backups.Keep(to->worker, to->step, sent, ring);
+    } else {
+      *added += chunk->backups.Write(to->worker, to->step, chunk->weights, ring);
+    }
   }
-  // The values sent become the worker's backup: a copy (rounded to the
-  // backup dtype), taken under the same lock as the reply (never a reference
-  // to the weights).
-  *added += chunk->backups.Write(to->worker, to->step, chunk->weights,
-                                 size_t{to->liveness->pipeline_depth} + 1);
+  if (to != nullptr && to->values != nullptr) *to->values = std::move(sent);
   return absl::OkStatus();
 }
 
@@ -225,19 +241,23 @@ absl::StatusOr<PullPlan> ShardStore::PlanPull(WorkerId worker,
 uint64_t ShardStore::ReadChunk(const PullPlan& plan, const ChunkRef& ref, std::string* values) {
   Chunk* chunk = const_cast<Chunk*>(static_cast<const Chunk*>(ref.chunk));
   uint64_t added = 0;
+  // The block that may become the backup; the caller's string is a copy.
+  SharedBytes block;
+  SharedBytes* sent = values != nullptr ? &block : nullptr;
   if (plan.worker == 0 || !keeps_backups_ || plan.liveness == nullptr) {
     // A read that writes no backup changes nothing: no entry, no turn.
-    const Recipient to{plan.worker, nullptr, values};
+    const Recipient to{plan.worker, nullptr, sent};
     DCASGD_CHECK(ServeChunk(chunk, nullptr, nullptr, &to, &added).ok());
   } else {
     absl::ReaderMutexLock state(&state_mu_);
     ChunkTurn turn;
     const bool live = OrderPullChunk(*chunk, plan.worker, *plan.liveness, &turn);
-    Recipient to{plan.worker, plan.liveness.get(), values};
+    Recipient to{plan.worker, plan.liveness.get(), sent};
     to.live = live;
     DCASGD_CHECK(ServeChunk(chunk, live ? &turn : nullptr, nullptr, &to, &added).ok());
   }
   if (added) backup_bytes_.fetch_add(added, std::memory_order_relaxed);
+  if (values != nullptr) values->assign(block.data(), block.size());
   return version();
 }
 

@@ -21,6 +21,7 @@
 #include "base/clock.h"
 #include "base/enum_names.h"
 #include "base/random.h"
+#include "base/shared_bytes.h"
 #include "core/checkpoint.h"
 #include "core/push.h"
 #include "core/replication_log.h"
@@ -335,13 +336,13 @@ class ShardStore : private SyncPolicy::Applier {
     std::shared_ptr<WorkerLiveness> liveness;  // the ring's depth; may be null
     std::vector<uint64_t> turns;               // one per chunk, in order
   };
-  // Where a chunk's values go in ServeChunk: the reply buffer `values` of
-  // one worker (0: an evaluator) and, if the rule keeps backups and its lease
-  // lives, its backup.
+  // Where a chunk's values go in ServeChunk: the reply `values` of one
+  // worker (0: an evaluator) and, if the rule keeps backups and its lease
+  // lives, its backup: with a float32 backup dtype the reply's block itself.
   struct Recipient {
     WorkerId worker = 0;
     const WorkerLiveness* liveness = nullptr;
-    std::string* values = nullptr;  // resized to the chunk's bytes
+    SharedBytes* values = nullptr;  // set to a block of the chunk's float32 bytes
     // A repeated push step: send the worker's backup (what it was sent the
     // first time) instead of the weights, and write no backup.
     bool resend_backup = false;
@@ -366,7 +367,8 @@ class ShardStore : private SyncPolicy::Applier {
   // is sent and keeps: under the chunk's lock (at `turn` if given: see the
   // class comment), applies `update` (if given), then for `to` (if given)
   // writes the chunk's values to `to->values` (if not null) and stores them
-  // as the worker's backup if it lived when this was ordered.
+  // as the worker's backup if it lived when this was ordered (the same
+  // block, with no copy, when both are float32).
   // FAILED_PRECONDITION only for a resend without a backup (which takes no
   // turn). Adds the bytes of new backups to `*added`.
   absl::Status ServeChunk(Chunk* chunk, const ChunkTurn* turn, const ChunkUpdate* update,

@@ -18,6 +18,8 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
+#include "base/check.h"
+#include "base/shared_bytes.h"
 #include "core/dtype.h"
 #include "core/replication_log.h"
 #include "core/shard_store.h"
@@ -55,34 +57,32 @@ class ChunkBackups {
   // new backup adds (0 when it takes the place of one of the same length).
   uint64_t Write(WorkerId worker, uint64_t step, absl::Span<const float> values,
                  size_t capacity = 1) {
-    Ring& ring = rings_[worker];
-    ring.capacity = std::max<size_t>(capacity, 1);
-    std::vector<Entry>& entries = ring.entries;
-    // The entry to overwrite, moved to the back (newest).
-    auto it = entries.end();
-    if (ring.capacity == 1 && !entries.empty()) {
-      it = entries.begin();
-    } else {
-      it = std::find_if(entries.begin(), entries.end(),
-                        [step](const Entry& e) { return e.step == step; });
-      if (it == entries.end() && entries.size() >= ring.capacity) it = entries.begin();
-    }
     uint64_t added = 0;
-    if (it == entries.end()) {
-      entries.emplace_back();
-      added = Bytes(values.size());
-    } else {
-      std::rotate(it, it + 1, entries.end());
-    }
-    Entry& e = entries.back();
-    e.step = step;
+    Entry& e = Slot(worker, step, capacity, values.size(), &added);
     if (dtype_ == Dtype::kFloat32) {
-      e.f32.assign(values.begin(), values.end());
+      char* data = nullptr;
+      e.f32 = SharedBytes::Allocate(FloatBytes(values.size()), &data);
+      if (!values.empty()) std::memcpy(data, values.data(), FloatBytes(values.size()));
     } else {
       e.b16.resize(values.size());
       FloatTo16(dtype_, values, absl::MakeSpan(e.b16));
     }
     return added;
+  }
+  // As Write, for a float32 dtype only (CHECKed), with no copy: `sent` (the
+  // float32 values the worker is sent) becomes the backup itself.
+  uint64_t Keep(WorkerId worker, uint64_t step, SharedBytes sent, size_t capacity = 1) {
+    DCASGD_CHECK(dtype_ == Dtype::kFloat32);
+    uint64_t added = 0;
+    Entry& e = Slot(worker, step, capacity, sent.size() / sizeof(float), &added);
+    e.f32 = std::move(sent);
+    return added;
+  }
+  // `worker`'s float32 backup of `step` itself (no copy), for a float32
+  // dtype; null if none or another dtype.
+  const SharedBytes* Get(WorkerId worker, uint64_t step) const {
+    const Entry* e = Find(worker, step);
+    return e == nullptr || dtype_ != Dtype::kFloat32 ? nullptr : &e->f32;
   }
   // `worker`'s backup of `step` as float32 into `out` (of its length); false
   // if none.
@@ -90,7 +90,7 @@ class ChunkBackups {
     const Entry* e = Find(worker, step);
     if (e == nullptr) return false;
     if (dtype_ == Dtype::kFloat32) {
-      std::copy(e->f32.begin(), e->f32.end(), out.begin());
+      if (!out.empty()) std::memcpy(out.data(), e->f32.data(), e->f32.size());
     } else {
       FloatFrom16(dtype_, e->b16, out);
     }
@@ -103,7 +103,7 @@ class ChunkBackups {
     const Entry* e = Find(worker, step);
     if (e == nullptr) return false;
     if (dtype_ == Dtype::kFloat32) {
-      v->backup = e->f32.data();
+      v->backup = e->float32_values();
     } else {
       v->backup16 = e->b16.data();
     }
@@ -137,8 +137,8 @@ class ChunkBackups {
         BackupCopy& copy = out.emplace_back();
         copy.worker_id = worker;
         copy.step = e.step;
-        const char* p = dtype_ == Dtype::kFloat32 ? reinterpret_cast<const char*>(e.f32.data())
-                                                  : reinterpret_cast<const char*>(e.b16.data());
+        const char* p =
+            dtype_ == Dtype::kFloat32 ? e.f32.data() : reinterpret_cast<const char*>(e.b16.data());
         copy.values.assign(p, Bytes(e.length()));
       }
     }
@@ -157,8 +157,9 @@ class ChunkBackups {
       Entry& e = ring.entries.emplace_back();
       e.step = copy.step;
       if (dtype_ == Dtype::kFloat32) {
-        e.f32.resize(length);
-        std::memcpy(e.f32.data(), copy.values.data(), Bytes(length));
+        char* data = nullptr;
+        e.f32 = SharedBytes::Allocate(Bytes(length), &data);
+        if (length > 0) std::memcpy(data, copy.values.data(), Bytes(length));
       } else {
         e.b16.resize(length);
         std::memcpy(e.b16.data(), copy.values.data(), Bytes(length));
@@ -169,15 +170,44 @@ class ChunkBackups {
  private:
   struct Entry {
     uint64_t step = 0;
-    // Only the vector of dtype_ is used.
-    std::vector<float> f32;
+    // Only the one of dtype_ is used. A float32 backup is a shared block:
+    // often the very bytes a reply on the wire still holds (Keep).
+    SharedBytes f32;
     std::vector<uint16_t> b16;
-    size_t length() const { return f32.size() + b16.size(); }
+    size_t length() const { return f32.size() / sizeof(float) + b16.size(); }
+    const float* float32_values() const { return reinterpret_cast<const float*>(f32.data()); }
   };
   struct Ring {
     size_t capacity = 1;
     std::vector<Entry> entries;  // oldest first, at most `capacity`
   };
+
+  // The entry `worker`'s backup of `step` goes in (of `length` elements),
+  // moved to the back of its ring (newest); `*added` is the bytes a new
+  // entry adds.
+  Entry& Slot(WorkerId worker, uint64_t step, size_t capacity, size_t length, uint64_t* added) {
+    Ring& ring = rings_[worker];
+    ring.capacity = std::max<size_t>(capacity, 1);
+    std::vector<Entry>& entries = ring.entries;
+    // The entry to overwrite, moved to the back (newest).
+    auto it = entries.end();
+    if (ring.capacity == 1 && !entries.empty()) {
+      it = entries.begin();
+    } else {
+      it = std::find_if(entries.begin(), entries.end(),
+                        [step](const Entry& e) { return e.step == step; });
+      if (it == entries.end() && entries.size() >= ring.capacity) it = entries.begin();
+    }
+    if (it == entries.end()) {
+      entries.emplace_back();
+      *added = Bytes(length);
+    } else {
+      std::rotate(it, it + 1, entries.end());
+    }
+    Entry& e = entries.back();
+    e.step = step;
+    return e;
+  }
 
   const Entry* Find(WorkerId worker, uint64_t step) const {
     auto it = rings_.find(worker);

@@ -84,6 +84,16 @@ void EncodeValuesInPlace(Dtype dtype, std::string* values) {
   values->resize(2 * elements);
 }
 
+SharedBytes EncodeSharedValues(Dtype dtype, SharedBytes values) {
+  if (dtype == Dtype::kFloat32) return values;
+  const size_t elements = values.size() / sizeof(float);
+  char* data = nullptr;
+  SharedBytes out = SharedBytes::Allocate(WireBytes(dtype, elements), &data);
+  EncodeValuesTo(
+      dtype, absl::MakeConstSpan(reinterpret_cast<const float*>(values.data()), elements), data);
+  return out;
+}
+
 absl::Status DecodeValues(Dtype dtype, absl::string_view bytes, absl::Span<float> out) {
   const size_t expected = WireBytes(dtype, out.size());
   if (bytes.size() != expected) {

@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "base/shared_bytes.h"
 #include "core/dtype.h"
 #include "dcasgd/v1/ps.pb.h"
 
@@ -36,6 +37,12 @@ void EncodeValuesTo(Dtype dtype, absl::Span<const float> values, char* out);
 // them in place in `dtype` and shrinks it (a no-op for float32): a reply
 // buffer filled by the store goes out without a second buffer.
 void EncodeValuesInPlace(Dtype dtype, std::string* values);
+
+// `values` (float32 bytes, a multiple of 4, aligned for floats as
+// SharedBytes::Allocate aligns) in `dtype`: the same block for float32, with
+// no copy; else a new block. `values` is never written: it may be a shard's
+// backup too.
+SharedBytes EncodeSharedValues(Dtype dtype, SharedBytes values);
 
 // Decodes `bytes`, encoded in `dtype`, into `out`. INVALID_ARGUMENT when
 // `bytes` is not exactly WireBytes(dtype, out.size()) long; `out` is then

@@ -88,11 +88,13 @@ struct ChunkFrame {
   size_t total_bytes = 0;  // with its tag and length in the outer message
 };
 
-// A slice that owns `values` (deleted with the slice's last reference).
-grpc::Slice OwningSlice(std::string values) {
-  auto* owned = new std::string(std::move(values));
+// A slice of `values` that holds a reference to their block (dropped with
+// the slice's last reference).
+grpc::Slice OwningSlice(const SharedBytes& values) {
+  auto* owner = new std::shared_ptr<const void>(values.owner());
   return grpc::Slice(
-      owned->data(), owned->size(), [](void* p) { delete static_cast<std::string*>(p); }, owned);
+      const_cast<char*>(values.data()), values.size(),
+      [](void* p) { delete static_cast<std::shared_ptr<const void>*>(p); }, owner);
 }
 
 absl::Status Malformed(absl::string_view what) {
@@ -296,7 +298,7 @@ grpc::ByteBuffer EncodeExchangeResponse(const v1::ExchangeResponse& rest,
     }
     DCASGD_CHECK(out == GRPC_SLICE_END_PTR(raw));
     slices.emplace_back(raw, grpc::Slice::STEAL_REF);
-    if (owned_last) slices.push_back(OwningSlice(std::move(weights[end - 1].values)));
+    if (owned_last) slices.push_back(OwningSlice(weights[end - 1].values));
     begin = end;
     first = false;
   }

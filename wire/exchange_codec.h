@@ -23,6 +23,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "base/shared_bytes.h"
 #include "core/dtype.h"
 #include "dcasgd/v1/ps.pb.h"
 #include "grpcpp/support/byte_buffer.h"
@@ -48,15 +49,16 @@ struct EncodedChunk {
   std::string tensor;
   uint64_t chunk_index = 0;
   Dtype dtype = Dtype::kFloat32;
-  std::string values;
+  SharedBytes values;  // may be the shard's backup too: only read
 };
 
 // Values of at least this many bytes travel in a slice of their own that
-// owns their string; smaller ones are copied beside the message's fields.
+// holds a reference to their block; smaller ones are copied beside the
+// message's fields.
 inline constexpr size_t kOwnSliceBytes = size_t{16} << 10;
 
 // `rest` (the response's fields but its weights) followed by `weights`, whose
-// strings are consumed. The result parses as `rest` with `weights` appended.
+// blocks the message then refers to. The result parses as `rest` with `weights` appended.
 grpc::ByteBuffer EncodeExchangeResponse(const v1::ExchangeResponse& rest,
                                         std::vector<EncodedChunk> weights);
 

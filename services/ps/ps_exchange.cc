@@ -275,11 +275,12 @@ class ParameterShardService::ExchangeReactor final
   // On the applying thread, with store locks held: batch the chunk, and
   // queue the batch once it is large enough.
   void AddReply(Round* round, AppliedChunk applied) {
-    // Encoded in place in the round's wire dtype; messages are cut by wire
-    // bytes. A replayed round goes the same way: its retry's dtype.
+    // Encoded in the round's wire dtype (float32: the very block the store
+    // keeps as the backup); messages are cut by wire bytes. A replayed round
+    // goes the same way: its retry's dtype.
     const Dtype dtype = round->collector.wire_dtype();
-    EncodeValuesInPlace(dtype, &applied.values.values);
-    const size_t bytes = applied.values.values.size();
+    SharedBytes values = EncodeSharedValues(dtype, std::move(applied.values.values));
+    const size_t bytes = values.size();
     service_->metrics_->AddSentBytes(bytes);
     if (round->reply_bytes > 0 && round->reply_bytes + bytes > kReplyMessageBytes) {
       round->reply.set_round(round->id);
@@ -288,8 +289,8 @@ class ParameterShardService::ExchangeReactor final
       round->reply_bytes = 0;
     }
     round->reply_bytes += bytes;
-    round->weights.push_back({std::move(applied.values.tensor), applied.values.chunk_index, dtype,
-                              std::move(applied.values.values)});
+    round->weights.push_back(
+        {std::move(applied.values.tensor), applied.values.chunk_index, dtype, std::move(values)});
   }
 
   void OnApplied(const std::shared_ptr<Round>& round, absl::StatusOr<PushResult> result) {

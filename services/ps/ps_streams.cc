@@ -455,14 +455,14 @@ class ParameterShardService::PushPullReactor final
   // push asked for (in place), serialise and queue. A replayed step goes the
   // same way, so it is answered in the dtype its retry asks for.
   void Enqueue(Dtype dtype, AppliedChunk applied) {
-    EncodeValuesInPlace(dtype, &applied.values.values);
-    service_->metrics_->AddSentBytes(applied.values.values.size());
+    const SharedBytes values = EncodeSharedValues(dtype, std::move(applied.values.values));
+    service_->metrics_->AddSentBytes(values.size());
     v1::PullResponse response;
     v1::Chunk* chunk = response.mutable_chunk();
     chunk->set_dtype(DtypeToProto(dtype));
     chunk->mutable_tensor()->swap(applied.values.tensor);
     chunk->set_chunk_index(applied.values.chunk_index);
-    chunk->mutable_values()->swap(applied.values.values);
+    chunk->set_values(values.data(), values.size());
     response.set_version(applied.version);
     response.set_staleness(applied.staleness);
     auto bytes = std::make_unique<grpc::ByteBuffer>();

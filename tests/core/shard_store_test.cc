@@ -305,6 +305,31 @@ TEST(ShardStore, PushPullReturnsNewValuesThatBecomeTheBackup) {
   EXPECT_EQ(Floats(r2->new_values[0].values), std::vector<float>(4, 0.0f));
 }
 
+// A reply's block is also the worker's backup (float32): later pushes and
+// pulls write new blocks, never into one that a reply on the wire still holds.
+TEST(ShardStore, AReplyStillHeldKeepsItsValuesWhileLaterUpdatesApply) {
+  ShardStore store(Config(UpdateRule::kDcAsgdAdaptive, 0.5f, 0.5f), Clock::Real());
+  ASSERT_TRUE(store.Declare({Spec("w", {4}, 4, 1.0f)}).ok());
+  WorkerId a = store.Join("a")->worker_id;
+  WorkerId b = store.Join("b")->worker_id;
+  PullAll(store, a);
+  PullAll(store, b);
+  auto first = PushNow(store, a, Grad("w", 0, {1, 2, 3, 4}), /*pull_after=*/true);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_EQ(first->new_values.size(), 1u);
+  const std::vector<float> sent = Floats(first->new_values[0].values);
+  // The same worker's next PushPull replaces that backup; another worker's
+  // push and a pull of `a` move the weights and write backups again.
+  auto second = PushNow(store, a, Grad("w", 0, {4, 3, 2, 1}), true);
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_TRUE(PushNow(store, b, Grad("w", 0, {1, 1, 1, 1}), true).ok());
+  const std::vector<float> now = PullAll(store, a)["w"];
+  EXPECT_EQ(Floats(first->new_values[0].values), sent);
+  EXPECT_NE(Floats(second->new_values[0].values), sent);
+  EXPECT_NE(now, sent);
+  EXPECT_FALSE(second->new_values[0].values.SameBlock(first->new_values[0].values));
+}
+
 TEST(ShardStore, SinkReceivesEachUpdatedChunkBeforeDone) {
   ShardStore store(Config(UpdateRule::kAsgd, 1.0f), Clock::Real());
   ASSERT_TRUE(store.Declare({Spec("w", {10}, 4, 1.0f)}).ok());
@@ -602,6 +627,9 @@ TEST_F(PushStepWithBackupsTest, ARepeatedPushPullReturnsTheValuesFirstSent) {
   for (size_t i = 0; i < 2; ++i) {
     EXPECT_EQ(again->new_values[i].chunk_index, first->new_values[i].chunk_index);
     EXPECT_EQ(Floats(again->new_values[i].values), Floats(first->new_values[i].values));
+    // With a float32 backup the answer is the backup's block itself: the
+    // block first sent, not a copy.
+    EXPECT_TRUE(again->new_values[i].values.SameBlock(first->new_values[i].values));
   }
   EXPECT_EQ(store_.version(), 2u);
   // Through a sink, the replayed chunks are streamed like applied ones.

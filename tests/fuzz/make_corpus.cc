@@ -382,11 +382,11 @@ void ExchangeReplySeeds(const fs::path& dir) {
   v1::ExchangeResponse rest;
   rest.set_round(3);
   std::vector<EncodedChunk> weights;
-  weights.push_back({"w", 0, Dtype::kFloat32, FloatBytes(4, 0.5f)});
-  weights.push_back({"w", 1, Dtype::kFloat32, FloatBytes(4, -2.0f)});
+  weights.push_back({"w", 0, Dtype::kFloat32, SharedBytes(FloatBytes(4, 0.5f))});
+  weights.push_back({"w", 1, Dtype::kFloat32, SharedBytes(FloatBytes(4, -2.0f))});
   std::string f16;
   EncodeValues(Dtype::kFloat16, std::vector<float>(4, 1.5f), &f16);
-  weights.push_back({"w", 2, Dtype::kFloat16, f16});
+  weights.push_back({"w", 2, Dtype::kFloat16, SharedBytes(std::move(f16))});
   Write(dir, "seed-codec", std::string(1, '\0') + bytes_of(EncodeExchangeResponse(rest, weights)));
   rest.set_last(true);
   rest.set_version(12);

@@ -131,8 +131,8 @@ void SubmitAndCheck(ShardStore& store, WorkerId worker, uint64_t step,
   size_t sent_back = 0;
   auto sink = [&sent_back, reply_dtype](AppliedChunk applied) {
     const size_t elements = applied.values.values.size() / sizeof(float);
-    EncodeValuesInPlace(reply_dtype, &applied.values.values);
-    if (applied.values.values.size() != WireBytes(reply_dtype, elements)) {
+    const SharedBytes encoded = EncodeSharedValues(reply_dtype, std::move(applied.values.values));
+    if (encoded.size() != WireBytes(reply_dtype, elements)) {
       Fail("a reply chunk was encoded at the wrong length");
     }
     ++sent_back;

@@ -27,7 +27,7 @@ inline v1::ExchangeResponse ResponseOf(v1::ExchangeResponse rest,
     chunk->set_tensor(w.tensor);
     chunk->set_chunk_index(w.chunk_index);
     chunk->set_dtype(DtypeToProto(w.dtype));
-    chunk->set_values(w.values);
+    chunk->set_values(w.values.data(), w.values.size());
   }
   return rest;
 }

@@ -8,6 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/string_view.h"
+#include "base/shared_bytes.h"
+
 namespace dcasgd {
 namespace testing {
 
@@ -18,11 +21,15 @@ inline std::string Bytes(const std::vector<float>& values) {
 }
 
 // Whole floats only: a trailing partial float is dropped.
-inline std::vector<float> Floats(const std::string& bytes) {
+inline std::vector<float> Floats(absl::string_view bytes) {
   std::vector<float> values(bytes.size() / sizeof(float));
   if (!values.empty()) std::memcpy(values.data(), bytes.data(), values.size() * sizeof(float));
   return values;
 }
+inline std::vector<float> Floats(const std::string& bytes) {
+  return Floats(absl::string_view(bytes));
+}
+inline std::vector<float> Floats(const SharedBytes& bytes) { return Floats(bytes.view()); }
 
 }  // namespace testing
 }  // namespace dcasgd

@@ -58,6 +58,13 @@ TEST_P(ChunkValuesTest, EncodeMatchesCoreConversionAndRoundTrips) {
   std::string in_place = FloatBytes(values);
   EncodeValuesInPlace(dtype, &in_place);
   EXPECT_EQ(in_place, encoded);
+  // So does a shared block, which is left as it was (it may be a backup):
+  // float32 is the block itself, a 16-bit dtype a new one.
+  const SharedBytes block(FloatBytes(values));
+  const SharedBytes shared = EncodeSharedValues(dtype, block);
+  EXPECT_EQ(shared.view(), encoded);
+  EXPECT_EQ(block.view(), FloatBytes(values));
+  EXPECT_EQ(shared.SameBlock(block), dtype == Dtype::kFloat32);
   // Decoding is exact: each value is the rounding's float32 value.
   std::vector<float> decoded(n, 123.0f);
   ASSERT_TRUE(DecodeValues(dtype, encoded, absl::MakeSpan(decoded)).ok());

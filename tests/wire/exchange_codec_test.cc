@@ -84,9 +84,9 @@ TEST(ExchangeCodecTest, RequestWithoutChunksIsTheHeadAlone) {
 }
 
 EncodedChunk Encoded(std::string tensor, uint64_t index, Dtype dtype, const std::vector<float>& v) {
-  EncodedChunk chunk{std::move(tensor), index, dtype, {}};
-  EncodeValues(dtype, v, &chunk.values);
-  return chunk;
+  std::string values;
+  EncodeValues(dtype, v, &values);
+  return EncodedChunk{std::move(tensor), index, dtype, SharedBytes(std::move(values))};
 }
 
 // A last answer with chunks in every dtype: small ones (copied beside the
@@ -203,7 +203,7 @@ TEST(ExchangeCodecReadTest, ValuesGoStraightToWhereThePlacerPutsThem) {
   rest.set_code(-2);  // any int32, even one no status has
   rest.set_message("m");
   std::vector<EncodedChunk>& weights = sample.weights;
-  const std::string f16 = weights[2].values, bf16 = weights[3].values;
+  const std::string f16(weights[2].values.view()), bf16(weights[3].values.view());
   grpc::ByteBuffer bytes = EncodeExchangeResponse(rest, std::move(weights));
 
   TestPlacer placer;
