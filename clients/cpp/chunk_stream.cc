@@ -101,8 +101,7 @@ absl::Status ChunkReceiver::Accept(const v1::Chunk& chunk, uint64_t version, uin
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::pair<size_t, uint64_t>> ChunkReceiver::Find(absl::string_view tensor,
-                                                                uint64_t index) const {
+absl::StatusOr<size_t> ChunkReceiver::Find(absl::string_view tensor, uint64_t index) const {
   auto it = tensors_.index.find(tensor);
   if (it == tensors_.index.end()) {
     return Error(absl::StrCat("sent unrequested tensor '", tensor, "'"));
@@ -112,14 +111,13 @@ absl::StatusOr<std::pair<size_t, uint64_t>> ChunkReceiver::Find(absl::string_vie
     return Error(absl::StrCat("sent unrequested or duplicate chunk ", index, " of '",
                               tensors_.layouts[t].name, "'"));
   }
-  return std::make_pair(t, index);
+  return t;
 }
 
 absl::StatusOr<absl::Span<float>> ChunkReceiver::Place(absl::string_view tensor,
                                                        uint64_t chunk_index, Dtype dtype,
                                                        size_t bytes) {
-  ASSIGN_OR_RETURN(auto found, Find(tensor, chunk_index));
-  const size_t t = found.first;
+  ASSIGN_OR_RETURN(const size_t t, Find(tensor, chunk_index));
   const TensorLayout& layout = tensors_.layouts[t];
   const uint64_t length = layout.chunk_length(chunk_index);
   if (bytes != WireBytes(dtype, length)) {

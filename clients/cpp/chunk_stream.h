@@ -7,7 +7,6 @@
 
 #include <cstdint>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -78,9 +77,9 @@ class ChunkReceiver {
 
  private:
   absl::Status Error(absl::string_view what) const;
-  // The tensor's position and the chunk, if it is one asked for and not
-  // received yet.
-  absl::StatusOr<std::pair<size_t, uint64_t>> Find(absl::string_view tensor, uint64_t index) const;
+  // The tensor's position in `tensors_`, if chunk `index` of it is one asked
+  // for and not received yet.
+  absl::StatusOr<size_t> Find(absl::string_view tensor, uint64_t index) const;
 
   const CallTensors& tensors_;
   const absl::string_view shard_label_;

@@ -452,17 +452,22 @@ class ParameterShardService::PushPullReactor final
   }
 
   // On the applying thread, with store locks held: encode in the dtype the
-  // push asked for (in place), serialise and queue. A replayed step goes the
+  // push asked for, serialise and queue. A replayed step goes the
   // same way, so it is answered in the dtype its retry asks for.
   void Enqueue(Dtype dtype, AppliedChunk applied) {
-    const SharedBytes values = EncodeSharedValues(dtype, std::move(applied.values.values));
-    service_->metrics_->AddSentBytes(values.size());
     v1::PullResponse response;
     v1::Chunk* chunk = response.mutable_chunk();
+    // One pass from the store's block (which may be the backup) into the
+    // message, in the wire dtype.
+    const SharedBytes& values = applied.values.values;
+    EncodeValues(dtype,
+                 absl::MakeConstSpan(reinterpret_cast<const float*>(values.data()),
+                                     values.size() / sizeof(float)),
+                 chunk->mutable_values());
+    service_->metrics_->AddSentBytes(chunk->values().size());
     chunk->set_dtype(DtypeToProto(dtype));
     chunk->mutable_tensor()->swap(applied.values.tensor);
     chunk->set_chunk_index(applied.values.chunk_index);
-    chunk->set_values(values.data(), values.size());
     response.set_version(applied.version);
     response.set_staleness(applied.staleness);
     auto bytes = std::make_unique<grpc::ByteBuffer>();

@@ -189,6 +189,14 @@ class TestPlacer : public ChunkPlacer {
   std::map<std::pair<std::string, uint64_t>, std::vector<float>> buffers_;
 };
 
+// What reading `bytes` (one slice) gives, `placer` placing the values.
+absl::Status ReadStatus(const std::string& bytes, TestPlacer* placer) {
+  grpc::Slice slice(bytes);
+  grpc::ByteBuffer buffer(&slice, 1);
+  std::vector<v1::Chunk> unplaced;
+  return ReadExchangeResponse(&buffer, placer, &unplaced).status();
+}
+
 std::vector<float> Decoded(Dtype dtype, const std::string& bytes, size_t n) {
   std::vector<float> out(n);
   EXPECT_TRUE(DecodeValues(dtype, bytes, absl::MakeSpan(out)).ok());
@@ -306,12 +314,9 @@ TEST(ExchangeCodecReadTest, MalformedBytesAreInvalidArgument) {
         std::string("\x12\x05\x0a\x10xy"), std::string("\x00", 1),
         // a chunk that claims 16 bytes, of which 7 arrive
         std::string("\x08\x01\x12\x10\x0a\x01w\x10\x00\x20\x00", 11)}) {
-    grpc::Slice slice(bad);
-    grpc::ByteBuffer buffer(&slice, 1);
     TestPlacer placer;
     placer.Expect("w", 0, 1000);
-    std::vector<v1::Chunk> unplaced;
-    const absl::Status status = ReadExchangeResponse(&buffer, &placer, &unplaced).status();
+    const absl::Status status = ReadStatus(bad, &placer);
     EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << bad.size() << " " << status;
   }
 }
@@ -332,12 +337,9 @@ TEST(ExchangeCodecReadTest, ADtypeAfterPlacedValuesThatChangesThemIsRejected) {
   round.set_round(2);
   const std::string bytes =
       round.SerializeAsString() + "\x12" + std::string(1, static_cast<char>(body.size())) + body;
-  grpc::Slice slice(bytes);
-  grpc::ByteBuffer buffer(&slice, 1);
   TestPlacer placer;
   placer.Expect("w", 1, 2);
-  std::vector<v1::Chunk> unplaced;
-  const absl::Status status = ReadExchangeResponse(&buffer, &placer, &unplaced).status();
+  const absl::Status status = ReadStatus(bytes, &placer);
   EXPECT_EQ(placer.calls, 1);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
   EXPECT_THAT(std::string(status.message()), ::testing::HasSubstr("change where they go"));
