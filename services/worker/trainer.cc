@@ -232,6 +232,11 @@ absl::Status Trainer::Run(const absl::Notification* stop) {
     DataLeaseRenewer renewer(coordinator_, lease, options_.worker_name);
     RETURN_IF_ERROR(TrainShard(lease, &renewer, stop, &finished));
     if (finished) {
+      // Said before the call as well: a worker killed while Complete is on
+      // the wire may have completed the data shard without saying so after.
+      std::fprintf(stderr, "[%s] completing data shard %u of epoch %u (lease %llu)\n",
+                   options_.worker_name.c_str(), lease.data_shard, lease.epoch + 1,
+                   static_cast<unsigned long long>(lease.lease_id));
       // Retries while shard 0 restarts or cannot save (its leases survive a
       // restart, so the completion still counts afterwards).
       absl::Status done = coordinator_->Complete(lease.lease_id, lease.secret);
