@@ -231,34 +231,36 @@ absl::Status Trainer::Run(const absl::Notification* stop) {
     // restart, a full disk), so the lease does not expire meanwhile.
     DataLeaseRenewer renewer(coordinator_, lease, options_.worker_name);
     RETURN_IF_ERROR(TrainShard(lease, &renewer, stop, &finished));
-    if (finished) {
-      // Said before the call as well: a worker killed while Complete is on
-      // the wire may have completed the data shard without saying so after.
-      std::fprintf(stderr, "[%s] completing data shard %u of epoch %u (lease %llu)\n",
-                   options_.worker_name.c_str(), lease.data_shard, lease.epoch + 1,
-                   static_cast<unsigned long long>(lease.lease_id));
-      // Retries while shard 0 restarts or cannot save (its leases survive a
-      // restart, so the completion still counts afterwards).
-      absl::Status done = coordinator_->Complete(lease.lease_id, lease.secret);
-      if (done.ok()) {
-        std::fprintf(stderr, "[%s] trained data shard %u of epoch %u (lease %llu)\n",
-                     options_.worker_name.c_str(), lease.data_shard, lease.epoch + 1,
-                     static_cast<unsigned long long>(lease.lease_id));
-      } else {
-        // FAILED_PRECONDITION: the lease expired meanwhile and the shard went
-        // to someone else, who trains it again. Otherwise shard 0 stayed
-        // unreachable; the lease will expire the same way.
-        std::fprintf(stderr,
-                     "[%s] trained data shard %u of epoch %u but could not complete "
-                     "lease %llu: %s\n",
-                     options_.worker_name.c_str(), lease.data_shard, lease.epoch + 1,
-                     static_cast<unsigned long long>(lease.lease_id),
-                     std::string(done.message()).c_str());
-      }
-    }
+    if (finished) CompleteLease(lease);
     if (options_.max_steps > 0 && steps_ >= options_.max_steps) return absl::OkStatus();
   }
   return absl::OkStatus();
+}
+
+void Trainer::CompleteLease(const DataLease& lease) {
+  // Said before the call as well: a worker killed while Complete is on
+  // the wire may have completed the data shard without saying so after.
+  std::fprintf(stderr, "[%s] completing data shard %u of epoch %u (lease %llu)\n",
+               options_.worker_name.c_str(), lease.data_shard, lease.epoch + 1,
+               static_cast<unsigned long long>(lease.lease_id));
+  // Retries while shard 0 restarts or cannot save (its leases survive a
+  // restart, so the completion still counts afterwards).
+  absl::Status done = coordinator_->Complete(lease.lease_id, lease.secret);
+  if (done.ok()) {
+    std::fprintf(stderr, "[%s] trained data shard %u of epoch %u (lease %llu)\n",
+                 options_.worker_name.c_str(), lease.data_shard, lease.epoch + 1,
+                 static_cast<unsigned long long>(lease.lease_id));
+  } else {
+    // FAILED_PRECONDITION: the lease expired meanwhile and the shard went
+    // to someone else, who trains it again. Otherwise shard 0 stayed
+    // unreachable; the lease will expire the same way.
+    std::fprintf(stderr,
+                 "[%s] trained data shard %u of epoch %u but could not complete "
+                 "lease %llu: %s\n",
+                 options_.worker_name.c_str(), lease.data_shard, lease.epoch + 1,
+                 static_cast<unsigned long long>(lease.lease_id),
+                 std::string(done.message()).c_str());
+  }
 }
 
 absl::Status Trainer::Diverged(float loss, const DataLease& lease) const {
