@@ -109,8 +109,10 @@ absl::StatusOr<std::unique_ptr<PsClient>> PsClient::Connect(ClientOptions option
     return absl::InvalidArgumentError(
         "ClientOptions: need rpc_timeout > 0 and 0 <= initial_backoff <= max_backoff");
   }
-  if (options.max_message_bytes < (1 << 20)) {
-    return absl::InvalidArgumentError("ClientOptions.max_message_bytes must be >= 1 MiB");
+  if (options.max_message_bytes < (2 << 20)) {
+    return absl::InvalidArgumentError(
+        "ClientOptions.max_message_bytes must be >= 2 MiB (a shard's answer carries up to 1 MiB "
+        "of weights per message)");
   }
   if (options.pipeline_depth > kMaxPipelineDepth) {
     return absl::InvalidArgumentError(

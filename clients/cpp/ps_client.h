@@ -56,7 +56,8 @@ struct ClientOptions {
   // Renew the leases in a background thread every lease/3. Off only in tests
   // that let a lease expire.
   bool heartbeats = true;
-  // Largest message sent or received; chunks are 256 KiB by default.
+  // Largest message sent or received (>= 2 MiB); chunks are 256 KiB by
+  // default, and the Exchange stream sends up to 1 MiB of them per message.
   int max_message_bytes = 64 << 20;
   // Pushes over one long-lived Exchange stream per shard (round_stream.h).
   // false: one Push/PushPull call per push and shard, as before the stream

@@ -14,10 +14,18 @@ namespace client {
 namespace {
 
 // A round's gradients are cut into messages of at most this many bytes of
-// values (or one chunk, if larger): many small chunks travel together, while
-// a default 256 KiB chunk still travels alone, so the shard buffers no more
-// per stream than one chunk (the transport term of its sizing rule).
-constexpr size_t kRoundMessageBytes = size_t{256} << 10;
+// values (or one chunk, if larger), and at most half the message limit the
+// stream was opened with (ours and the shard's, JoinResponse): many small
+// chunks travel together, and a large push goes in few messages, which cost
+// fewer callbacks and parses on both sides (docs/benchmarks.md, "Exchange
+// messages of up to 1 MiB"). Beyond 1 MiB a large push gains nothing more.
+constexpr size_t kRoundMessageBytes = size_t{1} << 20;
+// The first message of a round carries at most this many bytes of values
+// (or one chunk): the shard reads it before it reserves the round's bytes in
+// its in-flight budget, and a round waiting for the budget holds it, so it
+// stays within the per-worker transport term of the shard's sizing rule
+// (core/shard_memory.h). A 1 MiB model is two messages: 256 KiB and 768 KiB.
+constexpr size_t kFirstMessageBytes = size_t{256} << 10;
 
 // ps.proto ParameterShard.Exchange, called through a generic stub so that
 // requests go out as byte buffers (wire/exchange_codec.h).
@@ -217,7 +225,11 @@ std::shared_ptr<PendingRound> RoundStream::Start(const WorkerCredentials& worker
   };
   size_t bytes = 0;
   for (const PlannedChunk& c : chunks) {
-    if (bytes > 0 && bytes + c.length * element_bytes > message_bytes_) {
+    // The first message is read before the shard reserves the round's bytes
+    // (a round waiting for its in-flight budget holds it): it stays small.
+    const size_t limit =
+        messages.empty() ? std::min(kFirstMessageBytes, message_bytes_) : message_bytes_;
+    if (bytes > 0 && bytes + c.length * element_bytes > limit) {
       add_message();
       bytes = 0;
     }

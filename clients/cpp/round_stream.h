@@ -109,7 +109,9 @@ class RoundStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc:
                           public std::enable_shared_from_this<RoundStream> {
  public:
   // Opens the stream on `channel` (kept until the stream ended). `label`
-  // prefixes every error. `max_message_bytes` bounds the messages it sends.
+  // prefixes every error. Its messages carry at most 1 MiB of values (the
+  // first of a round 256 KiB) and at most `max_message_bytes` / 2 (or one
+  // chunk, if larger).
   static std::shared_ptr<RoundStream> Open(std::shared_ptr<grpc::Channel> channel,
                                            std::string label, size_t max_message_bytes);
 

@@ -80,13 +80,22 @@ ShardSession::~ShardSession() {
 
 std::shared_ptr<RoundStream> ShardSession::Exchange(bool reopen) {
   const size_t member = current_member();
+  // What the stream may send: below our own limit and the shard's. A shard
+  // that does not say (older than JoinResponse.max_message_bytes) gets
+  // messages of 256 KiB, as before it said.
+  size_t message_limit = policy_.max_message_bytes;
+  {
+    absl::MutexLock lock(&mu_);
+    message_limit = std::min<uint64_t>(
+        message_limit, shard_message_bytes_ > 0 ? shard_message_bytes_ : uint64_t{512} << 10);
+  }
   absl::MutexLock lock(&exchange_mu_);
   if (reopen && exchange_ != nullptr && !exchange_->ended() && exchange_member_ != member) {
     // Its rounds fail (CANCELLED) and are retried, at the current member.
     exchange_->Cancel(/*deadline=*/false);
   }
   if (reopen && (exchange_ == nullptr || exchange_->ended() || exchange_member_ != member)) {
-    exchange_ = RoundStream::Open(members_[member].channel, label_, policy_.max_message_bytes);
+    exchange_ = RoundStream::Open(members_[member].channel, label_, message_limit);
     exchange_member_ = member;
     streams_.erase(std::remove_if(streams_.begin(), streams_.end(),
                                   [](const std::weak_ptr<RoundStream>& s) { return s.expired(); }),
@@ -188,6 +197,7 @@ absl::Status ShardSession::Join() {
   worker_id_ = response.worker_id();
   session_ = response.session();
   lease_ms_ = response.lease_ms();
+  shard_message_bytes_ = response.max_message_bytes();
   return absl::OkStatus();
 }
 

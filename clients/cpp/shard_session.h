@@ -178,6 +178,8 @@ class ShardSession {
   uint64_t worker_id_ ABSL_GUARDED_BY(mu_) = 0;  // 0: not joined
   std::string session_ ABSL_GUARDED_BY(mu_);     // JoinResponse.session; secret
   uint64_t lease_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  // JoinResponse.max_message_bytes: the shard's receive limit (0: not told).
+  uint64_t shard_message_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool left_ ABSL_GUARDED_BY(mu_) = false;  // Leave() was called: never re-join
 
   absl::Mutex exchange_mu_;

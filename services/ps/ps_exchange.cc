@@ -22,9 +22,12 @@ namespace dcasgd {
 namespace {
 
 // A reply message holds at most this many bytes of chunks (or one chunk, if
-// larger), so that many small chunks travel in one message while a large
-// push streams back chunk by chunk as it is applied.
-constexpr size_t kReplyMessageBytes = size_t{256} << 10;
+// larger), so that many small chunks travel in one message, a 1 MiB model is
+// one message, and a large push streams back a MiB at a time as it is
+// applied. Its chunks are the backups' blocks (no copy): a larger message
+// costs the shard no memory. Clients accept messages of at least 2 MiB
+// (ClientOptions.max_message_bytes).
+constexpr size_t kReplyMessageBytes = size_t{1} << 20;
 
 }  // namespace
 
@@ -68,7 +71,9 @@ class ParameterShardService::ExchangeReactor final
       EndReads(std::nullopt);
       return;
     }
-    if (absl::Status s = ParseMessage(buffer_, &request_); !s.ok()) {
+    // Consumes the bytes: a round waiting for the budget holds its first
+    // message once (parsed), not twice.
+    if (absl::Status s = ParseMessage(&buffer_, &request_); !s.ok()) {
       EndReads(ToGrpcStatus(s));
       return;
     }

@@ -63,9 +63,9 @@ absl::Status PsServer::StartImpl() {
   ASSIGN_OR_RETURN(authorizer_, auth::Authorizer::Create(options_.auth));
   ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
                    auth::MakeServerCredentials(options_.tls));
-  service_ = std::make_unique<ParameterShardService>(store_.get(), metrics_.get(),
-                                                     checkpointer_.get(), options_.max_push_bytes,
-                                                     inflight_.get(), authorizer_.get());
+  service_ = std::make_unique<ParameterShardService>(
+      store_.get(), metrics_.get(), checkpointer_.get(), options_.max_push_bytes,
+      options_.max_message_bytes, inflight_.get(), authorizer_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

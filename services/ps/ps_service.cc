@@ -16,12 +16,13 @@ namespace dcasgd {
 
 ParameterShardService::ParameterShardService(ShardStore* store, ShardMetrics* metrics,
                                              Checkpointer* checkpointer, int64_t max_push_bytes,
-                                             InflightBudget* inflight,
+                                             int64_t max_message_bytes, InflightBudget* inflight,
                                              const auth::Authorizer* authorizer)
     : store_(store),
       metrics_(metrics),
       checkpointer_(checkpointer),
       max_push_bytes_(max_push_bytes),
+      max_message_bytes_(max_message_bytes),
       inflight_(inflight),
       authorizer_(authorizer) {}
 
@@ -173,6 +174,7 @@ absl::Status ParameterShardService::DoJoin(const v1::JoinRequest& request,
   response->set_lease_ms(absl::ToInt64Milliseconds(joined->lease));
   response->set_shard_index(store_->config().shard_index);
   response->set_shard_count(store_->config().shard_count);
+  response->set_max_message_bytes(static_cast<uint64_t>(max_message_bytes_));
   return absl::OkStatus();
 }
 

@@ -83,7 +83,7 @@ using ParameterShardBase = v1::ParameterShard::WithRawCallbackMethod_Heartbeat<
 class ParameterShardService final : public ParameterShardBase {
  public:
   ParameterShardService(ShardStore* store, ShardMetrics* metrics, Checkpointer* checkpointer,
-                        int64_t max_push_bytes, InflightBudget* inflight,
+                        int64_t max_push_bytes, int64_t max_message_bytes, InflightBudget* inflight,
                         const auth::Authorizer* authorizer = nullptr);
   ~ParameterShardService() override;
 
@@ -170,6 +170,7 @@ class ParameterShardService final : public ParameterShardBase {
   ShardMetrics* const metrics_;
   Checkpointer* const checkpointer_;
   const int64_t max_push_bytes_;
+  const int64_t max_message_bytes_;  // the server's receive limit, told at Join
   InflightBudget* const inflight_;
   const auth::Authorizer* const authorizer_;
   // Set once by AttachReplication, before serving; null: a shard alone.

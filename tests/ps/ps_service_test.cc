@@ -43,6 +43,8 @@ TEST_F(PsServiceTest, JoinReportsLeaseAndShard) {
   EXPECT_EQ(response.lease_ms(), 30000u);
   EXPECT_EQ(response.shard_index(), 0u);
   EXPECT_EQ(response.shard_count(), 1u);
+  // --max_message_bytes, by default 16 MiB: clients cut their messages below.
+  EXPECT_EQ(response.max_message_bytes(), uint64_t{16} << 20);
   grpc::ClientContext heartbeat_context;
   v1::HeartbeatRequest heartbeat;
   heartbeat.set_worker_id(response.worker_id());

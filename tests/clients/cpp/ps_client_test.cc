@@ -469,6 +469,38 @@ TEST(PsClient, ConnectRejectsBadOptions) {
   options.shard_addresses = {"127.0.0.1:1"};
   options.max_attempts = 0;
   EXPECT_EQ(PsClient::Connect(options).status().code(), absl::StatusCode::kInvalidArgument);
+  options.max_attempts = 1;
+  options.max_message_bytes = 1 << 20;  // below a shard's 1 MiB answers
+  const absl::Status small = PsClient::Connect(options).status();
+  EXPECT_EQ(small.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(small.message(), HasSubstr("max_message_bytes must be >= 2 MiB"));
+}
+
+// The Exchange stream sends up to 1 MiB of values per message, but never
+// more than half the limit the shard told at Join: against a shard that
+// takes messages of at most 600,000 bytes, a 2 MiB model (eight default
+// chunks) travels a chunk per message, and every round is applied.
+TEST(PsClient, ExchangeMessagesStayBelowTheShardsLimit) {
+  std::vector<std::string> flags = kAsgdFlags;
+  flags.push_back("--max_message_bytes=600000");
+  auto shards = StartOrDie(1, flags);
+  ASSERT_EQ(shards.size(), 1u);
+  auto client = ConnectOrDie(Options(shards, "worker-a"));
+  ASSERT_NE(client, nullptr);
+  TensorSpec w;
+  w.name = "w";
+  w.shape = {8, 65536};
+  w.init.kind = Initializer::Kind::kConstant;
+  w.init.a = 1.0f;
+  ASSERT_TRUE(client->Declare({w}).ok());
+  TensorMap gradients, weights;
+  gradients["w"] = std::vector<float>(8 * 65536, 0.25f);
+  for (int round = 1; round <= 2; ++round) {
+    ASSERT_TRUE(client->PushPull(gradients, &weights).ok()) << "round " << round;
+    ASSERT_EQ(weights["w"].size(), 8u * 65536);
+    EXPECT_EQ(weights["w"].front(), 1.0f - 0.25f * round);
+    EXPECT_EQ(weights["w"].back(), 1.0f - 0.25f * round);
+  }
 }
 
 // ps-lite's ticket and Wait: pushes start at once and finish in order.
