@@ -17,6 +17,11 @@ namespace dcasgd {
 namespace client {
 namespace {
 
+// The message limit assumed of a shard that does not report its own (older
+// than JoinResponse.max_message_bytes): its streams send messages of half
+// this, 256 KiB, as before shards reported it.
+constexpr uint64_t kUnreportedShardMessageBytes = uint64_t{512} << 10;
+
 template <typename Member>
 std::vector<Member> OpenMembers(const std::vector<std::string>& addresses,
                                 const grpc::ChannelArguments& args,
@@ -80,22 +85,18 @@ ShardSession::~ShardSession() {
 
 std::shared_ptr<RoundStream> ShardSession::Exchange(bool reopen) {
   const size_t member = current_member();
-  // What the stream may send: below our own limit and the shard's. A shard
-  // that does not say (older than JoinResponse.max_message_bytes) gets
-  // messages of 256 KiB, as before it said.
-  size_t message_limit = policy_.max_message_bytes;
-  {
-    absl::MutexLock lock(&mu_);
-    message_limit = std::min<uint64_t>(
-        message_limit, shard_message_bytes_ > 0 ? shard_message_bytes_ : uint64_t{512} << 10);
-  }
   absl::MutexLock lock(&exchange_mu_);
   if (reopen && exchange_ != nullptr && !exchange_->ended() && exchange_member_ != member) {
     // Its rounds fail (CANCELLED) and are retried, at the current member.
     exchange_->Cancel(/*deadline=*/false);
   }
   if (reopen && (exchange_ == nullptr || exchange_->ended() || exchange_member_ != member)) {
-    exchange_ = RoundStream::Open(members_[member].channel, label_, message_limit);
+    // What the stream may send: below our own limit and the shard's.
+    const uint64_t shard_limit = shard_message_bytes_.load(std::memory_order_relaxed);
+    exchange_ = RoundStream::Open(
+        members_[member].channel, label_,
+        std::min<uint64_t>(policy_.max_message_bytes,
+                           shard_limit > 0 ? shard_limit : kUnreportedShardMessageBytes));
     exchange_member_ = member;
     streams_.erase(std::remove_if(streams_.begin(), streams_.end(),
                                   [](const std::weak_ptr<RoundStream>& s) { return s.expired(); }),
@@ -197,7 +198,7 @@ absl::Status ShardSession::Join() {
   worker_id_ = response.worker_id();
   session_ = response.session();
   lease_ms_ = response.lease_ms();
-  shard_message_bytes_ = response.max_message_bytes();
+  shard_message_bytes_.store(response.max_message_bytes(), std::memory_order_relaxed);
   return absl::OkStatus();
 }
 

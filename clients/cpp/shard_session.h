@@ -4,6 +4,7 @@
 // Internal to clients/cpp (PsClient's parts): generated types appear here,
 // never in ps_client.h.
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -178,9 +179,11 @@ class ShardSession {
   uint64_t worker_id_ ABSL_GUARDED_BY(mu_) = 0;  // 0: not joined
   std::string session_ ABSL_GUARDED_BY(mu_);     // JoinResponse.session; secret
   uint64_t lease_ms_ ABSL_GUARDED_BY(mu_) = 0;
-  // JoinResponse.max_message_bytes: the shard's receive limit (0: not told).
-  uint64_t shard_message_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool left_ ABSL_GUARDED_BY(mu_) = false;  // Leave() was called: never re-join
+
+  // JoinResponse.max_message_bytes: the shard's receive limit (0: not told).
+  // Written at Join, read only when an Exchange stream is opened.
+  std::atomic<uint64_t> shard_message_bytes_{0};
 
   absl::Mutex exchange_mu_;
   std::shared_ptr<RoundStream> exchange_ ABSL_GUARDED_BY(exchange_mu_);

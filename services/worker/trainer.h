@@ -79,9 +79,9 @@ class Trainer {
   // every batch was done.
   absl::Status TrainShard(const DataLease& lease, DataLeaseRenewer* renewer,
                           const absl::Notification* stop, bool* finished);
-  // FAILED_PRECONDITION "training diverged" with where and what to change.
   // Completes a fully trained lease at the coordinator and says so.
   void CompleteLease(const DataLease& lease);
+  // FAILED_PRECONDITION "training diverged" with where and what to change.
   absl::Status Diverged(float loss, const DataLease& lease) const;
   // One batch of the pipeline, from its gradient to its answer.
   struct InFlight;
