@@ -26,10 +26,38 @@ constexpr size_t kRoundMessageBytes = size_t{1} << 20;
 // stays within the per-worker transport term of the shard's sizing rule
 // (core/shard_memory.h). A 1 MiB model is two messages: 256 KiB and 768 KiB.
 constexpr size_t kFirstMessageBytes = size_t{256} << 10;
+// RoundStream::Start encodes this many of a round's messages on the
+// caller's thread; gRPC's thread encodes the rest, each ahead of its turn.
+constexpr size_t kEncodedByStart = 2;
 
 // ps.proto ParameterShard.Exchange, called through a generic stub so that
 // requests go out as byte buffers (wire/exchange_codec.h).
 constexpr char kExchangeMethod[] = "/dcasgd.v1.ParameterShard/Exchange";
+
+// Chunk `c` of `tensors`'s gradients, as a message carries it.
+OutgoingChunk GradientChunk(const CallTensors& tensors, const PlannedChunk& c) {
+  return {tensors.layouts[c.tensor].name, c.index, tensors.wire_dtype,
+          absl::MakeConstSpan(tensors.sources[c.tensor] + c.offset, c.length)};
+}
+
+// Where a round's messages begin in its plan: the first carries at most
+// `first_limit` bytes of values, the others at most `limit` (each at least
+// one chunk). Ends with chunks.size().
+std::vector<size_t> CutMessages(const std::vector<PlannedChunk>& chunks, size_t element_bytes,
+                                size_t first_limit, size_t limit) {
+  std::vector<size_t> begins = {0};
+  size_t bytes = 0;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    const size_t chunk_bytes = chunks[i].length * element_bytes;
+    if (bytes > 0 && bytes + chunk_bytes > (begins.size() == 1 ? first_limit : limit)) {
+      begins.push_back(i);
+      bytes = 0;
+    }
+    bytes += chunk_bytes;
+  }
+  begins.push_back(chunks.size());
+  return begins;
+}
 
 absl::StatusCode CodeFromWire(int32_t code) {
   if (code < 1 || code > 16) return absl::StatusCode::kUnknown;
@@ -40,7 +68,25 @@ absl::StatusCode CodeFromWire(int32_t code) {
 
 PendingRound::PendingRound(const CallTensors& tensors, const std::vector<PlannedChunk>& chunks,
                            absl::string_view label, bool pull_back)
-    : receiver_(tensors, chunks, label), label_(label), pull_back_(pull_back) {}
+    : receiver_(tensors, chunks, label),
+      label_(label),
+      pull_back_(pull_back),
+      tensors_(tensors),
+      chunks_(chunks) {}
+
+std::unique_ptr<grpc::ByteBuffer> PendingRound::EncodeLater(uint64_t id, size_t begin, size_t end) {
+  absl::MutexLock lock(&sources_mu_);
+  if (sources_released_) return nullptr;
+  v1::ExchangeRequest head;
+  head.set_round(id);
+  std::vector<OutgoingChunk> gradients;
+  gradients.reserve(end - begin);
+  for (size_t i = begin; i < end; ++i) gradients.push_back(GradientChunk(tensors_, chunks_[i]));
+  auto bytes = std::make_unique<grpc::ByteBuffer>();
+  grpc::ByteBuffer encoded = EncodeExchangeRequest(head, gradients);
+  bytes->Swap(&encoded);
+  return bytes;
+}
 
 absl::Status PendingRound::Wait(absl::Duration timeout, ShardReply* reply) {
   std::shared_ptr<RoundStream> stream;
@@ -122,6 +168,12 @@ absl::Status PendingRound::Accept(const ResponseFields& response,
 }
 
 void PendingRound::Complete(absl::Status status, const ShardReply& reply) {
+  {
+    // Waits for a message of it being encoded; none is encoded after this,
+    // so once Wait returns the caller may change its gradients.
+    absl::MutexLock lock(&sources_mu_);
+    sources_released_ = true;
+  }
   std::shared_ptr<RoundStream> stream;
   absl::MutexLock lock(&mu_);
   if (done_) return;
@@ -200,8 +252,15 @@ std::shared_ptr<PendingRound> RoundStream::Start(const WorkerCredentials& worker
     }
     id = ++last_round_;
   }
-  // The messages are built without the reactor's lock (a large push takes a
-  // while to copy); start_mu_ keeps rounds in order.
+  // The first two messages are built here, without the reactor's lock
+  // (start_mu_ keeps rounds in order); the others on gRPC's thread, each
+  // while the one before it is written (WriteClaimed). A round of one or two
+  // messages (up to 1.25 MiB) then goes out as fast as it can; for a larger
+  // one the copying overlaps the sending, and a push to several shards
+  // starts on all of them at once.
+  const std::vector<size_t> begins =
+      CutMessages(chunks, DtypeBytes(tensors.wire_dtype),
+                  std::min(kFirstMessageBytes, message_bytes_), message_bytes_);
   std::deque<Outgoing> messages;
   v1::ExchangeRequest head;
   head.set_round(id);
@@ -212,38 +271,31 @@ std::shared_ptr<PendingRound> RoundStream::Start(const WorkerCredentials& worker
   header->set_chunk_count(static_cast<uint32_t>(chunks.size()));
   header->set_pull_back(pull_back);
   header->set_wire_dtype(DtypeToProto(tensors.wire_dtype));
-  const size_t element_bytes = DtypeBytes(tensors.wire_dtype);
   header->set_base_step(base_step);
   std::vector<OutgoingChunk> gradients;
-  const auto add_message = [&] {
-    messages.push_back({std::make_unique<grpc::ByteBuffer>(), nullptr});
-    grpc::ByteBuffer encoded = EncodeExchangeRequest(head, gradients);
-    messages.back().bytes->Swap(&encoded);
-    head.Clear();
-    head.set_round(id);
-    gradients.clear();
-  };
-  size_t bytes = 0;
-  for (const PlannedChunk& c : chunks) {
-    // The first message is read before the shard reserves the round's bytes
-    // (a round waiting for its in-flight budget holds it): it stays small.
-    const size_t limit =
-        messages.empty() ? std::min(kFirstMessageBytes, message_bytes_) : message_bytes_;
-    if (bytes > 0 && bytes + c.length * element_bytes > limit) {
-      add_message();
-      bytes = 0;
+  for (size_t m = 0; m + 1 < begins.size(); ++m) {
+    Outgoing& message = messages.emplace_back();
+    if (m >= kEncodedByStart) {
+      message.round = round;
+      message.round_id = id;
+      message.begin = begins[m];
+      message.end = begins[m + 1];
+      continue;
     }
-    gradients.push_back({tensors.layouts[c.tensor].name, c.index, tensors.wire_dtype,
-                         absl::MakeConstSpan(tensors.sources[c.tensor] + c.offset, c.length)});
-    bytes += c.length * element_bytes;
+    gradients.clear();
+    for (size_t i = begins[m]; i < begins[m + 1]; ++i) {
+      gradients.push_back(GradientChunk(tensors, chunks[i]));
+    }
+    message.bytes = std::make_unique<grpc::ByteBuffer>();
+    grpc::ByteBuffer encoded = EncodeExchangeRequest(head, gradients);
+    message.bytes->Swap(&encoded);
+    head.clear_header();
   }
-  add_message();
   messages.back().last_of = round;
   {
     absl::MutexLock round_lock(&round->mu_);
     round->queued_ = absl::Now();
   }
-  const grpc::ByteBuffer* next = nullptr;
   {
     absl::MutexLock lock(&mu_);
     if (ended_ || reads_ended_ || half_closed_) {
@@ -256,10 +308,12 @@ std::shared_ptr<PendingRound> RoundStream::Start(const WorkerCredentials& worker
       round->stream_ = shared_from_this();
     }
     pending_.emplace(id, round);
-    for (Outgoing& outgoing : messages) queue_.push_back(std::move(outgoing));
-    next = TakeNextWriteLocked();
+    for (Outgoing& outgoing : messages) {
+      outgoing.seq = ++last_seq_;
+      queue_.push_back(std::move(outgoing));
+    }
   }
-  if (next != nullptr) StartWrite(next);
+  WriteNext();
   return round;
 }
 
@@ -271,12 +325,100 @@ absl::Status RoundStream::EndedBeforeSentLocked() const {
                    ended_ ? absl::StrCat(" (it ended with ", end_status_.ToString(), ")") : ""));
 }
 
-const grpc::ByteBuffer* RoundStream::TakeNextWriteLocked() {
-  if (writing_ || queue_.empty()) return nullptr;
+bool RoundStream::TakeHoldLocked() {
+  if (hold_removed_ || !reads_ended_ || writing_ || encoding_) return false;
+  hold_removed_ = true;
+  return true;
+}
+
+bool RoundStream::ClaimNextLocked(Outgoing* next) {
+  if (writing_ || reads_ended_ || queue_.empty() || queue_.front().encoding) return false;
   writing_ = true;
-  in_flight_ = std::move(queue_.front());
+  *next = std::move(queue_.front());
   queue_.pop_front();
-  return in_flight_.bytes.get();
+  return true;
+}
+
+void RoundStream::WriteNext() {
+  Outgoing next;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!ClaimNextLocked(&next)) return;
+  }
+  WriteClaimed(std::move(next));
+}
+
+void RoundStream::WriteClaimed(Outgoing next) {
+  for (;;) {
+    if (next.bytes == nullptr) {
+      next.bytes = next.round->EncodeLater(next.round_id, next.begin, next.end);
+    }
+    const grpc::ByteBuffer* bytes = nullptr;
+    Outgoing ahead;
+    bool remove_hold = false;
+    {
+      absl::MutexLock lock(&mu_);
+      if (next.bytes == nullptr || reads_ended_) {
+        // Its round was answered before all of it was sent (the shard drops
+        // the rest of a rejected round), or the stream is ending (OnDone
+        // fails the rounds): not written.
+        writing_ = false;
+        if (ClaimNextLocked(&next)) continue;
+        remove_hold = TakeHoldLocked();
+      } else {
+        in_flight_ = std::move(next);
+        bytes = in_flight_.bytes.get();
+        // The message after it is encoded while this one is written.
+        if (!encoding_ && !queue_.empty() && queue_.front().bytes == nullptr) {
+          Outgoing& following = queue_.front();
+          following.encoding = true;
+          encoding_ = true;
+          ahead.round = following.round;
+          ahead.round_id = following.round_id;
+          ahead.begin = following.begin;
+          ahead.end = following.end;
+          ahead.seq = following.seq;
+        }
+      }
+    }
+    if (remove_hold) {
+      RemoveHold();  // OnDone may delete this stream now
+      return;
+    }
+    if (bytes != nullptr) StartWrite(bytes);
+    // The stream stays alive meanwhile: no hold goes while encoding_ is set.
+    if (ahead.round != nullptr) EncodeAhead(std::move(ahead));
+    return;
+  }
+}
+
+void RoundStream::EncodeAhead(Outgoing ahead) {
+  std::unique_ptr<grpc::ByteBuffer> bytes =
+      ahead.round->EncodeLater(ahead.round_id, ahead.begin, ahead.end);
+  Outgoing next;
+  bool claimed = false;
+  bool remove_hold = false;
+  {
+    absl::MutexLock lock(&mu_);
+    encoding_ = false;
+    // Gone if the stream broke meanwhile (the queue was cleared).
+    if (!queue_.empty() && queue_.front().seq == ahead.seq) {
+      if (bytes != nullptr) {
+        queue_.front().bytes = std::move(bytes);
+        queue_.front().encoding = false;
+      } else {
+        queue_.pop_front();  // its round was answered: not sent
+      }
+    }
+    // The write before it may have finished meanwhile: then it is written here.
+    claimed = ClaimNextLocked(&next);
+    if (!claimed) remove_hold = TakeHoldLocked();
+  }
+  if (claimed) {
+    WriteClaimed(std::move(next));
+  } else if (remove_hold) {
+    RemoveHold();
+  }
 }
 
 bool RoundStream::ended() const {
@@ -319,7 +461,8 @@ void RoundStream::Close(absl::Duration timeout) {
 void RoundStream::OnWriteDone(bool ok) {
   std::shared_ptr<PendingRound> sent;
   Outgoing written;  // freed without the lock
-  const grpc::ByteBuffer* next = nullptr;
+  Outgoing next;
+  bool claimed = false;
   bool remove_hold = false;
   {
     absl::MutexLock lock(&mu_);
@@ -327,13 +470,15 @@ void RoundStream::OnWriteDone(bool ok) {
     written = std::move(in_flight_);
     sent = std::move(written.last_of);
     if (!ok) queue_.clear();  // the stream broke: OnDone fails the rounds
-    next = TakeNextWriteLocked();
-    remove_hold = next == nullptr && reads_ended_ && !hold_removed_;
-    if (remove_hold) hold_removed_ = true;
+    claimed = ClaimNextLocked(&next);
+    if (!claimed) remove_hold = TakeHoldLocked();
   }
   if (ok && sent != nullptr) sent->MarkSent();
-  if (next != nullptr) StartWrite(next);
-  if (remove_hold) RemoveHold();
+  if (claimed) {
+    WriteClaimed(std::move(next));
+  } else if (remove_hold) {
+    RemoveHold();  // OnDone may delete this stream now
+  }
 }
 
 void RoundStream::OnWritesDoneDone(bool /*ok*/) {
@@ -341,8 +486,7 @@ void RoundStream::OnWritesDoneDone(bool /*ok*/) {
   {
     absl::MutexLock lock(&mu_);
     writing_ = false;
-    remove_hold = reads_ended_ && !hold_removed_;
-    if (remove_hold) hold_removed_ = true;
+    remove_hold = TakeHoldLocked();
   }
   if (remove_hold) RemoveHold();
 }
@@ -354,8 +498,7 @@ void RoundStream::OnReadDone(bool ok) {
       absl::MutexLock lock(&mu_);
       reads_ended_ = true;
       queue_.clear();
-      remove_hold = !writing_ && !hold_removed_;
-      if (remove_hold) hold_removed_ = true;
+      remove_hold = TakeHoldLocked();
     }
     if (remove_hold) RemoveHold();
     return;

@@ -68,6 +68,10 @@ class PendingRound {
   void Complete(absl::Status status, const ShardReply& reply);
   // The round's last message was written.
   void MarkSent();
+  // Chunks [begin, end) of the round's plan encoded as a message of round
+  // `id` (no header: not the first), or null once the round completed: the
+  // caller may change its gradients from then on.
+  std::unique_ptr<grpc::ByteBuffer> EncodeLater(uint64_t id, size_t begin, size_t end);
 
   // Read callbacks only.
   ChunkReceiver receiver_;
@@ -75,6 +79,14 @@ class PendingRound {
   const bool pull_back_;
   const absl::Time start_ = absl::Now();
   absl::Time first_reply_ = absl::InfinitePast();
+  // The caller's, alive until the round's Wait returned.
+  const CallTensors& tensors_;
+  const std::vector<PlannedChunk>& chunks_;
+
+  // Held while a message of the round is encoded from the caller's
+  // gradients; taken after the stream's mu_ when both are held.
+  absl::Mutex sources_mu_;
+  bool sources_released_ ABSL_GUARDED_BY(sources_mu_) = false;  // completed
 
   absl::Mutex mu_;
   // Set once queued, dropped on completion; cancelled on timeout.
@@ -94,12 +106,16 @@ class PendingRound {
 // fails with the stream's status, and the owner opens a new stream for the
 // next round (ShardSession::Exchange).
 //
-// Its requests are encoded by Start straight into byte buffers
+// Its requests are encoded straight into byte buffers
 // (wire/exchange_codec.h): a gradient's values are copied once, from the
-// caller's buffer into the message. (Encoding a message only when its turn
-// to be written comes would overlap the copying with the sending, but a
-// round the shard rejected early may then be answered while its later
-// messages are still being read from the caller's buffers.) The answers'
+// caller's buffer into the message. Start encodes a round's first two
+// messages (up to 1.25 MiB of values); the others are encoded on gRPC's
+// thread, each while the one before it is written (WriteClaimed), so that
+// a large push costs the caller's thread little, its copying overlaps the
+// sending, and a push to several shards starts on all of them at once. A round
+// answered before all of it was sent (the shard rejected it early) releases
+// the caller's buffers at once: its messages not yet encoded are dropped,
+// as the shard drops the rest of a rejected round. The answers'
 // values are decoded straight from the received bytes into the caller's
 // tensors (ReadExchangeResponse): one copy each way.
 //
@@ -141,10 +157,17 @@ class RoundStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc:
   void OnDone(const grpc::Status& status) override;
 
  private:
-  // A message to write; the last one of a round points at it.
+  // A message to write; the last one of a round points at it. Encoded, or
+  // (bytes null) chunks [begin, end) of `round`, encoded later.
   struct Outgoing {
     std::unique_ptr<grpc::ByteBuffer> bytes;
     std::shared_ptr<PendingRound> last_of;
+    std::shared_ptr<PendingRound> round;
+    uint64_t round_id = 0;
+    size_t begin = 0;
+    size_t end = 0;
+    uint64_t seq = 0;       // its place in the stream's queue
+    bool encoding = false;  // being encoded ahead: not to be taken yet
   };
 
   RoundStream(std::shared_ptr<grpc::Channel> channel, std::string label, size_t max_message_bytes);
@@ -152,8 +175,23 @@ class RoundStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc:
   // The status of a round that came after the stream's reads or writes
   // ended: UNAVAILABLE, with how the stream ended once it did.
   absl::Status EndedBeforeSentLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Takes the next queued message if no write is outstanding.
-  const grpc::ByteBuffer* TakeNextWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The writer: one message is written at a time; while it is, the next
+  // one is encoded (EncodeAhead, on the same thread, without the lock), so
+  // that its write can start as soon as the one before is done.
+  //
+  // Starts writing the next queued message unless a write is outstanding.
+  void WriteNext() ABSL_LOCKS_EXCLUDED(mu_);
+  // Writes `next` (claimed: writing_ is set), encoding it first if it was
+  // not, and then encodes the one after it.
+  void WriteClaimed(Outgoing next) ABSL_LOCKS_EXCLUDED(mu_);
+  // Encodes the queue's first message `ahead` (marked encoding) and writes it
+  // if the write before it finished meanwhile.
+  void EncodeAhead(Outgoing ahead) ABSL_LOCKS_EXCLUDED(mu_);
+  // Takes the next queued message for writing, if it may be written now.
+  bool ClaimNextLocked(Outgoing* next) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // True (once) when the hold may go: reads ended, no write and no encoding
+  // outstanding. The caller then calls RemoveHold() and touches nothing more.
+  bool TakeHoldLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Finds the round of an answer being read, for its chunks' values.
   class Placer;
@@ -171,7 +209,10 @@ class RoundStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc:
   uint64_t last_round_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_map<uint64_t, std::shared_ptr<PendingRound>> pending_ ABSL_GUARDED_BY(mu_);
   std::deque<Outgoing> queue_ ABSL_GUARDED_BY(mu_);
+  uint64_t last_seq_ ABSL_GUARDED_BY(mu_) = 0;
   Outgoing in_flight_ ABSL_GUARDED_BY(mu_);
+  // A message is being encoded ahead (its thread still uses this stream).
+  bool encoding_ ABSL_GUARDED_BY(mu_) = false;
   // A write or the half-close is outstanding (the hold stays meanwhile).
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool half_closed_ ABSL_GUARDED_BY(mu_) = false;

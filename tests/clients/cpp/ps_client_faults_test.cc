@@ -5,6 +5,7 @@
 // The shards run plain ASGD, so the weights are exactly the initial values
 // minus lr times the sum of the gradients applied.
 
+#include <malloc.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -185,6 +186,47 @@ TEST(PsClientFaults, OnePushStreamPerShardServesEveryPush) {
   EXPECT_EQ(Metric((*shard)->metrics_port(), "dcasgd_ps_pushes_total"), 20);
   EXPECT_EQ(Metric((*shard)->metrics_port(), "dcasgd_ps_exchange_streams_total"), 1)
       << "pushes reuse one stream";
+}
+
+// A round the shard refuses part-way (--max_push_bytes) is answered while
+// most of its messages are still to be written. Those are encoded from the
+// caller's gradients only until the answer: once PushPull returned, the
+// caller may free them. Here they are freed at once and unmapped (the
+// allocator is told to map every block over 1 MiB on its own), so a
+// message encoded from them afterwards would crash this test. The stream
+// goes on: the next push on it is applied.
+TEST(PsClientFaults, ARoundRefusedPartWayNoLongerReadsTheCallersGradients) {
+  ASSERT_EQ(mallopt(M_MMAP_THRESHOLD, 1 << 20), 1);
+  auto shard =
+      testing::PsProcess::Start({"--update_rule=asgd", "--lr=0.5", "--max_push_bytes=2097152",
+                                 "--metrics_address=127.0.0.1:0"});
+  ASSERT_TRUE(shard.ok()) << shard.status();
+  auto client = PsClient::Connect(DirectOptions(**shard));
+  ASSERT_TRUE(client.ok()) << client.status();
+  constexpr int64_t kBig = int64_t{8} << 20;  // 32 MiB: 33 messages
+  TensorSpec big;
+  big.name = "big";
+  big.shape = {kBig};
+  big.chunk_elements = 1 << 16;
+  big.init.kind = Initializer::Kind::kZeros;
+  ASSERT_TRUE((*client)->Declare({Specs()[0], big}).ok());
+  TensorMap weights;
+  ASSERT_TRUE((*client)->Pull({"w", "big"}, &weights).ok());
+
+  for (int i = 0; i < 3; ++i) {
+    TensorMap gradients = {{"big", std::vector<float>(kBig, 1.0f)}};
+    absl::Status refused = (*client)->PushPull(gradients, &weights);
+    EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted) << refused;
+    EXPECT_THAT(std::string(refused.message()), ::testing::HasSubstr("max_push_bytes"));
+    gradients.clear();  // unmapped: the messages left must not be read from it
+    ASSERT_TRUE((*client)->PushPull(Gradient(2), &weights).ok()) << "push " << i;
+    EXPECT_EQ(weights["w"], std::vector<float>(6, -1.0f * static_cast<float>(i + 1)));
+  }
+  TensorMap pulled;
+  ASSERT_TRUE((*client)->Pull({"big"}, &pulled).ok());
+  EXPECT_EQ(pulled["big"], std::vector<float>(kBig, 0.0f)) << "nothing of a refused round applied";
+  EXPECT_EQ(Metric((*shard)->metrics_port(), "dcasgd_ps_exchange_streams_total"), 1)
+      << "the refused rounds did not break the stream";
 }
 
 TEST(PsClientFaults, WithoutThePushStreamEveryPushIsACallOfItsOwn) {
