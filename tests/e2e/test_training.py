@@ -213,6 +213,11 @@ class LocalData(unittest.TestCase):
         self.assertEqual(worker.wait(300), 0, worker.output()[-3000:])
         out = worker.output()
         self.assertTrue("pushing its batch again" in out or "pull failed" in out, out[-3000:])
+        # One restart costs a few steps pushed again, not one in two from then
+        # on (a pipelined worker once pushed every other step from a base the
+        # shards no longer kept after the pull).
+        failed = re.findall(r"step \d+ failed", out)
+        self.assertLessEqual(len(failed), 4, out[-3000:])
         self.assertIn("restored", self.cluster.shards[1][0].output())
         job = harness.job_status(f"127.0.0.1:{self.cluster.shards[0][1]}")
         self.assertTrue(job.done)
