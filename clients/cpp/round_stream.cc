@@ -40,6 +40,21 @@ OutgoingChunk GradientChunk(const CallTensors& tensors, const PlannedChunk& c) {
           absl::MakeConstSpan(tensors.sources[c.tensor] + c.offset, c.length)};
 }
 
+// `head` (the round number, and the header in a round's first message)
+// followed by chunks [begin, end) of the plan, as one message.
+std::unique_ptr<grpc::ByteBuffer> EncodeMessage(const v1::ExchangeRequest& head,
+                                                const CallTensors& tensors,
+                                                const std::vector<PlannedChunk>& chunks,
+                                                size_t begin, size_t end) {
+  std::vector<OutgoingChunk> gradients;
+  gradients.reserve(end - begin);
+  for (size_t i = begin; i < end; ++i) gradients.push_back(GradientChunk(tensors, chunks[i]));
+  auto bytes = std::make_unique<grpc::ByteBuffer>();
+  grpc::ByteBuffer encoded = EncodeExchangeRequest(head, gradients);
+  bytes->Swap(&encoded);
+  return bytes;
+}
+
 // Where a round's messages begin in its plan: the first carries at most
 // `first_limit` bytes of values, the others at most `limit` (each at least
 // one chunk). Ends with chunks.size().
@@ -79,13 +94,7 @@ std::unique_ptr<grpc::ByteBuffer> PendingRound::EncodeLater(uint64_t id, size_t 
   if (sources_released_) return nullptr;
   v1::ExchangeRequest head;
   head.set_round(id);
-  std::vector<OutgoingChunk> gradients;
-  gradients.reserve(end - begin);
-  for (size_t i = begin; i < end; ++i) gradients.push_back(GradientChunk(tensors_, chunks_[i]));
-  auto bytes = std::make_unique<grpc::ByteBuffer>();
-  grpc::ByteBuffer encoded = EncodeExchangeRequest(head, gradients);
-  bytes->Swap(&encoded);
-  return bytes;
+  return EncodeMessage(head, tensors_, chunks_, begin, end);
 }
 
 absl::Status PendingRound::Wait(absl::Duration timeout, ShardReply* reply) {
@@ -272,7 +281,6 @@ std::shared_ptr<PendingRound> RoundStream::Start(const WorkerCredentials& worker
   header->set_pull_back(pull_back);
   header->set_wire_dtype(DtypeToProto(tensors.wire_dtype));
   header->set_base_step(base_step);
-  std::vector<OutgoingChunk> gradients;
   for (size_t m = 0; m + 1 < begins.size(); ++m) {
     Outgoing& message = messages.emplace_back();
     if (m >= kEncodedByStart) {
@@ -282,13 +290,7 @@ std::shared_ptr<PendingRound> RoundStream::Start(const WorkerCredentials& worker
       message.end = begins[m + 1];
       continue;
     }
-    gradients.clear();
-    for (size_t i = begins[m]; i < begins[m + 1]; ++i) {
-      gradients.push_back(GradientChunk(tensors, chunks[i]));
-    }
-    message.bytes = std::make_unique<grpc::ByteBuffer>();
-    grpc::ByteBuffer encoded = EncodeExchangeRequest(head, gradients);
-    message.bytes->Swap(&encoded);
+    message.bytes = EncodeMessage(head, tensors, chunks, begins[m], begins[m + 1]);
     head.clear_header();
   }
   messages.back().last_of = round;
