@@ -65,6 +65,20 @@ struct LogPullChunk {
   bool live = true;
 };
 
+// A repeated push step answered with the worker's backups of `chunks` keyed
+// `step` (rules with backups): that base becomes the worker's newest again,
+// in its worker record and, at the entry's turn on each chunk, in the
+// chunk's ring (ShardStore::Replay).
+struct LogReplay {
+  struct ChunkId {
+    std::string tensor;
+    uint64_t chunk_index = 0;
+  };
+  WorkerId worker_id = 0;
+  uint64_t step = 0;
+  std::vector<ChunkId> chunks;
+};
+
 // One applied push (async and SSP modes): the version it created, its
 // staleness (so its learning rate), the base its compensation read, and the
 // gradient in the order it was applied.
@@ -134,7 +148,7 @@ struct LogSnapshotEnd {
 struct LogEntry {
   using Op = std::variant<LogDeclare, LogJoin, LogLeaseEnd, LogRecordPull, LogPullChunk, LogPush,
                           LogSsgdRound, LogCoordinatorState, LogCheckpoint, LogDigest,
-                          LogSnapshotChunk, LogSnapshotEnd>;
+                          LogSnapshotChunk, LogSnapshotEnd, LogReplay>;
   uint64_t seq = 0;  // from 1
   Op op;
 };

@@ -126,7 +126,9 @@ absl::Status ShardStore::ServeChunk(Chunk* chunk, const ChunkTurn* turn, const C
   ChunkLock lock(chunk, turn);
   if (to != nullptr && to->resend_backup) {
     // A repeated push step: what the worker was sent the first time (its
-    // rounding, with a 16-bit backup dtype).
+    // rounding, with a 16-bit backup dtype), which the worker computes on
+    // next: ordered, it becomes its newest backup again.
+    if (turn != nullptr) chunk->backups.Renew(to->worker, to->step);
     if (const SharedBytes* kept = chunk->backups.Get(to->worker, to->step); kept != nullptr) {
       if (to->values != nullptr) *to->values = *kept;  // the same block: no copy
       return absl::OkStatus();
@@ -418,34 +420,39 @@ absl::Status ShardStore::Replay(WorkerId worker, uint64_t step,
   const uint64_t pull_version = version();
   std::vector<AppliedChunk> replies;  // all or nothing: sent once all are read
   replies.reserve(chunks.size());
+  absl::Status status;
   {
     absl::ReaderMutexLock state(&state_mu_);
+    std::vector<Chunk*> found;
+    found.reserve(chunks.size());
     for (const GradientChunk& g : chunks) {
-      auto it = tensors_.find(g.tensor);
-      Chunk* chunk = nullptr;
-      if (it != tensors_.end()) {
-        auto owned = it->second->owned.find(g.chunk_index);
-        if (owned != it->second->owned.end()) chunk = owned->second.get();
-      }
-      if (chunk == nullptr) {
-        return absl::NotFoundError(
-            absl::StrCat("repeated push step: ", ChunkName(g.tensor, g.chunk_index),
-                         " is not owned by shard ", config_.shard_index));
-      }
+      absl::StatusOr<Chunk*> chunk = EntryChunk(g.tensor, g.chunk_index);
+      if (!chunk.ok()) return chunk.status();
+      found.push_back(*chunk);
+    }
+    // With backups the answer is the base the worker computes on next: it
+    // becomes the newest again, in order with the worker's other changes (a
+    // pull since made base 0 the newest, and the next push would evict it).
+    std::vector<ChunkTurn> turns;
+    const bool ordered = keeps_backups_ && OrderReplay(worker, step, found, &turns);
+    for (size_t i = 0; i < found.size(); ++i) {
       AppliedChunk& reply = replies.emplace_back();
       reply.version = claim.version;
       reply.staleness = claim.staleness;
-      reply.values.tensor = g.tensor;
-      reply.values.chunk_index = g.chunk_index;
+      reply.values.tensor = chunks[i].tensor;
+      reply.values.chunk_index = chunks[i].chunk_index;
       // Rules without backups (ASGD, SSGD) answer with the current weights,
       // as a pull would (and no backup is written: liveness is null).
       const Recipient to{worker, nullptr, &reply.values.values, /*resend_backup=*/keeps_backups_,
                          step};
       uint64_t unused = 0;
-      if (absl::Status s = ServeChunk(chunk, nullptr, nullptr, &to, &unused); !s.ok()) return s;
+      // Every ordered turn is taken, even after an error.
+      absl::Status s = ServeChunk(found[i], ordered ? &turns[i] : nullptr, nullptr, &to, &unused);
+      if (status.ok()) status = std::move(s);
     }
     if (!keeps_backups_) OrderRecordPull(worker, pull_version);
   }
+  if (!status.ok()) return status;
   for (AppliedChunk& reply : replies) sink(std::move(reply));
   return absl::OkStatus();
 }

@@ -344,7 +344,8 @@ class ShardStore : private SyncPolicy::Applier {
     const WorkerLiveness* liveness = nullptr;
     SharedBytes* values = nullptr;  // set to a block of the chunk's float32 bytes
     // A repeated push step: send the worker's backup (what it was sent the
-    // first time) instead of the weights, and write no backup.
+    // first time) instead of the weights, and write no backup; at a turn (a
+    // Replay entry), that backup becomes the newest of the worker's ring.
     bool resend_backup = false;
     // The key of the backup written (the push step of a PushPull, 0 for a
     // pull) or resent.
@@ -406,6 +407,13 @@ class ShardStore : private SyncPolicy::Applier {
   // turn: the read changes nothing) otherwise.
   bool OrderPullChunk(const Chunk& chunk, WorkerId worker, const WorkerLiveness& liveness,
                       ChunkTurn* turn) ABSL_SHARED_LOCKS_REQUIRED(state_mu_);
+  // Orders the answer to a repeated push step of a rule with backups: the
+  // worker's base `step` becomes its newest again (WorkerRegistry::RenewBase),
+  // a turn on each of `chunks` (into `turns`, same order), at which the
+  // chunk's backup of `step` becomes the newest of the worker's ring, and a
+  // Replay entry. False (no entry, no turns) for an unknown worker.
+  bool OrderReplay(WorkerId worker, uint64_t step, const std::vector<Chunk*>& chunks,
+                   std::vector<ChunkTurn>* turns) ABSL_SHARED_LOCKS_REQUIRED(state_mu_);
   // Join, once any budget is checked: ordered with its lease ends.
   absl::StatusOr<JoinResult> JoinOrdered(const std::string& worker_name, uint32_t pipeline_depth);
   // Leave and lease expiry: ends the leases `end` returns (it runs under
@@ -431,7 +439,8 @@ class ShardStore : private SyncPolicy::Applier {
   void RunRound(const OrderedPush& o, const std::vector<Chunk*>& order,
                 const std::vector<std::vector<const std::string*>>& grads, uint64_t* backup_added)
       ABSL_SHARED_LOCKS_REQUIRED(state_mu_);
-  // The chunk an entry names: NOT_FOUND unless declared and owned here.
+  // The chunk an entry or a repeated push names: NOT_FOUND unless declared
+  // and owned here.
   absl::StatusOr<Chunk*> EntryChunk(const std::string& tensor, uint64_t index) const
       ABSL_SHARED_LOCKS_REQUIRED(state_mu_);
   // ApplyEntry, per kind.
@@ -440,6 +449,7 @@ class ShardStore : private SyncPolicy::Applier {
   absl::Status ApplyRecordPull(uint64_t seq, const LogRecordPull& pull);
   absl::Status ApplyPullChunk(uint64_t seq, const LogPullChunk& pull);
   absl::Status ApplyPush(uint64_t seq, const LogPush& push);
+  absl::Status ApplyReplay(uint64_t seq, const LogReplay& replay);
   absl::Status ApplySsgdRound(uint64_t seq, const LogSsgdRound& round);
   absl::Status ApplySnapshotChunk(uint64_t seq, const LogSnapshotChunk& chunk);
   absl::Status ApplyMarker(uint64_t seq);

@@ -204,6 +204,22 @@ void ShardStore::OrderRecordPull(WorkerId worker, std::optional<uint64_t> versio
   Sequence(*CheckSeq(0), [&]() -> LogEntry::Op { return LogRecordPull{worker, pulled}; });
 }
 
+bool ShardStore::OrderReplay(WorkerId worker, uint64_t step, const std::vector<Chunk*>& chunks,
+                             std::vector<ChunkTurn>* turns) {
+  absl::MutexLock sequencer(&sequencer_mu_);
+  if (!registry_.RenewBase(worker, step)) return false;
+  const uint64_t seq = *CheckSeq(0);
+  turns->reserve(chunks.size());
+  for (const Chunk* chunk : chunks) turns->push_back(ChunkTurn{seq, TakeTurn(*chunk)});
+  Sequence(seq, [&]() -> LogEntry::Op {
+    LogReplay replay{worker, step, {}};
+    replay.chunks.reserve(chunks.size());
+    for (const Chunk* chunk : chunks) replay.chunks.push_back({*chunk->tensor, chunk->index});
+    return replay;
+  });
+  return true;
+}
+
 bool ShardStore::OrderPullChunk(const Chunk& chunk, WorkerId worker, const WorkerLiveness& liveness,
                                 ChunkTurn* turn) {
   absl::MutexLock sequencer(&sequencer_mu_);

@@ -34,6 +34,7 @@ absl::Status ShardStore::ApplyEntry(const LogEntry& entry) {
   if (const auto* e = std::get_if<LogRecordPull>(&op)) return ApplyRecordPull(seq, *e);
   if (const auto* e = std::get_if<LogPullChunk>(&op)) return ApplyPullChunk(seq, *e);
   if (const auto* e = std::get_if<LogPush>(&op)) return ApplyPush(seq, *e);
+  if (const auto* e = std::get_if<LogReplay>(&op)) return ApplyReplay(seq, *e);
   if (const auto* e = std::get_if<LogSsgdRound>(&op)) return ApplySsgdRound(seq, *e);
   if (const auto* e = std::get_if<LogSnapshotChunk>(&op)) return ApplySnapshotChunk(seq, *e);
   // Checkpoint, Digest, CoordinatorState, SnapshotEnd: the caller acts.
@@ -141,6 +142,33 @@ absl::Status ShardStore::ApplyPullChunk(uint64_t seq, const LogPullChunk& pull) 
     DCASGD_CHECK(ServeChunk(chunk, &turn, nullptr, &to, &added).ok());
   }
   if (added) backup_bytes_.fetch_add(added, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+absl::Status ShardStore::ApplyReplay(uint64_t seq, const LogReplay& replay) {
+  absl::ReaderMutexLock state(&state_mu_);
+  std::vector<Chunk*> chunks;
+  chunks.reserve(replay.chunks.size());
+  for (const LogReplay::ChunkId& id : replay.chunks) {
+    ASSIGN_OR_RETURN(Chunk * chunk, EntryChunk(id.tensor, id.chunk_index));
+    chunks.push_back(chunk);
+  }
+  if (!keeps_backups_) return Diverged(seq, "a Replay entry under a rule that keeps no backups");
+  std::vector<ChunkTurn> turns;
+  {
+    absl::MutexLock sequencer(&sequencer_mu_);
+    RETURN_IF_ERROR(CheckSeq(seq).status());
+    if (!registry_.RenewBase(replay.worker_id, replay.step)) {
+      return Diverged(seq, absl::StrCat("worker ", replay.worker_id, " is unknown"));
+    }
+    last_seq_ = seq;
+    turns.reserve(chunks.size());
+    for (const Chunk* chunk : chunks) turns.push_back(ChunkTurn{seq, TakeTurn(*chunk)});
+  }
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    ChunkLock lock(chunks[i], &turns[i]);
+    chunks[i]->backups.Renew(replay.worker_id, replay.step);
+  }
   return absl::OkStatus();
 }
 

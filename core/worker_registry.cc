@@ -253,6 +253,19 @@ bool WorkerRegistry::RecordPull(WorkerId worker, uint64_t version) {
   return true;
 }
 
+bool WorkerRegistry::RenewBase(WorkerId worker, uint64_t step) {
+  absl::MutexLock lock(&mu_);
+  auto it = workers_.find(worker);
+  if (it == workers_.end()) return false;
+  Worker& w = *it->second;
+  auto base = std::find_if(w.bases.begin(), w.bases.end(),
+                           [step](const Worker::Base& b) { return b.step == step; });
+  if (w.liveness->pipeline_depth > 0 && base != w.bases.end()) {
+    std::rotate(base, base + 1, w.bases.end());
+  }
+  return true;
+}
+
 void WorkerRegistry::RecordApplied(WorkerId worker, uint64_t version, bool pulled, uint64_t step) {
   absl::MutexLock lock(&mu_);
   auto it = workers_.find(worker);

@@ -163,6 +163,12 @@ class WorkerRegistry {
   // Records `version` as the worker's pull version: its base of step 0.
   // False (nothing recorded) when the worker is unknown.
   bool RecordPull(WorkerId worker, uint64_t version);
+  // A repeated push `step` was answered with the weights its first reply
+  // sent (ShardStore::Replay): that base, if the worker still keeps it,
+  // becomes its newest again, as the worker computes on it now (a pull since
+  // had made base 0 the newest). A worker of depth 0 keeps one base: no
+  // change. False (nothing recorded) when the worker is unknown.
+  bool RenewBase(WorkerId worker, uint64_t step);
   // A push of the worker was applied as `version`: its SSP clock advances and,
   // when the reply carried the new weights (`pulled`), they are its pull and
   // its base of `step`.

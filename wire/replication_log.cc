@@ -121,6 +121,21 @@ absl::StatusOr<LogJoin> JoinFromProto(absl::string_view where, const v1::LogEntr
   return j;
 }
 
+absl::StatusOr<LogReplay> ReplayFromProto(absl::string_view where, const v1::LogEntry::Replay& p) {
+  RETURN_IF_ERROR(CheckId(where, "worker_id", p.worker_id()));
+  if (p.step() == 0) return Bad(where, "step is 0 (only a push step is repeated)");
+  RETURN_IF_ERROR(CheckCount(where, "chunks", p.chunks_size(), 1, kMaxLogChunks));
+  LogReplay r;
+  r.worker_id = p.worker_id();
+  r.step = p.step();
+  r.chunks.reserve(p.chunks_size());
+  for (const v1::LogEntry::Replay::ChunkId& c : p.chunks()) {
+    RETURN_IF_ERROR(ValidateName(absl::StrCat(where, ": tensor"), c.tensor()));
+    r.chunks.push_back({c.tensor(), c.chunk_index()});
+  }
+  return r;
+}
+
 absl::StatusOr<LogLeaseEnd> LeaseEndFromProto(absl::string_view where,
                                               const v1::LogEntry::LeaseEnd& p) {
   RETURN_IF_ERROR(CheckCount(where, "worker_ids", p.worker_ids_size(), 1, kMaxLogWorkers));
@@ -242,6 +257,8 @@ absl::StatusOr<LogEntry::Op> OpFromProto(absl::string_view where, const v1::LogE
       return SnapshotChunkFromProto(where, p.snapshot_chunk());
     case v1::LogEntry::kSnapshotEnd:
       return LogSnapshotEnd{p.snapshot_end().header_seq()};
+    case v1::LogEntry::kReplay:
+      return ReplayFromProto(where, p.replay());
     case v1::LogEntry::OP_NOT_SET:
       break;
   }
@@ -322,6 +339,16 @@ struct OpToProto {
   }
   void operator()(const LogSnapshotEnd& e) const {
     p->mutable_snapshot_end()->set_header_seq(e.header_seq);
+  }
+  void operator()(const LogReplay& r) const {
+    v1::LogEntry::Replay* o = p->mutable_replay();
+    o->set_worker_id(r.worker_id);
+    o->set_step(r.step);
+    for (const LogReplay::ChunkId& c : r.chunks) {
+      v1::LogEntry::Replay::ChunkId* id = o->add_chunks();
+      id->set_tensor(c.tensor);
+      id->set_chunk_index(c.chunk_index);
+    }
   }
 };
 

@@ -35,7 +35,8 @@ class ReplicaFollower;
 inline constexpr char kRoleMetadataKey[] = "dcasgd-role";
 // Bumped with any change of the update kernels or of what a log entry means:
 // the two members of a pair must agree (ReplicaHello.kernel_revision).
-inline constexpr uint32_t kKernelRevision = 1;
+// 2: the Replay entry (a repeated push step renews the base it resends).
+inline constexpr uint32_t kKernelRevision = 2;
 inline constexpr uint32_t kReplicationProtocolVersion = 1;
 // The deadline of one call to the witness (retried at the next tick).
 inline constexpr absl::Duration kWitnessCallDeadline = absl::Seconds(2);

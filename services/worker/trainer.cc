@@ -519,7 +519,6 @@ absl::Status Trainer::TrainShardPipelined(const DataLease& lease,
     // On the latest weights received, while the pushes before it are in
     // flight; a pull meanwhile (a failed push) means computing it again.
     bool resynced = true;
-    bool pulled = false;
     uint64_t base = 0;
     while (resynced) {
       resynced = false;
@@ -531,22 +530,11 @@ absl::Status Trainer::TrainShardPipelined(const DataLease& lease,
       while (flight.size() >= depth && !resynced) {
         RETURN_IF_ERROR(FinishOldest(lease, &flight, &spare, stop, &resynced));
       }
-      pulled = pulled || resynced;
       if (stop->HasBeenNotified()) return drain();
     }
     p->step = ps_->NextStep();
     p->ticket = ps_->PushPullAsync(p->gradients, &p->reply, &p->stats, p->step, base);
     flight.push_back(std::move(p));
-    if (pulled) {
-      // After a pull the shards keep the pull as their newest base, and on a
-      // shard that had applied the failed push before, the base it was
-      // pushed again from is older than that pull: the push just sent evicts
-      // it (a ring of depth + 1). The next gradient is therefore computed on
-      // this push's answer, the newest base everywhere, not beside it on the
-      // base this push was computed from (which would be refused there, and
-      // so on at every other step).
-      RETURN_IF_ERROR(drain());
-    }
     if (std::optional<std::string> lost = renewer->Lost()) {
       // Handed to another worker: stop training on it.
       std::fprintf(stderr, "[%s] %s\n", options_.worker_name.c_str(), lost->c_str());

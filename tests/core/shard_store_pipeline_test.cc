@@ -236,6 +236,42 @@ TEST(ShardStorePipeline, ReplayResendsTheReplyOfTheRepeatedStep) {
   EXPECT_EQ(store.version(), version);
 }
 
+// A worker whose push failed on another shard pulls, then pushes the same
+// step again; here, where that step was applied, the repeat is answered with
+// the step's first reply, which the worker computes on next. That base must
+// be the newest again: the pull had made base 0 the newest, and the next push
+// would evict the base the pipelined push after it names.
+TEST_P(PipelineBaseTest, ARepeatedStepAfterAPullIsTheNewestBaseAgain) {
+  const Dtype dtype = GetParam();
+  ShardStore store(Config(UpdateRule::kDcAsgdConstant, dtype), Clock::Real());
+  ASSERT_TRUE(store.Declare({RandomSpec()}).ok());
+  const WorkerId worker = store.Join("pod-a", 1)->worker_id;
+  Pull(store, worker);
+  absl::StatusOr<Pushed> first = PushPull(store, worker, 1, 0, Gradient(1));
+  ASSERT_TRUE(first.ok()) << first.status();
+  Pull(store, worker);  // after a failure elsewhere: kept bases 1, 0
+  absl::StatusOr<Pushed> again = PushPull(store, worker, 1, 0, Gradient(1));
+  ASSERT_TRUE(again.ok()) << again.status();
+  ASSERT_TRUE(again->result.replayed);
+  EXPECT_EQ(again->reply, AsBackup(dtype, first->reply)) << "step 1's reply, as kept";
+
+  // Step 2 from step 1's reply; step 3 computed beside it from the same
+  // reply (depth 1) is compensated from that reply, not refused.
+  ASSERT_TRUE(PushPull(store, worker, 2, 1, Gradient(2)).ok());
+  const std::vector<float> before = Pull(store, 0);
+  absl::StatusOr<Pushed> third = PushPull(store, worker, 3, 1, Gradient(3));
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_EQ(third->result.staleness, 1u);
+  update_reference::ExpectVectorsNear(
+      third->reply, Reference(store.config().optimizer, before, Gradient(3), again->reply),
+      "step 3 (base 1, renewed by the repeat)");
+
+  // The base the pull left is the oldest now: it fell out.
+  absl::StatusOr<Pushed> stale = PushPull(store, worker, 4, 0, Gradient(4));
+  ASSERT_EQ(stale.status().code(), absl::StatusCode::kFailedPrecondition) << stale.status();
+  EXPECT_THAT(stale.status().message(), HasSubstr("kept bases: 2, 3"));
+}
+
 TEST(ShardStorePipeline, JoinBoundsTheDepth) {
   ShardStore store(Config(UpdateRule::kDcAsgdConstant), Clock::Real());
   absl::StatusOr<JoinResult> deep = store.Join("pod-a", kMaxPipelineDepth + 1);

@@ -316,6 +316,8 @@ TEST_P(ShardStoreReplication, LogFromEightThreadsReplaysBitIdentically) {
   EXPECT_EQ(kinds.count(LogEntry::Op(LogPullChunk{}).index()), backups ? 1u : 0u);
   EXPECT_EQ(kinds.count(LogEntry::Op(LogPush{}).index()), ssgd ? 0u : 1u);
   EXPECT_EQ(kinds.count(LogEntry::Op(LogSsgdRound{}).index()), ssgd ? 1u : 0u);
+  // Repeats answered from backups, which renew the base they resend.
+  EXPECT_EQ(kinds.count(LogEntry::Op(LogReplay{}).index()), backups ? 1u : 0u);
 
   const ReplicationSnapshot expected = primary.TakeReplicationSnapshot();
   EXPECT_EQ(expected.header.version, primary.version());
@@ -409,6 +411,75 @@ TEST(ShardStoreReplicationApply, GapsAndUnknownsAreRefusedWithNothingApplied) {
   // A snapshot loads only into a fresh store.
   s = replica.LoadReplicationSnapshot(primary.TakeReplicationSnapshot());
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+}
+
+// A repeated PushPull step after a pull makes the step's base the newest
+// again on the primary (ShardStore::Replay); the Replay entry does the same
+// on the replica, so both keep the same bases in the same order, and the
+// pipelined push after it applies on both alike.
+TEST(ShardStoreReplicationApply, ARepeatedStepRenewsTheSameBaseOnTheReplica) {
+  ManualClock clock;
+  const ShardConfig config = ConfigFor(Case{"", UpdateRule::kDcAsgdConstant});
+  RecordingSink sink;
+  ShardStore primary(config, &clock);
+  primary.SetLogSink(&sink);
+  ASSERT_TRUE(primary.Declare(Specs()).ok());
+  const WorkerId worker = primary.Join("piped", /*pipeline_depth=*/1)->worker_id;
+  auto pull = [&] {
+    absl::StatusOr<PullPlan> plan = primary.PlanPull(worker, {});
+    ASSERT_TRUE(plan.ok()) << plan.status();
+    std::string values;
+    for (const ChunkRef& ref : plan->chunks) primary.ReadChunk(*plan, ref, &values);
+  };
+  auto push = [&](uint64_t step, uint64_t base) {
+    absl::StatusOr<PushResult> out = absl::UnknownError("not answered");
+    primary.SubmitPush(
+        worker, step,
+        {GradientChunk{"w", 1, Bytes(std::vector<float>(8, 0.25f * step))},
+         GradientChunk{"b", 0, Bytes({1, -1, 0.5f, 2})}},
+        /*pull_after=*/true, [&out](absl::StatusOr<PushResult> r) { out = std::move(r); },
+        [](AppliedChunk) {}, base);
+    return out;
+  };
+  pull();
+  ASSERT_TRUE(push(1, 0).ok());
+  pull();
+  absl::StatusOr<PushResult> again = push(1, 0);
+  ASSERT_TRUE(again.ok()) << again.status();
+  ASSERT_TRUE(again->replayed);
+  const std::vector<LogEntry> log = sink.entries();
+  const auto* replay = std::get_if<LogReplay>(&log.back().op);
+  ASSERT_NE(replay, nullptr) << LogEntryKindName(log.back().op);
+  EXPECT_EQ(replay->worker_id, worker);
+  EXPECT_EQ(replay->step, 1u);
+  ASSERT_EQ(replay->chunks.size(), 2u);
+  EXPECT_EQ(replay->chunks[0].tensor, "w");
+  EXPECT_EQ(replay->chunks[0].chunk_index, 1u);
+
+  ShardStore replica(config, &clock);
+  for (const LogEntry& entry : log) {
+    ASSERT_TRUE(replica.ApplyEntry(entry).ok()) << entry.seq << " " << LogEntryKindName(entry.op);
+  }
+  const ReplicationSnapshot renewed = primary.TakeReplicationSnapshot();
+  ASSERT_EQ(renewed.header.workers.size(), 1u);
+  ASSERT_EQ(renewed.header.workers[0].bases.size(), 2u);
+  EXPECT_EQ(renewed.header.workers[0].bases.back().step, 1u) << "step 1's base is the newest";
+  EXPECT_TRUE(SameState(renewed, replica.TakeReplicationSnapshot()));
+
+  // The pipelined pushes after it name step 1 on both members.
+  ASSERT_TRUE(push(2, 1).ok());
+  ASSERT_TRUE(push(3, 1).ok());
+  const std::vector<LogEntry> rest = sink.entries();
+  for (size_t i = log.size(); i < rest.size(); ++i) {
+    ASSERT_TRUE(replica.ApplyEntry(rest[i]).ok()) << rest[i].seq;
+  }
+  EXPECT_TRUE(SameState(primary.TakeReplicationSnapshot(), replica.TakeReplicationSnapshot()));
+
+  // A Replay for a worker the replica does not know: the copies diverged.
+  absl::Status s = replica.ApplyEntry(LogEntry{rest.size() + 1, LogReplay{77, 1, {{"w", 1}}}});
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("diverged"));
+  EXPECT_EQ(replica.last_seq(), rest.size());
 }
 
 // SnapshotChunk entries (a streamed catch-up) replace a chunk's state and

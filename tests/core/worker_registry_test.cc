@@ -173,6 +173,29 @@ TEST_F(WorkerRegistryTest, StepsAreClaimedInOrderAndRepeatsReplayed) {
   EXPECT_EQ(registry.ClaimStep(77, 1)->outcome, StepClaim::Outcome::kApply);
 }
 
+TEST_F(WorkerRegistryTest, RenewBaseMakesAKeptBaseTheNewest) {
+  WorkerRegistry registry = Make(4, {1, 2});
+  std::vector<WorkerId> ended;
+  ASSERT_TRUE(registry.Join("piped", /*version=*/3, &ended, /*pipeline_depth=*/1).ok());
+  registry.RecordApplied(1, 4, /*pulled=*/true, /*step=*/1);
+  registry.RecordPull(1, 5);  // kept bases: step 1 (version 4), the pull (5)
+  EXPECT_EQ(registry.PullVersion(1), 5u);
+  ASSERT_TRUE(registry.RenewBase(1, 1));
+  EXPECT_EQ(registry.PullVersion(1), 4u) << "step 1's reply is the newest again";
+  registry.RecordApplied(1, 6, true, 2);  // evicts the oldest: the pull
+  EXPECT_EQ(*registry.BaseVersion(1, 1), 4u);
+  EXPECT_EQ(registry.BaseVersion(1, 0).status().code(), absl::StatusCode::kFailedPrecondition);
+  // A base not kept, and a worker of depth 0 (one base): nothing changes.
+  ASSERT_TRUE(registry.RenewBase(1, 9));
+  EXPECT_EQ(registry.PullVersion(1), 6u);
+  ASSERT_TRUE(registry.Join("flat", 7, &ended).ok());
+  registry.RecordApplied(2, 8, true, 1);
+  registry.RecordPull(2, 9);
+  ASSERT_TRUE(registry.RenewBase(2, 1));
+  EXPECT_EQ(registry.PullVersion(2), 9u);
+  EXPECT_FALSE(registry.RenewBase(42, 1)) << "unknown worker";
+}
+
 }  // namespace
 }  // namespace dcasgd
 

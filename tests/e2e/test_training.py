@@ -215,7 +215,8 @@ class LocalData(unittest.TestCase):
         self.assertTrue("pushing its batch again" in out or "pull failed" in out, out[-3000:])
         # One restart costs a few steps pushed again, not one in two from then
         # on (a pipelined worker once pushed every other step from a base the
-        # shards no longer kept after the pull).
+        # shards no longer kept after the pull: the shard that had applied the
+        # failed push must make the step it answers again the newest base).
         failed = re.findall(r"step \d+ failed", out)
         self.assertLessEqual(len(failed), 4, out[-3000:])
         self.assertIn("restored", self.cluster.shards[1][0].output())

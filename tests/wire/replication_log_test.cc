@@ -121,12 +121,22 @@ std::vector<v1::LogEntry> EveryKind() {
     b->set_values(std::string(4, '\x01'));  // two bfloat16 words
   }
   next()->mutable_snapshot_end()->set_header_seq(5);
+  {
+    v1::LogEntry::Replay* r = next()->mutable_replay();
+    r->set_worker_id(3);
+    r->set_step(8);
+    for (uint64_t index : {0, 2}) {
+      v1::LogEntry::Replay::ChunkId* c = r->add_chunks();
+      c->set_tensor("layer/w");
+      c->set_chunk_index(index);
+    }
+  }
   return out;
 }
 
 TEST(ReplicationLog, EveryKindRoundTrips) {
   const std::vector<v1::LogEntry> entries = EveryKind();
-  ASSERT_EQ(entries.size(), 13u);
+  ASSERT_EQ(entries.size(), 14u);
   std::set<size_t> kinds;
   for (const v1::LogEntry& proto : entries) {
     absl::StatusOr<LogEntry> entry = LogEntryFromProto(proto);
@@ -173,6 +183,16 @@ TEST(ReplicationLog, CoreFieldsAreTheProtoFields) {
   EXPECT_TRUE(c.state.momentum.empty());
   ASSERT_EQ(c.backups.size(), 1u);
   EXPECT_EQ(c.backups[0].step, 6u);
+
+  absl::StatusOr<LogEntry> replay = LogEntryFromProto(entries[13]);
+  ASSERT_TRUE(replay.ok()) << replay.status();
+  EXPECT_STREQ(LogEntryKindName(replay->op), "Replay");
+  const LogReplay& r = std::get<LogReplay>(replay->op);
+  EXPECT_EQ(r.worker_id, 3u);
+  EXPECT_EQ(r.step, 8u);
+  ASSERT_EQ(r.chunks.size(), 2u);
+  EXPECT_EQ(r.chunks[1].tensor, "layer/w");
+  EXPECT_EQ(r.chunks[1].chunk_index, 2u);
 }
 
 // Breaks one field of a valid entry; the conversion must refuse it.
@@ -283,7 +303,18 @@ INSTANTIATE_TEST_SUITE_P(
                   [](v1::LogEntry* e) {
                     e->mutable_snapshot_chunk()->mutable_backups(0)->set_worker_id(0);
                   },
-                  "worker_id is 0"}),
+                  "worker_id is 0"},
+        Malformed{"ReplayIdZero", 13, [](v1::LogEntry* e) { e->mutable_replay()->set_worker_id(0); },
+                  "worker_id is 0"},
+        Malformed{"ReplayStepZero", 13, [](v1::LogEntry* e) { e->mutable_replay()->set_step(0); },
+                  "step is 0"},
+        Malformed{"ReplayNoChunks", 13, [](v1::LogEntry* e) { e->mutable_replay()->clear_chunks(); },
+                  "chunks has 0"},
+        Malformed{"ReplayBadTensorName", 13,
+                  [](v1::LogEntry* e) {
+                    e->mutable_replay()->mutable_chunks(1)->set_tensor("\xff");
+                  },
+                  "not valid UTF-8"}),
     [](const ::testing::TestParamInfo<Malformed>& param) { return param.param.name; });
 
 // A field of a newer protocol in the op's place is parsed as an unknown
@@ -431,6 +462,21 @@ TEST(ReplicationLog, AStoresLogSurvivesTheWire) {
         step != 2, [&ok](absl::StatusOr<PushResult> r) { ok = r.ok(); },
         step != 2 ? ShardStore::ChunkSink([](AppliedChunk) {}) : nullptr);
     ASSERT_TRUE(ok) << step;
+  }
+  {
+    // A pull, then step 3 of the pipelined worker again: a Replay entry.
+    absl::StatusOr<PullPlan> plan = primary.PlanPull(a->worker_id, {});
+    ASSERT_TRUE(plan.ok());
+    std::string values;
+    for (const ChunkRef& ref : plan->chunks) primary.ReadChunk(*plan, ref, &values);
+    bool replayed = false;
+    primary.SubmitPush(
+        a->worker_id, 3,
+        {GradientChunk{"w", 2, Bytes({0.5f, -0.25f})}, GradientChunk{"w", 0, Bytes({1, 2, 3, 4})}},
+        true, [&replayed](absl::StatusOr<PushResult> r) { replayed = r.ok() && r->replayed; },
+        [](AppliedChunk) {});
+    ASSERT_TRUE(replayed);
+    ASSERT_TRUE(std::holds_alternative<LogReplay>(sink.entries.back().op));
   }
   ASSERT_TRUE(primary.Leave(b->worker_id).ok());
 
