@@ -31,7 +31,7 @@ absl::Status ReceiveAndFinish(Stream* stream, grpc::ClientContext* context, Chun
   }
   const grpc::Status finished = stream->Finish();
   RETURN_IF_ERROR(accepted);
-  RETURN_IF_ERROR(FromGrpcStatus(finished, label));
+  RETURN_IF_ERROR(FromGrpcCall(finished, *context, label));
   return receiver->Finish();
 }
 
@@ -180,7 +180,7 @@ absl::Status PushChunks(ShardSession& session, const WorkerCredentials& worker, 
     auto stream = session.stub()->Push(&context, &response);
     WriteGradients(stream.get(), worker, step, base_step, tensors, chunks);
     const absl::Time sent = absl::Now();
-    RETURN_IF_ERROR(FromGrpcStatus(stream->Finish(), session.label()));
+    RETURN_IF_ERROR(FromGrpcCall(stream->Finish(), context, session.label()));
     reply->version = response.version();
     reply->staleness = response.staleness();
     reply->send_time = sent - start;

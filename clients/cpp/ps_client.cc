@@ -63,8 +63,9 @@ PsClient::PsClient(ClientOptions options) : options_(std::move(options)) {
   // Each client gets its own connections, so that several clients in one
   // process (e.g. benchmark workers) do not share one TCP stream.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  const client::CallPolicy policy{options_.rpc_timeout, options_.max_attempts,
-                                  options_.initial_backoff, options_.max_backoff};
+  client::CallPolicy policy{options_.rpc_timeout, options_.max_attempts, options_.initial_backoff,
+                            options_.max_backoff};
+  policy.failover_wait = options_.failover_wait;
   const uint32_t count = static_cast<uint32_t>(options_.shard_addresses.size());
   for (uint32_t i = 0; i < count; ++i) {
     std::vector<std::string> members = {options_.shard_addresses[i]};
@@ -105,9 +106,11 @@ absl::StatusOr<std::unique_ptr<PsClient>> PsClient::Connect(ClientOptions option
   }
   if (options.rpc_timeout <= absl::ZeroDuration() ||
       options.initial_backoff < absl::ZeroDuration() ||
-      options.max_backoff < options.initial_backoff) {
+      options.max_backoff < options.initial_backoff ||
+      options.failover_wait < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
-        "ClientOptions: need rpc_timeout > 0 and 0 <= initial_backoff <= max_backoff");
+        "ClientOptions: need rpc_timeout > 0, 0 <= initial_backoff <= max_backoff and "
+        "failover_wait >= 0");
   }
   if (options.max_message_bytes < (2 << 20)) {
     return absl::InvalidArgumentError(
@@ -255,8 +258,8 @@ absl::Status PsClient::Declare(const std::vector<TensorSpec>& specs) {
         RETURN_IF_ERROR(shard.Call(CallKind::kRead, [&](const client::WorkerCredentials&) {
           grpc::ClientContext context;
           shard.SetDeadline(&context);
-          return FromGrpcStatus(shard.stub()->DeclareTensors(&context, request, &response),
-                                shard.label());
+          return FromGrpcCall(shard.stub()->DeclareTensors(&context, request, &response), context,
+                              shard.label());
         }));
         for (const v1::TensorSpec& spec : response.tensors()) {
           ASSIGN_OR_RETURN(TensorLayout layout, LayoutFromProto(spec));
@@ -356,7 +359,7 @@ absl::StatusOr<std::vector<Response>> PsClient::UnaryOnEveryShard(Call call) {
     return shard.Call(CallKind::kRead, [&](const client::WorkerCredentials&) {
       grpc::ClientContext context;
       shard.SetDeadline(&context);
-      return FromGrpcStatus(call(shard.stub(), &context, &responses[s]), shard.label());
+      return FromGrpcCall(call(shard.stub(), &context, &responses[s]), context, shard.label());
     });
   }));
   return responses;

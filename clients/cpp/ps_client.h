@@ -53,6 +53,12 @@ struct ClientOptions {
   // (the channels reconnect at least that often, clients/cpp/channel_args.h).
   absl::Duration initial_backoff = absl::Milliseconds(50);
   absl::Duration max_backoff = absl::Seconds(1);
+  // A member of a replicated shard that refuses a call naming its role (it
+  // is not the primary: a failover is in progress) sends the call to the
+  // other member at once, and for this long from the first such refusal
+  // the attempts do not count against max_attempts (about ten failover
+  // timeouts of the shards' default, docs/operations.md).
+  absl::Duration failover_wait = absl::Seconds(30);
   // Renew the leases in a background thread every lease/3. Off only in tests
   // that let a lease expire.
   bool heartbeats = true;

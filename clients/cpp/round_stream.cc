@@ -113,7 +113,9 @@ absl::Status PendingRound::Wait(absl::Duration timeout, ShardReply* reply) {
   // the stream's thread (which may drop the last reference to this round)
   // then never count one message's references down on two threads, an
   // order abseil keeps in its library, where ThreadSanitizer cannot see it.
-  return absl::Status(status_.code(), status_.message());
+  absl::Status copy(status_.code(), status_.message());
+  if (const std::string role = RefusingRole(status_); !role.empty()) SetRefusingRole(&copy, role);
+  return copy;
 }
 
 void PendingRound::Cancel() {
@@ -322,9 +324,16 @@ std::shared_ptr<PendingRound> RoundStream::Start(const WorkerCredentials& worker
 absl::Status RoundStream::EndedBeforeSentLocked() const {
   // UNAVAILABLE whatever ended the stream: the round was never sent, so a
   // fresh stream may take it (another round's error is not this one's).
-  return absl::UnavailableError(
-      absl::StrCat(label_, ": the push stream ended before the round was sent",
-                   ended_ ? absl::StrCat(" (it ended with ", end_status_.ToString(), ")") : ""));
+  absl::Status status = absl::UnavailableError(absl::StrCat(
+      label_, ": the push stream ended before the round was sent",
+      ended_ ? absl::StrCat(" (it ended with ", absl::StatusCodeToString(end_status_.code()), ": ",
+                            end_status_.message(), ")")
+             : ""));
+  // Refused by a member that is not the primary: so is the round.
+  if (const std::string role = RefusingRole(end_status_); !role.empty()) {
+    SetRefusingRole(&status, role);
+  }
+  return status;
 }
 
 bool RoundStream::TakeHoldLocked() {
@@ -552,7 +561,7 @@ void RoundStream::OnDone(const grpc::Status& status) {
       failure = absl::UnavailableError(
           absl::StrCat(label_, ": the shard ended the push stream before answering"));
     } else {
-      failure = FromGrpcStatus(status, label_);
+      failure = FromGrpcCall(status, context_, label_);
     }
     end_status_ = failure;
     self = std::move(self_);

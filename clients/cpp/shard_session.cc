@@ -130,6 +130,10 @@ absl::Status ShardSession::Call(
   Backoff backoff({policy_.initial_backoff, policy_.max_backoff, 2.0, 0.2});
   bool retried_after_rejoin = false;
   const int max_attempts = policy_.max_attempts * static_cast<int>(members_.size());
+  // Set by the first refusal that names a role: until then, a failover in
+  // progress, whose attempts are not counted.
+  absl::Time failover_until = absl::InfinitePast();
+  size_t refused_in_a_row = 0;
   for (int n = 1;; ++n) {
     const WorkerCredentials worker = credentials();
     const uint64_t id = worker.worker_id;
@@ -140,9 +144,21 @@ absl::Status ShardSession::Call(
     const size_t member = current_member();
     absl::Status status = attempt(worker);
     if (status.ok()) return status;
-    if (IsTransient(status) && n < max_attempts) {
+    const bool refused = !RefusingRole(status).empty();
+    if (refused && failover_until == absl::InfinitePast()) {
+      failover_until = absl::Now() + policy_.failover_wait;
+    }
+    const bool failing_over = absl::Now() < failover_until;
+    if (IsTransient(status) && (failing_over || n < max_attempts)) {
+      if (failing_over) --n;
       MoveOn(member);
-      WaitBeforeRetry(backoff.Next());
+      refused_in_a_row = refused ? refused_in_a_row + 1 : 0;
+      // The other member is tried at once after a refusal, unless it
+      // refused too just before.
+      if (refused_in_a_row == 0 || refused_in_a_row >= members_.size()) {
+        refused_in_a_row = 0;
+        WaitBeforeRetry(backoff.Next());
+      }
       continue;
     }
     if (absl::IsFailedPrecondition(status) && kind != CallKind::kRead && id != 0) {
@@ -184,7 +200,7 @@ absl::Status ShardSession::Join() {
   RETURN_IF_ERROR(Call(CallKind::kRead, [&](const WorkerCredentials&) {
     grpc::ClientContext context;
     SetDeadline(&context);
-    return FromGrpcStatus(stub()->Join(&context, request, &response), label_);
+    return FromGrpcCall(stub()->Join(&context, request, &response), context, label_);
   }));
   if (response.shard_index() != index_ || response.shard_count() != count_) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -265,7 +281,7 @@ absl::Status ShardSession::Leave(int max_attempts) {
     SetDeadline(&context);
     const size_t member = current_member();
     const absl::Status status =
-        FromGrpcStatus(members_[member].stub->Leave(&context, request, &response), label_);
+        FromGrpcCall(members_[member].stub->Leave(&context, request, &response), context, label_);
     // Unknown or expired (e.g. the shard restarted meanwhile): the lease is
     // gone already, which is what Leave wants.
     if (absl::IsFailedPrecondition(status)) return absl::OkStatus();

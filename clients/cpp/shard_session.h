@@ -54,6 +54,10 @@ struct CallPolicy {
   absl::Duration max_backoff = absl::Seconds(1);
   // Largest message sent (the push stream cuts rounds below it).
   size_t max_message_bytes = size_t{64} << 20;
+  // How long a call keeps trying while the members of a replicated shard
+  // refuse it naming their roles (a failover in progress): those attempts
+  // do not count against max_attempts.
+  absl::Duration failover_wait = absl::Seconds(30);
 };
 
 class RoundStream;  // round_stream.h
@@ -127,8 +131,12 @@ class ShardSession {
   // CANCELLED and DEADLINE_EXCEEDED are retried with backoff and jitter up
   // to max_attempts times per member (sooner when a disconnected channel
   // reconnects), each retry at the other member when there are two;
-  // FAILED_PRECONDITION as CallKind says. `attempt` must return its error
-  // already prefixed with label() (wire/status.h FromGrpcStatus).
+  // FAILED_PRECONDITION as CallKind says. A member that refuses naming its
+  // role (RefusingRole: not the primary) is left for the other one at once,
+  // with a backoff only once every member refused in a row; from the first
+  // such refusal, attempts do not count for failover_wait (the replica is
+  // taking over). `attempt` must return its error already prefixed with
+  // label(), with the role kept (wire/status.h FromGrpcCall).
   absl::Status Call(CallKind kind,
                     absl::FunctionRef<absl::Status(const WorkerCredentials& worker)> attempt);
 

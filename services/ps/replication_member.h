@@ -25,14 +25,14 @@
 #include "prometheus/registry.h"
 #include "services/ps/replication_options.h"
 #include "services/ps/replication_outbox.h"
+#include "wire/status.h"
 
 namespace dcasgd {
 
 class ReplicaFollower;
 
-// The trailing metadata key that names a member's role when it refuses a
+// kRoleMetadataKey (wire/status.h) names a member's role when it refuses a
 // client call (docs/design.md, "How clients find the primary").
-inline constexpr char kRoleMetadataKey[] = "dcasgd-role";
 // Bumped with any change of the update kernels or of what a log entry means:
 // the two members of a pair must agree (ReplicaHello.kernel_revision).
 // 2: the Replay entry (a repeated push step renews the base it resends).

@@ -740,6 +740,18 @@ TEST(Replication, StoppedPrimaryIsDeposedAndAcknowledgesNothing) {
   EXPECT_EQ(a->version(), 1u);  // the refused push changed nothing
 }
 
+// Options of a client that knows both members of `pair` (member a first),
+// joining as `worker_name`, with short backoffs.
+ClientOptions BothMembers(Pair& pair, const std::string& worker_name) {
+  ClientOptions options;
+  options.shard_addresses = {pair.address(0)};
+  options.replica_addresses = {pair.address(1)};
+  options.worker_name = worker_name;
+  options.initial_backoff = absl::Milliseconds(20);
+  options.max_backoff = absl::Milliseconds(200);
+  return options;
+}
+
 // A client of a pair pings a member after 1 s without data and allows 2 s
 // for the answer (clients/cpp/channel_args.h), so a push sent to a SIGSTOPped
 // primary (whose connections stay open and swallow the call) is answered by
@@ -749,12 +761,7 @@ TEST(Replication, AClientOfAPairLeavesAHungPrimaryWithinSeconds) {
   Pair pair;
   const absl::Status paired = pair.StartPaired(Timing{300, 800});
   ASSERT_TRUE(paired.ok()) << paired;
-  ClientOptions options;
-  options.shard_addresses = {pair.address(0)};
-  options.replica_addresses = {pair.address(1)};
-  options.worker_name = "w0";
-  options.initial_backoff = absl::Milliseconds(20);
-  options.max_backoff = absl::Milliseconds(200);
+  ClientOptions options = BothMembers(pair, "w0");
   options.rpc_timeout = absl::Seconds(30);
   auto worker = PsClient::Connect(options);
   ASSERT_TRUE(worker.ok()) << worker.status();
@@ -830,12 +837,7 @@ TEST(Replication, AClientThatKnowsBothMembersRidesThroughAFailover) {
   ASSERT_TRUE(paired.ok()) << paired;
   auto reference = PsProcess::Start({"--metrics_address="});  // the same rule and rate
   ASSERT_TRUE(reference.ok()) << reference.status();
-  ClientOptions options;
-  options.shard_addresses = {pair.address(0)};
-  options.replica_addresses = {pair.address(1)};
-  options.worker_name = "w0";
-  options.initial_backoff = absl::Milliseconds(20);
-  options.max_backoff = absl::Milliseconds(200);
+  ClientOptions options = BothMembers(pair, "w0");
   auto worker = PsClient::Connect(options);
   ASSERT_TRUE(worker.ok()) << worker.status();
   auto alone = Worker((*reference)->address(), "w0");
@@ -863,6 +865,45 @@ TEST(Replication, AClientThatKnowsBothMembersRidesThroughAFailover) {
   EXPECT_EQ(b->replication_role(), "primary-solo");
   EXPECT_EQ(b->version(), static_cast<uint64_t>(kSteps));
   EXPECT_EQ(b->active_workers(), 1u);
+}
+
+// The client reads the role a refusing member names (dcasgd-role): a call
+// goes on through a failover however few attempts it may make, since the
+// replica's refusals while it takes over do not count. Here one attempt per
+// member, and the witness is stopped so that member b cannot take over
+// until it has refused the push: without the role, the dead member a's
+// failure and that refusal would have ended the push with UNAVAILABLE.
+TEST(Replication, RoleHintsCarryACallThroughAFailoverWithOneAttemptPerMember) {
+  Pair pair;
+  const absl::Status paired = pair.StartPaired(Timing{300, 800});
+  ASSERT_TRUE(paired.ok()) << paired;
+  ClientOptions options = BothMembers(pair, "w0");
+  options.max_attempts = 1;
+  auto worker = PsClient::Connect(options);
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  ASSERT_TRUE((*worker)->Declare({Spec()}).ok());
+  TensorMap weights;
+  ASSERT_TRUE((*worker)->Pull({"w"}, &weights).ok());
+  ASSERT_TRUE((*worker)->PushPull(Gradient(1), &weights, nullptr, 1).ok());
+  const double refused_before = MetricSum(pair.member(1), "dcasgd_ps_rejected_requests_total");
+  ASSERT_GE(refused_before, 0);
+  ASSERT_TRUE(Stop(pair.witness()).ok());
+  ASSERT_TRUE(pair.member(0).Kill(SIGKILL).ok());
+  absl::Status pushed = absl::UnknownError("not answered");
+  std::thread push([&] { pushed = (*worker)->PushPull(Gradient(2), &weights, nullptr, 2); });
+  const absl::Status refused = testing::WaitFor(
+      [&] {
+        return MetricSum(pair.member(1), "dcasgd_ps_rejected_requests_total") > refused_before;
+      },
+      absl::Seconds(30));
+  ASSERT_TRUE(pair.witness().Kill(SIGCONT).ok());
+  push.join();
+  ASSERT_TRUE(refused.ok()) << "member b never refused the push";
+  ASSERT_TRUE(pushed.ok()) << pushed << "\n" << pair.member(1).Log();
+  absl::StatusOr<v1::ShardStatus> b = pair.Status(1);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(b->replication_role(), "primary-solo");
+  EXPECT_EQ(b->version(), 2u);
 }
 
 // Both members SIGKILLed while paired: neither holds more than its

@@ -247,6 +247,63 @@ class RetryPolicyTest(unittest.TestCase):
         self.assertEqual(error.exception.code, grpc.StatusCode.ABORTED)
         self.assertEqual(str(error.exception), "ABORTED: shard 2 (h:1): too stale")
 
+    def test_refusals_naming_a_role_do_not_count_for_failover_wait(self):
+        class Refusal(grpc.RpcError):
+
+            def code(self):
+                return grpc.StatusCode.UNAVAILABLE
+
+            def details(self):
+                return "member b is replica"
+
+            def trailing_metadata(self):
+                return (("dcasgd-role", "replica"),)
+
+        self.assertEqual(_rpc.refusing_role(Refusal()), "replica")
+        attempts = []
+        slept = []
+
+        def attempt():
+            attempts.append(1)
+            if len(attempts) < 6:
+                raise Refusal()
+            return "ok"
+
+        # One attempt allowed, yet five refusals ride through: each one sent
+        # at once to the other member, a wait only once every member refused.
+        self.assertEqual(_rpc.call(attempt, _rpc.RetryPolicy(max_attempts=1), sleep=slept.append),
+                         "ok")
+        self.assertEqual(len(attempts), 6)
+        self.assertEqual(len(slept), 5, "one member: each refusal is a full round")
+        # Past failover_wait the refusals count again.
+        attempts.clear()
+        with self.assertRaises(dcasgd.Error) as error:
+            _rpc.call(attempt, _rpc.RetryPolicy(max_attempts=2, failover_wait=0),
+                      sleep=lambda s: None)
+        self.assertEqual(len(attempts), 2)
+        self.assertEqual(error.exception.code, grpc.StatusCode.UNAVAILABLE)
+
+    def test_only_an_unavailable_with_the_role_trailer_is_a_refusal(self):
+        class Failure(grpc.RpcError):
+
+            def __init__(self, code, trailers):
+                self._code = code
+                self._trailers = trailers
+
+            def code(self):
+                return self._code
+
+            def trailing_metadata(self):
+                return self._trailers
+
+        self.assertEqual(_rpc.refusing_role(Failure(grpc.StatusCode.UNAVAILABLE, None)), "")
+        self.assertEqual(_rpc.refusing_role(Failure(grpc.StatusCode.UNAVAILABLE,
+                                                    (("other", "x"),))), "")
+        self.assertEqual(_rpc.refusing_role(Failure(grpc.StatusCode.ABORTED,
+                                                    (("dcasgd-role", "replica"),))), "")
+        with self.assertRaises(ValueError):
+            _rpc.RetryPolicy(failover_wait=-1)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -165,11 +165,12 @@ class Shard:
 SPECS = [dcasgd.TensorSpec("w", (6,), 4, dcasgd.zeros())]
 
 
-def start_pair(test):
+def start_pair(test, witness_process=None):
     """A replicated shard on loopback: a witness and members a and b
     (dcasgd-ps --replicas=2, plain ASGD at lr 0.5, short failover timings),
-    stopped at the test's cleanup. Returns the two Shards."""
-    witness = start_witness(test, 1)
+    stopped at the test's cleanup. Returns the two Shards; the witness's
+    Popen is appended to `witness_process` (a list) when given."""
+    witness = start_witness(test, 1, witness_process)
     ports = [free_port(), free_port()]
     members = []
     for m, name in enumerate("ab"):
@@ -211,9 +212,10 @@ def wait_until_stopped(pid, timeout=10):
     raise AssertionError("process %d did not stop" % pid)
 
 
-def start_witness(test, shard_count):
+def start_witness(test, shard_count, started=None):
     """A dcasgd-witness on loopback for `test` (stopped at its cleanup);
-    returns its address. Skips the test without $DCASGD_WITNESS_BINARY."""
+    returns its address, and appends its Popen to `started` (a list) when
+    given. Skips the test without $DCASGD_WITNESS_BINARY."""
     binary = os.environ.get("DCASGD_WITNESS_BINARY", "")
     if not (binary and os.access(binary, os.X_OK)):
         test.skipTest("DCASGD_WITNESS_BINARY does not name an executable dcasgd-witness")
@@ -226,6 +228,8 @@ def start_witness(test, shard_count):
          "--port_file=" + port_file], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     test.addCleanup(process.wait, 30)
     test.addCleanup(process.terminate)
+    if started is not None:
+        started.append(process)
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -330,6 +334,59 @@ class FaultTest(unittest.TestCase):
             status = client.status()[0]
         self.assertEqual(status.replication_role, "primary-solo")
         self.assertEqual(status.version, 20)
+
+    def test_role_hints_carry_a_call_through_a_failover_with_one_attempt_per_member(self):
+        # The client reads the role a refusing member names (dcasgd-role):
+        # member b's refusals while it takes over do not count, so a push
+        # with one attempt per member goes on until b serves it. The witness
+        # is stopped so that b cannot take over before it has refused the
+        # push: without the role, the dead member a's failure and that
+        # refusal would have raised UNAVAILABLE.
+        witness = []
+        members = start_pair(self, witness)
+        pair = "%s|%s" % (members[0].address, members[1].address)
+
+        def refused_by_b():
+            text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % members[1].metrics_port,
+                                          timeout=5).read().decode()
+            return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                       if line.startswith("dcasgd_ps_rejected_requests_total{")
+                       and 'reason="unavailable"' in line)
+
+        with dcasgd.Client([pair], "py-0", max_attempts=1, initial_backoff=0.02,
+                           max_backoff=0.1) as client:
+            client.declare(SPECS)
+            client.pull(["w"])
+            wait_until_paired(self, client)
+            gradient = {"w": np.ones(6, np.float32)}
+            client.pushpull(gradient)
+            before = refused_by_b()
+            witness[0].send_signal(signal.SIGSTOP)
+            self.addCleanup(witness[0].send_signal, signal.SIGCONT)
+            wait_until_stopped(witness[0].pid)
+            members[0].kill()
+            result = {}
+
+            def push():
+                try:
+                    result["w"] = client.pushpull(gradient)["w"]
+                except dcasgd.Error as error:
+                    result["error"] = error
+
+            pusher = threading.Thread(target=push)
+            pusher.start()
+            deadline = time.monotonic() + 30
+            while refused_by_b() <= before and time.monotonic() < deadline:
+                time.sleep(0.01)
+            refused = refused_by_b() > before
+            witness[0].send_signal(signal.SIGCONT)
+            pusher.join(60)
+            status = client.status()[0]
+        self.assertTrue(refused, "member b never refused the push")
+        self.assertNotIn("error", result)
+        np.testing.assert_array_equal(result["w"], np.full(6, -0.5 * 2, np.float32))
+        self.assertEqual(status.replication_role, "primary-solo")
+        self.assertEqual(status.version, 2)
 
     def test_a_client_of_a_real_pair_leaves_a_hung_primary_within_seconds(self):
         # Member a is SIGSTOPped: its TCP connections stay open and a call

@@ -46,5 +46,27 @@ TEST(Status, RoundTripKeepsCodeAndMessage) {
   }
 }
 
+// A call that never reached a server has no trailers: no role. (A real
+// refusal with one: Replication.RoleHintsCarryACallThroughAFailover... in
+// tests/ps/replication_test.cc.)
+TEST(FromGrpcCall, WithoutTrailersIsFromGrpcStatusAndNamesNoRole) {
+  grpc::ClientContext context;
+  const absl::Status converted =
+      FromGrpcCall(grpc::Status(grpc::StatusCode::UNAVAILABLE, "gone"), context, "shard 0 (a:1)");
+  EXPECT_EQ(converted.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(converted.message(), "shard 0 (a:1): gone");
+  EXPECT_EQ(RefusingRole(converted), "");
+  EXPECT_TRUE(FromGrpcCall(grpc::Status::OK, context, "s").ok());
+}
+
+TEST(RefusingRole, IsWhatSetRefusingRoleKept) {
+  absl::Status status = absl::UnavailableError("member b is replica");
+  EXPECT_EQ(RefusingRole(status), "");
+  SetRefusingRole(&status, "catching-up");
+  EXPECT_EQ(RefusingRole(status), "catching-up");
+  EXPECT_EQ(status.message(), "member b is replica") << "the message is unchanged";
+  EXPECT_EQ(RefusingRole(absl::UnavailableError("member b is replica")), "");
+}
+
 }  // namespace
 }  // namespace dcasgd

@@ -36,6 +36,24 @@ CHANNEL_OPTIONS = [
 ]
 _PAIR_KEEPALIVE = {"grpc.keepalive_time_ms": 1000, "grpc.keepalive_timeout_ms": 2000}
 
+# The trailing metadata with which a member of a replicated shard that is not
+# the primary names its role when it refuses a call (UNAVAILABLE): starting,
+# replica, catching-up, deposed, unconfirmed, handing-over (docs/design.md,
+# "How clients find the primary").
+ROLE_METADATA_KEY = "dcasgd-role"
+
+
+def refusing_role(error):
+    """The role a member named when it refused the call (it is not the
+    primary), or "" when `error` is not such a refusal."""
+    if error.code() != grpc.StatusCode.UNAVAILABLE:
+        return ""
+    trailers = getattr(error, "trailing_metadata", None)
+    for key, value in (trailers() if trailers is not None else None) or ():
+        if key == ROLE_METADATA_KEY:
+            return value.decode() if isinstance(value, bytes) else value
+    return ""
+
 
 def channel_options(pair, extra=()):
     """`extra` (e.g. message size limits) followed by CHANNEL_OPTIONS, with
@@ -50,27 +68,37 @@ class RetryPolicy:
     """At most `max_attempts` attempts; the n-th wait (n = 0, 1, ...) is
     min(max_backoff, initial_backoff * multiplier^n) times a uniform factor in
     [1 - jitter, 1 + jitter], capped at max_backoff. Jitter spreads the retries
-    of many workers after a shard restart. Immutable; shareable.
+    of many workers after a shard restart. For `failover_wait` seconds from
+    the first refusal by a member naming its role (a failover in progress),
+    attempts do not count. Immutable; shareable.
     """
 
     def __init__(self, max_attempts=8, initial_backoff=0.05, max_backoff=1.0, multiplier=2.0,
-                 jitter=0.2):
+                 jitter=0.2, failover_wait=30.0):
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
+        if failover_wait < 0:
+            raise ValueError("failover_wait must be >= 0")
         self.max_attempts = max_attempts
         self.initial_backoff = initial_backoff
         self.max_backoff = max_backoff
         self.multiplier = multiplier
         self.jitter = jitter
+        self.failover_wait = failover_wait
 
-    def delays(self, members=1):
+    def delays(self, members=1, count=None):
         """The waits between attempts: max_attempts * members - 1 of them
-        (a replicated shard gets max_attempts per member)."""
+        (a replicated shard gets max_attempts per member); `count` of them
+        when given (None with members=0: without end)."""
+        if count is None and members > 0:
+            count = self.max_attempts * members - 1
         current = self.initial_backoff
-        for _ in range(self.max_attempts * members - 1):
+        n = 0
+        while count is None or n < count:
             factor = 1.0 + random.uniform(-self.jitter, self.jitter)
             yield min(self.max_backoff, current * factor)
             current = min(self.max_backoff, current * self.multiplier)
+            n += 1
 
 
 def channel_waiter(channel):
@@ -94,6 +122,11 @@ def channel_waiter(channel):
             time.sleep(max(0.0, delay - waited))
 
     return wait
+
+
+# How long gRPC Python's connectivity polling goes on after the last watch
+# of a channel ended (its poll period, 0.2 s, with a margin).
+_CONNECTIVITY_POLL_SECONDS = 0.3
 
 
 def parse_members(address):
@@ -126,6 +159,7 @@ class Members:
         self._waiters = [channel_waiter(c) for c in self.channels]
         self._lock = threading.Lock()
         self._current = 0  # guarded by _lock
+        self._waited_until = 0.0  # guarded by _lock: when the last wait ended
 
     def __len__(self):
         return len(self.channels)
@@ -150,8 +184,18 @@ class Members:
         """Waits before a retry at the current member (less when its channel
         reconnects)."""
         self._waiters[self.current()](delay)
+        with self._lock:
+            self._waited_until = time.monotonic()
 
     def close(self):
+        # A wait watched a channel's connectivity, which gRPC polls on a
+        # thread of its own for up to 0.2 s after the watch ends; closing the
+        # channel meanwhile makes that thread print a ValueError
+        # (grpc/grpc#18995). Let it end first.
+        with self._lock:
+            settle = self._waited_until + _CONNECTIVITY_POLL_SECONDS - time.monotonic()
+        if settle > 0:
+            time.sleep(settle)
         for channel in self.channels:
             channel.close()
 
@@ -163,20 +207,40 @@ def call(attempt, policy, shard=None, address=None, sleep=time.sleep, members=No
     Members: each retry then goes to the other member, and waits with its
     channel instead of `sleep`); `attempt` must redo the whole call (for
     streams: make a new request iterator and read the whole response), with
-    members.stub when given.
+    members.stub when given. A member that refuses naming its role (not the
+    primary) is left for the other one at once, with a wait only once every
+    member refused in a row; for policy.failover_wait from the first such
+    refusal the attempts are not counted.
     """
-    delays = policy.delays(len(members) if members is not None else 1)
+    count = len(members) if members is not None else 1
+    delays = policy.delays(count)
+    failover_delays = policy.delays(members=0)
+    failover_until = None
+    refused_in_a_row = 0
     while True:
         member = members.current() if members is not None else 0
         try:
             return attempt()
         except grpc.RpcError as error:
             if error.code() in TRANSIENT_CODES:
-                delay = next(delays, None)
+                refused = bool(refusing_role(error))
+                now = time.monotonic()
+                if refused and failover_until is None:
+                    failover_until = now + policy.failover_wait
+                if failover_until is not None and now < failover_until:
+                    # A failover in progress: not counted.
+                    refused_in_a_row = refused_in_a_row + 1 if refused else 0
+                    delay = 0.0
+                    if refused_in_a_row == 0 or refused_in_a_row >= count:
+                        refused_in_a_row = 0
+                        delay = next(failover_delays)
+                else:
+                    delay = next(delays, None)
                 if delay is not None:
                     if members is not None:
                         members.move_on(member)
-                        members.wait(delay)
+                        if delay > 0:
+                            members.wait(delay)
                     else:
                         sleep(delay)
                     continue

@@ -53,6 +53,10 @@ class Client:
       - UNAVAILABLE, CANCELLED and DEADLINE_EXCEEDED (a shard restarting,
         shutting down or hung) are retried with exponential backoff and
         jitter, at most max_attempts times per shard and call, then raised.
+        A member of a replicated shard ("a|b") that refuses naming its role
+        (dcasgd-role: it is not the primary) sends the call to the other
+        member at once, and for failover_wait seconds from the first such
+        refusal the attempts are not counted (a failover in progress).
         Pushes are retried with the same step, so a shard that applied a push
         whose answer was lost answers again without applying it twice.
       - FAILED_PRECONDITION from a push (lease lost, unknown worker, chunk not
@@ -95,7 +99,7 @@ class Client:
                  initial_backoff=0.05, max_backoff=1.0, heartbeats=True,
                  max_message_bytes=64 << 20, join=True, credentials=None, token=None,
                  token_file=None, tls_ca=None, tls_cert=None, tls_key=None,
-                 tls_server_name=None, wire_dtype="float32"):
+                 tls_server_name=None, wire_dtype="float32", failover_wait=30.0):
         # Versions and staleness of the last pushpull (see pushpull()).
         self.last_pushpull = None
         # Constant after construction.
@@ -108,7 +112,8 @@ class Client:
         self._wire_dtype = wire.dtype_value(wire_dtype)
         self._timeout = timeout
         self._policy = _rpc.RetryPolicy(max_attempts=max_attempts,
-                                        initial_backoff=initial_backoff, max_backoff=max_backoff)
+                                        initial_backoff=initial_backoff, max_backoff=max_backoff,
+                                        failover_wait=failover_wait)
         self._heartbeats = heartbeats
         sizes = [("grpc.max_send_message_length", max_message_bytes),
                  ("grpc.max_receive_message_length", max_message_bytes)]

@@ -145,6 +145,39 @@ TEST_F(ShardSessionTest, TwoMembersAreTriedAlternatelyMaxAttemptsEach) {
   EXPECT_EQ(tried, (std::vector<size_t>{0, 1, 0, 1, 0, 1}));
 }
 
+// Refusals that name a role (a member that is not the primary) move to the
+// other member at once and, within failover_wait, do not count against
+// max_attempts; once it has passed they count as any transient error.
+TEST_F(ShardSessionTest, RefusalsNamingARoleDoNotCountWithinFailoverWait) {
+  auto session = PairSession(*shard_, "w");
+  std::vector<size_t> tried;
+  const absl::Status status = session->Call(CallKind::kRead, [&](const WorkerCredentials&) {
+    tried.push_back(session->current_member());
+    if (tried.size() == 10) return absl::OkStatus();
+    absl::Status refused = absl::UnavailableError("member b is catching-up");
+    SetRefusingRole(&refused, "catching-up");
+    return refused;
+  });
+  EXPECT_TRUE(status.ok()) << status;
+  EXPECT_EQ(tried, (std::vector<size_t>{0, 1, 0, 1, 0, 1, 0, 1, 0, 1})) << "3 attempts per member";
+
+  CallPolicy no_wait = FastPolicy();
+  no_wait.failover_wait = absl::ZeroDuration();
+  grpc::ChannelArguments args;
+  SetResilienceArgs(&args);
+  ShardSession strict(0, 1, {kRefusingAddress, shard_->address()}, args, "w", no_wait);
+  int attempts = 0;
+  const absl::Status refused = strict.Call(CallKind::kRead, [&](const WorkerCredentials&) {
+    ++attempts;
+    absl::Status s = absl::UnavailableError("member b is replica");
+    SetRefusingRole(&s, "replica");
+    return s;
+  });
+  EXPECT_EQ(refused.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(RefusingRole(refused), "replica") << "the last refusal, role and all";
+  EXPECT_EQ(attempts, 6);
+}
+
 // A member that refuses connections: the session joins at the other member,
 // and stays with it, so later calls need no retry.
 TEST_F(ShardSessionTest, ASessionMovesToTheMemberThatAnswersAndStays) {
