@@ -151,16 +151,21 @@ TEST(ShardMemory, SixtyFourClientsStayWithinTheSizingRuleAndLeavingReturnsMemory
   // include; they are not what this checks.
   clients.clear();
   // The freed backups go back to the system: resident memory falls to within
-  // a tenth of the backups' size above what it was before the workers came.
+  // a quarter of the backups' size above what it was before the workers
+  // came. Kept, they would hold it above the whole of their size; what stays
+  // is the server's own memory after 64 connections (its threads, their
+  // allocator arenas, gRPC's caches), 17-33 MiB over `idle` in eighteen runs
+  // on 2026-12-02, which a tenth of the backups (25.6 MiB) did not always
+  // cover.
   const absl::Time deadline = absl::Now() + absl::Seconds(10);
   uint64_t after = ProcStatusBytes(pid, "VmRSS");
-  while (after > idle + backups / 10 && absl::Now() < deadline) {
+  while (after > idle + backups / 4 && absl::Now() < deadline) {
     absl::SleepFor(absl::Milliseconds(50));
     after = ProcStatusBytes(pid, "VmRSS");
   }
   std::printf("after every worker left: %s\n", HumanBytes(after).c_str());
   if (kChecksResidentMemory) {
-    EXPECT_LE(after, idle + backups / 10) << "freed backups stayed resident";
+    EXPECT_LE(after, idle + backups / 4) << "freed backups stayed resident";
   }
 }
 
