@@ -111,18 +111,14 @@ class ChunkBackups {
   }
   // Makes `worker`'s backup of `step` the newest of its ring, if the ring
   // holds that key (a repeated push step was answered with it, so it is the
-  // weights the worker now computes on). A ring of capacity 1 is unchanged.
-  // Returns whether the backup exists.
-  bool Renew(WorkerId worker, uint64_t step) {
+  // weights the worker now computes on).
+  void Renew(WorkerId worker, uint64_t step) {
     auto it = rings_.find(worker);
-    if (it == rings_.end() || it->second.entries.empty()) return false;
+    if (it == rings_.end()) return;
     std::vector<Entry>& entries = it->second.entries;
-    if (it->second.capacity == 1) return true;
     auto e = std::find_if(entries.begin(), entries.end(),
                           [step](const Entry& entry) { return entry.step == step; });
-    if (e == entries.end()) return false;
-    std::rotate(e, e + 1, entries.end());
-    return true;
+    if (e != entries.end()) std::rotate(e, e + 1, entries.end());
   }
   // How many backups `worker` has of this chunk.
   size_t count(WorkerId worker) const {

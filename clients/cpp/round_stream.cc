@@ -108,7 +108,10 @@ absl::Status PendingRound::Wait(absl::Duration timeout, ShardReply* reply) {
   if (stream != nullptr) stream->Cancel(/*deadline=*/true);
   absl::MutexLock lock(&mu_);
   mu_.Await(absl::Condition(&done_));
-  if (status_.ok() && reply != nullptr) *reply = reply_;
+  if (status_.ok()) {
+    if (reply != nullptr) *reply = reply_;
+    return absl::OkStatus();
+  }
   // A copy of its own, not one sharing status_'s message: the caller and
   // the stream's thread (which may drop the last reference to this round)
   // then never count one message's references down on two threads, an

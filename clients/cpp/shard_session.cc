@@ -134,7 +134,8 @@ absl::Status ShardSession::Call(
   // progress, whose attempts are not counted.
   absl::Time failover_until = absl::InfinitePast();
   size_t refused_in_a_row = 0;
-  for (int n = 1;; ++n) {
+  int counted = 0;  // failed attempts that count against max_attempts
+  for (;;) {
     const WorkerCredentials worker = credentials();
     const uint64_t id = worker.worker_id;
     if (kind == CallKind::kPush && id == 0) {
@@ -149,8 +150,8 @@ absl::Status ShardSession::Call(
       failover_until = absl::Now() + policy_.failover_wait;
     }
     const bool failing_over = absl::Now() < failover_until;
-    if (IsTransient(status) && (failing_over || n < max_attempts)) {
-      if (failing_over) --n;
+    if (!failing_over) ++counted;
+    if (IsTransient(status) && (failing_over || counted < max_attempts)) {
       MoveOn(member);
       refused_in_a_row = refused ? refused_in_a_row + 1 : 0;
       // The other member is tried at once after a refusal, unless it

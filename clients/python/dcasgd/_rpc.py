@@ -1,6 +1,7 @@
 """Retry of transient errors with exponential backoff and jitter, and the
 channel options every dcasgd client uses."""
 
+import itertools
 import random
 import threading
 import time
@@ -86,19 +87,18 @@ class RetryPolicy:
         self.jitter = jitter
         self.failover_wait = failover_wait
 
-    def delays(self, members=1, count=None):
-        """The waits between attempts: max_attempts * members - 1 of them
-        (a replicated shard gets max_attempts per member); `count` of them
-        when given (None with members=0: without end)."""
-        if count is None and members > 0:
-            count = self.max_attempts * members - 1
+    def backoff(self):
+        """The waits between attempts, without end."""
         current = self.initial_backoff
-        n = 0
-        while count is None or n < count:
+        while True:
             factor = 1.0 + random.uniform(-self.jitter, self.jitter)
             yield min(self.max_backoff, current * factor)
             current = min(self.max_backoff, current * self.multiplier)
-            n += 1
+
+    def delays(self, members=1):
+        """The waits between attempts: max_attempts * members - 1 of them
+        (a replicated shard gets max_attempts per member)."""
+        return itertools.islice(self.backoff(), self.max_attempts * members - 1)
 
 
 def channel_waiter(channel):
@@ -214,7 +214,7 @@ def call(attempt, policy, shard=None, address=None, sleep=time.sleep, members=No
     """
     count = len(members) if members is not None else 1
     delays = policy.delays(count)
-    failover_delays = policy.delays(members=0)
+    failover_delays = policy.backoff()
     failover_until = None
     refused_in_a_row = 0
     while True:
